@@ -1,0 +1,415 @@
+//! JSON ↔ Arrow.
+//!
+//! Decoding uses arrow-json's tape `Decoder`, column at a time, with the stream's schema: numbers
+//! and numeric strings bound for `Decimal128` columns are parsed from their text, never through
+//! `f64`. A batch that holds a bad record is decoded again record by record to single out the bad
+//! ones; the good ones are then decoded together, so one bad record costs one slow batch, not a
+//! lost batch. Encoding uses arrow-json's encoders row by row into one buffer; decimals are
+//! written as exact strings (default) or as JSON numbers with exactly the column's digits.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow::array::{Array, BinaryArray, BooleanArray, RecordBatch, StructArray};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use arrow_json::reader::{Decoder, ReaderBuilder};
+use arrow_json::writer::{make_encoder, Encoder, EncoderFactory, EncoderOptions, NullableEncoder};
+
+use super::{DecodeFailure, Decoded, EncodedRows};
+use crate::{ConnectorError, Result};
+
+/// Decodes JSON objects (one per payload) into batches of a fixed schema.
+pub struct JsonDecoder {
+    schema: SchemaRef,
+    decoder: Decoder,
+    /// Rows the decoder holds before it must be flushed; grown to the largest batch seen.
+    capacity: usize,
+}
+
+impl std::fmt::Debug for JsonDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonDecoder").field("schema", &self.schema).finish()
+    }
+}
+
+impl JsonDecoder {
+    /// A decoder producing batches of `schema`. Fields absent from a record are null; fields of
+    /// the record that the schema does not name are ignored.
+    pub fn new(schema: SchemaRef) -> Result<Self> {
+        let capacity = 1024;
+        let decoder = Self::build(&schema, capacity)?;
+        Ok(Self {
+            schema,
+            decoder,
+            capacity,
+        })
+    }
+
+    fn build(schema: &SchemaRef, capacity: usize) -> Result<Decoder> {
+        Ok(ReaderBuilder::new(schema.clone())
+            .with_batch_size(capacity)
+            .with_coerce_primitive(true)
+            .build_decoder()?)
+    }
+
+    /// The schema of decoded batches.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Decodes one payload per record. Records that are not one valid JSON object fitting the
+    /// schema are reported in [`Decoded::failures`] and left out of the batch.
+    pub fn decode(&mut self, payloads: &BinaryArray) -> Result<Decoded> {
+        if payloads.len() > self.capacity {
+            self.capacity = payloads.len().next_power_of_two();
+            self.decoder = Self::build(&self.schema, self.capacity)?;
+        }
+        match self.decode_all(payloads, None) {
+            Ok(batch) => Ok(Decoded {
+                batch,
+                keep: None,
+                failures: Vec::new(),
+            }),
+            Err(_) => {
+                // Slow path: this batch holds at least one bad record. Find them one by one.
+                self.decoder = Self::build(&self.schema, self.capacity)?;
+                let mut failures = Vec::new();
+                let mut keep = Vec::with_capacity(payloads.len());
+                for i in 0..payloads.len() {
+                    match self.check_one(payloads, i) {
+                        Ok(()) => keep.push(true),
+                        Err(reason) => {
+                            keep.push(false);
+                            failures.push(DecodeFailure { index: i, reason });
+                            self.decoder = Self::build(&self.schema, self.capacity)?;
+                        }
+                    }
+                }
+                let keep = BooleanArray::from(keep);
+                let batch = self.decode_all(payloads, Some(&keep)).map_err(|e| {
+                    ConnectorError::Config(format!("JSON batch failed after checking each record: {e}"))
+                })?;
+                Ok(Decoded {
+                    batch,
+                    keep: Some(keep),
+                    failures,
+                })
+            }
+        }
+    }
+
+    /// Decodes every record (or those `keep` selects) into one batch; any problem is an error.
+    fn decode_all(
+        &mut self,
+        payloads: &BinaryArray,
+        keep: Option<&BooleanArray>,
+    ) -> std::result::Result<RecordBatch, String> {
+        for i in 0..payloads.len() {
+            if keep.is_some_and(|k| !k.value(i)) {
+                continue;
+            }
+            if let Err(e) = self.feed_one(payloads, i) {
+                self.decoder = Self::build(&self.schema, self.capacity).map_err(|e| e.to_string())?;
+                return Err(e);
+            }
+        }
+        match self.decoder.flush() {
+            Ok(Some(batch)) => Ok(batch),
+            Ok(None) => Ok(RecordBatch::new_empty(self.schema.clone())),
+            Err(e) => {
+                self.decoder = Self::build(&self.schema, self.capacity).map_err(|e| e.to_string())?;
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Feeds record `i` to the decoder, checking it is exactly one complete JSON value.
+    fn feed_one(&mut self, payloads: &BinaryArray, i: usize) -> std::result::Result<(), String> {
+        if payloads.is_null(i) {
+            return Err("record has no value (tombstone)".to_string());
+        }
+        let bytes = payloads.value(i);
+        let before = self.decoder.len();
+        self.decoder
+            .decode(bytes)
+            .map_err(|e| format!("invalid JSON: {}", strip_arrow_prefix(&e)))?;
+        if self.decoder.has_partial_record() {
+            return Err("invalid JSON: the value is truncated".to_string());
+        }
+        match self.decoder.len() - before {
+            1 => Ok(()),
+            0 => Err("invalid JSON: the payload is empty".to_string()),
+            n => Err(format!("invalid JSON: the payload holds {n} values, expected one object")),
+        }
+    }
+
+    /// Decodes record `i` alone, to find out whether it is good.
+    fn check_one(&mut self, payloads: &BinaryArray, i: usize) -> std::result::Result<(), String> {
+        self.feed_one(payloads, i)?;
+        match self.decoder.flush() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("does not fit the schema: {}", strip_arrow_prefix(&e))),
+        }
+    }
+}
+
+fn strip_arrow_prefix(e: &ArrowError) -> String {
+    let text = e.to_string();
+    for prefix in ["Json error: ", "Parser error: ", "Cast error: ", "Invalid argument error: "] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    text
+}
+
+/// How decimals are written in JSON output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecimalFormat {
+    /// As a string holding the exact value with the column's scale: `"15025.6700"`.
+    #[default]
+    String,
+    /// As a JSON number with exactly the column's digits: `15025.6700`.
+    Number,
+}
+
+impl std::str::FromStr for DecimalFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "string" => Ok(DecimalFormat::String),
+            "number" => Ok(DecimalFormat::Number),
+            other => Err(format!(
+                "unknown decimal format '{other}' (expected 'string' or 'number')"
+            )),
+        }
+    }
+}
+
+/// Encodes rows of a batch as JSON objects, one per row.
+#[derive(Debug, Clone)]
+pub struct JsonEncoder {
+    options: EncoderOptions,
+}
+
+impl Default for JsonEncoder {
+    fn default() -> Self {
+        Self::new(DecimalFormat::default())
+    }
+}
+
+impl JsonEncoder {
+    /// An encoder writing null columns explicitly (`"col":null`) and decimals per `decimals`.
+    pub fn new(decimals: DecimalFormat) -> Self {
+        let mut options = EncoderOptions::default().with_explicit_nulls(true);
+        if decimals == DecimalFormat::String {
+            options = options.with_encoder_factory(Arc::new(DecimalAsString));
+        }
+        Self { options }
+    }
+
+    /// Appends one JSON object per row of `batch` to `out`.
+    pub fn encode(&self, batch: &RecordBatch, out: &mut EncodedRows) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let array = StructArray::from(batch.clone());
+        let field: FieldRef = Arc::new(Field::new_struct(
+            "",
+            batch.schema().fields().clone(),
+            false,
+        ));
+        let mut encoder = make_encoder(&field, &array, &self.options)?;
+        out.ends.reserve(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            encoder.encode(row, &mut out.bytes);
+            out.ends.push(out.bytes.len());
+        }
+        Ok(())
+    }
+}
+
+/// Writes `Decimal128` values as JSON strings holding their exact text.
+#[derive(Debug)]
+struct DecimalAsString;
+
+impl EncoderFactory for DecimalAsString {
+    fn make_default_encoder<'a>(
+        &self,
+        _field: &'a FieldRef,
+        array: &'a dyn Array,
+        _options: &'a EncoderOptions,
+    ) -> std::result::Result<Option<NullableEncoder<'a>>, ArrowError> {
+        match array.data_type() {
+            DataType::Decimal32(_, _)
+            | DataType::Decimal64(_, _)
+            | DataType::Decimal128(_, _)
+            | DataType::Decimal256(_, _) => {
+                let formatter = ArrayFormatter::try_new(array, &FormatOptions::new())?;
+                Ok(Some(NullableEncoder::new(
+                    Box::new(QuotedDisplay(formatter)),
+                    array.nulls().cloned(),
+                )))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+struct QuotedDisplay<'a>(ArrayFormatter<'a>);
+
+impl Encoder for QuotedDisplay<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        out.push(b'"');
+        // Writing into a Vec cannot fail; decimal text needs no JSON escaping.
+        let _ = write!(out, "{}", self.0.value(idx));
+        out.push(b'"');
+    }
+}
+
+/// Infers a schema from sample JSON objects, for streams declared without one.
+///
+/// Integers become `Int64`, numbers with a fraction become `Decimal128(38, s)` with `s` the
+/// largest number of fraction digits seen (money stays exact), strings `Utf8`, booleans
+/// `Boolean`, nested objects `Struct` and arrays `List`.
+pub fn infer_schema<'a>(samples: impl Iterator<Item = &'a [u8]>) -> Result<Schema> {
+    let mut values = Vec::new();
+    for (i, sample) in samples.enumerate() {
+        match serde_json::from_slice::<serde_json::Value>(sample) {
+            Ok(v @ serde_json::Value::Object(_)) => values.push(v),
+            Ok(_) => {
+                tracing::warn!("schema inference: sample record {i} is not a JSON object, skipped")
+            }
+            Err(e) => tracing::warn!("schema inference: sample record {i} is not JSON ({e}), skipped"),
+        }
+    }
+    if values.is_empty() {
+        return Err(ConnectorError::Inference(
+            "no JSON object among the sampled records; declare the schema with --schema".into(),
+        ));
+    }
+    let inferred = arrow_json::reader::infer_json_schema_from_iterator(
+        values.iter().map(|v| Ok(v.clone())),
+    )?;
+    let fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.data_type() == &DataType::Float64 {
+                let scale = values
+                    .iter()
+                    .filter_map(|v| v.get(f.name()))
+                    .filter_map(|v| v.as_number())
+                    .map(|n| {
+                        let text = n.to_string();
+                        text.split_once('.').map_or(0, |(_, frac)| frac.len())
+                    })
+                    .max()
+                    .unwrap_or(0)
+                    .clamp(1, 18) as i8;
+                Field::new(f.name(), DataType::Decimal128(38, scale), true)
+            } else {
+                f.as_ref().clone().with_nullable(true)
+            }
+        })
+        .collect();
+    Ok(Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Decimal128Array, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("symbol", DataType::Utf8, true),
+            Field::new("price", DataType::Decimal128(18, 4), true),
+            Field::new("quantity", DataType::Int64, true),
+        ]))
+    }
+
+    fn payloads(rows: &[&str]) -> BinaryArray {
+        BinaryArray::from_iter_values(rows.iter().map(|r| r.as_bytes()))
+    }
+
+    #[test]
+    fn decimal_numbers_and_numeric_strings_decode_to_the_same_exact_value() {
+        let mut decoder = JsonDecoder::new(schema()).unwrap();
+        let decoded = decoder
+            .decode(&payloads(&[
+                r#"{"symbol":"A","price":150.2567,"quantity":100}"#,
+                r#"{"symbol":"B","price":"150.2567","quantity":1}"#,
+            ]))
+            .unwrap();
+        assert!(decoded.failures.is_empty());
+        let prices = decoded.batch.column(1).as_any().downcast_ref::<Decimal128Array>().unwrap();
+        assert_eq!(prices.value(0), 1_502_567);
+        assert_eq!(prices.value(1), 1_502_567);
+    }
+
+    #[test]
+    fn bad_records_are_reported_and_good_ones_kept_in_order() {
+        let mut decoder = JsonDecoder::new(schema()).unwrap();
+        let decoded = decoder
+            .decode(&payloads(&[
+                r#"{"symbol":"A","price":1,"quantity":1}"#,
+                r#"{"symbol":"B","price":"#,
+                r#"{"symbol":"C","price":"abc","quantity":3}"#,
+                r#"{"symbol":"D","price":4,"quantity":4}"#,
+                r#"{"a":1}{"a":2}"#,
+                "",
+            ]))
+            .unwrap();
+        let failed: Vec<usize> = decoded.failures.iter().map(|f| f.index).collect();
+        assert_eq!(failed, vec![1, 2, 4, 5]);
+        assert!(decoded.failures[1].reason.contains("does not fit the schema"), "{:?}", decoded.failures);
+        assert!(decoded.failures[0].reason.contains("truncated"), "{:?}", decoded.failures);
+        let q = decoded.batch.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(q.values().to_vec(), vec![1, 4]);
+        assert_eq!(
+            decoded.keep.unwrap().iter().map(|b| b.unwrap()).collect::<Vec<_>>(),
+            vec![true, false, false, true, false, false]
+        );
+        // The decoder is usable again after a bad batch.
+        let next = decoder.decode(&payloads(&[r#"{"quantity":7}"#])).unwrap();
+        assert_eq!(next.batch.num_rows(), 1);
+        assert!(next.failures.is_empty());
+    }
+
+    #[test]
+    fn decimals_are_encoded_as_exact_strings_or_numbers() {
+        let mut decoder = JsonDecoder::new(schema()).unwrap();
+        let batch = decoder
+            .decode(&payloads(&[r#"{"symbol":"A","price":"-0.0100","quantity":null}"#]))
+            .unwrap()
+            .batch;
+        let mut out = EncodedRows::default();
+        JsonEncoder::new(DecimalFormat::String).encode(&batch, &mut out).unwrap();
+        assert_eq!(
+            std::str::from_utf8(out.row(0)).unwrap(),
+            r#"{"symbol":"A","price":"-0.0100","quantity":null}"#
+        );
+        let mut out = EncodedRows::default();
+        JsonEncoder::new(DecimalFormat::Number).encode(&batch, &mut out).unwrap();
+        assert_eq!(
+            std::str::from_utf8(out.row(0)).unwrap(),
+            r#"{"symbol":"A","price":-0.0100,"quantity":null}"#
+        );
+    }
+
+    #[test]
+    fn inference_keeps_fractional_numbers_exact() {
+        let rows = [
+            br#"{"symbol":"A","price":150.25,"qty":3}"#.as_slice(),
+            br#"{"symbol":"B","price":1.125,"qty":4}"#.as_slice(),
+        ];
+        let schema = infer_schema(rows.into_iter()).unwrap();
+        assert_eq!(schema.field_with_name("price").unwrap().data_type(), &DataType::Decimal128(38, 3));
+        assert_eq!(schema.field_with_name("qty").unwrap().data_type(), &DataType::Int64);
+        assert_eq!(schema.field_with_name("symbol").unwrap().data_type(), &DataType::Utf8);
+    }
+}

@@ -1,0 +1,66 @@
+//! Codecs: payload bytes ↔ Arrow columns.
+//!
+//! A decoder turns a column of encoded payloads into a `RecordBatch` of the stream's schema and
+//! reports each record it could not decode (by index, with the reason) instead of failing the
+//! batch. An encoder turns a `RecordBatch` into one encoded message per row.
+
+pub mod json;
+
+pub use json::{DecimalFormat, JsonDecoder, JsonEncoder};
+
+use arrow::array::{BooleanArray, RecordBatch};
+
+/// A record that could not be decoded: its index in the batch and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeFailure {
+    pub index: usize,
+    pub reason: String,
+}
+
+/// The result of decoding one batch of payloads.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The decoded rows, in input order, without the failed records.
+    pub batch: RecordBatch,
+    /// Which input records made it into `batch` (`None` when all did).
+    pub keep: Option<BooleanArray>,
+    /// The records that did not decode.
+    pub failures: Vec<DecodeFailure>,
+}
+
+/// Encoded messages, one per row, stored back to back in one buffer.
+#[derive(Debug, Default, Clone)]
+pub struct EncodedRows {
+    pub bytes: Vec<u8>,
+    /// End offset in `bytes` of each row; row `i` spans `ends[i-1]..ends[i]` (from 0 for row 0).
+    pub ends: Vec<usize>,
+}
+
+impl EncodedRows {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The bytes of row `i`.
+    pub fn row(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// Iterates over the rows' bytes.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(move |i| self.row(i))
+    }
+
+    /// Removes all rows, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}

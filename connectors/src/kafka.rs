@@ -1,0 +1,526 @@
+//! Kafka: the record source (bounded snapshot or consumer group) and the producer behind the
+//! Kafka sink and the dead-letter queue.
+//!
+//! Works with any Kafka-protocol broker through librdkafka (the `rdkafka` crate's bundled
+//! build). Offsets are never committed automatically: the runtime calls [`Source::commit`]
+//! after the sink has acknowledged an epoch's output, which gives at-least-once delivery.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::record::{RecordBatchCollector, RecordPosition, SourceBatch};
+use crate::source::Source;
+use crate::{ConnectorError, Result};
+
+/// Where a source starts reading each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    Earliest,
+    Latest,
+    /// This offset in each partition read (clamped to the partition's earliest offset).
+    At(i64),
+}
+
+impl std::str::FromStr for StartOffset {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "earliest" | "beginning" => Ok(StartOffset::Earliest),
+            "latest" | "end" => Ok(StartOffset::Latest),
+            n => n.parse::<i64>().ok().filter(|n| *n >= 0).map(StartOffset::At).ok_or_else(|| {
+                format!("invalid offset '{n}' (expected earliest, latest or a non-negative number)")
+            }),
+        }
+    }
+}
+
+/// Connection settings shared by consumers and producers.
+#[derive(Debug, Clone)]
+pub struct KafkaConnection {
+    /// `host:port[,host:port…]`
+    pub brokers: String,
+    /// How long metadata requests and flushes may take before we report the broker unreachable.
+    pub timeout: Duration,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …).
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaConnection {
+    /// Settings for `brokers` with the given timeout and no extra properties.
+    pub fn new(brokers: impl Into<String>, timeout: Duration) -> Self {
+        Self {
+            brokers: brokers.into(),
+            timeout,
+            properties: Vec::new(),
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "velo-sql")
+            .set("socket.connection.setup.timeout.ms", "10000")
+            .set("log_level", "3");
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+
+    fn unreachable(&self, e: &KafkaError) -> ConnectorError {
+        ConnectorError::BrokerUnreachable {
+            brokers: self.brokers.clone(),
+            timeout_secs: self.timeout.as_secs().max(1),
+            detail: e.to_string(),
+        }
+    }
+
+    /// The partitions of `topic`, or [`ConnectorError::UnknownTopic`] listing what exists.
+    pub fn partitions(&self, consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+        let metadata = consumer
+            .fetch_metadata(None, self.timeout)
+            .map_err(|e| self.unreachable(&e))?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            let mut existing: Vec<&str> = metadata
+                .topics()
+                .iter()
+                .map(|t| t.name())
+                .filter(|n| !n.starts_with("__"))
+                .collect();
+            existing.sort();
+            return Err(ConnectorError::UnknownTopic {
+                topic: topic.to_string(),
+                brokers: self.brokers.clone(),
+                existing: if existing.is_empty() {
+                    "(none)".into()
+                } else {
+                    existing.join(", ")
+                },
+            });
+        };
+        let mut partitions: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+        partitions.sort_unstable();
+        Ok(partitions)
+    }
+
+    /// Names of the topics on the broker (internal `__` topics left out).
+    pub fn topics(&self) -> Result<Vec<String>> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .create()
+            .map_err(|e| ConnectorError::kafka("creating a metadata client", e))?;
+        let metadata = consumer
+            .fetch_metadata(None, self.timeout)
+            .map_err(|e| self.unreachable(&e))?;
+        let mut names: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .filter(|n| !n.starts_with("__"))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// How a [`KafkaSource`] reads.
+#[derive(Debug, Clone)]
+pub enum ReadMode {
+    /// Read from `start` up to the end offsets seen when the source opens, then stop.
+    /// Never commits. `partition` restricts the read to one partition.
+    Snapshot {
+        start: StartOffset,
+        partition: Option<i32>,
+        group_id: Option<String>,
+    },
+    /// Join consumer group `group_id` and read forever; resume from the group's committed
+    /// offsets, or from `reset` (earliest/latest) where it has none.
+    Group { group_id: String, reset: StartOffset },
+}
+
+/// Reads records of one topic.
+pub struct KafkaSource {
+    consumer: BaseConsumer,
+    topic: String,
+    collector: RecordBatchCollector,
+    /// Snapshot mode: the end offset (exclusive) still to reach per partition.
+    remaining: Option<BTreeMap<i32, i64>>,
+    /// Highest offset returned per partition since the last commit.
+    uncommitted: BTreeMap<i32, i64>,
+    group_mode: bool,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource").field("topic", &self.topic).finish()
+    }
+}
+
+impl KafkaSource {
+    /// Opens `topic`: checks the broker answers and the topic exists, then assigns or subscribes.
+    pub fn open(connection: &KafkaConnection, topic: &str, mode: ReadMode) -> Result<Self> {
+        let mut config = connection.client_config();
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        let group_mode = matches!(mode, ReadMode::Group { .. });
+        match &mode {
+            ReadMode::Snapshot { group_id, .. } => {
+                config.set(
+                    "group.id",
+                    group_id.clone().unwrap_or_else(|| "velo-sql-execute".into()),
+                );
+            }
+            ReadMode::Group { group_id, reset } => {
+                config.set("group.id", group_id).set(
+                    "auto.offset.reset",
+                    if *reset == StartOffset::Latest { "latest" } else { "earliest" },
+                );
+            }
+        }
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| ConnectorError::kafka("creating a consumer", e))?;
+        let partitions = connection.partitions(&consumer, topic)?;
+        let remaining = match mode {
+            ReadMode::Snapshot {
+                start, partition, ..
+            } => {
+                let chosen: Vec<i32> = match partition {
+                    Some(p) if !partitions.contains(&p) => {
+                        return Err(ConnectorError::UnknownPartition {
+                            topic: topic.to_string(),
+                            partition: p,
+                            count: partitions.len(),
+                        })
+                    }
+                    Some(p) => vec![p],
+                    None => partitions,
+                };
+                let mut assignment = TopicPartitionList::new();
+                let mut remaining = BTreeMap::new();
+                for p in chosen {
+                    let (low, high) = consumer
+                        .fetch_watermarks(topic, p, connection.timeout)
+                        .map_err(|e| connection.unreachable(&e))?;
+                    let from = match start {
+                        StartOffset::Earliest => low,
+                        StartOffset::Latest => high,
+                        StartOffset::At(n) => n.max(low),
+                    };
+                    if from < high {
+                        assignment
+                            .add_partition_offset(topic, p, Offset::Offset(from))
+                            .map_err(|e| ConnectorError::kafka("building the assignment", e))?;
+                        remaining.insert(p, high);
+                    }
+                }
+                if !remaining.is_empty() {
+                    consumer
+                        .assign(&assignment)
+                        .map_err(|e| ConnectorError::kafka(format!("assigning partitions of '{topic}'"), e))?;
+                }
+                Some(remaining)
+            }
+            ReadMode::Group { .. } => {
+                consumer
+                    .subscribe(&[topic])
+                    .map_err(|e| ConnectorError::kafka(format!("subscribing to '{topic}'"), e))?;
+                None
+            }
+        };
+        Ok(Self {
+            consumer,
+            topic: topic.to_string(),
+            collector: RecordBatchCollector::new(1024),
+            remaining,
+            uncommitted: BTreeMap::new(),
+            group_mode,
+            timeout: connection.timeout,
+        })
+    }
+
+    fn exhausted(&self) -> bool {
+        self.remaining.as_ref().is_some_and(|r| r.is_empty())
+    }
+}
+
+impl Source for KafkaSource {
+    fn poll_batch(&mut self, max_records: usize, max_wait: Duration) -> Result<Option<SourceBatch>> {
+        if self.exhausted() {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + max_wait;
+        while self.collector.len() < max_records && !self.exhausted() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let Some(polled) = self.consumer.poll(deadline - now) else {
+                break;
+            };
+            let message = match polled {
+                Ok(m) => m,
+                Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(e) => {
+                    if is_fatal(&e) {
+                        return Err(ConnectorError::kafka(format!("reading '{}'", self.topic), e));
+                    }
+                    tracing::warn!(topic = %self.topic, "transient consumer error: {e}");
+                    continue;
+                }
+            };
+            let partition = message.partition();
+            let offset = message.offset();
+            if let Some(remaining) = self.remaining.as_mut() {
+                match remaining.get(&partition) {
+                    Some(&end) if offset < end => {
+                        if offset + 1 >= end {
+                            remaining.remove(&partition);
+                        }
+                    }
+                    // Past the snapshot's end, or a partition already finished.
+                    _ => {
+                        remaining.remove(&partition);
+                        continue;
+                    }
+                }
+            }
+            let headers = message.headers();
+            self.collector.push(
+                message.payload(),
+                message.key(),
+                message.topic(),
+                partition,
+                offset,
+                message.timestamp().to_millis(),
+                headers
+                    .into_iter()
+                    .flat_map(|h| h.iter())
+                    .map(|h| (h.key, h.value)),
+            );
+            let entry = self.uncommitted.entry(partition).or_insert(offset);
+            *entry = (*entry).max(offset);
+        }
+        if self.collector.is_empty() && self.exhausted() {
+            return Ok(None);
+        }
+        Ok(Some(self.collector.finish()))
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        if !self.group_mode || self.uncommitted.is_empty() {
+            self.uncommitted.clear();
+            return Ok(());
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, &offset) in &self.uncommitted {
+            offsets
+                .add_partition_offset(&self.topic, partition, Offset::Offset(offset + 1))
+                .map_err(|e| ConnectorError::kafka("building the commit", e))?;
+        }
+        self.consumer
+            .commit(&offsets, CommitMode::Sync)
+            .map_err(|e| ConnectorError::kafka(format!("committing offsets of '{}'", self.topic), e))?;
+        self.uncommitted.clear();
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka topic '{}'", self.topic)
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.remaining.is_some()
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        if self.group_mode {
+            // Leave the group promptly so a restarted job gets the partitions at once.
+            self.consumer.unsubscribe();
+            let _ = self.consumer.poll(Duration::from_millis(0).min(self.timeout));
+        }
+    }
+}
+
+fn is_fatal(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+            | Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+            | Some(RDKafkaErrorCode::GroupAuthorizationFailed)
+            | Some(RDKafkaErrorCode::Fatal)
+    )
+}
+
+/// Collects delivery failures reported by librdkafka.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    failures: Mutex<(usize, Option<String>)>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            failures.0 += 1;
+            failures.1.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// A producer that sends messages and, on [`KafkaProducer::flush`], waits until the broker has
+/// acknowledged every one of them (or reports which failed).
+pub struct KafkaProducer {
+    producer: BaseProducer<DeliveryTracker>,
+    timeout: Duration,
+    tracker_topic: String,
+}
+
+impl KafkaProducer {
+    /// A producer for `connection` (idempotent, acks=all).
+    pub fn new(connection: &KafkaConnection) -> Result<Self> {
+        let mut config = connection.client_config();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", &connection.timeout.as_millis().max(1000).to_string());
+        let producer: BaseProducer<DeliveryTracker> = config
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| ConnectorError::kafka("creating a producer", e))?;
+        Ok(Self {
+            producer,
+            timeout: connection.timeout,
+            tracker_topic: String::new(),
+        })
+    }
+
+    /// Queues one message; waits for room when librdkafka's queue is full.
+    pub fn send(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        if self.tracker_topic != topic {
+            self.tracker_topic = topic.to_string();
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(ConnectorError::kafka(format!("producing to '{topic}'"), e)),
+            }
+        }
+    }
+
+    /// Waits until every queued message is acknowledged; fails if any was not.
+    pub fn flush(&mut self) -> Result<()> {
+        self.producer.poll(Duration::ZERO);
+        if let Err(e) = self.producer.flush(self.timeout) {
+            return Err(ConnectorError::Delivery {
+                topic: self.tracker_topic.clone(),
+                failed: self.producer.in_flight_count().max(1) as usize,
+                first_error: e.to_string(),
+            });
+        }
+        let mut failures = self
+            .producer
+            .context()
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if failures.0 > 0 {
+            let failed = std::mem::take(&mut failures.0);
+            let first_error = failures.1.take().unwrap_or_default();
+            return Err(ConnectorError::Delivery {
+                topic: self.tracker_topic.clone(),
+                failed,
+                first_error,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Writes records that could not be processed, unchanged, to a dead-letter topic. Each keeps its
+/// key and headers and gains `velo.error` (the reason) and `velo.source.topic`,
+/// `velo.source.partition`, `velo.source.offset` headers.
+pub struct DeadLetterQueue {
+    producer: KafkaProducer,
+    topic: String,
+}
+
+impl DeadLetterQueue {
+    /// Header holding the reason a record was dead-lettered.
+    pub const REASON_HEADER: &'static str = "velo.error";
+
+    /// A dead-letter queue writing to `topic`.
+    pub fn new(connection: &KafkaConnection, topic: impl Into<String>) -> Result<Self> {
+        Ok(Self {
+            producer: KafkaProducer::new(connection)?,
+            topic: topic.into(),
+        })
+    }
+
+    /// Queues one failed record.
+    pub fn send(
+        &mut self,
+        payload: Option<&[u8]>,
+        key: Option<&[u8]>,
+        original_headers: &[(String, Option<String>)],
+        position: &RecordPosition,
+        reason: &str,
+    ) -> Result<()> {
+        let mut headers = OwnedHeaders::new_with_capacity(original_headers.len() + 4);
+        for (name, value) in original_headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: value.as_deref(),
+            });
+        }
+        let partition = position.partition.to_string();
+        let offset = position.offset.to_string();
+        headers = headers
+            .insert(Header { key: Self::REASON_HEADER, value: Some(reason) })
+            .insert(Header { key: "velo.source.topic", value: Some(position.topic.as_str()) })
+            .insert(Header { key: "velo.source.partition", value: Some(partition.as_str()) })
+            .insert(Header { key: "velo.source.offset", value: Some(offset.as_str()) });
+        let topic = self.topic.clone();
+        self.producer
+            .send(&topic, key, payload.unwrap_or_default(), Some(headers))
+    }
+
+    /// Waits until every dead-lettered record is acknowledged.
+    pub fn flush(&mut self) -> Result<()> {
+        self.producer.flush()
+    }
+}

@@ -1,0 +1,253 @@
+//! The [`Sink`] trait and its implementations: formatted text to stdout or a file, and one Kafka
+//! message per result row.
+//!
+//! `flush` is the acknowledgement point of an epoch: when it returns, everything written so far
+//! is durable (written out, or acknowledged by the broker), so the source may commit.
+
+use std::fs::File;
+use std::io::{BufWriter, Stdout};
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef};
+
+use crate::codec::{DecimalFormat, EncodedRows, JsonEncoder};
+use crate::format::{FormattedWriter, OutputFormat};
+use crate::kafka::{KafkaConnection, KafkaProducer};
+use crate::{ConnectorError, Result};
+
+/// A destination for result batches.
+pub trait Sink: Send {
+    /// Takes one batch of results.
+    fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Makes everything written so far durable; called at the end of every epoch.
+    fn flush(&mut self) -> Result<()>;
+    /// Ends the output (closes documents) after the last batch.
+    fn finish(&mut self) -> Result<()>;
+    /// Rows written so far.
+    fn rows_written(&self) -> u64;
+}
+
+/// Formatted text to standard output.
+pub struct StdoutSink {
+    writer: FormattedWriter<BufWriter<Stdout>>,
+}
+
+impl StdoutSink {
+    /// Writes `schema`-shaped results to stdout in `format` (see [`FormattedWriter`]).
+    pub fn new(format: OutputFormat, bounded: bool, schema: SchemaRef, decimals: DecimalFormat) -> Self {
+        Self {
+            writer: FormattedWriter::new(
+                BufWriter::new(std::io::stdout()),
+                format,
+                bounded,
+                schema,
+                decimals,
+            ),
+        }
+    }
+}
+
+impl Sink for StdoutSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.writer.flush()
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.writer.finish()
+    }
+    fn rows_written(&self) -> u64 {
+        self.writer.rows_written()
+    }
+}
+
+/// Formatted text to a file (created or truncated).
+pub struct FileSink {
+    path: PathBuf,
+    writer: FormattedWriter<BufWriter<File>>,
+}
+
+impl FileSink {
+    /// Creates `path` and writes results to it in `format`.
+    pub fn create(
+        path: &Path,
+        format: OutputFormat,
+        bounded: bool,
+        schema: SchemaRef,
+        decimals: DecimalFormat,
+    ) -> Result<Self> {
+        let file = File::create(path).map_err(|source| ConnectorError::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: FormattedWriter::new(BufWriter::new(file), format, bounded, schema, decimals),
+        })
+    }
+
+    fn wrap<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| match e {
+            ConnectorError::Io(source) => ConnectorError::File {
+                path: self.path.clone(),
+                source,
+            },
+            other => other,
+        })
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let r = self.writer.write(batch);
+        self.wrap(r)
+    }
+    fn flush(&mut self) -> Result<()> {
+        let r = self.writer.flush();
+        self.wrap(r)
+    }
+    fn finish(&mut self) -> Result<()> {
+        let r = self.writer.finish();
+        self.wrap(r)
+    }
+    fn rows_written(&self) -> u64 {
+        self.writer.rows_written()
+    }
+}
+
+/// How rows are encoded into Kafka messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageFormat {
+    /// One JSON object per message.
+    Json,
+    /// One CSV line (no header) per message.
+    Csv,
+}
+
+impl MessageFormat {
+    /// The message format for an output format, or an error for formats that are documents.
+    pub fn for_output(format: OutputFormat) -> Result<Self> {
+        match format {
+            OutputFormat::Json | OutputFormat::JsonLines => Ok(MessageFormat::Json),
+            OutputFormat::Csv => Ok(MessageFormat::Csv),
+            other => Err(ConnectorError::Config(format!(
+                "format '{other}' cannot be written to Kafka; use json or csv"
+            ))),
+        }
+    }
+}
+
+/// One Kafka message per result row, optionally keyed by a column.
+pub struct KafkaSink {
+    producer: KafkaProducer,
+    topic: String,
+    format: MessageFormat,
+    json: JsonEncoder,
+    key_column: Option<usize>,
+    rows: EncodedRows,
+    rows_written: u64,
+}
+
+impl KafkaSink {
+    /// A sink producing to `topic`. `key_column` names the column whose value (as text) keys
+    /// each message.
+    pub fn new(
+        connection: &KafkaConnection,
+        topic: impl Into<String>,
+        format: MessageFormat,
+        schema: &SchemaRef,
+        key_column: Option<&str>,
+        decimals: DecimalFormat,
+    ) -> Result<Self> {
+        let key_column = key_column
+            .map(|name| {
+                schema.index_of(name).map_err(|_| {
+                    ConnectorError::Config(format!(
+                        "output key column '{name}' is not in the result; columns: {}",
+                        schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            producer: KafkaProducer::new(connection)?,
+            topic: topic.into(),
+            format,
+            json: JsonEncoder::new(decimals),
+            key_column,
+            rows: EncodedRows::default(),
+            rows_written: 0,
+        })
+    }
+
+    fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows.clear();
+        match self.format {
+            MessageFormat::Json => self.json.encode(batch, &mut self.rows),
+            MessageFormat::Csv => {
+                let mut text = Vec::new();
+                arrow_csv::WriterBuilder::new()
+                    .with_header(false)
+                    .build(&mut text)
+                    .write(batch)?;
+                // Quoted CSV fields may hold newlines, so split rows on record boundaries
+                // outside quotes.
+                let mut in_quotes = false;
+                let mut start = 0;
+                for (i, &b) in text.iter().enumerate() {
+                    match b {
+                        b'"' => in_quotes = !in_quotes,
+                        b'\n' if !in_quotes => {
+                            self.rows.bytes.extend_from_slice(&text[start..i]);
+                            self.rows.ends.push(self.rows.bytes.len());
+                            start = i + 1;
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Sink for KafkaSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.encode(batch)?;
+        let keys: Option<ArrayRef> = match self.key_column {
+            Some(i) => Some(match batch.column(i).data_type() {
+                DataType::Utf8 => batch.column(i).clone(),
+                _ => cast(batch.column(i), &DataType::Utf8)?,
+            }),
+            None => None,
+        };
+        let keys = keys.as_ref().map(|k| {
+            k.as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .expect("cast to Utf8 gives a StringArray")
+        });
+        for row in 0..self.rows.len() {
+            let key = keys.and_then(|k| (!k.is_null(row)).then(|| k.value(row).as_bytes()));
+            let topic = &self.topic;
+            let payload = self.rows.row(row);
+            self.producer.send(topic, key, payload, None)?;
+        }
+        self.rows_written += batch.num_rows() as u64;
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.producer.flush()
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.producer.flush()
+    }
+    fn rows_written(&self) -> u64 {
+        self.rows_written
+    }
+}
