@@ -1,1 +1,22 @@
-//! x
+//! VeloStream: streaming SQL over Kafka topics on Arrow micro-batches.
+//!
+//! The layers, in the order data meets them:
+//! - [`sql`]: the SQL front end (statements, `CREATE STREAM`, column lists, error locations);
+//! - [`catalog`]: what names in FROM mean (declared streams, topics, generators);
+//! - [`planner`]: DataFusion plans the query once; the plan becomes a pipeline of
+//!   [`operators`];
+//! - [`runtime`]: the epoch loop (poll → decode → operators → sink → commit);
+//! - [`cli`]: the `velo-sql` command line.
+//!
+//! Codecs, sources and sinks live in the `velo-connectors` crate; extra SQL functions in
+//! `velo-udfs`.
+
+pub mod catalog;
+pub mod cli;
+pub mod error;
+pub mod operators;
+pub mod planner;
+pub mod runtime;
+pub mod sql;
+
+pub use error::{Result, VeloError};

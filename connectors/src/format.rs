@@ -26,7 +26,8 @@ pub enum OutputFormat {
 
 impl OutputFormat {
     /// The names accepted on the command line.
-    pub const NAMES: &'static [&'static str] = &["json", "json-pretty", "json-lines", "csv", "table"];
+    pub const NAMES: &'static [&'static str] =
+        &["json", "json-pretty", "json-lines", "csv", "table"];
 }
 
 impl std::str::FromStr for OutputFormat {
@@ -73,7 +74,13 @@ pub struct FormattedWriter<W: Write> {
 
 impl<W: Write> FormattedWriter<W> {
     /// A writer of `schema`-shaped batches. `bounded` selects document output (see module doc).
-    pub fn new(out: W, format: OutputFormat, bounded: bool, schema: SchemaRef, decimals: DecimalFormat) -> Self {
+    pub fn new(
+        out: W,
+        format: OutputFormat,
+        bounded: bool,
+        schema: SchemaRef,
+        decimals: DecimalFormat,
+    ) -> Self {
         Self {
             out,
             format,
@@ -101,7 +108,11 @@ impl<W: Write> FormattedWriter<W> {
                 let array = self.bounded && self.format != OutputFormat::JsonLines;
                 for row in self.rows.iter() {
                     if array {
-                        self.out.write_all(if self.rows_written == 0 { b"[\n  " } else { b",\n  " })?;
+                        self.out.write_all(if self.rows_written == 0 {
+                            b"[\n  "
+                        } else {
+                            b",\n  "
+                        })?;
                     }
                     if self.format == OutputFormat::JsonPretty {
                         let indent = if array { 1 } else { 0 };
@@ -134,7 +145,11 @@ impl<W: Write> FormattedWriter<W> {
                 if self.bounded {
                     self.table_batches.push(batch.clone());
                 } else {
-                    writeln!(self.out, "{}", arrow::util::pretty::pretty_format_batches(&[batch.clone()])?)?;
+                    writeln!(
+                        self.out,
+                        "{}",
+                        arrow::util::pretty::pretty_format_batches(&[batch.clone()])?
+                    )?;
                 }
             }
         }
@@ -151,8 +166,11 @@ impl<W: Write> FormattedWriter<W> {
     pub fn finish(&mut self) -> Result<()> {
         match self.format {
             OutputFormat::Json | OutputFormat::JsonPretty if self.bounded => {
-                self.out
-                    .write_all(if self.rows_written == 0 { b"[]\n" } else { b"\n]\n" })?;
+                self.out.write_all(if self.rows_written == 0 {
+                    b"[]\n"
+                } else {
+                    b"\n]\n"
+                })?;
             }
             OutputFormat::Csv if !self.csv_header_written => {
                 let empty = RecordBatch::new_empty(self.schema.clone());
@@ -164,7 +182,11 @@ impl<W: Write> FormattedWriter<W> {
                 } else {
                     std::mem::take(&mut self.table_batches)
                 };
-                writeln!(self.out, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+                writeln!(
+                    self.out,
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(&batches)?
+                )?;
             }
             _ => {}
         }
@@ -256,7 +278,11 @@ mod tests {
             vec![
                 Arc::new(Int64Array::from(vec![1, 2])),
                 Arc::new(StringArray::from(vec![Some("a,\"b\""), None])),
-                Arc::new(Decimal128Array::from(vec![Some(150025), Some(-5)]).with_precision_and_scale(10, 2).unwrap()),
+                Arc::new(
+                    Decimal128Array::from(vec![Some(150025), Some(-5)])
+                        .with_precision_and_scale(10, 2)
+                        .unwrap(),
+                ),
             ],
         )
         .unwrap()
@@ -264,7 +290,8 @@ mod tests {
 
     fn render(format: OutputFormat, bounded: bool, batches: &[RecordBatch]) -> String {
         let schema = batch().schema();
-        let mut w = FormattedWriter::new(Vec::new(), format, bounded, schema, DecimalFormat::String);
+        let mut w =
+            FormattedWriter::new(Vec::new(), format, bounded, schema, DecimalFormat::String);
         for b in batches {
             w.write(b).unwrap();
         }

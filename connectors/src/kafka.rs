@@ -35,9 +35,16 @@ impl std::str::FromStr for StartOffset {
         match s {
             "earliest" | "beginning" => Ok(StartOffset::Earliest),
             "latest" | "end" => Ok(StartOffset::Latest),
-            n => n.parse::<i64>().ok().filter(|n| *n >= 0).map(StartOffset::At).ok_or_else(|| {
-                format!("invalid offset '{n}' (expected earliest, latest or a non-negative number)")
-            }),
+            n => n
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .map(StartOffset::At)
+                .ok_or_else(|| {
+                    format!(
+                        "invalid offset '{n}' (expected earliest, latest or a non-negative number)"
+                    )
+                }),
         }
     }
 }
@@ -144,7 +151,10 @@ pub enum ReadMode {
     },
     /// Join consumer group `group_id` and read forever; resume from the group's committed
     /// offsets, or from `reset` (earliest/latest) where it has none.
-    Group { group_id: String, reset: StartOffset },
+    Group {
+        group_id: String,
+        reset: StartOffset,
+    },
 }
 
 /// Reads records of one topic.
@@ -162,7 +172,9 @@ pub struct KafkaSource {
 
 impl std::fmt::Debug for KafkaSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSource").field("topic", &self.topic).finish()
+        f.debug_struct("KafkaSource")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 
@@ -179,13 +191,19 @@ impl KafkaSource {
             ReadMode::Snapshot { group_id, .. } => {
                 config.set(
                     "group.id",
-                    group_id.clone().unwrap_or_else(|| "velo-sql-execute".into()),
+                    group_id
+                        .clone()
+                        .unwrap_or_else(|| "velo-sql-execute".into()),
                 );
             }
             ReadMode::Group { group_id, reset } => {
                 config.set("group.id", group_id).set(
                     "auto.offset.reset",
-                    if *reset == StartOffset::Latest { "latest" } else { "earliest" },
+                    if *reset == StartOffset::Latest {
+                        "latest"
+                    } else {
+                        "earliest"
+                    },
                 );
             }
         }
@@ -227,9 +245,9 @@ impl KafkaSource {
                     }
                 }
                 if !remaining.is_empty() {
-                    consumer
-                        .assign(&assignment)
-                        .map_err(|e| ConnectorError::kafka(format!("assigning partitions of '{topic}'"), e))?;
+                    consumer.assign(&assignment).map_err(|e| {
+                        ConnectorError::kafka(format!("assigning partitions of '{topic}'"), e)
+                    })?;
                 }
                 Some(remaining)
             }
@@ -257,7 +275,11 @@ impl KafkaSource {
 }
 
 impl Source for KafkaSource {
-    fn poll_batch(&mut self, max_records: usize, max_wait: Duration) -> Result<Option<SourceBatch>> {
+    fn poll_batch(
+        &mut self,
+        max_records: usize,
+        max_wait: Duration,
+    ) -> Result<Option<SourceBatch>> {
         if self.exhausted() {
             return Ok(None);
         }
@@ -275,7 +297,10 @@ impl Source for KafkaSource {
                 Err(KafkaError::PartitionEOF(_)) => continue,
                 Err(e) => {
                     if is_fatal(&e) {
-                        return Err(ConnectorError::kafka(format!("reading '{}'", self.topic), e));
+                        return Err(ConnectorError::kafka(
+                            format!("reading '{}'", self.topic),
+                            e,
+                        ));
                     }
                     tracing::warn!(topic = %self.topic, "transient consumer error: {e}");
                     continue;
@@ -332,7 +357,9 @@ impl Source for KafkaSource {
         }
         self.consumer
             .commit(&offsets, CommitMode::Sync)
-            .map_err(|e| ConnectorError::kafka(format!("committing offsets of '{}'", self.topic), e))?;
+            .map_err(|e| {
+                ConnectorError::kafka(format!("committing offsets of '{}'", self.topic), e)
+            })?;
         self.uncommitted.clear();
         Ok(())
     }
@@ -351,7 +378,9 @@ impl Drop for KafkaSource {
         if self.group_mode {
             // Leave the group promptly so a restarted job gets the partitions at once.
             self.consumer.unsubscribe();
-            let _ = self.consumer.poll(Duration::from_millis(0).min(self.timeout));
+            let _ = self
+                .consumer
+                .poll(Duration::from_millis(0).min(self.timeout));
         }
     }
 }
@@ -401,7 +430,10 @@ impl KafkaProducer {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", &connection.timeout.as_millis().max(1000).to_string());
+            .set(
+                "message.timeout.ms",
+                &connection.timeout.as_millis().max(1000).to_string(),
+            );
         let producer: BaseProducer<DeliveryTracker> = config
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| ConnectorError::kafka("creating a producer", e))?;
@@ -437,7 +469,9 @@ impl KafkaProducer {
                     record = r;
                     self.producer.poll(Duration::from_millis(50));
                 }
-                Err((e, _)) => return Err(ConnectorError::kafka(format!("producing to '{topic}'"), e)),
+                Err((e, _)) => {
+                    return Err(ConnectorError::kafka(format!("producing to '{topic}'"), e))
+                }
             }
         }
     }
@@ -510,10 +544,22 @@ impl DeadLetterQueue {
         let partition = position.partition.to_string();
         let offset = position.offset.to_string();
         headers = headers
-            .insert(Header { key: Self::REASON_HEADER, value: Some(reason) })
-            .insert(Header { key: "velo.source.topic", value: Some(position.topic.as_str()) })
-            .insert(Header { key: "velo.source.partition", value: Some(partition.as_str()) })
-            .insert(Header { key: "velo.source.offset", value: Some(offset.as_str()) });
+            .insert(Header {
+                key: Self::REASON_HEADER,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "velo.source.topic",
+                value: Some(position.topic.as_str()),
+            })
+            .insert(Header {
+                key: "velo.source.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "velo.source.offset",
+                value: Some(offset.as_str()),
+            });
         let topic = self.topic.clone();
         self.producer
             .send(&topic, key, payload.unwrap_or_default(), Some(headers))

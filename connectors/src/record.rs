@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
+use arrow::array::BooleanArray;
 use arrow::array::{
     Array, ArrayRef, BinaryArray, BinaryBuilder, Int32Array, Int32Builder, Int64Array,
     Int64Builder, MapArray, MapBuilder, RecordBatch, StringArray, StringBuilder,
     TimestampMillisecondArray, TimestampMillisecondBuilder,
 };
 use arrow::compute::filter;
-use arrow::array::BooleanArray;
 use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 
 /// Name of the record key column (UTF-8; invalid UTF-8 is replaced lossily).
@@ -119,12 +119,17 @@ impl RecordMeta {
 
     /// The metadata column `name` (see [`metadata_fields`]) for the records kept by `keep`
     /// (all when `None`).
-    pub fn column(&self, name: &str, keep: Option<&BooleanArray>) -> arrow::error::Result<ArrayRef> {
+    pub fn column(
+        &self,
+        name: &str,
+        keep: Option<&BooleanArray>,
+    ) -> arrow::error::Result<ArrayRef> {
         let full: ArrayRef = match name {
             KEY_COLUMN => {
                 // Keys are bytes on the wire; the column is text, like ksqlDB's and Flink's
                 // default key format. Only this column is converted, and only when asked for.
-                let mut builder = StringBuilder::with_capacity(self.key.len(), self.key.value_data().len());
+                let mut builder =
+                    StringBuilder::with_capacity(self.key.len(), self.key.value_data().len());
                 for key in self.key.iter() {
                     match key {
                         Some(bytes) => builder.append_value(String::from_utf8_lossy(bytes)),
@@ -275,11 +280,7 @@ impl RecordBatchCollector {
 
     /// Metadata for `n` records produced in-process (generators): no key, no headers, the given
     /// pseudo-topic, partition 0, offsets from `first_offset`, and the given timestamps.
-    pub fn generated_meta(
-        topic: &str,
-        first_offset: i64,
-        timestamps_ms: &[i64],
-    ) -> RecordMeta {
+    pub fn generated_meta(topic: &str, first_offset: i64, timestamps_ms: &[i64]) -> RecordMeta {
         let n = timestamps_ms.len();
         let mut collector = RecordBatchCollector::new(n);
         for (i, ts) in timestamps_ms.iter().enumerate() {

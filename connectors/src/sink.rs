@@ -36,7 +36,12 @@ pub struct StdoutSink {
 
 impl StdoutSink {
     /// Writes `schema`-shaped results to stdout in `format` (see [`FormattedWriter`]).
-    pub fn new(format: OutputFormat, bounded: bool, schema: SchemaRef, decimals: DecimalFormat) -> Self {
+    pub fn new(
+        format: OutputFormat,
+        bounded: bool,
+        schema: SchemaRef,
+        decimals: DecimalFormat,
+    ) -> Self {
         Self {
             writer: FormattedWriter::new(
                 BufWriter::new(std::io::stdout()),
@@ -167,7 +172,12 @@ impl KafkaSink {
                 schema.index_of(name).map_err(|_| {
                     ConnectorError::Config(format!(
                         "output key column '{name}' is not in the result; columns: {}",
-                        schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                        schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))
                 })
             })

@@ -13,7 +13,8 @@ use crate::Result;
 pub trait Source: Send {
     /// Waits up to `max_wait` and returns up to `max_records` records (possibly none).
     /// Returns `None` once a bounded source has nothing more to give.
-    fn poll_batch(&mut self, max_records: usize, max_wait: Duration) -> Result<Option<SourceBatch>>;
+    fn poll_batch(&mut self, max_records: usize, max_wait: Duration)
+        -> Result<Option<SourceBatch>>;
 
     /// Marks every record returned so far as processed (Kafka: commits the offsets).
     fn commit(&mut self) -> Result<()> {

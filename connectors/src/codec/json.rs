@@ -30,7 +30,9 @@ pub struct JsonDecoder {
 
 impl std::fmt::Debug for JsonDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonDecoder").field("schema", &self.schema).finish()
+        f.debug_struct("JsonDecoder")
+            .field("schema", &self.schema)
+            .finish()
     }
 }
 
@@ -89,7 +91,9 @@ impl JsonDecoder {
                 }
                 let keep = BooleanArray::from(keep);
                 let batch = self.decode_all(payloads, Some(&keep)).map_err(|e| {
-                    ConnectorError::Config(format!("JSON batch failed after checking each record: {e}"))
+                    ConnectorError::Config(format!(
+                        "JSON batch failed after checking each record: {e}"
+                    ))
                 })?;
                 Ok(Decoded {
                     batch,
@@ -111,7 +115,8 @@ impl JsonDecoder {
                 continue;
             }
             if let Err(e) = self.feed_one(payloads, i) {
-                self.decoder = Self::build(&self.schema, self.capacity).map_err(|e| e.to_string())?;
+                self.decoder =
+                    Self::build(&self.schema, self.capacity).map_err(|e| e.to_string())?;
                 return Err(e);
             }
         }
@@ -119,7 +124,8 @@ impl JsonDecoder {
             Ok(Some(batch)) => Ok(batch),
             Ok(None) => Ok(RecordBatch::new_empty(self.schema.clone())),
             Err(e) => {
-                self.decoder = Self::build(&self.schema, self.capacity).map_err(|e| e.to_string())?;
+                self.decoder =
+                    Self::build(&self.schema, self.capacity).map_err(|e| e.to_string())?;
                 Err(e.to_string())
             }
         }
@@ -141,7 +147,9 @@ impl JsonDecoder {
         match self.decoder.len() - before {
             1 => Ok(()),
             0 => Err("invalid JSON: the payload is empty".to_string()),
-            n => Err(format!("invalid JSON: the payload holds {n} values, expected one object")),
+            n => Err(format!(
+                "invalid JSON: the payload holds {n} values, expected one object"
+            )),
         }
     }
 
@@ -150,14 +158,22 @@ impl JsonDecoder {
         self.feed_one(payloads, i)?;
         match self.decoder.flush() {
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("does not fit the schema: {}", strip_arrow_prefix(&e))),
+            Err(e) => Err(format!(
+                "does not fit the schema: {}",
+                strip_arrow_prefix(&e)
+            )),
         }
     }
 }
 
 fn strip_arrow_prefix(e: &ArrowError) -> String {
     let text = e.to_string();
-    for prefix in ["Json error: ", "Parser error: ", "Cast error: ", "Invalid argument error: "] {
+    for prefix in [
+        "Json error: ",
+        "Parser error: ",
+        "Cast error: ",
+        "Invalid argument error: ",
+    ] {
         if let Some(rest) = text.strip_prefix(prefix) {
             return rest.to_string();
         }
@@ -271,9 +287,10 @@ impl Encoder for QuotedDisplay<'_> {
 
 /// Infers a schema from sample JSON objects, for streams declared without one.
 ///
-/// Integers become `Int64`, numbers with a fraction become `Decimal128(38, s)` with `s` the
-/// largest number of fraction digits seen (money stays exact), strings `Utf8`, booleans
-/// `Boolean`, nested objects `Struct` and arrays `List`.
+/// Integers become `Int64`; numbers with a fraction, and strings that all hold such numbers
+/// (`"150.25"`), become `Decimal128(38, s)` with `s` the most fraction digits seen (money stays
+/// exact); strings that all hold ISO-8601 timestamps become `Timestamp(ms)`; other strings
+/// `Utf8`, booleans `Boolean`, objects `Struct`, arrays `List`.
 pub fn infer_schema<'a>(samples: impl Iterator<Item = &'a [u8]>) -> Result<Schema> {
     let mut values = Vec::new();
     for (i, sample) in samples.enumerate() {
@@ -282,7 +299,9 @@ pub fn infer_schema<'a>(samples: impl Iterator<Item = &'a [u8]>) -> Result<Schem
             Ok(_) => {
                 tracing::warn!("schema inference: sample record {i} is not a JSON object, skipped")
             }
-            Err(e) => tracing::warn!("schema inference: sample record {i} is not JSON ({e}), skipped"),
+            Err(e) => {
+                tracing::warn!("schema inference: sample record {i} is not JSON ({e}), skipped")
+            }
         }
     }
     if values.is_empty() {
@@ -290,32 +309,67 @@ pub fn infer_schema<'a>(samples: impl Iterator<Item = &'a [u8]>) -> Result<Schem
             "no JSON object among the sampled records; declare the schema with --schema".into(),
         ));
     }
-    let inferred = arrow_json::reader::infer_json_schema_from_iterator(
-        values.iter().map(|v| Ok(v.clone())),
-    )?;
+    let inferred =
+        arrow_json::reader::infer_json_schema_from_iterator(values.iter().map(|v| Ok(v.clone())))?;
     let fields: Vec<Field> = inferred
         .fields()
         .iter()
         .map(|f| {
-            if f.data_type() == &DataType::Float64 {
-                let scale = values
-                    .iter()
-                    .filter_map(|v| v.get(f.name()))
-                    .filter_map(|v| v.as_number())
-                    .map(|n| {
-                        let text = n.to_string();
-                        text.split_once('.').map_or(0, |(_, frac)| frac.len())
-                    })
-                    .max()
-                    .unwrap_or(0)
-                    .clamp(1, 18) as i8;
-                Field::new(f.name(), DataType::Decimal128(38, scale), true)
-            } else {
-                f.as_ref().clone().with_nullable(true)
-            }
+            let samples = values.iter().filter_map(|v| v.get(f.name()));
+            let data_type = match f.data_type() {
+                DataType::Float64 => {
+                    let texts: Vec<String> = samples
+                        .filter_map(|v| v.as_number())
+                        .map(|n| n.to_string())
+                        .collect();
+                    decimal_for(texts.iter().map(String::as_str)).unwrap_or(DataType::Float64)
+                }
+                DataType::Utf8 => {
+                    let texts: Vec<&str> = samples.filter_map(|v| v.as_str()).collect();
+                    if texts.is_empty() {
+                        DataType::Utf8
+                    } else if texts.iter().all(|t| is_decimal_text(t))
+                        && texts.iter().any(|t| t.contains('.'))
+                    {
+                        decimal_for(texts.iter().copied()).unwrap_or(DataType::Utf8)
+                    } else if texts.iter().all(|t| looks_like_timestamp(t)) {
+                        DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None)
+                    } else {
+                        DataType::Utf8
+                    }
+                }
+                other => other.clone(),
+            };
+            Field::new(f.name(), data_type, true)
         })
         .collect();
     Ok(Schema::new(fields))
+}
+
+fn is_decimal_text(t: &str) -> bool {
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && int.len() + frac.len() <= 38
+}
+
+fn decimal_for<'a>(texts: impl Iterator<Item = &'a str>) -> Option<DataType> {
+    let mut scale = 0usize;
+    for t in texts {
+        if !is_decimal_text(t) {
+            return None;
+        }
+        scale = scale.max(t.split_once('.').map_or(0, |(_, f)| f.len()));
+    }
+    Some(DataType::Decimal128(38, scale.clamp(1, 18) as i8))
+}
+
+fn looks_like_timestamp(t: &str) -> bool {
+    t.len() >= 10
+        && t.as_bytes()[4] == b'-'
+        && arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(t).is_ok()
 }
 
 #[cfg(test)]
@@ -346,7 +400,12 @@ mod tests {
             ]))
             .unwrap();
         assert!(decoded.failures.is_empty());
-        let prices = decoded.batch.column(1).as_any().downcast_ref::<Decimal128Array>().unwrap();
+        let prices = decoded
+            .batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Decimal128Array>()
+            .unwrap();
         assert_eq!(prices.value(0), 1_502_567);
         assert_eq!(prices.value(1), 1_502_567);
     }
@@ -366,12 +425,32 @@ mod tests {
             .unwrap();
         let failed: Vec<usize> = decoded.failures.iter().map(|f| f.index).collect();
         assert_eq!(failed, vec![1, 2, 4, 5]);
-        assert!(decoded.failures[1].reason.contains("does not fit the schema"), "{:?}", decoded.failures);
-        assert!(decoded.failures[0].reason.contains("truncated"), "{:?}", decoded.failures);
-        let q = decoded.batch.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert!(
+            decoded.failures[1]
+                .reason
+                .contains("does not fit the schema"),
+            "{:?}",
+            decoded.failures
+        );
+        assert!(
+            decoded.failures[0].reason.contains("truncated"),
+            "{:?}",
+            decoded.failures
+        );
+        let q = decoded
+            .batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(q.values().to_vec(), vec![1, 4]);
         assert_eq!(
-            decoded.keep.unwrap().iter().map(|b| b.unwrap()).collect::<Vec<_>>(),
+            decoded
+                .keep
+                .unwrap()
+                .iter()
+                .map(|b| b.unwrap())
+                .collect::<Vec<_>>(),
             vec![true, false, false, true, false, false]
         );
         // The decoder is usable again after a bad batch.
@@ -384,17 +463,23 @@ mod tests {
     fn decimals_are_encoded_as_exact_strings_or_numbers() {
         let mut decoder = JsonDecoder::new(schema()).unwrap();
         let batch = decoder
-            .decode(&payloads(&[r#"{"symbol":"A","price":"-0.0100","quantity":null}"#]))
+            .decode(&payloads(&[
+                r#"{"symbol":"A","price":"-0.0100","quantity":null}"#,
+            ]))
             .unwrap()
             .batch;
         let mut out = EncodedRows::default();
-        JsonEncoder::new(DecimalFormat::String).encode(&batch, &mut out).unwrap();
+        JsonEncoder::new(DecimalFormat::String)
+            .encode(&batch, &mut out)
+            .unwrap();
         assert_eq!(
             std::str::from_utf8(out.row(0)).unwrap(),
             r#"{"symbol":"A","price":"-0.0100","quantity":null}"#
         );
         let mut out = EncodedRows::default();
-        JsonEncoder::new(DecimalFormat::Number).encode(&batch, &mut out).unwrap();
+        JsonEncoder::new(DecimalFormat::Number)
+            .encode(&batch, &mut out)
+            .unwrap();
         assert_eq!(
             std::str::from_utf8(out.row(0)).unwrap(),
             r#"{"symbol":"A","price":-0.0100,"quantity":null}"#
@@ -405,11 +490,29 @@ mod tests {
     fn inference_keeps_fractional_numbers_exact() {
         let rows = [
             br#"{"symbol":"A","price":150.25,"qty":3}"#.as_slice(),
-            br#"{"symbol":"B","price":1.125,"qty":4}"#.as_slice(),
+            br#"{"symbol":"B","price":1.125,"qty":4,"amount":"10.50","at":"2024-01-01T00:00:00Z"}"#
+                .as_slice(),
         ];
         let schema = infer_schema(rows.into_iter()).unwrap();
-        assert_eq!(schema.field_with_name("price").unwrap().data_type(), &DataType::Decimal128(38, 3));
-        assert_eq!(schema.field_with_name("qty").unwrap().data_type(), &DataType::Int64);
-        assert_eq!(schema.field_with_name("symbol").unwrap().data_type(), &DataType::Utf8);
+        assert_eq!(
+            schema.field_with_name("price").unwrap().data_type(),
+            &DataType::Decimal128(38, 3)
+        );
+        assert_eq!(
+            schema.field_with_name("qty").unwrap().data_type(),
+            &DataType::Int64
+        );
+        assert_eq!(
+            schema.field_with_name("symbol").unwrap().data_type(),
+            &DataType::Utf8
+        );
+        assert_eq!(
+            schema.field_with_name("amount").unwrap().data_type(),
+            &DataType::Decimal128(38, 2)
+        );
+        assert_eq!(
+            schema.field_with_name("at").unwrap().data_type(),
+            &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None)
+        );
     }
 }

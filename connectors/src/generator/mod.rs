@@ -86,7 +86,10 @@ impl GeneratorSpec {
     fn generator(&self) -> Box<dyn Generator> {
         match self.name.as_str() {
             "nexmark" => Box::new(NexmarkGenerator(nexmark::NexmarkConfig::default())),
-            _ => Box::new(trades::TradesGenerator::new(self.seed, self.count.is_none())),
+            _ => Box::new(trades::TradesGenerator::new(
+                self.seed,
+                self.count.is_none(),
+            )),
         }
     }
 }
@@ -119,7 +122,11 @@ pub struct GeneratorSource {
 impl GeneratorSource {
     /// A source for `spec`.
     pub fn new(spec: GeneratorSpec) -> Self {
-        let rate = spec.rate.or(if spec.count.is_none() { Some(1000) } else { None });
+        let rate = spec.rate.or(if spec.count.is_none() {
+            Some(1000)
+        } else {
+            None
+        });
         Self {
             generator: spec.generator(),
             topic: format!("generator:{}", spec.name),
@@ -132,7 +139,11 @@ impl GeneratorSource {
 }
 
 impl Source for GeneratorSource {
-    fn poll_batch(&mut self, max_records: usize, max_wait: Duration) -> Result<Option<SourceBatch>> {
+    fn poll_batch(
+        &mut self,
+        max_records: usize,
+        max_wait: Duration,
+    ) -> Result<Option<SourceBatch>> {
         let started = *self.started.get_or_insert_with(Instant::now);
         let mut want = max_records as u64;
         if let Some(count) = self.spec.count {
@@ -178,8 +189,14 @@ mod tests {
         let spec = GeneratorSpec::parse("generator:trades?count=10&rate=5").unwrap();
         assert_eq!(spec.count, Some(10));
         assert_eq!(spec.rate, Some(5));
-        assert!(GeneratorSpec::parse("generator:nope").unwrap_err().to_string().contains("unknown generator 'nope'"));
-        assert!(GeneratorSpec::parse("trades?speed=1").unwrap_err().to_string().contains("unknown generator option 'speed'"));
+        assert!(GeneratorSpec::parse("generator:nope")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown generator 'nope'"));
+        assert!(GeneratorSpec::parse("trades?speed=1")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown generator option 'speed'"));
     }
 
     #[test]

@@ -49,8 +49,16 @@ const LAST_NAMES: [&str; 9] = [
     "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris",
 ];
 const CITIES: [&str; 10] = [
-    "Phoenix", "Los Angeles", "San Francisco", "Boise", "Portland", "Bend", "Redmond", "Seattle",
-    "Kent", "Cheyenne",
+    "Phoenix",
+    "Los Angeles",
+    "San Francisco",
+    "Boise",
+    "Portland",
+    "Bend",
+    "Redmond",
+    "Seattle",
+    "Kent",
+    "Cheyenne",
 ];
 const STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
 
@@ -330,7 +338,8 @@ pub fn event(config: &NexmarkConfig, n: i64) -> Event {
         } + FIRST_PERSON_ID;
         let category = FIRST_CATEGORY_ID + rng.next_int_bounded(NUM_CATEGORIES) as i64;
         let initial_bid = next_price(&mut rng);
-        let num_events_for_auctions = (NUM_IN_FLIGHT_AUCTIONS * TOTAL_PROPORTION) / AUCTION_PROPORTION;
+        let num_events_for_auctions =
+            (NUM_IN_FLIGHT_AUCTIONS * TOTAL_PROPORTION) / AUCTION_PROPORTION;
         let future_auction = config.timestamp_ms(n + num_events_for_auctions);
         let horizon_ms = future_auction - ts;
         let expires = ts + 1 + next_long(&mut rng, (horizon_ms * 2).max(1));
@@ -478,7 +487,12 @@ pub fn write_json(event: &Event, dialect: JsonDialect, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"auction\":");
     match event {
         Event::Auction(a) => {
-            let _ = write!(out, "{{\"id\":{},\"{}\":", a.id, name("itemName", "item_name"));
+            let _ = write!(
+                out,
+                "{{\"id\":{},\"{}\":",
+                a.id,
+                name("itemName", "item_name")
+            );
             write_json_string(out, &a.item_name);
             out.extend_from_slice(b",\"description\":");
             write_json_string(out, &a.description);
@@ -493,7 +507,11 @@ pub fn write_json(event: &Event, dialect: JsonDialect, out: &mut Vec<u8>) {
             write_timestamp(out, a.date_time, dialect);
             out.extend_from_slice(b",\"expires\":");
             write_timestamp(out, a.expires, dialect);
-            let _ = write!(out, ",\"seller\":{},\"category\":{},\"extra\":", a.seller, a.category);
+            let _ = write!(
+                out,
+                ",\"seller\":{},\"category\":{},\"extra\":",
+                a.seller, a.category
+            );
             write_json_string(out, &a.extra);
             out.push(b'}');
         }
@@ -522,7 +540,11 @@ pub fn write_bid_object(b: &Bid, dialect: JsonDialect, out: &mut Vec<u8>) {
     let _ = write!(
         out,
         ",\"{}\":",
-        if dialect == JsonDialect::Flink { "dateTime" } else { "date_time" }
+        if dialect == JsonDialect::Flink {
+            "dateTime"
+        } else {
+            "date_time"
+        }
     );
     write_timestamp(out, b.date_time, dialect);
     out.extend_from_slice(b",\"extra\":");
@@ -589,7 +611,9 @@ pub fn schema() -> SchemaRef {
 
 /// Builds the Arrow batch of events `first..first + count`.
 pub fn batch(config: &NexmarkConfig, first: i64, count: usize) -> RecordBatch {
-    let events: Vec<Event> = (0..count as i64).map(|i| event(config, first + i)).collect();
+    let events: Vec<Event> = (0..count as i64)
+        .map(|i| event(config, first + i))
+        .collect();
     let mut event_type = Int32Builder::with_capacity(count);
     let mut date_time = TimestampMillisecondBuilder::with_capacity(count);
     for e in &events {
@@ -716,7 +740,11 @@ mod tests {
     fn first_thousand_events_match_the_flink_golden_sample() {
         let expected = include_bytes!("../../tests/data/nexmark/first1000_flink_json.jsonl");
         let actual = lines(JsonDialect::Flink, 1000);
-        for (i, (a, e)) in actual.split(|b| *b == b'\n').zip(expected.split(|b| *b == b'\n')).enumerate() {
+        for (i, (a, e)) in actual
+            .split(|b| *b == b'\n')
+            .zip(expected.split(|b| *b == b'\n'))
+            .enumerate()
+        {
             assert_eq!(
                 std::str::from_utf8(a).unwrap(),
                 std::str::from_utf8(e).unwrap(),
@@ -729,7 +757,10 @@ mod tests {
     #[test]
     fn first_thousand_events_match_the_risingwave_golden_sample() {
         let expected = include_bytes!("../../tests/data/nexmark/first1000_risingwave_json.jsonl");
-        assert_eq!(lines(JsonDialect::RisingWave, 1000).as_slice(), expected.as_slice());
+        assert_eq!(
+            lines(JsonDialect::RisingWave, 1000).as_slice(),
+            expected.as_slice()
+        );
     }
 
     #[test]
@@ -737,7 +768,11 @@ mod tests {
         let config = NexmarkConfig::default();
         let batch = batch(&config, 40, 20);
         assert_eq!(batch.num_rows(), 20);
-        let types = batch.column(0).as_any().downcast_ref::<arrow::array::Int32Array>().unwrap();
+        let types = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int32Array>()
+            .unwrap();
         // Event 50 is a person, 51..=53 auctions, the rest bids.
         assert_eq!(types.value(10), 0);
         assert_eq!(types.value(11), 1);

@@ -74,7 +74,11 @@ impl TradesGenerator {
             Field::new("price", DataType::Decimal128(18, 4), false),
             Field::new("quantity", DataType::Int64, false),
             Field::new("side", DataType::Utf8, false),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
         ]))
     }
 }
@@ -105,7 +109,11 @@ impl Generator for TradesGenerator {
             symbol.append_value(SYMBOLS[s].0);
             price.append_value(self.prices[s]);
             quantity.append_value(1 + self.rng.below(1000) as i64);
-            side.append_value(if self.rng.below(2) == 0 { "BUY" } else { "SELL" });
+            side.append_value(if self.rng.below(2) == 0 {
+                "BUY"
+            } else {
+                "SELL"
+            });
             let t = if self.wall_clock {
                 now
             } else {
@@ -119,7 +127,12 @@ impl Generator for TradesGenerator {
             vec![
                 Arc::new(id.finish()),
                 Arc::new(symbol.finish()),
-                Arc::new(price.finish().with_precision_and_scale(18, 4).expect("valid precision")),
+                Arc::new(
+                    price
+                        .finish()
+                        .with_precision_and_scale(18, 4)
+                        .expect("valid precision"),
+                ),
                 Arc::new(quantity.finish()),
                 Arc::new(side.finish()),
                 Arc::new(ts.finish()),

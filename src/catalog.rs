@@ -1,0 +1,160 @@
+//! What the names in FROM mean.
+//!
+//! A name is a stream declared with `CREATE STREAM` in the same text, otherwise the Kafka topic
+//! of that name. Each stream has a source (a topic or a built-in generator), a payload format,
+//! and a payload schema (declared, given on the command line, or inferred). The table SQL sees
+//! is the payload columns followed by the metadata columns (`_key`, `_topic`, …).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use velo_connectors::generator::GeneratorSpec;
+use velo_connectors::record::{is_metadata_column, metadata_fields};
+
+use crate::error::{Result, SqlLocation, VeloError};
+use crate::sql::StreamDecl;
+
+/// Where a stream's records come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamSource {
+    Topic(String),
+    Generator(GeneratorSpec),
+}
+
+impl std::fmt::Display for StreamSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamSource::Topic(t) => write!(f, "topic '{t}'"),
+            StreamSource::Generator(g) => write!(f, "generator:{}", g.name),
+        }
+    }
+}
+
+/// A named stream.
+#[derive(Debug, Clone)]
+pub struct StreamDef {
+    pub name: String,
+    pub source: StreamSource,
+    /// Payload encoding; `json` today.
+    pub format: String,
+    /// Payload columns, when known.
+    pub schema: Option<SchemaRef>,
+    /// Where it was declared, for error messages (`None` for implicit topic streams).
+    pub declared_at: Option<SqlLocation>,
+}
+
+impl StreamDef {
+    /// An undeclared name: the topic of that name, schema still unknown.
+    pub fn implicit_topic(name: &str, topic: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            source: StreamSource::Topic(topic.to_string()),
+            format: "json".into(),
+            schema: None,
+            declared_at: None,
+        }
+    }
+
+    /// From a `CREATE STREAM` declaration.
+    pub fn from_decl(decl: &StreamDecl) -> Result<Self> {
+        let at = Some(decl.location);
+        let mut source = StreamSource::Topic(decl.name.clone());
+        let mut format = "json".to_string();
+        for (key, value) in &decl.options {
+            match key.as_str() {
+                "topic" | "kafka_topic" | "kafka.topic" => {
+                    source = StreamSource::Topic(value.clone())
+                }
+                "source" | "connector" if value.starts_with("generator:") => {
+                    source = StreamSource::Generator(GeneratorSpec::parse(value)?)
+                }
+                "format" | "value.format" | "serialization" => {
+                    if value.to_ascii_lowercase() != "json" {
+                        return Err(VeloError::sql(
+                            format!(
+                                "stream '{}': format '{value}' is not supported yet (json is)",
+                                decl.name
+                            ),
+                            at,
+                        ));
+                    }
+                    format = "json".into();
+                }
+                other => {
+                    return Err(VeloError::sql(
+                        format!(
+                            "stream '{}': unknown option '{other}' (known: topic, format, source)",
+                            decl.name
+                        ),
+                        at,
+                    ))
+                }
+            }
+        }
+        let schema = decl
+            .columns
+            .as_ref()
+            .map(|cols| Arc::new(Schema::new(cols.clone())));
+        Ok(Self {
+            name: decl.name.clone(),
+            source,
+            format,
+            schema,
+            declared_at: at,
+        })
+    }
+
+    /// The table SQL sees: payload columns, then metadata columns.
+    pub fn table_schema(&self) -> Result<SchemaRef> {
+        let payload = self
+            .schema
+            .as_ref()
+            .ok_or_else(|| VeloError::Usage(format!("stream '{}' has no schema yet", self.name)))?;
+        let mut fields: Vec<Field> = payload
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if let Some(clash) = fields.iter().find(|f| is_metadata_column(f.name())) {
+            return Err(VeloError::sql(
+                format!(
+                    "stream '{}': column '{}' clashes with a metadata column of the same name",
+                    self.name,
+                    clash.name()
+                ),
+                self.declared_at,
+            ));
+        }
+        fields.extend(metadata_fields());
+        Ok(Arc::new(Schema::new(fields)))
+    }
+}
+
+/// The streams a query can name.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    streams: BTreeMap<String, StreamDef>,
+}
+
+impl Catalog {
+    /// Adds (or replaces) a stream.
+    pub fn insert(&mut self, stream: StreamDef) {
+        self.streams.insert(stream.name.clone(), stream);
+    }
+
+    /// The stream called `name`.
+    pub fn get(&self, name: &str) -> Option<&StreamDef> {
+        self.streams.get(name)
+    }
+
+    /// Mutable access to the stream called `name`.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut StreamDef> {
+        self.streams.get_mut(name)
+    }
+
+    /// Declared names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.streams.keys().cloned().collect()
+    }
+}

@@ -1,0 +1,559 @@
+//! The `velo-sql` command line: `execute` (a bounded query), `stream` (a continuous query) and
+//! `demo` (a continuous query over the built-in trades generator, no services needed).
+//!
+//! This module turns arguments into a catalog, a plan, a source and a sink, then hands them
+//! to the [`crate::runtime`]. Exit codes: 0 success, 2 a mistake in the query or arguments
+//! (syntax, unknown table or column, bad option), 1 anything else (broker down, I/O).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use datafusion::sql::sqlparser::ast::Statement;
+use velo_connectors::codec::json::infer_schema;
+use velo_connectors::codec::DecimalFormat;
+use velo_connectors::format::OutputFormat;
+use velo_connectors::generator::{GeneratorSource, GeneratorSpec};
+use velo_connectors::kafka::{
+    DeadLetterQueue, KafkaConnection, KafkaSource, ReadMode, StartOffset,
+};
+use velo_connectors::record::Payload;
+use velo_connectors::sink::{FileSink, KafkaSink, MessageFormat, Sink, StdoutSink};
+use velo_connectors::source::Source;
+
+use crate::catalog::{Catalog, StreamDef, StreamSource};
+use crate::error::{Result, VeloError};
+use crate::planner::{new_session, plan_query, referenced_tables, PlannedQuery};
+use crate::runtime::{InputAdapter, Job, JobStats, RuntimeOptions};
+use crate::sql::{parse_column_list, parse_script};
+
+/// Streaming SQL over Kafka topics.
+#[derive(Debug, Parser)]
+#[command(name = "velo-sql", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a query over what a topic holds now (up to its current end offsets), print, exit.
+    Execute(ExecuteArgs),
+    /// Run a continuous query until stopped (SIGINT/SIGTERM) or until --limit rows.
+    Stream(StreamArgs),
+    /// Run a live query over the built-in trades generator (no Kafka needed).
+    Demo(DemoArgs),
+}
+
+/// Where results go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputKind {
+    Stdout,
+    File,
+    Kafka,
+}
+
+/// Arguments shared by `execute` and `stream`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The SQL text: optional CREATE STREAM declarations and one SELECT, separated by ';'.
+    #[arg(long, short = 'q')]
+    pub query: Option<String>,
+    /// Read the SQL text from this file instead of --query.
+    #[arg(long, short = 'f', conflicts_with = "query")]
+    pub file: Option<PathBuf>,
+    /// Topic of the query's only input (default: the name in FROM).
+    #[arg(long, visible_alias = "input-topic")]
+    pub topic: Option<String>,
+    /// Read the query's only input from a built-in generator instead of Kafka, e.g.
+    /// `generator:trades?count=1000` or `generator:nexmark`.
+    #[arg(long, conflicts_with = "topic")]
+    pub source: Option<String>,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Payload columns of the only input as a SQL column list, e.g.
+    /// 'symbol VARCHAR, price DECIMAL(18,4)'. Without it the schema is inferred.
+    #[arg(long)]
+    pub schema: Option<String>,
+    /// A file holding the column list of --schema.
+    #[arg(long, conflicts_with = "schema")]
+    pub schema_file: Option<PathBuf>,
+    /// Output format: json, json-pretty, json-lines, csv, table.
+    #[arg(long, default_value = "json")]
+    pub format: OutputFormat,
+    /// How decimals are written in JSON: string (exact text, default) or number.
+    #[arg(long, default_value = "string")]
+    pub decimal_format: DecimalFormat,
+    /// Stop after this many result rows.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Where results go.
+    #[arg(long, value_enum, default_value = "stdout")]
+    pub output: OutputKind,
+    /// File for --output file.
+    #[arg(long)]
+    pub output_file: Option<PathBuf>,
+    /// Topic for --output kafka (one message per result row).
+    #[arg(long)]
+    pub output_topic: Option<String>,
+    /// Column whose value keys each output message.
+    #[arg(long)]
+    pub output_key: Option<String>,
+    /// Consumer group id.
+    #[arg(long)]
+    pub group_id: Option<String>,
+    /// Write records that cannot be decoded to this topic, unchanged, with the reason in the
+    /// `velo.error` header.
+    #[arg(long)]
+    pub dlq_topic: Option<String>,
+    /// Seconds allowed for broker requests before giving up.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// Most records per micro-batch.
+    #[arg(long, default_value_t = 8192)]
+    pub batch_size: usize,
+}
+
+/// `velo-sql execute`.
+#[derive(Debug, Args)]
+pub struct ExecuteArgs {
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// Where to start in each partition: earliest, latest or an offset.
+    #[arg(long, default_value = "earliest")]
+    pub offset: StartOffset,
+    /// Read only this partition.
+    #[arg(long)]
+    pub partition: Option<i32>,
+}
+
+/// `velo-sql stream`.
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// Where a consumer group without committed offsets starts: earliest or latest.
+    #[arg(long, default_value = "earliest")]
+    pub auto_offset_reset: StartOffset,
+    /// Keep running until stopped (the default; accepted for compatibility).
+    #[arg(long)]
+    pub continuous: bool,
+    /// Longest wait, in ms, before a micro-batch runs with the records it has.
+    #[arg(long, default_value_t = 200)]
+    pub flush_interval_ms: u64,
+}
+
+/// `velo-sql demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The query to run over the `trades` stream.
+    #[arg(long, short = 'q', default_value = DEMO_QUERY)]
+    pub query: String,
+    /// Trades per second.
+    #[arg(long, default_value_t = 20)]
+    pub rate: u64,
+    /// Stop after this many result rows.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Output format.
+    #[arg(long, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+/// The demo's default query.
+pub const DEMO_QUERY: &str =
+    "SELECT symbol, side, quantity, price, price * quantity AS notional, ts \
+FROM trades WHERE quantity >= 500";
+
+/// Runs the command line; returns the process exit code.
+pub async fn main_with(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Execute(args) => execute(args).await,
+        Command::Stream(args) => stream(args).await,
+        Command::Demo(args) => demo(args).await,
+    };
+    match result {
+        Ok(stats) => {
+            tracing::info!(
+                records_in = stats.records_in,
+                bad_records = stats.bad_records,
+                rows_out = stats.rows_out,
+                "done"
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// How the single input is read.
+enum Mode {
+    Execute {
+        start: StartOffset,
+        partition: Option<i32>,
+    },
+    Stream {
+        reset: StartOffset,
+    },
+}
+
+fn connection(args: &QueryArgs) -> KafkaConnection {
+    KafkaConnection::new(
+        args.brokers.clone(),
+        Duration::from_secs(args.timeout.max(1)),
+    )
+}
+
+async fn execute(args: ExecuteArgs) -> Result<JobStats> {
+    let mode = Mode::Execute {
+        start: args.offset,
+        partition: args.partition,
+    };
+    let options = RuntimeOptions {
+        batch_size: args.query.batch_size,
+        flush_interval: Duration::from_millis(500),
+    };
+    run(args.query, mode, options, true).await
+}
+
+async fn stream(args: StreamArgs) -> Result<JobStats> {
+    let mode = Mode::Stream {
+        reset: args.auto_offset_reset,
+    };
+    let options = RuntimeOptions {
+        batch_size: args.query.batch_size,
+        flush_interval: Duration::from_millis(args.flush_interval_ms.max(1)),
+    };
+    run(args.query, mode, options, false).await
+}
+
+async fn demo(args: DemoArgs) -> Result<JobStats> {
+    let query = QueryArgs {
+        query: Some(args.query),
+        file: None,
+        topic: None,
+        source: Some(format!("generator:trades?rate={}", args.rate.max(1))),
+        brokers: String::new(),
+        schema: None,
+        schema_file: None,
+        format: args.format,
+        decimal_format: DecimalFormat::String,
+        limit: args.limit,
+        output: OutputKind::Stdout,
+        output_file: None,
+        output_topic: None,
+        output_key: None,
+        group_id: None,
+        dlq_topic: None,
+        timeout: 10,
+        batch_size: 8192,
+    };
+    let options = RuntimeOptions {
+        batch_size: 8192,
+        flush_interval: Duration::from_secs(1),
+    };
+    run(
+        query,
+        Mode::Stream {
+            reset: StartOffset::Earliest,
+        },
+        options,
+        false,
+    )
+    .await
+}
+
+fn read_query_text(args: &QueryArgs) -> Result<String> {
+    match (&args.query, &args.file) {
+        (Some(q), _) => Ok(q.clone()),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| VeloError::Usage(format!("cannot read SQL file {}: {e}", path.display()))),
+        (None, None) => Err(VeloError::Usage(
+            "give the SQL with --query or --file".into(),
+        )),
+    }
+}
+
+fn cli_schema(args: &QueryArgs) -> Result<Option<SchemaRef>> {
+    let text = match (&args.schema, &args.schema_file) {
+        (Some(s), _) => s.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+            VeloError::Usage(format!("cannot read schema file {}: {e}", path.display()))
+        })?,
+        (None, None) => return Ok(None),
+    };
+    let fields = parse_column_list(&text).map_err(|e| match e {
+        VeloError::Sql { message, location } => VeloError::Usage(format!(
+            "--schema{}: {message}",
+            location.map(|l| format!(" at {l}")).unwrap_or_default()
+        )),
+        other => other,
+    })?;
+    Ok(Some(Arc::new(Schema::new(fields))))
+}
+
+/// Builds the catalog for `statement`: declared streams plus implicit topic streams, each with
+/// a schema. Returns `None` when the only input is an empty topic with no schema to infer.
+async fn resolve_inputs(
+    args: &QueryArgs,
+    ctx: &datafusion::prelude::SessionContext,
+    declared: Vec<StreamDef>,
+    statement: &Statement,
+) -> Result<Option<Catalog>> {
+    let mut catalog = Catalog::default();
+    for stream in declared {
+        catalog.insert(stream);
+    }
+    let names = referenced_tables(ctx, statement)?;
+    if names.len() > 1
+        && (args.topic.is_some()
+            || args.source.is_some()
+            || args.schema.is_some()
+            || args.schema_file.is_some())
+    {
+        return Err(VeloError::Usage(
+            "--topic, --source and --schema describe a query's only input, but this query reads several; declare each with CREATE STREAM".into(),
+        ));
+    }
+    let connection = connection(args);
+    let mut topics: Option<Vec<String>> = None;
+    for name in &names {
+        if catalog.get(name).is_none() {
+            let stream = match (&args.source, &args.topic) {
+                (Some(source), _) => StreamDef {
+                    source: StreamSource::Generator(GeneratorSpec::parse(source)?),
+                    ..StreamDef::implicit_topic(name, name)
+                },
+                (None, Some(topic)) => StreamDef::implicit_topic(name, topic),
+                (None, None) => StreamDef::implicit_topic(name, name),
+            };
+            catalog.insert(stream);
+        }
+        let stream = catalog.get(name).expect("inserted above").clone();
+        if let StreamSource::Topic(topic) = &stream.source {
+            if topics.is_none() {
+                topics = Some(connection.topics()?);
+            }
+            if !topics.as_ref().is_some_and(|t| t.contains(topic)) {
+                return Err(VeloError::UnknownTable {
+                    name: topic.clone(),
+                    location: None,
+                    declared: list_or_none(
+                        &catalog
+                            .names()
+                            .into_iter()
+                            .filter(|n| catalog.get(n).is_some_and(|s| s.declared_at.is_some()))
+                            .collect::<Vec<_>>(),
+                    ),
+                    topics: list_or_none(topics.as_deref().unwrap_or_default()),
+                });
+            }
+        }
+        if stream.schema.is_none() {
+            let schema = match (&stream.source, cli_schema(args)?) {
+                (_, Some(schema)) => schema,
+                (StreamSource::Generator(spec), None) => spec.schema(),
+                (StreamSource::Topic(topic), None) => match infer_topic_schema(&connection, topic)?
+                {
+                    Some(schema) => schema,
+                    None => return Ok(None),
+                },
+            };
+            catalog.get_mut(name).expect("inserted above").schema = Some(schema);
+        }
+    }
+    Ok(Some(catalog))
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "(none)".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Samples up to 100 records of `topic` and infers a schema; `None` for an empty topic.
+fn infer_topic_schema(connection: &KafkaConnection, topic: &str) -> Result<Option<SchemaRef>> {
+    let mut source = KafkaSource::open(
+        connection,
+        topic,
+        ReadMode::Snapshot {
+            start: StartOffset::Earliest,
+            partition: None,
+            group_id: None,
+        },
+    )?;
+    let Some(sample) = source.poll_batch(100, Duration::from_secs(5))? else {
+        tracing::warn!("topic '{topic}' is empty and no schema was given: the result is empty");
+        return Ok(None);
+    };
+    let Payload::Encoded(payloads) = &sample.payload else {
+        return Ok(None);
+    };
+    let schema = infer_schema(payloads.iter().flatten())?;
+    tracing::warn!(
+        "no schema declared for topic '{topic}'; inferred from {} records: {}",
+        sample.len(),
+        schema
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(Some(Arc::new(schema)))
+}
+
+async fn run(
+    args: QueryArgs,
+    mode: Mode,
+    options: RuntimeOptions,
+    bounded: bool,
+) -> Result<JobStats> {
+    let text = read_query_text(&args)?;
+    let script = parse_script(&text)?;
+    let statement = script
+        .query
+        .clone()
+        .ok_or_else(|| VeloError::sql("the text holds no SELECT query", None))?;
+    let declared = script
+        .streams
+        .iter()
+        .map(StreamDef::from_decl)
+        .collect::<Result<Vec<_>>>()?;
+    let ctx = new_session()?;
+    let Some(catalog) = resolve_inputs(&args, &ctx, declared, &statement).await? else {
+        // An empty topic and no schema: nothing to plan against, and nothing to show.
+        let empty: SchemaRef = Arc::new(Schema::empty());
+        let mut sink = open_sink(&args, &empty, bounded)?;
+        sink.finish()?;
+        return Ok(JobStats::default());
+    };
+    let PlannedQuery {
+        scan,
+        pipeline,
+        output_schema,
+        logical_plan,
+    } = plan_query(&ctx, &catalog, &statement, args.limit).await?;
+    tracing::debug!("plan:\n{logical_plan}");
+    let connection = connection(&args);
+    let source: Box<dyn Source> = match &scan.stream.source {
+        StreamSource::Generator(spec) => Box::new(GeneratorSource::new(spec.clone())),
+        StreamSource::Topic(topic) => {
+            let read_mode = match mode {
+                Mode::Execute { start, partition } => ReadMode::Snapshot {
+                    start,
+                    partition,
+                    group_id: args.group_id.clone(),
+                },
+                Mode::Stream { reset } => ReadMode::Group {
+                    group_id: args
+                        .group_id
+                        .clone()
+                        .unwrap_or_else(|| format!("velo-sql-{}", scan.stream.name)),
+                    reset,
+                },
+            };
+            Box::new(KafkaSource::open(&connection, topic, read_mode)?)
+        }
+    };
+    let sink = open_sink(&args, &output_schema, bounded)?;
+    let dead_letters = args
+        .dlq_topic
+        .as_ref()
+        .map(|topic| DeadLetterQueue::new(&connection, topic.clone()))
+        .transpose()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn_signal_handler(stop.clone());
+    let mut job = Job {
+        source,
+        input: InputAdapter::new(scan)?,
+        pipeline,
+        sink,
+        dead_letters,
+        options,
+        stop,
+    };
+    tokio::task::spawn_blocking(move || job.run())
+        .await
+        .map_err(|e| VeloError::Execution(format!("the job thread failed: {e}")))?
+}
+
+fn open_sink(args: &QueryArgs, schema: &SchemaRef, bounded: bool) -> Result<Box<dyn Sink>> {
+    Ok(match args.output {
+        OutputKind::Stdout => Box::new(StdoutSink::new(
+            args.format,
+            bounded,
+            schema.clone(),
+            args.decimal_format,
+        )),
+        OutputKind::File => {
+            let path = args
+                .output_file
+                .as_ref()
+                .ok_or_else(|| VeloError::Usage("--output file needs --output-file PATH".into()))?;
+            Box::new(FileSink::create(
+                path,
+                args.format,
+                bounded,
+                schema.clone(),
+                args.decimal_format,
+            )?)
+        }
+        OutputKind::Kafka => {
+            let topic = args.output_topic.as_ref().ok_or_else(|| {
+                VeloError::Usage("--output kafka needs --output-topic TOPIC".into())
+            })?;
+            Box::new(KafkaSink::new(
+                &connection(args),
+                topic.clone(),
+                MessageFormat::for_output(args.format)?,
+                schema,
+                args.output_key.as_deref(),
+                args.decimal_format,
+            )?)
+        }
+    })
+}
+
+/// Sets `stop` on SIGINT or SIGTERM; the job then finishes its epoch, flushes, commits and
+/// exits 0. A second signal exits at once.
+fn spawn_signal_handler(stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            for _ in 0..2 {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
+                if stop.swap(true, Ordering::SeqCst) {
+                    std::process::exit(130);
+                }
+                tracing::info!("stopping: finishing the current micro-batch");
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+    });
+}

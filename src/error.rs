@@ -1,0 +1,79 @@
+//! The engine's error type: every failure a user can meet, with what they need to fix it.
+
+use velo_connectors::ConnectorError;
+
+/// Where in a SQL text something went wrong (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlLocation {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl std::fmt::Display for SqlLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+/// Errors of the VeloStream engine.
+#[derive(Debug, thiserror::Error)]
+pub enum VeloError {
+    /// The SQL text does not parse, or names something that does not exist.
+    #[error("SQL error{}: {message}", location.map(|l| format!(" at {l}")).unwrap_or_default())]
+    Sql {
+        message: String,
+        location: Option<SqlLocation>,
+    },
+    /// The query parses but cannot run on a stream (and why, and what to write instead).
+    #[error("cannot run this query on a stream: {0}")]
+    Unsupported(String),
+    /// A name in FROM that is neither a declared stream nor an existing topic.
+    #[error("unknown table '{name}'{}; streams declared: {declared}; topics on the broker: {topics}", location.map(|l| format!(" at {l}")).unwrap_or_default())]
+    UnknownTable {
+        name: String,
+        location: Option<SqlLocation>,
+        declared: String,
+        topics: String,
+    },
+    /// Bad command-line arguments or settings.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error("query execution failed: {0}")]
+    Execution(String),
+    #[error("DataFusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("Arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl VeloError {
+    /// Process exit code for this error: 2 for mistakes in the query or the command line,
+    /// 1 for everything else (broker down, I/O, execution).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            VeloError::Sql { .. }
+            | VeloError::Unsupported(_)
+            | VeloError::UnknownTable { .. }
+            | VeloError::Usage(_) => 2,
+            VeloError::Connector(ConnectorError::UnknownTopic { .. })
+            | VeloError::Connector(ConnectorError::UnknownPartition { .. })
+            | VeloError::Connector(ConnectorError::Config(_)) => 2,
+            _ => 1,
+        }
+    }
+
+    /// A SQL error at `location`.
+    pub fn sql(message: impl Into<String>, location: Option<SqlLocation>) -> Self {
+        VeloError::Sql {
+            message: message.into(),
+            location,
+        }
+    }
+}
+
+/// Result alias of the engine.
+pub type Result<T, E = VeloError> = std::result::Result<T, E>;

@@ -1,0 +1,224 @@
+//! The epoch loop that runs a planned query.
+//!
+//! One epoch: poll a batch from the source → decode it (bad records go to the log and the
+//! dead-letter queue) → run the pipeline → write to the sink → flush the sink → commit the
+//! source. Offsets are committed only after the sink has acknowledged the epoch's output, so a
+//! crash replays at most the last epoch (at-least-once); a graceful stop loses and repeats
+//! nothing. A bounded input ends with the watermark at +∞ so every operator emits what it holds.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use velo_connectors::codec::JsonDecoder;
+use velo_connectors::kafka::DeadLetterQueue;
+use velo_connectors::record::{Payload, RecordMeta, SourceBatch};
+use velo_connectors::sink::Sink;
+use velo_connectors::source::Source;
+
+use crate::error::{Result, VeloError};
+use crate::operators::{Pipeline, Watermark};
+use crate::planner::{ScanColumn, ScanLayout};
+
+/// How the loop polls.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeOptions {
+    /// Most records per epoch.
+    pub batch_size: usize,
+    /// Longest wait for records before an epoch runs with what it has.
+    pub flush_interval: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 8192,
+            flush_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Counters of one run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JobStats {
+    pub records_in: u64,
+    pub bad_records: u64,
+    pub rows_out: u64,
+    pub epochs: u64,
+}
+
+/// Turns source batches into the batches the pipeline expects (see [`ScanLayout`]).
+pub struct InputAdapter {
+    layout: ScanLayout,
+    decoder: Option<JsonDecoder>,
+}
+
+/// A record that could not be turned into a row.
+#[derive(Debug, Clone)]
+pub struct BadRecord {
+    pub index: usize,
+    pub reason: String,
+}
+
+impl InputAdapter {
+    /// An adapter producing batches laid out as `layout` says.
+    pub fn new(layout: ScanLayout) -> Result<Self> {
+        Ok(Self {
+            decoder: None,
+            layout,
+        })
+    }
+
+    /// The schema of produced batches.
+    pub fn schema(&self) -> &arrow::datatypes::SchemaRef {
+        &self.layout.schema
+    }
+
+    /// Decodes `batch` and assembles the scan columns. Records that fail are returned in
+    /// `bad` and left out.
+    pub fn adapt(&mut self, batch: &SourceBatch, bad: &mut Vec<BadRecord>) -> Result<RecordBatch> {
+        let (payload, keep) = match &batch.payload {
+            Payload::Decoded(b) => (b.clone(), None),
+            Payload::Encoded(bytes) => {
+                if self.decoder.is_none() {
+                    self.decoder = Some(JsonDecoder::new(self.layout.payload_schema()?)?);
+                }
+                let decoder = self.decoder.as_mut().expect("decoder was just created");
+                let decoded = decoder.decode(bytes)?;
+                bad.extend(decoded.failures.into_iter().map(|f| BadRecord {
+                    index: f.index,
+                    reason: f.reason,
+                }));
+                (decoded.batch, decoded.keep)
+            }
+        };
+        let columns = self
+            .layout
+            .columns
+            .iter()
+            .zip(self.layout.schema.fields())
+            .map(|(column, field)| -> Result<ArrayRef> {
+                let array = match column {
+                    ScanColumn::Payload(name) => {
+                        payload.column_by_name(name).cloned().ok_or_else(|| {
+                            VeloError::Execution(format!(
+                                "the source did not produce column '{name}'"
+                            ))
+                        })?
+                    }
+                    ScanColumn::Metadata(name) => batch.meta.column(name, keep.as_ref())?,
+                };
+                if array.data_type() != field.data_type() {
+                    return Ok(arrow::compute::cast(&array, field.data_type())?);
+                }
+                Ok(array)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(payload.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.layout.schema.clone(),
+            columns,
+            &options,
+        )?)
+    }
+}
+
+/// A running query: source, input adapter, pipeline, sink, dead-letter queue.
+pub struct Job {
+    pub source: Box<dyn Source>,
+    pub input: InputAdapter,
+    pub pipeline: Pipeline,
+    pub sink: Box<dyn Sink>,
+    pub dead_letters: Option<DeadLetterQueue>,
+    pub options: RuntimeOptions,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Job {
+    /// Runs until the input ends, the query completes (LIMIT), or `stop` is set.
+    pub fn run(&mut self) -> Result<JobStats> {
+        let mut stats = JobStats::default();
+        let mut bad = Vec::new();
+        let mut ended = false;
+        while !self.stop.load(Ordering::Relaxed) && !self.pipeline.is_finished() {
+            let Some(batch) = self
+                .source
+                .poll_batch(self.options.batch_size, self.options.flush_interval)?
+            else {
+                ended = true;
+                break;
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            stats.epochs += 1;
+            stats.records_in += batch.len() as u64;
+            bad.clear();
+            let input = self.input.adapt(&batch, &mut bad)?;
+            if !bad.is_empty() {
+                stats.bad_records += bad.len() as u64;
+                self.handle_bad_records(&batch, &bad)?;
+            }
+            for out in self.pipeline.process(input)? {
+                self.sink.write(&out)?;
+            }
+            self.end_epoch()?;
+        }
+        if ended || self.source.is_bounded() {
+            for out in self.pipeline.advance_watermark(Watermark::END)? {
+                self.sink.write(&out)?;
+            }
+        }
+        self.sink.finish()?;
+        self.end_epoch()?;
+        stats.rows_out = self.sink.rows_written();
+        Ok(stats)
+    }
+
+    fn end_epoch(&mut self) -> Result<()> {
+        self.sink.flush()?;
+        if let Some(dlq) = self.dead_letters.as_mut() {
+            dlq.flush()?;
+        }
+        self.source.commit()?;
+        Ok(())
+    }
+
+    fn handle_bad_records(&mut self, batch: &SourceBatch, bad: &[BadRecord]) -> Result<()> {
+        let meta: &RecordMeta = &batch.meta;
+        for record in bad {
+            let position = meta.position(record.index);
+            tracing::warn!("skipped a bad record at {position}: {}", record.reason);
+            if let Some(dlq) = self.dead_letters.as_mut() {
+                let payload = match &batch.payload {
+                    Payload::Encoded(bytes) if !bytes.is_null(record.index) => {
+                        Some(bytes.value(record.index))
+                    }
+                    _ => None,
+                };
+                let key = (!meta.key.is_null(record.index)).then(|| meta.key.value(record.index));
+                let headers = header_pairs(meta, record.index);
+                dlq.send(payload, key, &headers, &position, &record.reason)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header_pairs(meta: &RecordMeta, index: usize) -> Vec<(String, Option<String>)> {
+    if meta.headers.is_null(index) {
+        return Vec::new();
+    }
+    let entries = meta.headers.value(index);
+    let keys = entries.column(0).as_string::<i32>();
+    let values = entries.column(1).as_string::<i32>();
+    (0..entries.len())
+        .map(|i| {
+            (
+                keys.value(i).to_string(),
+                (!values.is_null(i)).then(|| values.value(i).to_string()),
+            )
+        })
+        .collect()
+}
