@@ -315,28 +315,9 @@ pub fn infer_schema<'a>(samples: impl Iterator<Item = &'a [u8]>) -> Result<Schem
         .fields()
         .iter()
         .map(|f| {
-            let samples = values.iter().filter_map(|v| v.get(f.name()));
             let data_type = match f.data_type() {
-                DataType::Float64 => {
-                    let texts: Vec<String> = samples
-                        .filter_map(|v| v.as_number())
-                        .map(|n| n.to_string())
-                        .collect();
-                    decimal_for(texts.iter().map(String::as_str)).unwrap_or(DataType::Float64)
-                }
-                DataType::Utf8 => {
-                    let texts: Vec<&str> = samples.filter_map(|v| v.as_str()).collect();
-                    if texts.is_empty() {
-                        DataType::Utf8
-                    } else if texts.iter().all(|t| is_decimal_text(t))
-                        && texts.iter().any(|t| t.contains('.'))
-                    {
-                        decimal_for(texts.iter().copied()).unwrap_or(DataType::Utf8)
-                    } else if texts.iter().all(|t| looks_like_timestamp(t)) {
-                        DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None)
-                    } else {
-                        DataType::Utf8
-                    }
+                DataType::Float64 | DataType::Int64 | DataType::Utf8 => {
+                    infer_scalar(values.iter().filter_map(|v| v.get(f.name()))).unwrap_or_else(|| f.data_type().clone())
                 }
                 other => other.clone(),
             };
@@ -344,6 +325,50 @@ pub fn infer_schema<'a>(samples: impl Iterator<Item = &'a [u8]>) -> Result<Schem
         })
         .collect();
     Ok(Schema::new(fields))
+}
+
+/// The type of a top-level field from its sampled values: numbers (and numeric strings, when
+/// most values are numeric) become `Int64` or `Decimal128`; strings that are all timestamps
+/// become `Timestamp(ms)`. `None` leaves arrow-json's choice.
+fn infer_scalar<'a>(samples: impl Iterator<Item = &'a serde_json::Value>) -> Option<DataType> {
+    let mut non_null = 0usize;
+    let mut numbers = 0usize;
+    let mut numeric_texts = Vec::new();
+    let mut strings = Vec::new();
+    for v in samples {
+        match v {
+            serde_json::Value::Null => continue,
+            serde_json::Value::Number(n) => {
+                numbers += 1;
+                numeric_texts.push(n.to_string());
+            }
+            serde_json::Value::String(s) => {
+                if is_decimal_text(s) {
+                    numeric_texts.push(s.clone());
+                }
+                strings.push(s.as_str());
+            }
+            _ => {}
+        }
+        non_null += 1;
+    }
+    if non_null == 0 {
+        return None;
+    }
+    let fractional = numeric_texts.iter().any(|t| t.contains('.'));
+    if numeric_texts.len() * 2 > non_null && (numbers > 0 || fractional) {
+        if fractional {
+            return decimal_for(numeric_texts.iter().map(String::as_str).filter(|t| is_decimal_text(t)));
+        }
+        return Some(DataType::Int64);
+    }
+    if !strings.is_empty() && strings.len() == non_null && strings.iter().all(|t| looks_like_timestamp(t)) {
+        return Some(DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None));
+    }
+    if numbers == 0 && strings.len() == non_null {
+        return Some(DataType::Utf8);
+    }
+    None
 }
 
 fn is_decimal_text(t: &str) -> bool {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: installs and starts the local Kafka-protocol broker (unless
+# KAFKA_BROKERS names one), then runs the workspace's tests. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+started=""
+if [ -z "${KAFKA_BROKERS:-}" ]; then
+  scripts/kafka-broker.sh start
+  started=1
+  export KAFKA_BROKERS="127.0.0.1:${KAFKA_PORT:-9092}"
+fi
+cleanup() { if [ -n "$started" ]; then scripts/kafka-broker.sh stop; fi; }
+trap cleanup EXIT
+
+cargo test --workspace --all-targets "$@"

@@ -1,0 +1,325 @@
+//! Shared helpers of the integration tests: the real broker (started by the project's script
+//! unless `KAFKA_BROKERS` names one), topics, producing and consuming, and running `velo-sql`.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The broker's bootstrap address; starts the local broker once if `KAFKA_BROKERS` is unset.
+pub fn brokers() -> &'static str {
+    static BROKERS: OnceLock<String> = OnceLock::new();
+    BROKERS.get_or_init(|| {
+        if let Ok(b) = std::env::var("KAFKA_BROKERS") {
+            if !b.is_empty() {
+                return b;
+            }
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka-broker.sh");
+        let status = Command::new("bash")
+            .arg(script)
+            .arg("start")
+            .status()
+            .expect("run scripts/kafka-broker.sh");
+        assert!(status.success(), "scripts/kafka-broker.sh start failed");
+        "127.0.0.1:9092".to_string()
+    })
+}
+
+/// A topic name no other test uses.
+pub fn unique_topic(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+}
+
+fn config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers());
+    c
+}
+
+/// Creates `topic` with `partitions` partitions and waits until its metadata is visible.
+pub fn create_topic(topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let results = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("create_topics");
+    for r in results {
+        r.expect("topic created");
+    }
+    let consumer: BaseConsumer = config().create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+        if md.topics().iter().any(|t| t.name() == topic && t.partitions().len() == partitions as usize) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "topic {topic} did not appear");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One record to produce.
+#[derive(Debug, Clone, Default)]
+pub struct Rec {
+    pub key: Option<String>,
+    pub value: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub partition: Option<i32>,
+    pub timestamp: Option<i64>,
+}
+
+impl Rec {
+    pub fn value(v: impl Into<String>) -> Self {
+        Rec { value: Some(v.into()), ..Default::default() }
+    }
+    pub fn key(mut self, k: impl Into<String>) -> Self {
+        self.key = Some(k.into());
+        self
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+    pub fn partition(mut self, p: i32) -> Self {
+        self.partition = Some(p);
+        self
+    }
+    pub fn timestamp(mut self, ts: i64) -> Self {
+        self.timestamp = Some(ts);
+        self
+    }
+}
+
+/// Produces `records` to `topic` and waits for every acknowledgement.
+pub fn produce(topic: &str, records: &[Rec]) {
+    let producer: BaseProducer = config().set("linger.ms", "0").create().unwrap();
+    for r in records {
+        let mut rec: BaseRecord<'_, str, str> = BaseRecord::to(topic);
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_str());
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v.as_str());
+        }
+        if let Some(p) = r.partition {
+            rec = rec.partition(p);
+        }
+        if let Some(ts) = r.timestamp {
+            rec = rec.timestamp(ts);
+        }
+        if !r.headers.is_empty() {
+            let mut h = OwnedHeaders::new();
+            for (k, v) in &r.headers {
+                h = h.insert(Header { key: k, value: Some(v.as_str()) });
+            }
+            rec = rec.headers(h);
+        }
+        producer.send(rec).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
+/// A consumed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumed {
+    pub key: Option<String>,
+    pub value: String,
+    pub headers: BTreeMap<String, String>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Reads every record of `topic` from the beginning until `expected` records arrived (or the
+/// time runs out), then waits a little longer to catch unexpected extra ones.
+pub fn consume(topic: &str, expected: usize) -> Vec<Consumed> {
+    let consumer: BaseConsumer = config()
+        .set("group.id", unique_topic("test-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        }
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut extra_until: Option<Instant> = None;
+    while Instant::now() < deadline && extra_until.is_none_or(|t| Instant::now() < t) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Consumed {
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                headers,
+                partition: m.partition(),
+                offset: m.offset(),
+            });
+        }
+        if out.len() >= expected && extra_until.is_none() {
+            extra_until = Some(Instant::now() + Duration::from_millis(500));
+        }
+    }
+    out.sort_by_key(|c| (c.partition, c.offset));
+    out
+}
+
+/// The `velo-sql` binary.
+pub fn velo_sql() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_velo-sql"));
+    c.env("KAFKA_BROKERS", brokers()).env("RUST_LOG", "warn");
+    c
+}
+
+/// Runs `velo-sql ARGS` to completion (killed after 60 s).
+pub fn run(args: &[&str]) -> Output {
+    let mut child = velo_sql()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start velo-sql");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "velo-sql {args:?} did not finish in 60 s; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `velo-sql` and asserts it exits 0; returns stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "velo-sql {args:?} failed ({:?}):\n{}",
+        out.status,
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// A running `velo-sql` whose stdout lines arrive on a channel.
+pub struct Running {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+/// Starts `velo-sql ARGS` in the background.
+pub fn spawn(args: &[&str]) -> Running {
+    let mut child = velo_sql()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start velo-sql");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Running { child, lines: rx }
+}
+
+impl Running {
+    /// Waits for `n` lines of output (at most 30 s).
+    pub fn take_lines(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => out.push(l),
+                Err(_) => panic!("only {} of {n} lines arrived: {out:?}", out.len()),
+            }
+        }
+        out
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code and any remaining lines.
+    pub fn terminate(mut self) -> (i32, Vec<String>) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                self.child.kill().ok();
+                panic!("velo-sql did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        (status.code().unwrap_or(-1), rest)
+    }
+
+    /// Waits for the process to exit by itself (at most 30 s).
+    pub fn wait(mut self) -> (i32, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                self.child.kill().ok();
+                panic!("velo-sql did not finish within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        (status.code().unwrap_or(-1), rest)
+    }
+}
