@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 
-const SCHEMA: &str = "order_id BIGINT, customer_id VARCHAR, amount DECIMAL(18,4), status VARCHAR, details VARCHAR";
+const SCHEMA: &str =
+    "order_id BIGINT, customer_id VARCHAR, amount DECIMAL(18,4), status VARCHAR, details VARCHAR";
 
 /// A one-partition `orders` topic with good and bad records.
 fn orders_topic() -> String {
@@ -31,7 +32,17 @@ fn orders_topic() -> String {
 const QUERY: &str = "SELECT order_id, customer_id, amount FROM orders WHERE amount > 1000";
 
 fn execute(topic: &str, query: &str, extra: &[&str]) -> String {
-    let mut args = vec!["execute", "--query", query, "--topic", topic, "--schema", SCHEMA, "--brokers", brokers()];
+    let mut args = vec![
+        "execute",
+        "--query",
+        query,
+        "--topic",
+        topic,
+        "--schema",
+        SCHEMA,
+        "--brokers",
+        brokers(),
+    ];
     args.extend_from_slice(extra);
     run_ok(&args)
 }
@@ -66,7 +77,18 @@ fn every_output_format_prints_the_exact_rows() {
         "[\n  {\n    \"order_id\": 4,\n    \"customer_id\": \"c3\",\n    \"amount\": \"25000.0000\"\n  }\n]\n"
     );
     assert_eq!(
-        execute(&topic, QUERY, &["--format", "json-lines", "--decimal-format", "number", "--limit", "1"]),
+        execute(
+            &topic,
+            QUERY,
+            &[
+                "--format",
+                "json-lines",
+                "--decimal-format",
+                "number",
+                "--limit",
+                "1"
+            ]
+        ),
         "{\"order_id\":1,\"customer_id\":\"c1\",\"amount\":1500.5000}\n"
     );
 }
@@ -129,18 +151,31 @@ fn bad_records_are_skipped_counted_and_sent_unchanged_to_the_dead_letter_topic()
     let dlq = unique_topic("orders-dlq");
     create_topic(&dlq, 1);
     let out = run(&[
-        "execute", "--query", "SELECT order_id FROM orders", "--topic", &topic, "--schema", SCHEMA,
-        "--format", "csv", "--dlq-topic", &dlq,
+        "execute",
+        "--query",
+        "SELECT order_id FROM orders",
+        "--topic",
+        &topic,
+        "--schema",
+        SCHEMA,
+        "--format",
+        "csv",
+        "--dlq-topic",
+        &dlq,
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "order_id\n1\n2\n4\n6\n");
     let log = stderr(&out);
     assert!(
-        log.contains(&format!("skipped a bad record at topic '{topic}' partition 0 offset 2: invalid JSON")),
+        log.contains(&format!(
+            "skipped a bad record at topic '{topic}' partition 0 offset 2: invalid JSON"
+        )),
         "{log}"
     );
     assert!(
-        log.contains(&format!("skipped a bad record at topic '{topic}' partition 0 offset 4: does not fit the schema")),
+        log.contains(&format!(
+            "skipped a bad record at topic '{topic}' partition 0 offset 4: does not fit the schema"
+        )),
         "{log}"
     );
     let dead = consume(&dlq, 2);
@@ -149,11 +184,19 @@ fn bad_records_are_skipped_counted_and_sent_unchanged_to_the_dead_letter_topic()
     assert_eq!(dead[0].key.as_deref(), Some("c3"));
     assert_eq!(dead[0].headers["velo.source.offset"], "2");
     assert_eq!(dead[0].headers["velo.source.topic"], topic);
-    assert!(dead[0].headers["velo.error"].starts_with("invalid JSON"), "{:?}", dead[0].headers);
+    assert!(
+        dead[0].headers["velo.error"].starts_with("invalid JSON"),
+        "{:?}",
+        dead[0].headers
+    );
     assert_eq!(dead[1].value, r#"{"order_id":"five","amount":"x"}"#);
     assert_eq!(dead[1].headers["trace"], "t-5");
     assert_eq!(dead[1].headers["velo.source.partition"], "0");
-    assert!(dead[1].headers["velo.error"].starts_with("does not fit the schema"), "{:?}", dead[1].headers);
+    assert!(
+        dead[1].headers["velo.error"].starts_with("does not fit the schema"),
+        "{:?}",
+        dead[1].headers
+    );
 }
 
 #[test]
@@ -166,7 +209,17 @@ fn limit_offset_and_partition_select_what_is_read() {
     }
     produce(&topic, &records);
     let q = |extra: &[&str]| {
-        let mut args = vec!["execute", "--query", "SELECT n FROM t", "--topic", &topic, "--schema", "n BIGINT", "--format", "csv"];
+        let mut args = vec![
+            "execute",
+            "--query",
+            "SELECT n FROM t",
+            "--topic",
+            &topic,
+            "--schema",
+            "n BIGINT",
+            "--format",
+            "csv",
+        ];
         args.extend_from_slice(extra);
         run_ok(&args)
     };
@@ -179,12 +232,38 @@ fn limit_offset_and_partition_select_what_is_read() {
     rows.sort();
     assert_eq!(rows, ["0", "1", "2", "3", "4", "5"]);
     assert_eq!(
-        run_ok(&["execute", "--query", "SELECT n FROM t LIMIT 1 OFFSET 1", "--topic", &topic, "--schema", "n BIGINT", "--partition", "0", "--format", "csv"]),
+        run_ok(&[
+            "execute",
+            "--query",
+            "SELECT n FROM t LIMIT 1 OFFSET 1",
+            "--topic",
+            &topic,
+            "--schema",
+            "n BIGINT",
+            "--partition",
+            "0",
+            "--format",
+            "csv"
+        ]),
         "n\n2\n"
     );
-    let out = run(&["execute", "--query", "SELECT n FROM t", "--topic", &topic, "--schema", "n BIGINT", "--partition", "7"]);
+    let out = run(&[
+        "execute",
+        "--query",
+        "SELECT n FROM t",
+        "--topic",
+        &topic,
+        "--schema",
+        "n BIGINT",
+        "--partition",
+        "7",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("has no partition 7 (it has 2)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has no partition 7 (it has 2)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -192,12 +271,33 @@ fn an_empty_topic_gives_an_empty_result_and_exit_zero() {
     let topic = unique_topic("empty");
     create_topic(&topic, 1);
     assert_eq!(
-        run_ok(&["execute", "--query", "SELECT a FROM t", "--topic", &topic, "--schema", "a BIGINT"]),
+        run_ok(&[
+            "execute",
+            "--query",
+            "SELECT a FROM t",
+            "--topic",
+            &topic,
+            "--schema",
+            "a BIGINT"
+        ]),
         "[]\n"
     );
-    assert_eq!(run_ok(&["execute", "--query", "SELECT a FROM t", "--topic", &topic]), "[]\n");
     assert_eq!(
-        run_ok(&["execute", "--query", "SELECT a FROM t", "--topic", &topic, "--schema", "a BIGINT", "--format", "csv"]),
+        run_ok(&["execute", "--query", "SELECT a FROM t", "--topic", &topic]),
+        "[]\n"
+    );
+    assert_eq!(
+        run_ok(&[
+            "execute",
+            "--query",
+            "SELECT a FROM t",
+            "--topic",
+            &topic,
+            "--schema",
+            "a BIGINT",
+            "--format",
+            "csv"
+        ]),
         "a\n"
     );
 }
@@ -215,7 +315,13 @@ fn streams_declared_in_a_file_resolve_names_in_from() {
     )
     .unwrap();
     assert_eq!(
-        run_ok(&["execute", "--file", file.to_str().unwrap(), "--format", "csv"]),
+        run_ok(&[
+            "execute",
+            "--file",
+            file.to_str().unwrap(),
+            "--format",
+            "csv"
+        ]),
         "order_id,amount\n4,25000.0000\n"
     );
 }
@@ -223,9 +329,21 @@ fn streams_declared_in_a_file_resolve_names_in_from() {
 #[test]
 fn schema_is_inferred_when_none_is_declared() {
     let topic = orders_topic();
-    let out = run(&["execute", "--query", "SELECT * FROM orders WHERE order_id = 4", "--topic", &topic, "--format", "json-lines"]);
+    let out = run(&[
+        "execute",
+        "--query",
+        "SELECT * FROM orders WHERE order_id = 4",
+        "--topic",
+        &topic,
+        "--format",
+        "json-lines",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("no schema declared for topic"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no schema declared for topic"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         stdout(&out),
         "{\"amount\":\"25000.0000\",\"customer_id\":\"c3\",\"details\":null,\"order_id\":4,\"status\":\"SHIPPED\"}\n"
@@ -237,21 +355,55 @@ fn results_go_to_a_file_or_a_topic() {
     let topic = orders_topic();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.csv");
-    execute(&topic, QUERY, &["--output", "file", "--output-file", path.to_str().unwrap(), "--format", "csv"]);
+    execute(
+        &topic,
+        QUERY,
+        &[
+            "--output",
+            "file",
+            "--output-file",
+            path.to_str().unwrap(),
+            "--format",
+            "csv",
+        ],
+    );
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
         "order_id,customer_id,amount\n1,c1,1500.5000\n4,c3,25000.0000\n6,c1,1000.0100\n"
     );
     let out_topic = unique_topic("big");
     create_topic(&out_topic, 1);
-    execute(&topic, QUERY, &["--output", "kafka", "--output-topic", &out_topic, "--output-key", "customer_id"]);
-    let got: Vec<(Option<String>, String)> = consume(&out_topic, 3).into_iter().map(|c| (c.key, c.value)).collect();
+    execute(
+        &topic,
+        QUERY,
+        &[
+            "--output",
+            "kafka",
+            "--output-topic",
+            &out_topic,
+            "--output-key",
+            "customer_id",
+        ],
+    );
+    let got: Vec<(Option<String>, String)> = consume(&out_topic, 3)
+        .into_iter()
+        .map(|c| (c.key, c.value))
+        .collect();
     assert_eq!(
         got,
         vec![
-            (Some("c1".into()), r#"{"order_id":1,"customer_id":"c1","amount":"1500.5000"}"#.into()),
-            (Some("c3".into()), r#"{"order_id":4,"customer_id":"c3","amount":"25000.0000"}"#.into()),
-            (Some("c1".into()), r#"{"order_id":6,"customer_id":"c1","amount":"1000.0100"}"#.into()),
+            (
+                Some("c1".into()),
+                r#"{"order_id":1,"customer_id":"c1","amount":"1500.5000"}"#.into()
+            ),
+            (
+                Some("c3".into()),
+                r#"{"order_id":4,"customer_id":"c3","amount":"25000.0000"}"#.into()
+            ),
+            (
+                Some("c1".into()),
+                r#"{"order_id":6,"customer_id":"c1","amount":"1000.0100"}"#.into()
+            ),
         ]
     );
 }
@@ -260,30 +412,60 @@ fn results_go_to_a_file_or_a_topic() {
 fn mistakes_in_sql_exit_2_with_a_message_that_names_them() {
     let topic = orders_topic();
     let check = |query: &str, expected: &str| {
-        let out = run(&["execute", "--query", query, "--topic", &topic, "--schema", SCHEMA]);
+        let out = run(&[
+            "execute", "--query", query, "--topic", &topic, "--schema", SCHEMA,
+        ]);
         assert_eq!(out.status.code(), Some(2), "{query}: {}", stderr(&out));
-        assert!(stderr(&out).contains(expected), "{query}: expected '{expected}' in:\n{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{query}: expected '{expected}' in:\n{}",
+            stderr(&out)
+        );
         assert_eq!(stdout(&out), "");
     };
     check("SELECT nope FROM orders", "No field named nope");
     check("SELECT nope FROM orders", "order_id");
-    check("SELECT order_id FROM orders WHERE", "SQL error at line 1, column 34");
+    check(
+        "SELECT order_id FROM orders WHERE",
+        "SQL error at line 1, column 34",
+    );
     check("SELECT order_id\nFROM orders\nWHERE amount >", "line 3");
-    check("SELECT order_id FROM orders garbage here", "unexpected 'here' after the end of the statement");
-    check("SELECT customer_id, count(*) FROM orders GROUP BY customer_id", "not supported on a stream yet");
+    check(
+        "SELECT order_id FROM orders garbage here",
+        "unexpected 'here' after the end of the statement",
+    );
+    check(
+        "SELECT customer_id, count(*) FROM orders GROUP BY customer_id",
+        "not supported on a stream yet",
+    );
     let out = run(&["execute", "--query", "SELECT a FROM no_such_topic_here"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("unknown table 'no_such_topic_here'"), "{err}");
-    assert!(err.contains(&topic), "the message lists existing topics: {err}");
+    assert!(
+        err.contains(&topic),
+        "the message lists existing topics: {err}"
+    );
 }
 
 #[test]
 fn an_unreachable_broker_fails_within_the_timeout() {
     let started = std::time::Instant::now();
-    let out = run(&["execute", "--query", "SELECT a FROM t", "--brokers", "127.0.0.1:1", "--timeout", "2"]);
+    let out = run(&[
+        "execute",
+        "--query",
+        "SELECT a FROM t",
+        "--brokers",
+        "127.0.0.1:1",
+        "--timeout",
+        "2",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("broker 127.0.0.1:1 is not reachable within 2s"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("broker 127.0.0.1:1 is not reachable within 2s"),
+        "{}",
+        stderr(&out)
+    );
     // Bounded: the run ended on its own (the harness would have killed it after 60 s).
     assert!(started.elapsed().as_secs() < 60);
 }

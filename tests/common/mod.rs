@@ -40,8 +40,15 @@ pub fn brokers() -> &'static str {
 
 /// A topic name no other test uses.
 pub fn unique_topic(prefix: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
 }
 
 fn config() -> ClientConfig {
@@ -53,7 +60,10 @@ fn config() -> ClientConfig {
 /// Creates `topic` with `partitions` partitions and waits until its metadata is visible.
 pub fn create_topic(topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let results = rt
         .block_on(admin.create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
@@ -66,8 +76,14 @@ pub fn create_topic(topic: &str, partitions: i32) {
     let consumer: BaseConsumer = config().create().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
-        if md.topics().iter().any(|t| t.name() == topic && t.partitions().len() == partitions as usize) {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .unwrap();
+        if md
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.partitions().len() == partitions as usize)
+        {
             return;
         }
         assert!(Instant::now() < deadline, "topic {topic} did not appear");
@@ -87,7 +103,10 @@ pub struct Rec {
 
 impl Rec {
     pub fn value(v: impl Into<String>) -> Self {
-        Rec { value: Some(v.into()), ..Default::default() }
+        Rec {
+            value: Some(v.into()),
+            ..Default::default()
+        }
     }
     pub fn key(mut self, k: impl Into<String>) -> Self {
         self.key = Some(k.into());
@@ -127,7 +146,10 @@ pub fn produce(topic: &str, records: &[Rec]) {
         if !r.headers.is_empty() {
             let mut h = OwnedHeaders::new();
             for (k, v) in &r.headers {
-                h = h.insert(Header { key: k, value: Some(v.as_str()) });
+                h = h.insert(Header {
+                    key: k,
+                    value: Some(v.as_str()),
+                });
             }
             rec = rec.headers(h);
         }
@@ -154,11 +176,14 @@ pub fn consume(topic: &str, expected: usize) -> Vec<Consumed> {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     for t in md.topics().iter().filter(|t| t.name() == topic) {
         for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
         }
     }
     consumer.assign(&tpl).unwrap();
@@ -171,7 +196,12 @@ pub fn consume(topic: &str, expected: usize) -> Vec<Consumed> {
                 .headers()
                 .map(|h| {
                     h.iter()
-                        .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();

@@ -317,7 +317,8 @@ pub fn infer_schema<'a>(samples: impl Iterator<Item = &'a [u8]>) -> Result<Schem
         .map(|f| {
             let data_type = match f.data_type() {
                 DataType::Float64 | DataType::Int64 | DataType::Utf8 => {
-                    infer_scalar(values.iter().filter_map(|v| v.get(f.name()))).unwrap_or_else(|| f.data_type().clone())
+                    infer_scalar(values.iter().filter_map(|v| v.get(f.name())))
+                        .unwrap_or_else(|| f.data_type().clone())
                 }
                 other => other.clone(),
             };
@@ -358,12 +359,23 @@ fn infer_scalar<'a>(samples: impl Iterator<Item = &'a serde_json::Value>) -> Opt
     let fractional = numeric_texts.iter().any(|t| t.contains('.'));
     if numeric_texts.len() * 2 > non_null && (numbers > 0 || fractional) {
         if fractional {
-            return decimal_for(numeric_texts.iter().map(String::as_str).filter(|t| is_decimal_text(t)));
+            return decimal_for(
+                numeric_texts
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|t| is_decimal_text(t)),
+            );
         }
         return Some(DataType::Int64);
     }
-    if !strings.is_empty() && strings.len() == non_null && strings.iter().all(|t| looks_like_timestamp(t)) {
-        return Some(DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None));
+    if !strings.is_empty()
+        && strings.len() == non_null
+        && strings.iter().all(|t| looks_like_timestamp(t))
+    {
+        return Some(DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Millisecond,
+            None,
+        ));
     }
     if numbers == 0 && strings.len() == non_null {
         return Some(DataType::Utf8);
