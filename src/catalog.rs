@@ -70,7 +70,7 @@ impl StreamDef {
                     source = StreamSource::Generator(GeneratorSpec::parse(value)?)
                 }
                 "format" | "value.format" | "serialization" => {
-                    if value.to_ascii_lowercase() != "json" {
+                    if !value.eq_ignore_ascii_case("json") {
                         return Err(VeloError::sql(
                             format!(
                                 "stream '{}': format '{value}' is not supported yet (json is)",

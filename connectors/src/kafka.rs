@@ -432,7 +432,7 @@ impl KafkaProducer {
             .set("linger.ms", "5")
             .set(
                 "message.timeout.ms",
-                &connection.timeout.as_millis().max(1000).to_string(),
+                connection.timeout.as_millis().max(1000).to_string(),
             );
         let producer: BaseProducer<DeliveryTracker> = config
             .create_with_context(DeliveryTracker::default())
