@@ -148,7 +148,7 @@ impl<W: Write> FormattedWriter<W> {
                     writeln!(
                         self.out,
                         "{}",
-                        arrow::util::pretty::pretty_format_batches(&[batch.clone()])?
+                        arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))?
                     )?;
                 }
             }
@@ -303,11 +303,11 @@ mod tests {
     fn every_format_renders_exactly() {
         let b = batch();
         assert_eq!(
-            render(OutputFormat::Json, true, &[b.clone()]),
+            render(OutputFormat::Json, true, std::slice::from_ref(&b)),
             "[\n  {\"id\":1,\"name\":\"a,\\\"b\\\"\",\"amount\":\"1500.25\"},\n  {\"id\":2,\"name\":null,\"amount\":\"-0.05\"}\n]\n"
         );
         assert_eq!(
-            render(OutputFormat::JsonLines, true, &[b.clone()]),
+            render(OutputFormat::JsonLines, true, std::slice::from_ref(&b)),
             "{\"id\":1,\"name\":\"a,\\\"b\\\"\",\"amount\":\"1500.25\"}\n{\"id\":2,\"name\":null,\"amount\":\"-0.05\"}\n"
         );
         assert_eq!(
@@ -319,7 +319,7 @@ mod tests {
             "id,name,amount\n1,\"a,\"\"b\"\"\",1500.25\n2,,-0.05\n"
         );
         assert_eq!(
-            render(OutputFormat::Table, true, &[b.clone()]),
+            render(OutputFormat::Table, true, std::slice::from_ref(&b)),
             "+----+-------+---------+\n| id | name  | amount  |\n+----+-------+---------+\n| 1  | a,\"b\" | 1500.25 |\n| 2  |       | -0.05   |\n+----+-------+---------+\n"
         );
     }
