@@ -6,7 +6,8 @@
 //! - [`planner`]: DataFusion plans the query once; the plan becomes a pipeline of
 //!   [`operators`];
 //! - [`runtime`]: the epoch loop (poll → decode → operators → sink → commit);
-//! - [`cli`]: the `velo-sql` command line.
+//! - [`cli`]: the `velo-sql` command line;
+//! - [`hot_path`]: the decode → pipeline → encode path without I/O, for benchmarks.
 //!
 //! Codecs, sources and sinks live in the `velo-connectors` crate; extra SQL functions in
 //! `velo-udfs`.
@@ -14,6 +15,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod error;
+pub mod hot_path;
 pub mod operators;
 pub mod planner;
 pub mod runtime;

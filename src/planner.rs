@@ -27,6 +27,8 @@ pub fn new_session() -> Result<SessionContext> {
     let options = config.options_mut();
     options.sql_parser.map_string_types_to_utf8view = false;
     options.sql_parser.collect_spans = true;
+    // `1000.01` in SQL is an exact DECIMAL, never an f64.
+    options.sql_parser.parse_float_as_decimal = true;
     options.execution.target_partitions = 1;
     let mut ctx = SessionContext::new_with_config(config);
     velo_udfs::register_all(&mut ctx)?;
