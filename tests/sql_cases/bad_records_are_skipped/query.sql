@@ -1,0 +1,2 @@
+CREATE STREAM s (n BIGINT, price DECIMAL(8,2));
+SELECT n, price FROM s;

@@ -1,0 +1,2 @@
+CREATE STREAM s (amount DECIMAL(10,2));
+SELECT amout FROM s;
