@@ -9,7 +9,11 @@ use velostream::hot_path::{nexmark_bid_batches, payload_bytes, HotPath, NEXMARK_
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let records: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000_000);
+    let records: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let batch_size: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(8192);
     let batches = nexmark_bid_batches(records, batch_size);
     let bytes = payload_bytes(&batches);

@@ -21,7 +21,7 @@ use velo_connectors::kafka::{
     DeadLetterQueue, KafkaConnection, KafkaSource, ReadMode, StartOffset,
 };
 use velo_connectors::record::Payload;
-use velo_connectors::sink::{FileSink, KafkaSink, MessageFormat, Sink, StdoutSink};
+use velo_connectors::sink::{KafkaSink, MessageFormat, Sink, TextSink};
 use velo_connectors::source::Source;
 
 use crate::catalog::{Catalog, StreamDef, StreamSource};
@@ -490,7 +490,7 @@ async fn run(
 
 fn open_sink(args: &QueryArgs, schema: &SchemaRef, bounded: bool) -> Result<Box<dyn Sink>> {
     Ok(match args.output {
-        OutputKind::Stdout => Box::new(StdoutSink::new(
+        OutputKind::Stdout => Box::new(TextSink::stdout(
             args.format,
             bounded,
             schema.clone(),
@@ -501,7 +501,7 @@ fn open_sink(args: &QueryArgs, schema: &SchemaRef, bounded: bool) -> Result<Box<
                 .output_file
                 .as_ref()
                 .ok_or_else(|| VeloError::Usage("--output file needs --output-file PATH".into()))?;
-            Box::new(FileSink::create(
+            Box::new(TextSink::create(
                 path,
                 args.format,
                 bounded,

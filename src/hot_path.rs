@@ -45,7 +45,15 @@ pub fn nexmark_bid_batches(count: usize, batch_size: usize) -> Vec<SourceBatch> 
         if let nexmark::Event::Bid(bid) = nexmark::event(&config, n) {
             buffer.clear();
             nexmark::write_bid_object(&bid, JsonDialect::RisingWave, &mut buffer);
-            collector.push(Some(&buffer), None, "bid", 0, n, Some(bid.date_time), std::iter::empty());
+            collector.push(
+                Some(&buffer),
+                None,
+                "bid",
+                0,
+                n,
+                Some(bid.date_time),
+                std::iter::empty(),
+            );
             produced += 1;
             if collector.len() == batch_size {
                 batches.push(collector.finish());
@@ -72,10 +80,14 @@ impl HotPath {
     /// Plans `query` (over `bid`) once.
     pub fn new(query: &str) -> Result<Self> {
         let script = parse_script(query)?;
-        let statement = script.query.ok_or_else(|| VeloError::Usage("no query".into()))?;
+        let statement = script
+            .query
+            .ok_or_else(|| VeloError::Usage("no query".into()))?;
         let mut catalog = Catalog::default();
         let mut bid = StreamDef::implicit_topic("bid", "bid");
-        bid.schema = Some(Arc::new(arrow::datatypes::Schema::new(crate::sql::parse_column_list(BID_SCHEMA)?)));
+        bid.schema = Some(Arc::new(arrow::datatypes::Schema::new(
+            crate::sql::parse_column_list(BID_SCHEMA)?,
+        )));
         catalog.insert(bid);
         let ctx = new_session()?;
         let runtime = tokio::runtime::Builder::new_current_thread().build()?;
@@ -94,7 +106,10 @@ impl HotPath {
         let mut bad = Vec::new();
         let input = self.input.adapt(batch, &mut bad)?;
         if !bad.is_empty() {
-            return Err(VeloError::Execution(format!("{} bad records in benchmark input", bad.len())));
+            return Err(VeloError::Execution(format!(
+                "{} bad records in benchmark input",
+                bad.len()
+            )));
         }
         self.rows.clear();
         for out in self.pipeline.process(input)? {
@@ -138,10 +153,14 @@ mod tests {
         let expected = batches
             .iter()
             .flat_map(|b| match &b.payload {
-                Payload::Encoded(p) => p.iter().flatten().map(|bytes| {
-                    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
-                    v["auction"].as_i64().unwrap()
-                }).collect::<Vec<_>>(),
+                Payload::Encoded(p) => p
+                    .iter()
+                    .flatten()
+                    .map(|bytes| {
+                        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+                        v["auction"].as_i64().unwrap()
+                    })
+                    .collect::<Vec<_>>(),
                 Payload::Decoded(_) => vec![],
             })
             .filter(|a| a % 123 == 0)

@@ -247,22 +247,20 @@ fn limit_offset_and_partition_select_what_is_read() {
         ]),
         "n\n2\n"
     );
-    let out = run(&[
-        "execute",
-        "--query",
-        "SELECT n FROM t",
-        "--topic",
-        &topic,
-        "--schema",
-        "n BIGINT",
-        "--partition",
-        "7",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("has no partition 7 (it has 2)"),
-        "{}",
-        stderr(&out)
+    run_failing(
+        &[
+            "execute",
+            "--query",
+            "SELECT n FROM t",
+            "--topic",
+            &topic,
+            "--schema",
+            "n BIGINT",
+            "--partition",
+            "7",
+        ],
+        2,
+        "has no partition 7 (it has 2)",
     );
 }
 
@@ -385,10 +383,7 @@ fn results_go_to_a_file_or_a_topic() {
             "customer_id",
         ],
     );
-    let got: Vec<(Option<String>, String)> = consume(&out_topic, 3)
-        .into_iter()
-        .map(|c| (c.key, c.value))
-        .collect();
+    let got: Vec<(Option<String>, String)> = consume_keyed(&out_topic, 3);
     assert_eq!(
         got,
         vec![
@@ -412,14 +407,12 @@ fn results_go_to_a_file_or_a_topic() {
 fn mistakes_in_sql_exit_2_with_a_message_that_names_them() {
     let topic = orders_topic();
     let check = |query: &str, expected: &str| {
-        let out = run(&[
-            "execute", "--query", query, "--topic", &topic, "--schema", SCHEMA,
-        ]);
-        assert_eq!(out.status.code(), Some(2), "{query}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains(expected),
-            "{query}: expected '{expected}' in:\n{}",
-            stderr(&out)
+        let out = run_failing(
+            &[
+                "execute", "--query", query, "--topic", &topic, "--schema", SCHEMA,
+            ],
+            2,
+            expected,
         );
         assert_eq!(stdout(&out), "");
     };
@@ -438,33 +431,33 @@ fn mistakes_in_sql_exit_2_with_a_message_that_names_them() {
         "SELECT customer_id, count(*) FROM orders GROUP BY customer_id",
         "not supported on a stream yet",
     );
-    let out = run(&["execute", "--query", "SELECT a FROM no_such_topic_here"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
-    assert!(err.contains("unknown table 'no_such_topic_here'"), "{err}");
+    let out = run_failing(
+        &["execute", "--query", "SELECT a FROM no_such_topic_here"],
+        2,
+        "unknown table 'no_such_topic_here'",
+    );
     assert!(
-        err.contains(&topic),
-        "the message lists existing topics: {err}"
+        stderr(&out).contains(&topic),
+        "the message lists existing topics: {}",
+        stderr(&out)
     );
 }
 
 #[test]
 fn an_unreachable_broker_fails_within_the_timeout() {
     let started = std::time::Instant::now();
-    let out = run(&[
-        "execute",
-        "--query",
-        "SELECT a FROM t",
-        "--brokers",
-        "127.0.0.1:1",
-        "--timeout",
-        "2",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("broker 127.0.0.1:1 is not reachable within 2s"),
-        "{}",
-        stderr(&out)
+    run_failing(
+        &[
+            "execute",
+            "--query",
+            "SELECT a FROM t",
+            "--brokers",
+            "127.0.0.1:1",
+            "--timeout",
+            "2",
+        ],
+        1,
+        "broker 127.0.0.1:1 is not reachable within 2s",
     );
     // Bounded: the run ended on its own (the harness would have killed it after 60 s).
     assert!(started.elapsed().as_secs() < 60);

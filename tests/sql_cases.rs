@@ -32,9 +32,16 @@ fn run_case(dir: &Path, batch_size: usize) -> Result<Outcome, String> {
     for decl in &script.streams {
         catalog.insert(StreamDef::from_decl(decl).map_err(|e| e.to_string())?);
     }
-    let input_stream = script.streams.first().ok_or("query.sql declares no stream")?.name.clone();
+    let input_stream = script
+        .streams
+        .first()
+        .ok_or("query.sql declares no stream")?
+        .name
+        .clone();
     let ctx = new_session().map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let planned = rt
         .block_on(plan_query(&ctx, &catalog, &statement, None))
         .map_err(|e| e.to_string())?;
@@ -52,24 +59,42 @@ fn run_case(dir: &Path, batch_size: usize) -> Result<Outcome, String> {
     for (chunk_index, chunk) in lines.chunks(batch_size.max(1)).enumerate() {
         for (i, line) in chunk.iter().enumerate() {
             let offset = (chunk_index * batch_size + i) as i64;
-            collector.push(Some(line.as_bytes()), Some(b"k"), &input_stream, 0, offset, Some(1_700_000_000_000 + offset), std::iter::empty());
+            collector.push(
+                Some(line.as_bytes()),
+                Some(b"k"),
+                &input_stream,
+                0,
+                offset,
+                Some(1_700_000_000_000 + offset),
+                std::iter::empty(),
+            );
         }
         let batch = collector.finish();
         let mut bad = Vec::new();
         let scan = input.adapt(&batch, &mut bad).map_err(|e| e.to_string())?;
         bad_total += bad.len();
         for out in pipeline.process(scan).map_err(|e| e.to_string())? {
-            encoder.encode(&out, &mut encoded).map_err(|e| e.to_string())?;
+            encoder
+                .encode(&out, &mut encoded)
+                .map_err(|e| e.to_string())?;
         }
         if pipeline.is_finished() {
             break;
         }
     }
-    for out in pipeline.advance_watermark(Watermark::END).map_err(|e| e.to_string())? {
-        encoder.encode(&out, &mut encoded).map_err(|e| e.to_string())?;
+    for out in pipeline
+        .advance_watermark(Watermark::END)
+        .map_err(|e| e.to_string())?
+    {
+        encoder
+            .encode(&out, &mut encoded)
+            .map_err(|e| e.to_string())?;
     }
     Ok(Outcome {
-        rows: encoded.iter().map(|r| String::from_utf8_lossy(r).into_owned()).collect(),
+        rows: encoded
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect(),
         bad: bad_total,
     })
 }
@@ -77,9 +102,17 @@ fn run_case(dir: &Path, batch_size: usize) -> Result<Outcome, String> {
 #[test]
 fn every_sql_case_gives_its_expected_output_at_every_batch_size() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql_cases");
-    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
     dirs.sort();
-    assert!(dirs.len() >= 8, "expected the SQL cases in {}", root.display());
+    assert!(
+        dirs.len() >= 8,
+        "expected the SQL cases in {}",
+        root.display()
+    );
     let mut failures = Vec::new();
     for dir in &dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -89,13 +122,21 @@ fn every_sql_case_gives_its_expected_output_at_every_batch_size() {
             .lines()
             .map(str::to_string)
             .collect();
-        let expected_bad: Option<usize> = std::fs::read_to_string(dir.join("bad_records.txt")).ok().map(|t| t.trim().parse().unwrap());
+        let expected_bad: Option<usize> = std::fs::read_to_string(dir.join("bad_records.txt"))
+            .ok()
+            .map(|t| t.trim().parse().unwrap());
         for batch_size in [1, 3, 10_000] {
             match (run_case(dir, batch_size), &expected_error) {
                 (Err(e), Some(want)) if e.contains(want.trim()) => {}
-                (Err(e), Some(want)) => failures.push(format!("{name}: error '{e}' does not contain '{}'", want.trim())),
+                (Err(e), Some(want)) => failures.push(format!(
+                    "{name}: error '{e}' does not contain '{}'",
+                    want.trim()
+                )),
                 (Err(e), None) => failures.push(format!("{name} (batch {batch_size}): {e}")),
-                (Ok(_), Some(want)) => failures.push(format!("{name}: expected an error containing '{}'", want.trim())),
+                (Ok(_), Some(want)) => failures.push(format!(
+                    "{name}: expected an error containing '{}'",
+                    want.trim()
+                )),
                 (Ok(outcome), None) => {
                     if outcome.rows != expected_rows {
                         failures.push(format!(
@@ -105,12 +146,20 @@ fn every_sql_case_gives_its_expected_output_at_every_batch_size() {
                     }
                     if let Some(bad) = expected_bad {
                         if outcome.bad != bad {
-                            failures.push(format!("{name} (batch {batch_size}): {} bad records, expected {bad}", outcome.bad));
+                            failures.push(format!(
+                                "{name} (batch {batch_size}): {} bad records, expected {bad}",
+                                outcome.bad
+                            ));
                         }
                     }
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "{} failing case(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing case(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

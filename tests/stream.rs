@@ -86,10 +86,7 @@ fn stream_writes_one_keyed_message_per_row_and_dead_letters_bad_records() {
     ]);
     numbers(&topic, 0..3, 1);
     produce(&topic, &[Rec::value("not json").key("bad")]);
-    let got: Vec<(Option<String>, String)> = consume(&out, 2)
-        .into_iter()
-        .map(|c| (c.key, c.value))
-        .collect();
+    let got: Vec<(Option<String>, String)> = consume_keyed(&out, 2);
     assert_eq!(
         got,
         vec![

@@ -5,7 +5,7 @@
 //! is durable (written out, or acknowledged by the broker), so the source may commit.
 
 use std::fs::File;
-use std::io::{BufWriter, Stdout};
+use std::io::{BufWriter, Stdout, Write};
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
@@ -29,14 +29,16 @@ pub trait Sink: Send {
     fn rows_written(&self) -> u64;
 }
 
-/// Formatted text to standard output.
-pub struct StdoutSink {
-    writer: FormattedWriter<BufWriter<Stdout>>,
+/// Formatted text to standard output or a file (see [`FormattedWriter`]).
+pub struct TextSink<W: Write + Send> {
+    writer: FormattedWriter<W>,
+    /// The file written, for error messages (`None` for stdout).
+    path: Option<PathBuf>,
 }
 
-impl StdoutSink {
-    /// Writes `schema`-shaped results to stdout in `format` (see [`FormattedWriter`]).
-    pub fn new(
+impl TextSink<BufWriter<Stdout>> {
+    /// Writes `schema`-shaped results to stdout in `format`.
+    pub fn stdout(
         format: OutputFormat,
         bounded: bool,
         schema: SchemaRef,
@@ -50,33 +52,13 @@ impl StdoutSink {
                 schema,
                 decimals,
             ),
+            path: None,
         }
     }
 }
 
-impl Sink for StdoutSink {
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer.write(batch)
-    }
-    fn flush(&mut self) -> Result<()> {
-        self.writer.flush()
-    }
-    fn finish(&mut self) -> Result<()> {
-        self.writer.finish()
-    }
-    fn rows_written(&self) -> u64 {
-        self.writer.rows_written()
-    }
-}
-
-/// Formatted text to a file (created or truncated).
-pub struct FileSink {
-    path: PathBuf,
-    writer: FormattedWriter<BufWriter<File>>,
-}
-
-impl FileSink {
-    /// Creates `path` and writes results to it in `format`.
+impl TextSink<BufWriter<File>> {
+    /// Creates (or truncates) `path` and writes results to it in `format`.
     pub fn create(
         path: &Path,
         format: OutputFormat,
@@ -89,34 +71,36 @@ impl FileSink {
             source,
         })?;
         Ok(Self {
-            path: path.to_path_buf(),
             writer: FormattedWriter::new(BufWriter::new(file), format, bounded, schema, decimals),
-        })
-    }
-
-    fn wrap<T>(&self, r: Result<T>) -> Result<T> {
-        r.map_err(|e| match e {
-            ConnectorError::Io(source) => ConnectorError::File {
-                path: self.path.clone(),
-                source,
-            },
-            other => other,
+            path: Some(path.to_path_buf()),
         })
     }
 }
 
-impl Sink for FileSink {
+impl<W: Write + Send> TextSink<W> {
+    fn with_path<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| match (e, &self.path) {
+            (ConnectorError::Io(source), Some(path)) => ConnectorError::File {
+                path: path.clone(),
+                source,
+            },
+            (other, _) => other,
+        })
+    }
+}
+
+impl<W: Write + Send> Sink for TextSink<W> {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let r = self.writer.write(batch);
-        self.wrap(r)
+        self.with_path(r)
     }
     fn flush(&mut self) -> Result<()> {
         let r = self.writer.flush();
-        self.wrap(r)
+        self.with_path(r)
     }
     fn finish(&mut self) -> Result<()> {
         let r = self.writer.finish();
-        self.wrap(r)
+        self.with_path(r)
     }
     fn rows_written(&self) -> u64 {
         self.writer.rows_written()

@@ -221,6 +221,14 @@ pub fn consume(topic: &str, expected: usize) -> Vec<Consumed> {
     out
 }
 
+/// The (key, value) pairs of `topic`, as [`consume`] reads them.
+pub fn consume_keyed(topic: &str, expected: usize) -> Vec<(Option<String>, String)> {
+    consume(topic, expected)
+        .into_iter()
+        .map(|c| (c.key, c.value))
+        .collect()
+}
+
 /// The `velo-sql` binary.
 pub fn velo_sql() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_velo-sql"));
@@ -275,6 +283,19 @@ pub fn run_ok(args: &[&str]) -> String {
     stdout(&out)
 }
 
+/// Runs `velo-sql ARGS`, asserts the exit code and that stderr contains `needle`; returns the
+/// output.
+pub fn run_failing(args: &[&str], code: i32, needle: &str) -> Output {
+    let out = run(args);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains(needle),
+        "{args:?}: expected '{needle}' in:\n{}",
+        stderr(&out)
+    );
+    out
+}
+
 /// A running `velo-sql` whose stdout lines arrive on a channel.
 pub struct Running {
     pub child: Child,
@@ -317,25 +338,14 @@ impl Running {
     }
 
     /// Sends SIGTERM and waits for the exit; returns the exit code and any remaining lines.
-    pub fn terminate(mut self) -> (i32, Vec<String>) {
+    pub fn terminate(self) -> (i32, Vec<String>) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                self.child.kill().ok();
-                panic!("velo-sql did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let rest: Vec<String> = self.lines.try_iter().collect();
-        (status.code().unwrap_or(-1), rest)
+        self.wait()
     }
 
-    /// Waits for the process to exit by itself (at most 30 s).
+    /// Waits for the process to exit (at most 30 s); returns the exit code and the lines not
+    /// taken yet.
     pub fn wait(mut self) -> (i32, Vec<String>) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
