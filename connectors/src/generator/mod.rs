@@ -5,7 +5,8 @@
 //! after N events; default unbounded), `rate=N` (events per second of wall-clock time to pace at;
 //! default unpaced for bounded runs, 1000/s for unbounded ones), `seed=N` (trades only).
 //! Event time: `trades` starts at 2024-01-01T00:00:00Z and advances 10 ms per trade when
-//! bounded, and follows the wall clock when unbounded; `nexmark` follows GENERATOR.md.
+//! bounded; when unbounded it starts at the wall clock and advances `1/rate` s per trade (the
+//! time each trade is due); `nexmark` follows GENERATOR.md.
 
 pub mod java_random;
 pub mod nexmark;
@@ -83,12 +84,17 @@ impl GeneratorSpec {
         self.generator().schema()
     }
 
+    /// The pacing rate of an unbounded run (`rate`, default 1000/s); `None` when bounded.
+    fn wall_clock_rate(&self) -> Option<u64> {
+        self.count.is_none().then(|| self.rate.unwrap_or(1000))
+    }
+
     fn generator(&self) -> Box<dyn Generator> {
         match self.name.as_str() {
             "nexmark" => Box::new(NexmarkGenerator(nexmark::NexmarkConfig::default())),
             _ => Box::new(trades::TradesGenerator::new(
                 self.seed,
-                self.count.is_none(),
+                self.wall_clock_rate(),
             )),
         }
     }
@@ -122,11 +128,7 @@ pub struct GeneratorSource {
 impl GeneratorSource {
     /// A source for `spec`.
     pub fn new(spec: GeneratorSpec) -> Self {
-        let rate = spec.rate.or(if spec.count.is_none() {
-            Some(1000)
-        } else {
-            None
-        });
+        let rate = spec.rate.or(spec.wall_clock_rate());
         Self {
             generator: spec.generator(),
             topic: format!("generator:{}", spec.name),

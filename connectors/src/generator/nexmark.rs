@@ -764,6 +764,18 @@ mod tests {
     }
 
     #[test]
+    fn first_hundred_thousand_events_hash_to_the_published_sum() {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(lines(JsonDialect::Flink, 100_000));
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        // shared/nexmark/samples/SHA256SUMS.txt: first100k_flink_json.jsonl
+        assert_eq!(
+            hex,
+            "b640c0665ec10c435b692e904b43f2b04d9258b5cb0270879a279b0f10bcad13"
+        );
+    }
+
+    #[test]
     fn batch_rows_agree_with_events() {
         let config = NexmarkConfig::default();
         let batch = batch(&config, 40, 20);

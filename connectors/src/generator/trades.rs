@@ -49,18 +49,28 @@ impl SplitMix64 {
 pub struct TradesGenerator {
     rng: SplitMix64,
     prices: [i128; 8],
-    wall_clock: bool,
+    /// Event time of trade 0; `None` until the first wall-clock batch fixes it.
+    start_ms: Option<i64>,
+    /// Event-time spacing of consecutive trades, in microseconds.
+    spacing_us: i64,
     schema: SchemaRef,
 }
 
 impl TradesGenerator {
-    /// A generator seeded with `seed`; `wall_clock` stamps trades with the current time instead
-    /// of the fixed bounded timeline.
-    pub fn new(seed: u64, wall_clock: bool) -> Self {
+    /// A generator seeded with `seed`. With `wall_clock_rate`, trade `n` is stamped
+    /// `n / rate` seconds after the first batch was generated (its scheduled time when paced at
+    /// that rate); without, trades follow the fixed timeline from [`BOUNDED_START_MS`],
+    /// [`BOUNDED_SPACING_MS`] apart.
+    pub fn new(seed: u64, wall_clock_rate: Option<u64>) -> Self {
+        let (start_ms, spacing_us) = match wall_clock_rate {
+            Some(rate) => (None, 1_000_000 / rate.max(1) as i64),
+            None => (Some(BOUNDED_START_MS), BOUNDED_SPACING_MS * 1000),
+        };
         Self {
             rng: SplitMix64(seed),
             prices: SYMBOLS.map(|(_, p)| p),
-            wall_clock,
+            start_ms,
+            spacing_us,
             schema: Self::trade_schema(),
         }
     }
@@ -96,10 +106,12 @@ impl Generator for TradesGenerator {
         let mut side = StringBuilder::with_capacity(count, count * 4);
         let mut ts = TimestampMillisecondBuilder::with_capacity(count);
         let mut times = Vec::with_capacity(count);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let start = *self.start_ms.get_or_insert_with(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        });
         for i in 0..count as u64 {
             let n = first + i;
             let s = self.rng.below(SYMBOLS.len() as u64) as usize;
@@ -114,11 +126,7 @@ impl Generator for TradesGenerator {
             } else {
                 "SELL"
             });
-            let t = if self.wall_clock {
-                now
-            } else {
-                BOUNDED_START_MS + n as i64 * BOUNDED_SPACING_MS
-            };
+            let t = start + n as i64 * self.spacing_us / 1000;
             ts.append_value(t);
             times.push(t);
         }
