@@ -7,6 +7,7 @@
 
 pub mod types;
 pub mod wildcard;
+pub mod window;
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,10 @@ use crate::error::{Result, SqlLocation, VeloError};
 pub struct Script {
     pub streams: Vec<StreamDecl>,
     pub query: Option<Statement>,
+    /// The query's `WINDOW …` clause, taken out of the text (see [`window`]).
+    pub window: Option<window::WindowClause>,
+    /// The query's `EMIT CHANGES|FINAL`, taken out of the text.
+    pub emit: Option<window::EmitMode>,
 }
 
 /// `CREATE STREAM name (columns) WITH (options)`.
@@ -101,21 +106,27 @@ pub fn parse_script(text: &str) -> Result<Script> {
     let mut script = Script {
         streams: Vec::new(),
         query: None,
+        window: None,
+        emit: None,
     };
     for chunk in tokens.split(|t| t.token == Token::SemiColon) {
         let Some(first) = chunk.iter().find(|t| !is_blank(&t.token)) else {
             continue;
         };
-        let mut statement_tokens = chunk.to_vec();
-        statement_tokens.push(eof_after(chunk));
         let start = location(first.span.start);
         let dialect = dialect();
-        let mut parser = Parser::new(&dialect).with_tokens_with_locations(statement_tokens);
         if is_create_stream(chunk) {
+            let mut statement_tokens = chunk.to_vec();
+            statement_tokens.push(eof_after(chunk));
+            let mut parser = Parser::new(&dialect).with_tokens_with_locations(statement_tokens);
             let decl = parse_create_stream(&mut parser).map_err(|e| parser_error(e, start))?;
             expect_end(&parser)?;
             script.streams.push(decl);
         } else {
+            let mut statement_tokens = chunk.to_vec();
+            let (window, emit) = window::extract_clauses(&mut statement_tokens)?;
+            statement_tokens.push(eof_after(chunk));
+            let mut parser = Parser::new(&dialect).with_tokens_with_locations(statement_tokens);
             let statement = parser
                 .parse_statement()
                 .map_err(|e| parser_error(e, start))?;
@@ -136,6 +147,8 @@ pub fn parse_script(text: &str) -> Result<Script> {
                 ));
             }
             script.query = Some(statement);
+            script.window = window;
+            script.emit = emit;
         }
     }
     Ok(script)
