@@ -42,6 +42,10 @@ pub struct StreamDef {
     pub schema: Option<SchemaRef>,
     /// Where it was declared, for error messages (`None` for implicit topic streams).
     pub declared_at: Option<SqlLocation>,
+    /// The event-time column (`None`: the Kafka record timestamp, `_timestamp`).
+    pub event_time: Option<String>,
+    /// Bounded out-of-orderness: the watermark trails the largest event time by this much.
+    pub watermark_delay_ms: i64,
 }
 
 impl StreamDef {
@@ -53,6 +57,8 @@ impl StreamDef {
             format: "json".into(),
             schema: None,
             declared_at: None,
+            event_time: None,
+            watermark_delay_ms: 0,
         }
     }
 
@@ -61,6 +67,20 @@ impl StreamDef {
         let at = Some(decl.location);
         let mut source = StreamSource::Topic(decl.name.clone());
         let mut format = "json".to_string();
+        let mut event_time = None;
+        let mut watermark_delay_ms = 0;
+        if let Some((column, expr)) = &decl.watermark {
+            event_time = Some(column.clone());
+            watermark_delay_ms = watermark_delay(column, expr).map_err(|why| {
+                VeloError::sql(
+                    format!(
+                        "stream '{}': WATERMARK FOR {column} AS {expr}: {why}",
+                        decl.name
+                    ),
+                    at,
+                )
+            })?;
+        }
         for (key, value) in &decl.options {
             match key.as_str() {
                 "topic" | "kafka_topic" | "kafka.topic" => {
@@ -81,10 +101,16 @@ impl StreamDef {
                     }
                     format = "json".into();
                 }
+                "event_time" | "event.time" | "timestamp" => event_time = Some(value.clone()),
+                "watermark_delay" | "watermark.delay" => {
+                    watermark_delay_ms = crate::sql::window::parse_duration(value).map_err(|why| {
+                        VeloError::sql(format!("stream '{}': option '{key}': {why}", decl.name), at)
+                    })?
+                }
                 other => {
                     return Err(VeloError::sql(
                         format!(
-                            "stream '{}': unknown option '{other}' (known: topic, format, source)",
+                            "stream '{}': unknown option '{other}' (known: topic, format, source, event_time, watermark_delay)",
                             decl.name
                         ),
                         at,
@@ -102,6 +128,8 @@ impl StreamDef {
             format,
             schema,
             declared_at: at,
+            event_time,
+            watermark_delay_ms,
         })
     }
 
@@ -129,6 +157,23 @@ impl StreamDef {
         fields.extend(metadata_fields());
         Ok(Arc::new(Schema::new(fields)))
     }
+}
+
+/// The delay of `WATERMARK FOR col AS col - INTERVAL '5' SECOND` (0 for `AS col`).
+fn watermark_delay(column: &str, expr: &str) -> std::result::Result<i64, String> {
+    let expr = expr.trim();
+    let rest = expr
+        .strip_prefix(column)
+        .or_else(|| expr.strip_prefix(&format!("\"{column}\"")))
+        .ok_or_else(|| format!("the expression must be '{column} - INTERVAL …'"))?
+        .trim();
+    if rest.is_empty() {
+        return Ok(0);
+    }
+    let delay = rest
+        .strip_prefix('-')
+        .ok_or_else(|| format!("expected '{column} - INTERVAL …', found '{expr}'"))?;
+    crate::sql::window::parse_duration(delay.trim())
 }
 
 /// The streams a query can name.

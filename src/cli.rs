@@ -26,9 +26,11 @@ use velo_connectors::source::Source;
 
 use crate::catalog::{Catalog, StreamDef, StreamSource};
 use crate::error::{Result, VeloError};
-use crate::planner::{new_session, plan_query, referenced_tables, PlannedQuery};
+use crate::planner::{new_session, plan_query, referenced_tables, PlannedQuery, QueryRequest};
 use crate::runtime::{InputAdapter, Job, JobStats, RuntimeOptions};
+use crate::sql::window::{WindowClause, WindowKind};
 use crate::sql::{parse_column_list, parse_script};
+use crate::watermark::WatermarkTracker;
 
 /// Streaming SQL over Kafka topics.
 #[derive(Debug, Parser)]
@@ -117,6 +119,19 @@ pub struct QueryArgs {
     /// Most records per micro-batch.
     #[arg(long, default_value_t = 8192)]
     pub batch_size: usize,
+    /// Event-time column of the only input (default: the Kafka record timestamp, or the
+    /// column of `WATERMARK FOR`).
+    #[arg(long)]
+    pub event_time_column: Option<String>,
+    /// Allowed out-of-orderness of event time, e.g. 5s or 500ms.
+    #[arg(long)]
+    pub watermark_delay: Option<String>,
+    /// A partition without records for this long stops holding the watermark back.
+    #[arg(long, default_value = "30s")]
+    pub idle_timeout: String,
+    /// Shorthand for a tumbling window of this many seconds (`WINDOW TUMBLING(Ns)`).
+    #[arg(long)]
+    pub window_size: Option<u64>,
 }
 
 /// `velo-sql execute`.
@@ -255,6 +270,10 @@ async fn demo(args: DemoArgs) -> Result<JobStats> {
         dlq_topic: None,
         timeout: 10,
         batch_size: 8192,
+        event_time_column: None,
+        watermark_delay: None,
+        idle_timeout: "30s".into(),
+        window_size: None,
     };
     let options = RuntimeOptions {
         batch_size: 8192,
@@ -357,6 +376,16 @@ async fn resolve_inputs(
                 });
             }
         }
+        if names.len() == 1 {
+            let target = catalog.get_mut(name).expect("inserted above");
+            if let Some(column) = &args.event_time_column {
+                target.event_time = Some(column.clone());
+            }
+            if let Some(delay) = &args.watermark_delay {
+                target.watermark_delay_ms = crate::sql::window::parse_duration(delay)
+                    .map_err(|why| VeloError::Usage(format!("--watermark-delay: {why}")))?;
+            }
+        }
         if stream.schema.is_none() {
             let schema = match (&stream.source, cli_schema(args)?) {
                 (_, Some(schema)) => schema,
@@ -425,6 +454,19 @@ async fn run(
         .query
         .clone()
         .ok_or_else(|| VeloError::sql("the text holds no SELECT query", None))?;
+    let mut request = QueryRequest::from_script(&script);
+    request.limit = args.limit;
+    if let (None, Some(seconds)) = (&request.window, args.window_size) {
+        request.window = Some(WindowClause {
+            kind: WindowKind::Tumbling {
+                size: seconds as i64 * 1000,
+            },
+            time_column: None,
+            location: None,
+        });
+    }
+    let idle_timeout = crate::sql::window::parse_duration(&args.idle_timeout)
+        .map_err(|why| VeloError::Usage(format!("--idle-timeout: {why}")))?;
     let declared = script
         .streams
         .iter()
@@ -442,8 +484,26 @@ async fn run(
         scan,
         pipeline,
         output_schema,
+        event_time,
         logical_plan,
-    } = plan_query(&ctx, &catalog, &statement, args.limit).await?;
+    } = plan_query(&ctx, &catalog, &request).await?;
+    let watermark = match event_time {
+        Some(column) => {
+            let index = scan.schema.index_of(&column).map_err(|_| {
+                VeloError::Usage(format!(
+                    "the event time of a window must be a column of the stream; '{column}' is not"
+                ))
+            })?;
+            Some((
+                index,
+                WatermarkTracker::new(
+                    scan.stream.watermark_delay_ms,
+                    Duration::from_millis(idle_timeout.max(1) as u64),
+                ),
+            ))
+        }
+        None => None,
+    };
     tracing::debug!("plan:\n{logical_plan}");
     let connection = connection(&args);
     let source: Box<dyn Source> = match &scan.stream.source {
@@ -482,6 +542,7 @@ async fn run(
         dead_letters,
         options,
         stop,
+        watermark,
     };
     tokio::task::spawn_blocking(move || job.run())
         .await

@@ -12,7 +12,7 @@ use velo_connectors::record::{Payload, RecordBatchCollector, SourceBatch};
 use crate::catalog::{Catalog, StreamDef};
 use crate::error::{Result, VeloError};
 use crate::operators::Pipeline;
-use crate::planner::{new_session, plan_query};
+use crate::planner::{new_session, plan_query, QueryRequest};
 use crate::runtime::InputAdapter;
 use crate::sql::parse_script;
 
@@ -80,9 +80,6 @@ impl HotPath {
     /// Plans `query` (over `bid`) once.
     pub fn new(query: &str) -> Result<Self> {
         let script = parse_script(query)?;
-        let statement = script
-            .query
-            .ok_or_else(|| VeloError::Usage("no query".into()))?;
         let mut catalog = Catalog::default();
         let mut bid = StreamDef::implicit_topic("bid", "bid");
         bid.schema = Some(Arc::new(arrow::datatypes::Schema::new(
@@ -91,7 +88,11 @@ impl HotPath {
         catalog.insert(bid);
         let ctx = new_session()?;
         let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-        let planned = runtime.block_on(plan_query(&ctx, &catalog, &statement, None))?;
+        let planned = runtime.block_on(plan_query(
+            &ctx,
+            &catalog,
+            &QueryRequest::from_script(&script),
+        ))?;
         Ok(Self {
             input: InputAdapter::new(planned.scan)?,
             pipeline: planned.pipeline,

@@ -5,7 +5,8 @@
 //! - [`catalog`]: what names in FROM mean (declared streams, topics, generators);
 //! - [`planner`]: DataFusion plans the query once; the plan becomes a pipeline of
 //!   [`operators`];
-//! - [`runtime`]: the epoch loop (poll → decode → operators → sink → commit);
+//! - [`runtime`]: the epoch loop (poll → decode → operators → sink → commit), with the
+//!   [`watermark`] tracking event-time progress;
 //! - [`cli`]: the `velo-sql` command line;
 //! - [`hot_path`]: the decode → pipeline → encode path without I/O, for benchmarks.
 //!
@@ -20,5 +21,6 @@ pub mod operators;
 pub mod planner;
 pub mod runtime;
 pub mod sql;
+pub mod watermark;
 
 pub use error::{Result, VeloError};

@@ -8,18 +8,26 @@
 
 use std::sync::Arc;
 
+use arrow::datatypes::DataType;
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::DataFusionError;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::execution::context::{SessionConfig, SessionContext, SessionState};
-use datafusion::logical_expr::{FetchType, LogicalPlan, SkipType};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, FetchType, LogicalPlan, SkipType};
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use velo_connectors::record::is_metadata_column;
+use velo_udfs::window::{interval_millis, WindowFunction};
 
 use crate::catalog::{Catalog, StreamDef};
 use crate::error::{Result, SqlLocation, VeloError};
-use crate::operators::{FilterExec, LimitExec, Pipeline, ProjectionExec};
+use crate::operators::{
+    AggregateSpec, FilterExec, FixedWindows, Grouping, LimitExec, Pipeline, ProjectionExec,
+    SessionWindowExec, StreamOperator, WindowAggregateExec,
+};
+use crate::sql::window::{apply_window, EmitMode, WindowClause, WindowKind};
 
 /// A DataFusion session configured for VeloStream, with its extra functions.
 pub fn new_session() -> Result<SessionContext> {
@@ -94,19 +102,47 @@ pub struct PlannedQuery {
     pub scan: ScanLayout,
     pub pipeline: Pipeline,
     pub output_schema: SchemaRef,
+    /// The event-time column of the input (in the scan schema), when the query uses event time.
+    pub event_time: Option<String>,
     /// The optimised logical plan, for `--explain` and logs.
     pub logical_plan: String,
 }
 
-/// Plans `statement` against the streams of `catalog` (each must have a schema).
-/// `extra_limit` (from `--limit`) caps the number of result rows.
+/// What to plan: the query, its window clause and emit mode (from [`crate::sql::Script`]),
+/// and the `--limit` cap.
+#[derive(Debug, Clone, Default)]
+pub struct QueryRequest {
+    pub statement: Option<Statement>,
+    pub window: Option<WindowClause>,
+    pub emit: Option<EmitMode>,
+    pub limit: Option<u64>,
+}
+
+impl QueryRequest {
+    /// The query of a parsed script.
+    pub fn from_script(script: &crate::sql::Script) -> Self {
+        Self {
+            statement: script.query.clone(),
+            window: script.window.clone(),
+            emit: script.emit,
+            limit: None,
+        }
+    }
+}
+
+/// Plans a query against the streams of `catalog` (each must have a schema).
 pub async fn plan_query(
     ctx: &SessionContext,
     catalog: &Catalog,
-    statement: &Statement,
-    extra_limit: Option<u64>,
+    request: &QueryRequest,
 ) -> Result<PlannedQuery> {
-    for name in referenced_tables(ctx, statement)? {
+    let statement = request
+        .statement
+        .as_ref()
+        .ok_or_else(|| VeloError::sql("the text holds no SELECT query", None))?;
+    let tables = referenced_tables(ctx, statement)?;
+    for name in &tables {
+        let name = name.clone();
         let stream = catalog
             .get(&name)
             .ok_or_else(|| VeloError::Usage(format!("stream '{name}' is not in the catalog")))?;
@@ -118,6 +154,20 @@ pub async fn plan_query(
         }
     }
     let mut statement = statement.clone();
+    if request.emit == Some(EmitMode::Changes) {
+        return Err(VeloError::Unsupported(
+            "EMIT CHANGES is not supported yet; windows emit once, when they close (EMIT FINAL)"
+                .into(),
+        ));
+    }
+    let default_time = || {
+        tables
+            .first()
+            .and_then(|t| catalog.get(t))
+            .and_then(|s| s.event_time.clone())
+            .unwrap_or_else(|| velo_connectors::record::TIMESTAMP_COLUMN.to_string())
+    };
+    let event_time = apply_window(&mut statement, request.window.as_ref(), &default_time)?;
     crate::sql::wildcard::expand_wildcards(&mut statement, &|name| {
         let schema = catalog.get(name)?.schema.clone()?;
         Some(schema.fields().iter().map(|f| f.name().clone()).collect())
@@ -136,7 +186,7 @@ pub async fn plan_query(
             "the query reads no stream (or its WHERE clause is always false)".into(),
         )
     })?;
-    if let Some(limit) = extra_limit {
+    if let Some(limit) = request.limit {
         pipeline.push(Box::new(LimitExec::new(0, Some(limit))));
     }
     let logical_plan = plan.display_indent().to_string();
@@ -144,6 +194,7 @@ pub async fn plan_query(
         scan,
         pipeline,
         output_schema: Arc::new(plan.schema().as_arrow().clone()),
+        event_time,
         logical_plan,
     })
 }
@@ -238,9 +289,11 @@ fn lower(
             Ok(())
         }
         LogicalPlan::SubqueryAlias(alias) => lower(&alias.input, state, catalog, pipeline, scan),
-        LogicalPlan::Aggregate(_) => Err(VeloError::Unsupported(
-            "GROUP BY and aggregate functions are not supported on a stream yet".into(),
-        )),
+        LogicalPlan::Aggregate(aggregate) => {
+            lower(&aggregate.input, state, catalog, pipeline, scan)?;
+            pipeline.push(window_aggregate(aggregate, state)?);
+            Ok(())
+        }
         LogicalPlan::Sort(_) => Err(VeloError::Unsupported(
             "ORDER BY needs the whole input, which a stream never completes; remove ORDER BY"
                 .into(),
@@ -257,6 +310,130 @@ fn lower(
             other.display()
         ))),
     }
+}
+
+/// The window operator for an Aggregate whose GROUP BY holds a window call.
+fn window_aggregate(
+    aggregate: &Aggregate,
+    state: &SessionState,
+) -> Result<Box<dyn StreamOperator>> {
+    let input_schema = aggregate.input.schema();
+    let output_schema: SchemaRef = Arc::new(aggregate.schema.as_arrow().clone());
+    let mut window = None;
+    let mut keys = Vec::new();
+    let mut key_fields = Vec::new();
+    for (i, e) in aggregate.group_expr.iter().enumerate() {
+        let inner = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        if let Expr::ScalarFunction(f) = inner {
+            if let Some(kind) = WindowFunction::from_name(f.name()) {
+                if window.is_some() {
+                    return Err(VeloError::Unsupported(
+                        "a GROUP BY can hold one window".into(),
+                    ));
+                }
+                window = Some((i, kind, f.args.clone()));
+                continue;
+            }
+        }
+        keys.push(
+            state
+                .create_physical_expr(e.clone(), input_schema)
+                .map_err(plan_error)?,
+        );
+        key_fields.push(output_schema.field(i).as_ref().clone().with_nullable(true));
+    }
+    let Some((window_position, kind, args)) = window else {
+        return Err(VeloError::Unsupported(
+            "GROUP BY on a stream needs a window (e.g. WINDOW TUMBLING(1m) or GROUP BY k, TUMBLE(ts, INTERVAL '1' MINUTE)); updating aggregates without a window are not supported yet".into(),
+        ));
+    };
+    let millis = |e: &Expr| -> Result<i64> {
+        match e {
+            Expr::Literal(v, _) => interval_millis(v).map_err(plan_error),
+            other => Err(VeloError::sql(
+                format!("a window size must be an INTERVAL literal, not {other}"),
+                None,
+            )),
+        }
+    };
+    let clause = format!("{}(…)", kind.name().to_uppercase());
+    let window_kind = match kind {
+        WindowFunction::Tumble => WindowKind::Tumbling {
+            size: millis(&args[1])?,
+        },
+        WindowFunction::Hop => WindowKind::Sliding {
+            slide: millis(&args[1])?,
+            size: millis(&args[2])?,
+        },
+        WindowFunction::Session => WindowKind::Session {
+            gap: millis(&args[1])?,
+        },
+    };
+    crate::sql::window::validate(&window_kind, &clause, None)?;
+    let time_type = args[0].get_type(input_schema).map_err(plan_error)?;
+    if !matches!(
+        time_type,
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
+    ) {
+        return Err(VeloError::sql(
+            format!(
+                "{clause}: the event time '{}' is {time_type}, not a TIMESTAMP",
+                args[0]
+            ),
+            None,
+        ));
+    }
+    let time = state
+        .create_physical_expr(args[0].clone(), input_schema)
+        .map_err(plan_error)?;
+    let aggregates = aggregate
+        .aggr_expr
+        .iter()
+        .map(|e| {
+            let planning = PhysicalPlanningContext::default();
+            let lowered = LoweredAggregateBuilder::new(
+                e,
+                input_schema,
+                input_schema.as_arrow(),
+                state.execution_props(),
+                &planning,
+            )
+            .build()
+            .map_err(plan_error)?;
+            Ok(AggregateSpec::new(lowered.aggregate, lowered.filter))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let grouping = Grouping {
+        keys,
+        key_fields,
+        window_position,
+    };
+    Ok(match window_kind {
+        WindowKind::Tumbling { size } => Box::new(WindowAggregateExec::new(
+            FixedWindows { size, slide: size },
+            time,
+            grouping,
+            aggregates,
+            output_schema,
+        )),
+        WindowKind::Sliding { size, slide } => Box::new(WindowAggregateExec::new(
+            FixedWindows { size, slide },
+            time,
+            grouping,
+            aggregates,
+            output_schema,
+        )),
+        WindowKind::Session { gap } => Box::new(SessionWindowExec::new(
+            gap,
+            time,
+            grouping,
+            aggregates,
+            output_schema,
+        )?),
+    })
 }
 
 /// A DataFusion planning error as a SQL error, with the location DataFusion recorded.

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, RecordBatchOptions};
+use arrow::datatypes::Int32Type;
 use velo_connectors::codec::JsonDecoder;
 use velo_connectors::kafka::DeadLetterQueue;
 use velo_connectors::record::{Payload, RecordMeta, SourceBatch};
@@ -20,6 +21,7 @@ use velo_connectors::source::Source;
 use crate::error::{Result, VeloError};
 use crate::operators::{Pipeline, Watermark};
 use crate::planner::{ScanColumn, ScanLayout};
+use crate::watermark::WatermarkTracker;
 
 /// How the loop polls.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +80,15 @@ impl InputAdapter {
     /// Decodes `batch` and assembles the scan columns. Records that fail are returned in
     /// `bad` and left out.
     pub fn adapt(&mut self, batch: &SourceBatch, bad: &mut Vec<BadRecord>) -> Result<RecordBatch> {
+        Ok(self.adapt_with_partitions(batch, bad)?.0)
+    }
+
+    /// [`InputAdapter::adapt`], also returning the source partition of each row.
+    pub fn adapt_with_partitions(
+        &mut self,
+        batch: &SourceBatch,
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<(RecordBatch, Int32Array)> {
         let (payload, keep) = match &batch.payload {
             Payload::Decoded(b) => (b.clone(), None),
             Payload::Encoded(bytes) => {
@@ -116,11 +127,16 @@ impl InputAdapter {
             })
             .collect::<Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(payload.num_rows()));
-        Ok(RecordBatch::try_new_with_options(
-            self.layout.schema.clone(),
-            columns,
-            &options,
-        )?)
+        let partitions = match &keep {
+            Some(mask) => arrow::compute::filter(&batch.meta.partition, mask)?
+                .as_primitive::<Int32Type>()
+                .clone(),
+            None => batch.meta.partition.clone(),
+        };
+        Ok((
+            RecordBatch::try_new_with_options(self.layout.schema.clone(), columns, &options)?,
+            partitions,
+        ))
     }
 }
 
@@ -133,6 +149,8 @@ pub struct Job {
     pub dead_letters: Option<DeadLetterQueue>,
     pub options: RuntimeOptions,
     pub stop: Arc<AtomicBool>,
+    /// Event-time tracking: the scan column holding event time, and the tracker.
+    pub watermark: Option<(usize, WatermarkTracker)>,
 }
 
 impl Job {
@@ -150,19 +168,27 @@ impl Job {
                 break;
             };
             if batch.is_empty() {
+                // No data: the watermark may still move (an idle partition stops counting).
+                if self.advance_watermark()? > 0 {
+                    self.end_epoch()?;
+                }
                 continue;
             }
             stats.epochs += 1;
             stats.records_in += batch.len() as u64;
             bad.clear();
-            let input = self.input.adapt(&batch, &mut bad)?;
+            let (input, partitions) = self.input.adapt_with_partitions(&batch, &mut bad)?;
             if !bad.is_empty() {
                 stats.bad_records += bad.len() as u64;
                 self.handle_bad_records(&batch, &bad)?;
             }
+            if let Some((column, tracker)) = self.watermark.as_mut() {
+                tracker.observe(&partitions, input.column(*column))?;
+            }
             for out in self.pipeline.process(input)? {
                 self.sink.write(&out)?;
             }
+            self.advance_watermark()?;
             self.end_epoch()?;
         }
         if ended || self.source.is_bounded() {
@@ -174,6 +200,19 @@ impl Job {
         self.end_epoch()?;
         stats.rows_out = self.sink.rows_written();
         Ok(stats)
+    }
+
+    /// Moves the pipeline's watermark to the tracker's; returns the rows this emitted.
+    fn advance_watermark(&mut self) -> Result<usize> {
+        let Some(watermark) = self.watermark.as_mut().and_then(|(_, t)| t.current()) else {
+            return Ok(0);
+        };
+        let mut rows = 0;
+        for out in self.pipeline.advance_watermark(Watermark(watermark))? {
+            rows += out.num_rows();
+            self.sink.write(&out)?;
+        }
+        Ok(rows)
     }
 
     fn end_epoch(&mut self) -> Result<()> {

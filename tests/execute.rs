@@ -429,7 +429,7 @@ fn mistakes_in_sql_exit_2_with_a_message_that_names_them() {
     );
     check(
         "SELECT customer_id, count(*) FROM orders GROUP BY customer_id",
-        "not supported on a stream yet",
+        "GROUP BY on a stream needs a window",
     );
     let out = run_failing(
         &["execute", "--query", "SELECT a FROM no_such_topic_here"],

@@ -4,20 +4,28 @@
 //!   (offsets 0, 1, 2, … on partition 0 of a topic named after the stream);
 //! - `expected.jsonl`: the exact result, one JSON object per line (`--format json-lines`), or
 //!   `expected_error.txt`: text the planning error must contain;
-//! - optionally `bad_records.txt`: how many input records must be rejected.
+//! - optionally `bad_records.txt`: how many input records must be rejected;
+//! - optionally `batch_sizes.txt`: the micro-batch sizes the case holds for (default 1 3 10000),
+//!   for cases about lateness, which depends on when the watermark moves.
 //!
 //! Every case runs through the engine (decode → plan → operators → encode) with the input cut
-//! into micro-batches of 1, 3 and all records: the output must be the same each time.
+//! into micro-batches of 1, 3 and all records, the watermark advancing after each batch as the
+//! runtime does it: the output must be the same each time (windows emit in the same order
+//! whatever the batching, since they close in event-time order). The input ends with the
+//! watermark at +∞.
 
 use std::path::Path;
 
+use std::time::Duration;
 use velo_connectors::codec::{EncodedRows, JsonEncoder};
 use velo_connectors::record::RecordBatchCollector;
 use velostream::catalog::{Catalog, StreamDef};
 use velostream::operators::Watermark;
-use velostream::planner::{new_session, plan_query};
+
+use velostream::planner::{new_session, plan_query, QueryRequest};
 use velostream::runtime::InputAdapter;
 use velostream::sql::parse_script;
+use velostream::watermark::WatermarkTracker;
 
 struct Outcome {
     rows: Vec<String>,
@@ -27,7 +35,6 @@ struct Outcome {
 fn run_case(dir: &Path, batch_size: usize) -> Result<Outcome, String> {
     let text = std::fs::read_to_string(dir.join("query.sql")).map_err(|e| e.to_string())?;
     let script = parse_script(&text).map_err(|e| e.to_string())?;
-    let statement = script.query.clone().ok_or("query.sql has no SELECT")?;
     let mut catalog = Catalog::default();
     for decl in &script.streams {
         catalog.insert(StreamDef::from_decl(decl).map_err(|e| e.to_string())?);
@@ -43,8 +50,26 @@ fn run_case(dir: &Path, batch_size: usize) -> Result<Outcome, String> {
         .build()
         .unwrap();
     let planned = rt
-        .block_on(plan_query(&ctx, &catalog, &statement, None))
+        .block_on(plan_query(
+            &ctx,
+            &catalog,
+            &QueryRequest::from_script(&script),
+        ))
         .map_err(|e| e.to_string())?;
+    let mut tracker = match &planned.event_time {
+        Some(column) => Some((
+            planned
+                .scan
+                .schema
+                .index_of(column)
+                .map_err(|e| e.to_string())?,
+            WatermarkTracker::new(
+                planned.scan.stream.watermark_delay_ms,
+                Duration::from_secs(3600),
+            ),
+        )),
+        None => None,
+    };
     let mut input = InputAdapter::new(planned.scan).map_err(|e| e.to_string())?;
     let mut pipeline = planned.pipeline;
     let lines: Vec<String> = std::fs::read_to_string(dir.join("input.jsonl"))
@@ -71,12 +96,28 @@ fn run_case(dir: &Path, batch_size: usize) -> Result<Outcome, String> {
         }
         let batch = collector.finish();
         let mut bad = Vec::new();
-        let scan = input.adapt(&batch, &mut bad).map_err(|e| e.to_string())?;
+        let (scan, partitions) = input
+            .adapt_with_partitions(&batch, &mut bad)
+            .map_err(|e| e.to_string())?;
         bad_total += bad.len();
+        if let Some((column, t)) = tracker.as_mut() {
+            t.observe(&partitions, scan.column(*column))
+                .map_err(|e| e.to_string())?;
+        }
         for out in pipeline.process(scan).map_err(|e| e.to_string())? {
             encoder
                 .encode(&out, &mut encoded)
                 .map_err(|e| e.to_string())?;
+        }
+        if let Some(wm) = tracker.as_mut().and_then(|(_, t)| t.current()) {
+            for out in pipeline
+                .advance_watermark(Watermark(wm))
+                .map_err(|e| e.to_string())?
+            {
+                encoder
+                    .encode(&out, &mut encoded)
+                    .map_err(|e| e.to_string())?;
+            }
         }
         if pipeline.is_finished() {
             break;
@@ -125,7 +166,10 @@ fn every_sql_case_gives_its_expected_output_at_every_batch_size() {
         let expected_bad: Option<usize> = std::fs::read_to_string(dir.join("bad_records.txt"))
             .ok()
             .map(|t| t.trim().parse().unwrap());
-        for batch_size in [1, 3, 10_000] {
+        let batch_sizes: Vec<usize> = std::fs::read_to_string(dir.join("batch_sizes.txt"))
+            .map(|t| t.split_whitespace().map(|n| n.parse().unwrap()).collect())
+            .unwrap_or_else(|_| vec![1, 3, 10_000]);
+        for batch_size in batch_sizes {
             match (run_case(dir, batch_size), &expected_error) {
                 (Err(e), Some(want)) if e.contains(want.trim()) => {}
                 (Err(e), Some(want)) => failures.push(format!(

@@ -48,7 +48,7 @@ impl StreamOperator for LimitExec {
         Ok(vec![batch.slice(from as usize, (to - from) as usize)])
     }
 
-    fn snapshot(&self) -> Result<Vec<RecordBatch>> {
+    fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
         let schema = Arc::new(Schema::new(vec![Field::new(
             "seen",
             DataType::Int64,

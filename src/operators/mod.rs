@@ -6,13 +6,21 @@
 //! source offsets form a consistent checkpoint.
 //!
 //! Stateless operators evaluate DataFusion physical expressions planned once
-//! ([`FilterExec`], [`ProjectionExec`]); [`LimitExec`] keeps a row count.
+//! ([`FilterExec`], [`ProjectionExec`]); [`LimitExec`] keeps a row count;
+//! [`WindowAggregateExec`] (tumbling and sliding windows) and [`SessionWindowExec`] aggregate
+//! per event-time window with DataFusion's accumulators.
 
+mod aggregate;
 mod limit;
+mod session_window;
 mod stateless;
+mod window_aggregate;
 
+pub use aggregate::AggregateSpec;
 pub use limit::LimitExec;
+pub use session_window::SessionWindowExec;
 pub use stateless::{FilterExec, ProjectionExec};
+pub use window_aggregate::{FixedWindows, Grouping, WindowAggregateExec, WindowMetrics};
 
 use arrow::array::RecordBatch;
 
@@ -40,8 +48,9 @@ pub trait StreamOperator: Send {
         Ok(Vec::new())
     }
 
-    /// The operator's state as Arrow batches (empty for stateless operators).
-    fn snapshot(&self) -> Result<Vec<RecordBatch>> {
+    /// The operator's state as Arrow batches (empty for stateless operators). Takes `&mut`
+    /// because reading accumulator state out may consume and rebuild it.
+    fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
         Ok(Vec::new())
     }
 
@@ -116,8 +125,8 @@ impl Pipeline {
     }
 
     /// Every operator's state, in chain order.
-    pub fn snapshot(&self) -> Result<Vec<Vec<RecordBatch>>> {
-        self.operators.iter().map(|o| o.snapshot()).collect()
+    pub fn snapshot(&mut self) -> Result<Vec<Vec<RecordBatch>>> {
+        self.operators.iter_mut().map(|o| o.snapshot()).collect()
     }
 
     /// Restores the states taken by [`Pipeline::snapshot`].

@@ -77,7 +77,9 @@ fn significant(tokens: &[TokenWithSpan]) -> Vec<usize> {
 }
 
 /// Removes a `WINDOW <kind>(…)` clause and a trailing `EMIT CHANGES|FINAL` from `tokens`.
-pub fn extract_clauses(tokens: &mut Vec<TokenWithSpan>) -> Result<(Option<WindowClause>, Option<EmitMode>)> {
+pub fn extract_clauses(
+    tokens: &mut Vec<TokenWithSpan>,
+) -> Result<(Option<WindowClause>, Option<EmitMode>)> {
     let mut window = None;
     let mut emit = None;
     let idx = significant(tokens);
@@ -87,14 +89,23 @@ pub fn extract_clauses(tokens: &mut Vec<TokenWithSpan>) -> Result<(Option<Window
         let t = &tokens[idx[k]];
         match word(&t.token).as_deref() {
             Some("WINDOW")
-                if idx.get(k + 1).and_then(|&i| word(&tokens[i].token)).is_some_and(|w| {
-                    matches!(w.as_str(), "TUMBLING" | "SLIDING" | "HOPPING" | "SESSION")
-                }) =>
+                if idx
+                    .get(k + 1)
+                    .and_then(|&i| word(&tokens[i].token))
+                    .is_some_and(|w| {
+                        matches!(w.as_str(), "TUMBLING" | "SLIDING" | "HOPPING" | "SESSION")
+                    }) =>
             {
                 let kind_token = &tokens[idx[k + 1]];
                 let kind = word(&kind_token.token).unwrap_or_default();
-                let Some(&open) = idx.get(k + 2).filter(|&&i| tokens[i].token == Token::LParen) else {
-                    return Err(VeloError::sql(format!("WINDOW {kind} needs its arguments in parentheses"), loc(kind_token)));
+                let Some(&open) = idx
+                    .get(k + 2)
+                    .filter(|&&i| tokens[i].token == Token::LParen)
+                else {
+                    return Err(VeloError::sql(
+                        format!("WINDOW {kind} needs its arguments in parentheses"),
+                        loc(kind_token),
+                    ));
                 };
                 // Arguments: comma-separated token runs up to the matching ')'.
                 let mut depth = 0;
@@ -115,11 +126,16 @@ pub fn extract_clauses(tokens: &mut Vec<TokenWithSpan>) -> Result<(Option<Window
                         _ => {}
                     }
                     if !matches!(tok.token, Token::Whitespace(_)) {
-                        args.last_mut().expect("one argument at least").push(tok.clone());
+                        args.last_mut()
+                            .expect("one argument at least")
+                            .push(tok.clone());
                     }
                 }
                 let Some(close) = close else {
-                    return Err(VeloError::sql(format!("WINDOW {kind}( is not closed"), loc(kind_token)));
+                    return Err(VeloError::sql(
+                        format!("WINDOW {kind}( is not closed"),
+                        loc(kind_token),
+                    ));
                 };
                 if window.is_some() {
                     return Err(VeloError::sql("a query can have one WINDOW clause", loc(t)));
@@ -134,7 +150,12 @@ pub fn extract_clauses(tokens: &mut Vec<TokenWithSpan>) -> Result<(Option<Window
                 emit = Some(match mode.as_deref() {
                     Some("CHANGES") => EmitMode::Changes,
                     Some("FINAL") => EmitMode::Final,
-                    _ => return Err(VeloError::sql("EMIT must be followed by CHANGES or FINAL", loc(t))),
+                    _ => {
+                        return Err(VeloError::sql(
+                            "EMIT must be followed by CHANGES or FINAL",
+                            loc(t),
+                        ))
+                    }
                 });
                 remove.push(idx[k]..idx[k + 1] + 1);
                 k += 2;
@@ -150,17 +171,29 @@ pub fn extract_clauses(tokens: &mut Vec<TokenWithSpan>) -> Result<(Option<Window
     Ok((window, emit))
 }
 
-fn window_clause(kind: &str, args: &[Vec<TokenWithSpan>], location: Option<SqlLocation>) -> Result<WindowClause> {
+fn window_clause(
+    kind: &str,
+    args: &[Vec<TokenWithSpan>],
+    location: Option<SqlLocation>,
+) -> Result<WindowClause> {
     let clause = format!("WINDOW {kind}");
     let mut time_column = None;
     let mut durations = Vec::new();
     for (i, arg) in args.iter().enumerate() {
         if arg.is_empty() {
-            return Err(VeloError::sql(format!("{clause}: argument {} is empty", i + 1), location));
+            return Err(VeloError::sql(
+                format!("{clause}: argument {} is empty", i + 1),
+                location,
+            ));
         }
         match parse_duration_tokens(arg) {
             Some(Ok(ms)) => durations.push(ms),
-            Some(Err(why)) => return Err(VeloError::sql(format!("{clause}: {why}"), loc(&arg[0]).or(location))),
+            Some(Err(why)) => {
+                return Err(VeloError::sql(
+                    format!("{clause}: {why}"),
+                    loc(&arg[0]).or(location),
+                ))
+            }
             None if i == 0 && arg.len() == 1 => match &arg[0].token {
                 Token::Word(w) => time_column = Some(w.value.clone()),
                 other => {
@@ -181,11 +214,29 @@ fn window_clause(kind: &str, args: &[Vec<TokenWithSpan>], location: Option<SqlLo
     }
     let kind = match (kind, durations.as_slice()) {
         ("TUMBLING", [size]) => WindowKind::Tumbling { size: *size },
-        ("SLIDING" | "HOPPING", [size, slide]) => WindowKind::Sliding { size: *size, slide: *slide },
+        ("SLIDING" | "HOPPING", [size, slide]) => WindowKind::Sliding {
+            size: *size,
+            slide: *slide,
+        },
         ("SESSION", [gap]) => WindowKind::Session { gap: *gap },
-        ("TUMBLING", _) => return Err(VeloError::sql(format!("{clause} takes ([time column,] size)"), location)),
-        ("SESSION", _) => return Err(VeloError::sql(format!("{clause} takes ([time column,] gap)"), location)),
-        _ => return Err(VeloError::sql(format!("{clause} takes ([time column,] size, slide)"), location)),
+        ("TUMBLING", _) => {
+            return Err(VeloError::sql(
+                format!("{clause} takes ([time column,] size)"),
+                location,
+            ))
+        }
+        ("SESSION", _) => {
+            return Err(VeloError::sql(
+                format!("{clause} takes ([time column,] gap)"),
+                location,
+            ))
+        }
+        _ => {
+            return Err(VeloError::sql(
+                format!("{clause} takes ([time column,] size, slide)"),
+                location,
+            ))
+        }
     };
     validate(&kind, &clause, location)?;
     Ok(WindowClause {
@@ -228,16 +279,23 @@ fn unit_millis(unit: &str) -> Option<i64> {
 /// `INTERVAL '5 minutes'`. `None` when the tokens are not a duration at all.
 fn parse_duration_tokens(arg: &[TokenWithSpan]) -> Option<std::result::Result<i64, String>> {
     let tokens: Vec<&Token> = arg.iter().map(|t| &t.token).collect();
-    let number = |text: &str| text.parse::<i64>().map_err(|_| format!("'{text}' is not a whole number"));
+    let number = |text: &str| {
+        text.parse::<i64>()
+            .map_err(|_| format!("'{text}' is not a whole number"))
+    };
     match tokens.as_slice() {
-        [Token::Word(w), rest @ ..] if w.value.eq_ignore_ascii_case("INTERVAL") => Some(match rest {
-            [Token::Number(n, _) | Token::SingleQuotedString(n), Token::Word(u)] => match unit_millis(&u.value) {
-                Some(ms) => number(n.trim()).map(|n| n * ms),
-                None => Err(format!("unknown time unit '{}'", u.value)),
-            },
-            [Token::SingleQuotedString(text)] => duration_text(text),
-            _ => Err("write INTERVAL '1' MINUTE".to_string()),
-        }),
+        [Token::Word(w), rest @ ..] if w.value.eq_ignore_ascii_case("INTERVAL") => {
+            Some(match rest {
+                [Token::Number(n, _) | Token::SingleQuotedString(n), Token::Word(u)] => {
+                    match unit_millis(&u.value) {
+                        Some(ms) => number(n.trim()).map(|n| n * ms),
+                        None => Err(format!("unknown time unit '{}'", u.value)),
+                    }
+                }
+                [Token::SingleQuotedString(text)] => duration_text(text),
+                _ => Err("write INTERVAL '1' MINUTE".to_string()),
+            })
+        }
         // 5m (number then unit word) or 500ms
         [Token::Number(n, _), Token::Word(u)] => Some(match unit_millis(&u.value) {
             Some(ms) => number(n).map(|n| n * ms),
@@ -255,14 +313,35 @@ fn parse_duration_tokens(arg: &[TokenWithSpan]) -> Option<std::result::Result<i6
 /// `5 minutes`, `30s`, `1h` as text.
 fn duration_text(text: &str) -> std::result::Result<i64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '-')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .unwrap_or(text.len());
     let (n, unit) = text.split_at(split);
     let unit = unit.trim();
     if unit.is_empty() {
         return Err(format!("'{text}' has no time unit (write e.g. {text}s)"));
     }
     let ms = unit_millis(unit).ok_or_else(|| format!("unknown time unit '{unit}'"))?;
-    n.parse::<i64>().map(|n| n * ms).map_err(|_| format!("'{text}' is not a duration"))
+    n.parse::<i64>()
+        .map(|n| n * ms)
+        .map_err(|_| format!("'{text}' is not a duration"))
+}
+
+/// Parses a duration written as in a window clause: `5s`, `500ms`, `INTERVAL '5' SECOND`.
+pub fn parse_duration(text: &str) -> std::result::Result<i64, String> {
+    let tokens = datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&GenericDialect {}, text)
+        .tokenize_with_location()
+        .map_err(|e| e.message)?;
+    let significant: Vec<TokenWithSpan> = tokens
+        .into_iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+        .collect();
+    match parse_duration_tokens(&significant) {
+        Some(result) => result,
+        None => Err(format!(
+            "'{text}' is not a duration (write e.g. 5s, 500ms or INTERVAL '5' SECOND)"
+        )),
+    }
 }
 
 /// Parses a SQL expression from text (used for the internal form).
@@ -285,7 +364,10 @@ fn window_call(kind: &WindowKind, time_column: &str) -> Expr {
 }
 
 fn is_window_fn(name: &str) -> bool {
-    matches!(name.to_ascii_lowercase().as_str(), "tumble" | "hop" | "session")
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "tumble" | "hop" | "session"
+    )
 }
 
 fn function_name(e: &Expr) -> Option<String> {
@@ -308,28 +390,43 @@ pub fn apply_window(
     };
     let SetExpr::Select(select) = query.body.as_mut() else {
         return match clause {
-            Some(c) => Err(VeloError::sql("a WINDOW clause needs a plain SELECT … GROUP BY", c.location)),
+            Some(c) => Err(VeloError::sql(
+                "a WINDOW clause needs a plain SELECT … GROUP BY",
+                c.location,
+            )),
             None => Ok(None),
         };
     };
     let GroupByExpr::Expressions(group_by, _) = &mut select.group_by else {
         return match clause {
-            Some(c) => Err(VeloError::sql("GROUP BY ALL cannot be windowed", c.location)),
+            Some(c) => Err(VeloError::sql(
+                "GROUP BY ALL cannot be windowed",
+                c.location,
+            )),
             None => Ok(None),
         };
     };
     // The window call: from the clause, or written by the user in GROUP BY.
     let call = match clause {
         Some(c) => {
-            if group_by.iter().any(|e| function_name(e).is_some_and(|n| is_window_fn(&n))) {
-                return Err(VeloError::sql("the query has both a WINDOW clause and a window in GROUP BY", c.location));
+            if group_by
+                .iter()
+                .any(|e| function_name(e).is_some_and(|n| is_window_fn(&n)))
+            {
+                return Err(VeloError::sql(
+                    "the query has both a WINDOW clause and a window in GROUP BY",
+                    c.location,
+                ));
             }
             let column = c.time_column.clone().unwrap_or_else(default_time_column);
             let call = window_call(&c.kind, &column);
             group_by.push(call.clone());
             call
         }
-        None => match group_by.iter().find(|e| function_name(e).is_some_and(|n| is_window_fn(&n))) {
+        None => match group_by
+            .iter()
+            .find(|e| function_name(e).is_some_and(|n| is_window_fn(&n)))
+        {
             Some(call) => call.clone(),
             None => return Ok(None),
         },
@@ -355,7 +452,12 @@ pub fn apply_window(
     }
     let mut rewrite = |e: &mut Expr| {
         match e {
-            Expr::Identifier(id) if matches!(id.value.to_ascii_lowercase().as_str(), "window_start" | "window_end") => {
+            Expr::Identifier(id)
+                if matches!(
+                    id.value.to_ascii_lowercase().as_str(),
+                    "window_start" | "window_end"
+                ) =>
+            {
                 mentions_bounds = true;
                 *e = field(&id.value.to_ascii_lowercase());
             }
@@ -364,7 +466,13 @@ pub fn apply_window(
                 if let Some((kind, bound)) = name.rsplit_once('_') {
                     if is_window_fn(kind) && (bound == "start" || bound == "end") {
                         mentions_bounds = true;
-                        *e = expr(&format!("{kind}({})['window_{bound}']", f.args.to_string().trim_start_matches('(').trim_end_matches(')')));
+                        *e = expr(&format!(
+                            "{kind}({})['window_{bound}']",
+                            f.args
+                                .to_string()
+                                .trim_start_matches('(')
+                                .trim_end_matches(')')
+                        ));
                     }
                 }
             }
@@ -380,12 +488,25 @@ pub fn apply_window(
         select.projection.splice(
             0..0,
             [
-                SelectItem::ExprWithAlias { expr: field("window_start"), alias: Ident::new("window_start") },
-                SelectItem::ExprWithAlias { expr: field("window_end"), alias: Ident::new("window_end") },
+                SelectItem::ExprWithAlias {
+                    expr: field("window_start"),
+                    alias: Ident::new("window_start"),
+                },
+                SelectItem::ExprWithAlias {
+                    expr: field("window_end"),
+                    alias: Ident::new("window_end"),
+                },
             ],
         );
     }
-    let column = time_column.trim_start_matches('(').split(',').next().unwrap_or_default().trim().trim_matches('"').to_string();
+    let column = time_column
+        .trim_start_matches('(')
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_matches('"')
+        .to_string();
     Ok(Some(column))
 }
 
@@ -414,24 +535,54 @@ mod tests {
             window_of("SELECT COUNT(*) FROM t GROUP BY k WINDOW SLIDING(ts, 5m, 1m) EMIT CHANGES"),
             (
                 Some(WindowClause {
-                    kind: WindowKind::Sliding { size: 300_000, slide: 60_000 },
+                    kind: WindowKind::Sliding {
+                        size: 300_000,
+                        slide: 60_000
+                    },
                     time_column: Some("ts".into()),
-                    location: Some(SqlLocation { line: 1, column: 35 })
+                    location: Some(SqlLocation {
+                        line: 1,
+                        column: 35
+                    })
                 }),
                 Some(EmitMode::Changes)
             )
         );
-        assert_eq!(window_of("SELECT COUNT(*) FROM t WINDOW SESSION(30s) GROUP BY k").0.unwrap().kind, WindowKind::Session { gap: 30_000 });
-        assert_eq!(window_of("SELECT COUNT(*) FROM t WINDOW SESSION(ts, INTERVAL '30' SECOND) GROUP BY k").0.unwrap().kind, WindowKind::Session { gap: 30_000 });
+        assert_eq!(
+            window_of("SELECT COUNT(*) FROM t WINDOW SESSION(30s) GROUP BY k")
+                .0
+                .unwrap()
+                .kind,
+            WindowKind::Session { gap: 30_000 }
+        );
+        assert_eq!(
+            window_of("SELECT COUNT(*) FROM t WINDOW SESSION(ts, INTERVAL '30' SECOND) GROUP BY k")
+                .0
+                .unwrap()
+                .kind,
+            WindowKind::Session { gap: 30_000 }
+        );
     }
 
     #[test]
     fn windows_that_cannot_work_are_refused_naming_the_clause() {
         for (sql, want) in [
-            ("SELECT COUNT(*) FROM t GROUP BY k WINDOW TUMBLING(0s)", "WINDOW TUMBLING: the size must be positive"),
-            ("SELECT COUNT(*) FROM t GROUP BY k WINDOW SLIDING(1m, 5m)", "WINDOW SLIDING: the slide (300000 ms) is larger than the size"),
-            ("SELECT COUNT(*) FROM t GROUP BY k WINDOW SESSION(5 parsecs)", "unknown time unit 'parsecs'"),
-            ("SELECT COUNT(*) FROM t GROUP BY k WINDOW TUMBLING(ts)", "WINDOW TUMBLING takes ([time column,] size)"),
+            (
+                "SELECT COUNT(*) FROM t GROUP BY k WINDOW TUMBLING(0s)",
+                "WINDOW TUMBLING: the size must be positive",
+            ),
+            (
+                "SELECT COUNT(*) FROM t GROUP BY k WINDOW SLIDING(1m, 5m)",
+                "WINDOW SLIDING: the slide (300000 ms) is larger than the size",
+            ),
+            (
+                "SELECT COUNT(*) FROM t GROUP BY k WINDOW SESSION(5 parsecs)",
+                "unknown time unit 'parsecs'",
+            ),
+            (
+                "SELECT COUNT(*) FROM t GROUP BY k WINDOW TUMBLING(ts)",
+                "WINDOW TUMBLING takes ([time column,] size)",
+            ),
         ] {
             let err = parse_script(sql).unwrap_err().to_string();
             assert!(err.contains(want), "{sql}: {err}");

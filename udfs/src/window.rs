@@ -133,7 +133,9 @@ pub fn interval_millis(value: &ScalarValue) -> Result<i64> {
             }
             Ok(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
         }
-        ScalarValue::IntervalDayTime(Some(v)) => Ok(v.days as i64 * 86_400_000 + v.milliseconds as i64),
+        ScalarValue::IntervalDayTime(Some(v)) => {
+            Ok(v.days as i64 * 86_400_000 + v.milliseconds as i64)
+        }
         other => plan_err!("a window size must be an INTERVAL literal, got {other}"),
     }
 }
@@ -170,6 +172,10 @@ impl ScalarUDFImpl for WindowUdf {
         let ts = ts.as_primitive::<TimestampMillisecondType>();
         let starts: Vec<i64> = ts.values().iter().map(|t| t - t.rem_euclid(size)).collect();
         let ends: Vec<i64> = starts.iter().map(|s| s + size).collect();
-        Ok(ColumnarValue::Array(Arc::new(window_struct(starts, ends, ts.nulls().cloned()))))
+        Ok(ColumnarValue::Array(Arc::new(window_struct(
+            starts,
+            ends,
+            ts.nulls().cloned(),
+        ))))
     }
 }

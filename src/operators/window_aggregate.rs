@@ -1,0 +1,450 @@
+//! `WindowAggregateExec`: GROUP BY over tumbling and sliding (hopping) event-time windows.
+//!
+//! State is one group table per open window (DataFusion's `GroupValues`, Arrow row format) with
+//! one `GroupsAccumulator` per aggregate, so a batch updates its windows column-at-a-time. A
+//! window emits its rows once, when the watermark passes its end (`EMIT FINAL`); its state is then
+//! dropped. A row whose every window has already closed is late: dropped and counted. A row with
+//! a NULL event time is dropped and counted too.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, Int64Array, Int8Array, RecordBatch,
+    RecordBatchOptions, UInt32Array,
+};
+use arrow::compute::{cast, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+use velo_udfs::window::window_struct;
+
+use super::aggregate::AggregateSpec;
+use super::{StreamOperator, Watermark};
+use crate::error::{Result, VeloError};
+
+/// Tumbling (`slide == size`) or sliding windows, aligned to the epoch, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedWindows {
+    pub size: i64,
+    pub slide: i64,
+}
+
+impl FixedWindows {
+    /// Starts of the windows holding time `t`, latest first.
+    fn starts(&self, t: i64) -> impl Iterator<Item = i64> + '_ {
+        let last = t - t.rem_euclid(self.slide);
+        (0..)
+            .map(move |i| last - i * self.slide)
+            .take_while(move |s| *s > t - self.size)
+    }
+}
+
+/// What the grouping looks like: key expressions and where the window column sits among the
+/// GROUP BY outputs.
+pub struct Grouping {
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub key_fields: Vec<Field>,
+    /// Index of the window struct among the GROUP BY expressions (the output columns).
+    pub window_position: usize,
+}
+
+struct WindowState {
+    groups: Box<dyn GroupValues>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+/// Counters the operator keeps.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WindowMetrics {
+    pub late_rows: u64,
+    pub null_time_rows: u64,
+    pub state_rows: u64,
+    pub state_bytes: u64,
+}
+
+/// GROUP BY over tumbling or sliding windows.
+pub struct WindowAggregateExec {
+    windows: FixedWindows,
+    time: Arc<dyn PhysicalExpr>,
+    grouping: Grouping,
+    /// Schema of the interned keys (a constant column when there are no keys).
+    key_schema: SchemaRef,
+    aggregates: Vec<AggregateSpec>,
+    output_schema: SchemaRef,
+    open: BTreeMap<i64, WindowState>,
+    watermark: i64,
+    metrics: WindowMetrics,
+}
+
+impl WindowAggregateExec {
+    /// A window aggregate producing `output_schema` (GROUP BY columns, then aggregates).
+    pub fn new(
+        windows: FixedWindows,
+        time: Arc<dyn PhysicalExpr>,
+        grouping: Grouping,
+        aggregates: Vec<AggregateSpec>,
+        output_schema: SchemaRef,
+    ) -> Self {
+        let key_schema = key_schema(&grouping.key_fields);
+        Self {
+            windows,
+            time,
+            grouping,
+            key_schema,
+            aggregates,
+            output_schema,
+            open: BTreeMap::new(),
+            watermark: i64::MIN,
+            metrics: WindowMetrics::default(),
+        }
+    }
+
+    /// Counters, with the state size measured now.
+    pub fn metrics(&self) -> WindowMetrics {
+        let mut m = self.metrics;
+        m.state_rows = self.open.values().map(|w| w.groups.len() as u64).sum();
+        m.state_bytes = self
+            .open
+            .values()
+            .map(|w| {
+                (w.groups.size() + w.accumulators.iter().map(|a| a.size()).sum::<usize>()) as u64
+            })
+            .sum();
+        m
+    }
+
+    fn new_state(&self) -> Result<WindowState> {
+        Ok(WindowState {
+            groups: new_group_values(self.key_schema.clone(), &GroupOrdering::None)?,
+            accumulators: self
+                .aggregates
+                .iter()
+                .map(|a| a.groups_accumulator())
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    fn emit_window(&self, start: i64, mut state: WindowState) -> Result<RecordBatch> {
+        let n = state.groups.len();
+        let keys = state.groups.emit(EmitTo::All)?;
+        let mut aggs = Vec::with_capacity(state.accumulators.len());
+        for acc in state.accumulators.iter_mut() {
+            aggs.push(acc.evaluate(EmitTo::All)?);
+        }
+        let end = start + self.windows.size;
+        let window: ArrayRef = Arc::new(window_struct(vec![start; n], vec![end; n], None));
+        assemble_output(&self.output_schema, &self.grouping, window, keys, aggs, n)
+    }
+}
+
+/// The interned key schema: the key fields, or one constant column when there are none.
+pub(crate) fn key_schema(key_fields: &[Field]) -> SchemaRef {
+    if key_fields.is_empty() {
+        Arc::new(Schema::new(vec![Field::new(
+            "__no_key",
+            DataType::Int8,
+            false,
+        )]))
+    } else {
+        Arc::new(Schema::new(key_fields.to_vec()))
+    }
+}
+
+/// Key columns of `batch` (a constant column when there are no keys).
+pub(crate) fn evaluate_keys(
+    keys: &[Arc<dyn PhysicalExpr>],
+    batch: &RecordBatch,
+) -> Result<Vec<ArrayRef>> {
+    if keys.is_empty() {
+        return Ok(vec![Arc::new(Int8Array::from(vec![0i8; batch.num_rows()]))]);
+    }
+    keys.iter()
+        .map(|k| Ok(k.evaluate(batch)?.into_array(batch.num_rows())?))
+        .collect()
+}
+
+/// Event times of `batch` in ms (nulls where the time is NULL).
+pub(crate) fn evaluate_time(time: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    let t = time.evaluate(batch)?.into_array(batch.num_rows())?;
+    let t = match t.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, None) => t,
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+            cast(&t, &DataType::Timestamp(TimeUnit::Millisecond, None))?
+        }
+        DataType::Int64 | DataType::Int32 | DataType::UInt64 => cast(
+            &cast(&t, &DataType::Int64)?,
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?,
+        other => {
+            return Err(VeloError::Execution(format!(
+                "the event time must be a TIMESTAMP or epoch milliseconds, not {other}"
+            )))
+        }
+    };
+    Ok(t)
+}
+
+/// Builds an output batch: GROUP BY columns in order (the window at its position, the keys
+/// around it), then the aggregates.
+pub(crate) fn assemble_output(
+    schema: &SchemaRef,
+    grouping: &Grouping,
+    window: ArrayRef,
+    keys: Vec<ArrayRef>,
+    aggs: Vec<ArrayRef>,
+    rows: usize,
+) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    let mut keys = keys.into_iter();
+    if grouping.key_fields.is_empty() {
+        keys.next(); // the constant column
+    }
+    for i in 0..=grouping.key_fields.len() {
+        if i == grouping.window_position {
+            columns.push(window.clone());
+        } else {
+            columns.push(
+                keys.next()
+                    .ok_or_else(|| VeloError::Execution("missing key column".into()))?,
+            );
+        }
+    }
+    columns.extend(aggs);
+    // Cast where an accumulator's type differs in detail (e.g. nullability) from the plan's.
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else if c.is_empty() {
+                Ok(new_null_array(f.data_type(), 0))
+            } else {
+                Ok(cast(&c, f.data_type())?)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        relaxed(schema),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )?)
+}
+
+/// `schema` with every field nullable (aggregates of empty inputs may be NULL).
+pub(crate) fn relaxed(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+impl StreamOperator for WindowAggregateExec {
+    fn name(&self) -> &'static str {
+        "WindowAggregateExec"
+    }
+
+    fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let times = evaluate_time(&self.time, &batch)?;
+        let times = times.as_primitive::<TimestampMillisecondType>();
+        // Assign rows to windows: start → row indices.
+        let mut assignment: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        for row in 0..rows {
+            if times.is_null(row) {
+                self.metrics.null_time_rows += 1;
+                continue;
+            }
+            let t = times.value(row);
+            let mut placed = false;
+            for start in self.windows.starts(t) {
+                if start + self.windows.size <= self.watermark {
+                    continue; // this window has closed
+                }
+                assignment.entry(start).or_default().push(row as u32);
+                placed = true;
+            }
+            if !placed {
+                self.metrics.late_rows += 1;
+            }
+        }
+        if assignment.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = evaluate_keys(&self.grouping.keys, &batch)?;
+        let inputs = self
+            .aggregates
+            .iter()
+            .map(|a| a.evaluate(&batch))
+            .collect::<Result<Vec<_>>>()?;
+        let mut group_ids = Vec::with_capacity(rows);
+        for (start, indices) in assignment {
+            let all_rows = indices.len() == rows;
+            let pick = |a: &ArrayRef| -> Result<ArrayRef> {
+                if all_rows {
+                    Ok(a.clone())
+                } else {
+                    Ok(take(a, &UInt32Array::from(indices.clone()), None)?)
+                }
+            };
+            let window_keys = keys.iter().map(&pick).collect::<Result<Vec<_>>>()?;
+            if !self.open.contains_key(&start) {
+                let state = self.new_state()?;
+                self.open.insert(start, state);
+            }
+            let state = self.open.get_mut(&start).expect("inserted above");
+            group_ids.clear();
+            state.groups.intern(&window_keys, &mut group_ids)?;
+            let total = state.groups.len();
+            for (acc, (values, filter)) in state.accumulators.iter_mut().zip(&inputs) {
+                let values = values.iter().map(&pick).collect::<Result<Vec<_>>>()?;
+                let filter = match filter {
+                    Some(f) => Some(
+                        pick(&(Arc::new(f.clone()) as ArrayRef))?
+                            .as_boolean()
+                            .clone(),
+                    ),
+                    None => None,
+                };
+                acc.update_batch(&values, &group_ids, filter.as_ref(), total)?;
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_watermark(&mut self, watermark: Watermark) -> Result<Vec<RecordBatch>> {
+        self.watermark = self.watermark.max(watermark.0);
+        let mut out = Vec::new();
+        while let Some((&start, _)) = self.open.first_key_value() {
+            if start.saturating_add(self.windows.size) > self.watermark {
+                break;
+            }
+            let state = self.open.remove(&start).expect("first key exists");
+            out.push(self.emit_window(start, state)?);
+        }
+        Ok(out)
+    }
+
+    /// One row of counters (watermark, late rows, null-time rows), then per open window its
+    /// start, keys and accumulator states. Taking state out of `GroupValues` and accumulators
+    /// consumes it, so each window's state is merged back into fresh structures afterwards.
+    fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
+        self.snapshot_windows()
+    }
+
+    fn restore(&mut self, state: &[RecordBatch]) -> Result<()> {
+        self.open.clear();
+        let Some((meta, windows)) = state.split_first() else {
+            return Ok(());
+        };
+        let get = |i: usize| {
+            meta.column(i)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0)
+        };
+        self.watermark = get(0);
+        self.metrics.late_rows = get(1) as u64;
+        self.metrics.null_time_rows = get(2) as u64;
+        let key_count = self.key_schema.fields().len();
+        for batch in windows {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let start = batch
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0);
+            let mut window = self.new_state()?;
+            let keys: Vec<ArrayRef> = batch.columns()[1..1 + key_count].to_vec();
+            let mut ids = Vec::new();
+            window.groups.intern(&keys, &mut ids)?;
+            let mut column = 1 + key_count;
+            for (acc, spec) in window.accumulators.iter_mut().zip(&self.aggregates) {
+                let width = spec.function.state_fields()?.len();
+                let states = batch.columns()[column..column + width].to_vec();
+                column += width;
+                acc.merge_batch(&states, &ids, window.groups.len())?;
+            }
+            self.open.insert(start, window);
+        }
+        Ok(())
+    }
+}
+
+impl WindowAggregateExec {
+    fn snapshot_windows(&mut self) -> Result<Vec<RecordBatch>> {
+        let meta_schema = Arc::new(Schema::new(vec![
+            Field::new("watermark", DataType::Int64, false),
+            Field::new("late_rows", DataType::Int64, false),
+            Field::new("null_time_rows", DataType::Int64, false),
+        ]));
+        let mut out = vec![RecordBatch::try_new(
+            meta_schema,
+            vec![
+                Arc::new(Int64Array::from(vec![self.watermark])),
+                Arc::new(Int64Array::from(vec![self.metrics.late_rows as i64])),
+                Arc::new(Int64Array::from(vec![self.metrics.null_time_rows as i64])),
+            ],
+        )?];
+        let starts: Vec<i64> = self.open.keys().copied().collect();
+        for start in starts {
+            let mut state = self.open.remove(&start).expect("listed above");
+            let n = state.groups.len();
+            let keys = state.groups.emit(EmitTo::All)?;
+            let mut states = Vec::new();
+            for acc in state.accumulators.iter_mut() {
+                states.push(acc.state(EmitTo::All)?);
+            }
+            let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![start; n]))];
+            columns.extend(keys.iter().cloned());
+            columns.extend(states.iter().flatten().cloned());
+            let fields: Vec<Field> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+                .collect();
+            out.push(RecordBatch::try_new(
+                Arc::new(Schema::new(fields)),
+                columns,
+            )?);
+            // Put the state back.
+            let mut fresh = self.new_state()?;
+            let mut ids = Vec::new();
+            fresh.groups.intern(&keys, &mut ids)?;
+            for (acc, s) in fresh.accumulators.iter_mut().zip(&states) {
+                acc.merge_batch(s, &ids, fresh.groups.len())?;
+            }
+            self.open.insert(start, fresh);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_windows_cover_each_time_size_over_slide_times() {
+        let w = FixedWindows {
+            size: 300,
+            slide: 100,
+        };
+        assert_eq!(w.starts(250).collect::<Vec<_>>(), vec![200, 100, 0]);
+        assert_eq!(w.starts(-50).collect::<Vec<_>>(), vec![-100, -200, -300]);
+        let t = FixedWindows {
+            size: 100,
+            slide: 100,
+        };
+        assert_eq!(t.starts(199).collect::<Vec<_>>(), vec![100]);
+    }
+}

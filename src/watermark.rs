@@ -1,0 +1,110 @@
+//! Event-time progress: the watermark.
+//!
+//! The watermark is `max event time seen − allowed out-of-orderness`, computed per source
+//! partition and taken as the minimum over the partitions that have data, so a fast partition
+//! cannot close windows a slow one still feeds. A partition silent for longer than the idle
+//! timeout stops holding the watermark back. The watermark never goes backwards.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef, AsArray, Int32Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+
+use crate::error::Result;
+
+struct PartitionClock {
+    max_time: i64,
+    last_seen: Instant,
+}
+
+/// Tracks the watermark of one input.
+pub struct WatermarkTracker {
+    delay_ms: i64,
+    idle_timeout: Duration,
+    partitions: HashMap<i32, PartitionClock>,
+    current: Option<i64>,
+}
+
+impl WatermarkTracker {
+    /// A tracker allowing `delay_ms` of out-of-orderness and ignoring partitions idle for
+    /// `idle_timeout`.
+    pub fn new(delay_ms: i64, idle_timeout: Duration) -> Self {
+        Self {
+            delay_ms,
+            idle_timeout,
+            partitions: HashMap::new(),
+            current: None,
+        }
+    }
+
+    /// Records the event times of a batch, row `i` from partition `partitions[i]`.
+    pub fn observe(&mut self, partitions: &Int32Array, times: &ArrayRef) -> Result<()> {
+        let times = cast(times, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+        let times = times.as_primitive::<TimestampMillisecondType>();
+        let now = Instant::now();
+        for i in 0..times.len() {
+            if times.is_null(i) {
+                continue;
+            }
+            let clock = self
+                .partitions
+                .entry(partitions.value(i))
+                .or_insert(PartitionClock {
+                    max_time: i64::MIN,
+                    last_seen: now,
+                });
+            clock.max_time = clock.max_time.max(times.value(i));
+            clock.last_seen = now;
+        }
+        Ok(())
+    }
+
+    /// The watermark now, if any partition has data; never lower than before.
+    pub fn current(&mut self) -> Option<i64> {
+        let now = Instant::now();
+        let active = self
+            .partitions
+            .values()
+            .filter(|c| now.duration_since(c.last_seen) < self.idle_timeout)
+            .map(|c| c.max_time)
+            .min();
+        if let Some(min) = active {
+            let candidate = min.saturating_sub(self.delay_ms);
+            self.current = Some(self.current.map_or(candidate, |c| c.max(candidate)));
+        }
+        self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::TimestampMillisecondArray;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_slowest_active_partition_holds_the_watermark() {
+        let mut w = WatermarkTracker::new(5, Duration::from_secs(60));
+        assert_eq!(w.current(), None);
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![100, 50, 200]));
+        w.observe(&Int32Array::from(vec![0, 1, 0]), &times).unwrap();
+        assert_eq!(w.current(), Some(45));
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![10]));
+        w.observe(&Int32Array::from(vec![1]), &times).unwrap();
+        assert_eq!(w.current(), Some(45), "never backwards");
+    }
+
+    #[test]
+    fn an_idle_partition_stops_holding_the_watermark_back() {
+        let mut w = WatermarkTracker::new(0, Duration::from_millis(20));
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![1000, 10]));
+        w.observe(&Int32Array::from(vec![0, 1]), &times).unwrap();
+        assert_eq!(w.current(), Some(10));
+        std::thread::sleep(Duration::from_millis(30));
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![2000]));
+        w.observe(&Int32Array::from(vec![0]), &times).unwrap();
+        assert_eq!(w.current(), Some(2000));
+    }
+}
