@@ -1,0 +1,5 @@
+CREATE STREAM clicks (user_id VARCHAR, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '10' SECOND);
+SELECT user_id, SESSION_START(ts, INTERVAL '5' SECOND) AS started, SESSION_END(ts, INTERVAL '5' SECOND) AS ended,
+       COUNT(*) AS clicks, SUM(v) AS total
+FROM clicks
+GROUP BY user_id, SESSION(ts, INTERVAL '5' SECOND);
