@@ -8,7 +8,8 @@
 //! - [`runtime`]: the epoch loop (poll → decode → operators → sink → commit), with the
 //!   [`watermark`] tracking event-time progress;
 //! - [`cli`]: the `velo-sql` command line;
-//! - [`hot_path`]: the decode → pipeline → encode path without I/O, for benchmarks.
+//! - [`hot_path`]: the decode → pipeline → encode path without I/O, for benchmarks;
+//! - [`replay`]: a query fed from memory, micro-batch by micro-batch, for tests.
 //!
 //! Codecs, sources and sinks live in the `velo-connectors` crate; extra SQL functions in
 //! `velo-udfs`.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod hot_path;
 pub mod operators;
 pub mod planner;
+pub mod replay;
 pub mod runtime;
 pub mod sql;
 pub mod watermark;
