@@ -1,0 +1,162 @@
+//! Windowed queries through the binary against the real broker: every spelling, the Kafka
+//! record timestamp as default event time, `--window-size`, continuous emission as the
+//! watermark passes, and refused window specs.
+
+mod common;
+
+use common::*;
+
+const SCHEMA: &str = "symbol VARCHAR, price DECIMAL(18,4), quantity BIGINT, ts TIMESTAMP";
+
+fn trades_topic() -> String {
+    let topic = unique_topic("wtrades");
+    create_topic(&topic, 2);
+    let rows = [
+        ("AAPL", "150.2567", 100, "2024-01-01T00:00:05Z", 0),
+        ("MSFT", "410.0000", 3, "2024-01-01T00:00:20Z", 1),
+        ("AAPL", "150.0000", 10, "2024-01-01T00:00:59.999Z", 1),
+        ("AAPL", "151.0000", 1, "2024-01-01T00:01:00Z", 0),
+        ("MSFT", "409.5000", 2, "2024-01-01T00:01:30Z", 0),
+    ];
+    let records: Vec<Rec> = rows
+        .iter()
+        .map(|(s, p, q, ts, part)| {
+            Rec::value(format!(r#"{{"symbol":"{s}","price":"{p}","quantity":{q},"ts":"{ts}"}}"#)).partition(*part)
+        })
+        .collect();
+    produce(&topic, &records);
+    topic
+}
+
+fn sorted_csv(out: &str) -> Vec<String> {
+    let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+    let header = lines.remove(0);
+    lines.sort();
+    lines.insert(0, header);
+    lines
+}
+
+#[test]
+fn every_tumbling_spelling_gives_the_same_rows() {
+    let topic = trades_topic();
+    let expected = vec![
+        "window_start,window_end,symbol,trades,notional".to_string(),
+        "2024-01-01T00:00:00,2024-01-01T00:01:00,AAPL,2,16525.6700".to_string(),
+        "2024-01-01T00:00:00,2024-01-01T00:01:00,MSFT,1,1230.0000".to_string(),
+        "2024-01-01T00:01:00,2024-01-01T00:02:00,AAPL,1,151.0000".to_string(),
+        "2024-01-01T00:01:00,2024-01-01T00:02:00,MSFT,1,819.0000".to_string(),
+    ];
+    let select = "SELECT window_start, window_end, symbol, COUNT(*) AS trades, SUM(price * quantity) AS notional";
+    for query in [
+        format!("{select} FROM trades WINDOW TUMBLING (ts, INTERVAL 1 MINUTE) GROUP BY symbol"),
+        format!("{select} FROM trades GROUP BY symbol WINDOW TUMBLING(ts, 1m)"),
+        format!("{select} FROM trades GROUP BY symbol WINDOW TUMBLING(ts, INTERVAL '1' MINUTE) EMIT FINAL"),
+        format!(
+            "SELECT TUMBLE_START(ts, INTERVAL '1' MINUTE) AS window_start, TUMBLE_END(ts, INTERVAL '1' MINUTE) AS window_end, \
+             symbol, COUNT(*) AS trades, SUM(price * quantity) AS notional FROM trades GROUP BY symbol, TUMBLE(ts, INTERVAL '1' MINUTE)"
+        ),
+    ] {
+        let out = run_ok(&["execute", "--query", &query, "--topic", &topic, "--schema", SCHEMA, "--format", "csv"]);
+        assert_eq!(sorted_csv(&out), expected, "{query}");
+    }
+    let out = run_ok(&[
+        "execute", "--query", "SELECT symbol, COUNT(*) AS trades, SUM(price * quantity) AS notional FROM trades GROUP BY symbol",
+        "--topic", &topic, "--schema", SCHEMA, "--format", "csv", "--window-size", "60", "--event-time-column", "ts",
+    ]);
+    assert_eq!(sorted_csv(&out), expected, "--window-size adds window_start and window_end in front");
+}
+
+#[test]
+fn hop_and_session_windows_run_through_the_binary() {
+    let topic = trades_topic();
+    let out = run_ok(&[
+        "execute", "--query",
+        "SELECT window_start, symbol, COUNT(*) AS n FROM trades GROUP BY symbol, HOP(ts, INTERVAL '30' SECOND, INTERVAL '1' MINUTE)",
+        "--topic", &topic, "--schema", SCHEMA, "--format", "csv",
+    ]);
+    assert_eq!(
+        sorted_csv(&out),
+        vec![
+            "window_start,symbol,n",
+            "2023-12-31T23:59:30,AAPL,1",
+            "2023-12-31T23:59:30,MSFT,1",
+            "2024-01-01T00:00:00,AAPL,2",
+            "2024-01-01T00:00:00,MSFT,1",
+            "2024-01-01T00:00:30,AAPL,2",
+            "2024-01-01T00:01:00,AAPL,1",
+            "2024-01-01T00:01:00,MSFT,1",
+            "2024-01-01T00:01:30,MSFT,1",
+        ]
+    );
+    let out = run_ok(&[
+        "execute", "--query", "SELECT symbol, window_start, window_end, COUNT(*) AS n FROM trades WINDOW SESSION(ts, 30s) GROUP BY symbol",
+        "--topic", &topic, "--schema", SCHEMA, "--format", "csv",
+    ]);
+    assert_eq!(
+        sorted_csv(&out),
+        vec![
+            "symbol,window_start,window_end,n",
+            "AAPL,2024-01-01T00:00:05,2024-01-01T00:00:35,1",
+            "AAPL,2024-01-01T00:00:59.999,2024-01-01T00:01:30,2",
+            "MSFT,2024-01-01T00:00:20,2024-01-01T00:00:50,1",
+            "MSFT,2024-01-01T00:01:30,2024-01-01T00:02:00,1",
+        ]
+    );
+}
+
+#[test]
+fn the_kafka_record_timestamp_is_the_default_event_time() {
+    let topic = unique_topic("kts");
+    create_topic(&topic, 1);
+    let base = 1_704_067_200_000i64;
+    produce(
+        &topic,
+        &[
+            Rec::value(r#"{"n":1}"#).timestamp(base + 1_000),
+            Rec::value(r#"{"n":2}"#).timestamp(base + 9_000),
+            Rec::value(r#"{"n":4}"#).timestamp(base + 10_000),
+        ],
+    );
+    let out = run_ok(&[
+        "execute", "--query", "SELECT SUM(n) AS total FROM t WINDOW TUMBLING(10s)", "--topic", &topic,
+        "--schema", "n BIGINT", "--format", "csv",
+    ]);
+    assert_eq!(
+        out,
+        "window_start,window_end,total\n2024-01-01T00:00:00,2024-01-01T00:00:10,3\n2024-01-01T00:00:10,2024-01-01T00:00:20,4\n"
+    );
+}
+
+#[test]
+fn a_continuous_query_emits_each_window_when_the_watermark_passes_it() {
+    let topic = unique_topic("live-w");
+    create_topic(&topic, 1);
+    let job = spawn(&[
+        "stream", "--query", "SELECT window_start, COUNT(*) AS n FROM t WINDOW TUMBLING(ts, 10s) GROUP BY k",
+        "--topic", &topic, "--schema", "k VARCHAR, ts TIMESTAMP", "--watermark-delay", "2s",
+        "--format", "json-lines", "--group-id", &unique_topic("g"),
+    ]);
+    let rec = |s: u32| Rec::value(format!(r#"{{"k":"a","ts":"2024-01-01T00:00:{s:02}Z"}}"#));
+    produce(&topic, &[rec(1), rec(5), rec(11)]);
+    // The watermark is 00:00:09: nothing closes yet. At 00:00:12 + 2 s delay the first closes.
+    produce(&topic, &[rec(14)]);
+    assert_eq!(job.take_lines(1), vec![r#"{"window_start":"2024-01-01T00:00:00","n":2}"#]);
+    produce(&topic, &[rec(25)]);
+    assert_eq!(job.take_lines(1), vec![r#"{"window_start":"2024-01-01T00:00:10","n":2}"#]);
+    let (code, rest) = job.terminate();
+    assert_eq!(code, 0);
+    assert!(rest.is_empty(), "the open window is not emitted on a stop: {rest:?}");
+}
+
+#[test]
+fn window_specs_that_cannot_work_are_refused_at_plan_time() {
+    let topic = trades_topic();
+    for (query, message) in [
+        ("SELECT COUNT(*) FROM trades GROUP BY symbol WINDOW SLIDING(ts, 1m, 5m)", "WINDOW SLIDING: the slide (300000 ms) is larger than the size (60000 ms)"),
+        ("SELECT COUNT(*) FROM trades GROUP BY symbol WINDOW TUMBLING(ts, 0s)", "WINDOW TUMBLING: the size must be positive"),
+        ("SELECT COUNT(*) FROM trades GROUP BY symbol, TUMBLE(symbol, INTERVAL '1' MINUTE)", "TUMBLE"),
+        ("SELECT COUNT(*) FROM trades GROUP BY symbol, HOP(ts, INTERVAL '5' MINUTE, INTERVAL '1' MINUTE)", "HOP(…): the slide (300000 ms) is larger than the size"),
+    ] {
+        run_failing(&["execute", "--query", query, "--topic", &topic, "--schema", SCHEMA], 2, message);
+    }
+}
