@@ -1,32 +1,53 @@
-//! Criterion benchmark of the hot path on Nexmark bids: JSON bytes → RecordBatch →
-//! filter/projection → JSON bytes, for Nexmark q1 (projection with exact decimal arithmetic)
-//! and q2 (filter). Reports throughput in records/s (criterion's "elements").
+//! Criterion benchmarks of the hot path, reported in records/s (criterion's "elements"):
+//! - `json_hot_path`: JSON bytes → RecordBatch → filter/projection → JSON bytes, for Nexmark
+//!   q1 (projection with exact decimal arithmetic) and q2 (filter) on bid records;
+//! - `window_aggregate`: a tumbling GROUP BY over decoded batches with 10 000 distinct keys.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use velostream::hot_path::{nexmark_bid_batches, HotPath, NEXMARK_QUERIES};
+use velostream::hot_path::{
+    nexmark_bid_batches, tick_batches, HotPath, NEXMARK_QUERIES, WINDOW_QUERY,
+};
 
 const RECORDS: usize = 100_000;
 const BATCH: usize = 8192;
 
-fn hot_path(c: &mut Criterion) {
+fn json_hot_path(c: &mut Criterion) {
     let batches = nexmark_bid_batches(RECORDS, BATCH);
     let mut group = c.benchmark_group("json_hot_path");
     group.throughput(Throughput::Elements(RECORDS as u64));
     group.sample_size(10);
     for (name, query) in NEXMARK_QUERIES {
-        let mut path = HotPath::new(query).expect("plan");
+        let mut path = HotPath::nexmark(query).expect("plan");
         group.bench_function(*name, |b| {
             b.iter(|| {
-                let mut rows = 0;
-                for batch in &batches {
-                    rows += path.run(batch).expect("run");
-                }
-                rows
+                batches
+                    .iter()
+                    .map(|batch| path.run(batch).expect("run"))
+                    .sum::<usize>()
             })
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, hot_path);
+fn window_aggregate(c: &mut Criterion) {
+    let batches = tick_batches(RECORDS, BATCH);
+    let mut group = c.benchmark_group("window_aggregate");
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    group.sample_size(10);
+    group.bench_function("tumbling_10k_keys", |b| {
+        b.iter(|| {
+            // A fresh pipeline per iteration: the same event times again would be late.
+            let mut path = HotPath::new(WINDOW_QUERY).expect("plan");
+            let rows: usize = batches
+                .iter()
+                .map(|batch| path.run(batch).expect("run"))
+                .sum();
+            rows + path.finish().expect("finish")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, json_hot_path, window_aggregate);
 criterion_main!(benches);

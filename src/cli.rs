@@ -170,7 +170,7 @@ pub struct DemoArgs {
     #[arg(long, short = 'q', default_value = DEMO_QUERY)]
     pub query: String,
     /// Trades per second.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 200)]
     pub rate: u64,
     /// Stop after this many result rows.
     #[arg(long)]
@@ -180,10 +180,11 @@ pub struct DemoArgs {
     pub format: OutputFormat,
 }
 
-/// The demo's default query.
+/// The demo's default query: per-symbol OHLC-style figures over 2-second tumbling windows.
 pub const DEMO_QUERY: &str =
-    "SELECT symbol, side, quantity, price, price * quantity AS notional, ts \
-FROM trades WHERE quantity >= 500";
+    "SELECT window_start, symbol, COUNT(*) AS trades, SUM(quantity) AS volume, \
+MIN(price) AS low, MAX(price) AS high, SUM(price * quantity) / SUM(quantity) AS vwap \
+FROM trades WINDOW TUMBLING(ts, 2s) GROUP BY symbol";
 
 /// Runs the command line; returns the process exit code.
 pub async fn main_with(cli: Cli) -> i32 {

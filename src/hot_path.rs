@@ -1,22 +1,24 @@
-//! The engine's hot path without I/O, for benchmarks and the throughput harness: encoded
-//! payloads → decode → pipeline → encoded rows. Planning happens once in [`HotPath::new`];
-//! [`HotPath::run`] is what every micro-batch costs.
+//! The engine's hot path without I/O, for benchmarks and the throughput harness: a micro-batch
+//! as a source hands it over → decode → pipeline → encoded rows. Planning happens once in
+//! [`HotPath::new`]; [`HotPath::run`] is what every micro-batch costs.
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Decimal128Builder, Int64Builder, RecordBatch, TimestampMillisecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use velo_connectors::codec::{DecimalFormat, EncodedRows, JsonEncoder};
 use velo_connectors::generator::nexmark::{self, JsonDialect, NexmarkConfig};
 use velo_connectors::record::{Payload, RecordBatchCollector, SourceBatch};
 
-use crate::catalog::{Catalog, StreamDef};
-use crate::error::{Result, VeloError};
-use crate::operators::Pipeline;
-use crate::planner::{new_session, plan_query, QueryRequest};
-use crate::runtime::InputAdapter;
-use crate::sql::parse_script;
+use crate::error::Result;
+use crate::replay::Replay;
 
-/// The Nexmark queries used as benchmarks, over a `bid` stream of flat bid records.
+/// Declaration of the flat `bid` stream the Nexmark benchmarks read.
+pub const BID_STREAM: &str =
+    "CREATE STREAM bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
+url VARCHAR, date_time TIMESTAMP, extra VARCHAR);";
+
+/// The Nexmark queries used as benchmarks of the JSON hot path, over [`BID_STREAM`].
 pub const NEXMARK_QUERIES: &[(&str, &str)] = &[
     (
         "q1",
@@ -28,9 +30,14 @@ pub const NEXMARK_QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// `bid` payload columns as declared for the benchmarks.
-pub const BID_SCHEMA: &str =
-    "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR";
+/// The windowed aggregation benchmark: a tumbling GROUP BY over decoded batches with
+/// [`WINDOW_KEYS`] distinct keys per window (see [`tick_batches`]).
+pub const WINDOW_QUERY: &str = "CREATE STREAM ticks (k BIGINT, price DECIMAL(18,4), ts TIMESTAMP);
+SELECT k, COUNT(*) AS n, SUM(price) AS total, MIN(price) AS low, MAX(price) AS high
+FROM ticks GROUP BY k WINDOW TUMBLING(ts, 1s)";
+
+/// Distinct keys of [`tick_batches`].
+pub const WINDOW_KEYS: i64 = 10_000;
 
 /// `count` Nexmark bids as flat JSON objects (RisingWave field names), cut into batches of
 /// `batch_size` records with metadata, as a Kafka source would hand them over.
@@ -67,53 +74,88 @@ pub fn nexmark_bid_batches(count: usize, batch_size: usize) -> Vec<SourceBatch> 
     batches
 }
 
-/// A query planned once over the `bid` stream, ready to run on batches.
+/// `count` decoded ticks `(k, price, ts)`: key `i % WINDOW_KEYS`, ten ticks per millisecond
+/// (so each 1-second window sees every key), in batches of `batch_size`.
+pub fn tick_batches(count: usize, batch_size: usize) -> Vec<SourceBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("price", DataType::Decimal128(18, 4), true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+    ]));
+    let base = 1_704_067_200_000i64;
+    (0..count)
+        .step_by(batch_size)
+        .map(|first| {
+            let n = batch_size.min(count - first);
+            let mut k = Int64Builder::with_capacity(n);
+            let mut price = Decimal128Builder::with_capacity(n);
+            let mut ts = TimestampMillisecondBuilder::with_capacity(n);
+            let mut times = Vec::with_capacity(n);
+            for i in first..first + n {
+                let i = i as i64;
+                k.append_value(i % WINDOW_KEYS);
+                price.append_value((1_000_000 + (i * 7919) % 100_000) as i128);
+                let t = base + i / 10;
+                ts.append_value(t);
+                times.push(t);
+            }
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(k.finish()),
+                    Arc::new(
+                        price
+                            .finish()
+                            .with_precision_and_scale(18, 4)
+                            .expect("valid decimal"),
+                    ),
+                    Arc::new(ts.finish()),
+                ],
+            )
+            .expect("tick batch matches its schema");
+            SourceBatch {
+                payload: Payload::Decoded(batch),
+                meta: RecordBatchCollector::generated_meta("ticks", first as i64, &times),
+            }
+        })
+        .collect()
+}
+
+/// A query planned once, ready to run on batches.
 pub struct HotPath {
-    input: InputAdapter,
-    pipeline: Pipeline,
+    replay: Replay,
     encoder: JsonEncoder,
     rows: EncodedRows,
-    pub output_schema: SchemaRef,
 }
 
 impl HotPath {
-    /// Plans `query` (over `bid`) once.
-    pub fn new(query: &str) -> Result<Self> {
-        let script = parse_script(query)?;
-        let mut catalog = Catalog::default();
-        let mut bid = StreamDef::implicit_topic("bid", "bid");
-        bid.schema = Some(Arc::new(arrow::datatypes::Schema::new(
-            crate::sql::parse_column_list(BID_SCHEMA)?,
-        )));
-        catalog.insert(bid);
-        let ctx = new_session()?;
-        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-        let planned = runtime.block_on(plan_query(
-            &ctx,
-            &catalog,
-            &QueryRequest::from_script(&script),
-        ))?;
+    /// Plans `sql` (stream declarations and one query) once.
+    pub fn new(sql: &str) -> Result<Self> {
         Ok(Self {
-            input: InputAdapter::new(planned.scan)?,
-            pipeline: planned.pipeline,
+            replay: Replay::plan(sql)?,
             encoder: JsonEncoder::new(DecimalFormat::String),
             rows: EncodedRows::default(),
-            output_schema: planned.output_schema,
         })
+    }
+
+    /// Plans one of [`NEXMARK_QUERIES`] over the bid stream.
+    pub fn nexmark(query: &str) -> Result<Self> {
+        Self::new(&format!("{BID_STREAM}\n{query}"))
     }
 
     /// Decodes, runs and encodes one batch; returns the number of output rows.
     pub fn run(&mut self, batch: &SourceBatch) -> Result<usize> {
-        let mut bad = Vec::new();
-        let input = self.input.adapt(batch, &mut bad)?;
-        if !bad.is_empty() {
-            return Err(VeloError::Execution(format!(
-                "{} bad records in benchmark input",
-                bad.len()
-            )));
-        }
         self.rows.clear();
-        for out in self.pipeline.process(input)? {
+        for out in self.replay.push_batch(batch)? {
+            self.encoder.encode(&out, &mut self.rows)?;
+        }
+        Ok(self.rows.len())
+    }
+
+    /// Ends the input (closing every window); returns the number of output rows.
+    pub fn finish(&mut self) -> Result<usize> {
+        self.rows.clear();
+        for out in self.replay.finish()? {
             self.encoder.encode(&out, &mut self.rows)?;
         }
         Ok(self.rows.len())
@@ -143,13 +185,16 @@ mod tests {
     #[test]
     fn q1_converts_prices_exactly_and_q2_filters() {
         let batches = nexmark_bid_batches(300, 128);
-        let mut q1 = HotPath::new(NEXMARK_QUERIES[0].1).unwrap();
+        let mut q1 = HotPath::nexmark(NEXMARK_QUERIES[0].1).unwrap();
         let rows = q1.run(&batches[0]).unwrap();
         assert_eq!(rows, 128);
         let first = std::str::from_utf8(q1.last_rows().row(0)).unwrap();
         // Event 4 is the first bid: price 32530001 cents × 0.908 = 29537240.908, exactly.
-        assert!(first.starts_with(r#"{"auction":1000,"bidder":1001,"price":"29537240.908","date_time":"2015-07-15T00:00:00""#), "{first}");
-        let mut q2 = HotPath::new(NEXMARK_QUERIES[1].1).unwrap();
+        assert!(
+            first.starts_with(r#"{"auction":1000,"bidder":1001,"price":"29537240.908","date_time":"2015-07-15T00:00:00""#),
+            "{first}"
+        );
+        let mut q2 = HotPath::nexmark(NEXMARK_QUERIES[1].1).unwrap();
         let kept: usize = batches.iter().map(|b| q2.run(b).unwrap()).sum();
         let expected = batches
             .iter()
@@ -167,5 +212,15 @@ mod tests {
             .filter(|a| a % 123 == 0)
             .count();
         assert_eq!(kept, expected);
+    }
+
+    #[test]
+    fn the_window_benchmark_emits_one_row_per_key_and_window() {
+        // 25 000 ticks = 2.5 s of event time: windows [0,1), [1,2) full, [2,3) half.
+        let batches = tick_batches(25_000, 4096);
+        let mut path = HotPath::new(WINDOW_QUERY).unwrap();
+        let mut rows: usize = batches.iter().map(|b| path.run(b).unwrap()).sum();
+        rows += path.finish().unwrap();
+        assert_eq!(rows, 10_000 + 10_000 + 5_000);
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use velo_connectors::record::RecordBatchCollector;
+use velo_connectors::record::{RecordBatchCollector, SourceBatch};
 
 use crate::catalog::{Catalog, StreamDef};
 use crate::error::{Result, VeloError};
@@ -44,11 +44,18 @@ impl Replay {
             .clone();
         let ctx = new_session()?;
         let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-        let planned = runtime.block_on(plan_query(&ctx, &catalog, &QueryRequest::from_script(&script)))?;
+        let planned = runtime.block_on(plan_query(
+            &ctx,
+            &catalog,
+            &QueryRequest::from_script(&script),
+        ))?;
         let watermark = match &planned.event_time {
             Some(column) => Some((
                 planned.scan.schema.index_of(column)?,
-                WatermarkTracker::new(planned.scan.stream.watermark_delay_ms, Duration::from_secs(86_400)),
+                WatermarkTracker::new(
+                    planned.scan.stream.watermark_delay_ms,
+                    Duration::from_secs(86_400),
+                ),
             )),
             None => None,
         };
@@ -64,6 +71,11 @@ impl Replay {
 
     /// Runs one micro-batch of payloads; returns what the query emitted.
     pub fn push(&mut self, payloads: &[&[u8]]) -> Result<Vec<RecordBatch>> {
+        let batch = self.collect(payloads);
+        self.push_batch(&batch)
+    }
+
+    fn collect(&mut self, payloads: &[&[u8]]) -> SourceBatch {
         let mut collector = RecordBatchCollector::new(payloads.len());
         for payload in payloads {
             let offset = self.next_offset;
@@ -78,9 +90,13 @@ impl Replay {
                 std::iter::empty(),
             );
         }
-        let batch = collector.finish();
+        collector.finish()
+    }
+
+    /// Runs one micro-batch as a source hands it over (encoded or already decoded).
+    pub fn push_batch(&mut self, batch: &SourceBatch) -> Result<Vec<RecordBatch>> {
         let mut bad = Vec::new();
-        let (scan, partitions) = self.input.adapt_with_partitions(&batch, &mut bad)?;
+        let (scan, partitions) = self.input.adapt_with_partitions(batch, &mut bad)?;
         self.bad_records += bad.len();
         if let Some((column, tracker)) = self.watermark.as_mut() {
             tracker.observe(&partitions, scan.column(*column))?;

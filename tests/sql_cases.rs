@@ -36,17 +36,24 @@ fn run_case(dir: &Path, batch_size: usize) -> Result<Outcome, String> {
     for chunk in lines.chunks(batch_size.max(1)) {
         let payloads: Vec<&[u8]> = chunk.iter().map(|l| l.as_bytes()).collect();
         for out in replay.push(&payloads).map_err(|e| e.to_string())? {
-            encoder.encode(&out, &mut encoded).map_err(|e| e.to_string())?;
+            encoder
+                .encode(&out, &mut encoded)
+                .map_err(|e| e.to_string())?;
         }
         if replay.is_finished() {
             break;
         }
     }
     for out in replay.finish().map_err(|e| e.to_string())? {
-        encoder.encode(&out, &mut encoded).map_err(|e| e.to_string())?;
+        encoder
+            .encode(&out, &mut encoded)
+            .map_err(|e| e.to_string())?;
     }
     Ok(Outcome {
-        rows: encoded.iter().map(|r| String::from_utf8_lossy(r).into_owned()).collect(),
+        rows: encoded
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect(),
         bad: replay.bad_records,
     })
 }
@@ -60,7 +67,11 @@ fn every_sql_case_gives_its_expected_output_at_every_batch_size() {
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 8, "expected the SQL cases in {}", root.display());
+    assert!(
+        dirs.len() >= 8,
+        "expected the SQL cases in {}",
+        root.display()
+    );
     let mut failures = Vec::new();
     for dir in &dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -79,9 +90,15 @@ fn every_sql_case_gives_its_expected_output_at_every_batch_size() {
         for batch_size in batch_sizes {
             match (run_case(dir, batch_size), &expected_error) {
                 (Err(e), Some(want)) if e.contains(want.trim()) => {}
-                (Err(e), Some(want)) => failures.push(format!("{name}: error '{e}' does not contain '{}'", want.trim())),
+                (Err(e), Some(want)) => failures.push(format!(
+                    "{name}: error '{e}' does not contain '{}'",
+                    want.trim()
+                )),
                 (Err(e), None) => failures.push(format!("{name} (batch {batch_size}): {e}")),
-                (Ok(_), Some(want)) => failures.push(format!("{name}: expected an error containing '{}'", want.trim())),
+                (Ok(_), Some(want)) => failures.push(format!(
+                    "{name}: expected an error containing '{}'",
+                    want.trim()
+                )),
                 (Ok(outcome), None) => {
                     if outcome.rows != expected_rows {
                         failures.push(format!(
@@ -91,12 +108,20 @@ fn every_sql_case_gives_its_expected_output_at_every_batch_size() {
                     }
                     if let Some(bad) = expected_bad {
                         if outcome.bad != bad {
-                            failures.push(format!("{name} (batch {batch_size}): {} bad records, expected {bad}", outcome.bad));
+                            failures.push(format!(
+                                "{name} (batch {batch_size}): {} bad records, expected {bad}",
+                                outcome.bad
+                            ));
                         }
                     }
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "{} failing case(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failing case(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -44,15 +44,26 @@ fn records(rng: &mut Rng, n: usize) -> Vec<Record> {
     let mut out: Vec<(i64, Record)> = Vec::new();
     for _ in 0..n {
         t += match rng.below(10) {
-            0..=2 => 0,                                 // duplicate timestamp
-            3 => 20_000 + rng.below(40_000) as i64,     // a gap: empty windows
+            0..=2 => 0,                             // duplicate timestamp
+            3 => 20_000 + rng.below(40_000) as i64, // a gap: empty windows
             _ => rng.below(1_500) as i64,
         };
         // Skewed keys: alpha about half the time.
-        let k = if rng.below(2) == 0 { keys[0] } else { keys[rng.below(5) as usize] };
+        let k = if rng.below(2) == 0 {
+            keys[0]
+        } else {
+            keys[rng.below(5) as usize]
+        };
         let v_units = rng.below(2_000_000) as i64 - 1_000_000;
         let arrival = t + rng.below(LATENESS_MS as u64 + 1) as i64;
-        out.push((arrival, Record { k: k.to_string(), v_units, ts: t }));
+        out.push((
+            arrival,
+            Record {
+                k: k.to_string(),
+                v_units,
+                ts: t,
+            },
+        ));
     }
     out.sort_by_key(|(arrival, _)| *arrival);
     out.into_iter().map(|(_, r)| r).collect()
@@ -67,7 +78,15 @@ fn decimal(units: i64) -> String {
 fn json_lines(records: &[Record]) -> Vec<String> {
     records
         .iter()
-        .map(|r| format!(r#"{{"k":"{}","v":"{}","ts":{},"tms":{}}}"#, r.k, decimal(r.v_units), r.ts, r.ts))
+        .map(|r| {
+            format!(
+                r#"{{"k":"{}","v":"{}","ts":{},"tms":{}}}"#,
+                r.k,
+                decimal(r.v_units),
+                r.ts,
+                r.ts
+            )
+        })
         .collect()
 }
 
@@ -79,7 +98,10 @@ fn encode(batches: &[RecordBatch]) -> Vec<String> {
     for b in batches {
         encoder.encode(b, &mut rows).unwrap();
     }
-    let mut out: Vec<String> = rows.iter().map(|r| String::from_utf8_lossy(r).into_owned()).collect();
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
     out.sort();
     out
 }
@@ -91,7 +113,10 @@ fn streaming(sql: &str, lines: &[String], rng: &mut Rng) -> Vec<String> {
     let mut i = 0;
     while i < lines.len() {
         let n = 1 + rng.below(25) as usize;
-        let chunk: Vec<&[u8]> = lines[i..(i + n).min(lines.len())].iter().map(|l| l.as_bytes()).collect();
+        let chunk: Vec<&[u8]> = lines[i..(i + n).min(lines.len())]
+            .iter()
+            .map(|l| l.as_bytes())
+            .collect();
         i += n;
         out.extend(replay.push(&chunk).unwrap());
     }
@@ -102,16 +127,22 @@ fn streaming(sql: &str, lines: &[String], rng: &mut Rng) -> Vec<String> {
 
 /// Runs `sql` in DataFusion over the records as one table `t` (plus `extra` rows for `x`).
 fn batch_oracle(sql: &str, lines: &[String], extra: Option<(&str, Vec<String>)>) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let ctx = SessionContext::new();
     let register = |name: &str, columns: &str, lines: &[String]| {
         let fields = velostream::sql::parse_column_list(columns).unwrap();
         let schema = Arc::new(arrow::datatypes::Schema::new(fields));
         let mut decoder = JsonDecoder::new(schema.clone()).unwrap();
-        let payloads = arrow::array::BinaryArray::from_iter_values(lines.iter().map(|l| l.as_bytes()));
+        let payloads =
+            arrow::array::BinaryArray::from_iter_values(lines.iter().map(|l| l.as_bytes()));
         let batch = decoder.decode(&payloads).unwrap().batch;
-        ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()))
-            .unwrap();
+        ctx.register_table(
+            name,
+            Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
+        )
+        .unwrap();
     };
     register("t", COLUMNS, lines);
     if let Some((columns, rows)) = &extra {
@@ -137,7 +168,11 @@ fn tumbling_windows_equal_datafusion_date_bin() {
         let mut rng = Rng(seed);
         let size = [1_000, 5_000, 60_000][seed as usize % 3];
         let lines = json_lines(&records(&mut rng, 300));
-        let got = streaming(&stream_sql(&format!("TUMBLING(ts, {size}ms)")), &lines, &mut rng);
+        let got = streaming(
+            &stream_sql(&format!("TUMBLING(ts, {size}ms)")),
+            &lines,
+            &mut rng,
+        );
         let want = batch_oracle(
             &format!(
                 "SELECT date_bin(INTERVAL '{size} milliseconds', ts, TIMESTAMP '1970-01-01T00:00:00') AS window_start, \
@@ -159,7 +194,11 @@ fn sliding_windows_equal_datafusion_over_exploded_windows() {
         let (size, slide) = [(10_000, 2_000), (6_000, 3_000), (4_000, 4_000)][seed as usize % 3];
         let recs = records(&mut rng, 200);
         let lines = json_lines(&recs);
-        let got = streaming(&stream_sql(&format!("SLIDING(ts, {size}ms, {slide}ms)")), &lines, &mut rng);
+        let got = streaming(
+            &stream_sql(&format!("SLIDING(ts, {size}ms, {slide}ms)")),
+            &lines,
+            &mut rng,
+        );
         // Each record once per window that holds it, computed here independently.
         let mut exploded = Vec::new();
         for r in &recs {
@@ -190,7 +229,11 @@ fn session_windows_equal_datafusion_sessionisation() {
         let mut rng = Rng(200 + seed);
         let gap = [1_000, 2_500, 20_000][seed as usize % 3];
         let lines = json_lines(&records(&mut rng, 250));
-        let got = streaming(&stream_sql(&format!("SESSION(ts, {gap}ms)")), &lines, &mut rng);
+        let got = streaming(
+            &stream_sql(&format!("SESSION(ts, {gap}ms)")),
+            &lines,
+            &mut rng,
+        );
         let want = batch_oracle(
             &format!(
                 "WITH marked AS (
@@ -211,7 +254,11 @@ fn session_windows_equal_datafusion_sessionisation() {
 
 #[test]
 fn a_pipeline_restored_mid_stream_continues_exactly() {
-    for (seed, window) in [(1, "TUMBLING(ts, 5s)"), (2, "SLIDING(ts, 10s, 5s)"), (3, "SESSION(ts, 2s)")] {
+    for (seed, window) in [
+        (1, "TUMBLING(ts, 5s)"),
+        (2, "SLIDING(ts, 10s, 5s)"),
+        (3, "SESSION(ts, 2s)"),
+    ] {
         let mut rng = Rng(300 + seed);
         let lines = json_lines(&records(&mut rng, 200));
         let sql = stream_sql(window);

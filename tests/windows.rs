@@ -21,7 +21,10 @@ fn trades_topic() -> String {
     let records: Vec<Rec> = rows
         .iter()
         .map(|(s, p, q, ts, part)| {
-            Rec::value(format!(r#"{{"symbol":"{s}","price":"{p}","quantity":{q},"ts":"{ts}"}}"#)).partition(*part)
+            Rec::value(format!(
+                r#"{{"symbol":"{s}","price":"{p}","quantity":{q},"ts":"{ts}"}}"#
+            ))
+            .partition(*part)
         })
         .collect();
     produce(&topic, &records);
@@ -63,7 +66,11 @@ fn every_tumbling_spelling_gives_the_same_rows() {
         "execute", "--query", "SELECT symbol, COUNT(*) AS trades, SUM(price * quantity) AS notional FROM trades GROUP BY symbol",
         "--topic", &topic, "--schema", SCHEMA, "--format", "csv", "--window-size", "60", "--event-time-column", "ts",
     ]);
-    assert_eq!(sorted_csv(&out), expected, "--window-size adds window_start and window_end in front");
+    assert_eq!(
+        sorted_csv(&out),
+        expected,
+        "--window-size adds window_start and window_end in front"
+    );
 }
 
 #[test]
@@ -118,8 +125,15 @@ fn the_kafka_record_timestamp_is_the_default_event_time() {
         ],
     );
     let out = run_ok(&[
-        "execute", "--query", "SELECT SUM(n) AS total FROM t WINDOW TUMBLING(10s)", "--topic", &topic,
-        "--schema", "n BIGINT", "--format", "csv",
+        "execute",
+        "--query",
+        "SELECT SUM(n) AS total FROM t WINDOW TUMBLING(10s)",
+        "--topic",
+        &topic,
+        "--schema",
+        "n BIGINT",
+        "--format",
+        "csv",
     ]);
     assert_eq!(
         out,
@@ -132,20 +146,39 @@ fn a_continuous_query_emits_each_window_when_the_watermark_passes_it() {
     let topic = unique_topic("live-w");
     create_topic(&topic, 1);
     let job = spawn(&[
-        "stream", "--query", "SELECT window_start, COUNT(*) AS n FROM t WINDOW TUMBLING(ts, 10s) GROUP BY k",
-        "--topic", &topic, "--schema", "k VARCHAR, ts TIMESTAMP", "--watermark-delay", "2s",
-        "--format", "json-lines", "--group-id", &unique_topic("g"),
+        "stream",
+        "--query",
+        "SELECT window_start, COUNT(*) AS n FROM t WINDOW TUMBLING(ts, 10s) GROUP BY k",
+        "--topic",
+        &topic,
+        "--schema",
+        "k VARCHAR, ts TIMESTAMP",
+        "--watermark-delay",
+        "2s",
+        "--format",
+        "json-lines",
+        "--group-id",
+        &unique_topic("g"),
     ]);
     let rec = |s: u32| Rec::value(format!(r#"{{"k":"a","ts":"2024-01-01T00:00:{s:02}Z"}}"#));
     produce(&topic, &[rec(1), rec(5), rec(11)]);
     // The watermark is 00:00:09: nothing closes yet. At 00:00:12 + 2 s delay the first closes.
     produce(&topic, &[rec(14)]);
-    assert_eq!(job.take_lines(1), vec![r#"{"window_start":"2024-01-01T00:00:00","n":2}"#]);
+    assert_eq!(
+        job.take_lines(1),
+        vec![r#"{"window_start":"2024-01-01T00:00:00","n":2}"#]
+    );
     produce(&topic, &[rec(25)]);
-    assert_eq!(job.take_lines(1), vec![r#"{"window_start":"2024-01-01T00:00:10","n":2}"#]);
+    assert_eq!(
+        job.take_lines(1),
+        vec![r#"{"window_start":"2024-01-01T00:00:10","n":2}"#]
+    );
     let (code, rest) = job.terminate();
     assert_eq!(code, 0);
-    assert!(rest.is_empty(), "the open window is not emitted on a stop: {rest:?}");
+    assert!(
+        rest.is_empty(),
+        "the open window is not emitted on a stop: {rest:?}"
+    );
 }
 
 #[test]
