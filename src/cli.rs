@@ -457,6 +457,7 @@ async fn run(
         .ok_or_else(|| VeloError::sql("the text holds no SELECT query", None))?;
     let mut request = QueryRequest::from_script(&script);
     request.limit = args.limit;
+    request.bounded = bounded;
     if let (None, Some(seconds)) = (&request.window, args.window_size) {
         request.window = Some(WindowClause {
             kind: WindowKind::Tumbling {
@@ -487,6 +488,7 @@ async fn run(
         output_schema,
         event_time,
         logical_plan,
+        group_key_columns,
     } = plan_query(&ctx, &catalog, &request).await?;
     let watermark = match event_time {
         Some(column) => {
@@ -527,6 +529,11 @@ async fn run(
             Box::new(KafkaSource::open(&connection, topic, read_mode)?)
         }
     };
+    // The changes of an updating aggregate are keyed by its group key, unless told otherwise.
+    let mut args = args;
+    if args.output_key.is_none() && group_key_columns.len() == 1 {
+        args.output_key = group_key_columns.first().cloned();
+    }
     let sink = open_sink(&args, &output_schema, bounded)?;
     let dead_letters = args
         .dlq_topic

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::DataFusionError;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::execution::context::{SessionConfig, SessionContext, SessionState};
@@ -106,6 +107,9 @@ pub struct PlannedQuery {
     pub event_time: Option<String>,
     /// The optimised logical plan, for `--explain` and logs.
     pub logical_plan: String,
+    /// Output columns that are GROUP BY keys of an updating aggregate (the natural message key
+    /// of its changes).
+    pub group_key_columns: Vec<String>,
 }
 
 /// What to plan: the query, its window clause and emit mode (from [`crate::sql::Script`]),
@@ -116,6 +120,9 @@ pub struct QueryRequest {
     pub window: Option<WindowClause>,
     pub emit: Option<EmitMode>,
     pub limit: Option<u64>,
+    /// True when the input ends by itself (`execute`): a GROUP BY without a window then gives
+    /// its final rows at the end instead of a stream of changes.
+    pub bounded: bool,
 }
 
 impl QueryRequest {
@@ -126,6 +133,7 @@ impl QueryRequest {
             window: script.window.clone(),
             emit: script.emit,
             limit: None,
+            bounded: true,
         }
     }
 }
@@ -154,12 +162,6 @@ pub async fn plan_query(
         }
     }
     let mut statement = statement.clone();
-    if request.emit == Some(EmitMode::Changes) {
-        return Err(VeloError::Unsupported(
-            "EMIT CHANGES is not supported yet; windows emit once, when they close (EMIT FINAL)"
-                .into(),
-        ));
-    }
     let default_time = || {
         tables
             .first()
@@ -180,7 +182,7 @@ pub async fn plan_query(
     let plan = state.optimize(&plan).map_err(plan_error)?;
     let mut pipeline = Pipeline::default();
     let mut scan = None;
-    lower(&plan, &state, catalog, &mut pipeline, &mut scan)?;
+    lower(&plan, &state, catalog, request, &mut pipeline, &mut scan)?;
     let scan = scan.ok_or_else(|| {
         VeloError::Unsupported(
             "the query reads no stream (or its WHERE clause is always false)".into(),
@@ -190,12 +192,18 @@ pub async fn plan_query(
         pipeline.push(Box::new(LimitExec::new(0, Some(limit))));
     }
     let logical_plan = plan.display_indent().to_string();
+    let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    let group_key_columns = updating_group_keys(&plan)
+        .into_iter()
+        .filter(|k| output_schema.field_with_name(k).is_ok())
+        .collect();
     Ok(PlannedQuery {
         scan,
         pipeline,
-        output_schema: Arc::new(plan.schema().as_arrow().clone()),
+        output_schema,
         event_time,
         logical_plan,
+        group_key_columns,
     })
 }
 
@@ -203,6 +211,7 @@ fn lower(
     plan: &LogicalPlan,
     state: &SessionState,
     catalog: &Catalog,
+    request: &QueryRequest,
     pipeline: &mut Pipeline,
     scan: &mut Option<ScanLayout>,
 ) -> Result<()> {
@@ -246,7 +255,7 @@ fn lower(
             Ok(())
         }
         LogicalPlan::Filter(filter) => {
-            lower(&filter.input, state, catalog, pipeline, scan)?;
+            lower(&filter.input, state, catalog, request, pipeline, scan)?;
             let predicate = state
                 .create_physical_expr(filter.predicate.clone(), filter.input.schema())
                 .map_err(plan_error)?;
@@ -254,7 +263,7 @@ fn lower(
             Ok(())
         }
         LogicalPlan::Projection(projection) => {
-            lower(&projection.input, state, catalog, pipeline, scan)?;
+            lower(&projection.input, state, catalog, request, pipeline, scan)?;
             let exprs = projection
                 .expr
                 .iter()
@@ -268,7 +277,7 @@ fn lower(
             Ok(())
         }
         LogicalPlan::Limit(limit) => {
-            lower(&limit.input, state, catalog, pipeline, scan)?;
+            lower(&limit.input, state, catalog, request, pipeline, scan)?;
             let skip = match limit.get_skip_type().map_err(plan_error)? {
                 SkipType::Literal(n) => n as u64,
                 SkipType::UnsupportedExpr => {
@@ -288,10 +297,12 @@ fn lower(
             pipeline.push(Box::new(LimitExec::new(skip, fetch)));
             Ok(())
         }
-        LogicalPlan::SubqueryAlias(alias) => lower(&alias.input, state, catalog, pipeline, scan),
+        LogicalPlan::SubqueryAlias(alias) => {
+            lower(&alias.input, state, catalog, request, pipeline, scan)
+        }
         LogicalPlan::Aggregate(aggregate) => {
-            lower(&aggregate.input, state, catalog, pipeline, scan)?;
-            pipeline.push(window_aggregate(aggregate, state)?);
+            lower(&aggregate.input, state, catalog, request, pipeline, scan)?;
+            pipeline.push(window_aggregate(aggregate, state, request)?);
             Ok(())
         }
         LogicalPlan::Sort(_) => Err(VeloError::Unsupported(
@@ -312,10 +323,34 @@ fn lower(
     }
 }
 
-/// The window operator for an Aggregate whose GROUP BY holds a window call.
+/// Names of the GROUP BY keys of an aggregate without a window in `plan`.
+fn updating_group_keys(plan: &LogicalPlan) -> Vec<String> {
+    let mut keys = Vec::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Aggregate(a) = node {
+            let windowed = a.group_expr.iter().any(|e| {
+                matches!(e, Expr::ScalarFunction(f) if WindowFunction::from_name(f.name()).is_some())
+            });
+            if !windowed {
+                keys = a
+                    .group_expr
+                    .iter()
+                    .enumerate()
+                    .map(|(i, _)| a.schema.field(i).name().clone())
+                    .collect();
+            }
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    keys
+}
+
+/// The operator for an Aggregate: a window operator when its GROUP BY holds a window call,
+/// else an updating aggregate.
 fn window_aggregate(
     aggregate: &Aggregate,
     state: &SessionState,
+    request: &QueryRequest,
 ) -> Result<Box<dyn StreamOperator>> {
     let input_schema = aggregate.input.schema();
     let output_schema: SchemaRef = Arc::new(aggregate.schema.as_arrow().clone());
@@ -345,11 +380,44 @@ fn window_aggregate(
         );
         key_fields.push(output_schema.field(i).as_ref().clone().with_nullable(true));
     }
+    let aggregates = aggregate
+        .aggr_expr
+        .iter()
+        .map(|e| {
+            let planning = PhysicalPlanningContext::default();
+            let lowered = LoweredAggregateBuilder::new(
+                e,
+                input_schema,
+                input_schema.as_arrow(),
+                state.execution_props(),
+                &planning,
+            )
+            .build()
+            .map_err(plan_error)?;
+            Ok(AggregateSpec::new(lowered.aggregate, lowered.filter))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let Some((window_position, kind, args)) = window else {
-        return Err(VeloError::Unsupported(
-            "GROUP BY on a stream needs a window (e.g. WINDOW TUMBLING(1m) or GROUP BY k, TUMBLE(ts, INTERVAL '1' MINUTE)); updating aggregates without a window are not supported yet".into(),
-        ));
+        // An updating aggregate: changes per micro-batch on a stream, final rows when bounded.
+        let emit = match request.emit {
+            Some(mode) => mode,
+            None if request.bounded => EmitMode::Final,
+            None => EmitMode::Changes,
+        };
+        let grouping = Grouping {
+            keys,
+            key_fields,
+            window_position: None,
+        };
+        return Ok(Box::new(WindowAggregateExec::new(
+            None,
+            emit,
+            grouping,
+            aggregates,
+            output_schema,
+        )));
     };
+    let emit = request.emit.unwrap_or_default();
     let millis = |e: &Expr| -> Result<i64> {
         match e {
             Expr::Literal(v, _) => interval_millis(v).map_err(plan_error),
@@ -373,7 +441,14 @@ fn window_aggregate(
         },
     };
     crate::sql::window::validate(&window_kind, &clause, None)?;
-    let time_type = args[0].get_type(input_schema).map_err(plan_error)?;
+    // Type coercion may have wrapped a text column in a CAST; the event time must be a
+    // timestamp already.
+    let time_arg = match &args[0] {
+        Expr::Cast(c) => c.expr.as_ref(),
+        Expr::TryCast(c) => c.expr.as_ref(),
+        other => other,
+    };
+    let time_type = time_arg.get_type(input_schema).map_err(plan_error)?;
     if !matches!(
         time_type,
         DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
@@ -381,7 +456,7 @@ fn window_aggregate(
         return Err(VeloError::sql(
             format!(
                 "{clause}: the event time '{}' is {time_type}, not a TIMESTAMP",
-                args[0]
+                time_arg
             ),
             None,
         ));
@@ -389,50 +464,40 @@ fn window_aggregate(
     let time = state
         .create_physical_expr(args[0].clone(), input_schema)
         .map_err(plan_error)?;
-    let aggregates = aggregate
-        .aggr_expr
-        .iter()
-        .map(|e| {
-            let planning = PhysicalPlanningContext::default();
-            let lowered = LoweredAggregateBuilder::new(
-                e,
-                input_schema,
-                input_schema.as_arrow(),
-                state.execution_props(),
-                &planning,
-            )
-            .build()
-            .map_err(plan_error)?;
-            Ok(AggregateSpec::new(lowered.aggregate, lowered.filter))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let grouping = Grouping {
         keys,
         key_fields,
-        window_position,
+        window_position: Some(window_position),
     };
     Ok(match window_kind {
         WindowKind::Tumbling { size } => Box::new(WindowAggregateExec::new(
-            FixedWindows { size, slide: size },
-            time,
+            Some((FixedWindows { size, slide: size }, time)),
+            emit,
             grouping,
             aggregates,
             output_schema,
         )),
         WindowKind::Sliding { size, slide } => Box::new(WindowAggregateExec::new(
-            FixedWindows { size, slide },
-            time,
+            Some((FixedWindows { size, slide }, time)),
+            emit,
             grouping,
             aggregates,
             output_schema,
         )),
-        WindowKind::Session { gap } => Box::new(SessionWindowExec::new(
-            gap,
-            time,
-            grouping,
-            aggregates,
-            output_schema,
-        )?),
+        WindowKind::Session { gap } => {
+            if emit == EmitMode::Changes {
+                return Err(VeloError::Unsupported(
+                    "EMIT CHANGES on session windows is not supported yet; sessions emit when they close".into(),
+                ));
+            }
+            Box::new(SessionWindowExec::new(
+                gap,
+                time,
+                grouping,
+                aggregates,
+                output_schema,
+            )?)
+        }
     })
 }
 

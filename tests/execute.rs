@@ -428,8 +428,8 @@ fn mistakes_in_sql_exit_2_with_a_message_that_names_them() {
         "unexpected 'here' after the end of the statement",
     );
     check(
-        "SELECT customer_id, count(*) FROM orders GROUP BY customer_id",
-        "GROUP BY on a stream needs a window",
+        "SELECT order_id FROM orders ORDER BY amount",
+        "ORDER BY needs the whole input",
     );
     let out = run_failing(
         &["execute", "--query", "SELECT a FROM no_such_topic_here"],

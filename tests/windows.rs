@@ -187,9 +187,70 @@ fn window_specs_that_cannot_work_are_refused_at_plan_time() {
     for (query, message) in [
         ("SELECT COUNT(*) FROM trades GROUP BY symbol WINDOW SLIDING(ts, 1m, 5m)", "WINDOW SLIDING: the slide (300000 ms) is larger than the size (60000 ms)"),
         ("SELECT COUNT(*) FROM trades GROUP BY symbol WINDOW TUMBLING(ts, 0s)", "WINDOW TUMBLING: the size must be positive"),
-        ("SELECT COUNT(*) FROM trades GROUP BY symbol, TUMBLE(symbol, INTERVAL '1' MINUTE)", "TUMBLE"),
+        ("SELECT COUNT(*) FROM trades GROUP BY symbol, TUMBLE(symbol, INTERVAL '1' MINUTE)", "TUMBLE(…): the event time 'trades.symbol' is Utf8, not a TIMESTAMP"),
         ("SELECT COUNT(*) FROM trades GROUP BY symbol, HOP(ts, INTERVAL '5' MINUTE, INTERVAL '1' MINUTE)", "HOP(…): the slide (300000 ms) is larger than the size"),
     ] {
         run_failing(&["execute", "--query", query, "--topic", &topic, "--schema", SCHEMA], 2, message);
     }
+}
+
+#[test]
+fn a_group_by_without_a_window_gives_final_rows_when_bounded_and_keyed_changes_when_continuous() {
+    let topic = unique_topic("upd");
+    create_topic(&topic, 1);
+    let order = |c: &str, a: &str| Rec::value(format!(r#"{{"customer":"{c}","amount":"{a}"}}"#));
+    produce(&topic, &[order("c1", "5.00")]);
+    let query =
+        "SELECT customer, COUNT(*) AS orders, SUM(amount) AS total FROM orders GROUP BY customer";
+    let schema = "customer VARCHAR, amount DECIMAL(10,2)";
+    assert_eq!(
+        run_ok(&[
+            "execute", "--query", query, "--topic", &topic, "--schema", schema, "--format", "csv"
+        ]),
+        "customer,orders,total\nc1,1,5.00\n"
+    );
+    let out = unique_topic("upd-out");
+    create_topic(&out, 1);
+    let job = spawn(&[
+        "stream",
+        "--query",
+        query,
+        "--topic",
+        &topic,
+        "--schema",
+        schema,
+        "--output",
+        "kafka",
+        "--output-topic",
+        &out,
+        "--group-id",
+        &unique_topic("g"),
+    ]);
+    // One record at a time, so each micro-batch changes one customer.
+    let mut all = consume_keyed(&out, 1);
+    for (i, (c, a)) in [("c2", "50.00"), ("c1", "6.50"), ("c2", "1.00")]
+        .into_iter()
+        .enumerate()
+    {
+        produce(&topic, &[order(c, a)]);
+        all = consume_keyed(&out, i + 2);
+    }
+    let (code, _) = job.terminate();
+    assert_eq!(code, 0);
+    let change = |c: &str, n: u32, total: &str| {
+        (
+            Some(c.to_string()),
+            format!(r#"{{"customer":"{c}","orders":{n},"total":"{total}"}}"#),
+        )
+    };
+    assert_eq!(
+        all,
+        vec![
+            change("c1", 1, "5.00"),
+            change("c2", 1, "50.00"),
+            change("c1", 2, "11.50"),
+            change("c2", 2, "51.00")
+        ],
+        "one change per micro-batch, keyed by the group key"
+    );
 }

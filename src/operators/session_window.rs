@@ -153,7 +153,7 @@ impl SessionWindowExec {
         Ok(vec![assemble_output(
             &self.output_schema,
             &self.grouping,
-            window,
+            Some(window),
             key_columns,
             aggs,
             n,

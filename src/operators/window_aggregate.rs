@@ -1,10 +1,16 @@
-//! `WindowAggregateExec`: GROUP BY over tumbling and sliding (hopping) event-time windows.
+//! `WindowAggregateExec`: GROUP BY over tumbling and sliding (hopping) event-time windows, and
+//! GROUP BY without a window (an updating aggregate: one window that never closes).
 //!
 //! State is one group table per open window (DataFusion's `GroupValues`, Arrow row format) with
-//! one `GroupsAccumulator` per aggregate, so a batch updates its windows column-at-a-time. A
-//! window emits its rows once, when the watermark passes its end (`EMIT FINAL`); its state is then
-//! dropped. A row whose every window has already closed is late: dropped and counted. A row with
-//! a NULL event time is dropped and counted too.
+//! one `GroupsAccumulator` per aggregate, so a batch updates its windows column-at-a-time.
+//! - `EMIT FINAL`: a window emits its rows once, when the watermark passes its end; its state
+//!   is then dropped. Without a window, the rows are emitted when the input ends.
+//! - `EMIT CHANGES`: after every batch, the current row of each group the batch changed is
+//!   emitted (reading current values costs a pass over the window's accumulator states); a
+//!   window then closes silently.
+//!
+//! A row whose every window has already closed is late: dropped and counted. A row with a NULL
+//! event time is dropped and counted too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +30,7 @@ use velo_udfs::window::window_struct;
 use super::aggregate::AggregateSpec;
 use super::{StreamOperator, Watermark};
 use crate::error::{Result, VeloError};
+use crate::sql::window::EmitMode;
 
 /// Tumbling (`slide == size`) or sliding windows, aligned to the epoch, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +54,9 @@ impl FixedWindows {
 pub struct Grouping {
     pub keys: Vec<Arc<dyn PhysicalExpr>>,
     pub key_fields: Vec<Field>,
-    /// Index of the window struct among the GROUP BY expressions (the output columns).
-    pub window_position: usize,
+    /// Index of the window struct among the GROUP BY expressions (the output columns); `None`
+    /// for a GROUP BY without a window.
+    pub window_position: Option<usize>,
 }
 
 struct WindowState {
@@ -65,10 +73,13 @@ pub struct WindowMetrics {
     pub state_bytes: u64,
 }
 
-/// GROUP BY over tumbling or sliding windows.
+/// GROUP BY over tumbling or sliding windows, or without a window.
 pub struct WindowAggregateExec {
-    windows: FixedWindows,
-    time: Arc<dyn PhysicalExpr>,
+    /// `None`: no window, every row in one group table that never closes.
+    windows: Option<FixedWindows>,
+    /// The event time (`None` without a window).
+    time: Option<Arc<dyn PhysicalExpr>>,
+    emit: EmitMode,
     grouping: Grouping,
     /// Schema of the interned keys (a constant column when there are no keys).
     key_schema: SchemaRef,
@@ -81,17 +92,23 @@ pub struct WindowAggregateExec {
 
 impl WindowAggregateExec {
     /// A window aggregate producing `output_schema` (GROUP BY columns, then aggregates).
+    /// `windows` and `time` go together: both `Some`, or both `None` for no window.
     pub fn new(
-        windows: FixedWindows,
-        time: Arc<dyn PhysicalExpr>,
+        windows: Option<(FixedWindows, Arc<dyn PhysicalExpr>)>,
+        emit: EmitMode,
         grouping: Grouping,
         aggregates: Vec<AggregateSpec>,
         output_schema: SchemaRef,
     ) -> Self {
         let key_schema = key_schema(&grouping.key_fields);
+        let (windows, time) = match windows {
+            Some((w, t)) => (Some(w), Some(t)),
+            None => (None, None),
+        };
         Self {
             windows,
             time,
+            emit,
             grouping,
             key_schema,
             aggregates,
@@ -127,6 +144,12 @@ impl WindowAggregateExec {
         })
     }
 
+    fn window_column(&self, start: i64, n: usize) -> Option<ArrayRef> {
+        self.windows.map(|w| -> ArrayRef {
+            Arc::new(window_struct(vec![start; n], vec![start + w.size; n], None))
+        })
+    }
+
     fn emit_window(&self, start: i64, mut state: WindowState) -> Result<RecordBatch> {
         let n = state.groups.len();
         let keys = state.groups.emit(EmitTo::All)?;
@@ -134,9 +157,69 @@ impl WindowAggregateExec {
         for acc in state.accumulators.iter_mut() {
             aggs.push(acc.evaluate(EmitTo::All)?);
         }
-        let end = start + self.windows.size;
-        let window: ArrayRef = Arc::new(window_struct(vec![start; n], vec![end; n], None));
-        assemble_output(&self.output_schema, &self.grouping, window, keys, aggs, n)
+        assemble_output(
+            &self.output_schema,
+            &self.grouping,
+            self.window_column(start, n),
+            keys,
+            aggs,
+            n,
+        )
+    }
+
+    /// The current rows of the groups `changed` of window `start` (`EMIT CHANGES`). `keys` are
+    /// the key columns of the rows in `first_rows`, one per changed group, in the same order.
+    fn emit_changes(
+        &mut self,
+        start: i64,
+        changed: &[usize],
+        keys: Vec<ArrayRef>,
+    ) -> Result<RecordBatch> {
+        let fresh: Vec<Box<dyn GroupsAccumulator>> = self
+            .aggregates
+            .iter()
+            .map(|a| a.groups_accumulator())
+            .collect::<Result<_>>()?;
+        let mut temps: Vec<Box<dyn GroupsAccumulator>> = self
+            .aggregates
+            .iter()
+            .map(|a| a.groups_accumulator())
+            .collect::<Result<_>>()?;
+        let state = self
+            .open
+            .get_mut(&start)
+            .expect("the window was just updated");
+        let total = state.groups.len();
+        let all: Vec<usize> = (0..total).collect();
+        let picked = UInt32Array::from(changed.iter().map(|&g| g as u32).collect::<Vec<_>>());
+        let temp_ids: Vec<usize> = (0..changed.len()).collect();
+        let mut aggs = Vec::with_capacity(temps.len());
+        for ((acc, mut replacement), temp) in state
+            .accumulators
+            .iter_mut()
+            .zip(fresh)
+            .zip(temps.iter_mut())
+        {
+            // Reading state consumes it: put it back into a fresh accumulator.
+            let states = acc.state(EmitTo::All)?;
+            replacement.merge_batch(&states, &all, total)?;
+            *acc = replacement;
+            let taken = states
+                .iter()
+                .map(|s| Ok(take(s, &picked, None)?))
+                .collect::<Result<Vec<_>>>()?;
+            temp.merge_batch(&taken, &temp_ids, changed.len())?;
+            aggs.push(temp.evaluate(EmitTo::All)?);
+        }
+        let n = changed.len();
+        assemble_output(
+            &self.output_schema,
+            &self.grouping,
+            self.window_column(start, n),
+            keys,
+            aggs,
+            n,
+        )
     }
 }
 
@@ -192,7 +275,7 @@ pub(crate) fn evaluate_time(time: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -
 pub(crate) fn assemble_output(
     schema: &SchemaRef,
     grouping: &Grouping,
-    window: ArrayRef,
+    window: Option<ArrayRef>,
     keys: Vec<ArrayRef>,
     aggs: Vec<ArrayRef>,
     rows: usize,
@@ -202,9 +285,14 @@ pub(crate) fn assemble_output(
     if grouping.key_fields.is_empty() {
         keys.next(); // the constant column
     }
-    for i in 0..=grouping.key_fields.len() {
-        if i == grouping.window_position {
-            columns.push(window.clone());
+    let group_columns = grouping.key_fields.len() + usize::from(grouping.window_position.is_some());
+    for i in 0..group_columns {
+        if Some(i) == grouping.window_position {
+            columns.push(
+                window
+                    .clone()
+                    .ok_or_else(|| VeloError::Execution("missing window column".into()))?,
+            );
         } else {
             columns.push(
                 keys.next()
@@ -255,26 +343,33 @@ impl StreamOperator for WindowAggregateExec {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let times = evaluate_time(&self.time, &batch)?;
-        let times = times.as_primitive::<TimestampMillisecondType>();
         // Assign rows to windows: start → row indices.
         let mut assignment: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        for row in 0..rows {
-            if times.is_null(row) {
-                self.metrics.null_time_rows += 1;
-                continue;
-            }
-            let t = times.value(row);
-            let mut placed = false;
-            for start in self.windows.starts(t) {
-                if start + self.windows.size <= self.watermark {
-                    continue; // this window has closed
+        match (&self.windows, &self.time) {
+            (Some(windows), Some(time)) => {
+                let times = evaluate_time(time, &batch)?;
+                let times = times.as_primitive::<TimestampMillisecondType>();
+                for row in 0..rows {
+                    if times.is_null(row) {
+                        self.metrics.null_time_rows += 1;
+                        continue;
+                    }
+                    let t = times.value(row);
+                    let mut placed = false;
+                    for start in windows.starts(t) {
+                        if start + windows.size <= self.watermark {
+                            continue; // this window has closed
+                        }
+                        assignment.entry(start).or_default().push(row as u32);
+                        placed = true;
+                    }
+                    if !placed {
+                        self.metrics.late_rows += 1;
+                    }
                 }
-                assignment.entry(start).or_default().push(row as u32);
-                placed = true;
             }
-            if !placed {
-                self.metrics.late_rows += 1;
+            _ => {
+                assignment.insert(0, (0..rows as u32).collect());
             }
         }
         if assignment.is_empty() {
@@ -287,6 +382,7 @@ impl StreamOperator for WindowAggregateExec {
             .map(|a| a.evaluate(&batch))
             .collect::<Result<Vec<_>>>()?;
         let mut group_ids = Vec::with_capacity(rows);
+        let mut out = Vec::new();
         for (start, indices) in assignment {
             let all_rows = indices.len() == rows;
             let pick = |a: &ArrayRef| -> Result<ArrayRef> {
@@ -317,19 +413,46 @@ impl StreamOperator for WindowAggregateExec {
                 };
                 acc.update_batch(&values, &group_ids, filter.as_ref(), total)?;
             }
+            if self.emit == EmitMode::Changes {
+                // One representative row per changed group, in order of first appearance.
+                let mut seen = vec![false; total];
+                let mut changed = Vec::new();
+                let mut first_rows = Vec::new();
+                for (row, &g) in group_ids.iter().enumerate() {
+                    if !seen[g] {
+                        seen[g] = true;
+                        changed.push(g);
+                        first_rows.push(row as u32);
+                    }
+                }
+                let first_rows = UInt32Array::from(first_rows);
+                let changed_keys = window_keys
+                    .iter()
+                    .map(|k| Ok(take(k, &first_rows, None)?))
+                    .collect::<Result<Vec<_>>>()?;
+                out.push(self.emit_changes(start, &changed, changed_keys)?);
+            }
         }
-        Ok(Vec::new())
+        Ok(out)
     }
 
     fn on_watermark(&mut self, watermark: Watermark) -> Result<Vec<RecordBatch>> {
         self.watermark = self.watermark.max(watermark.0);
+        let size = match self.windows {
+            Some(w) => w.size,
+            // Without a window, the only group table "closes" when the input ends.
+            None if watermark == Watermark::END => 0,
+            None => return Ok(Vec::new()),
+        };
         let mut out = Vec::new();
         while let Some((&start, _)) = self.open.first_key_value() {
-            if start.saturating_add(self.windows.size) > self.watermark {
+            if self.windows.is_some() && start.saturating_add(size) > self.watermark {
                 break;
             }
             let state = self.open.remove(&start).expect("first key exists");
-            out.push(self.emit_window(start, state)?);
+            if self.emit == EmitMode::Final {
+                out.push(self.emit_window(start, state)?);
+            }
         }
         Ok(out)
     }

@@ -117,9 +117,11 @@ impl WindowUdf {
                 signatures.push(TypeSignature::Exact(args));
             }
         }
+        // Volatile, so the optimiser never drops the call from a GROUP BY as "determined by
+        // the other keys" (as it would for GROUP BY ts, TUMBLE(ts, …)): the window is the point.
         Self {
             function,
-            signature: Signature::one_of(signatures, Volatility::Immutable),
+            signature: Signature::one_of(signatures, Volatility::Volatile),
         }
     }
 }
