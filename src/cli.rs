@@ -132,6 +132,10 @@ pub struct QueryArgs {
     /// Shorthand for a tumbling window of this many seconds (`WINDOW TUMBLING(Ns)`).
     #[arg(long)]
     pub window_size: Option<u64>,
+    /// Write records that arrive after their window closed to this topic (as JSON rows of the
+    /// window's input), instead of only dropping and counting them.
+    #[arg(long)]
+    pub late_topic: Option<String>,
 }
 
 /// `velo-sql execute`.
@@ -199,6 +203,10 @@ pub async fn main_with(cli: Cli) -> i32 {
                 records_in = stats.records_in,
                 bad_records = stats.bad_records,
                 rows_out = stats.rows_out,
+                late_rows = stats.operators.late_rows,
+                null_time_rows = stats.operators.null_time_rows,
+                state_rows = stats.operators.state_rows,
+                state_bytes = stats.operators.state_bytes,
                 "done"
             );
             0
@@ -275,6 +283,7 @@ async fn demo(args: DemoArgs) -> Result<JobStats> {
         watermark_delay: None,
         idle_timeout: "30s".into(),
         window_size: None,
+        late_topic: None,
     };
     let options = RuntimeOptions {
         batch_size: 8192,
@@ -540,6 +549,17 @@ async fn run(
         .as_ref()
         .map(|topic| DeadLetterQueue::new(&connection, topic.clone()))
         .transpose()?;
+    let late_rows: Option<Box<dyn Sink>> = match &args.late_topic {
+        Some(topic) => Some(Box::new(KafkaSink::new(
+            &connection,
+            topic.clone(),
+            MessageFormat::Json,
+            &Arc::new(Schema::empty()),
+            None,
+            args.decimal_format,
+        )?)),
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_handler(stop.clone());
     let mut job = Job {
@@ -551,6 +571,7 @@ async fn run(
         options,
         stop,
         watermark,
+        late_rows,
     };
     tokio::task::spawn_blocking(move || job.run())
         .await

@@ -19,7 +19,7 @@ use velo_connectors::sink::Sink;
 use velo_connectors::source::Source;
 
 use crate::error::{Result, VeloError};
-use crate::operators::{Pipeline, Watermark};
+use crate::operators::{OperatorMetrics, Pipeline, Watermark};
 use crate::planner::{ScanColumn, ScanLayout};
 use crate::watermark::WatermarkTracker;
 
@@ -48,6 +48,8 @@ pub struct JobStats {
     pub bad_records: u64,
     pub rows_out: u64,
     pub epochs: u64,
+    /// Operator counters and state at the end of the run.
+    pub operators: OperatorMetrics,
 }
 
 /// Turns source batches into the batches the pipeline expects (see [`ScanLayout`]).
@@ -151,12 +153,17 @@ pub struct Job {
     pub stop: Arc<AtomicBool>,
     /// Event-time tracking: the scan column holding event time, and the tracker.
     pub watermark: Option<(usize, WatermarkTracker)>,
+    /// Where late rows go (as JSON, one message per row); `None`: dropped and counted.
+    pub late_rows: Option<Box<dyn Sink>>,
 }
 
 impl Job {
     /// Runs until the input ends, the query completes (LIMIT), or `stop` is set.
     pub fn run(&mut self) -> Result<JobStats> {
         let mut stats = JobStats::default();
+        if self.late_rows.is_some() {
+            self.pipeline.keep_late_rows();
+        }
         let mut bad = Vec::new();
         let mut ended = false;
         while !self.stop.load(Ordering::Relaxed) && !self.pipeline.is_finished() {
@@ -198,7 +205,11 @@ impl Job {
         }
         self.sink.finish()?;
         self.end_epoch()?;
+        if let Some(late) = self.late_rows.as_mut() {
+            late.finish()?;
+        }
         stats.rows_out = self.sink.rows_written();
+        stats.operators = self.pipeline.metrics();
         Ok(stats)
     }
 
@@ -216,6 +227,12 @@ impl Job {
     }
 
     fn end_epoch(&mut self) -> Result<()> {
+        if let Some(late) = self.late_rows.as_mut() {
+            for rows in self.pipeline.drain_late_rows() {
+                late.write(&rows)?;
+            }
+            late.flush()?;
+        }
         self.sink.flush()?;
         if let Some(dlq) = self.dead_letters.as_mut() {
             dlq.flush()?;

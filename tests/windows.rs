@@ -254,3 +254,35 @@ fn a_group_by_without_a_window_gives_final_rows_when_bounded_and_keyed_changes_w
         "one change per micro-batch, keyed by the group key"
     );
 }
+
+#[test]
+fn late_records_are_dropped_or_routed_to_a_late_topic() {
+    let topic = unique_topic("late");
+    let late = unique_topic("late-out");
+    create_topic(&topic, 1);
+    create_topic(&late, 1);
+    let rec = |s: u32| Rec::value(format!(r#"{{"k":"a","ts":"2024-01-01T00:00:{s:02}Z"}}"#));
+    produce(&topic, &[rec(1), rec(12), rec(3), rec(25)]);
+    // One record per micro-batch, so the watermark passes 00:00:10 before 00:00:03 arrives.
+    let out = run_ok(&[
+        "execute",
+        "--query",
+        "SELECT window_start, COUNT(*) AS n FROM t WINDOW TUMBLING(ts, 10s) GROUP BY k",
+        "--topic",
+        &topic,
+        "--schema",
+        "k VARCHAR, ts TIMESTAMP",
+        "--format",
+        "csv",
+        "--batch-size",
+        "1",
+        "--late-topic",
+        &late,
+    ]);
+    assert_eq!(
+        out,
+        "window_start,n\n2024-01-01T00:00:00,1\n2024-01-01T00:00:10,1\n2024-01-01T00:00:20,1\n"
+    );
+    let routed: Vec<String> = consume(&late, 1).into_iter().map(|c| c.value).collect();
+    assert_eq!(routed, vec![r#"{"k":"a","ts":"2024-01-01T00:00:03"}"#]);
+}

@@ -20,7 +20,7 @@ pub use aggregate::AggregateSpec;
 pub use limit::LimitExec;
 pub use session_window::SessionWindowExec;
 pub use stateless::{FilterExec, ProjectionExec};
-pub use window_aggregate::{FixedWindows, Grouping, WindowAggregateExec, WindowMetrics};
+pub use window_aggregate::{FixedWindows, Grouping, WindowAggregateExec};
 
 use arrow::array::RecordBatch;
 
@@ -68,6 +68,45 @@ pub trait StreamOperator: Send {
     /// True when the operator will emit nothing more whatever comes (a reached LIMIT).
     fn is_finished(&self) -> bool {
         false
+    }
+
+    /// Counters and state size (zero for stateless operators).
+    fn metrics(&self) -> OperatorMetrics {
+        OperatorMetrics::default()
+    }
+
+    /// The late rows dropped since the last call (input rows of this operator), for a late-data
+    /// destination. Operators keep them only after [`StreamOperator::keep_late_rows`].
+    fn drain_late_rows(&mut self) -> Vec<RecordBatch> {
+        Vec::new()
+    }
+
+    /// Asks the operator to keep the late rows it drops, for [`StreamOperator::drain_late_rows`].
+    fn keep_late_rows(&mut self) {}
+}
+
+/// What an operator counts and holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OperatorMetrics {
+    /// Rows dropped because their window had closed.
+    pub late_rows: u64,
+    /// Rows dropped because their event time was NULL.
+    pub null_time_rows: u64,
+    /// Rows of state held now (groups of open windows, open sessions).
+    pub state_rows: u64,
+    /// Bytes of state held now, as the accumulators and group tables report them.
+    pub state_bytes: u64,
+}
+
+impl std::ops::Add for OperatorMetrics {
+    type Output = OperatorMetrics;
+    fn add(self, o: OperatorMetrics) -> OperatorMetrics {
+        OperatorMetrics {
+            late_rows: self.late_rows + o.late_rows,
+            null_time_rows: self.null_time_rows + o.null_time_rows,
+            state_rows: self.state_rows + o.state_rows,
+            state_bytes: self.state_bytes + o.state_bytes,
+        }
     }
 }
 
@@ -122,6 +161,27 @@ impl Pipeline {
     /// True when some operator can emit nothing more (the query is complete).
     pub fn is_finished(&self) -> bool {
         self.operators.iter().any(|o| o.is_finished())
+    }
+
+    /// The sum of every operator's metrics.
+    pub fn metrics(&self) -> OperatorMetrics {
+        self.operators
+            .iter()
+            .map(|o| o.metrics())
+            .fold(OperatorMetrics::default(), |a, b| a + b)
+    }
+
+    /// Late rows every operator dropped since the last call.
+    pub fn drain_late_rows(&mut self) -> Vec<RecordBatch> {
+        self.operators
+            .iter_mut()
+            .flat_map(|o| o.drain_late_rows())
+            .collect()
+    }
+
+    /// Makes every operator keep its late rows.
+    pub fn keep_late_rows(&mut self) {
+        self.operators.iter_mut().for_each(|o| o.keep_late_rows());
     }
 
     /// Every operator's state, in chain order.

@@ -21,9 +21,9 @@ use velo_udfs::window::window_struct;
 
 use super::aggregate::AggregateSpec;
 use super::window_aggregate::{
-    assemble_output, evaluate_keys, evaluate_time, key_schema, Grouping, WindowMetrics,
+    assemble_output, evaluate_keys, evaluate_time, key_schema, Grouping,
 };
-use super::{StreamOperator, Watermark};
+use super::{OperatorMetrics, StreamOperator, Watermark};
 use crate::error::{Result, VeloError};
 
 struct Session {
@@ -43,7 +43,9 @@ pub struct SessionWindowExec {
     /// Open sessions per key (row-format bytes), sorted by start.
     sessions: HashMap<Box<[u8]>, Vec<Session>>,
     watermark: i64,
-    metrics: WindowMetrics,
+    metrics: OperatorMetrics,
+    /// Late rows kept for a late-data destination (`None`: not kept).
+    late: Option<Vec<RecordBatch>>,
 }
 
 impl SessionWindowExec {
@@ -72,12 +74,13 @@ impl SessionWindowExec {
             output_schema,
             sessions: HashMap::new(),
             watermark: i64::MIN,
-            metrics: WindowMetrics::default(),
+            metrics: OperatorMetrics::default(),
+            late: None,
         })
     }
 
     /// Counters, with the state size measured now.
-    pub fn metrics(&self) -> WindowMetrics {
+    fn measure(&self) -> OperatorMetrics {
         let mut m = self.metrics;
         m.state_rows = self.sessions.values().map(|s| s.len() as u64).sum();
         m.state_bytes = self
@@ -181,6 +184,18 @@ impl StreamOperator for SessionWindowExec {
         "SessionWindowExec"
     }
 
+    fn metrics(&self) -> OperatorMetrics {
+        self.measure()
+    }
+
+    fn keep_late_rows(&mut self) {
+        self.late.get_or_insert_with(Vec::new);
+    }
+
+    fn drain_late_rows(&mut self) -> Vec<RecordBatch> {
+        self.late.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         if rows == 0 {
@@ -237,6 +252,12 @@ impl StreamOperator for SessionWindowExec {
             *sessions = rest;
             if touching.is_empty() && last.saturating_add(gap) <= watermark {
                 self.metrics.late_rows += segment.len() as u64;
+                if let Some(kept) = self.late.as_mut() {
+                    kept.push(arrow::compute::take_record_batch(
+                        &batch,
+                        &UInt32Array::from(segment.to_vec()),
+                    )?);
+                }
                 if sessions.is_empty() {
                     self.sessions.remove(key.as_ref());
                 }

@@ -28,7 +28,7 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use velo_udfs::window::window_struct;
 
 use super::aggregate::AggregateSpec;
-use super::{StreamOperator, Watermark};
+use super::{OperatorMetrics, StreamOperator, Watermark};
 use crate::error::{Result, VeloError};
 use crate::sql::window::EmitMode;
 
@@ -64,15 +64,6 @@ struct WindowState {
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
 }
 
-/// Counters the operator keeps.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct WindowMetrics {
-    pub late_rows: u64,
-    pub null_time_rows: u64,
-    pub state_rows: u64,
-    pub state_bytes: u64,
-}
-
 /// GROUP BY over tumbling or sliding windows, or without a window.
 pub struct WindowAggregateExec {
     /// `None`: no window, every row in one group table that never closes.
@@ -87,7 +78,9 @@ pub struct WindowAggregateExec {
     output_schema: SchemaRef,
     open: BTreeMap<i64, WindowState>,
     watermark: i64,
-    metrics: WindowMetrics,
+    metrics: OperatorMetrics,
+    /// Late rows kept for a late-data destination (`None`: not kept).
+    late: Option<Vec<RecordBatch>>,
 }
 
 impl WindowAggregateExec {
@@ -115,12 +108,13 @@ impl WindowAggregateExec {
             output_schema,
             open: BTreeMap::new(),
             watermark: i64::MIN,
-            metrics: WindowMetrics::default(),
+            metrics: OperatorMetrics::default(),
+            late: None,
         }
     }
 
     /// Counters, with the state size measured now.
-    pub fn metrics(&self) -> WindowMetrics {
+    fn measure(&self) -> OperatorMetrics {
         let mut m = self.metrics;
         m.state_rows = self.open.values().map(|w| w.groups.len() as u64).sum();
         m.state_bytes = self
@@ -338,6 +332,18 @@ impl StreamOperator for WindowAggregateExec {
         "WindowAggregateExec"
     }
 
+    fn metrics(&self) -> OperatorMetrics {
+        self.measure()
+    }
+
+    fn keep_late_rows(&mut self) {
+        self.late.get_or_insert_with(Vec::new);
+    }
+
+    fn drain_late_rows(&mut self) -> Vec<RecordBatch> {
+        self.late.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         if rows == 0 {
@@ -345,6 +351,7 @@ impl StreamOperator for WindowAggregateExec {
         }
         // Assign rows to windows: start → row indices.
         let mut assignment: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        let mut late_rows: Vec<u32> = Vec::new();
         match (&self.windows, &self.time) {
             (Some(windows), Some(time)) => {
                 let times = evaluate_time(time, &batch)?;
@@ -365,12 +372,19 @@ impl StreamOperator for WindowAggregateExec {
                     }
                     if !placed {
                         self.metrics.late_rows += 1;
+                        late_rows.push(row as u32);
                     }
                 }
             }
             _ => {
                 assignment.insert(0, (0..rows as u32).collect());
             }
+        }
+        if let (Some(kept), false) = (self.late.as_mut(), late_rows.is_empty()) {
+            kept.push(arrow::compute::take_record_batch(
+                &batch,
+                &UInt32Array::from(late_rows),
+            )?);
         }
         if assignment.is_empty() {
             return Ok(Vec::new());
