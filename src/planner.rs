@@ -12,11 +12,16 @@ use arrow::datatypes::DataType;
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::DataFusionError;
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::execution::context::{SessionConfig, SessionContext, SessionState};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Aggregate, Expr, ExprSchemable, FetchType, LogicalPlan, SkipType};
+use datafusion::logical_expr::{
+    Aggregate, Expr, ExprSchemable, FetchType, LogicalPlan, SkipType, SortExpr, Window,
+    WindowFrame, WindowFrameBound, WindowFrameUnits,
+};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_planner::create_window_expr;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use velo_connectors::record::is_metadata_column;
@@ -25,8 +30,9 @@ use velo_udfs::window::{interval_millis, WindowFunction};
 use crate::catalog::{Catalog, StreamDef};
 use crate::error::{Result, SqlLocation, VeloError};
 use crate::operators::{
-    AggregateSpec, FilterExec, FixedWindows, Grouping, LimitExec, Pipeline, ProjectionExec,
-    SessionWindowExec, StreamOperator, WindowAggregateExec,
+    AggregateSpec, FilterExec, FixedWindows, FrameNeeds, Grouping, LimitExec, OverFunction,
+    OverWindowExec, Pipeline, ProjectionExec, SessionWindowExec, StreamOperator,
+    WindowAggregateExec,
 };
 use crate::sql::window::{apply_window, EmitMode, WindowClause, WindowKind};
 
@@ -313,12 +319,185 @@ fn lower(
         LogicalPlan::Distinct(_) => Err(VeloError::Unsupported(
             "SELECT DISTINCT is not supported on a stream yet".into(),
         )),
-        LogicalPlan::Window(_) => Err(VeloError::Unsupported(
-            "OVER windows are not supported on a stream yet".into(),
-        )),
+        LogicalPlan::Window(window) => {
+            lower(&window.input, state, catalog, request, pipeline, scan)?;
+            pipeline.push(over_window(window, state)?);
+            Ok(())
+        }
         other => Err(VeloError::Unsupported(format!(
             "'{}' is not supported on a stream",
             other.display()
+        ))),
+    }
+}
+
+/// The operator for window functions (`OVER (PARTITION BY … ORDER BY ts …)`).
+fn over_window(window: &Window, state: &SessionState) -> Result<Box<dyn StreamOperator>> {
+    let input_schema = window.input.schema();
+    let mut partition_by: Option<Vec<Expr>> = None;
+    let mut order_by: Option<Vec<SortExpr>> = None;
+    let mut functions = Vec::new();
+    let mut needs = FrameNeeds::default();
+    for e in &window.window_expr {
+        let inner = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        let Expr::WindowFunction(wf) = inner else {
+            return Err(VeloError::Unsupported(format!(
+                "'{e}' is not a window function"
+            )));
+        };
+        let params = &wf.params;
+        match (&partition_by, &order_by) {
+            (None, None) => {
+                partition_by = Some(params.partition_by.clone());
+                order_by = Some(params.order_by.clone());
+            }
+            (Some(p), Some(o)) if *p == params.partition_by && *o == params.order_by => {}
+            _ => {
+                return Err(VeloError::Unsupported(
+                    "all OVER clauses of a query must have the same PARTITION BY and ORDER BY"
+                        .into(),
+                ))
+            }
+        }
+        let name = wf.fun.name().to_ascii_lowercase();
+        let literal_offset = |i: usize| -> Result<usize> {
+            match params.args.get(i) {
+                None => Ok(1),
+                Some(Expr::Literal(v, _)) => v.to_string().parse::<usize>().map_err(|_| {
+                    VeloError::Unsupported(format!("{name}'s offset must be a non-negative number"))
+                }),
+                Some(other) => Err(VeloError::Unsupported(format!(
+                    "{name}'s offset must be a literal, not {other}"
+                ))),
+            }
+        };
+        let function = match name.as_str() {
+            "row_number" => OverFunction::RowNumber,
+            "rank" => OverFunction::Rank,
+            "dense_rank" => OverFunction::DenseRank,
+            "lag" | "lead" => {
+                let offset = literal_offset(1)?;
+                if name == "lag" {
+                    needs.lookback_rows = needs.lookback_rows.max(offset);
+                } else {
+                    needs.lookahead_rows = needs.lookahead_rows.max(offset);
+                }
+                evaluated(e, input_schema, state)?
+            }
+            _ => {
+                frame_needs(&params.window_frame, &name, &mut needs)?;
+                evaluated(e, input_schema, state)?
+            }
+        };
+        functions.push(function);
+    }
+    let order_by = order_by.unwrap_or_default();
+    let [sort] = order_by.as_slice() else {
+        return Err(VeloError::Unsupported(
+            "an OVER window on a stream needs ORDER BY <event time>, e.g. OVER (PARTITION BY symbol ORDER BY ts …)".into(),
+        ));
+    };
+    let time_type = sort.expr.get_type(input_schema).map_err(plan_error)?;
+    if !sort.asc || !matches!(time_type, DataType::Timestamp(_, _)) {
+        return Err(VeloError::Unsupported(format!(
+            "an OVER window on a stream is ordered by its event time ascending; '{}' is {time_type}{}",
+            sort.expr,
+            if sort.asc { "" } else { " DESC" }
+        )));
+    }
+    let time = state
+        .create_physical_expr(sort.expr.clone(), input_schema)
+        .map_err(plan_error)?;
+    let partition_by = partition_by
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            state
+                .create_physical_expr(p, input_schema)
+                .map_err(plan_error)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Box::new(OverWindowExec::new(
+        partition_by,
+        time,
+        functions,
+        needs,
+        Arc::new(input_schema.as_arrow().clone()),
+        Arc::new(window.schema.as_arrow().clone()),
+    )?))
+}
+
+fn evaluated(e: &Expr, input_schema: &DFSchema, state: &SessionState) -> Result<OverFunction> {
+    let planning = PhysicalPlanningContext::default();
+    Ok(OverFunction::Evaluated(
+        create_window_expr(e, input_schema, state.execution_props(), &planning)
+            .map_err(plan_error)?,
+    ))
+}
+
+/// What a frame needs kept around each row; refuses frames a stream cannot bound.
+fn frame_needs(frame: &WindowFrame, name: &str, needs: &mut FrameNeeds) -> Result<()> {
+    let unbounded = || {
+        VeloError::Unsupported(format!(
+            "{name}(…) OVER needs a bounded frame on a stream, e.g. ROWS BETWEEN 4 PRECEDING AND CURRENT ROW \
+             or RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW (the default frame reaches back to \
+             the start of the stream)"
+        ))
+    };
+    let rows = |v: &ScalarValue| -> Result<usize> {
+        if v.is_null() {
+            return Err(unbounded());
+        }
+        v.to_string().parse::<usize>().map_err(|_| unbounded())
+    };
+    match frame.units {
+        WindowFrameUnits::Rows => {
+            match &frame.start_bound {
+                WindowFrameBound::Preceding(v) => {
+                    needs.lookback_rows = needs.lookback_rows.max(rows(v)?)
+                }
+                WindowFrameBound::CurrentRow => {}
+                WindowFrameBound::Following(v) => {
+                    needs.lookahead_rows = needs.lookahead_rows.max(rows(v)?)
+                }
+            }
+            match &frame.end_bound {
+                WindowFrameBound::Following(v) => {
+                    needs.lookahead_rows = needs.lookahead_rows.max(rows(v)?)
+                }
+                WindowFrameBound::CurrentRow => {}
+                WindowFrameBound::Preceding(v) => {
+                    rows(v)?;
+                }
+            }
+            Ok(())
+        }
+        WindowFrameUnits::Range => {
+            let WindowFrameBound::Preceding(v) = &frame.start_bound else {
+                return Err(unbounded());
+            };
+            if v.is_null() {
+                return Err(unbounded());
+            }
+            let ms = interval_millis(v).map_err(|_| {
+                VeloError::Unsupported(format!(
+                    "{name}(…) OVER: a RANGE frame on a stream is an INTERVAL of event time"
+                ))
+            })?;
+            if !matches!(frame.end_bound, WindowFrameBound::CurrentRow) {
+                return Err(VeloError::Unsupported(format!(
+                    "{name}(…) OVER: a RANGE frame must end at CURRENT ROW on a stream"
+                )));
+            }
+            needs.range = true;
+            needs.lookback_ms = needs.lookback_ms.max(ms);
+            Ok(())
+        }
+        WindowFrameUnits::Groups => Err(VeloError::Unsupported(format!(
+            "{name}(…) OVER: GROUPS frames are not supported on a stream; use ROWS or RANGE"
         ))),
     }
 }

@@ -12,12 +12,14 @@
 
 mod aggregate;
 mod limit;
+mod over_window;
 mod session_window;
 mod stateless;
 mod window_aggregate;
 
 pub use aggregate::AggregateSpec;
 pub use limit::LimitExec;
+pub use over_window::{FrameNeeds, OverFunction, OverWindowExec};
 pub use session_window::SessionWindowExec;
 pub use stateless::{FilterExec, ProjectionExec};
 pub use window_aggregate::{FixedWindows, Grouping, WindowAggregateExec};
