@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the hot path, reported in records/s (criterion's "elements"):
 //! - `json_hot_path`: JSON bytes → RecordBatch → filter/projection → JSON bytes, for Nexmark
 //!   q1 (projection with exact decimal arithmetic) and q2 (filter) on bid records;
-//! - `window_aggregate`: a tumbling GROUP BY over decoded batches with 10 000 distinct keys.
+//! - `window_aggregate`: a tumbling GROUP BY and a 5-row moving average (OVER) over decoded
+//!   batches with 10 000 distinct keys.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use velostream::hot_path::{

@@ -36,6 +36,12 @@ pub const WINDOW_QUERY: &str = "CREATE STREAM ticks (k BIGINT, price DECIMAL(18,
 SELECT k, COUNT(*) AS n, SUM(price) AS total, MIN(price) AS low, MAX(price) AS high
 FROM ticks GROUP BY k WINDOW TUMBLING(ts, 1s)";
 
+/// The OVER benchmark: a 5-row moving average per key over the same decoded ticks.
+pub const OVER_QUERY: &str = "CREATE STREAM ticks (k BIGINT, price DECIMAL(18,4), ts TIMESTAMP);
+SELECT k, ts, price,
+       AVG(price) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS avg5
+FROM ticks";
+
 /// Distinct keys of [`tick_batches`].
 pub const WINDOW_KEYS: i64 = 10_000;
 
@@ -222,5 +228,14 @@ mod tests {
         let mut rows: usize = batches.iter().map(|b| path.run(b).unwrap()).sum();
         rows += path.finish().unwrap();
         assert_eq!(rows, 10_000 + 10_000 + 5_000);
+    }
+
+    #[test]
+    fn the_over_benchmark_emits_every_row() {
+        let batches = tick_batches(12_000, 4096);
+        let mut path = HotPath::new(OVER_QUERY).unwrap();
+        let mut rows: usize = batches.iter().map(|b| path.run(b).unwrap()).sum();
+        rows += path.finish().unwrap();
+        assert_eq!(rows, 12_000);
     }
 }

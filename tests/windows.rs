@@ -286,3 +286,25 @@ fn late_records_are_dropped_or_routed_to_a_late_topic() {
     let routed: Vec<String> = consume(&late, 1).into_iter().map(|c| c.value).collect();
     assert_eq!(routed, vec![r#"{"k":"a","ts":"2024-01-01T00:00:03"}"#]);
 }
+
+#[test]
+fn an_over_window_runs_through_the_binary() {
+    let topic = trades_topic();
+    let out = run_ok(&[
+        "execute", "--query",
+        "SELECT symbol, ts, price, \
+           AVG(price) OVER (PARTITION BY symbol ORDER BY ts ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS avg5, \
+           ROW_NUMBER() OVER (PARTITION BY symbol ORDER BY ts) AS n \
+         FROM trades",
+        "--topic", &topic, "--schema", SCHEMA, "--format", "csv",
+    ]);
+    assert_eq!(
+        out,
+        "symbol,ts,price,avg5,n\n\
+         AAPL,2024-01-01T00:00:05,150.2567,150.25670000,1\n\
+         MSFT,2024-01-01T00:00:20,410.0000,410.00000000,1\n\
+         AAPL,2024-01-01T00:00:59.999,150.0000,150.12835000,2\n\
+         AAPL,2024-01-01T00:01:00,151.0000,150.41890000,3\n\
+         MSFT,2024-01-01T00:01:30,409.5000,409.75000000,2\n"
+    );
+}
