@@ -562,9 +562,13 @@ async fn run(
     };
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_handler(stop.clone());
+    let mut input = InputAdapter::new(scan)?;
+    if let Some((index, _)) = &watermark {
+        input.set_event_time(*index);
+    }
     let mut job = Job {
         source,
-        input: InputAdapter::new(scan)?,
+        input,
         pipeline,
         sink,
         dead_letters,

@@ -663,20 +663,14 @@ fn window_aggregate(
             aggregates,
             output_schema,
         )),
-        WindowKind::Session { gap } => {
-            if emit == EmitMode::Changes {
-                return Err(VeloError::Unsupported(
-                    "EMIT CHANGES on session windows is not supported yet; sessions emit when they close".into(),
-                ));
-            }
-            Box::new(SessionWindowExec::new(
-                gap,
-                time,
-                grouping,
-                aggregates,
-                output_schema,
-            )?)
-        }
+        WindowKind::Session { gap } => Box::new(SessionWindowExec::new(
+            gap,
+            emit,
+            time,
+            grouping,
+            aggregates,
+            output_schema,
+        )?),
     })
 }
 

@@ -59,9 +59,13 @@ impl Replay {
             )),
             None => None,
         };
+        let mut input = InputAdapter::new(planned.scan)?;
+        if let Some((index, _)) = &watermark {
+            input.set_event_time(*index);
+        }
         Ok(Self {
             stream,
-            input: InputAdapter::new(planned.scan)?,
+            input,
             pipeline: planned.pipeline,
             watermark,
             next_offset: 0,

@@ -56,6 +56,8 @@ pub struct JobStats {
 pub struct InputAdapter {
     layout: ScanLayout,
     decoder: Option<JsonDecoder>,
+    /// The event-time column (index in the scan schema): a record without one is bad.
+    event_time: Option<usize>,
 }
 
 /// A record that could not be turned into a row.
@@ -71,7 +73,14 @@ impl InputAdapter {
         Ok(Self {
             decoder: None,
             layout,
+            event_time: None,
         })
+    }
+
+    /// Declares scan column `index` the event time: records whose event time is NULL are bad
+    /// records (reported, dead-lettered), never placed in a window.
+    pub fn set_event_time(&mut self, index: usize) {
+        self.event_time = Some(index);
     }
 
     /// The schema of produced batches.
@@ -135,10 +144,34 @@ impl InputAdapter {
                 .clone(),
             None => batch.meta.partition.clone(),
         };
-        Ok((
-            RecordBatch::try_new_with_options(self.layout.schema.clone(), columns, &options)?,
-            partitions,
-        ))
+        let scan =
+            RecordBatch::try_new_with_options(self.layout.schema.clone(), columns, &options)?;
+        match self.event_time {
+            Some(column) if scan.column(column).null_count() > 0 => {
+                // Rows without an event time: bad records, reported by their source index.
+                let times = scan.column(column);
+                let source_index: Vec<usize> = match &keep {
+                    Some(mask) => (0..mask.len()).filter(|&i| mask.value(i)).collect(),
+                    None => (0..scan.num_rows()).collect(),
+                };
+                let name = self.layout.schema.field(column).name();
+                for row in (0..scan.num_rows()).filter(|&r| times.is_null(r)) {
+                    bad.push(BadRecord {
+                        index: source_index[row],
+                        reason: format!("the event time '{name}' is NULL"),
+                    });
+                }
+                bad.sort_by_key(|b| b.index);
+                let has_time = arrow::compute::is_not_null(times)?;
+                Ok((
+                    arrow::compute::filter_record_batch(&scan, &has_time)?,
+                    arrow::compute::filter(&partitions, &has_time)?
+                        .as_primitive::<Int32Type>()
+                        .clone(),
+                ))
+            }
+            _ => Ok((scan, partitions)),
+        }
     }
 }
 

@@ -259,10 +259,21 @@ fn a_group_by_without_a_window_gives_final_rows_when_bounded_and_keyed_changes_w
 fn late_records_are_dropped_or_routed_to_a_late_topic() {
     let topic = unique_topic("late");
     let late = unique_topic("late-out");
+    let dlq = unique_topic("late-dlq");
     create_topic(&topic, 1);
     create_topic(&late, 1);
+    create_topic(&dlq, 1);
     let rec = |s: u32| Rec::value(format!(r#"{{"k":"a","ts":"2024-01-01T00:00:{s:02}Z"}}"#));
-    produce(&topic, &[rec(1), rec(12), rec(3), rec(25)]);
+    produce(
+        &topic,
+        &[
+            rec(1),
+            rec(12),
+            rec(3),
+            Rec::value(r#"{"k":"a","ts":null}"#),
+            rec(25),
+        ],
+    );
     // One record per micro-batch, so the watermark passes 00:00:10 before 00:00:03 arrives.
     let out = run_ok(&[
         "execute",
@@ -278,6 +289,8 @@ fn late_records_are_dropped_or_routed_to_a_late_topic() {
         "1",
         "--late-topic",
         &late,
+        "--dlq-topic",
+        &dlq,
     ]);
     assert_eq!(
         out,
@@ -285,6 +298,12 @@ fn late_records_are_dropped_or_routed_to_a_late_topic() {
     );
     let routed: Vec<String> = consume(&late, 1).into_iter().map(|c| c.value).collect();
     assert_eq!(routed, vec![r#"{"k":"a","ts":"2024-01-01T00:00:03"}"#]);
+    // A record without an event time is a bad record, not a late one.
+    let dead = consume(&dlq, 1);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].value, r#"{"k":"a","ts":null}"#);
+    assert_eq!(dead[0].headers["velo.error"], "the event time 'ts' is NULL");
+    assert_eq!(dead[0].headers["velo.source.offset"], "3");
 }
 
 #[test]

@@ -25,6 +25,7 @@ use super::window_aggregate::{
 };
 use super::{OperatorMetrics, StreamOperator, Watermark};
 use crate::error::{Result, VeloError};
+use crate::sql::window::EmitMode;
 
 struct Session {
     start: i64,
@@ -35,6 +36,7 @@ struct Session {
 /// GROUP BY over session windows.
 pub struct SessionWindowExec {
     gap: i64,
+    emit: EmitMode,
     time: Arc<dyn PhysicalExpr>,
     grouping: Grouping,
     converter: RowConverter,
@@ -52,6 +54,7 @@ impl SessionWindowExec {
     /// A session window aggregate with `gap` ms producing `output_schema`.
     pub fn new(
         gap: i64,
+        emit: EmitMode,
         time: Arc<dyn PhysicalExpr>,
         grouping: Grouping,
         aggregates: Vec<AggregateSpec>,
@@ -67,6 +70,7 @@ impl SessionWindowExec {
         )?;
         Ok(Self {
             gap,
+            emit,
             time,
             grouping,
             converter,
@@ -100,42 +104,59 @@ impl SessionWindowExec {
         self.aggregates.iter().map(|a| a.accumulator()).collect()
     }
 
-    /// Emits the sessions whose end is at or before the watermark.
-    fn emit_closed(&mut self) -> Result<Vec<RecordBatch>> {
-        let watermark = self.watermark;
+    /// The current rows of the sessions `changed` (key, start) for `EMIT CHANGES`. Reading an
+    /// accumulator consumes its state, so the state is merged back into a fresh accumulator and
+    /// into a scratch one that is evaluated.
+    fn emit_changes(&mut self, changed: &[(Box<[u8]>, i64)]) -> Result<Vec<RecordBatch>> {
         let gap = self.gap;
-        let mut keys: Vec<Box<[u8]>> = Vec::new();
+        let mut keys = Vec::new();
         let mut starts = Vec::new();
         let mut ends = Vec::new();
         let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggregates.len()];
-        self.sessions.retain(|key, sessions| {
-            sessions.retain_mut(|s| {
-                if s.last.saturating_add(gap) > watermark {
-                    return true;
-                }
-                keys.push(key.clone());
-                starts.push(s.start);
-                ends.push(s.last + gap);
-                for (acc, out) in s.accumulators.iter_mut().zip(values.iter_mut()) {
-                    out.push(acc.evaluate().unwrap_or(ScalarValue::Null));
-                }
-                false
-            });
-            !sessions.is_empty()
-        });
+        for (key, start) in changed {
+            let mut fresh = self.new_accumulators()?;
+            let mut scratch = self.new_accumulators()?;
+            let Some(session) = self
+                .sessions
+                .get_mut(key)
+                .and_then(|list| list.iter_mut().find(|s| s.start == *start))
+            else {
+                continue;
+            };
+            for (((acc, fresh), scratch), out) in session
+                .accumulators
+                .iter_mut()
+                .zip(fresh.iter_mut())
+                .zip(scratch.iter_mut())
+                .zip(values.iter_mut())
+            {
+                let state = acc
+                    .state()?
+                    .into_iter()
+                    .map(|v| Ok(v.to_array()?))
+                    .collect::<Result<Vec<ArrayRef>>>()?;
+                fresh.merge_batch(&state)?;
+                scratch.merge_batch(&state)?;
+                out.push(scratch.evaluate()?);
+            }
+            session.accumulators = fresh;
+            keys.push(key.clone());
+            starts.push(session.start);
+            ends.push(session.last + gap);
+        }
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        // Emit in event-time order (end, start, key) so the output does not depend on hashing.
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_by(|&a, &b| (ends[a], starts[a], &keys[a]).cmp(&(ends[b], starts[b], &keys[b])));
-        let keys: Vec<Box<[u8]>> = order.iter().map(|&i| keys[i].clone()).collect();
-        let starts: Vec<i64> = order.iter().map(|&i| starts[i]).collect();
-        let ends: Vec<i64> = order.iter().map(|&i| ends[i]).collect();
-        let values: Vec<Vec<ScalarValue>> = values
-            .into_iter()
-            .map(|v| order.iter().map(|&i| v[i].clone()).collect())
-            .collect();
+        self.assemble(keys, starts, ends, values)
+    }
+
+    fn assemble(
+        &self,
+        keys: Vec<Box<[u8]>>,
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        values: Vec<Vec<ScalarValue>>,
+    ) -> Result<Vec<RecordBatch>> {
         let n = keys.len();
         let parser = self.converter.parser();
         let key_columns = self
@@ -161,6 +182,50 @@ impl SessionWindowExec {
             aggs,
             n,
         )?])
+    }
+
+    /// Emits the sessions whose end is at or before the watermark.
+    fn emit_closed(&mut self) -> Result<Vec<RecordBatch>> {
+        let watermark = self.watermark;
+        let gap = self.gap;
+        // With EMIT CHANGES a session closes silently: its last change was already emitted.
+        let final_rows = self.emit == EmitMode::Final;
+        let mut keys: Vec<Box<[u8]>> = Vec::new();
+        let mut starts = Vec::new();
+        let mut ends = Vec::new();
+        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggregates.len()];
+        self.sessions.retain(|key, sessions| {
+            sessions.retain_mut(|s| {
+                if s.last.saturating_add(gap) > watermark {
+                    return true;
+                }
+                if !final_rows {
+                    return false;
+                }
+                keys.push(key.clone());
+                starts.push(s.start);
+                ends.push(s.last + gap);
+                for (acc, out) in s.accumulators.iter_mut().zip(values.iter_mut()) {
+                    out.push(acc.evaluate().unwrap_or(ScalarValue::Null));
+                }
+                false
+            });
+            !sessions.is_empty()
+        });
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Emit in event-time order (end, start, key) so the output does not depend on hashing.
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|&a, &b| (ends[a], starts[a], &keys[a]).cmp(&(ends[b], starts[b], &keys[b])));
+        let keys: Vec<Box<[u8]>> = order.iter().map(|&i| keys[i].clone()).collect();
+        let starts: Vec<i64> = order.iter().map(|&i| starts[i]).collect();
+        let ends: Vec<i64> = order.iter().map(|&i| ends[i]).collect();
+        let values: Vec<Vec<ScalarValue>> = values
+            .into_iter()
+            .map(|v| order.iter().map(|&i| v[i].clone()).collect())
+            .collect();
+        self.assemble(keys, starts, ends, values)
     }
 }
 
@@ -226,6 +291,7 @@ impl StreamOperator for SessionWindowExec {
                 .cmp(&key_rows.row(b as usize))
                 .then(times.value(a as usize).cmp(&times.value(b as usize)))
         });
+        let mut changed: Vec<(Box<[u8]>, i64)> = Vec::new();
         let mut i = 0;
         while i < order.len() {
             // One segment: same key, times less than `gap` apart.
@@ -291,9 +357,17 @@ impl StreamOperator for SessionWindowExec {
             }
             let sessions = self.sessions.entry(key.as_ref().into()).or_default();
             let at = sessions.partition_point(|s| s.start < merged.start);
+            let start = merged.start;
             sessions.insert(at, merged);
+            if self.emit == EmitMode::Changes {
+                changed.retain(|(k, _): &(Box<[u8]>, i64)| k.as_ref() != key.as_ref());
+                changed.push((key.as_ref().into(), start));
+            }
         }
-        Ok(Vec::new())
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.emit_changes(&changed)
     }
 
     fn on_watermark(&mut self, watermark: Watermark) -> Result<Vec<RecordBatch>> {
