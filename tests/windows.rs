@@ -54,10 +54,8 @@ fn every_tumbling_spelling_gives_the_same_rows() {
         format!("{select} FROM trades WINDOW TUMBLING (ts, INTERVAL 1 MINUTE) GROUP BY symbol"),
         format!("{select} FROM trades GROUP BY symbol WINDOW TUMBLING(ts, 1m)"),
         format!("{select} FROM trades GROUP BY symbol WINDOW TUMBLING(ts, INTERVAL '1' MINUTE) EMIT FINAL"),
-        format!(
-            "SELECT TUMBLE_START(ts, INTERVAL '1' MINUTE) AS window_start, TUMBLE_END(ts, INTERVAL '1' MINUTE) AS window_end, \
-             symbol, COUNT(*) AS trades, SUM(price * quantity) AS notional FROM trades GROUP BY symbol, TUMBLE(ts, INTERVAL '1' MINUTE)"
-        ),
+        "SELECT TUMBLE_START(ts, INTERVAL '1' MINUTE) AS window_start, TUMBLE_END(ts, INTERVAL '1' MINUTE) AS window_end, \
+             symbol, COUNT(*) AS trades, SUM(price * quantity) AS notional FROM trades GROUP BY symbol, TUMBLE(ts, INTERVAL '1' MINUTE)".to_string(),
     ] {
         let out = run_ok(&["execute", "--query", &query, "--topic", &topic, "--schema", SCHEMA, "--format", "csv"]);
         assert_eq!(sorted_csv(&out), expected, "{query}");

@@ -100,6 +100,67 @@ pub struct OperatorMetrics {
     pub state_bytes: u64,
 }
 
+/// The event-time progress and counters every windowed operator snapshots: one row of
+/// `watermark`, `late_rows`, `null_time_rows`.
+pub(crate) fn counters_batch(watermark: i64, metrics: &OperatorMetrics) -> Result<RecordBatch> {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    Ok(RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new(vec![
+            Field::new("watermark", DataType::Int64, false),
+            Field::new("late_rows", DataType::Int64, false),
+            Field::new("null_time_rows", DataType::Int64, false),
+        ])),
+        vec![
+            std::sync::Arc::new(Int64Array::from(vec![watermark])),
+            std::sync::Arc::new(Int64Array::from(vec![metrics.late_rows as i64])),
+            std::sync::Arc::new(Int64Array::from(vec![metrics.null_time_rows as i64])),
+        ],
+    )?)
+}
+
+/// Reads a [`counters_batch`] back into the watermark and the counters.
+pub(crate) fn read_counters(batch: &RecordBatch, metrics: &mut OperatorMetrics) -> Result<i64> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    if batch.num_columns() != 3 || batch.num_rows() != 1 {
+        return Err(VeloError::Execution(
+            "operator counters must be one row of three columns".into(),
+        ));
+    }
+    let get = |i: usize| batch.column(i).as_primitive::<Int64Type>().value(0);
+    metrics.late_rows = get(1) as u64;
+    metrics.null_time_rows = get(2) as u64;
+    Ok(get(0))
+}
+
+/// Late rows an operator keeps for a late-data destination, once asked to.
+#[derive(Debug, Default)]
+pub(crate) struct LateRows(Option<Vec<RecordBatch>>);
+
+impl LateRows {
+    /// From now on, keep late rows.
+    pub(crate) fn keep(&mut self) {
+        self.0.get_or_insert_with(Vec::new);
+    }
+
+    /// Keeps the rows `indices` of `batch`, if late rows are kept.
+    pub(crate) fn push(&mut self, batch: &RecordBatch, indices: Vec<u32>) -> Result<()> {
+        if let (Some(kept), false) = (self.0.as_mut(), indices.is_empty()) {
+            kept.push(arrow::compute::take_record_batch(
+                batch,
+                &arrow::array::UInt32Array::from(indices),
+            )?);
+        }
+        Ok(())
+    }
+
+    /// The rows kept since the last call.
+    pub(crate) fn drain(&mut self) -> Vec<RecordBatch> {
+        self.0.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+}
+
 impl std::ops::Add for OperatorMetrics {
     type Output = OperatorMetrics;
     fn add(self, o: OperatorMetrics) -> OperatorMetrics {

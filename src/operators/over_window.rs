@@ -25,7 +25,7 @@ use datafusion::physical_expr::window::WindowExpr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::window_aggregate::evaluate_time;
-use super::{OperatorMetrics, StreamOperator, Watermark};
+use super::{counters_batch, read_counters, LateRows, OperatorMetrics, StreamOperator, Watermark};
 use crate::error::{Result, VeloError};
 
 /// One function of the SELECT list.
@@ -77,6 +77,7 @@ pub struct OverWindowExec {
     partitions: HashMap<Box<[u8]>, PartitionState>,
     watermark: i64,
     metrics: OperatorMetrics,
+    late: LateRows,
 }
 
 impl OverWindowExec {
@@ -108,6 +109,7 @@ impl OverWindowExec {
             partitions: HashMap::new(),
             watermark: i64::MIN,
             metrics: OperatorMetrics::default(),
+            late: LateRows::default(),
         })
     }
 
@@ -312,10 +314,19 @@ impl StreamOperator for OverWindowExec {
         self.measure()
     }
 
+    fn keep_late_rows(&mut self) {
+        self.late.keep();
+    }
+
+    fn drain_late_rows(&mut self) -> Vec<RecordBatch> {
+        self.late.drain()
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let times = self.times(&batch)?;
         let mut keep = Vec::with_capacity(times.len());
-        for t in times {
+        let mut late_rows = Vec::new();
+        for (row, t) in times.into_iter().enumerate() {
             keep.push(match t {
                 None => {
                     self.metrics.null_time_rows += 1;
@@ -323,11 +334,13 @@ impl StreamOperator for OverWindowExec {
                 }
                 Some(t) if t < self.watermark => {
                     self.metrics.late_rows += 1;
+                    late_rows.push(row as u32);
                     false
                 }
                 Some(_) => true,
             });
         }
+        self.late.push(&batch, late_rows)?;
         let kept = filter_record_batch(&batch, &arrow::array::BooleanArray::from(keep))?;
         if kept.num_rows() > 0 {
             self.buffer.push(kept);
@@ -347,18 +360,7 @@ impl StreamOperator for OverWindowExec {
     /// Counters; buffered rows; per partition its key, counters and the lengths of its kept
     /// rows; then all history rows and all pending rows, partition after partition.
     fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
-        let meta = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![
-                Field::new("watermark", DataType::Int64, false),
-                Field::new("late_rows", DataType::Int64, false),
-                Field::new("null_time_rows", DataType::Int64, false),
-            ])),
-            vec![
-                Arc::new(Int64Array::from(vec![self.watermark])),
-                Arc::new(Int64Array::from(vec![self.metrics.late_rows as i64])),
-                Arc::new(Int64Array::from(vec![self.metrics.null_time_rows as i64])),
-            ],
-        )?;
+        let meta = counters_batch(self.watermark, &self.metrics)?;
         let buffer = concat_batches(&self.input_schema, &self.buffer)?;
         let mut keys: Vec<&[u8]> = Vec::new();
         let (mut emitted, mut last, mut rank, mut dense, mut hl, mut pl) =
@@ -412,14 +414,7 @@ impl StreamOperator for OverWindowExec {
                 "OverWindowExec state must be 5 batches".into(),
             ));
         };
-        let get = |i: usize| {
-            meta.column(i)
-                .as_primitive::<arrow::datatypes::Int64Type>()
-                .value(0)
-        };
-        self.watermark = get(0);
-        self.metrics.late_rows = get(1) as u64;
-        self.metrics.null_time_rows = get(2) as u64;
+        self.watermark = read_counters(meta, &mut self.metrics)?;
         self.buffer = if buffer.num_rows() > 0 {
             vec![buffer.clone()]
         } else {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{filter, take};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType};
+use arrow::datatypes::{Field, Schema, SchemaRef, TimestampMillisecondType};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
@@ -23,7 +23,7 @@ use super::aggregate::AggregateSpec;
 use super::window_aggregate::{
     assemble_output, evaluate_keys, evaluate_time, key_schema, Grouping,
 };
-use super::{OperatorMetrics, StreamOperator, Watermark};
+use super::{counters_batch, read_counters, LateRows, OperatorMetrics, StreamOperator, Watermark};
 use crate::error::{Result, VeloError};
 use crate::sql::window::EmitMode;
 
@@ -46,8 +46,8 @@ pub struct SessionWindowExec {
     sessions: HashMap<Box<[u8]>, Vec<Session>>,
     watermark: i64,
     metrics: OperatorMetrics,
-    /// Late rows kept for a late-data destination (`None`: not kept).
-    late: Option<Vec<RecordBatch>>,
+    /// Late rows kept for a late-data destination.
+    late: LateRows,
 }
 
 impl SessionWindowExec {
@@ -79,7 +79,7 @@ impl SessionWindowExec {
             sessions: HashMap::new(),
             watermark: i64::MIN,
             metrics: OperatorMetrics::default(),
-            late: None,
+            late: LateRows::default(),
         })
     }
 
@@ -254,11 +254,11 @@ impl StreamOperator for SessionWindowExec {
     }
 
     fn keep_late_rows(&mut self) {
-        self.late.get_or_insert_with(Vec::new);
+        self.late.keep();
     }
 
     fn drain_late_rows(&mut self) -> Vec<RecordBatch> {
-        self.late.as_mut().map(std::mem::take).unwrap_or_default()
+        self.late.drain()
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
@@ -318,12 +318,7 @@ impl StreamOperator for SessionWindowExec {
             *sessions = rest;
             if touching.is_empty() && last.saturating_add(gap) <= watermark {
                 self.metrics.late_rows += segment.len() as u64;
-                if let Some(kept) = self.late.as_mut() {
-                    kept.push(arrow::compute::take_record_batch(
-                        &batch,
-                        &UInt32Array::from(segment.to_vec()),
-                    )?);
-                }
+                self.late.push(&batch, segment.to_vec())?;
                 if sessions.is_empty() {
                     self.sessions.remove(key.as_ref());
                 }
@@ -378,18 +373,7 @@ impl StreamOperator for SessionWindowExec {
     /// One row of counters, then one batch of all open sessions: key columns, start, last time,
     /// and each aggregate's state columns.
     fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
-        let meta = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![
-                Field::new("watermark", DataType::Int64, false),
-                Field::new("late_rows", DataType::Int64, false),
-                Field::new("null_time_rows", DataType::Int64, false),
-            ])),
-            vec![
-                Arc::new(Int64Array::from(vec![self.watermark])),
-                Arc::new(Int64Array::from(vec![self.metrics.late_rows as i64])),
-                Arc::new(Int64Array::from(vec![self.metrics.null_time_rows as i64])),
-            ],
-        )?;
+        let meta = counters_batch(self.watermark, &self.metrics)?;
         let mut keys: Vec<&[u8]> = Vec::new();
         let mut starts = Vec::new();
         let mut lasts = Vec::new();
@@ -437,14 +421,7 @@ impl StreamOperator for SessionWindowExec {
         let Some((meta, rest)) = state.split_first() else {
             return Ok(());
         };
-        let get = |i: usize| {
-            meta.column(i)
-                .as_primitive::<arrow::datatypes::Int64Type>()
-                .value(0)
-        };
-        self.watermark = get(0);
-        self.metrics.late_rows = get(1) as u64;
-        self.metrics.null_time_rows = get(2) as u64;
+        self.watermark = read_counters(meta, &mut self.metrics)?;
         let Some(batch) = rest.first() else {
             return Ok(());
         };

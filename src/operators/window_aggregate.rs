@@ -28,7 +28,7 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use velo_udfs::window::window_struct;
 
 use super::aggregate::AggregateSpec;
-use super::{OperatorMetrics, StreamOperator, Watermark};
+use super::{counters_batch, read_counters, LateRows, OperatorMetrics, StreamOperator, Watermark};
 use crate::error::{Result, VeloError};
 use crate::sql::window::EmitMode;
 
@@ -79,8 +79,8 @@ pub struct WindowAggregateExec {
     open: BTreeMap<i64, WindowState>,
     watermark: i64,
     metrics: OperatorMetrics,
-    /// Late rows kept for a late-data destination (`None`: not kept).
-    late: Option<Vec<RecordBatch>>,
+    /// Late rows kept for a late-data destination.
+    late: LateRows,
 }
 
 impl WindowAggregateExec {
@@ -109,7 +109,7 @@ impl WindowAggregateExec {
             open: BTreeMap::new(),
             watermark: i64::MIN,
             metrics: OperatorMetrics::default(),
-            late: None,
+            late: LateRows::default(),
         }
     }
 
@@ -337,11 +337,11 @@ impl StreamOperator for WindowAggregateExec {
     }
 
     fn keep_late_rows(&mut self) {
-        self.late.get_or_insert_with(Vec::new);
+        self.late.keep();
     }
 
     fn drain_late_rows(&mut self) -> Vec<RecordBatch> {
-        self.late.as_mut().map(std::mem::take).unwrap_or_default()
+        self.late.drain()
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
@@ -380,12 +380,7 @@ impl StreamOperator for WindowAggregateExec {
                 assignment.insert(0, (0..rows as u32).collect());
             }
         }
-        if let (Some(kept), false) = (self.late.as_mut(), late_rows.is_empty()) {
-            kept.push(arrow::compute::take_record_batch(
-                &batch,
-                &UInt32Array::from(late_rows),
-            )?);
-        }
+        self.late.push(&batch, late_rows)?;
         if assignment.is_empty() {
             return Ok(Vec::new());
         }
@@ -483,14 +478,7 @@ impl StreamOperator for WindowAggregateExec {
         let Some((meta, windows)) = state.split_first() else {
             return Ok(());
         };
-        let get = |i: usize| {
-            meta.column(i)
-                .as_primitive::<arrow::datatypes::Int64Type>()
-                .value(0)
-        };
-        self.watermark = get(0);
-        self.metrics.late_rows = get(1) as u64;
-        self.metrics.null_time_rows = get(2) as u64;
+        self.watermark = read_counters(meta, &mut self.metrics)?;
         let key_count = self.key_schema.fields().len();
         for batch in windows {
             if batch.num_rows() == 0 {
@@ -519,19 +507,7 @@ impl StreamOperator for WindowAggregateExec {
 
 impl WindowAggregateExec {
     fn snapshot_windows(&mut self) -> Result<Vec<RecordBatch>> {
-        let meta_schema = Arc::new(Schema::new(vec![
-            Field::new("watermark", DataType::Int64, false),
-            Field::new("late_rows", DataType::Int64, false),
-            Field::new("null_time_rows", DataType::Int64, false),
-        ]));
-        let mut out = vec![RecordBatch::try_new(
-            meta_schema,
-            vec![
-                Arc::new(Int64Array::from(vec![self.watermark])),
-                Arc::new(Int64Array::from(vec![self.metrics.late_rows as i64])),
-                Arc::new(Int64Array::from(vec![self.metrics.null_time_rows as i64])),
-            ],
-        )?];
+        let mut out = vec![counters_batch(self.watermark, &self.metrics)?];
         let starts: Vec<i64> = self.open.keys().copied().collect();
         for start in starts {
             let mut state = self.open.remove(&start).expect("listed above");
