@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use velostream::hot_path::{
-    nexmark_bid_batches, tick_batches, HotPath, NEXMARK_QUERIES, WINDOW_QUERY,
+    nexmark_bid_batches, tick_batches, HotPath, NEXMARK_QUERIES, OVER_QUERY, WINDOW_QUERY,
 };
 
 const RECORDS: usize = 100_000;
@@ -36,17 +36,22 @@ fn window_aggregate(c: &mut Criterion) {
     let mut group = c.benchmark_group("window_aggregate");
     group.throughput(Throughput::Elements(RECORDS as u64));
     group.sample_size(10);
-    group.bench_function("tumbling_10k_keys", |b| {
-        b.iter(|| {
-            // A fresh pipeline per iteration: the same event times again would be late.
-            let mut path = HotPath::new(WINDOW_QUERY).expect("plan");
-            let rows: usize = batches
-                .iter()
-                .map(|batch| path.run(batch).expect("run"))
-                .sum();
-            rows + path.finish().expect("finish")
-        })
-    });
+    for (name, query) in [
+        ("tumbling_10k_keys", WINDOW_QUERY),
+        ("over_rows_10k_keys", OVER_QUERY),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                // A fresh pipeline per iteration: the same event times again would be late.
+                let mut path = HotPath::new(query).expect("plan");
+                let rows: usize = batches
+                    .iter()
+                    .map(|batch| path.run(batch).expect("run"))
+                    .sum();
+                rows + path.finish().expect("finish")
+            })
+        });
+    }
     group.finish();
 }
 
