@@ -4,7 +4,9 @@
 //! reports each record it could not decode (by index, with the reason) instead of failing the
 //! batch. An encoder turns a `RecordBatch` into one encoded message per row.
 
+pub mod avro;
 pub mod json;
+pub mod text;
 
 pub use json::{DecimalFormat, JsonDecoder, JsonEncoder};
 

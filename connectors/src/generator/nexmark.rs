@@ -18,6 +18,7 @@ use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 use super::java_random::JavaRandom;
+use crate::codec::text::write_json_string;
 
 const PERSON_PROPORTION: i64 = 1;
 const AUCTION_PROPORTION: i64 = 3;
@@ -400,21 +401,6 @@ pub enum JsonDialect {
     Flink,
     /// RisingWave nexmark-bench: snake_case, chrono `%Y-%m-%d %H:%M:%S%.f`.
     RisingWave,
-}
-
-fn write_json_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0..=0x1f => {
-                let _ = write!(out, "\\u{:04x}", b);
-            }
-            _ => out.push(b),
-        }
-    }
-    out.push(b'"');
 }
 
 fn write_timestamp(out: &mut Vec<u8>, ms: i64, dialect: JsonDialect) {
