@@ -14,4 +14,7 @@ fi
 cleanup() { if [ -n "$started" ]; then scripts/kafka-broker.sh stop; fi; }
 trap cleanup EXIT
 
+# Interop tests read and write Avro and Protobuf with Python's libraries.
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/interop/requirements.txt
+
 cargo test --workspace --all-targets "$@"

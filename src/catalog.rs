@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
+use velo_connectors::codec::PayloadFormat;
 use velo_connectors::generator::GeneratorSpec;
 use velo_connectors::record::{is_metadata_column, metadata_fields};
 
@@ -36,8 +37,8 @@ impl std::fmt::Display for StreamSource {
 pub struct StreamDef {
     pub name: String,
     pub source: StreamSource,
-    /// Payload encoding; `json` today.
-    pub format: String,
+    /// Payload encoding.
+    pub format: PayloadFormat,
     /// Payload columns, when known.
     pub schema: Option<SchemaRef>,
     /// Where it was declared, for error messages (`None` for implicit topic streams).
@@ -54,7 +55,7 @@ impl StreamDef {
         Self {
             name: name.to_string(),
             source: StreamSource::Topic(topic.to_string()),
-            format: "json".into(),
+            format: PayloadFormat::Json,
             schema: None,
             declared_at: None,
             event_time: None,
@@ -66,7 +67,9 @@ impl StreamDef {
     pub fn from_decl(decl: &StreamDecl) -> Result<Self> {
         let at = Some(decl.location);
         let mut source = StreamSource::Topic(decl.name.clone());
-        let mut format = "json".to_string();
+        let mut format = PayloadFormat::Json;
+        let mut format_name = "json".to_string();
+        let mut avro_schema_file: Option<String> = None;
         let mut event_time = None;
         let mut watermark_delay_ms = 0;
         if let Some((column, expr)) = &decl.watermark {
@@ -90,16 +93,10 @@ impl StreamDef {
                     source = StreamSource::Generator(GeneratorSpec::parse(value)?)
                 }
                 "format" | "value.format" | "serialization" => {
-                    if !value.eq_ignore_ascii_case("json") {
-                        return Err(VeloError::sql(
-                            format!(
-                                "stream '{}': format '{value}' is not supported yet (json is)",
-                                decl.name
-                            ),
-                            at,
-                        ));
-                    }
-                    format = "json".into();
+                    format_name = value.to_ascii_lowercase();
+                }
+                "avro.schema.file" | "avro_schema_file" | "avro.schema" => {
+                    avro_schema_file = Some(value.clone())
                 }
                 "event_time" | "event.time" | "timestamp" => event_time = Some(value.clone()),
                 "watermark_delay" | "watermark.delay" => {
@@ -110,7 +107,7 @@ impl StreamDef {
                 other => {
                     return Err(VeloError::sql(
                         format!(
-                            "stream '{}': unknown option '{other}' (known: topic, format, source, event_time, watermark_delay)",
+                            "stream '{}': unknown option '{other}' (known: topic, format, avro.schema.file, source, event_time, watermark_delay)",
                             decl.name
                         ),
                         at,
@@ -118,10 +115,38 @@ impl StreamDef {
                 }
             }
         }
-        let schema = decl
+        let mut schema = decl
             .columns
             .as_ref()
             .map(|cols| Arc::new(Schema::new(cols.clone())));
+        match format_name.as_str() {
+            "json" => {}
+            "avro" => {
+                let file = avro_schema_file.ok_or_else(|| {
+                    VeloError::sql(
+                        format!(
+                            "stream '{}': format 'avro' needs 'avro.schema.file' = 'path.avsc'",
+                            decl.name
+                        ),
+                        at,
+                    )
+                })?;
+                let avro = velo_connectors::codec::avro::load_schema(std::path::Path::new(&file))?;
+                if schema.is_none() {
+                    schema = Some(velo_connectors::codec::avro::arrow_schema(&avro)?);
+                }
+                format = PayloadFormat::Avro(Arc::new(avro));
+            }
+            other => {
+                return Err(VeloError::sql(
+                    format!(
+                        "stream '{}': unknown format '{other}' (json, avro)",
+                        decl.name
+                    ),
+                    at,
+                ))
+            }
+        }
         Ok(Self {
             name: decl.name.clone(),
             source,

@@ -14,7 +14,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use datafusion::sql::sqlparser::ast::Statement;
 use velo_connectors::codec::json::infer_schema;
-use velo_connectors::codec::DecimalFormat;
+use velo_connectors::codec::{DecimalFormat, PayloadFormat};
 use velo_connectors::format::OutputFormat;
 use velo_connectors::generator::{GeneratorSource, GeneratorSpec};
 use velo_connectors::kafka::{
@@ -136,6 +136,17 @@ pub struct QueryArgs {
     /// window's input), instead of only dropping and counting them.
     #[arg(long)]
     pub late_topic: Option<String>,
+    /// Encoding of the only input: json (default) or avro. On `stream`, `--format avro` without
+    /// `--input-format` means both sides are Avro.
+    #[arg(long)]
+    pub input_format: Option<String>,
+    /// Avro schema (.avsc) of the input, and of the output unless --output-avro-schema is given.
+    #[arg(long)]
+    pub avro_schema: Option<PathBuf>,
+    /// Avro schema (.avsc) of the output when it differs from the input's (default: derived
+    /// from the result's columns).
+    #[arg(long)]
+    pub output_avro_schema: Option<PathBuf>,
 }
 
 /// `velo-sql execute`.
@@ -284,6 +295,9 @@ async fn demo(args: DemoArgs) -> Result<JobStats> {
         idle_timeout: "30s".into(),
         window_size: None,
         late_topic: None,
+        input_format: None,
+        avro_schema: None,
+        output_avro_schema: None,
     };
     let options = RuntimeOptions {
         batch_size: 8192,
@@ -336,6 +350,7 @@ async fn resolve_inputs(
     ctx: &datafusion::prelude::SessionContext,
     declared: Vec<StreamDef>,
     statement: &Statement,
+    both_sides: bool,
 ) -> Result<Option<Catalog>> {
     let mut catalog = Catalog::default();
     for stream in declared {
@@ -388,6 +403,24 @@ async fn resolve_inputs(
         }
         if names.len() == 1 {
             let target = catalog.get_mut(name).expect("inserted above");
+            match input_format(args, both_sides)?.as_str() {
+                "json" => {}
+                "avro" => {
+                    let path = args.avro_schema.as_ref().ok_or_else(|| {
+                        VeloError::Usage("Avro input needs --avro-schema PATH.avsc".into())
+                    })?;
+                    let avro = velo_connectors::codec::avro::load_schema(path)?;
+                    if args.schema.is_none() && args.schema_file.is_none() {
+                        target.schema = Some(velo_connectors::codec::avro::arrow_schema(&avro)?);
+                    }
+                    target.format = PayloadFormat::Avro(Arc::new(avro));
+                }
+                other => {
+                    return Err(VeloError::Usage(format!(
+                        "unknown --input-format '{other}' (json, avro)"
+                    )))
+                }
+            }
             if let Some(column) = &args.event_time_column {
                 target.event_time = Some(column.clone());
             }
@@ -396,6 +429,7 @@ async fn resolve_inputs(
                     .map_err(|why| VeloError::Usage(format!("--watermark-delay: {why}")))?;
             }
         }
+        let stream = catalog.get(name).expect("inserted above").clone();
         if stream.schema.is_none() {
             let schema = match (&stream.source, cli_schema(args)?) {
                 (_, Some(schema)) => schema,
@@ -418,6 +452,16 @@ fn list_or_none(names: &[String]) -> String {
     } else {
         names.join(", ")
     }
+}
+
+/// The input encoding: `--input-format`, else on `stream` the output's when it is binary
+/// (`--format avro` means both sides), else json.
+fn input_format(args: &QueryArgs, both_sides: bool) -> Result<String> {
+    Ok(match &args.input_format {
+        Some(f) => f.to_ascii_lowercase(),
+        None if both_sides && args.format == OutputFormat::Avro => "avro".into(),
+        None => "json".into(),
+    })
 }
 
 /// Samples up to 100 records of `topic` and infers a schema; `None` for an empty topic.
@@ -484,7 +528,8 @@ async fn run(
         .map(StreamDef::from_decl)
         .collect::<Result<Vec<_>>>()?;
     let ctx = new_session()?;
-    let Some(catalog) = resolve_inputs(&args, &ctx, declared, &statement).await? else {
+    let both_sides = matches!(mode, Mode::Stream { .. });
+    let Some(catalog) = resolve_inputs(&args, &ctx, declared, &statement, both_sides).await? else {
         // An empty topic and no schema: nothing to plan against, and nothing to show.
         let empty: SchemaRef = Arc::new(Schema::empty());
         let mut sink = open_sink(&args, &empty, bounded)?;
@@ -583,6 +628,11 @@ async fn run(
 }
 
 fn open_sink(args: &QueryArgs, schema: &SchemaRef, bounded: bool) -> Result<Box<dyn Sink>> {
+    if args.format == OutputFormat::Avro && args.output != OutputKind::Kafka {
+        return Err(VeloError::Usage(
+            "--format avro writes binary datums: use it with --output kafka".into(),
+        ));
+    }
     Ok(match args.output {
         OutputKind::Stdout => Box::new(TextSink::stdout(
             args.format,
@@ -607,10 +657,26 @@ fn open_sink(args: &QueryArgs, schema: &SchemaRef, bounded: bool) -> Result<Box<
             let topic = args.output_topic.as_ref().ok_or_else(|| {
                 VeloError::Usage("--output kafka needs --output-topic TOPIC".into())
             })?;
+            let format = match args.format {
+                OutputFormat::Avro => {
+                    let avro = match args
+                        .output_avro_schema
+                        .as_ref()
+                        .or(args.avro_schema.as_ref())
+                    {
+                        Some(path) => velo_connectors::codec::avro::load_schema(path)?,
+                        None => velo_connectors::codec::avro::derive_schema(schema, "velo_result")?,
+                    };
+                    MessageFormat::Avro(velo_connectors::codec::avro::AvroEncoder::new(
+                        avro, schema,
+                    )?)
+                }
+                other => MessageFormat::for_output(other)?,
+            };
             Box::new(KafkaSink::new(
                 &connection(args),
                 topic.clone(),
-                MessageFormat::for_output(args.format)?,
+                format,
                 schema,
                 args.output_key.as_deref(),
                 args.decimal_format,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::Int32Type;
-use velo_connectors::codec::JsonDecoder;
+use velo_connectors::codec::PayloadDecoder;
 use velo_connectors::kafka::DeadLetterQueue;
 use velo_connectors::record::{Payload, RecordMeta, SourceBatch};
 use velo_connectors::sink::Sink;
@@ -55,7 +55,7 @@ pub struct JobStats {
 /// Turns source batches into the batches the pipeline expects (see [`ScanLayout`]).
 pub struct InputAdapter {
     layout: ScanLayout,
-    decoder: Option<JsonDecoder>,
+    decoder: Option<PayloadDecoder>,
     /// The event-time column (index in the scan schema): a record without one is bad.
     event_time: Option<usize>,
 }
@@ -104,7 +104,12 @@ impl InputAdapter {
             Payload::Decoded(b) => (b.clone(), None),
             Payload::Encoded(bytes) => {
                 if self.decoder.is_none() {
-                    self.decoder = Some(JsonDecoder::new(self.layout.payload_schema()?)?);
+                    self.decoder = Some(
+                        self.layout
+                            .stream
+                            .format
+                            .decoder(self.layout.payload_schema()?)?,
+                    );
                 }
                 let decoder = self.decoder.as_mut().expect("decoder was just created");
                 let decoded = decoder.decode(bytes)?;

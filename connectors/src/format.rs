@@ -22,12 +22,14 @@ pub enum OutputFormat {
     JsonLines,
     Csv,
     Table,
+    /// Avro datums: for Kafka output only (one datum per message).
+    Avro,
 }
 
 impl OutputFormat {
     /// The names accepted on the command line.
     pub const NAMES: &'static [&'static str] =
-        &["json", "json-pretty", "json-lines", "csv", "table"];
+        &["json", "json-pretty", "json-lines", "csv", "table", "avro"];
 }
 
 impl std::str::FromStr for OutputFormat {
@@ -39,6 +41,7 @@ impl std::str::FromStr for OutputFormat {
             "json-lines" | "jsonl" | "ndjson" => Ok(OutputFormat::JsonLines),
             "csv" => Ok(OutputFormat::Csv),
             "table" => Ok(OutputFormat::Table),
+            "avro" => Ok(OutputFormat::Avro),
             other => Err(format!(
                 "unknown format '{other}' (expected one of: {})",
                 Self::NAMES.join(", ")
@@ -55,6 +58,7 @@ impl std::fmt::Display for OutputFormat {
             OutputFormat::JsonLines => "json-lines",
             OutputFormat::Csv => "csv",
             OutputFormat::Table => "table",
+            OutputFormat::Avro => "avro",
         })
     }
 }
@@ -136,6 +140,11 @@ impl<W: Write> FormattedWriter<W> {
                 writer.write(batch)?;
                 self.csv_header_written = true;
                 self.rows_written += batch.num_rows() as u64;
+            }
+            OutputFormat::Avro => {
+                return Err(crate::ConnectorError::Config(
+                    "avro output is binary: write it to a topic with --output kafka".into(),
+                ))
             }
             OutputFormat::Table => {
                 if batch.num_rows() == 0 {

@@ -12,6 +12,7 @@ use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 
+use crate::codec::avro::AvroEncoder;
 use crate::codec::{DecimalFormat, EncodedRows, JsonEncoder};
 use crate::format::{FormattedWriter, OutputFormat};
 use crate::kafka::{KafkaConnection, KafkaProducer};
@@ -108,22 +109,24 @@ impl<W: Write + Send> Sink for TextSink<W> {
 }
 
 /// How rows are encoded into Kafka messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageFormat {
     /// One JSON object per message.
     Json,
     /// One CSV line (no header) per message.
     Csv,
+    /// One Avro datum per message.
+    Avro(AvroEncoder),
 }
 
 impl MessageFormat {
-    /// The message format for an output format, or an error for formats that are documents.
+    /// The message format for a textual output format, or an error for formats that are
+    /// documents. (Avro needs a schema: build [`MessageFormat::Avro`] directly.)
     pub fn for_output(format: OutputFormat) -> Result<Self> {
         match format {
             OutputFormat::Json | OutputFormat::JsonLines => Ok(MessageFormat::Json),
             OutputFormat::Csv => Ok(MessageFormat::Csv),
             other => Err(ConnectorError::Config(format!(
-                "format '{other}' cannot be written to Kafka; use json or csv"
+                "format '{other}' cannot be written to Kafka; use json, csv or avro"
             ))),
         }
     }
@@ -138,6 +141,8 @@ pub struct KafkaSink {
     key_column: Option<usize>,
     rows: EncodedRows,
     rows_written: u64,
+    /// Rows that could not be encoded (e.g. a decimal too wide for the output schema).
+    rejected: u64,
 }
 
 impl KafkaSink {
@@ -174,13 +179,26 @@ impl KafkaSink {
             key_column,
             rows: EncodedRows::default(),
             rows_written: 0,
+            rejected: 0,
         })
     }
 
     fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows.clear();
-        match self.format {
+        match &self.format {
             MessageFormat::Json => self.json.encode(batch, &mut self.rows),
+            MessageFormat::Avro(encoder) => {
+                for failure in encoder.encode(batch, &mut self.rows)? {
+                    // The row is left out; its place in `rows` is empty.
+                    tracing::warn!(
+                        "dropped a result row for topic '{}': {}",
+                        self.topic,
+                        failure.reason
+                    );
+                    self.rejected += 1;
+                }
+                Ok(())
+            }
             MessageFormat::Csv => {
                 let mut text = Vec::new();
                 arrow_csv::WriterBuilder::new()
@@ -226,13 +244,17 @@ impl Sink for KafkaSink {
                 .downcast_ref::<arrow::array::StringArray>()
                 .expect("cast to Utf8 gives a StringArray")
         });
+        let rejected_before = self.rejected;
         for row in 0..self.rows.len() {
+            if self.rows.row(row).is_empty() && matches!(self.format, MessageFormat::Avro(_)) {
+                continue; // rejected by the encoder
+            }
             let key = keys.and_then(|k| (!k.is_null(row)).then(|| k.value(row).as_bytes()));
             let topic = &self.topic;
             let payload = self.rows.row(row);
             self.producer.send(topic, key, payload, None)?;
         }
-        self.rows_written += batch.num_rows() as u64;
+        self.rows_written += batch.num_rows() as u64 - (self.rejected - rejected_before);
         Ok(())
     }
     fn flush(&mut self) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Codecs: payload bytes ↔ Arrow columns.
 //!
-//! A decoder turns a column of encoded payloads into a `RecordBatch` of the stream's schema and
+//! Formats: JSON ([`json`]) and Avro ([`avro`]). A decoder turns a column of encoded payloads
+//! into a `RecordBatch` of the stream's schema and
 //! reports each record it could not decode (by index, with the reason) instead of failing the
 //! batch. An encoder turns a `RecordBatch` into one encoded message per row.
 
@@ -9,6 +10,55 @@ pub mod json;
 pub mod text;
 
 pub use json::{DecimalFormat, JsonDecoder, JsonEncoder};
+
+use std::sync::Arc;
+
+use arrow::array::BinaryArray;
+use arrow::datatypes::SchemaRef;
+
+/// How a stream's payloads are encoded.
+#[derive(Debug, Clone)]
+pub enum PayloadFormat {
+    Json,
+    /// Raw Avro datums written with this schema.
+    Avro(Arc<apache_avro::Schema>),
+}
+
+impl PayloadFormat {
+    /// `json`, `avro`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PayloadFormat::Json => "json",
+            PayloadFormat::Avro(_) => "avro",
+        }
+    }
+
+    /// A decoder producing `columns`.
+    pub fn decoder(&self, columns: SchemaRef) -> crate::Result<PayloadDecoder> {
+        Ok(match self {
+            PayloadFormat::Json => PayloadDecoder::Json(JsonDecoder::new(columns)?),
+            PayloadFormat::Avro(schema) => {
+                PayloadDecoder::Avro(avro::AvroDecoder::new(schema.as_ref().clone(), columns)?)
+            }
+        })
+    }
+}
+
+/// A decoder of any [`PayloadFormat`].
+pub enum PayloadDecoder {
+    Json(JsonDecoder),
+    Avro(avro::AvroDecoder),
+}
+
+impl PayloadDecoder {
+    /// Decodes one payload per record (see [`Decoded`]).
+    pub fn decode(&mut self, payloads: &BinaryArray) -> crate::Result<Decoded> {
+        match self {
+            PayloadDecoder::Json(d) => d.decode(payloads),
+            PayloadDecoder::Avro(d) => d.decode(payloads),
+        }
+    }
+}
 
 use arrow::array::{BooleanArray, RecordBatch};
 
