@@ -70,6 +70,8 @@ impl StreamDef {
         let mut format = PayloadFormat::Json;
         let mut format_name = "json".to_string();
         let mut avro_schema_file: Option<String> = None;
+        let mut proto_file: Option<String> = None;
+        let mut proto_message: Option<String> = None;
         let mut event_time = None;
         let mut watermark_delay_ms = 0;
         if let Some((column, expr)) = &decl.watermark {
@@ -98,6 +100,10 @@ impl StreamDef {
                 "avro.schema.file" | "avro_schema_file" | "avro.schema" => {
                     avro_schema_file = Some(value.clone())
                 }
+                "protobuf.file" | "proto.file" | "protobuf.schema.file" => {
+                    proto_file = Some(value.clone())
+                }
+                "protobuf.message" | "proto.message" => proto_message = Some(value.clone()),
                 "event_time" | "event.time" | "timestamp" => event_time = Some(value.clone()),
                 "watermark_delay" | "watermark.delay" => {
                     watermark_delay_ms = crate::sql::window::parse_duration(value).map_err(|why| {
@@ -107,7 +113,7 @@ impl StreamDef {
                 other => {
                     return Err(VeloError::sql(
                         format!(
-                            "stream '{}': unknown option '{other}' (known: topic, format, avro.schema.file, source, event_time, watermark_delay)",
+                            "stream '{}': unknown option '{other}' (known: topic, format, avro.schema.file, protobuf.file, protobuf.message, source, event_time, watermark_delay)",
                             decl.name
                         ),
                         at,
@@ -137,10 +143,29 @@ impl StreamDef {
                 }
                 format = PayloadFormat::Avro(Arc::new(avro));
             }
+            "protobuf" | "proto" => {
+                let (Some(file), Some(message)) = (proto_file, proto_message) else {
+                    return Err(VeloError::sql(
+                        format!(
+                            "stream '{}': format 'protobuf' needs 'protobuf.file' and 'protobuf.message'",
+                            decl.name
+                        ),
+                        at,
+                    ));
+                };
+                let message = velo_connectors::codec::protobuf::load_message(
+                    std::path::Path::new(&file),
+                    &message,
+                )?;
+                if schema.is_none() {
+                    schema = Some(velo_connectors::codec::protobuf::arrow_schema(&message));
+                }
+                format = PayloadFormat::Protobuf(message);
+            }
             other => {
                 return Err(VeloError::sql(
                     format!(
-                        "stream '{}': unknown format '{other}' (json, avro)",
+                        "stream '{}': unknown format '{other}' (json, avro, protobuf)",
                         decl.name
                     ),
                     at,

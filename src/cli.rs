@@ -147,6 +147,18 @@ pub struct QueryArgs {
     /// from the result's columns).
     #[arg(long)]
     pub output_avro_schema: Option<PathBuf>,
+    /// `.proto` file of the input (and of the output unless --output-proto-file is given).
+    #[arg(long)]
+    pub proto_file: Option<PathBuf>,
+    /// Message type of the input, e.g. `velostream.examples.Trade`.
+    #[arg(long)]
+    pub proto_message: Option<String>,
+    /// `.proto` file of the output when it differs from the input's.
+    #[arg(long)]
+    pub output_proto_file: Option<PathBuf>,
+    /// Message type of the output when it differs from the input's.
+    #[arg(long)]
+    pub output_proto_message: Option<String>,
 }
 
 /// `velo-sql execute`.
@@ -298,6 +310,10 @@ async fn demo(args: DemoArgs) -> Result<JobStats> {
         input_format: None,
         avro_schema: None,
         output_avro_schema: None,
+        proto_file: None,
+        proto_message: None,
+        output_proto_file: None,
+        output_proto_message: None,
     };
     let options = RuntimeOptions {
         batch_size: 8192,
@@ -415,9 +431,18 @@ async fn resolve_inputs(
                     }
                     target.format = PayloadFormat::Avro(Arc::new(avro));
                 }
+                "protobuf" | "proto" => {
+                    let message =
+                        proto_message(args.proto_file.as_ref(), args.proto_message.as_ref(), "")?;
+                    if args.schema.is_none() && args.schema_file.is_none() {
+                        target.schema =
+                            Some(velo_connectors::codec::protobuf::arrow_schema(&message));
+                    }
+                    target.format = PayloadFormat::Protobuf(message);
+                }
                 other => {
                     return Err(VeloError::Usage(format!(
-                        "unknown --input-format '{other}' (json, avro)"
+                        "unknown --input-format '{other}' (json, avro, protobuf)"
                     )))
                 }
             }
@@ -454,12 +479,29 @@ fn list_or_none(names: &[String]) -> String {
     }
 }
 
+/// The message type named by `--{prefix}proto-file` and `--{prefix}proto-message`.
+fn proto_message(
+    file: Option<&PathBuf>,
+    message: Option<&String>,
+    prefix: &str,
+) -> Result<prost_reflect::MessageDescriptor> {
+    let (Some(file), Some(message)) = (file, message) else {
+        return Err(VeloError::Usage(format!(
+            "Protobuf needs --{prefix}proto-file PATH.proto and --{prefix}proto-message package.Message"
+        )));
+    };
+    Ok(velo_connectors::codec::protobuf::load_message(
+        file, message,
+    )?)
+}
+
 /// The input encoding: `--input-format`, else on `stream` the output's when it is binary
 /// (`--format avro` means both sides), else json.
 fn input_format(args: &QueryArgs, both_sides: bool) -> Result<String> {
     Ok(match &args.input_format {
         Some(f) => f.to_ascii_lowercase(),
         None if both_sides && args.format == OutputFormat::Avro => "avro".into(),
+        None if both_sides && args.format == OutputFormat::Protobuf => "protobuf".into(),
         None => "json".into(),
     })
 }
@@ -628,10 +670,13 @@ async fn run(
 }
 
 fn open_sink(args: &QueryArgs, schema: &SchemaRef, bounded: bool) -> Result<Box<dyn Sink>> {
-    if args.format == OutputFormat::Avro && args.output != OutputKind::Kafka {
-        return Err(VeloError::Usage(
-            "--format avro writes binary datums: use it with --output kafka".into(),
-        ));
+    if matches!(args.format, OutputFormat::Avro | OutputFormat::Protobuf)
+        && args.output != OutputKind::Kafka
+    {
+        return Err(VeloError::Usage(format!(
+            "--format {} writes binary records: use it with --output kafka",
+            args.format
+        )));
     }
     Ok(match args.output {
         OutputKind::Stdout => Box::new(TextSink::stdout(
@@ -670,6 +715,18 @@ fn open_sink(args: &QueryArgs, schema: &SchemaRef, bounded: bool) -> Result<Box<
                     MessageFormat::Avro(velo_connectors::codec::avro::AvroEncoder::new(
                         avro, schema,
                     )?)
+                }
+                OutputFormat::Protobuf => {
+                    let message = proto_message(
+                        args.output_proto_file.as_ref().or(args.proto_file.as_ref()),
+                        args.output_proto_message
+                            .as_ref()
+                            .or(args.proto_message.as_ref()),
+                        "output-",
+                    )?;
+                    MessageFormat::Protobuf(velo_connectors::codec::protobuf::ProtobufEncoder::new(
+                        message,
+                    ))
                 }
                 other => MessageFormat::for_output(other)?,
             };

@@ -61,7 +61,8 @@ impl VeloError {
             | VeloError::Usage(_) => 2,
             VeloError::Connector(ConnectorError::UnknownTopic { .. })
             | VeloError::Connector(ConnectorError::UnknownPartition { .. })
-            | VeloError::Connector(ConnectorError::Config(_)) => 2,
+            | VeloError::Connector(ConnectorError::Config(_))
+            | VeloError::Connector(ConnectorError::Schema { .. }) => 2,
             _ => 1,
         }
     }

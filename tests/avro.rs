@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::*;
 
 const SCHEMA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/trades.avsc");
@@ -22,77 +19,7 @@ const RECORDS: [&str; 5] = [
 
 /// Runs the fastavro tool; `input` lines in, lines out.
 fn fastavro(mode: &str, schema: &str, input: &[String]) -> Vec<String> {
-    let mut child = Command::new("python3")
-        .args([TOOL, mode, schema])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.join("\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "fastavro failed (pip install -r tests/interop/requirements.txt): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-/// Produces raw bytes (not UTF-8 safe, so not through `Rec`).
-fn produce_bytes(topic: &str, payloads: &[Vec<u8>]) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    for p in payloads {
-        producer
-            .send(BaseRecord::<(), [u8]>::to(topic).payload(p.as_slice()))
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-    producer.flush(std::time::Duration::from_secs(10)).unwrap();
-}
-
-fn consume_bytes(topic: &str, n: usize) -> Vec<Vec<u8>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::Message;
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique_topic("avro-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while out.len() < n && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(100)) {
-            out.push(m.payload().unwrap_or_default().to_vec());
-        }
-    }
-    out
+    python_tool(TOOL, &[mode, schema], input)
 }
 
 fn avro_topic_written_by_fastavro() -> String {

@@ -24,12 +24,21 @@ pub enum OutputFormat {
     Table,
     /// Avro datums: for Kafka output only (one datum per message).
     Avro,
+    /// Protobuf messages: for Kafka output only.
+    Protobuf,
 }
 
 impl OutputFormat {
     /// The names accepted on the command line.
-    pub const NAMES: &'static [&'static str] =
-        &["json", "json-pretty", "json-lines", "csv", "table", "avro"];
+    pub const NAMES: &'static [&'static str] = &[
+        "json",
+        "json-pretty",
+        "json-lines",
+        "csv",
+        "table",
+        "avro",
+        "protobuf",
+    ];
 }
 
 impl std::str::FromStr for OutputFormat {
@@ -42,6 +51,7 @@ impl std::str::FromStr for OutputFormat {
             "csv" => Ok(OutputFormat::Csv),
             "table" => Ok(OutputFormat::Table),
             "avro" => Ok(OutputFormat::Avro),
+            "protobuf" | "proto" => Ok(OutputFormat::Protobuf),
             other => Err(format!(
                 "unknown format '{other}' (expected one of: {})",
                 Self::NAMES.join(", ")
@@ -59,6 +69,7 @@ impl std::fmt::Display for OutputFormat {
             OutputFormat::Csv => "csv",
             OutputFormat::Table => "table",
             OutputFormat::Avro => "avro",
+            OutputFormat::Protobuf => "protobuf",
         })
     }
 }
@@ -141,10 +152,11 @@ impl<W: Write> FormattedWriter<W> {
                 self.csv_header_written = true;
                 self.rows_written += batch.num_rows() as u64;
             }
-            OutputFormat::Avro => {
-                return Err(crate::ConnectorError::Config(
-                    "avro output is binary: write it to a topic with --output kafka".into(),
-                ))
+            OutputFormat::Avro | OutputFormat::Protobuf => {
+                return Err(crate::ConnectorError::Config(format!(
+                    "{} output is binary: write it to a topic with --output kafka",
+                    self.format
+                )))
             }
             OutputFormat::Table => {
                 if batch.num_rows() == 0 {

@@ -13,6 +13,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 
 use crate::codec::avro::AvroEncoder;
+use crate::codec::protobuf::ProtobufEncoder;
 use crate::codec::{DecimalFormat, EncodedRows, JsonEncoder};
 use crate::format::{FormattedWriter, OutputFormat};
 use crate::kafka::{KafkaConnection, KafkaProducer};
@@ -116,6 +117,8 @@ pub enum MessageFormat {
     Csv,
     /// One Avro datum per message.
     Avro(AvroEncoder),
+    /// One Protobuf message per message.
+    Protobuf(ProtobufEncoder),
 }
 
 impl MessageFormat {
@@ -143,6 +146,8 @@ pub struct KafkaSink {
     rows_written: u64,
     /// Rows that could not be encoded (e.g. a decimal too wide for the output schema).
     rejected: u64,
+    /// The rows of the current batch the encoder rejected, ascending.
+    failed_rows: Vec<usize>,
 }
 
 impl KafkaSink {
@@ -180,15 +185,23 @@ impl KafkaSink {
             rows: EncodedRows::default(),
             rows_written: 0,
             rejected: 0,
+            failed_rows: Vec::new(),
         })
     }
 
     fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows.clear();
+        self.failed_rows.clear();
         match &self.format {
             MessageFormat::Json => self.json.encode(batch, &mut self.rows),
-            MessageFormat::Avro(encoder) => {
-                for failure in encoder.encode(batch, &mut self.rows)? {
+            MessageFormat::Avro(_) | MessageFormat::Protobuf(_) => {
+                let failures = match &self.format {
+                    MessageFormat::Avro(encoder) => encoder.encode(batch, &mut self.rows)?,
+                    MessageFormat::Protobuf(encoder) => encoder.encode(batch, &mut self.rows)?,
+                    _ => unreachable!("matched above"),
+                };
+                self.failed_rows = failures.iter().map(|f| f.row).collect();
+                for failure in failures {
                     // The row is left out; its place in `rows` is empty.
                     tracing::warn!(
                         "dropped a result row for topic '{}': {}",
@@ -244,9 +257,8 @@ impl Sink for KafkaSink {
                 .downcast_ref::<arrow::array::StringArray>()
                 .expect("cast to Utf8 gives a StringArray")
         });
-        let rejected_before = self.rejected;
         for row in 0..self.rows.len() {
-            if self.rows.row(row).is_empty() && matches!(self.format, MessageFormat::Avro(_)) {
+            if self.failed_rows.binary_search(&row).is_ok() {
                 continue; // rejected by the encoder
             }
             let key = keys.and_then(|k| (!k.is_null(row)).then(|| k.value(row).as_bytes()));
@@ -254,7 +266,7 @@ impl Sink for KafkaSink {
             let payload = self.rows.row(row);
             self.producer.send(topic, key, payload, None)?;
         }
-        self.rows_written += batch.num_rows() as u64 - (self.rejected - rejected_before);
+        self.rows_written += (batch.num_rows() - self.failed_rows.len()) as u64;
         Ok(())
     }
     fn flush(&mut self) -> Result<()> {

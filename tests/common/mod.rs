@@ -363,3 +363,77 @@ impl Running {
         (status.code().unwrap_or(-1), rest)
     }
 }
+
+/// Runs a Python helper of `tests/interop` with `args`; `input` lines on stdin, stdout lines
+/// back. Fails with a hint when the Python packages are missing.
+pub fn python_tool(script: &str, args: &[&str], input: &[String]) -> Vec<String> {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.join("\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed (pip install -r tests/interop/requirements.txt): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes of a hex string.
+pub fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Produces raw binary payloads.
+pub fn produce_bytes(topic: &str, payloads: &[Vec<u8>]) {
+    let producer: BaseProducer = config().create().unwrap();
+    for p in payloads {
+        producer
+            .send(BaseRecord::<(), [u8]>::to(topic).payload(p.as_slice()))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// The raw payloads of `topic` (at most 20 s for `n` of them).
+pub fn consume_bytes(topic: &str, n: usize) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = config()
+        .set("group.id", unique_topic("bytes-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    out
+}

@@ -1,12 +1,13 @@
 //! Codecs: payload bytes ↔ Arrow columns.
 //!
-//! Formats: JSON ([`json`]) and Avro ([`avro`]). A decoder turns a column of encoded payloads
+//! Formats: JSON ([`json`]), Avro ([`avro`]) and Protobuf ([`protobuf`]). A decoder turns a column of encoded payloads
 //! into a `RecordBatch` of the stream's schema and
 //! reports each record it could not decode (by index, with the reason) instead of failing the
 //! batch. An encoder turns a `RecordBatch` into one encoded message per row.
 
 pub mod avro;
 pub mod json;
+pub mod protobuf;
 pub mod text;
 
 pub use json::{DecimalFormat, JsonDecoder, JsonEncoder};
@@ -22,6 +23,8 @@ pub enum PayloadFormat {
     Json,
     /// Raw Avro datums written with this schema.
     Avro(Arc<apache_avro::Schema>),
+    /// Protobuf messages of this type.
+    Protobuf(prost_reflect::MessageDescriptor),
 }
 
 impl PayloadFormat {
@@ -30,6 +33,7 @@ impl PayloadFormat {
         match self {
             PayloadFormat::Json => "json",
             PayloadFormat::Avro(_) => "avro",
+            PayloadFormat::Protobuf(_) => "protobuf",
         }
     }
 
@@ -40,6 +44,9 @@ impl PayloadFormat {
             PayloadFormat::Avro(schema) => {
                 PayloadDecoder::Avro(avro::AvroDecoder::new(schema.as_ref().clone(), columns)?)
             }
+            PayloadFormat::Protobuf(message) => {
+                PayloadDecoder::Protobuf(protobuf::ProtobufDecoder::new(message.clone(), columns)?)
+            }
         })
     }
 }
@@ -48,6 +55,7 @@ impl PayloadFormat {
 pub enum PayloadDecoder {
     Json(JsonDecoder),
     Avro(avro::AvroDecoder),
+    Protobuf(protobuf::ProtobufDecoder),
 }
 
 impl PayloadDecoder {
@@ -56,6 +64,7 @@ impl PayloadDecoder {
         match self {
             PayloadDecoder::Json(d) => d.decode(payloads),
             PayloadDecoder::Avro(d) => d.decode(payloads),
+            PayloadDecoder::Protobuf(d) => d.decode(payloads),
         }
     }
 }

@@ -1,0 +1,658 @@
+//! Protobuf ↔ Arrow, with `.proto` files compiled at run time (protox; imports such as
+//! `google/protobuf/timestamp.proto` resolve from the file's folder and protox's built-ins).
+//!
+//! Mapping: scalars → their Arrow types (uint32/uint64 → UInt32/UInt64), enum → Utf8 (the
+//! value's name), nested message → Struct, repeated → List, map → Map (keys as text), oneof
+//! members → nullable columns, `google.protobuf.Timestamp` → Timestamp(ns), and the decimal
+//! message `Decimal { int64 units = 1; int32 scale = 2; }` (any message with exactly those two
+//! fields) → Decimal128. A decimal's value carries its own scale, so the column's type comes
+//! from the stream's declared columns (`--schema`, `CREATE STREAM (… price DECIMAL(18,4) …)`);
+//! undeclared, it is `DECIMAL(38, 10)`. Values are converted exactly; one that would lose digits
+//! is an error for its record.
+//!
+//! Decoding bridges each message through exact JSON text into [`super::json`], like Avro.
+//! Encoding builds one `DynamicMessage` per row; decimals are written with the column's scale.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, RecordBatch,
+};
+use arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Field, Fields, Float32Type, Float64Type, Int16Type,
+    Int32Type, Int64Type, Int8Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
+    UInt64Type, UInt8Type,
+};
+use prost::Message as _;
+use prost_reflect::{
+    DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value,
+};
+
+use super::avro::EncodeFailure;
+use super::json::JsonDecoder;
+use super::text::{rescale, write_decimal, write_hex, write_json_string};
+use super::{DecodeFailure, Decoded, EncodedRows};
+use crate::{ConnectorError, Result};
+
+/// Scale of Decimal message columns whose type is not declared.
+pub const DEFAULT_DECIMAL_SCALE: i8 = 10;
+
+/// Compiles `proto_file` (with its imports) and finds `message` (`package.Message`).
+pub fn load_message(proto_file: &Path, message: &str) -> Result<MessageDescriptor> {
+    let dir = proto_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = proto_file
+        .file_name()
+        .ok_or_else(|| ConnectorError::Schema {
+            path: proto_file.display().to_string(),
+            reason: "not a file".into(),
+        })?;
+    let schema_error = |reason: String| ConnectorError::Schema {
+        path: proto_file.display().to_string(),
+        reason,
+    };
+    let mut compiler = protox::Compiler::new([dir]).map_err(|e| schema_error(e.to_string()))?;
+    compiler.include_imports(true);
+    compiler
+        .open_file(name)
+        .map_err(|e| schema_error(e.to_string()))?;
+    let pool = compiler.descriptor_pool();
+    pool.get_message_by_name(message).ok_or_else(|| {
+        let mut known: Vec<String> = pool
+            .all_messages()
+            .map(|m| m.full_name().to_string())
+            .filter(|n| !n.starts_with("google.protobuf."))
+            .collect();
+        known.sort();
+        schema_error(format!(
+            "no message '{message}' (messages: {})",
+            known.join(", ")
+        ))
+    })
+}
+
+/// The serialized `FileDescriptorSet` of `proto_file` and its imports (for other tools).
+pub fn descriptor_set(proto_file: &Path) -> Result<Vec<u8>> {
+    let dir = proto_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let schema_error = |reason: String| ConnectorError::Schema {
+        path: proto_file.display().to_string(),
+        reason,
+    };
+    let mut compiler = protox::Compiler::new([dir]).map_err(|e| schema_error(e.to_string()))?;
+    compiler.include_imports(true);
+    compiler
+        .open_file(proto_file.file_name().unwrap_or_default())
+        .map_err(|e| schema_error(e.to_string()))?;
+    Ok(compiler.file_descriptor_set().encode_to_vec())
+}
+
+fn is_decimal(m: &MessageDescriptor) -> bool {
+    let fields: Vec<FieldDescriptor> = m.fields().collect();
+    fields.len() == 2
+        && fields.iter().any(|f| {
+            f.name() == "units" && matches!(f.kind(), Kind::Int64 | Kind::Sint64 | Kind::Sfixed64)
+        })
+        && fields.iter().any(|f| {
+            f.name() == "scale" && matches!(f.kind(), Kind::Int32 | Kind::Sint32 | Kind::Sfixed32)
+        })
+}
+
+fn is_timestamp(m: &MessageDescriptor) -> bool {
+    m.full_name() == "google.protobuf.Timestamp"
+}
+
+fn kind_type(kind: &Kind) -> DataType {
+    match kind {
+        Kind::Double => DataType::Float64,
+        Kind::Float => DataType::Float32,
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => DataType::Int32,
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => DataType::Int64,
+        Kind::Uint32 | Kind::Fixed32 => DataType::UInt32,
+        Kind::Uint64 | Kind::Fixed64 => DataType::UInt64,
+        Kind::Bool => DataType::Boolean,
+        Kind::String | Kind::Enum(_) => DataType::Utf8,
+        Kind::Bytes => DataType::Binary,
+        Kind::Message(m) if is_decimal(m) => DataType::Decimal128(38, DEFAULT_DECIMAL_SCALE),
+        Kind::Message(m) if is_timestamp(m) => DataType::Timestamp(TimeUnit::Nanosecond, None),
+        Kind::Message(m) => DataType::Struct(message_fields(m)),
+    }
+}
+
+fn field_type(f: &FieldDescriptor) -> (DataType, bool) {
+    if f.is_map() {
+        let Kind::Message(entry) = f.kind() else {
+            unreachable!("maps are messages")
+        };
+        let value = entry.map_entry_value_field();
+        let entries = Fields::from(vec![
+            Field::new("keys", DataType::Utf8, false),
+            Field::new("values", kind_type(&value.kind()), true),
+        ]);
+        return (
+            DataType::Map(
+                Arc::new(Field::new("entries", DataType::Struct(entries), false)),
+                false,
+            ),
+            true,
+        );
+    }
+    let t = kind_type(&f.kind());
+    if f.is_list() {
+        return (DataType::List(Arc::new(Field::new("item", t, true))), true);
+    }
+    (t, true)
+}
+
+fn message_fields(m: &MessageDescriptor) -> Fields {
+    m.fields()
+        .map(|f| {
+            let (t, nullable) = field_type(&f);
+            Field::new(f.name(), t, nullable)
+        })
+        .collect()
+}
+
+/// The stream columns of a message.
+pub fn arrow_schema(message: &MessageDescriptor) -> SchemaRef {
+    Arc::new(Schema::new(message_fields(message)))
+}
+
+/// Writes a message as JSON text (decimals as exact digits, timestamps as RFC 3339).
+fn write_message(out: &mut Vec<u8>, m: &DynamicMessage) -> std::result::Result<(), String> {
+    let desc = m.descriptor();
+    if is_decimal(&desc) {
+        let units = match m.get_field_by_name("units").as_deref() {
+            Some(Value::I64(v)) => *v,
+            _ => 0,
+        };
+        let scale = match m.get_field_by_name("scale").as_deref() {
+            Some(Value::I32(v)) => *v,
+            _ => 0,
+        };
+        out.push(b'"');
+        write_decimal(out, units as i128, scale);
+        out.push(b'"');
+        return Ok(());
+    }
+    if is_timestamp(&desc) {
+        let seconds = match m.get_field_by_name("seconds").as_deref() {
+            Some(Value::I64(v)) => *v,
+            _ => 0,
+        };
+        let nanos = match m.get_field_by_name("nanos").as_deref() {
+            Some(Value::I32(v)) => *v as i64,
+            _ => 0,
+        };
+        // RFC 3339 text, which the column decoder reads into any timestamp unit.
+        let time = chrono::DateTime::from_timestamp(seconds, nanos as u32)
+            .ok_or("the timestamp is out of range")?;
+        write_json_string(
+            out,
+            &time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        );
+        return Ok(());
+    }
+    out.push(b'{');
+    for (i, f) in desc.fields().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(out, f.name());
+        out.push(b':');
+        let present = !f.supports_presence() || m.has_field(&f);
+        if !present {
+            out.extend_from_slice(b"null");
+            continue;
+        }
+        write_value(out, &m.get_field(&f), &f.kind())?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value, kind: &Kind) -> std::result::Result<(), String> {
+    match v {
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::I32(x) => out.extend_from_slice(x.to_string().as_bytes()),
+        Value::I64(x) => out.extend_from_slice(x.to_string().as_bytes()),
+        Value::U32(x) => out.extend_from_slice(x.to_string().as_bytes()),
+        Value::U64(x) => out.extend_from_slice(x.to_string().as_bytes()),
+        Value::F32(x) if x.is_finite() => out.extend_from_slice(x.to_string().as_bytes()),
+        Value::F64(x) if x.is_finite() => out.extend_from_slice(x.to_string().as_bytes()),
+        Value::F32(_) | Value::F64(_) => out.extend_from_slice(b"null"),
+        Value::String(s) => write_json_string(out, s),
+        Value::Bytes(b) => write_hex(out, b),
+        Value::EnumNumber(n) => match kind {
+            Kind::Enum(e) => match e.get_value(*n) {
+                Some(value) => write_json_string(out, value.name()),
+                None => out.extend_from_slice(n.to_string().as_bytes()),
+            },
+            _ => out.extend_from_slice(n.to_string().as_bytes()),
+        },
+        Value::Message(m) => write_message(out, m)?,
+        Value::List(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item, kind)?;
+            }
+            out.push(b']');
+        }
+        Value::Map(entries) => {
+            let value_kind = match kind {
+                Kind::Message(entry) => entry.map_entry_value_field().kind(),
+                other => other.clone(),
+            };
+            let mut keys: Vec<(String, &Value)> = entries
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        MapKey::Bool(b) => b.to_string(),
+                        MapKey::I32(x) => x.to_string(),
+                        MapKey::I64(x) => x.to_string(),
+                        MapKey::U32(x) => x.to_string(),
+                        MapKey::U64(x) => x.to_string(),
+                        MapKey::String(s) => s.clone(),
+                    };
+                    (key, v)
+                })
+                .collect();
+            keys.sort_by(|a, b| a.0.cmp(&b.0));
+            out.push(b'{');
+            for (i, (k, v)) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_string(out, &k);
+                out.push(b':');
+                write_value(out, v, &value_kind)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+/// Decodes Protobuf messages into batches.
+pub struct ProtobufDecoder {
+    message: MessageDescriptor,
+    json: JsonDecoder,
+    text: BinaryBuilder,
+    scratch: Vec<u8>,
+}
+
+impl ProtobufDecoder {
+    /// A decoder of `message` payloads producing `columns`.
+    pub fn new(message: MessageDescriptor, columns: SchemaRef) -> Result<Self> {
+        Ok(Self {
+            message,
+            json: JsonDecoder::new(columns)?,
+            text: BinaryBuilder::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Decodes one message per payload; bad ones are reported and left out.
+    pub fn decode(&mut self, payloads: &BinaryArray) -> Result<Decoded> {
+        let mut failures = Vec::new();
+        let mut ok_index = Vec::with_capacity(payloads.len());
+        for i in 0..payloads.len() {
+            if payloads.is_null(i) {
+                failures.push(DecodeFailure {
+                    index: i,
+                    reason: "record has no value (tombstone)".into(),
+                });
+                continue;
+            }
+            let message = match DynamicMessage::decode(self.message.clone(), payloads.value(i)) {
+                Ok(m) => m,
+                Err(e) => {
+                    failures.push(DecodeFailure {
+                        index: i,
+                        reason: format!("invalid Protobuf: {e}"),
+                    });
+                    continue;
+                }
+            };
+            self.scratch.clear();
+            if let Err(why) = write_message(&mut self.scratch, &message) {
+                failures.push(DecodeFailure {
+                    index: i,
+                    reason: format!("invalid Protobuf: {why}"),
+                });
+                continue;
+            }
+            self.text.append_value(&self.scratch);
+            ok_index.push(i);
+        }
+        let text = self.text.finish();
+        let decoded = self.json.decode(&text)?;
+        for f in decoded.failures {
+            failures.push(DecodeFailure {
+                index: ok_index[f.index],
+                reason: f.reason,
+            });
+        }
+        failures.sort_by_key(|f| f.index);
+        if failures.is_empty() {
+            return Ok(Decoded {
+                batch: decoded.batch,
+                keep: None,
+                failures,
+            });
+        }
+        let mut keep = vec![true; payloads.len()];
+        for f in &failures {
+            keep[f.index] = false;
+        }
+        Ok(Decoded {
+            batch: decoded.batch,
+            keep: Some(BooleanArray::from(keep)),
+            failures,
+        })
+    }
+}
+
+/// Encodes rows as messages.
+pub struct ProtobufEncoder {
+    message: MessageDescriptor,
+}
+
+impl ProtobufEncoder {
+    /// An encoder of `message` from result columns of the same names.
+    pub fn new(message: MessageDescriptor) -> Self {
+        Self { message }
+    }
+
+    /// Appends one message per row to `out`; rows that cannot be encoded are returned and
+    /// left out (their place in `out` is empty).
+    pub fn encode(&self, batch: &RecordBatch, out: &mut EncodedRows) -> Result<Vec<EncodeFailure>> {
+        let columns: Vec<(FieldDescriptor, Option<&ArrayRef>)> = self
+            .message
+            .fields()
+            .map(|f| {
+                let c = batch.column_by_name(f.name());
+                (f, c)
+            })
+            .collect();
+        let mut failures = Vec::new();
+        for row in 0..batch.num_rows() {
+            let mut m = DynamicMessage::new(self.message.clone());
+            let mut failed = None;
+            for (f, c) in &columns {
+                let Some(array) = c else { continue };
+                if array.is_null(row) {
+                    continue;
+                }
+                match to_value(array.as_ref(), row, f) {
+                    Ok(v) => m.set_field(f, v),
+                    Err(why) => {
+                        failed = Some(format!("column '{}': {why}", f.name()));
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => m
+                    .encode(&mut out.bytes)
+                    .map_err(|e| ConnectorError::Config(e.to_string()))?,
+                Some(reason) => failures.push(EncodeFailure { row, reason }),
+            }
+            out.ends.push(out.bytes.len());
+        }
+        Ok(failures)
+    }
+}
+
+fn to_value(
+    array: &dyn Array,
+    row: usize,
+    f: &FieldDescriptor,
+) -> std::result::Result<Value, String> {
+    if f.is_list() {
+        let list = array.as_list_opt::<i32>().ok_or("expected a list column")?;
+        let items = list.value(row);
+        return (0..items.len())
+            .filter(|&i| !items.is_null(i))
+            .map(|i| scalar(items.as_ref(), i, &f.kind()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(Value::List);
+    }
+    if f.is_map() {
+        return Err("writing Protobuf maps is not supported yet".into());
+    }
+    scalar(array, row, &f.kind())
+}
+
+fn scalar(array: &dyn Array, row: usize, kind: &Kind) -> std::result::Result<Value, String> {
+    let int = || -> Option<i64> {
+        Some(match array.data_type() {
+            DataType::Int8 => array.as_primitive::<Int8Type>().value(row) as i64,
+            DataType::Int16 => array.as_primitive::<Int16Type>().value(row) as i64,
+            DataType::Int32 => array.as_primitive::<Int32Type>().value(row) as i64,
+            DataType::Int64 => array.as_primitive::<Int64Type>().value(row),
+            DataType::UInt8 => array.as_primitive::<UInt8Type>().value(row) as i64,
+            DataType::UInt16 => array.as_primitive::<UInt16Type>().value(row) as i64,
+            DataType::UInt32 => array.as_primitive::<UInt32Type>().value(row) as i64,
+            DataType::UInt64 => {
+                i64::try_from(array.as_primitive::<UInt64Type>().value(row)).ok()?
+            }
+            _ => return None,
+        })
+    };
+    let float = || -> Option<f64> {
+        Some(match array.data_type() {
+            DataType::Float32 => array.as_primitive::<Float32Type>().value(row) as f64,
+            DataType::Float64 => array.as_primitive::<Float64Type>().value(row),
+            _ => int()? as f64,
+        })
+    };
+    let text =
+        || arrow::util::display::array_value_to_string(array, row).map_err(|e| e.to_string());
+    let mismatch = || {
+        format!(
+            "a {} column cannot be written as Protobuf {kind:?}",
+            array.data_type()
+        )
+    };
+    let narrow = |v: i64| i32::try_from(v).map_err(|_| format!("{v} does not fit a 32-bit field"));
+    Ok(match kind {
+        Kind::Double => Value::F64(float().ok_or_else(mismatch)?),
+        Kind::Float => Value::F32(float().ok_or_else(mismatch)? as f32),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            Value::I32(narrow(int().ok_or_else(mismatch)?)?)
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(int().ok_or_else(mismatch)?),
+        Kind::Uint32 | Kind::Fixed32 => {
+            Value::U32(u32::try_from(int().ok_or_else(mismatch)?).map_err(|e| e.to_string())?)
+        }
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(match array.data_type() {
+            DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row),
+            _ => u64::try_from(int().ok_or_else(mismatch)?).map_err(|e| e.to_string())?,
+        }),
+        Kind::Bool => Value::Bool(array.as_boolean_opt().ok_or_else(mismatch)?.value(row)),
+        Kind::String => Value::String(text()?),
+        Kind::Bytes => Value::Bytes(
+            array
+                .as_binary_opt::<i32>()
+                .ok_or_else(mismatch)?
+                .value(row)
+                .to_vec()
+                .into(),
+        ),
+        Kind::Enum(e) => {
+            let name = text()?;
+            Value::EnumNumber(
+                e.get_value_by_name(&name)
+                    .ok_or_else(|| format!("'{name}' is not a value of enum {}", e.full_name()))?
+                    .number(),
+            )
+        }
+        Kind::Message(m) if is_decimal(m) => {
+            let (unscaled, scale) = match array.data_type() {
+                DataType::Decimal128(_, s) => {
+                    (array.as_primitive::<Decimal128Type>().value(row), *s as i32)
+                }
+                _ => (int().ok_or_else(mismatch)? as i128, 0),
+            };
+            let units = i64::try_from(rescale(unscaled, scale, scale).unwrap_or(unscaled))
+                .map_err(|_| {
+                    let mut t = Vec::new();
+                    write_decimal(&mut t, unscaled, scale);
+                    format!(
+                        "{} does not fit the decimal message's int64 units",
+                        String::from_utf8_lossy(&t)
+                    )
+                })?;
+            let mut d = DynamicMessage::new(m.clone());
+            d.set_field_by_name("units", Value::I64(units));
+            d.set_field_by_name("scale", Value::I32(scale));
+            Value::Message(d)
+        }
+        Kind::Message(m) if is_timestamp(m) => {
+            let nanos: i128 = match array.data_type() {
+                DataType::Timestamp(TimeUnit::Second, _) => {
+                    array.as_primitive::<TimestampSecondType>().value(row) as i128 * 1_000_000_000
+                }
+                DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                    array.as_primitive::<TimestampMillisecondType>().value(row) as i128 * 1_000_000
+                }
+                DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                    array.as_primitive::<TimestampMicrosecondType>().value(row) as i128 * 1000
+                }
+                DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+                    array.as_primitive::<TimestampNanosecondType>().value(row) as i128
+                }
+                DataType::Date32 => {
+                    array.as_primitive::<Date32Type>().value(row) as i128 * 86_400_000_000_000
+                }
+                _ => return Err(mismatch()),
+            };
+            let mut t = DynamicMessage::new(m.clone());
+            t.set_field_by_name(
+                "seconds",
+                Value::I64(nanos.div_euclid(1_000_000_000) as i64),
+            );
+            t.set_field_by_name("nanos", Value::I32(nanos.rem_euclid(1_000_000_000) as i32));
+            Value::Message(t)
+        }
+        Kind::Message(m) => {
+            let s = array.as_struct_opt().ok_or_else(mismatch)?;
+            let mut nested = DynamicMessage::new(m.clone());
+            for f in m.fields() {
+                if let Some(c) = s.column_by_name(f.name()) {
+                    if !c.is_null(row) {
+                        nested.set_field(&f, to_value(c.as_ref(), row, &f)?);
+                    }
+                }
+            }
+            Value::Message(nested)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Decimal128Array, Int64Array, StringArray, TimestampMillisecondArray};
+
+    fn trades() -> MessageDescriptor {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/trades.proto");
+        load_message(&path, "velostream.examples.Trade").unwrap()
+    }
+
+    #[test]
+    fn decimals_and_timestamps_round_trip_exactly() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("symbol", DataType::Utf8, true),
+            Field::new("price", DataType::Decimal128(18, 4), true),
+            Field::new("quantity", DataType::Int64, true),
+            Field::new("side", DataType::Utf8, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        let prices = vec![-5000i128, -1, 0, 999_999_999_999_999_999, 1_502_567];
+        let n = prices.len();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["X"; n])),
+                Arc::new(
+                    Decimal128Array::from(prices.clone())
+                        .with_precision_and_scale(18, 4)
+                        .unwrap(),
+                ),
+                Arc::new(Int64Array::from(vec![3; n])),
+                Arc::new(StringArray::from(vec!["SELL"; n])),
+                Arc::new(TimestampMillisecondArray::from(vec![1_704_067_200_123; n])),
+            ],
+        )
+        .unwrap();
+        let mut rows = EncodedRows::default();
+        let failures = ProtobufEncoder::new(trades())
+            .encode(&batch, &mut rows)
+            .unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+        let payloads = BinaryArray::from_iter_values(rows.iter());
+        // Declared columns choose the decimal's scale and the timestamp unit.
+        let mut decoder = ProtobufDecoder::new(trades(), schema).unwrap();
+        let decoded = decoder.decode(&payloads).unwrap();
+        assert!(decoded.failures.is_empty(), "{:?}", decoded.failures);
+        assert_eq!(
+            decoded
+                .batch
+                .column(1)
+                .as_primitive::<Decimal128Type>()
+                .values()
+                .to_vec(),
+            prices
+        );
+        assert_eq!(decoded.batch.column(3).as_string::<i32>().value(0), "SELL");
+        assert_eq!(
+            decoded
+                .batch
+                .column(4)
+                .as_primitive::<TimestampMillisecondType>()
+                .value(0),
+            1_704_067_200_123
+        );
+    }
+
+    #[test]
+    fn derived_columns_and_bad_messages() {
+        let schema = arrow_schema(&trades());
+        assert_eq!(
+            schema.field_with_name("price").unwrap().data_type(),
+            &DataType::Decimal128(38, 10)
+        );
+        assert_eq!(
+            schema.field_with_name("ts").unwrap().data_type(),
+            &DataType::Timestamp(TimeUnit::Nanosecond, None)
+        );
+        let mut decoder = ProtobufDecoder::new(trades(), schema).unwrap();
+        let decoded = decoder
+            .decode(&BinaryArray::from_iter_values([&[0x0a, 0x05, b'a'][..]]))
+            .unwrap();
+        assert_eq!(decoded.failures.len(), 1);
+        assert!(
+            decoded.failures[0].reason.starts_with("invalid Protobuf"),
+            "{:?}",
+            decoded.failures
+        );
+    }
+
+    #[test]
+    fn an_unknown_message_lists_the_known_ones() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/trades.proto");
+        let err = load_message(&path, "Nope").unwrap_err().to_string();
+        assert!(err.contains("no message 'Nope' (messages: velostream.examples.Decimal, velostream.examples.Trade"), "{err}");
+    }
+}
