@@ -12,6 +12,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use velo_connectors::codec::PayloadFormat;
 use velo_connectors::generator::GeneratorSpec;
 use velo_connectors::record::{is_metadata_column, metadata_fields};
+use velo_connectors::registry::SchemaRegistry;
 
 use crate::error::{Result, SqlLocation, VeloError};
 use crate::sql::StreamDecl;
@@ -39,6 +40,8 @@ pub struct StreamDef {
     pub source: StreamSource,
     /// Payload encoding.
     pub format: PayloadFormat,
+    /// The schema registry of a Confluent-framed Avro/Protobuf stream.
+    pub registry: Option<Arc<SchemaRegistry>>,
     /// Payload columns, when known.
     pub schema: Option<SchemaRef>,
     /// Where it was declared, for error messages (`None` for implicit topic streams).
@@ -56,6 +59,7 @@ impl StreamDef {
             name: name.to_string(),
             source: StreamSource::Topic(topic.to_string()),
             format: PayloadFormat::Json,
+            registry: None,
             schema: None,
             declared_at: None,
             event_time: None,
@@ -72,6 +76,7 @@ impl StreamDef {
         let mut avro_schema_file: Option<String> = None;
         let mut proto_file: Option<String> = None;
         let mut proto_message: Option<String> = None;
+        let mut registry = None;
         let mut event_time = None;
         let mut watermark_delay_ms = 0;
         if let Some((column, expr)) = &decl.watermark {
@@ -104,6 +109,12 @@ impl StreamDef {
                     proto_file = Some(value.clone())
                 }
                 "protobuf.message" | "proto.message" => proto_message = Some(value.clone()),
+                "schema.registry" | "schema.registry.url" => {
+                    registry = Some(Arc::new(SchemaRegistry::new(
+                        value,
+                        std::time::Duration::from_secs(10),
+                    )))
+                }
                 "event_time" | "event.time" | "timestamp" => event_time = Some(value.clone()),
                 "watermark_delay" | "watermark.delay" => {
                     watermark_delay_ms = crate::sql::window::parse_duration(value).map_err(|why| {
@@ -113,7 +124,7 @@ impl StreamDef {
                 other => {
                     return Err(VeloError::sql(
                         format!(
-                            "stream '{}': unknown option '{other}' (known: topic, format, avro.schema.file, protobuf.file, protobuf.message, source, event_time, watermark_delay)",
+                            "stream '{}': unknown option '{other}' (known: topic, format, avro.schema.file, protobuf.file, protobuf.message, schema.registry, source, event_time, watermark_delay)",
                             decl.name
                         ),
                         at,
@@ -176,6 +187,7 @@ impl StreamDef {
             name: decl.name.clone(),
             source,
             format,
+            registry,
             schema,
             declared_at: at,
             event_time,

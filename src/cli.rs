@@ -159,6 +159,11 @@ pub struct QueryArgs {
     /// Message type of the output when it differs from the input's.
     #[arg(long)]
     pub output_proto_message: Option<String>,
+    /// Confluent Schema Registry URL: Avro and Protobuf records are read and written in the
+    /// Confluent wire format (schema id in front), schemas fetched by id and registered under
+    /// `<topic>-value`.
+    #[arg(long, env = "SCHEMA_REGISTRY_URL")]
+    pub schema_registry: Option<String>,
 }
 
 /// `velo-sql execute`.
@@ -314,6 +319,7 @@ async fn demo(args: DemoArgs) -> Result<JobStats> {
         proto_message: None,
         output_proto_file: None,
         output_proto_message: None,
+        schema_registry: None,
     };
     let options = RuntimeOptions {
         batch_size: 8192,
@@ -422,10 +428,21 @@ async fn resolve_inputs(
             match input_format(args, both_sides)?.as_str() {
                 "json" => {}
                 "avro" => {
-                    let path = args.avro_schema.as_ref().ok_or_else(|| {
-                        VeloError::Usage("Avro input needs --avro-schema PATH.avsc".into())
-                    })?;
-                    let avro = velo_connectors::codec::avro::load_schema(path)?;
+                    let avro = match (&args.avro_schema, registry(args), &target.source) {
+                        (Some(path), _, _) => velo_connectors::codec::avro::load_schema(path)?,
+                        (None, Some(registry), StreamSource::Topic(topic)) => {
+                            let (_, text) = registry.latest(&format!("{topic}-value"))?;
+                            velo_connectors::codec::avro::parse_schema(&text).map_err(|why| {
+                                VeloError::Usage(format!(
+                                    "the registry's schema for '{topic}-value': {why}"
+                                ))
+                            })?
+                        }
+                        _ => return Err(VeloError::Usage(
+                            "Avro input needs --avro-schema PATH.avsc (or --schema-registry URL)"
+                                .into(),
+                        )),
+                    };
                     if args.schema.is_none() && args.schema_file.is_none() {
                         target.schema = Some(velo_connectors::codec::avro::arrow_schema(&avro)?);
                     }
@@ -445,6 +462,9 @@ async fn resolve_inputs(
                         "unknown --input-format '{other}' (json, avro, protobuf)"
                     )))
                 }
+            }
+            if target.registry.is_none() && target.format.name() != "json" {
+                target.registry = registry(args);
             }
             if let Some(column) = &args.event_time_column {
                 target.event_time = Some(column.clone());
@@ -477,6 +497,16 @@ fn list_or_none(names: &[String]) -> String {
     } else {
         names.join(", ")
     }
+}
+
+/// The schema registry given with `--schema-registry`.
+fn registry(args: &QueryArgs) -> Option<Arc<velo_connectors::registry::SchemaRegistry>> {
+    args.schema_registry.as_ref().map(|url| {
+        Arc::new(velo_connectors::registry::SchemaRegistry::new(
+            url,
+            Duration::from_secs(args.timeout.max(1)),
+        ))
+    })
 }
 
 /// The message type named by `--{prefix}proto-file` and `--{prefix}proto-message`.
@@ -712,9 +742,11 @@ fn open_sink(args: &QueryArgs, schema: &SchemaRef, bounded: bool) -> Result<Box<
                         Some(path) => velo_connectors::codec::avro::load_schema(path)?,
                         None => velo_connectors::codec::avro::derive_schema(schema, "velo_result")?,
                     };
-                    MessageFormat::Avro(velo_connectors::codec::avro::AvroEncoder::new(
-                        avro, schema,
-                    )?)
+                    let encoder = velo_connectors::codec::avro::AvroEncoder::new(avro, schema)?;
+                    MessageFormat::Avro(match registry(args) {
+                        Some(r) => encoder.with_registry(&r, &format!("{topic}-value"))?,
+                        None => encoder,
+                    })
                 }
                 OutputFormat::Protobuf => {
                     let message = proto_message(
@@ -724,9 +756,21 @@ fn open_sink(args: &QueryArgs, schema: &SchemaRef, bounded: bool) -> Result<Box<
                             .or(args.proto_message.as_ref()),
                         "output-",
                     )?;
-                    MessageFormat::Protobuf(velo_connectors::codec::protobuf::ProtobufEncoder::new(
-                        message,
-                    ))
+                    let encoder = velo_connectors::codec::protobuf::ProtobufEncoder::new(message);
+                    MessageFormat::Protobuf(match registry(args) {
+                        Some(r) => {
+                            let file = args
+                                .output_proto_file
+                                .as_ref()
+                                .or(args.proto_file.as_ref())
+                                .expect("proto_message checked the file");
+                            let text = std::fs::read_to_string(file).map_err(|e| {
+                                VeloError::Usage(format!("cannot read {}: {e}", file.display()))
+                            })?;
+                            encoder.with_registry(&r, &format!("{topic}-value"), &text)?
+                        }
+                        None => encoder,
+                    })
                 }
                 other => MessageFormat::for_output(other)?,
             };

@@ -46,6 +46,8 @@ pub enum ConnectorError {
     Io(#[from] std::io::Error),
     #[error("Arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("schema registry {url} is not reachable: {detail}")]
+    Registry { url: String, detail: String },
     #[error("schema file {path}: {reason}")]
     Schema { path: String, reason: String },
     #[error("cannot infer a schema: {0}")]

@@ -11,6 +11,7 @@ pub mod format;
 pub mod generator;
 pub mod kafka;
 pub mod record;
+pub mod registry;
 pub mod sink;
 pub mod source;
 

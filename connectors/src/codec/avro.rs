@@ -13,6 +13,7 @@
 //! value that would lose digits or does not fit the precision is an error for that row, never
 //! a silent truncation.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ use super::text::{
     write_json_string,
 };
 use super::{DecodeFailure, Decoded, EncodedRows};
+use crate::registry::{frame_header, split_frame, Lookup, SchemaRegistry};
 use crate::{ConnectorError, Result};
 
 /// Reads and parses an `.avsc` file; errors name the file, and the line and column for JSON
@@ -243,6 +245,9 @@ pub struct AvroDecoder {
     json: JsonDecoder,
     text: BinaryBuilder,
     scratch: Vec<u8>,
+    /// Confluent wire format: writer schemas come from the registry by id.
+    registry: Option<Arc<SchemaRegistry>>,
+    writers: HashMap<u32, AvroSchema>,
 }
 
 impl AvroDecoder {
@@ -254,7 +259,15 @@ impl AvroDecoder {
             json: JsonDecoder::new(columns)?,
             text: BinaryBuilder::new(),
             scratch: Vec::new(),
+            registry: None,
+            writers: HashMap::new(),
         })
+    }
+
+    /// Reads the Confluent wire format, fetching each record's writer schema by id.
+    pub fn with_registry(mut self, registry: Arc<SchemaRegistry>) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// Decodes one datum per payload; bad ones are reported and left out.
@@ -270,7 +283,51 @@ impl AvroDecoder {
                 continue;
             }
             let mut bytes = payloads.value(i);
-            let value = match apache_avro::from_avro_datum(&self.writer, &mut bytes, None) {
+            let writer = match &self.registry {
+                None => &self.writer,
+                Some(registry) => {
+                    let (id, rest) = match split_frame(bytes) {
+                        Ok(split) => split,
+                        Err(why) => {
+                            failures.push(DecodeFailure {
+                                index: i,
+                                reason: format!("invalid Avro: {why}"),
+                            });
+                            continue;
+                        }
+                    };
+                    bytes = rest;
+                    if let std::collections::hash_map::Entry::Vacant(slot) = self.writers.entry(id)
+                    {
+                        match registry.schema_by_id(id) {
+                            Ok(text) => match parse_schema(&text) {
+                                Ok(schema) => {
+                                    slot.insert(schema);
+                                }
+                                Err(why) => {
+                                    failures.push(DecodeFailure {
+                                        index: i,
+                                        reason: format!(
+                                            "schema id {id} is not a valid Avro schema: {why}"
+                                        ),
+                                    });
+                                    continue;
+                                }
+                            },
+                            Err(Lookup::Unknown) => {
+                                failures.push(DecodeFailure {
+                                    index: i,
+                                    reason: format!("unknown schema id {id}"),
+                                });
+                                continue;
+                            }
+                            Err(Lookup::Unreachable(e)) => return Err(e),
+                        }
+                    }
+                    &self.writers[&id]
+                }
+            };
+            let value = match apache_avro::from_avro_datum(writer, &mut bytes, None) {
                 Ok(v) => v,
                 Err(e) => {
                     failures.push(DecodeFailure {
@@ -291,7 +348,7 @@ impl AvroDecoder {
                 continue;
             }
             self.scratch.clear();
-            if let Err(why) = write_value(&mut self.scratch, &value, &self.writer) {
+            if let Err(why) = write_value(&mut self.scratch, &value, writer) {
                 failures.push(DecodeFailure {
                     index: i,
                     reason: format!("invalid Avro: {why}"),
@@ -339,6 +396,8 @@ pub struct EncodeFailure {
 /// Encodes rows as Avro datums of a record schema.
 pub struct AvroEncoder {
     schema: AvroSchema,
+    /// Bytes in front of every datum (the Confluent header when a registry is used).
+    prefix: Vec<u8>,
 }
 
 impl AvroEncoder {
@@ -359,7 +418,21 @@ impl AvroEncoder {
                 )));
             }
         }
-        Ok(Self { schema })
+        Ok(Self {
+            schema,
+            prefix: Vec::new(),
+        })
+    }
+
+    /// Writes the Confluent wire format: registers the schema under `subject` and puts its id
+    /// in front of every datum.
+    pub fn with_registry(mut self, registry: &SchemaRegistry, subject: &str) -> Result<Self> {
+        // The full schema (the canonical form would drop logical types such as decimal).
+        let text = serde_json::to_string(&self.schema)
+            .map_err(|e| ConnectorError::Config(format!("serialising the Avro schema: {e}")))?;
+        let id = registry.register(subject, &text, "AVRO")?;
+        self.prefix = frame_header(id).to_vec();
+        Ok(self)
     }
 
     /// Appends one datum per row to `out`; rows that cannot be encoded are returned and left
@@ -393,7 +466,10 @@ impl AvroEncoder {
                     .map_err(|e| e.to_string())
             });
             match encoded {
-                Ok(bytes) => out.bytes.extend_from_slice(&bytes),
+                Ok(bytes) => {
+                    out.bytes.extend_from_slice(&self.prefix);
+                    out.bytes.extend_from_slice(&bytes);
+                }
                 Err(reason) => failures.push(EncodeFailure { row, reason }),
             }
             out.ends.push(out.bytes.len());

@@ -37,15 +37,28 @@ impl PayloadFormat {
         }
     }
 
-    /// A decoder producing `columns`.
-    pub fn decoder(&self, columns: SchemaRef) -> crate::Result<PayloadDecoder> {
-        Ok(match self {
-            PayloadFormat::Json => PayloadDecoder::Json(JsonDecoder::new(columns)?),
-            PayloadFormat::Avro(schema) => {
-                PayloadDecoder::Avro(avro::AvroDecoder::new(schema.as_ref().clone(), columns)?)
+    /// A decoder producing `columns`; with a `registry`, Avro and Protobuf records are read in
+    /// the Confluent wire format.
+    pub fn decoder(
+        &self,
+        columns: SchemaRef,
+        registry: Option<Arc<crate::registry::SchemaRegistry>>,
+    ) -> crate::Result<PayloadDecoder> {
+        Ok(match (self, registry) {
+            (PayloadFormat::Json, _) => PayloadDecoder::Json(JsonDecoder::new(columns)?),
+            (PayloadFormat::Avro(schema), registry) => {
+                let d = avro::AvroDecoder::new(schema.as_ref().clone(), columns)?;
+                PayloadDecoder::Avro(Box::new(match registry {
+                    Some(r) => d.with_registry(r),
+                    None => d,
+                }))
             }
-            PayloadFormat::Protobuf(message) => {
-                PayloadDecoder::Protobuf(protobuf::ProtobufDecoder::new(message.clone(), columns)?)
+            (PayloadFormat::Protobuf(message), registry) => {
+                let d = protobuf::ProtobufDecoder::new(message.clone(), columns)?;
+                PayloadDecoder::Protobuf(Box::new(match registry {
+                    Some(r) => d.with_registry(r),
+                    None => d,
+                }))
             }
         })
     }
@@ -54,8 +67,8 @@ impl PayloadFormat {
 /// A decoder of any [`PayloadFormat`].
 pub enum PayloadDecoder {
     Json(JsonDecoder),
-    Avro(avro::AvroDecoder),
-    Protobuf(protobuf::ProtobufDecoder),
+    Avro(Box<avro::AvroDecoder>),
+    Protobuf(Box<protobuf::ProtobufDecoder>),
 }
 
 impl PayloadDecoder {

@@ -34,6 +34,9 @@ use super::avro::EncodeFailure;
 use super::json::JsonDecoder;
 use super::text::{rescale, write_decimal, write_hex, write_json_string};
 use super::{DecodeFailure, Decoded, EncodedRows};
+use crate::registry::{
+    frame_header, message_indexes, skip_message_indexes, split_frame, Lookup, SchemaRegistry,
+};
 use crate::{ConnectorError, Result};
 
 /// Scale of Decimal message columns whose type is not declared.
@@ -288,6 +291,8 @@ pub struct ProtobufDecoder {
     json: JsonDecoder,
     text: BinaryBuilder,
     scratch: Vec<u8>,
+    /// Confluent wire format: records carry a registry schema id and message indexes.
+    registry: Option<Arc<SchemaRegistry>>,
 }
 
 impl ProtobufDecoder {
@@ -298,7 +303,31 @@ impl ProtobufDecoder {
             json: JsonDecoder::new(columns)?,
             text: BinaryBuilder::new(),
             scratch: Vec::new(),
+            registry: None,
         })
+    }
+
+    /// Reads the Confluent wire format (the ids must be known to the registry; records are
+    /// decoded with this decoder's message type).
+    pub fn with_registry(mut self, registry: Arc<SchemaRegistry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The message bytes of record `bytes`, after the Confluent framing when there is one.
+    fn unframe<'a>(&self, bytes: &'a [u8]) -> Result<std::result::Result<&'a [u8], String>> {
+        let Some(registry) = &self.registry else {
+            return Ok(Ok(bytes));
+        };
+        let (id, rest) = match split_frame(bytes) {
+            Ok(split) => split,
+            Err(why) => return Ok(Err(why)),
+        };
+        match registry.schema_by_id(id) {
+            Ok(_) => Ok(skip_message_indexes(rest)),
+            Err(Lookup::Unknown) => Ok(Err(format!("unknown schema id {id}"))),
+            Err(Lookup::Unreachable(e)) => Err(e),
+        }
     }
 
     /// Decodes one message per payload; bad ones are reported and left out.
@@ -313,7 +342,17 @@ impl ProtobufDecoder {
                 });
                 continue;
             }
-            let message = match DynamicMessage::decode(self.message.clone(), payloads.value(i)) {
+            let bytes = match self.unframe(payloads.value(i))? {
+                Ok(b) => b,
+                Err(why) => {
+                    failures.push(DecodeFailure {
+                        index: i,
+                        reason: format!("invalid Protobuf: {why}"),
+                    });
+                    continue;
+                }
+            };
+            let message = match DynamicMessage::decode(self.message.clone(), bytes) {
                 Ok(m) => m,
                 Err(e) => {
                     failures.push(DecodeFailure {
@@ -365,12 +404,37 @@ impl ProtobufDecoder {
 /// Encodes rows as messages.
 pub struct ProtobufEncoder {
     message: MessageDescriptor,
+    /// Bytes in front of every message (Confluent header and message indexes with a registry).
+    prefix: Vec<u8>,
 }
 
 impl ProtobufEncoder {
     /// An encoder of `message` from result columns of the same names.
     pub fn new(message: MessageDescriptor) -> Self {
-        Self { message }
+        Self {
+            message,
+            prefix: Vec::new(),
+        }
+    }
+
+    /// Writes the Confluent wire format: registers `proto_text` (the `.proto` file declaring
+    /// the message) under `subject` and frames every message with its id and message index.
+    pub fn with_registry(
+        mut self,
+        registry: &SchemaRegistry,
+        subject: &str,
+        proto_text: &str,
+    ) -> Result<Self> {
+        let id = registry.register(subject, proto_text, "PROTOBUF")?;
+        let index = self
+            .message
+            .parent_file()
+            .messages()
+            .position(|m| m.full_name() == self.message.full_name())
+            .unwrap_or(0);
+        self.prefix = frame_header(id).to_vec();
+        self.prefix.extend(message_indexes(index));
+        Ok(self)
     }
 
     /// Appends one message per row to `out`; rows that cannot be encoded are returned and
@@ -402,9 +466,11 @@ impl ProtobufEncoder {
                 }
             }
             match failed {
-                None => m
-                    .encode(&mut out.bytes)
-                    .map_err(|e| ConnectorError::Config(e.to_string()))?,
+                None => {
+                    out.bytes.extend_from_slice(&self.prefix);
+                    m.encode(&mut out.bytes)
+                        .map_err(|e| ConnectorError::Config(e.to_string()))?
+                }
                 Some(reason) => failures.push(EncodeFailure { row, reason }),
             }
             out.ends.push(out.bytes.len());

@@ -1,0 +1,243 @@
+//! A client of the Confluent Schema Registry REST API (the calls VeloStream uses), and the
+//! Confluent wire format: magic byte 0, a 4-byte big-endian schema id, then the record (for
+//! Protobuf, then a list of message indexes).
+//!
+//! Schemas fetched by id are cached for the life of the process. Reads of a new id are retried
+//! with backoff (3 attempts, 200 ms then 400 ms apart) when the registry does not answer; an
+//! id the registry does not know makes that record bad (dead-lettered), an unreachable registry
+//! is an error naming its URL.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{ConnectorError, Result};
+
+/// Magic byte of the Confluent wire format.
+pub const MAGIC: u8 = 0;
+
+/// A schema registry at `url`.
+pub struct SchemaRegistry {
+    url: String,
+    agent: ureq::Agent,
+    by_id: Mutex<HashMap<u32, String>>,
+}
+
+impl std::fmt::Debug for SchemaRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaRegistry")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct SchemaById {
+    schema: String,
+}
+
+#[derive(Deserialize)]
+struct Registered {
+    id: u32,
+}
+
+#[derive(Deserialize)]
+struct Latest {
+    id: u32,
+    schema: String,
+}
+
+/// What a failed lookup means for the record that asked.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The registry answered that it does not know the id.
+    Unknown,
+    /// The registry did not answer (after retries).
+    Unreachable(ConnectorError),
+}
+
+impl SchemaRegistry {
+    /// A client of the registry at `url` (e.g. `http://127.0.0.1:8081`).
+    pub fn new(url: &str, timeout: Duration) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            agent,
+            by_id: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn unreachable(&self, what: &str, e: impl std::fmt::Display) -> ConnectorError {
+        ConnectorError::Registry {
+            url: self.url.clone(),
+            detail: format!("{what}: {e}"),
+        }
+    }
+
+    /// The schema text registered under `id` (cached).
+    pub fn schema_by_id(&self, id: u32) -> std::result::Result<String, Lookup> {
+        if let Some(s) = self
+            .by_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            return Ok(s.clone());
+        }
+        let url = format!("{}/schemas/ids/{id}", self.url);
+        let mut last = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(200 << (attempt - 1)));
+            }
+            match self.agent.get(&url).call() {
+                Ok(mut response) => {
+                    let body: SchemaById = response
+                        .body_mut()
+                        .read_json()
+                        .map_err(|e| Lookup::Unreachable(self.unreachable(&url, e)))?;
+                    self.by_id
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, body.schema.clone());
+                    return Ok(body.schema);
+                }
+                Err(ureq::Error::StatusCode(404)) => return Err(Lookup::Unknown),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Lookup::Unreachable(self.unreachable(
+            &format!("GET {url} (3 attempts)"),
+            last.map(|e| e.to_string()).unwrap_or_default(),
+        )))
+    }
+
+    /// The latest schema of `subject` (id and text).
+    pub fn latest(&self, subject: &str) -> Result<(u32, String)> {
+        let url = format!("{}/subjects/{subject}/versions/latest", self.url);
+        let mut response = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| self.unreachable(&format!("GET {url}"), e))?;
+        let latest: Latest = response
+            .body_mut()
+            .read_json()
+            .map_err(|e| self.unreachable(&url, e))?;
+        Ok((latest.id, latest.schema))
+    }
+
+    /// Registers `schema` under `subject` (or finds it there) and returns its id.
+    /// `schema_type` is `AVRO` or `PROTOBUF`.
+    pub fn register(&self, subject: &str, schema: &str, schema_type: &str) -> Result<u32> {
+        let url = format!("{}/subjects/{subject}/versions", self.url);
+        let mut body = serde_json::json!({ "schema": schema });
+        if schema_type != "AVRO" {
+            body["schemaType"] = serde_json::Value::String(schema_type.to_string());
+        }
+        let mut response = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .send_json(&body)
+            .map_err(|e| self.unreachable(&format!("POST {url}"), e))?;
+        let registered: Registered = response
+            .body_mut()
+            .read_json()
+            .map_err(|e| self.unreachable(&url, e))?;
+        self.by_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(registered.id, schema.to_string());
+        Ok(registered.id)
+    }
+}
+
+/// Splits a Confluent-framed record into its schema id and the rest.
+pub fn split_frame(bytes: &[u8]) -> std::result::Result<(u32, &[u8]), String> {
+    match bytes {
+        [MAGIC, a, b, c, d, rest @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), rest)),
+        [first, ..] if *first != MAGIC => Err(format!(
+            "wrong magic byte {first:#04x} (the Confluent wire format starts with 0x00)"
+        )),
+        _ => Err(format!(
+            "{} bytes is too short for the Confluent wire format",
+            bytes.len()
+        )),
+    }
+}
+
+/// The Confluent header for schema `id`.
+pub fn frame_header(id: u32) -> [u8; 5] {
+    let b = id.to_be_bytes();
+    [MAGIC, b[0], b[1], b[2], b[3]]
+}
+
+/// Skips the Protobuf message-index list (zig-zag varints: a count, then that many indexes).
+pub fn skip_message_indexes(bytes: &[u8]) -> std::result::Result<&[u8], String> {
+    fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+        let mut value = 0u64;
+        for (i, b) in bytes.iter().enumerate().take(10) {
+            value |= ((b & 0x7f) as u64) << (7 * i);
+            if b & 0x80 == 0 {
+                return Some((value, i + 1));
+            }
+        }
+        None
+    }
+    let (count, mut used) = varint(bytes).ok_or("truncated message indexes")?;
+    let count = (count >> 1) as i64 ^ -((count & 1) as i64);
+    for _ in 0..count.max(0) {
+        let (_, n) = varint(&bytes[used..]).ok_or("truncated message indexes")?;
+        used += n;
+    }
+    Ok(&bytes[used..])
+}
+
+/// The message-index list for the message at `index` among a file's top-level messages.
+pub fn message_indexes(index: usize) -> Vec<u8> {
+    if index == 0 {
+        return vec![0];
+    }
+    // count 1 and the index, zig-zag encoded (both small and positive here).
+    let zz = |v: u64| v << 1;
+    let mut out = Vec::new();
+    for mut v in [zz(1), zz(index as u64)] {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_and_bad_frames_say_why() {
+        let mut record = frame_header(258).to_vec();
+        record.extend_from_slice(b"abc");
+        assert_eq!(split_frame(&record), Ok((258, &b"abc"[..])));
+        assert!(split_frame(&[1, 0, 0, 0, 1])
+            .unwrap_err()
+            .contains("wrong magic byte 0x01"));
+        assert!(split_frame(&[0, 0]).unwrap_err().contains("too short"));
+    }
+
+    #[test]
+    fn message_indexes_round_trip() {
+        assert_eq!(skip_message_indexes(&[0, 9]).unwrap(), &[9]);
+        let mut framed = message_indexes(1);
+        assert_eq!(framed, vec![2, 2]);
+        framed.push(7);
+        assert_eq!(skip_message_indexes(&framed).unwrap(), &[7]);
+    }
+}
