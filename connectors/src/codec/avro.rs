@@ -895,6 +895,61 @@ mod tests {
     }
 
     #[test]
+    fn nested_records_arrays_maps_enums_uuids_dates_and_fixed_decimals_decode() {
+        use crate::codec::JsonEncoder;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/orders.avsc");
+        let schema = load_schema(&path).unwrap();
+        let value = Value::Record(vec![
+            ("id".into(), Value::Long(7)),
+            (
+                "amount".into(),
+                Value::Decimal(apache_avro::Decimal::from(vec![
+                    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x9C,
+                ])),
+            ),
+            ("status".into(), Value::Enum(1, "SHIPPED".into())),
+            (
+                "ship_to".into(),
+                Value::Record(vec![
+                    ("city".into(), Value::String("Kent".into())),
+                    ("country".into(), Value::String("UK".into())),
+                ]),
+            ),
+            (
+                "tags".into(),
+                Value::Array(vec![Value::String("a".into()), Value::String("b".into())]),
+            ),
+            (
+                "counts".into(),
+                Value::Map([("x".to_string(), Value::Long(2))].into_iter().collect()),
+            ),
+            (
+                "ref".into(),
+                Value::Uuid("67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap()),
+            ),
+            ("day".into(), Value::Date(19_723)),
+            (
+                "placed_at".into(),
+                Value::TimestampMicros(1_704_067_200_000_001),
+            ),
+        ]);
+        let datum = apache_avro::to_avro_datum(&schema, value).unwrap();
+        let mut decoder = AvroDecoder::new(schema.clone(), arrow_schema(&schema).unwrap()).unwrap();
+        let decoded = decoder
+            .decode(&BinaryArray::from_iter_values([datum.as_slice()]))
+            .unwrap();
+        assert!(decoded.failures.is_empty(), "{:?}", decoded.failures);
+        let mut rows = EncodedRows::default();
+        JsonEncoder::default()
+            .encode(&decoded.batch, &mut rows)
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(rows.row(0)).unwrap(),
+            r#"{"id":7,"amount":"-1.00","status":"SHIPPED","ship_to":{"city":"Kent","country":"UK"},"tags":["a","b"],"counts":{"x":2},"ref":"67e55044-10b1-426f-9247-bb680e5fe0c8","day":"2024-01-01","placed_at":"2024-01-01T00:00:00.000001"}"#
+        );
+    }
+
+    #[test]
     fn a_schema_file_that_does_not_parse_names_line_and_column() {
         let err = parse_schema("{\"type\": \"record\",\n  \"name\": }").unwrap_err();
         assert!(err.starts_with("line 2, column"), "{err}");

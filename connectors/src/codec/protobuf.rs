@@ -716,6 +716,63 @@ mod tests {
     }
 
     #[test]
+    fn nested_repeated_map_enum_oneof_decimal_and_timestamp_fields_decode() {
+        use crate::codec::JsonEncoder;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/orders.proto");
+        let order = load_message(&path, "velostream.examples.Order").unwrap();
+        let mut m = DynamicMessage::new(order.clone());
+        m.set_field_by_name("id", Value::I64(7));
+        let Kind::Message(money) = order.get_field_by_name("amount").unwrap().kind() else {
+            panic!()
+        };
+        let mut amount = DynamicMessage::new(money);
+        amount.set_field_by_name("units", Value::I64(-150));
+        amount.set_field_by_name("scale", Value::I32(2));
+        m.set_field_by_name("amount", Value::Message(amount));
+        m.set_field_by_name("status", Value::EnumNumber(2));
+        let Kind::Message(address) = order.get_field_by_name("ship_to").unwrap().kind() else {
+            panic!()
+        };
+        let mut ship_to = DynamicMessage::new(address);
+        ship_to.set_field_by_name("city", Value::String("Kent".into()));
+        m.set_field_by_name("ship_to", Value::Message(ship_to));
+        m.set_field_by_name(
+            "tags",
+            Value::List(vec![Value::String("a".into()), Value::String("b".into())]),
+        );
+        m.set_field_by_name(
+            "counts",
+            Value::Map(
+                [(MapKey::String("x".into()), Value::I64(2))]
+                    .into_iter()
+                    .collect(),
+            ),
+        );
+        m.set_field_by_name("iban", Value::String("DE00".into()));
+        let Kind::Message(ts) = order.get_field_by_name("placed_at").unwrap().kind() else {
+            panic!()
+        };
+        let mut placed = DynamicMessage::new(ts);
+        placed.set_field_by_name("seconds", Value::I64(1_704_067_200));
+        placed.set_field_by_name("nanos", Value::I32(5));
+        m.set_field_by_name("placed_at", Value::Message(placed));
+        let bytes = m.encode_to_vec();
+        let mut decoder = ProtobufDecoder::new(order.clone(), arrow_schema(&order)).unwrap();
+        let decoded = decoder
+            .decode(&BinaryArray::from_iter_values([bytes.as_slice()]))
+            .unwrap();
+        assert!(decoded.failures.is_empty(), "{:?}", decoded.failures);
+        let mut rows = EncodedRows::default();
+        JsonEncoder::default()
+            .encode(&decoded.batch, &mut rows)
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(rows.row(0)).unwrap(),
+            r#"{"id":7,"amount":"-1.5000000000","status":"SHIPPED","ship_to":{"city":"Kent","country":""},"tags":["a","b"],"counts":{"x":2},"card":null,"iban":"DE00","placed_at":"2024-01-01T00:00:00.000000005"}"#
+        );
+    }
+
+    #[test]
     fn an_unknown_message_lists_the_known_ones() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/trades.proto");
         let err = load_message(&path, "Nope").unwrap_err().to_string();
