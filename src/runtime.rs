@@ -263,6 +263,17 @@ impl Job {
     }
 
     fn end_epoch(&mut self) -> Result<()> {
+        for rejected in self.sink.take_rejected() {
+            tracing::warn!(
+                "a result row for topic '{}' was not written: {} (row {})",
+                rejected.topic,
+                rejected.reason,
+                String::from_utf8_lossy(&rejected.row)
+            );
+            if let Some(dlq) = self.dead_letters.as_mut() {
+                dlq.send_rejected(&rejected.row, &rejected.reason, &rejected.topic)?;
+            }
+        }
         if let Some(late) = self.late_rows.as_mut() {
             for rows in self.pipeline.drain_late_rows() {
                 late.write(&rows)?;

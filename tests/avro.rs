@@ -109,7 +109,9 @@ fn decimals_are_rescaled_to_the_output_schema_and_overflow_drops_the_row() {
     )
     .unwrap();
     let out_topic = unique_topic("avro-narrow");
+    let dlq = unique_topic("avro-narrow-dlq");
     create_topic(&out_topic, 1);
+    create_topic(&dlq, 1);
     let run = run(&[
         "execute",
         "--input-format",
@@ -128,8 +130,26 @@ fn decimals_are_rescaled_to_the_output_schema_and_overflow_drops_the_row() {
         &out_topic,
         "--output-avro-schema",
         narrow.to_str().unwrap(),
+        "--dlq-topic",
+        &dlq,
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
+    let dead = consume(&dlq, 1);
+    assert_eq!(
+        dead.len(),
+        1,
+        "the row that does not fit goes to the dead-letter topic"
+    );
+    assert_eq!(
+        dead[0].value,
+        r#"{"symbol":"MAX","price":"99999999999999.9999"}"#
+    );
+    assert_eq!(dead[0].headers["velo.sink.topic"], out_topic);
+    assert!(
+        dead[0].headers["velo.error"].contains("99999999999999.9999 does not fit decimal(12, 6)"),
+        "{:?}",
+        dead[0].headers
+    );
     assert!(
         stderr(&run).contains("99999999999999.9999 does not fit decimal(12, 6)"),
         "{}",

@@ -565,6 +565,22 @@ impl DeadLetterQueue {
             .send(&topic, key, payload.unwrap_or_default(), Some(headers))
     }
 
+    /// Queues a result row the sink could not encode: the row as JSON, with the `velo.error`
+    /// and `velo.sink.topic` headers.
+    pub fn send_rejected(&mut self, row: &[u8], reason: &str, sink_topic: &str) -> Result<()> {
+        let headers = OwnedHeaders::new_with_capacity(2)
+            .insert(Header {
+                key: Self::REASON_HEADER,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "velo.sink.topic",
+                value: Some(sink_topic),
+            });
+        let topic = self.topic.clone();
+        self.producer.send(&topic, None, row, Some(headers))
+    }
+
     /// Waits until every dead-lettered record is acknowledged.
     pub fn flush(&mut self) -> Result<()> {
         self.producer.flush()

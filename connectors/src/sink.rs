@@ -29,6 +29,21 @@ pub trait Sink: Send {
     fn finish(&mut self) -> Result<()>;
     /// Rows written so far.
     fn rows_written(&self) -> u64;
+    /// Result rows the sink could not encode since the last call (e.g. a decimal too wide for
+    /// the output schema), as JSON, with the reason; for the dead-letter queue.
+    fn take_rejected(&mut self) -> Vec<RejectedRow> {
+        Vec::new()
+    }
+}
+
+/// A result row a sink could not write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRow {
+    /// The row as a JSON object.
+    pub row: Vec<u8>,
+    pub reason: String,
+    /// Where it was going.
+    pub topic: String,
 }
 
 /// Formatted text to standard output or a file (see [`FormattedWriter`]).
@@ -148,6 +163,8 @@ pub struct KafkaSink {
     rejected: u64,
     /// The rows of the current batch the encoder rejected, ascending.
     failed_rows: Vec<usize>,
+    /// Rejected rows not yet taken by [`Sink::take_rejected`].
+    rejected_rows: Vec<RejectedRow>,
 }
 
 impl KafkaSink {
@@ -186,6 +203,7 @@ impl KafkaSink {
             rows_written: 0,
             rejected: 0,
             failed_rows: Vec::new(),
+            rejected_rows: Vec::new(),
         })
     }
 
@@ -201,15 +219,16 @@ impl KafkaSink {
                     _ => unreachable!("matched above"),
                 };
                 self.failed_rows = failures.iter().map(|f| f.row).collect();
-                for failure in failures {
-                    // The row is left out; its place in `rows` is empty.
-                    tracing::warn!(
-                        "dropped a result row for topic '{}': {}",
-                        self.topic,
-                        failure.reason
-                    );
-                    self.rejected += 1;
+                for failure in &failures {
+                    let mut json = EncodedRows::default();
+                    self.json.encode(&batch.slice(failure.row, 1), &mut json)?;
+                    self.rejected_rows.push(RejectedRow {
+                        row: json.bytes,
+                        reason: failure.reason.clone(),
+                        topic: self.topic.clone(),
+                    });
                 }
+                self.rejected += self.failed_rows.len() as u64;
                 Ok(())
             }
             MessageFormat::Csv => {
@@ -277,5 +296,8 @@ impl Sink for KafkaSink {
     }
     fn rows_written(&self) -> u64 {
         self.rows_written
+    }
+    fn take_rejected(&mut self) -> Vec<RejectedRow> {
+        std::mem::take(&mut self.rejected_rows)
     }
 }
