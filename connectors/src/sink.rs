@@ -12,7 +12,7 @@ use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 
-use crate::codec::avro::AvroEncoder;
+use crate::codec::avro::{AvroEncoder, EncodeFailure};
 use crate::codec::protobuf::ProtobufEncoder;
 use crate::codec::{DecimalFormat, EncodedRows, JsonEncoder};
 use crate::format::{FormattedWriter, OutputFormat};
@@ -137,6 +137,44 @@ pub enum MessageFormat {
 }
 
 impl MessageFormat {
+    /// Appends one message per row of `batch` to `out` (`json` writes the JSON rows); returns
+    /// the rows that could not be encoded, whose place in `out` is empty.
+    pub fn encode(
+        &self,
+        batch: &RecordBatch,
+        json: &JsonEncoder,
+        out: &mut EncodedRows,
+    ) -> Result<Vec<EncodeFailure>> {
+        match self {
+            MessageFormat::Json => json.encode(batch, out).map(|()| Vec::new()),
+            MessageFormat::Avro(encoder) => encoder.encode(batch, out),
+            MessageFormat::Protobuf(encoder) => encoder.encode(batch, out),
+            MessageFormat::Csv => {
+                let mut text = Vec::new();
+                arrow_csv::WriterBuilder::new()
+                    .with_header(false)
+                    .build(&mut text)
+                    .write(batch)?;
+                // Quoted CSV fields may hold newlines, so split rows on record boundaries
+                // outside quotes.
+                let mut in_quotes = false;
+                let mut start = 0;
+                for (i, &b) in text.iter().enumerate() {
+                    match b {
+                        b'"' => in_quotes = !in_quotes,
+                        b'\n' if !in_quotes => {
+                            out.bytes.extend_from_slice(&text[start..i]);
+                            out.ends.push(out.bytes.len());
+                            start = i + 1;
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(Vec::new())
+            }
+        }
+    }
+
     /// The message format for a textual output format, or an error for formats that are
     /// documents. (Avro needs a schema: build [`MessageFormat::Avro`] directly.)
     pub fn for_output(format: OutputFormat) -> Result<Self> {
@@ -209,52 +247,19 @@ impl KafkaSink {
 
     fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows.clear();
-        self.failed_rows.clear();
-        match &self.format {
-            MessageFormat::Json => self.json.encode(batch, &mut self.rows),
-            MessageFormat::Avro(_) | MessageFormat::Protobuf(_) => {
-                let failures = match &self.format {
-                    MessageFormat::Avro(encoder) => encoder.encode(batch, &mut self.rows)?,
-                    MessageFormat::Protobuf(encoder) => encoder.encode(batch, &mut self.rows)?,
-                    _ => unreachable!("matched above"),
-                };
-                self.failed_rows = failures.iter().map(|f| f.row).collect();
-                for failure in &failures {
-                    let mut json = EncodedRows::default();
-                    self.json.encode(&batch.slice(failure.row, 1), &mut json)?;
-                    self.rejected_rows.push(RejectedRow {
-                        row: json.bytes,
-                        reason: failure.reason.clone(),
-                        topic: self.topic.clone(),
-                    });
-                }
-                self.rejected += self.failed_rows.len() as u64;
-                Ok(())
-            }
-            MessageFormat::Csv => {
-                let mut text = Vec::new();
-                arrow_csv::WriterBuilder::new()
-                    .with_header(false)
-                    .build(&mut text)
-                    .write(batch)?;
-                // Quoted CSV fields may hold newlines, so split rows on record boundaries
-                // outside quotes.
-                let mut in_quotes = false;
-                let mut start = 0;
-                for (i, &b) in text.iter().enumerate() {
-                    match b {
-                        b'"' => in_quotes = !in_quotes,
-                        b'\n' if !in_quotes => {
-                            self.rows.bytes.extend_from_slice(&text[start..i]);
-                            self.rows.ends.push(self.rows.bytes.len());
-                            start = i + 1;
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(())
-            }
+        let failures = self.format.encode(batch, &self.json, &mut self.rows)?;
+        self.failed_rows = failures.iter().map(|f| f.row).collect();
+        for failure in &failures {
+            let mut json = EncodedRows::default();
+            self.json.encode(&batch.slice(failure.row, 1), &mut json)?;
+            self.rejected_rows.push(RejectedRow {
+                row: json.bytes,
+                reason: failure.reason.clone(),
+                topic: self.topic.clone(),
+            });
         }
+        self.rejected += self.failed_rows.len() as u64;
+        Ok(())
     }
 }
 
