@@ -2,11 +2,15 @@
 //! - `json_hot_path`: JSON bytes → RecordBatch → filter/projection → JSON bytes, for Nexmark
 //!   q1 (projection with exact decimal arithmetic) and q2 (filter) on bid records;
 //! - `window_aggregate`: a tumbling GROUP BY and a 5-row moving average (OVER) over decoded
-//!   batches with 10 000 distinct keys.
+//!   batches with 10 000 distinct keys;
+//! - `codecs`: decoding and encoding the `trades` record (DECIMAL(18,4) price) as JSON, Avro and
+//!   Protobuf.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use velo_connectors::codec::EncodedRows;
 use velostream::hot_path::{
-    nexmark_bid_batches, tick_batches, HotPath, NEXMARK_QUERIES, OVER_QUERY, WINDOW_QUERY,
+    nexmark_bid_batches, tick_batches, CodecBench, HotPath, CODECS, NEXMARK_QUERIES, OVER_QUERY,
+    WINDOW_QUERY,
 };
 
 const RECORDS: usize = 100_000;
@@ -55,5 +59,23 @@ fn window_aggregate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, json_hot_path, window_aggregate);
+fn codecs(c: &mut Criterion) {
+    let mut group = c.benchmark_group("codecs");
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    group.sample_size(10);
+    for codec in CODECS {
+        let mut bench = CodecBench::new(codec, RECORDS, BATCH).expect("codec");
+        group.bench_function(format!("decode_{codec}"), |b| {
+            b.iter(|| bench.decode_all().expect("decode"))
+        });
+        let bench = CodecBench::new(codec, RECORDS, BATCH).expect("codec");
+        let mut out = EncodedRows::default();
+        group.bench_function(format!("encode_{codec}"), |b| {
+            b.iter(|| bench.encode_all(&mut out).expect("encode"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, json_hot_path, window_aggregate, codecs);
 criterion_main!(benches);

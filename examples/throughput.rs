@@ -2,15 +2,16 @@
 //! - the JSON path (JSON bytes → RecordBatch → filter/projection → JSON bytes) on generated
 //!   Nexmark bids, for q1 and q2;
 //! - a tumbling GROUP BY and a 5-row moving average (OVER) over decoded batches with 10 000
-//!   distinct keys.
+//!   distinct keys;
+//! - decoding and encoding the `trades` record as JSON, Avro and Protobuf.
 //!
 //! `cargo run --release --example throughput -- [RECORDS] [BATCH_SIZE]`
 
 use std::time::Instant;
 
 use velostream::hot_path::{
-    nexmark_bid_batches, payload_bytes, tick_batches, HotPath, NEXMARK_QUERIES, OVER_QUERY,
-    WINDOW_QUERY,
+    nexmark_bid_batches, payload_bytes, tick_batches, CodecBench, HotPath, CODECS, NEXMARK_QUERIES,
+    OVER_QUERY, WINDOW_QUERY,
 };
 
 fn best_of_three(
@@ -72,6 +73,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{name}: {:>12.0} records/s  ({rows} rows out)",
             records as f64 / secs
+        );
+    }
+    for codec in CODECS {
+        let mut bench = CodecBench::new(codec, records, batch_size)?;
+        let (secs, _) = best_of_three(|| Ok(bench.decode_all()?))?;
+        let bench_encode = CodecBench::new(codec, records, batch_size)?;
+        let mut out = velo_connectors::codec::EncodedRows::default();
+        let (secs_encode, _) = best_of_three(|| Ok(bench_encode.encode_all(&mut out)?))?;
+        println!(
+            "trades {codec:<8}: decode {:>10.0} records/s, encode {:>10.0} records/s",
+            records as f64 / secs,
+            records as f64 / secs_encode
         );
     }
     Ok(())

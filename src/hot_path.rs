@@ -4,13 +4,21 @@
 
 use std::sync::Arc;
 
+use arrow::array::BinaryArray;
 use arrow::array::{Decimal128Builder, Int64Builder, RecordBatch, TimestampMillisecondBuilder};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use velo_connectors::codec::{DecimalFormat, EncodedRows, JsonEncoder};
+use velo_connectors::codec::avro::{derive_schema, AvroEncoder};
+use velo_connectors::codec::protobuf::{load_message, ProtobufEncoder};
+use velo_connectors::codec::{
+    DecimalFormat, EncodedRows, JsonEncoder, PayloadDecoder, PayloadFormat,
+};
 use velo_connectors::generator::nexmark::{self, JsonDialect, NexmarkConfig};
+use velo_connectors::generator::trades::TradesGenerator;
+use velo_connectors::generator::Generator;
 use velo_connectors::record::{Payload, RecordBatchCollector, SourceBatch};
+use velo_connectors::sink::MessageFormat;
 
-use crate::error::Result;
+use crate::error::{Result, VeloError};
 use crate::replay::Replay;
 
 /// Declaration of the flat `bid` stream the Nexmark benchmarks read.
@@ -173,6 +181,98 @@ impl HotPath {
     }
 }
 
+/// The payload formats of the codec benchmarks.
+pub const CODECS: &[&str] = &["json", "avro", "protobuf"];
+
+/// Decoding and encoding the `trades` record (DECIMAL(18,4) price) in one format: the batches
+/// (as the generator makes them) and their encoded payloads.
+pub struct CodecBench {
+    decoder: PayloadDecoder,
+    message: MessageFormat,
+    json: JsonEncoder,
+    pub batches: Vec<RecordBatch>,
+    pub payloads: Vec<BinaryArray>,
+}
+
+impl CodecBench {
+    /// `count` trades in batches of `batch_size`, encoded as `codec` (json, avro, protobuf).
+    pub fn new(codec: &str, count: usize, batch_size: usize) -> Result<Self> {
+        let schema = TradesGenerator::trade_schema();
+        let mut generator = TradesGenerator::new(42, None);
+        let batches: Vec<RecordBatch> = (0..count)
+            .step_by(batch_size)
+            .map(|first| {
+                generator
+                    .generate(first as u64, batch_size.min(count - first))
+                    .0
+            })
+            .collect();
+        let (format, message) = match codec {
+            "json" => (PayloadFormat::Json, MessageFormat::Json),
+            "avro" => {
+                let avro = derive_schema(&schema, "Trade")?;
+                let encoder = AvroEncoder::new(avro.clone(), &schema)?;
+                (
+                    PayloadFormat::Avro(Arc::new(avro)),
+                    MessageFormat::Avro(encoder),
+                )
+            }
+            "protobuf" => {
+                let proto =
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/trades.proto");
+                let message = load_message(&proto, "velostream.examples.Trade")?;
+                (
+                    PayloadFormat::Protobuf(message.clone()),
+                    MessageFormat::Protobuf(ProtobufEncoder::new(message)),
+                )
+            }
+            other => return Err(VeloError::Usage(format!("unknown codec '{other}'"))),
+        };
+        let json = JsonEncoder::new(DecimalFormat::String);
+        let mut payloads = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            let mut rows = EncodedRows::default();
+            message.encode(batch, &json, &mut rows)?;
+            payloads.push(BinaryArray::from_iter_values(rows.iter()));
+        }
+        // Declared stream columns are nullable (a Protobuf Trade has no trade_id).
+        let columns = Arc::new(arrow::datatypes::Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(Self {
+            decoder: format.decoder(columns, None)?,
+            message,
+            json,
+            batches,
+            payloads,
+        })
+    }
+
+    /// Decodes every payload; returns the rows decoded.
+    pub fn decode_all(&mut self) -> Result<usize> {
+        let mut rows = 0;
+        for p in &self.payloads {
+            rows += self.decoder.decode(p)?.batch.num_rows();
+        }
+        Ok(rows)
+    }
+
+    /// Encodes every batch into `out` (cleared per batch); returns the rows encoded.
+    pub fn encode_all(&self, out: &mut EncodedRows) -> Result<usize> {
+        let mut rows = 0;
+        for b in &self.batches {
+            out.clear();
+            self.message.encode(b, &self.json, out)?;
+            rows += out.len();
+        }
+        Ok(rows)
+    }
+}
+
 /// Total payload bytes of `batches`.
 pub fn payload_bytes(batches: &[SourceBatch]) -> usize {
     batches
@@ -228,6 +328,25 @@ mod tests {
         let mut rows: usize = batches.iter().map(|b| path.run(b).unwrap()).sum();
         rows += path.finish().unwrap();
         assert_eq!(rows, 10_000 + 10_000 + 5_000);
+    }
+
+    #[test]
+    fn every_codec_round_trips_the_trades_benchmark_exactly() {
+        for codec in CODECS {
+            let mut bench = CodecBench::new(codec, 1000, 256).unwrap();
+            assert_eq!(bench.decode_all().unwrap(), 1000, "{codec}");
+            let mut out = EncodedRows::default();
+            assert_eq!(bench.encode_all(&mut out).unwrap(), 1000, "{codec}");
+            let decoded = bench.decoder.decode(&bench.payloads[0]).unwrap().batch;
+            let original = &bench.batches[0];
+            for column in ["symbol", "price", "quantity"] {
+                assert_eq!(
+                    decoded.column_by_name(column).unwrap().as_ref(),
+                    original.column_by_name(column).unwrap().as_ref(),
+                    "{codec}: {column}"
+                );
+            }
+        }
     }
 
     #[test]
