@@ -19,9 +19,7 @@ use std::sync::Arc;
 
 use apache_avro::schema::{DecimalSchema, RecordSchema, Schema as AvroSchema, UnionSchema};
 use apache_avro::types::Value;
-use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, RecordBatch,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Field, Fields, Float32Type, Float64Type, Int16Type,
     Int32Type, Int64Type, Int8Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
@@ -29,12 +27,12 @@ use arrow::datatypes::{
     UInt64Type, UInt8Type,
 };
 
-use super::json::JsonDecoder;
+use super::bridge::JsonBridge;
 use super::text::{
     fits_precision, i128_from_be_bytes, i128_to_be_bytes, rescale, write_decimal, write_hex,
     write_json_string,
 };
-use super::{DecodeFailure, Decoded, EncodedRows};
+use super::{Decoded, EncodedRows};
 use crate::registry::{frame_header, split_frame, Lookup, SchemaRegistry};
 use crate::{ConnectorError, Result};
 
@@ -242,9 +240,7 @@ fn write_value(
 /// Decodes Avro datums into batches of the schema's columns.
 pub struct AvroDecoder {
     writer: AvroSchema,
-    json: JsonDecoder,
-    text: BinaryBuilder,
-    scratch: Vec<u8>,
+    bridge: JsonBridge,
     /// Confluent wire format: writer schemas come from the registry by id.
     registry: Option<Arc<SchemaRegistry>>,
     writers: HashMap<u32, AvroSchema>,
@@ -256,9 +252,7 @@ impl AvroDecoder {
     pub fn new(writer: AvroSchema, columns: SchemaRef) -> Result<Self> {
         Ok(Self {
             writer,
-            json: JsonDecoder::new(columns)?,
-            text: BinaryBuilder::new(),
-            scratch: Vec::new(),
+            bridge: JsonBridge::new(columns)?,
             registry: None,
             writers: HashMap::new(),
         })
@@ -272,14 +266,10 @@ impl AvroDecoder {
 
     /// Decodes one datum per payload; bad ones are reported and left out.
     pub fn decode(&mut self, payloads: &BinaryArray) -> Result<Decoded> {
-        let mut failures = Vec::new();
-        let mut ok_index = Vec::with_capacity(payloads.len());
         for i in 0..payloads.len() {
             if payloads.is_null(i) {
-                failures.push(DecodeFailure {
-                    index: i,
-                    reason: "record has no value (tombstone)".into(),
-                });
+                self.bridge
+                    .fail(i, "record has no value (tombstone)".into());
                 continue;
             }
             let mut bytes = payloads.value(i);
@@ -289,10 +279,7 @@ impl AvroDecoder {
                     let (id, rest) = match split_frame(bytes) {
                         Ok(split) => split,
                         Err(why) => {
-                            failures.push(DecodeFailure {
-                                index: i,
-                                reason: format!("invalid Avro: {why}"),
-                            });
+                            self.bridge.fail(i, format!("invalid Avro: {why}"));
                             continue;
                         }
                     };
@@ -305,20 +292,15 @@ impl AvroDecoder {
                                     slot.insert(schema);
                                 }
                                 Err(why) => {
-                                    failures.push(DecodeFailure {
-                                        index: i,
-                                        reason: format!(
-                                            "schema id {id} is not a valid Avro schema: {why}"
-                                        ),
-                                    });
+                                    self.bridge.fail(
+                                        i,
+                                        format!("schema id {id} is not a valid Avro schema: {why}"),
+                                    );
                                     continue;
                                 }
                             },
                             Err(Lookup::Unknown) => {
-                                failures.push(DecodeFailure {
-                                    index: i,
-                                    reason: format!("unknown schema id {id}"),
-                                });
+                                self.bridge.fail(i, format!("unknown schema id {id}"));
                                 continue;
                             }
                             Err(Lookup::Unreachable(e)) => return Err(e),
@@ -330,59 +312,28 @@ impl AvroDecoder {
             let value = match apache_avro::from_avro_datum(writer, &mut bytes, None) {
                 Ok(v) => v,
                 Err(e) => {
-                    failures.push(DecodeFailure {
-                        index: i,
-                        reason: format!("invalid Avro: {e}"),
-                    });
+                    self.bridge.fail(i, format!("invalid Avro: {e}"));
                     continue;
                 }
             };
             if !bytes.is_empty() {
-                failures.push(DecodeFailure {
-                    index: i,
-                    reason: format!(
+                self.bridge.fail(
+                    i,
+                    format!(
                         "invalid Avro: {} bytes after the end of the record",
                         bytes.len()
                     ),
-                });
+                );
                 continue;
             }
-            self.scratch.clear();
-            if let Err(why) = write_value(&mut self.scratch, &value, writer) {
-                failures.push(DecodeFailure {
-                    index: i,
-                    reason: format!("invalid Avro: {why}"),
-                });
+            self.bridge.scratch.clear();
+            if let Err(why) = write_value(&mut self.bridge.scratch, &value, writer) {
+                self.bridge.fail(i, format!("invalid Avro: {why}"));
                 continue;
             }
-            self.text.append_value(&self.scratch);
-            ok_index.push(i);
+            self.bridge.accept_scratch(i);
         }
-        let text = self.text.finish();
-        let decoded = self.json.decode(&text)?;
-        for f in decoded.failures {
-            failures.push(DecodeFailure {
-                index: ok_index[f.index],
-                reason: f.reason,
-            });
-        }
-        failures.sort_by_key(|f| f.index);
-        if failures.is_empty() {
-            return Ok(Decoded {
-                batch: decoded.batch,
-                keep: None,
-                failures,
-            });
-        }
-        let mut keep = vec![true; payloads.len()];
-        for f in &failures {
-            keep[f.index] = false;
-        }
-        Ok(Decoded {
-            batch: decoded.batch,
-            keep: Some(BooleanArray::from(keep)),
-            failures,
-        })
+        self.bridge.finish(payloads.len())
     }
 }
 

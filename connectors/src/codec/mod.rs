@@ -6,6 +6,7 @@
 //! batch. An encoder turns a `RecordBatch` into one encoded message per row.
 
 pub mod avro;
+pub mod bridge;
 pub mod json;
 pub mod protobuf;
 pub mod text;

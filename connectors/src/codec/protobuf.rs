@@ -16,9 +16,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, RecordBatch,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Field, Fields, Float32Type, Float64Type, Int16Type,
     Int32Type, Int64Type, Int8Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
@@ -31,9 +29,9 @@ use prost_reflect::{
 };
 
 use super::avro::EncodeFailure;
-use super::json::JsonDecoder;
+use super::bridge::JsonBridge;
 use super::text::{rescale, write_decimal, write_hex, write_json_string};
-use super::{DecodeFailure, Decoded, EncodedRows};
+use super::{Decoded, EncodedRows};
 use crate::registry::{
     frame_header, message_indexes, skip_message_indexes, split_frame, Lookup, SchemaRegistry,
 };
@@ -288,9 +286,7 @@ fn write_value(out: &mut Vec<u8>, v: &Value, kind: &Kind) -> std::result::Result
 /// Decodes Protobuf messages into batches.
 pub struct ProtobufDecoder {
     message: MessageDescriptor,
-    json: JsonDecoder,
-    text: BinaryBuilder,
-    scratch: Vec<u8>,
+    bridge: JsonBridge,
     /// Confluent wire format: records carry a registry schema id and message indexes.
     registry: Option<Arc<SchemaRegistry>>,
 }
@@ -300,9 +296,7 @@ impl ProtobufDecoder {
     pub fn new(message: MessageDescriptor, columns: SchemaRef) -> Result<Self> {
         Ok(Self {
             message,
-            json: JsonDecoder::new(columns)?,
-            text: BinaryBuilder::new(),
-            scratch: Vec::new(),
+            bridge: JsonBridge::new(columns)?,
             registry: None,
         })
     }
@@ -332,72 +326,34 @@ impl ProtobufDecoder {
 
     /// Decodes one message per payload; bad ones are reported and left out.
     pub fn decode(&mut self, payloads: &BinaryArray) -> Result<Decoded> {
-        let mut failures = Vec::new();
-        let mut ok_index = Vec::with_capacity(payloads.len());
         for i in 0..payloads.len() {
             if payloads.is_null(i) {
-                failures.push(DecodeFailure {
-                    index: i,
-                    reason: "record has no value (tombstone)".into(),
-                });
+                self.bridge
+                    .fail(i, "record has no value (tombstone)".into());
                 continue;
             }
             let bytes = match self.unframe(payloads.value(i))? {
                 Ok(b) => b,
                 Err(why) => {
-                    failures.push(DecodeFailure {
-                        index: i,
-                        reason: format!("invalid Protobuf: {why}"),
-                    });
+                    self.bridge.fail(i, format!("invalid Protobuf: {why}"));
                     continue;
                 }
             };
             let message = match DynamicMessage::decode(self.message.clone(), bytes) {
                 Ok(m) => m,
                 Err(e) => {
-                    failures.push(DecodeFailure {
-                        index: i,
-                        reason: format!("invalid Protobuf: {e}"),
-                    });
+                    self.bridge.fail(i, format!("invalid Protobuf: {e}"));
                     continue;
                 }
             };
-            self.scratch.clear();
-            if let Err(why) = write_message(&mut self.scratch, &message) {
-                failures.push(DecodeFailure {
-                    index: i,
-                    reason: format!("invalid Protobuf: {why}"),
-                });
+            self.bridge.scratch.clear();
+            if let Err(why) = write_message(&mut self.bridge.scratch, &message) {
+                self.bridge.fail(i, format!("invalid Protobuf: {why}"));
                 continue;
             }
-            self.text.append_value(&self.scratch);
-            ok_index.push(i);
+            self.bridge.accept_scratch(i);
         }
-        let text = self.text.finish();
-        let decoded = self.json.decode(&text)?;
-        for f in decoded.failures {
-            failures.push(DecodeFailure {
-                index: ok_index[f.index],
-                reason: f.reason,
-            });
-        }
-        failures.sort_by_key(|f| f.index);
-        if failures.is_empty() {
-            return Ok(Decoded {
-                batch: decoded.batch,
-                keep: None,
-                failures,
-            });
-        }
-        let mut keep = vec![true; payloads.len()];
-        for f in &failures {
-            keep[f.index] = false;
-        }
-        Ok(Decoded {
-            batch: decoded.batch,
-            keep: Some(BooleanArray::from(keep)),
-            failures,
-        })
+        self.bridge.finish(payloads.len())
     }
 }
 
