@@ -305,3 +305,44 @@ fn a_stream_declared_with_format_avro_reads_its_schema_file() {
         "symbol,price\nMAX,99999999999999.9999\nAAPL,150.2567\n"
     );
 }
+
+#[test]
+fn stream_with_format_avro_reads_and_writes_avro() {
+    let topic = avro_topic_written_by_fastavro();
+    let out_topic = unique_topic("avro-both");
+    create_topic(&out_topic, 1);
+    let job = spawn(&[
+        "stream",
+        "--topic",
+        &topic,
+        "--format",
+        "avro",
+        "--avro-schema",
+        SCHEMA_FILE,
+        "--query",
+        "SELECT * FROM trades WHERE price > '0'",
+        "--output",
+        "kafka",
+        "--output-topic",
+        &out_topic,
+        "--group-id",
+        &unique_topic("g"),
+    ]);
+    let written: Vec<String> = consume_bytes(&out_topic, 2)
+        .iter()
+        .map(|d| hex(d))
+        .collect();
+    let (code, _) = job.terminate();
+    assert_eq!(code, 0);
+    let read = fastavro("read", SCHEMA_FILE, &written);
+    let symbols: Vec<String> = read
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(r).unwrap()["symbol"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(symbols, ["MAX", "AAPL"]);
+}

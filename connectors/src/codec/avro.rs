@@ -901,6 +901,30 @@ mod tests {
     }
 
     #[test]
+    fn a_decimal_wider_than_its_precision_is_a_bad_record() {
+        let narrow = parse_schema(&TRADES.replace("\"precision\":18", "\"precision\":5")).unwrap();
+        let wide = parse_schema(TRADES).unwrap();
+        let input = batch(&[1_502_567]); // 150.2567: 7 digits, more than precision 5
+        let mut rows = EncodedRows::default();
+        AvroEncoder::new(wide, &input.schema())
+            .unwrap()
+            .encode(&input, &mut rows)
+            .unwrap();
+        let mut decoder = AvroDecoder::new(narrow.clone(), arrow_schema(&narrow).unwrap()).unwrap();
+        let decoded = decoder
+            .decode(&BinaryArray::from_iter_values(rows.iter()))
+            .unwrap();
+        assert_eq!(decoded.batch.num_rows(), 0);
+        assert!(
+            decoded.failures[0]
+                .reason
+                .contains("wider than its precision 5"),
+            "{:?}",
+            decoded.failures
+        );
+    }
+
+    #[test]
     fn a_schema_file_that_does_not_parse_names_line_and_column() {
         let err = parse_schema("{\"type\": \"record\",\n  \"name\": }").unwrap_err();
         assert!(err.starts_with("line 2, column"), "{err}");

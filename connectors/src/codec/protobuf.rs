@@ -40,6 +40,28 @@ use crate::{ConnectorError, Result};
 /// Scale of Decimal message columns whose type is not declared.
 pub const DEFAULT_DECIMAL_SCALE: i8 = 10;
 
+/// A protox error with the line and column of its first label, when it has one
+/// (`trades.proto:3:11: expected an integer, but found ';'`).
+fn located(e: &protox::Error, dir: &Path) -> String {
+    use miette::Diagnostic;
+    fn first_label(d: &dyn miette::Diagnostic) -> Option<usize> {
+        d.labels()
+            .and_then(|mut labels| labels.next())
+            .map(|l| l.offset())
+            .or_else(|| d.diagnostic_source().and_then(first_label))
+            .or_else(|| d.related().and_then(|mut r| r.find_map(first_label)))
+    }
+    let location = e.file().and_then(|file| {
+        let offset = first_label(e)?;
+        let text = std::fs::read_to_string(dir.join(file)).ok()?;
+        let before = &text[..offset.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        Some(format!("{file}:{line}:{column}: "))
+    });
+    format!("{}{e}", location.unwrap_or_default())
+}
+
 /// Compiles `proto_file` (with its imports) and finds `message` (`package.Message`).
 pub fn load_message(proto_file: &Path, message: &str) -> Result<MessageDescriptor> {
     let dir = proto_file
@@ -60,7 +82,7 @@ pub fn load_message(proto_file: &Path, message: &str) -> Result<MessageDescripto
     compiler.include_imports(true);
     compiler
         .open_file(name)
-        .map_err(|e| schema_error(e.to_string()))?;
+        .map_err(|e| schema_error(located(&e, dir)))?;
     let pool = compiler.descriptor_pool();
     pool.get_message_by_name(message).ok_or_else(|| {
         let mut known: Vec<String> = pool
@@ -90,7 +112,7 @@ pub fn descriptor_set(proto_file: &Path) -> Result<Vec<u8>> {
     compiler.include_imports(true);
     compiler
         .open_file(proto_file.file_name().unwrap_or_default())
-        .map_err(|e| schema_error(e.to_string()))?;
+        .map_err(|e| schema_error(located(&e, dir)))?;
     Ok(compiler.file_descriptor_set().encode_to_vec())
 }
 
@@ -726,6 +748,24 @@ mod tests {
             std::str::from_utf8(rows.row(0)).unwrap(),
             r#"{"id":7,"amount":"-1.5000000000","status":"SHIPPED","ship_to":{"city":"Kent","country":""},"tags":["a","b"],"counts":{"x":2},"card":null,"iban":"DE00","placed_at":"2024-01-01T00:00:00.000000005"}"#
         );
+    }
+
+    #[test]
+    fn a_proto_file_that_does_not_parse_names_file_line_and_reason() {
+        let dir = std::env::temp_dir().join(format!("velo-proto-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.proto");
+        std::fs::write(
+            &path,
+            "syntax = \"proto3\";\nmessage M {\n  int64 x = ;\n}\n",
+        )
+        .unwrap();
+        let err = load_message(&path, "M").unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("schema file {}: ", path.display())),
+            "{err}"
+        );
+        assert!(err.contains("bad.proto:3:"), "{err}");
     }
 
     #[test]
