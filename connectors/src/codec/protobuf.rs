@@ -43,7 +43,6 @@ pub const DEFAULT_DECIMAL_SCALE: i8 = 10;
 /// A protox error with the line and column of its first label, when it has one
 /// (`trades.proto:3:11: expected an integer, but found ';'`).
 fn located(e: &protox::Error, dir: &Path) -> String {
-    use miette::Diagnostic;
     fn first_label(d: &dyn miette::Diagnostic) -> Option<usize> {
         d.labels()
             .and_then(|mut labels| labels.next())
