@@ -22,6 +22,11 @@ use crate::sql::StreamDecl;
 pub enum StreamSource {
     Topic(String),
     Generator(GeneratorSpec),
+    /// A file read once (tables only): CSV with a header, JSON lines, or Parquet.
+    File {
+        path: std::path::PathBuf,
+        format: String,
+    },
 }
 
 impl std::fmt::Display for StreamSource {
@@ -29,6 +34,7 @@ impl std::fmt::Display for StreamSource {
         match self {
             StreamSource::Topic(t) => write!(f, "topic '{t}'"),
             StreamSource::Generator(g) => write!(f, "generator:{}", g.name),
+            StreamSource::File { path, .. } => write!(f, "file {}", path.display()),
         }
     }
 }
@@ -50,6 +56,12 @@ pub struct StreamDef {
     pub event_time: Option<String>,
     /// Bounded out-of-orderness: the watermark trails the largest event time by this much.
     pub watermark_delay_ms: i64,
+    /// True for a table (`CREATE TABLE`): the build side of stream–table joins.
+    pub is_table: bool,
+    /// A topic-backed table's key column (its rows are the latest per Kafka record key).
+    pub key: Option<String>,
+    /// A table's rows, once loaded (see [`crate::table`]).
+    pub rows: Option<Arc<Vec<arrow::array::RecordBatch>>>,
 }
 
 impl StreamDef {
@@ -64,6 +76,9 @@ impl StreamDef {
             declared_at: None,
             event_time: None,
             watermark_delay_ms: 0,
+            is_table: false,
+            key: None,
+            rows: None,
         }
     }
 
@@ -77,6 +92,8 @@ impl StreamDef {
         let mut proto_file: Option<String> = None;
         let mut proto_message: Option<String> = None;
         let mut registry = None;
+        let mut path: Option<String> = None;
+        let mut table_key: Option<String> = None;
         let mut event_time = None;
         let mut watermark_delay_ms = 0;
         if let Some((column, expr)) = &decl.watermark {
@@ -109,6 +126,8 @@ impl StreamDef {
                     proto_file = Some(value.clone())
                 }
                 "protobuf.message" | "proto.message" => proto_message = Some(value.clone()),
+                "path" | "file" if decl.is_table => path = Some(value.clone()),
+                "key" if decl.is_table => table_key = Some(value.clone()),
                 "schema.registry" | "schema.registry.url" => {
                     registry = Some(Arc::new(SchemaRegistry::new(
                         value,
@@ -124,7 +143,7 @@ impl StreamDef {
                 other => {
                     return Err(VeloError::sql(
                         format!(
-                            "stream '{}': unknown option '{other}' (known: topic, format, avro.schema.file, protobuf.file, protobuf.message, schema.registry, source, event_time, watermark_delay)",
+                            "stream '{}': unknown option '{other}' (known: topic, format, avro.schema.file, protobuf.file, protobuf.message, schema.registry, source, event_time, watermark_delay; tables also path, key)",
                             decl.name
                         ),
                         at,
@@ -136,6 +155,25 @@ impl StreamDef {
             .columns
             .as_ref()
             .map(|cols| Arc::new(Schema::new(cols.clone())));
+        if let Some(path) = path {
+            let file_format = match format_name.as_str() {
+                "csv" | "json" | "jsonl" | "json-lines" | "parquet" => format_name.clone(),
+                other => {
+                    return Err(VeloError::sql(
+                        format!(
+                            "table '{}': file format '{other}' is not csv, json or parquet",
+                            decl.name
+                        ),
+                        at,
+                    ))
+                }
+            };
+            source = StreamSource::File {
+                path: path.into(),
+                format: file_format,
+            };
+            format_name = "json".into();
+        }
         match format_name.as_str() {
             "json" => {}
             "avro" => {
@@ -192,6 +230,9 @@ impl StreamDef {
             declared_at: at,
             event_time,
             watermark_delay_ms,
+            is_table: decl.is_table,
+            key: table_key,
+            rows: None,
         })
     }
 
@@ -201,6 +242,10 @@ impl StreamDef {
             .schema
             .as_ref()
             .ok_or_else(|| VeloError::Usage(format!("stream '{}' has no schema yet", self.name)))?;
+        if self.is_table {
+            // A table's rows have no record metadata.
+            return Ok(payload.clone());
+        }
         let mut fields: Vec<Field> = payload
             .fields()
             .iter()

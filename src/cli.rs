@@ -379,7 +379,12 @@ async fn resolve_inputs(
         catalog.insert(stream);
     }
     let names = referenced_tables(ctx, statement)?;
-    if names.len() > 1
+    // The query's stream inputs: every name but the declared tables.
+    let stream_names: Vec<&String> = names
+        .iter()
+        .filter(|n| !catalog.get(n.as_str()).is_some_and(|s| s.is_table))
+        .collect();
+    if stream_names.len() > 1
         && (args.topic.is_some()
             || args.source.is_some()
             || args.schema.is_some()
@@ -423,7 +428,7 @@ async fn resolve_inputs(
                 });
             }
         }
-        if names.len() == 1 {
+        if stream_names.len() == 1 && stream_names[0] == name {
             let target = catalog.get_mut(name).expect("inserted above");
             match input_format(args, both_sides)?.as_str() {
                 "json" => {}
@@ -475,9 +480,21 @@ async fn resolve_inputs(
             }
         }
         let stream = catalog.get(name).expect("inserted above").clone();
+        if stream.is_table {
+            let (schema, rows) = crate::table::load(&stream, &connection)?;
+            let target = catalog.get_mut(name).expect("inserted above");
+            target.schema = Some(schema);
+            target.rows = Some(Arc::new(rows));
+            continue;
+        }
         if stream.schema.is_none() {
             let schema = match (&stream.source, cli_schema(args)?) {
                 (_, Some(schema)) => schema,
+                (StreamSource::File { .. }, None) => {
+                    return Err(VeloError::Usage(format!(
+                        "'{name}' reads a file: declare it with CREATE TABLE"
+                    )))
+                }
                 (StreamSource::Generator(spec), None) => spec.schema(),
                 (StreamSource::Topic(topic), None) => match infer_topic_schema(&connection, topic)?
                 {
@@ -636,6 +653,13 @@ async fn run(
     tracing::debug!("plan:\n{logical_plan}");
     let connection = connection(&args);
     let source: Box<dyn Source> = match &scan.stream.source {
+        StreamSource::File { path, .. } => {
+            return Err(VeloError::Unsupported(format!(
+                "the query reads only the table '{}' ({}); a query needs a stream to run on",
+                scan.stream.name,
+                path.display()
+            )))
+        }
         StreamSource::Generator(spec) => Box::new(GeneratorSource::new(spec.clone())),
         StreamSource::Topic(topic) => {
             let read_mode = match mode {

@@ -23,6 +23,7 @@ pub mod planner;
 pub mod replay;
 pub mod runtime;
 pub mod sql;
+pub mod table;
 pub mod watermark;
 
 pub use error::{Result, VeloError};

@@ -10,14 +10,15 @@ use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use arrow::datatypes::{Schema, SchemaRef};
-use datafusion::common::tree_node::TreeNode;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::DataFusionError;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::empty::EmptyTable;
+use datafusion::datasource::MemTable;
 use datafusion::execution::context::{SessionConfig, SessionContext, SessionState};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
-    Aggregate, Expr, ExprSchemable, FetchType, LogicalPlan, SkipType, SortExpr, Window,
+    Aggregate, Expr, ExprSchemable, FetchType, JoinType, LogicalPlan, SkipType, SortExpr, Window,
     WindowFrame, WindowFrameBound, WindowFrameUnits,
 };
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
@@ -30,9 +31,9 @@ use velo_udfs::window::{interval_millis, WindowFunction};
 use crate::catalog::{Catalog, StreamDef};
 use crate::error::{Result, SqlLocation, VeloError};
 use crate::operators::{
-    AggregateSpec, FilterExec, FixedWindows, FrameNeeds, Grouping, LimitExec, OverFunction,
-    OverWindowExec, Pipeline, ProjectionExec, SessionWindowExec, StreamOperator,
-    WindowAggregateExec,
+    AggregateSpec, FilterExec, FixedWindows, FrameNeeds, Grouping, LimitExec, LookupJoinExec,
+    LookupKind, OverFunction, OverWindowExec, Pipeline, ProjectionExec, SessionWindowExec,
+    StreamOperator, StreamSide, WindowAggregateExec,
 };
 use crate::sql::window::{apply_window, EmitMode, WindowClause, WindowKind};
 
@@ -161,10 +162,15 @@ pub async fn plan_query(
             .get(&name)
             .ok_or_else(|| VeloError::Usage(format!("stream '{name}' is not in the catalog")))?;
         if !ctx.table_exist(name.as_str())? {
-            ctx.register_table(
-                name.as_str(),
-                Arc::new(EmptyTable::new(stream.table_schema()?)),
-            )?;
+            let provider: Arc<dyn datafusion::catalog::TableProvider> =
+                match (&stream.rows, stream.is_table) {
+                    (Some(rows), true) => Arc::new(MemTable::try_new(
+                        stream.table_schema()?,
+                        vec![rows.as_ref().clone()],
+                    )?),
+                    _ => Arc::new(EmptyTable::new(stream.table_schema()?)),
+                };
+            ctx.register_table(name.as_str(), provider)?;
         }
     }
     let mut statement = statement.clone();
@@ -186,9 +192,40 @@ pub async fn plan_query(
         .await
         .map_err(plan_error)?;
     let plan = state.optimize(&plan).map_err(plan_error)?;
+    // The table side of each stream–table join is a finite query: DataFusion runs it now.
+    let mut lookups = Lookups::new();
+    let mut table_sides = Vec::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Join(join) = node {
+            for side in [&join.left, &join.right] {
+                if is_table_side(side, catalog) {
+                    table_sides.push(side.as_ref().clone());
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    for side in table_sides {
+        let key = side.display_indent().to_string();
+        let rows = ctx
+            .execute_logical_plan(side)
+            .await
+            .map_err(plan_error)?
+            .collect()
+            .await?;
+        lookups.insert(key, rows);
+    }
     let mut pipeline = Pipeline::default();
     let mut scan = None;
-    lower(&plan, &state, catalog, request, &mut pipeline, &mut scan)?;
+    lower(
+        &plan,
+        &state,
+        catalog,
+        request,
+        &lookups,
+        &mut pipeline,
+        &mut scan,
+    )?;
     let scan = scan.ok_or_else(|| {
         VeloError::Unsupported(
             "the query reads no stream (or its WHERE clause is always false)".into(),
@@ -213,11 +250,35 @@ pub async fn plan_query(
     })
 }
 
+/// Rows of the table side of each join, by the side's plan text.
+type Lookups = std::collections::HashMap<String, Vec<arrow::array::RecordBatch>>;
+
+/// True when `plan` reads tables only (the build side of a stream–table join).
+fn is_table_side(plan: &LogicalPlan, catalog: &Catalog) -> bool {
+    let mut tables = 0;
+    let mut streams = 0;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            if catalog
+                .get(scan.table_name.table())
+                .is_some_and(|s| s.is_table)
+            {
+                tables += 1;
+            } else {
+                streams += 1;
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    tables > 0 && streams == 0
+}
+
 fn lower(
     plan: &LogicalPlan,
     state: &SessionState,
     catalog: &Catalog,
     request: &QueryRequest,
+    lookups: &Lookups,
     pipeline: &mut Pipeline,
     scan: &mut Option<ScanLayout>,
 ) -> Result<()> {
@@ -261,7 +322,15 @@ fn lower(
             Ok(())
         }
         LogicalPlan::Filter(filter) => {
-            lower(&filter.input, state, catalog, request, pipeline, scan)?;
+            lower(
+                &filter.input,
+                state,
+                catalog,
+                request,
+                lookups,
+                pipeline,
+                scan,
+            )?;
             let predicate = state
                 .create_physical_expr(filter.predicate.clone(), filter.input.schema())
                 .map_err(plan_error)?;
@@ -269,7 +338,15 @@ fn lower(
             Ok(())
         }
         LogicalPlan::Projection(projection) => {
-            lower(&projection.input, state, catalog, request, pipeline, scan)?;
+            lower(
+                &projection.input,
+                state,
+                catalog,
+                request,
+                lookups,
+                pipeline,
+                scan,
+            )?;
             let exprs = projection
                 .expr
                 .iter()
@@ -283,7 +360,15 @@ fn lower(
             Ok(())
         }
         LogicalPlan::Limit(limit) => {
-            lower(&limit.input, state, catalog, request, pipeline, scan)?;
+            lower(
+                &limit.input,
+                state,
+                catalog,
+                request,
+                lookups,
+                pipeline,
+                scan,
+            )?;
             let skip = match limit.get_skip_type().map_err(plan_error)? {
                 SkipType::Literal(n) => n as u64,
                 SkipType::UnsupportedExpr => {
@@ -303,11 +388,25 @@ fn lower(
             pipeline.push(Box::new(LimitExec::new(skip, fetch)));
             Ok(())
         }
-        LogicalPlan::SubqueryAlias(alias) => {
-            lower(&alias.input, state, catalog, request, pipeline, scan)
-        }
+        LogicalPlan::SubqueryAlias(alias) => lower(
+            &alias.input,
+            state,
+            catalog,
+            request,
+            lookups,
+            pipeline,
+            scan,
+        ),
         LogicalPlan::Aggregate(aggregate) => {
-            lower(&aggregate.input, state, catalog, request, pipeline, scan)?;
+            lower(
+                &aggregate.input,
+                state,
+                catalog,
+                request,
+                lookups,
+                pipeline,
+                scan,
+            )?;
             pipeline.push(window_aggregate(aggregate, state, request)?);
             Ok(())
         }
@@ -315,12 +414,95 @@ fn lower(
             "ORDER BY needs the whole input, which a stream never completes; remove ORDER BY"
                 .into(),
         )),
-        LogicalPlan::Join(_) => Err(VeloError::Unsupported("joins are not supported yet".into())),
+        LogicalPlan::Join(join) => {
+            let (stream_plan, table_plan, side) = match (
+                is_table_side(&join.left, catalog),
+                is_table_side(&join.right, catalog),
+            ) {
+                (false, true) => (&join.left, &join.right, StreamSide::Left),
+                (true, false) => (&join.right, &join.left, StreamSide::Right),
+                (false, false) => {
+                    return Err(VeloError::Unsupported(
+                        "a join of two streams needs a window or a time bound, e.g. a window join (both sides GROUP BY the same TUMBLE) or an interval join (ON … AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '1' HOUR); these are not supported yet".into(),
+                    ))
+                }
+                (true, true) => {
+                    return Err(VeloError::Unsupported(
+                        "the query joins only tables; a query needs a stream to run on".into(),
+                    ))
+                }
+            };
+            let kind = match (join.join_type, side) {
+                (JoinType::Inner, _) => LookupKind::Inner,
+                (JoinType::Left, StreamSide::Left) | (JoinType::Right, StreamSide::Right) => {
+                    LookupKind::KeepStream
+                }
+                (other, _) => {
+                    return Err(VeloError::Unsupported(format!(
+                        "a {other} join of a stream and a table is not supported; use INNER, or LEFT JOIN with the stream on the left"
+                    )))
+                }
+            };
+            lower(
+                stream_plan,
+                state,
+                catalog,
+                request,
+                lookups,
+                pipeline,
+                scan,
+            )?;
+            let rows = lookups
+                .get(&table_plan.display_indent().to_string())
+                .ok_or_else(|| VeloError::Execution("a join's table side was not loaded".into()))?;
+            let (stream_keys, table_keys): (Vec<&Expr>, Vec<&Expr>) = match side {
+                StreamSide::Left => join.on.iter().map(|(l, r)| (l, r)).unzip(),
+                StreamSide::Right => join.on.iter().map(|(l, r)| (r, l)).unzip(),
+            };
+            let physical = |exprs: Vec<&Expr>, schema: &DFSchema| {
+                exprs
+                    .into_iter()
+                    .map(|e| {
+                        state
+                            .create_physical_expr(e.clone(), schema)
+                            .map_err(plan_error)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            };
+            let filter = join
+                .filter
+                .as_ref()
+                .map(|f| {
+                    state
+                        .create_physical_expr(f.clone(), &join.schema)
+                        .map_err(plan_error)
+                })
+                .transpose()?;
+            pipeline.push(Box::new(LookupJoinExec::new(
+                Arc::new(table_plan.schema().as_arrow().clone()),
+                rows,
+                physical(table_keys, table_plan.schema())?,
+                physical(stream_keys, stream_plan.schema())?,
+                kind,
+                side,
+                filter,
+                Arc::new(join.schema.as_arrow().clone()),
+            )?));
+            Ok(())
+        }
         LogicalPlan::Distinct(_) => Err(VeloError::Unsupported(
             "SELECT DISTINCT is not supported on a stream yet".into(),
         )),
         LogicalPlan::Window(window) => {
-            lower(&window.input, state, catalog, request, pipeline, scan)?;
+            lower(
+                &window.input,
+                state,
+                catalog,
+                request,
+                lookups,
+                pipeline,
+                scan,
+            )?;
             pipeline.push(over_window(window, state)?);
             Ok(())
         }

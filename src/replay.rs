@@ -34,11 +34,23 @@ impl Replay {
         let script = parse_script(sql)?;
         let mut catalog = Catalog::default();
         for decl in &script.streams {
-            catalog.insert(StreamDef::from_decl(decl)?);
+            let mut def = StreamDef::from_decl(decl)?;
+            if def.is_table {
+                // File tables only: there is no broker here.
+                let nowhere = velo_connectors::kafka::KafkaConnection::new(
+                    "127.0.0.1:1",
+                    Duration::from_secs(1),
+                );
+                let (schema, rows) = crate::table::load(&def, &nowhere)?;
+                def.schema = Some(schema);
+                def.rows = Some(std::sync::Arc::new(rows));
+            }
+            catalog.insert(def);
         }
         let stream = script
             .streams
-            .first()
+            .iter()
+            .find(|s| !s.is_table)
             .ok_or_else(|| VeloError::Usage("declare the input with CREATE STREAM".into()))?
             .name
             .clone();

@@ -12,6 +12,7 @@
 
 mod aggregate;
 mod limit;
+mod lookup_join;
 mod over_window;
 mod session_window;
 mod stateless;
@@ -19,6 +20,7 @@ mod window_aggregate;
 
 pub use aggregate::AggregateSpec;
 pub use limit::LimitExec;
+pub use lookup_join::{LookupJoinExec, LookupKind, StreamSide};
 pub use over_window::{FrameNeeds, OverFunction, OverWindowExec};
 pub use session_window::SessionWindowExec;
 pub use stateless::{FilterExec, ProjectionExec};

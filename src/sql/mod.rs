@@ -31,10 +31,13 @@ pub struct Script {
     pub emit: Option<window::EmitMode>,
 }
 
-/// `CREATE STREAM name (columns) WITH (options)`.
+/// `CREATE STREAM name (columns) WITH (options)`, or `CREATE TABLE …` for a table (the
+/// latest row per key, from a compacted topic or a file).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamDecl {
     pub name: String,
+    /// True for `CREATE TABLE`.
+    pub is_table: bool,
     /// Declared columns; `None` when the declaration gives none (schema inferred or from
     /// options).
     pub columns: Option<Vec<Field>>,
@@ -178,13 +181,17 @@ fn is_create_stream(chunk: &[TokenWithSpan]) -> bool {
             Token::Word(w) => w.value.to_ascii_uppercase(),
             _ => String::new(),
         });
-    words.next().as_deref() == Some("CREATE") && words.next().as_deref() == Some("STREAM")
+    words.next().as_deref() == Some("CREATE")
+        && matches!(words.next().as_deref(), Some("STREAM") | Some("TABLE"))
 }
 
 fn parse_create_stream(parser: &mut Parser) -> std::result::Result<StreamDecl, ParserError> {
     let start = parser.peek_token().span.start;
     parser.expect_keyword(Keyword::CREATE)?;
-    parser.expect_keyword(Keyword::STREAM)?;
+    let is_table = parser.parse_keyword(Keyword::TABLE);
+    if !is_table {
+        parser.expect_keyword(Keyword::STREAM)?;
+    }
     let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = parser.parse_object_name(false)?.to_string();
     let mut columns = None;
@@ -258,6 +265,7 @@ fn parse_create_stream(parser: &mut Parser) -> std::result::Result<StreamDecl, P
     }
     Ok(StreamDecl {
         name,
+        is_table,
         columns,
         watermark,
         options,

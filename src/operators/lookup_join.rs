@@ -1,0 +1,199 @@
+//! `LookupJoinExec`: a stream joined with a table (enrichment).
+//!
+//! The table's rows are held in a hash map on the join key (Arrow row format). Each stream row
+//! is joined with the table's rows as they are when the row is processed: INNER emits one row
+//! per match and none without; LEFT (stream side preserved) emits NULL table columns when there
+//! is no match — never an invented row. NULL keys match nothing. Extra ON conditions are
+//! evaluated on each candidate pair.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use arrow::compute::{concat_batches, take};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::StreamOperator;
+use crate::error::{Result, VeloError};
+
+/// Which rows a lookup join keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupKind {
+    Inner,
+    /// Every stream row, with NULL table columns when nothing matches.
+    KeepStream,
+}
+
+/// Where the stream's columns go in the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamSide {
+    Left,
+    Right,
+}
+
+/// A stream–table join.
+pub struct LookupJoinExec {
+    stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+    table: RecordBatch,
+    index: HashMap<Box<[u8]>, Vec<u32>>,
+    converter: RowConverter,
+    kind: LookupKind,
+    side: StreamSide,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    output_schema: SchemaRef,
+}
+
+impl LookupJoinExec {
+    /// Builds the hash map of `table` on `table_keys`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        table_schema: SchemaRef,
+        table_batches: &[RecordBatch],
+        table_keys: Vec<Arc<dyn PhysicalExpr>>,
+        stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+        kind: LookupKind,
+        side: StreamSide,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        output_schema: SchemaRef,
+    ) -> Result<Self> {
+        let table = concat_batches(&table_schema, table_batches)?;
+        let key_columns = table_keys
+            .iter()
+            .map(|k| Ok(k.evaluate(&table)?.into_array(table.num_rows())?))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let converter = RowConverter::new(
+            key_columns
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect(),
+        )?;
+        let rows = converter.convert_columns(&key_columns)?;
+        let mut index: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        for r in 0..table.num_rows() {
+            if key_columns.iter().any(|c| c.is_null(r)) {
+                continue;
+            }
+            index
+                .entry(rows.row(r).as_ref().into())
+                .or_default()
+                .push(r as u32);
+        }
+        Ok(Self {
+            stream_keys,
+            table,
+            index,
+            converter,
+            kind,
+            side,
+            filter,
+            output_schema,
+        })
+    }
+
+    fn assemble(
+        &self,
+        stream: &RecordBatch,
+        stream_idx: &[u32],
+        table_idx: &[Option<u32>],
+    ) -> Result<RecordBatch> {
+        let s = UInt32Array::from(stream_idx.to_vec());
+        let t = UInt32Array::from(table_idx.to_vec());
+        let stream_cols = stream.columns().iter().map(|c| Ok(take(c, &s, None)?));
+        let table_cols = self.table.columns().iter().map(|c| Ok(take(c, &t, None)?));
+        let columns: Vec<ArrayRef> = match self.side {
+            StreamSide::Left => stream_cols.chain(table_cols).collect::<Result<_>>()?,
+            StreamSide::Right => table_cols.chain(stream_cols).collect::<Result<_>>()?,
+        };
+        let schema = super::window_aggregate::relaxed(&self.output_schema);
+        Ok(RecordBatch::try_new_with_options(
+            schema,
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(stream_idx.len())),
+        )?)
+    }
+}
+
+impl StreamOperator for LookupJoinExec {
+    fn name(&self) -> &'static str {
+        "LookupJoinExec"
+    }
+
+    fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let rows = batch.num_rows();
+        let keys = self
+            .stream_keys
+            .iter()
+            .map(|k| Ok(k.evaluate(&batch)?.into_array(rows)?))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let key_rows = self.converter.convert_columns(&keys)?;
+        let mut stream_idx = Vec::with_capacity(rows);
+        let mut table_idx = Vec::with_capacity(rows);
+        for r in 0..rows {
+            let matches = if keys.iter().any(|k| k.is_null(r)) {
+                None
+            } else {
+                self.index.get(key_rows.row(r).as_ref())
+            };
+            for &t in matches.into_iter().flatten() {
+                stream_idx.push(r as u32);
+                table_idx.push(Some(t));
+            }
+        }
+        let mut out = self.assemble(&batch, &stream_idx, &table_idx)?;
+        if let Some(filter) = &self.filter {
+            let mask = filter.evaluate(&out)?.into_array(out.num_rows())?;
+            let mask = mask
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| VeloError::Execution("a join condition must be boolean".into()))?;
+            // NULL counts as false, as in SQL.
+            let keep: BooleanArray = mask.iter().map(|m| Some(m == Some(true))).collect();
+            out = arrow::compute::filter_record_batch(&out, &keep)?;
+            let kept: Vec<u32> = stream_idx
+                .iter()
+                .zip(keep.iter())
+                .filter(|(_, k)| *k == Some(true))
+                .map(|(s, _)| *s)
+                .collect();
+            stream_idx = kept;
+        }
+        if self.kind == LookupKind::KeepStream {
+            // Stream rows with no (remaining) match: once, with NULL table columns.
+            let mut matched = vec![false; rows];
+            for &s in &stream_idx {
+                matched[s as usize] = true;
+            }
+            let unmatched: Vec<u32> = (0..rows as u32).filter(|&r| !matched[r as usize]).collect();
+            if !unmatched.is_empty() {
+                let nulls = vec![None; unmatched.len()];
+                let extra = self.assemble(&batch, &unmatched, &nulls)?;
+                // Keep the stream's order: merge by stream row index.
+                let mut order: Vec<(u32, usize, usize)> = stream_idx
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &s)| (s, 0, i))
+                    .chain(unmatched.iter().enumerate().map(|(i, &s)| (s, 1, i)))
+                    .collect();
+                order.sort();
+                let both = concat_batches(&out.schema(), [&out, &extra])?;
+                let offset = out.num_rows();
+                let indices = UInt32Array::from(
+                    order
+                        .iter()
+                        .map(|&(_, which, i)| {
+                            if which == 0 {
+                                i as u32
+                            } else {
+                                (offset + i) as u32
+                            }
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                out = arrow::compute::take_record_batch(&both, &indices)?;
+            }
+        }
+        Ok(vec![out])
+    }
+}

@@ -1,0 +1,160 @@
+//! Tables: the build side of stream–table joins, loaded in full when the query starts.
+//!
+//! A file table is read once (CSV with a header, JSON lines, Parquet). A topic-backed table is
+//! the latest record per Kafka key of a compacted topic, read up to its end offsets when the
+//! query starts; a tombstone (a record with a key and no value) deletes its key. Columns come
+//! from the declaration, else from the file (Parquet) or are inferred (CSV, JSON lines; money
+//! stays exact only when declared as DECIMAL for CSV).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, BinaryArray, RecordBatch};
+use arrow::datatypes::{Schema, SchemaRef};
+use velo_connectors::codec::json::infer_schema;
+use velo_connectors::kafka::{KafkaConnection, KafkaSource, ReadMode, StartOffset};
+use velo_connectors::record::Payload;
+use velo_connectors::source::Source;
+
+use crate::catalog::{StreamDef, StreamSource};
+use crate::error::{Result, VeloError};
+
+fn nullable(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn io_error(path: &std::path::Path, e: impl std::fmt::Display) -> VeloError {
+    VeloError::Usage(format!("table file {}: {e}", path.display()))
+}
+
+/// Loads the rows of table `def`; returns its columns and rows.
+pub fn load(
+    def: &StreamDef,
+    connection: &KafkaConnection,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    match &def.source {
+        StreamSource::File { path, format } => match format.as_str() {
+            "csv" => {
+                let schema = match &def.schema {
+                    Some(s) => s.clone(),
+                    None => {
+                        let mut file = File::open(path).map_err(|e| io_error(path, e))?;
+                        let (schema, _) = arrow::csv::reader::Format::default()
+                            .with_header(true)
+                            .infer_schema(&mut file, Some(1000))
+                            .map_err(|e| io_error(path, e))?;
+                        Arc::new(schema)
+                    }
+                };
+                let schema = nullable(&schema);
+                let file = File::open(path).map_err(|e| io_error(path, e))?;
+                let reader = arrow::csv::ReaderBuilder::new(schema.clone())
+                    .with_header(true)
+                    .build(file)
+                    .map_err(|e| io_error(path, e))?;
+                let batches = reader
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| io_error(path, e))?;
+                Ok((schema, batches))
+            }
+            "parquet" => {
+                let file = File::open(path).map_err(|e| io_error(path, e))?;
+                let builder =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .map_err(|e| io_error(path, e))?;
+                let schema = nullable(builder.schema());
+                let batches = builder
+                    .build()
+                    .map_err(|e| io_error(path, e))?
+                    .map(|b| b.and_then(|b| b.with_schema(schema.clone())))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| io_error(path, e))?;
+                Ok((schema, batches))
+            }
+            _ => {
+                let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+                let lines: Vec<&[u8]> = text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::as_bytes)
+                    .collect();
+                decode(
+                    def,
+                    BinaryArray::from_iter_values(lines.iter().copied()),
+                    &format!("table file {}", path.display()),
+                )
+            }
+        },
+        StreamSource::Topic(topic) => {
+            let mut source = KafkaSource::open(
+                connection,
+                topic,
+                ReadMode::Snapshot {
+                    start: StartOffset::Earliest,
+                    partition: None,
+                    group_id: None,
+                },
+            )?;
+            // The latest value per key; a tombstone deletes the key.
+            let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+            let mut order: Vec<Vec<u8>> = Vec::new();
+            while let Some(batch) = source.poll_batch(8192, Duration::from_millis(500))? {
+                let Payload::Encoded(payloads) = &batch.payload else {
+                    continue;
+                };
+                for i in 0..batch.len() {
+                    if batch.meta.key.is_null(i) {
+                        continue;
+                    }
+                    let key = batch.meta.key.value(i).to_vec();
+                    let value = (!payloads.is_null(i)).then(|| payloads.value(i).to_vec());
+                    if !latest.contains_key(&key) {
+                        order.push(key.clone());
+                    }
+                    latest.insert(key, value);
+                }
+            }
+            let values: Vec<Vec<u8>> = order
+                .iter()
+                .filter_map(|k| latest.get(k).cloned().flatten())
+                .collect();
+            decode(
+                def,
+                BinaryArray::from_iter_values(values.iter()),
+                &format!("table topic '{topic}'"),
+            )
+        }
+        StreamSource::Generator(_) => Err(VeloError::Usage(format!(
+            "table '{}' cannot come from a generator",
+            def.name
+        ))),
+    }
+}
+
+/// Decodes a table's payloads with its format; bad records are logged and left out.
+fn decode(
+    def: &StreamDef,
+    payloads: BinaryArray,
+    what: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let schema = match &def.schema {
+        Some(s) => s.clone(),
+        None if payloads.is_empty() => Arc::new(Schema::empty()),
+        None => Arc::new(infer_schema(payloads.iter().flatten().take(1000))?),
+    };
+    let schema = nullable(&schema);
+    let mut decoder = def.format.decoder(schema.clone(), def.registry.clone())?;
+    let decoded = decoder.decode(&payloads)?;
+    for f in &decoded.failures {
+        tracing::warn!("{what}: skipped record {}: {}", f.index, f.reason);
+    }
+    Ok((schema, vec![decoded.batch]))
+}
