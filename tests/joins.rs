@@ -1,0 +1,111 @@
+//! Stream–table joins through the binary against the real broker: a table kept from a
+//! compacted topic (latest value per key, tombstones delete), a file table, and the refusal of
+//! unbounded stream–stream joins.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn a_stream_joins_the_latest_row_per_key_of_a_compacted_topic() {
+    let instruments = unique_topic("instruments");
+    let trades = unique_topic("jtrades");
+    create_topic(&instruments, 1);
+    create_topic(&trades, 1);
+    produce(
+        &instruments,
+        &[
+            Rec::value(r#"{"symbol":"AAPL","sector":"Tech"}"#).key("AAPL"),
+            Rec::value(r#"{"symbol":"MSFT","sector":"Tech"}"#).key("MSFT"),
+            Rec::value(r#"{"symbol":"AAPL","sector":"Hardware"}"#).key("AAPL"),
+            Rec {
+                key: Some("MSFT".into()),
+                ..Default::default()
+            }, // tombstone: MSFT is gone
+        ],
+    );
+    produce(
+        &trades,
+        &[
+            Rec::value(r#"{"symbol":"AAPL","price":"150.25"}"#),
+            Rec::value(r#"{"symbol":"MSFT","price":"410.00"}"#),
+            Rec::value(r#"{"symbol":"JPM","price":"195.00"}"#),
+        ],
+    );
+    let sql = |join: &str| {
+        format!(
+            "CREATE STREAM trades (symbol VARCHAR, price DECIMAL(10,2)) WITH ('topic' = '{trades}');\n\
+             CREATE TABLE instruments (symbol VARCHAR, sector VARCHAR) WITH ('topic' = '{instruments}', 'key' = 'symbol');\n\
+             SELECT t.symbol, t.price, r.sector FROM trades t {join} instruments r ON t.symbol = r.symbol"
+        )
+    };
+    assert_eq!(
+        run_ok(&["execute", "--query", &sql("LEFT JOIN"), "--format", "csv"]),
+        "symbol,price,sector\nAAPL,150.25,Hardware\nMSFT,410.00,\nJPM,195.00,\n"
+    );
+    assert_eq!(
+        run_ok(&["execute", "--query", &sql("JOIN"), "--format", "csv"]),
+        "symbol,price,sector\nAAPL,150.25,Hardware\n"
+    );
+}
+
+#[test]
+fn a_file_table_enriches_a_continuous_stream() {
+    let trades = unique_topic("jlive");
+    create_topic(&trades, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("instruments.csv");
+    std::fs::write(&csv, "symbol,sector\nAAPL,Tech\nJPM,Finance\n").unwrap();
+    let sql = format!(
+        "CREATE TABLE instruments (symbol VARCHAR, sector VARCHAR) WITH ('path' = '{}', 'format' = 'csv');\n\
+         SELECT t.symbol, r.sector FROM trades t JOIN instruments r ON t.symbol = r.symbol",
+        csv.display()
+    );
+    let job = spawn(&[
+        "stream",
+        "--query",
+        &sql,
+        "--topic",
+        &trades,
+        "--schema",
+        "symbol VARCHAR",
+        "--format",
+        "json-lines",
+        "--group-id",
+        &unique_topic("g"),
+    ]);
+    produce(
+        &trades,
+        &[
+            Rec::value(r#"{"symbol":"JPM"}"#),
+            Rec::value(r#"{"symbol":"X"}"#),
+            Rec::value(r#"{"symbol":"AAPL"}"#),
+        ],
+    );
+    assert_eq!(
+        job.take_lines(2),
+        vec![
+            r#"{"symbol":"JPM","sector":"Finance"}"#,
+            r#"{"symbol":"AAPL","sector":"Tech"}"#
+        ]
+    );
+    let (code, rest) = job.terminate();
+    assert_eq!(code, 0);
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[test]
+fn a_join_of_two_unbounded_streams_is_refused_with_a_suggestion() {
+    let a = unique_topic("ja");
+    create_topic(&a, 1);
+    produce(&a, &[Rec::value(r#"{"id":1}"#)]);
+    let sql = format!(
+        "CREATE STREAM x (id BIGINT) WITH ('topic' = '{a}');\nCREATE STREAM y (id BIGINT) WITH ('topic' = '{a}');\n\
+         SELECT x.id FROM x JOIN y ON x.id = y.id"
+    );
+    run_failing(
+        &["execute", "--query", &sql],
+        2,
+        "a join of two streams needs a window or a time bound",
+    );
+}
