@@ -120,6 +120,16 @@ impl StreamOperator for LookupJoinExec {
         "LookupJoinExec"
     }
 
+    /// The table held for lookups (rows and bytes).
+    fn metrics(&self) -> super::OperatorMetrics {
+        super::OperatorMetrics {
+            state_rows: self.table.num_rows() as u64,
+            state_bytes: (self.table.get_array_memory_size()
+                + self.index.keys().map(|k| k.len() + 32).sum::<usize>()) as u64,
+            ..Default::default()
+        }
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         let keys = self
