@@ -50,6 +50,26 @@ SELECT k, ts, price,
        AVG(price) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS avg5
 FROM ticks";
 
+/// Rows of the lookup-join benchmark's table.
+pub const LOOKUP_TABLE_ROWS: usize = 100_000;
+
+/// The lookup-join benchmark: ticks enriched from a 100 000-row table written to `dir` as CSV.
+pub fn lookup_query(dir: &std::path::Path) -> Result<String> {
+    let path = dir.join("reference.csv");
+    let mut csv = String::with_capacity(LOOKUP_TABLE_ROWS * 24);
+    csv.push_str("k,name,weight\n");
+    for k in 0..LOOKUP_TABLE_ROWS {
+        csv.push_str(&format!("{k},name-{k},{}.{:02}\n", k % 7, k % 100));
+    }
+    std::fs::write(&path, csv)?;
+    Ok(format!(
+        "CREATE STREAM ticks (k BIGINT, price DECIMAL(18,4), ts TIMESTAMP);
+CREATE TABLE reference (k BIGINT, name VARCHAR, weight DECIMAL(10,2)) WITH ('path' = '{}', 'format' = 'csv');
+SELECT t.k, r.name, t.price * r.weight AS weighted FROM ticks t JOIN reference r ON t.k = r.k",
+        path.display()
+    ))
+}
+
 /// Distinct keys of [`tick_batches`].
 pub const WINDOW_KEYS: i64 = 10_000;
 
@@ -347,6 +367,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_lookup_benchmark_joins_every_tick_once() {
+        let dir = std::env::temp_dir().join(format!("velo-lookup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut path = HotPath::new(&lookup_query(&dir).unwrap()).unwrap();
+        let rows: usize = tick_batches(5_000, 1024)
+            .iter()
+            .map(|b| path.run(b).unwrap())
+            .sum();
+        assert_eq!(rows, 5_000);
+        let first = std::str::from_utf8(path.last_rows().row(0))
+            .unwrap()
+            .to_string();
+        assert!(
+            first.starts_with(r#"{"k":4096,"name":"name-4096","weighted":""#),
+            "{first}"
+        );
     }
 
     #[test]

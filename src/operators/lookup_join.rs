@@ -125,7 +125,8 @@ impl StreamOperator for LookupJoinExec {
         super::OperatorMetrics {
             state_rows: self.table.num_rows() as u64,
             state_bytes: (self.table.get_array_memory_size()
-                + self.index.keys().map(|k| k.len() + 32).sum::<usize>()) as u64,
+                + self.index.keys().map(|k| k.len() + 32).sum::<usize>())
+                as u64,
             ..Default::default()
         }
     }
