@@ -632,6 +632,7 @@ async fn run(
         event_time,
         logical_plan,
         group_key_columns,
+        table_feeds,
     } = plan_query(&ctx, &catalog, &request).await?;
     let watermark = match event_time {
         Some(column) => {
@@ -707,6 +708,23 @@ async fn run(
     if let Some((index, _)) = &watermark {
         input.set_event_time(*index);
     }
+    let mut table_followers = Vec::new();
+    if !bounded {
+        for feed in table_feeds {
+            let def = catalog.get(&feed.table).expect("planned from the catalog");
+            let StreamSource::Topic(topic) = &def.source else {
+                continue;
+            };
+            table_followers.push(crate::runtime::TableFollower {
+                table: feed.table.clone(),
+                source: Box::new(KafkaSource::open(&connection, topic, ReadMode::Follow)?),
+                decoder: def
+                    .format
+                    .decoder(def.table_schema()?, def.registry.clone())?,
+                operator: feed.operator,
+            });
+        }
+    }
     let mut job = Job {
         source,
         input,
@@ -717,6 +735,7 @@ async fn run(
         stop,
         watermark,
         late_rows,
+        table_followers,
     };
     tokio::task::spawn_blocking(move || job.run())
         .await

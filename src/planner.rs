@@ -117,6 +117,8 @@ pub struct PlannedQuery {
     /// Output columns that are GROUP BY keys of an updating aggregate (the natural message key
     /// of its changes).
     pub group_key_columns: Vec<String>,
+    /// Tables whose topic updates the runtime must feed to the pipeline.
+    pub table_feeds: Vec<TableFeed>,
 }
 
 /// What to plan: the query, its window clause and emit mode (from [`crate::sql::Script`]),
@@ -217,12 +219,14 @@ pub async fn plan_query(
     }
     let mut pipeline = Pipeline::default();
     let mut scan = None;
+    let mut table_feeds = Vec::new();
     lower(
         &plan,
         &state,
         catalog,
         request,
         &lookups,
+        &mut table_feeds,
         &mut pipeline,
         &mut scan,
     )?;
@@ -247,7 +251,42 @@ pub async fn plan_query(
         event_time,
         logical_plan,
         group_key_columns,
+        table_feeds,
     })
+}
+
+/// A table a lookup join keeps current from its topic: the runtime feeds the topic's changes to
+/// pipeline operator `operator`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableFeed {
+    pub table: String,
+    pub operator: usize,
+}
+
+/// When a join's table side is the plain rows of a topic-backed table with a key (no filter,
+/// only column selection and renaming), the table's name and the key's column in the side.
+fn followed_table(side: &LogicalPlan, catalog: &Catalog) -> Option<(String, usize)> {
+    let mut plain = true;
+    let mut table = None;
+    let _ = side.apply(|node| {
+        match node {
+            LogicalPlan::TableScan(scan) if scan.filters.is_empty() && scan.fetch.is_none() => {
+                table = Some(scan.table_name.table().to_string())
+            }
+            LogicalPlan::SubqueryAlias(_) => {}
+            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {}
+            _ => plain = false,
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let name = table.filter(|_| plain)?;
+    let def = catalog.get(&name)?;
+    let key = def
+        .key
+        .as_ref()
+        .filter(|_| matches!(def.source, crate::catalog::StreamSource::Topic(_)))?;
+    let index = side.schema().as_arrow().index_of(key).ok()?;
+    Some((name, index))
 }
 
 /// Rows of the table side of each join, by the side's plan text.
@@ -279,6 +318,7 @@ fn lower(
     catalog: &Catalog,
     request: &QueryRequest,
     lookups: &Lookups,
+    feeds: &mut Vec<TableFeed>,
     pipeline: &mut Pipeline,
     scan: &mut Option<ScanLayout>,
 ) -> Result<()> {
@@ -328,6 +368,7 @@ fn lower(
                 catalog,
                 request,
                 lookups,
+                feeds,
                 pipeline,
                 scan,
             )?;
@@ -344,6 +385,7 @@ fn lower(
                 catalog,
                 request,
                 lookups,
+                feeds,
                 pipeline,
                 scan,
             )?;
@@ -366,6 +408,7 @@ fn lower(
                 catalog,
                 request,
                 lookups,
+                feeds,
                 pipeline,
                 scan,
             )?;
@@ -394,6 +437,7 @@ fn lower(
             catalog,
             request,
             lookups,
+            feeds,
             pipeline,
             scan,
         ),
@@ -404,6 +448,7 @@ fn lower(
                 catalog,
                 request,
                 lookups,
+                feeds,
                 pipeline,
                 scan,
             )?;
@@ -449,6 +494,7 @@ fn lower(
                 catalog,
                 request,
                 lookups,
+                feeds,
                 pipeline,
                 scan,
             )?;
@@ -478,7 +524,7 @@ fn lower(
                         .map_err(plan_error)
                 })
                 .transpose()?;
-            pipeline.push(Box::new(LookupJoinExec::new(
+            let mut join_exec = LookupJoinExec::new(
                 Arc::new(table_plan.schema().as_arrow().clone()),
                 rows,
                 physical(table_keys, table_plan.schema())?,
@@ -487,7 +533,15 @@ fn lower(
                 side,
                 filter,
                 Arc::new(join.schema.as_arrow().clone()),
-            )?));
+            )?;
+            if let Some((table, key_column)) = followed_table(table_plan, catalog) {
+                join_exec.follow_updates(key_column);
+                feeds.push(TableFeed {
+                    table,
+                    operator: pipeline.len(),
+                });
+            }
+            pipeline.push(Box::new(join_exec));
             Ok(())
         }
         LogicalPlan::Distinct(_) => Err(VeloError::Unsupported(
@@ -500,6 +554,7 @@ fn lower(
                 catalog,
                 request,
                 lookups,
+                feeds,
                 pipeline,
                 scan,
             )?;

@@ -178,6 +178,35 @@ impl InputAdapter {
     }
 }
 
+/// A table topic followed while the job runs: its changes go to a lookup join.
+pub struct TableFollower {
+    pub table: String,
+    pub source: Box<dyn Source>,
+    pub decoder: velo_connectors::codec::PayloadDecoder,
+    /// The pipeline operator (a lookup join) holding the table.
+    pub operator: usize,
+}
+
+impl TableFollower {
+    /// Applies what arrived on the table topic since the last poll (waits for nothing).
+    fn poll(&mut self, pipeline: &mut Pipeline) -> Result<()> {
+        let Some(batch) = self.source.poll_batch(8192, Duration::ZERO)? else {
+            return Ok(());
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut changes = crate::table::Changes::default();
+        changes.fold(&batch);
+        let (values, deleted) = changes.split();
+        let decoded = self.decoder.decode(&values)?;
+        for f in &decoded.failures {
+            tracing::warn!("table '{}': skipped an update: {}", self.table, f.reason);
+        }
+        pipeline.apply_table_changes(self.operator, &decoded.batch, &deleted)
+    }
+}
+
 /// A running query: source, input adapter, pipeline, sink, dead-letter queue.
 pub struct Job {
     pub source: Box<dyn Source>,
@@ -191,6 +220,8 @@ pub struct Job {
     pub watermark: Option<(usize, WatermarkTracker)>,
     /// Where late rows go (as JSON, one message per row); `None`: dropped and counted.
     pub late_rows: Option<Box<dyn Sink>>,
+    /// Table topics followed for lookup joins.
+    pub table_followers: Vec<TableFollower>,
 }
 
 impl Job {
@@ -203,6 +234,9 @@ impl Job {
         let mut bad = Vec::new();
         let mut ended = false;
         while !self.stop.load(Ordering::Relaxed) && !self.pipeline.is_finished() {
+            for follower in &mut self.table_followers {
+                follower.poll(&mut self.pipeline)?;
+            }
             let Some(batch) = self
                 .source
                 .poll_batch(self.options.batch_size, self.options.flush_interval)?

@@ -103,39 +103,57 @@ pub fn load(
                     group_id: None,
                 },
             )?;
-            // The latest value per key; a tombstone deletes the key.
-            let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
-            let mut order: Vec<Vec<u8>> = Vec::new();
+            let mut changes = Changes::default();
             while let Some(batch) = source.poll_batch(8192, Duration::from_millis(500))? {
-                let Payload::Encoded(payloads) = &batch.payload else {
-                    continue;
-                };
-                for i in 0..batch.len() {
-                    if batch.meta.key.is_null(i) {
-                        continue;
-                    }
-                    let key = batch.meta.key.value(i).to_vec();
-                    let value = (!payloads.is_null(i)).then(|| payloads.value(i).to_vec());
-                    if !latest.contains_key(&key) {
-                        order.push(key.clone());
-                    }
-                    latest.insert(key, value);
-                }
+                changes.fold(&batch);
             }
-            let values: Vec<Vec<u8>> = order
-                .iter()
-                .filter_map(|k| latest.get(k).cloned().flatten())
-                .collect();
-            decode(
-                def,
-                BinaryArray::from_iter_values(values.iter()),
-                &format!("table topic '{topic}'"),
-            )
+            let (values, _) = changes.split();
+            decode(def, values, &format!("table topic '{topic}'"))
         }
         StreamSource::Generator(_) => Err(VeloError::Usage(format!(
             "table '{}' cannot come from a generator",
             def.name
         ))),
+    }
+}
+
+/// Changes of a compacted topic, folded to the latest per record key (`None`: deleted).
+#[derive(Default)]
+pub struct Changes {
+    latest: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    order: Vec<Vec<u8>>,
+}
+
+impl Changes {
+    /// Folds a polled batch in (records without a key are ignored).
+    pub fn fold(&mut self, batch: &velo_connectors::record::SourceBatch) {
+        let Payload::Encoded(payloads) = &batch.payload else {
+            return;
+        };
+        for i in 0..batch.len() {
+            if batch.meta.key.is_null(i) {
+                continue;
+            }
+            let key = batch.meta.key.value(i).to_vec();
+            let value = (!payloads.is_null(i)).then(|| payloads.value(i).to_vec());
+            if !self.latest.contains_key(&key) {
+                self.order.push(key.clone());
+            }
+            self.latest.insert(key, value);
+        }
+    }
+
+    /// The latest payloads (in order of first appearance) and the deleted keys (as text).
+    pub fn split(self) -> (BinaryArray, Vec<String>) {
+        let mut values = Vec::new();
+        let mut deleted = Vec::new();
+        for key in &self.order {
+            match self.latest.get(key).cloned().flatten() {
+                Some(v) => values.push(v),
+                None => deleted.push(String::from_utf8_lossy(key).into_owned()),
+            }
+        }
+        (BinaryArray::from_iter_values(values.iter()), deleted)
     }
 }
 

@@ -109,3 +109,66 @@ fn a_join_of_two_unbounded_streams_is_refused_with_a_suggestion() {
         "a join of two streams needs a window or a time bound",
     );
 }
+
+#[test]
+fn a_continuous_join_follows_the_table_topic_while_it_runs() {
+    let instruments = unique_topic("live-instruments");
+    let trades = unique_topic("live-trades");
+    create_topic(&instruments, 1);
+    create_topic(&trades, 1);
+    produce(
+        &instruments,
+        &[Rec::value(r#"{"symbol":"AAPL","sector":"Tech"}"#).key("AAPL")],
+    );
+    let sql = format!(
+        "CREATE STREAM trades (symbol VARCHAR) WITH ('topic' = '{trades}');\n\
+         CREATE TABLE instruments (symbol VARCHAR, sector VARCHAR) WITH ('topic' = '{instruments}', 'key' = 'symbol');\n\
+         SELECT t.symbol, r.sector FROM trades t LEFT JOIN instruments r ON t.symbol = r.symbol"
+    );
+    let job = spawn(&[
+        "stream",
+        "--query",
+        &sql,
+        "--format",
+        "json-lines",
+        "--group-id",
+        &unique_topic("g"),
+    ]);
+    let trade = |s: &str| Rec::value(format!(r#"{{"symbol":"{s}"}}"#));
+    produce(&trades, &[trade("AAPL")]);
+    assert_eq!(
+        job.take_lines(1),
+        vec![r#"{"symbol":"AAPL","sector":"Tech"}"#]
+    );
+    produce(
+        &instruments,
+        &[
+            Rec::value(r#"{"symbol":"AAPL","sector":"Hardware"}"#).key("AAPL"),
+            Rec::value(r#"{"symbol":"MSFT","sector":"Cloud"}"#).key("MSFT"),
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    produce(&trades, &[trade("AAPL"), trade("MSFT")]);
+    assert_eq!(
+        job.take_lines(2),
+        vec![
+            r#"{"symbol":"AAPL","sector":"Hardware"}"#,
+            r#"{"symbol":"MSFT","sector":"Cloud"}"#
+        ]
+    );
+    produce(
+        &instruments,
+        &[Rec {
+            key: Some("MSFT".into()),
+            ..Default::default()
+        }],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    produce(&trades, &[trade("MSFT")]);
+    assert_eq!(
+        job.take_lines(1),
+        vec![r#"{"symbol":"MSFT","sector":null}"#]
+    );
+    let (code, _) = job.terminate();
+    assert_eq!(code, 0);
+}

@@ -155,6 +155,9 @@ pub enum ReadMode {
         group_id: String,
         reset: StartOffset,
     },
+    /// Read every partition from its current end, forever, without a group or commits (follows
+    /// a table topic's updates).
+    Follow,
 }
 
 /// Reads records of one topic.
@@ -195,6 +198,9 @@ impl KafkaSource {
                         .clone()
                         .unwrap_or_else(|| "velo-sql-execute".into()),
                 );
+            }
+            ReadMode::Follow => {
+                config.set("group.id", "velo-sql-follow");
             }
             ReadMode::Group { group_id, reset } => {
                 config.set("group.id", group_id).set(
@@ -251,6 +257,21 @@ impl KafkaSource {
                 }
                 Some(remaining)
             }
+            ReadMode::Follow => {
+                let mut assignment = TopicPartitionList::new();
+                for p in partitions {
+                    let (_, high) = consumer
+                        .fetch_watermarks(topic, p, connection.timeout)
+                        .map_err(|e| connection.unreachable(&e))?;
+                    assignment
+                        .add_partition_offset(topic, p, Offset::Offset(high))
+                        .map_err(|e| ConnectorError::kafka("building the assignment", e))?;
+                }
+                consumer.assign(&assignment).map_err(|e| {
+                    ConnectorError::kafka(format!("assigning partitions of '{topic}'"), e)
+                })?;
+                None
+            }
             ReadMode::Group { .. } => {
                 consumer
                     .subscribe(&[topic])
@@ -284,12 +305,15 @@ impl Source for KafkaSource {
             return Ok(None);
         }
         let deadline = Instant::now() + max_wait;
+        let mut first = true;
         while self.collector.len() < max_records && !self.exhausted() {
             let now = Instant::now();
-            if now >= deadline {
+            // Poll at least once, so a zero wait still takes what has arrived.
+            if now >= deadline && !first {
                 break;
             }
-            let Some(polled) = self.consumer.poll(deadline - now) else {
+            first = false;
+            let Some(polled) = self.consumer.poll(deadline.saturating_duration_since(now)) else {
                 break;
             };
             let message = match polled {

@@ -36,6 +36,9 @@ pub enum StreamSide {
 /// A stream–table join.
 pub struct LookupJoinExec {
     stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+    table_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Column of `table` holding the table's key, when the table follows a topic's updates.
+    live_key: Option<usize>,
     table: RecordBatch,
     index: HashMap<Box<[u8]>, Vec<u32>>,
     converter: RowConverter,
@@ -59,29 +62,16 @@ impl LookupJoinExec {
         output_schema: SchemaRef,
     ) -> Result<Self> {
         let table = concat_batches(&table_schema, table_batches)?;
-        let key_columns = table_keys
+        let key_types = table_keys
             .iter()
-            .map(|k| Ok(k.evaluate(&table)?.into_array(table.num_rows())?))
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        let converter = RowConverter::new(
-            key_columns
-                .iter()
-                .map(|c| SortField::new(c.data_type().clone()))
-                .collect(),
-        )?;
-        let rows = converter.convert_columns(&key_columns)?;
-        let mut index: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
-        for r in 0..table.num_rows() {
-            if key_columns.iter().any(|c| c.is_null(r)) {
-                continue;
-            }
-            index
-                .entry(rows.row(r).as_ref().into())
-                .or_default()
-                .push(r as u32);
-        }
+            .map(|k| Ok(SortField::new(k.data_type(&table_schema)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let converter = RowConverter::new(key_types)?;
+        let index = build_index(&table, &table_keys, &converter)?;
         Ok(Self {
             stream_keys,
+            table_keys,
+            live_key: None,
             table,
             index,
             converter,
@@ -90,6 +80,12 @@ impl LookupJoinExec {
             filter,
             output_schema,
         })
+    }
+
+    /// Lets the table follow its topic: `key_column` (a column of the table side) holds the key
+    /// that upserts replace and tombstones delete.
+    pub fn follow_updates(&mut self, key_column: usize) {
+        self.live_key = Some(key_column);
     }
 
     fn assemble(
@@ -115,9 +111,79 @@ impl LookupJoinExec {
     }
 }
 
+fn build_index(
+    table: &RecordBatch,
+    table_keys: &[Arc<dyn PhysicalExpr>],
+    converter: &RowConverter,
+) -> Result<HashMap<Box<[u8]>, Vec<u32>>> {
+    let key_columns = table_keys
+        .iter()
+        .map(|k| Ok(k.evaluate(table)?.into_array(table.num_rows())?))
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    let rows = converter.convert_columns(&key_columns)?;
+    let mut index: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+    for r in 0..table.num_rows() {
+        if key_columns.iter().any(|c| c.is_null(r)) {
+            continue;
+        }
+        index
+            .entry(rows.row(r).as_ref().into())
+            .or_default()
+            .push(r as u32);
+    }
+    Ok(index)
+}
+
 impl StreamOperator for LookupJoinExec {
     fn name(&self) -> &'static str {
         "LookupJoinExec"
+    }
+
+    fn apply_table_changes(&mut self, upserts: &RecordBatch, deletes: &[String]) -> Result<()> {
+        let Some(key) = self.live_key else {
+            return Err(VeloError::Execution(
+                "this join's table does not follow updates".into(),
+            ));
+        };
+        let schema = self.table.schema();
+        // The update rows, laid out as the table side (columns by name, cast when needed).
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| match upserts.column_by_name(f.name()) {
+                Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                Some(c) => Ok(arrow::compute::cast(c, f.data_type())?),
+                None => Ok(arrow::array::new_null_array(
+                    f.data_type(),
+                    upserts.num_rows(),
+                )),
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let upserts = RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(upserts.num_rows())),
+        )?;
+        let as_text = |b: &RecordBatch| -> Result<arrow::array::StringArray> {
+            Ok(
+                arrow::compute::cast(b.column(key), &arrow::datatypes::DataType::Utf8)?
+                    .as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .expect("cast to Utf8")
+                    .clone(),
+            )
+        };
+        let mut gone: std::collections::HashSet<String> = deletes.iter().cloned().collect();
+        gone.extend(as_text(&upserts)?.iter().flatten().map(str::to_string));
+        let existing = as_text(&self.table)?;
+        let keep: BooleanArray = existing
+            .iter()
+            .map(|k| Some(!k.is_some_and(|k| gone.contains(k))))
+            .collect();
+        let kept = arrow::compute::filter_record_batch(&self.table, &keep)?;
+        self.table = concat_batches(&schema, [&kept, &upserts])?;
+        self.index = build_index(&self.table, &self.table_keys, &self.converter)?;
+        Ok(())
     }
 
     /// The table held for lookups (rows and bytes).

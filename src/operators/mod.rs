@@ -87,6 +87,16 @@ pub trait StreamOperator: Send {
 
     /// Asks the operator to keep the late rows it drops, for [`StreamOperator::drain_late_rows`].
     fn keep_late_rows(&mut self) {}
+
+    /// Applies changes of the table a lookup join reads: `upserts` (rows of the table's
+    /// columns) replace the rows with the same key, `deletes` remove the rows whose key column
+    /// reads as one of these keys. Only [`LookupJoinExec`] accepts it.
+    fn apply_table_changes(&mut self, _upserts: &RecordBatch, _deletes: &[String]) -> Result<()> {
+        Err(VeloError::Execution(format!(
+            "{} holds no table",
+            self.name()
+        )))
+    }
 }
 
 /// What an operator counts and holds.
@@ -247,6 +257,29 @@ impl Pipeline {
     /// Makes every operator keep its late rows.
     pub fn keep_late_rows(&mut self) {
         self.operators.iter_mut().for_each(|o| o.keep_late_rows());
+    }
+
+    /// Applies table changes to operator `index` (see [`StreamOperator::apply_table_changes`]).
+    pub fn apply_table_changes(
+        &mut self,
+        index: usize,
+        upserts: &RecordBatch,
+        deletes: &[String],
+    ) -> Result<()> {
+        self.operators
+            .get_mut(index)
+            .ok_or_else(|| VeloError::Execution(format!("no operator {index}")))?
+            .apply_table_changes(upserts, deletes)
+    }
+
+    /// Number of operators.
+    pub fn len(&self) -> usize {
+        self.operators.len()
+    }
+
+    /// True when the pipeline has no operator.
+    pub fn is_empty(&self) -> bool {
+        self.operators.is_empty()
     }
 
     /// Every operator's state, in chain order.

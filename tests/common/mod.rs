@@ -322,6 +322,16 @@ pub fn spawn(args: &[&str]) -> Running {
     Running { child, lines: rx }
 }
 
+impl Drop for Running {
+    /// A test that fails half-way must not leave `velo-sql` running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Running {
     /// Waits for `n` lines of output (at most 30 s).
     pub fn take_lines(&self, n: usize) -> Vec<String> {
