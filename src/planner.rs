@@ -220,16 +220,13 @@ pub async fn plan_query(
     let mut pipeline = Pipeline::default();
     let mut scan = None;
     let mut table_feeds = Vec::new();
-    lower(
-        &plan,
-        &state,
+    let cx = Lowering {
+        state: &state,
         catalog,
         request,
-        &lookups,
-        &mut table_feeds,
-        &mut pipeline,
-        &mut scan,
-    )?;
+        lookups: &lookups,
+    };
+    lower(&plan, &cx, &mut table_feeds, &mut pipeline, &mut scan)?;
     let scan = scan.ok_or_else(|| {
         VeloError::Unsupported(
             "the query reads no stream (or its WHERE clause is always false)".into(),
@@ -312,16 +309,22 @@ fn is_table_side(plan: &LogicalPlan, catalog: &Catalog) -> bool {
     tables > 0 && streams == 0
 }
 
+/// What lowering reads: the session, the catalog, the request and the table sides of joins.
+struct Lowering<'a> {
+    state: &'a SessionState,
+    catalog: &'a Catalog,
+    request: &'a QueryRequest,
+    lookups: &'a Lookups,
+}
+
 fn lower(
     plan: &LogicalPlan,
-    state: &SessionState,
-    catalog: &Catalog,
-    request: &QueryRequest,
-    lookups: &Lookups,
+    cx: &Lowering<'_>,
     feeds: &mut Vec<TableFeed>,
     pipeline: &mut Pipeline,
     scan: &mut Option<ScanLayout>,
 ) -> Result<()> {
+    let (state, catalog, request, lookups) = (cx.state, cx.catalog, cx.request, cx.lookups);
     match plan {
         LogicalPlan::TableScan(table_scan) => {
             if scan.is_some() {
@@ -362,16 +365,7 @@ fn lower(
             Ok(())
         }
         LogicalPlan::Filter(filter) => {
-            lower(
-                &filter.input,
-                state,
-                catalog,
-                request,
-                lookups,
-                feeds,
-                pipeline,
-                scan,
-            )?;
+            lower(&filter.input, cx, feeds, pipeline, scan)?;
             let predicate = state
                 .create_physical_expr(filter.predicate.clone(), filter.input.schema())
                 .map_err(plan_error)?;
@@ -379,16 +373,7 @@ fn lower(
             Ok(())
         }
         LogicalPlan::Projection(projection) => {
-            lower(
-                &projection.input,
-                state,
-                catalog,
-                request,
-                lookups,
-                feeds,
-                pipeline,
-                scan,
-            )?;
+            lower(&projection.input, cx, feeds, pipeline, scan)?;
             let exprs = projection
                 .expr
                 .iter()
@@ -402,16 +387,7 @@ fn lower(
             Ok(())
         }
         LogicalPlan::Limit(limit) => {
-            lower(
-                &limit.input,
-                state,
-                catalog,
-                request,
-                lookups,
-                feeds,
-                pipeline,
-                scan,
-            )?;
+            lower(&limit.input, cx, feeds, pipeline, scan)?;
             let skip = match limit.get_skip_type().map_err(plan_error)? {
                 SkipType::Literal(n) => n as u64,
                 SkipType::UnsupportedExpr => {
@@ -431,27 +407,9 @@ fn lower(
             pipeline.push(Box::new(LimitExec::new(skip, fetch)));
             Ok(())
         }
-        LogicalPlan::SubqueryAlias(alias) => lower(
-            &alias.input,
-            state,
-            catalog,
-            request,
-            lookups,
-            feeds,
-            pipeline,
-            scan,
-        ),
+        LogicalPlan::SubqueryAlias(alias) => lower(&alias.input, cx, feeds, pipeline, scan),
         LogicalPlan::Aggregate(aggregate) => {
-            lower(
-                &aggregate.input,
-                state,
-                catalog,
-                request,
-                lookups,
-                feeds,
-                pipeline,
-                scan,
-            )?;
+            lower(&aggregate.input, cx, feeds, pipeline, scan)?;
             pipeline.push(window_aggregate(aggregate, state, request)?);
             Ok(())
         }
@@ -488,16 +446,7 @@ fn lower(
                     )))
                 }
             };
-            lower(
-                stream_plan,
-                state,
-                catalog,
-                request,
-                lookups,
-                feeds,
-                pipeline,
-                scan,
-            )?;
+            lower(stream_plan, cx, feeds, pipeline, scan)?;
             let rows = lookups
                 .get(&table_plan.display_indent().to_string())
                 .ok_or_else(|| VeloError::Execution("a join's table side was not loaded".into()))?;
@@ -548,16 +497,7 @@ fn lower(
             "SELECT DISTINCT is not supported on a stream yet".into(),
         )),
         LogicalPlan::Window(window) => {
-            lower(
-                &window.input,
-                state,
-                catalog,
-                request,
-                lookups,
-                feeds,
-                pipeline,
-                scan,
-            )?;
+            lower(&window.input, cx, feeds, pipeline, scan)?;
             pipeline.push(over_window(window, state)?);
             Ok(())
         }
