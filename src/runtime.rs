@@ -260,6 +260,9 @@ impl Job {
                 self.handle_bad_records(&batch, &bad)?;
             }
             if let Some((column, tracker)) = self.watermark.as_mut() {
+                if let Some(assigned) = self.source.assigned_partitions() {
+                    tracker.set_partitions(&assigned);
+                }
                 tracker.observe(&partitions, input.column(*column))?;
             }
             for out in self.pipeline.process(input)? {

@@ -1,9 +1,10 @@
 //! Event-time progress: the watermark.
 //!
 //! The watermark is `max event time seen − allowed out-of-orderness`, computed per source
-//! partition and taken as the minimum over the partitions that have data, so a fast partition
-//! cannot close windows a slow one still feeds. A partition silent for longer than the idle
-//! timeout stops holding the watermark back. The watermark never goes backwards.
+//! partition and taken as the minimum over the source's partitions, so a fast partition cannot
+//! close windows a slow one still feeds. A partition the source reads but that has sent nothing
+//! yet holds the watermark where it is. A partition silent for longer than the idle timeout stops
+//! holding the watermark back. The watermark never goes backwards.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,7 +16,8 @@ use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use crate::error::Result;
 
 struct PartitionClock {
-    max_time: i64,
+    /// Highest event time seen; `None` until the partition sends a timed record.
+    max_time: Option<i64>,
     last_seen: Instant,
 }
 
@@ -52,25 +54,45 @@ impl WatermarkTracker {
                 .partitions
                 .entry(partitions.value(i))
                 .or_insert(PartitionClock {
-                    max_time: i64::MIN,
+                    max_time: None,
                     last_seen: now,
                 });
-            clock.max_time = clock.max_time.max(times.value(i));
+            let time = times.value(i);
+            clock.max_time = Some(clock.max_time.map_or(time, |max| max.max(time)));
             clock.last_seen = now;
         }
         Ok(())
     }
 
-    /// The watermark now, if any partition has data; never lower than before.
+    /// Declares the partitions the source reads now: new ones start holding the watermark
+    /// (until they send data or go idle), revoked ones stop.
+    pub fn set_partitions(&mut self, assigned: &[i32]) {
+        self.partitions.retain(|p, _| assigned.contains(p));
+        let now = Instant::now();
+        for &p in assigned {
+            self.partitions.entry(p).or_insert(PartitionClock {
+                max_time: None,
+                last_seen: now,
+            });
+        }
+    }
+
+    /// The watermark now, once every active partition has data; never lower than before.
     pub fn current(&mut self) -> Option<i64> {
         let now = Instant::now();
-        let active = self
+        let mut active = self
             .partitions
             .values()
             .filter(|c| now.duration_since(c.last_seen) < self.idle_timeout)
             .map(|c| c.max_time)
-            .min();
-        if let Some(min) = active {
+            .peekable();
+        let min = if active.peek().is_none() {
+            None
+        } else {
+            // A partition that has sent nothing yet (`None`) makes the minimum `None`.
+            active.try_fold(i64::MAX, |min, t| t.map(|t| min.min(t)))
+        };
+        if let Some(min) = min {
             let candidate = min.saturating_sub(self.delay_ms);
             self.current = Some(self.current.map_or(candidate, |c| c.max(candidate)));
         }
@@ -106,5 +128,31 @@ mod tests {
         let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![2000]));
         w.observe(&Int32Array::from(vec![0]), &times).unwrap();
         assert_eq!(w.current(), Some(2000));
+    }
+
+    #[test]
+    fn a_partition_that_has_sent_nothing_yet_holds_the_watermark() {
+        let mut w = WatermarkTracker::new(0, Duration::from_millis(50));
+        w.set_partitions(&[0, 1]);
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![1000]));
+        w.observe(&Int32Array::from(vec![0]), &times).unwrap();
+        assert_eq!(w.current(), None, "partition 1 has sent nothing");
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![400]));
+        w.observe(&Int32Array::from(vec![1]), &times).unwrap();
+        assert_eq!(w.current(), Some(400));
+        w.set_partitions(&[0]);
+        assert_eq!(w.current(), Some(1000), "a revoked partition stops holding");
+    }
+
+    #[test]
+    fn a_silent_partition_stops_holding_once_idle() {
+        let mut w = WatermarkTracker::new(0, Duration::from_millis(20));
+        w.set_partitions(&[0, 1]);
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![1000]));
+        w.observe(&Int32Array::from(vec![0]), &times).unwrap();
+        assert_eq!(w.current(), None);
+        std::thread::sleep(Duration::from_millis(30));
+        w.observe(&Int32Array::from(vec![0]), &times).unwrap();
+        assert_eq!(w.current(), Some(1000));
     }
 }

@@ -169,6 +169,8 @@ pub struct KafkaSource {
     remaining: Option<BTreeMap<i32, i64>>,
     /// Highest offset returned per partition since the last commit.
     uncommitted: BTreeMap<i32, i64>,
+    /// Snapshot mode: the partitions that had records to read when the source opened.
+    snapshot_partitions: Vec<i32>,
     group_mode: bool,
     timeout: Duration,
 }
@@ -279,10 +281,15 @@ impl KafkaSource {
                 None
             }
         };
+        let snapshot_partitions = remaining
+            .as_ref()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default();
         Ok(Self {
             consumer,
             topic: topic.to_string(),
             collector: RecordBatchCollector::new(1024),
+            snapshot_partitions,
             remaining,
             uncommitted: BTreeMap::new(),
             group_mode,
@@ -394,6 +401,18 @@ impl Source for KafkaSource {
 
     fn is_bounded(&self) -> bool {
         self.remaining.is_some()
+    }
+
+    fn assigned_partitions(&self) -> Option<Vec<i32>> {
+        match &self.remaining {
+            Some(_) => Some(self.snapshot_partitions.clone()),
+            None => self.consumer.assignment().ok().map(|tpl| {
+                tpl.elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect()
+            }),
+        }
     }
 }
 

@@ -26,4 +26,10 @@ pub trait Source: Send {
 
     /// True when the source ends by itself (a snapshot, a file, a finite generator).
     fn is_bounded(&self) -> bool;
+
+    /// The partitions this source reads now (those with records to read, for a snapshot), or
+    /// `None` when it cannot tell. Event time waits for every one of them.
+    fn assigned_partitions(&self) -> Option<Vec<i32>> {
+        None
+    }
 }

@@ -180,6 +180,10 @@ impl Source for GeneratorSource {
     fn is_bounded(&self) -> bool {
         self.spec.count.is_some()
     }
+
+    fn assigned_partitions(&self) -> Option<Vec<i32>> {
+        Some(vec![0])
+    }
 }
 
 #[cfg(test)]
