@@ -21,13 +21,12 @@ use apache_avro::schema::{DecimalSchema, RecordSchema, Schema as AvroSchema, Uni
 use apache_avro::types::Value;
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch};
 use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Field, Fields, Float32Type, Float64Type, Int16Type,
-    Int32Type, Int64Type, Int8Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
-    UInt64Type, UInt8Type,
+    DataType, Date32Type, Decimal128Type, Field, Fields, Float32Type, Float64Type, Schema,
+    SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampNanosecondType,
 };
 
 use super::bridge::JsonBridge;
+use super::cell::{epoch_nanos_at, float_at, integer_at};
 use super::text::{
     fits_precision, i128_from_be_bytes, i128_to_be_bytes, rescale, write_decimal, write_hex,
     write_json_string,
@@ -467,40 +466,9 @@ fn to_value(
     if array.is_null(row) {
         return Err("NULL for a field that is not nullable".into());
     }
-    let int = |array: &dyn Array| -> Option<i64> {
-        Some(match array.data_type() {
-            DataType::Int8 => array.as_primitive::<Int8Type>().value(row) as i64,
-            DataType::Int16 => array.as_primitive::<Int16Type>().value(row) as i64,
-            DataType::Int32 => array.as_primitive::<Int32Type>().value(row) as i64,
-            DataType::Int64 => array.as_primitive::<Int64Type>().value(row),
-            DataType::UInt8 => array.as_primitive::<UInt8Type>().value(row) as i64,
-            DataType::UInt16 => array.as_primitive::<UInt16Type>().value(row) as i64,
-            DataType::UInt32 => array.as_primitive::<UInt32Type>().value(row) as i64,
-            DataType::UInt64 => {
-                i64::try_from(array.as_primitive::<UInt64Type>().value(row)).ok()?
-            }
-            _ => return None,
-        })
-    };
-    let millis = |array: &dyn Array| -> Option<i64> {
-        Some(match array.data_type() {
-            DataType::Timestamp(TimeUnit::Second, _) => {
-                array.as_primitive::<TimestampSecondType>().value(row) * 1000
-            }
-            DataType::Timestamp(TimeUnit::Millisecond, _) => {
-                array.as_primitive::<TimestampMillisecondType>().value(row)
-            }
-            DataType::Timestamp(TimeUnit::Microsecond, _) => array
-                .as_primitive::<TimestampMicrosecondType>()
-                .value(row)
-                .div_euclid(1000),
-            DataType::Timestamp(TimeUnit::Nanosecond, _) => array
-                .as_primitive::<TimestampNanosecondType>()
-                .value(row)
-                .div_euclid(1_000_000),
-            _ => return None,
-        })
-    };
+    let int = |array: &dyn Array| integer_at(array, row);
+    let millis =
+        |array: &dyn Array| epoch_nanos_at(array, row).map(|n| n.div_euclid(1_000_000) as i64);
     let mismatch = || {
         format!(
             "a {} column cannot be written as Avro {schema:?}",
@@ -521,11 +489,7 @@ fn to_value(
             DataType::Float64 => array.as_primitive::<Float64Type>().value(row) as f32,
             _ => return Err(mismatch()),
         }),
-        AvroSchema::Double => Value::Double(match array.data_type() {
-            DataType::Float32 => array.as_primitive::<Float32Type>().value(row) as f64,
-            DataType::Float64 => array.as_primitive::<Float64Type>().value(row),
-            _ => int(array).ok_or_else(mismatch)? as f64,
-        }),
+        AvroSchema::Double => Value::Double(float_at(array, row).ok_or_else(mismatch)?),
         AvroSchema::String | AvroSchema::Uuid => Value::String(match array.data_type() {
             DataType::Utf8 => array.as_string::<i32>().value(row).to_string(),
             DataType::LargeUtf8 => array.as_string::<i64>().value(row).to_string(),
@@ -714,6 +678,7 @@ pub fn derive_schema(result: &Schema, name: &str) -> Result<AvroSchema> {
 mod tests {
     use super::*;
     use arrow::array::{Decimal128Array, Int64Array, StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::TimestampMillisecondType;
 
     const TRADES: &str = r#"{"type":"record","name":"Trade","fields":[
         {"name":"symbol","type":"string"},

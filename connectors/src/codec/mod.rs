@@ -7,6 +7,7 @@
 
 pub mod avro;
 pub mod bridge;
+pub mod cell;
 pub mod json;
 pub mod protobuf;
 pub mod text;

@@ -18,10 +18,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch};
 use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Field, Fields, Float32Type, Float64Type, Int16Type,
-    Int32Type, Int64Type, Int8Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
-    UInt64Type, UInt8Type,
+    DataType, Decimal128Type, Field, Fields, Schema, SchemaRef, TimeUnit, UInt64Type,
 };
 use prost::Message as _;
 use prost_reflect::{
@@ -30,6 +27,7 @@ use prost_reflect::{
 
 use super::avro::EncodeFailure;
 use super::bridge::JsonBridge;
+use super::cell::{epoch_nanos_at, float_at, integer_at};
 use super::text::{rescale, write_decimal, write_hex, write_json_string};
 use super::{Decoded, EncodedRows};
 use crate::registry::{
@@ -477,28 +475,8 @@ fn to_value(
 }
 
 fn scalar(array: &dyn Array, row: usize, kind: &Kind) -> std::result::Result<Value, String> {
-    let int = || -> Option<i64> {
-        Some(match array.data_type() {
-            DataType::Int8 => array.as_primitive::<Int8Type>().value(row) as i64,
-            DataType::Int16 => array.as_primitive::<Int16Type>().value(row) as i64,
-            DataType::Int32 => array.as_primitive::<Int32Type>().value(row) as i64,
-            DataType::Int64 => array.as_primitive::<Int64Type>().value(row),
-            DataType::UInt8 => array.as_primitive::<UInt8Type>().value(row) as i64,
-            DataType::UInt16 => array.as_primitive::<UInt16Type>().value(row) as i64,
-            DataType::UInt32 => array.as_primitive::<UInt32Type>().value(row) as i64,
-            DataType::UInt64 => {
-                i64::try_from(array.as_primitive::<UInt64Type>().value(row)).ok()?
-            }
-            _ => return None,
-        })
-    };
-    let float = || -> Option<f64> {
-        Some(match array.data_type() {
-            DataType::Float32 => array.as_primitive::<Float32Type>().value(row) as f64,
-            DataType::Float64 => array.as_primitive::<Float64Type>().value(row),
-            _ => int()? as f64,
-        })
-    };
+    let int = || integer_at(array, row);
+    let float = || float_at(array, row);
     let text =
         || arrow::util::display::array_value_to_string(array, row).map_err(|e| e.to_string());
     let mismatch = || {
@@ -562,24 +540,7 @@ fn scalar(array: &dyn Array, row: usize, kind: &Kind) -> std::result::Result<Val
             Value::Message(d)
         }
         Kind::Message(m) if is_timestamp(m) => {
-            let nanos: i128 = match array.data_type() {
-                DataType::Timestamp(TimeUnit::Second, _) => {
-                    array.as_primitive::<TimestampSecondType>().value(row) as i128 * 1_000_000_000
-                }
-                DataType::Timestamp(TimeUnit::Millisecond, _) => {
-                    array.as_primitive::<TimestampMillisecondType>().value(row) as i128 * 1_000_000
-                }
-                DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                    array.as_primitive::<TimestampMicrosecondType>().value(row) as i128 * 1000
-                }
-                DataType::Timestamp(TimeUnit::Nanosecond, _) => {
-                    array.as_primitive::<TimestampNanosecondType>().value(row) as i128
-                }
-                DataType::Date32 => {
-                    array.as_primitive::<Date32Type>().value(row) as i128 * 86_400_000_000_000
-                }
-                _ => return Err(mismatch()),
-            };
+            let nanos = epoch_nanos_at(array, row).ok_or_else(mismatch)?;
             let mut t = DynamicMessage::new(m.clone());
             t.set_field_by_name(
                 "seconds",
@@ -607,6 +568,7 @@ fn scalar(array: &dyn Array, row: usize, kind: &Kind) -> std::result::Result<Val
 mod tests {
     use super::*;
     use arrow::array::{Decimal128Array, Int64Array, StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::TimestampMillisecondType;
 
     fn trades() -> MessageDescriptor {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/trades.proto");
