@@ -6,26 +6,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use velo_connectors::codec::{EncodedRows, JsonDecoder, JsonEncoder};
+use velo_connectors::codec::JsonDecoder;
 use velostream::replay::Replay;
 
-/// SplitMix64, so every run of the test sees the same inputs for a seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+mod oracle;
+use oracle::{sorted_json_rows, Rng};
 
 const BASE_MS: i64 = 1_704_067_200_000; // 2024-01-01T00:00:00Z
 const LATENESS_MS: i64 = 3_000;
@@ -92,20 +79,6 @@ fn json_lines(records: &[Record]) -> Vec<String> {
 
 const COLUMNS: &str = "k VARCHAR, v DECIMAL(12,3), ts TIMESTAMP, tms BIGINT";
 
-fn encode(batches: &[RecordBatch]) -> Vec<String> {
-    let encoder = JsonEncoder::default();
-    let mut rows = EncodedRows::default();
-    for b in batches {
-        encoder.encode(b, &mut rows).unwrap();
-    }
-    let mut out: Vec<String> = rows
-        .iter()
-        .map(|r| String::from_utf8_lossy(r).into_owned())
-        .collect();
-    out.sort();
-    out
-}
-
 /// Runs the streaming query over `lines` in random micro-batches.
 fn streaming(sql: &str, lines: &[String], rng: &mut Rng) -> Vec<String> {
     let mut replay = Replay::plan(sql).unwrap();
@@ -122,7 +95,7 @@ fn streaming(sql: &str, lines: &[String], rng: &mut Rng) -> Vec<String> {
     }
     out.extend(replay.finish().unwrap());
     assert_eq!(replay.bad_records, 0);
-    encode(&out)
+    sorted_json_rows(&out)
 }
 
 /// Runs `sql` in DataFusion over the records as one table `t` (plus `extra` rows for `x`).
@@ -149,7 +122,7 @@ fn batch_oracle(sql: &str, lines: &[String], extra: Option<(&str, Vec<String>)>)
         register("x", columns, rows);
     }
     let batches = rt.block_on(async { ctx.sql(sql).await.unwrap().collect().await.unwrap() });
-    encode(&batches)
+    sorted_json_rows(&batches)
 }
 
 fn stream_sql(window: &str) -> String {
@@ -331,6 +304,10 @@ fn a_pipeline_restored_mid_stream_continues_exactly() {
         after.restore(&state, first.len() as i64).unwrap();
         got.extend(after.push(second).unwrap());
         got.extend(after.finish().unwrap());
-        assert_eq!(encode(&got), encode(&expected), "{window}");
+        assert_eq!(
+            sorted_json_rows(&got),
+            sorted_json_rows(&expected),
+            "{window}"
+        );
     }
 }

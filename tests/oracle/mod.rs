@@ -1,0 +1,37 @@
+//! Shared parts of the oracle tests: a seeded random source and the canonical form results are
+//! compared in (each row as JSON text, sorted, so two results compare as multisets).
+
+use arrow::array::RecordBatch;
+use velo_connectors::codec::{EncodedRows, JsonEncoder};
+
+/// SplitMix64, so every run of a test sees the same inputs for a seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The rows of `batches` as JSON lines, sorted.
+pub fn sorted_json_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let encoder = JsonEncoder::default();
+    let mut rows = EncodedRows::default();
+    for b in batches {
+        encoder.encode(b, &mut rows).unwrap();
+    }
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    out.sort();
+    out
+}
