@@ -62,6 +62,9 @@ pub struct StreamDef {
     pub key: Option<String>,
     /// A table's rows, once loaded (see [`crate::table`]).
     pub rows: Option<Arc<Vec<arrow::array::RecordBatch>>>,
+    /// A topic-backed table's offset per partition its loaded rows end at; following resumes
+    /// there.
+    pub loaded_up_to: std::collections::BTreeMap<i32, i64>,
 }
 
 impl StreamDef {
@@ -79,6 +82,7 @@ impl StreamDef {
             is_table: false,
             key: None,
             rows: None,
+            loaded_up_to: Default::default(),
         }
     }
 
@@ -233,6 +237,7 @@ impl StreamDef {
             is_table: decl.is_table,
             key: table_key,
             rows: None,
+            loaded_up_to: Default::default(),
         })
     }
 

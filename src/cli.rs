@@ -481,10 +481,11 @@ async fn resolve_inputs(
         }
         let stream = catalog.get(name).expect("inserted above").clone();
         if stream.is_table {
-            let (schema, rows) = crate::table::load(&stream, &connection)?;
+            let loaded = crate::table::load(&stream, &connection)?;
             let target = catalog.get_mut(name).expect("inserted above");
-            target.schema = Some(schema);
-            target.rows = Some(Arc::new(rows));
+            target.schema = Some(loaded.schema);
+            target.rows = Some(Arc::new(loaded.rows));
+            target.loaded_up_to = loaded.end_offsets;
             continue;
         }
         if stream.schema.is_none() {
@@ -717,7 +718,13 @@ async fn run(
             };
             table_followers.push(crate::runtime::TableFollower {
                 table: feed.table.clone(),
-                source: Box::new(KafkaSource::open(&connection, topic, ReadMode::Follow)?),
+                source: Box::new(KafkaSource::open(
+                    &connection,
+                    topic,
+                    ReadMode::Follow {
+                        from: def.loaded_up_to.clone(),
+                    },
+                )?),
                 decoder: def
                     .format
                     .decoder(def.table_schema()?, def.registry.clone())?,

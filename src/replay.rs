@@ -41,9 +41,9 @@ impl Replay {
                     "127.0.0.1:1",
                     Duration::from_secs(1),
                 );
-                let (schema, rows) = crate::table::load(&def, &nowhere)?;
-                def.schema = Some(schema);
-                def.rows = Some(std::sync::Arc::new(rows));
+                let loaded = crate::table::load(&def, &nowhere)?;
+                def.schema = Some(loaded.schema);
+                def.rows = Some(std::sync::Arc::new(loaded.rows));
             }
             catalog.insert(def);
         }

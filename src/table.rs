@@ -6,7 +6,7 @@
 //! from the declaration, else from the file (Parquet) or are inferred (CSV, JSON lines; money
 //! stays exact only when declared as DECIMAL for CSV).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,10 +35,30 @@ fn io_error(path: &std::path::Path, e: impl std::fmt::Display) -> VeloError {
     VeloError::Usage(format!("table file {}: {e}", path.display()))
 }
 
-/// Loads the rows of table `def`; returns its columns and rows.
-pub fn load(
+/// A table as loaded when the query starts.
+pub struct LoadedTable {
+    pub schema: SchemaRef,
+    pub rows: Vec<RecordBatch>,
+    /// For a topic-backed table, the offset per partition the rows were read up to (exclusive):
+    /// following the topic starts there, so no update is missed in between.
+    pub end_offsets: BTreeMap<i32, i64>,
+}
+
+/// Loads the rows of table `def`.
+pub fn load(def: &StreamDef, connection: &KafkaConnection) -> Result<LoadedTable> {
+    let mut end_offsets = BTreeMap::new();
+    let (schema, rows) = load_rows(def, connection, &mut end_offsets)?;
+    Ok(LoadedTable {
+        schema,
+        rows,
+        end_offsets,
+    })
+}
+
+fn load_rows(
     def: &StreamDef,
     connection: &KafkaConnection,
+    end_offsets: &mut BTreeMap<i32, i64>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     match &def.source {
         StreamSource::File { path, format } => match format.as_str() {
@@ -107,6 +127,7 @@ pub fn load(
             while let Some(batch) = source.poll_batch(8192, Duration::from_millis(500))? {
                 changes.fold(&batch);
             }
+            end_offsets.clone_from(source.snapshot_end_offsets());
             let (values, _) = changes.split();
             decode(def, values, &format!("table topic '{topic}'"))
         }

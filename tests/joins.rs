@@ -1,6 +1,6 @@
 //! Stream–table joins through the binary against the real broker: a table kept from a
-//! compacted topic (latest value per key, tombstones delete), a file table, and the refusal of
-//! unbounded stream–stream joins.
+//! compacted topic (latest value per key, tombstones delete, followed from where its initial
+//! read ended), a file table, and the refusal of unbounded stream–stream joins.
 
 mod common;
 
@@ -171,4 +171,62 @@ fn a_continuous_join_follows_the_table_topic_while_it_runs() {
     );
     let (code, _) = job.terminate();
     assert_eq!(code, 0);
+}
+
+#[test]
+fn following_a_table_topic_resumes_where_its_snapshot_ended() {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+    use velo_connectors::kafka::{KafkaConnection, KafkaSource, ReadMode, StartOffset};
+    use velo_connectors::record::Payload;
+    use velo_connectors::source::Source;
+
+    fn values(source: &mut KafkaSource, out: &mut Vec<String>, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            let Some(batch) = source.poll_batch(100, Duration::from_millis(200)).unwrap() else {
+                return;
+            };
+            let Payload::Encoded(payloads) = &batch.payload else {
+                panic!("a Kafka source yields encoded payloads");
+            };
+            out.extend((0..batch.len()).map(|i| String::from_utf8_lossy(payloads.value(i)).into()));
+        }
+    }
+
+    let topic = unique_topic("resume-table");
+    create_topic(&topic, 2);
+    produce(
+        &topic,
+        &[
+            Rec::value("a1").key("a").partition(0),
+            Rec::value("b1").key("b").partition(1),
+        ],
+    );
+    let connection = KafkaConnection::new(brokers(), Duration::from_secs(10));
+    let snapshot_mode = ReadMode::Snapshot {
+        start: StartOffset::Earliest,
+        partition: None,
+        group_id: None,
+    };
+    let mut snapshot = KafkaSource::open(&connection, &topic, snapshot_mode).unwrap();
+    let mut loaded = Vec::new();
+    values(&mut snapshot, &mut loaded, Duration::from_secs(10));
+    loaded.sort();
+    assert_eq!(loaded, ["a1", "b1"]);
+    assert_eq!(
+        snapshot.snapshot_end_offsets(),
+        &BTreeMap::from([(0, 1), (1, 1)])
+    );
+    // An update produced after the snapshot ended and before following starts is not missed.
+    produce(&topic, &[Rec::value("a2").key("a").partition(0)]);
+    let from = snapshot.snapshot_end_offsets().clone();
+    let mut follow = KafkaSource::open(&connection, &topic, ReadMode::Follow { from }).unwrap();
+    let mut followed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while followed.is_empty() && Instant::now() < deadline {
+        values(&mut follow, &mut followed, Duration::from_millis(500));
+    }
+    values(&mut follow, &mut followed, Duration::from_millis(500));
+    assert_eq!(followed, ["a2"]);
 }

@@ -155,9 +155,10 @@ pub enum ReadMode {
         group_id: String,
         reset: StartOffset,
     },
-    /// Read every partition from its current end, forever, without a group or commits (follows
-    /// a table topic's updates).
-    Follow,
+    /// Read every partition forever, without a group or commits (follows a table topic's
+    /// updates): from the offset in `from` (where an earlier snapshot ended), else from the
+    /// partition's current end.
+    Follow { from: BTreeMap<i32, i64> },
 }
 
 /// Reads records of one topic.
@@ -171,6 +172,8 @@ pub struct KafkaSource {
     uncommitted: BTreeMap<i32, i64>,
     /// Snapshot mode: the partitions that had records to read when the source opened.
     snapshot_partitions: Vec<i32>,
+    /// Snapshot mode: the offset each chosen partition's snapshot ends at (exclusive).
+    snapshot_ends: BTreeMap<i32, i64>,
     group_mode: bool,
     timeout: Duration,
 }
@@ -201,8 +204,10 @@ impl KafkaSource {
                         .unwrap_or_else(|| "velo-sql-execute".into()),
                 );
             }
-            ReadMode::Follow => {
-                config.set("group.id", "velo-sql-follow");
+            ReadMode::Follow { .. } => {
+                config
+                    .set("group.id", "velo-sql-follow")
+                    .set("auto.offset.reset", "earliest");
             }
             ReadMode::Group { group_id, reset } => {
                 config.set("group.id", group_id).set(
@@ -219,6 +224,7 @@ impl KafkaSource {
             .create()
             .map_err(|e| ConnectorError::kafka("creating a consumer", e))?;
         let partitions = connection.partitions(&consumer, topic)?;
+        let mut snapshot_ends = BTreeMap::new();
         let remaining = match mode {
             ReadMode::Snapshot {
                 start, partition, ..
@@ -245,6 +251,7 @@ impl KafkaSource {
                         StartOffset::Latest => high,
                         StartOffset::At(n) => n.max(low),
                     };
+                    snapshot_ends.insert(p, high);
                     if from < high {
                         assignment
                             .add_partition_offset(topic, p, Offset::Offset(from))
@@ -259,14 +266,20 @@ impl KafkaSource {
                 }
                 Some(remaining)
             }
-            ReadMode::Follow => {
+            ReadMode::Follow { from } => {
                 let mut assignment = TopicPartitionList::new();
                 for p in partitions {
-                    let (_, high) = consumer
-                        .fetch_watermarks(topic, p, connection.timeout)
-                        .map_err(|e| connection.unreachable(&e))?;
+                    let start = match from.get(&p) {
+                        Some(&offset) => offset,
+                        None => {
+                            consumer
+                                .fetch_watermarks(topic, p, connection.timeout)
+                                .map_err(|e| connection.unreachable(&e))?
+                                .1
+                        }
+                    };
                     assignment
-                        .add_partition_offset(topic, p, Offset::Offset(high))
+                        .add_partition_offset(topic, p, Offset::Offset(start))
                         .map_err(|e| ConnectorError::kafka("building the assignment", e))?;
                 }
                 consumer.assign(&assignment).map_err(|e| {
@@ -290,11 +303,18 @@ impl KafkaSource {
             topic: topic.to_string(),
             collector: RecordBatchCollector::new(1024),
             snapshot_partitions,
+            snapshot_ends,
             remaining,
             uncommitted: BTreeMap::new(),
             group_mode,
             timeout: connection.timeout,
         })
+    }
+
+    /// For a snapshot, the offset (exclusive) each partition's read ends at: where a
+    /// [`ReadMode::Follow`] continuing it starts. Empty for other modes.
+    pub fn snapshot_end_offsets(&self) -> &BTreeMap<i32, i64> {
+        &self.snapshot_ends
     }
 
     fn exhausted(&self) -> bool {
