@@ -129,6 +129,10 @@ pub struct QueryArgs {
     /// A partition without records for this long stops holding the watermark back.
     #[arg(long, default_value = "30s")]
     pub idle_timeout: String,
+    /// Fail the job when operator state (open windows, sessions, OVER history, join tables)
+    /// holds more than this, e.g. 512MiB or 2GB (checked about once a second).
+    #[arg(long)]
+    pub max_state_memory: Option<String>,
     /// Shorthand for a tumbling window of this many seconds (`WINDOW TUMBLING(Ns)`).
     #[arg(long)]
     pub window_size: Option<u64>,
@@ -264,15 +268,32 @@ fn connection(args: &QueryArgs) -> KafkaConnection {
     )
 }
 
+impl QueryArgs {
+    /// How the job's loop runs, flushing at least every `flush_interval`.
+    fn runtime_options(&self, flush_interval: Duration) -> Result<RuntimeOptions> {
+        let max_state_bytes = self
+            .max_state_memory
+            .as_deref()
+            .map(|text| {
+                text.parse::<bytesize::ByteSize>()
+                    .map(|size| size.as_u64())
+                    .map_err(|why| VeloError::Usage(format!("--max-state-memory '{text}': {why}")))
+            })
+            .transpose()?;
+        Ok(RuntimeOptions {
+            batch_size: self.batch_size,
+            flush_interval,
+            max_state_bytes,
+        })
+    }
+}
+
 async fn execute(args: ExecuteArgs) -> Result<JobStats> {
     let mode = Mode::Execute {
         start: args.offset,
         partition: args.partition,
     };
-    let options = RuntimeOptions {
-        batch_size: args.query.batch_size,
-        flush_interval: Duration::from_millis(500),
-    };
+    let options = args.query.runtime_options(Duration::from_millis(500))?;
     run(args.query, mode, options, true).await
 }
 
@@ -280,10 +301,9 @@ async fn stream(args: StreamArgs) -> Result<JobStats> {
     let mode = Mode::Stream {
         reset: args.auto_offset_reset,
     };
-    let options = RuntimeOptions {
-        batch_size: args.query.batch_size,
-        flush_interval: Duration::from_millis(args.flush_interval_ms.max(1)),
-    };
+    let options = args
+        .query
+        .runtime_options(Duration::from_millis(args.flush_interval_ms.max(1)))?;
     run(args.query, mode, options, false).await
 }
 
@@ -310,6 +330,7 @@ async fn demo(args: DemoArgs) -> Result<JobStats> {
         event_time_column: None,
         watermark_delay: None,
         idle_timeout: "30s".into(),
+        max_state_memory: None,
         window_size: None,
         late_topic: None,
         input_format: None,
@@ -321,10 +342,7 @@ async fn demo(args: DemoArgs) -> Result<JobStats> {
         output_proto_message: None,
         schema_registry: None,
     };
-    let options = RuntimeOptions {
-        batch_size: 8192,
-        flush_interval: Duration::from_secs(1),
-    };
+    let options = query.runtime_options(Duration::from_secs(1))?;
     run(
         query,
         Mode::Stream {

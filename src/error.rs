@@ -48,6 +48,13 @@ pub enum VeloError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// Operator state grew past `--max-state-memory`.
+    #[error("operator state holds {bytes} bytes, over the limit of {limit} bytes (--max-state-memory); {operator} holds the most. Shorten windows or the watermark delay, narrow the keys, or raise the limit")]
+    StateLimit {
+        bytes: u64,
+        limit: u64,
+        operator: &'static str,
+    },
 }
 
 impl VeloError {

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::Int32Type;
@@ -30,13 +30,20 @@ pub struct RuntimeOptions {
     pub batch_size: usize,
     /// Longest wait for records before an epoch runs with what it has.
     pub flush_interval: Duration,
+    /// Most bytes operator state may hold; the job fails with [`VeloError::StateLimit`] past
+    /// it. Checked at most once per [`STATE_CHECK_INTERVAL`] (measuring state is O(keys)).
+    pub max_state_bytes: Option<u64>,
 }
+
+/// How often the state limit is checked.
+pub const STATE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
         Self {
             batch_size: 8192,
             flush_interval: Duration::from_millis(200),
+            max_state_bytes: None,
         }
     }
 }
@@ -233,6 +240,7 @@ impl Job {
         }
         let mut bad = Vec::new();
         let mut ended = false;
+        let mut state_checked = Instant::now();
         while !self.stop.load(Ordering::Relaxed) && !self.pipeline.is_finished() {
             for follower in &mut self.table_followers {
                 follower.poll(&mut self.pipeline)?;
@@ -270,7 +278,12 @@ impl Job {
             }
             self.advance_watermark()?;
             self.end_epoch()?;
+            if state_checked.elapsed() >= STATE_CHECK_INTERVAL {
+                self.check_state_limit()?;
+                state_checked = Instant::now();
+            }
         }
+        self.check_state_limit()?;
         if ended || self.source.is_bounded() {
             for out in self.pipeline.advance_watermark(Watermark::END)? {
                 self.sink.write(&out)?;
@@ -284,6 +297,23 @@ impl Job {
         stats.rows_out = self.sink.rows_written();
         stats.operators = self.pipeline.metrics();
         Ok(stats)
+    }
+
+    /// Fails the job when operator state is over [`RuntimeOptions::max_state_bytes`].
+    fn check_state_limit(&self) -> Result<()> {
+        let Some(limit) = self.options.max_state_bytes else {
+            return Ok(());
+        };
+        let bytes = self.pipeline.metrics().state_bytes;
+        if bytes <= limit {
+            return Ok(());
+        }
+        let operator = self.pipeline.largest_state().map_or("?", |(name, _)| name);
+        Err(VeloError::StateLimit {
+            bytes,
+            limit,
+            operator,
+        })
     }
 
     /// Moves the pipeline's watermark to the tracker's; returns the rows this emitted.

@@ -325,3 +325,42 @@ fn an_over_window_runs_through_the_binary() {
          MSFT,2024-01-01T00:01:30,409.5000,409.75000000,2\n"
     );
 }
+
+#[test]
+fn state_over_the_memory_limit_fails_the_job_naming_the_operator() {
+    let topic = trades_topic();
+    let query =
+        "SELECT symbol, COUNT(*) AS trades FROM trades WINDOW TUMBLING(ts, 1m) GROUP BY symbol";
+    let args = |limit: &'static str| -> Vec<&str> {
+        vec![
+            "execute",
+            "--topic",
+            &topic,
+            "--schema",
+            SCHEMA,
+            "--query",
+            query,
+            "--format",
+            "csv",
+            "--max-state-memory",
+            limit,
+        ]
+    };
+    run_failing(
+        &args("100B"),
+        1,
+        "over the limit of 100 bytes (--max-state-memory); WindowAggregateExec holds the most",
+    );
+    let out = run_ok(&args("64MiB"));
+    assert_eq!(
+        sorted_csv(&out),
+        [
+            "window_start,window_end,symbol,trades",
+            "2024-01-01T00:00:00,2024-01-01T00:01:00,AAPL,2",
+            "2024-01-01T00:00:00,2024-01-01T00:01:00,MSFT,1",
+            "2024-01-01T00:01:00,2024-01-01T00:02:00,AAPL,1",
+            "2024-01-01T00:01:00,2024-01-01T00:02:00,MSFT,1",
+        ]
+    );
+    run_failing(&args("lots"), 2, "--max-state-memory 'lots'");
+}

@@ -246,6 +246,14 @@ impl Pipeline {
             .fold(OperatorMetrics::default(), |a, b| a + b)
     }
 
+    /// The operator holding the most state bytes, and how many.
+    pub fn largest_state(&self) -> Option<(&'static str, u64)> {
+        self.operators
+            .iter()
+            .map(|o| (o.name(), o.metrics().state_bytes))
+            .max_by_key(|(_, bytes)| *bytes)
+    }
+
     /// Late rows every operator dropped since the last call.
     pub fn drain_late_rows(&mut self) -> Vec<RecordBatch> {
         self.operators
