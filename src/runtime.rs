@@ -283,7 +283,10 @@ impl Job {
                 state_checked = Instant::now();
             }
         }
-        self.check_state_limit()?;
+        if !self.stop.load(Ordering::Relaxed) {
+            // The input ended: state is at its largest before the final flush.
+            self.check_state_limit()?;
+        }
         if ended || self.source.is_bounded() {
             for out in self.pipeline.advance_watermark(Watermark::END)? {
                 self.sink.write(&out)?;
