@@ -3,14 +3,15 @@
 //!   q1 (projection with exact decimal arithmetic) and q2 (filter) on bid records;
 //! - `window_aggregate`: a tumbling GROUP BY and a 5-row moving average (OVER) over decoded
 //!   batches with 10 000 distinct keys;
+//! - `stream_join`: an interval join of two tick streams with 10 000 active keys;
 //! - `codecs`: decoding and encoding the `trades` record (DECIMAL(18,4) price) as JSON, Avro and
 //!   Protobuf.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use velo_connectors::codec::EncodedRows;
 use velostream::hot_path::{
-    nexmark_bid_batches, tick_batches, CodecBench, HotPath, CODECS, NEXMARK_QUERIES, OVER_QUERY,
-    WINDOW_QUERY,
+    nexmark_bid_batches, tick_batches, CodecBench, HotPath, CODECS, INTERVAL_JOIN_QUERY,
+    NEXMARK_QUERIES, OVER_QUERY, WINDOW_QUERY,
 };
 
 const RECORDS: usize = 100_000;
@@ -32,6 +33,26 @@ fn json_hot_path(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+}
+
+fn stream_join(c: &mut Criterion) {
+    let batches = tick_batches(RECORDS, BATCH);
+    let mut group = c.benchmark_group("stream_join");
+    // Every tick goes in twice: once as an order, once as a shipment.
+    group.throughput(Throughput::Elements(2 * RECORDS as u64));
+    group.sample_size(10);
+    group.bench_function("interval_join_10k_keys", |b| {
+        b.iter(|| {
+            let mut path = HotPath::new(INTERVAL_JOIN_QUERY).expect("plan");
+            let mut rows = 0;
+            for batch in &batches {
+                rows += path.run_input(0, batch).expect("orders");
+                rows += path.run_input(1, batch).expect("shipments");
+            }
+            rows + path.finish().expect("finish")
+        })
+    });
     group.finish();
 }
 
@@ -77,5 +98,11 @@ fn codecs(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, json_hot_path, window_aggregate, codecs);
+criterion_group!(
+    benches,
+    json_hot_path,
+    window_aggregate,
+    stream_join,
+    codecs
+);
 criterion_main!(benches);

@@ -27,7 +27,7 @@ use velo_connectors::source::Source;
 use crate::catalog::{Catalog, StreamDef, StreamSource};
 use crate::error::{Result, VeloError};
 use crate::planner::{new_session, plan_query, referenced_tables, PlannedQuery, QueryRequest};
-use crate::runtime::{InputAdapter, Job, JobStats, RuntimeOptions};
+use crate::runtime::{InputAdapter, Job, JobInput, JobStats, RuntimeOptions};
 use crate::sql::window::{WindowClause, WindowKind};
 use crate::sql::{parse_column_list, parse_script};
 use crate::watermark::WatermarkTracker;
@@ -133,6 +133,10 @@ pub struct QueryArgs {
     /// holds more than this, e.g. 512MiB or 2GB (checked about once a second).
     #[arg(long)]
     pub max_state_memory: Option<String>,
+    /// Lets a join of two streams with no window and no time bound run as an updating INNER
+    /// join that keeps each row this long (processing time), e.g. 1h or 10m.
+    #[arg(long)]
+    pub state_ttl: Option<String>,
     /// Shorthand for a tumbling window of this many seconds (`WINDOW TUMBLING(Ns)`).
     #[arg(long)]
     pub window_size: Option<u64>,
@@ -331,6 +335,7 @@ async fn demo(args: DemoArgs) -> Result<JobStats> {
         watermark_delay: None,
         idle_timeout: "30s".into(),
         max_state_memory: None,
+        state_ttl: None,
         window_size: None,
         late_topic: None,
         input_format: None,
@@ -619,6 +624,14 @@ async fn run(
     let mut request = QueryRequest::from_script(&script);
     request.limit = args.limit;
     request.bounded = bounded;
+    request.state_ttl_ms = args
+        .state_ttl
+        .as_deref()
+        .map(|ttl| {
+            crate::sql::window::parse_duration(ttl)
+                .map_err(|why| VeloError::Usage(format!("--state-ttl: {why}")))
+        })
+        .transpose()?;
     if let (None, Some(seconds)) = (&request.window, args.window_size) {
         request.window = Some(WindowClause {
             kind: WindowKind::Tumbling {
@@ -645,60 +658,57 @@ async fn run(
         return Ok(JobStats::default());
     };
     let PlannedQuery {
-        scan,
+        scans,
         pipeline,
         output_schema,
-        event_time,
         logical_plan,
         group_key_columns,
         table_feeds,
     } = plan_query(&ctx, &catalog, &request).await?;
-    let watermark = match event_time {
-        Some(column) => {
-            let index = scan.schema.index_of(&column).map_err(|_| {
+    tracing::debug!("plan:\n{logical_plan}");
+    let connection = connection(&args);
+    let several = scans.len() > 1;
+    let mut inputs = Vec::new();
+    let mut delays = Vec::new();
+    for scan in scans {
+        let event_time = match &scan.event_time {
+            Some(column) => Some(scan.schema.index_of(column).map_err(|_| {
                 VeloError::Usage(format!(
                     "the event time of a window must be a column of the stream; '{column}' is not"
                 ))
-            })?;
-            Some((
-                index,
-                WatermarkTracker::new(
-                    scan.stream.watermark_delay_ms,
-                    Duration::from_millis(idle_timeout.max(1) as u64),
-                ),
-            ))
-        }
-        None => None,
-    };
-    tracing::debug!("plan:\n{logical_plan}");
-    let connection = connection(&args);
-    let source: Box<dyn Source> = match &scan.stream.source {
-        StreamSource::File { path, .. } => {
-            return Err(VeloError::Unsupported(format!(
-                "the query reads only the table '{}' ({}); a query needs a stream to run on",
-                scan.stream.name,
-                path.display()
-            )))
-        }
-        StreamSource::Generator(spec) => Box::new(GeneratorSource::new(spec.clone())),
-        StreamSource::Topic(topic) => {
-            let read_mode = match mode {
-                Mode::Execute { start, partition } => ReadMode::Snapshot {
-                    start,
-                    partition,
-                    group_id: args.group_id.clone(),
-                },
-                Mode::Stream { reset } => ReadMode::Group {
-                    group_id: args
-                        .group_id
-                        .clone()
-                        .unwrap_or_else(|| format!("velo-sql-{}", scan.stream.name)),
-                    reset,
-                },
-            };
-            Box::new(KafkaSource::open(&connection, topic, read_mode)?)
-        }
-    };
+            })?),
+            None => None,
+        };
+        delays.push(scan.stream.watermark_delay_ms);
+        let source: Box<dyn Source> = match &scan.stream.source {
+            StreamSource::File { path, .. } => {
+                return Err(VeloError::Unsupported(format!(
+                    "the query reads only the table '{}' ({}); a query needs a stream to run on",
+                    scan.stream.name,
+                    path.display()
+                )))
+            }
+            StreamSource::Generator(spec) => Box::new(GeneratorSource::new(spec.clone())),
+            StreamSource::Topic(topic) => {
+                let read_mode = match mode {
+                    Mode::Execute { start, partition } => ReadMode::Snapshot {
+                        start,
+                        partition,
+                        group_id: args.group_id.clone(),
+                    },
+                    Mode::Stream { reset } => ReadMode::Group {
+                        group_id: group_id(args.group_id.as_deref(), &scan.stream.name, several),
+                        reset,
+                    },
+                };
+                Box::new(KafkaSource::open(&connection, topic, read_mode)?)
+            }
+        };
+        inputs.push(JobInput::new(source, InputAdapter::new(scan)?, event_time));
+    }
+    let watermark = inputs.iter().any(|i| i.event_time.is_some()).then(|| {
+        WatermarkTracker::with_inputs(delays, Duration::from_millis(idle_timeout.max(1) as u64))
+    });
     // The changes of an updating aggregate are keyed by its group key, unless told otherwise.
     let mut args = args;
     if args.output_key.is_none() && group_key_columns.len() == 1 {
@@ -723,10 +733,6 @@ async fn run(
     };
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_handler(stop.clone());
-    let mut input = InputAdapter::new(scan)?;
-    if let Some((index, _)) = &watermark {
-        input.set_event_time(*index);
-    }
     let mut table_followers = Vec::new();
     if !bounded {
         for feed in table_feeds {
@@ -746,13 +752,12 @@ async fn run(
                 decoder: def
                     .format
                     .decoder(def.table_schema()?, def.registry.clone())?,
-                operator: feed.operator,
+                feed: feed.feed,
             });
         }
     }
     let mut job = Job {
-        source,
-        input,
+        inputs,
         pipeline,
         sink,
         dead_letters,
@@ -765,6 +770,17 @@ async fn run(
     tokio::task::spawn_blocking(move || job.run())
         .await
         .map_err(|e| VeloError::Execution(format!("the job thread failed: {e}")))?
+}
+
+/// The consumer group of a `stream` input: `--group-id` (default `velo-sql-<stream>`); a query
+/// reading several streams gives each its own group, `<group>.<stream>`, so each input's
+/// offsets are committed on their own.
+fn group_id(given: Option<&str>, stream: &str, several: bool) -> String {
+    match (given, several) {
+        (Some(group), false) => group.to_string(),
+        (Some(group), true) => format!("{group}.{stream}"),
+        (None, _) => format!("velo-sql-{stream}"),
+    }
 }
 
 fn open_sink(args: &QueryArgs, schema: &SchemaRef, bounded: bool) -> Result<Box<dyn Sink>> {

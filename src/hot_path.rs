@@ -70,6 +70,15 @@ SELECT t.k, r.name, t.price * r.weight AS weighted FROM ticks t JOIN reference r
     ))
 }
 
+/// The interval-join benchmark: two streams of ticks ([`tick_batches`], so [`WINDOW_KEYS`]
+/// keys are active at once), each order joined with the shipments of its key in the second
+/// after it. Feed input 0 (orders) and input 1 (shipments) alternately.
+pub const INTERVAL_JOIN_QUERY: &str =
+    "CREATE STREAM orders (k BIGINT, price DECIMAL(18,4), ts TIMESTAMP);
+CREATE STREAM shipments (k BIGINT, price DECIMAL(18,4), ts TIMESTAMP);
+SELECT o.k, o.price, s.price AS shipped_price, s.ts AS shipped
+FROM orders o JOIN shipments s ON o.k = s.k AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '1' SECOND";
+
 /// Distinct keys of [`tick_batches`].
 pub const WINDOW_KEYS: i64 = 10_000;
 
@@ -179,8 +188,13 @@ impl HotPath {
 
     /// Decodes, runs and encodes one batch; returns the number of output rows.
     pub fn run(&mut self, batch: &SourceBatch) -> Result<usize> {
+        self.run_input(0, batch)
+    }
+
+    /// [`HotPath::run`] for input `input` of a query reading several streams.
+    pub fn run_input(&mut self, input: usize, batch: &SourceBatch) -> Result<usize> {
         self.rows.clear();
-        for out in self.replay.push_batch(batch)? {
+        for out in self.replay.push_input(input, batch)? {
             self.encoder.encode(&out, &mut self.rows)?;
         }
         Ok(self.rows.len())

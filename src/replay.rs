@@ -19,10 +19,11 @@ use crate::watermark::WatermarkTracker;
 /// columns; pushed records are that stream's payloads (partition 0, offsets counting from 0,
 /// record timestamps `1_700_000_000_000 + offset`, key `k`).
 pub struct Replay {
-    stream: String,
-    input: InputAdapter,
+    /// Per input (in pipeline input order): the stream's name, its adapter and event-time
+    /// column.
+    inputs: Vec<(String, InputAdapter, Option<usize>)>,
     pipeline: Pipeline,
-    watermark: Option<(usize, WatermarkTracker)>,
+    watermark: Option<WatermarkTracker>,
     next_offset: i64,
     /// Records rejected so far (bad JSON, wrong types).
     pub bad_records: usize,
@@ -31,6 +32,11 @@ pub struct Replay {
 impl Replay {
     /// Plans `sql`.
     pub fn plan(sql: &str) -> Result<Self> {
+        Self::plan_with(sql, |_| {})
+    }
+
+    /// Plans `sql`, letting `configure` change the request first (e.g. a state TTL).
+    pub fn plan_with(sql: &str, configure: impl FnOnce(&mut QueryRequest)) -> Result<Self> {
         let script = parse_script(sql)?;
         let mut catalog = Catalog::default();
         for decl in &script.streams {
@@ -47,37 +53,37 @@ impl Replay {
             }
             catalog.insert(def);
         }
-        let stream = script
-            .streams
-            .iter()
-            .find(|s| !s.is_table)
-            .ok_or_else(|| VeloError::Usage("declare the input with CREATE STREAM".into()))?
-            .name
-            .clone();
+        if !script.streams.iter().any(|s| !s.is_table) {
+            return Err(VeloError::Usage(
+                "declare the input with CREATE STREAM".into(),
+            ));
+        }
         let ctx = new_session()?;
         let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-        let planned = runtime.block_on(plan_query(
-            &ctx,
-            &catalog,
-            &QueryRequest::from_script(&script),
-        ))?;
-        let watermark = match &planned.event_time {
-            Some(column) => Some((
-                planned.scan.schema.index_of(column)?,
-                WatermarkTracker::new(
-                    planned.scan.stream.watermark_delay_ms,
-                    Duration::from_secs(86_400),
-                ),
-            )),
-            None => None,
-        };
-        let mut input = InputAdapter::new(planned.scan)?;
-        if let Some((index, _)) = &watermark {
-            input.set_event_time(*index);
+        let mut request = QueryRequest::from_script(&script);
+        configure(&mut request);
+        let planned = runtime.block_on(plan_query(&ctx, &catalog, &request))?;
+        let mut inputs = Vec::new();
+        let mut delays = Vec::new();
+        for scan in planned.scans {
+            let event_time = match &scan.event_time {
+                Some(column) => Some(scan.schema.index_of(column)?),
+                None => None,
+            };
+            delays.push(scan.stream.watermark_delay_ms);
+            let name = scan.stream.name.clone();
+            let mut adapter = InputAdapter::new(scan)?;
+            if let Some(index) = event_time {
+                adapter.set_event_time(index);
+            }
+            inputs.push((name, adapter, event_time));
         }
+        let watermark = inputs
+            .iter()
+            .any(|(_, _, t)| t.is_some())
+            .then(|| WatermarkTracker::with_inputs(delays, Duration::from_secs(86_400)));
         Ok(Self {
-            stream,
-            input,
+            inputs,
             pipeline: planned.pipeline,
             watermark,
             next_offset: 0,
@@ -85,13 +91,24 @@ impl Replay {
         })
     }
 
-    /// Runs one micro-batch of payloads; returns what the query emitted.
+    /// Runs one micro-batch of payloads of the (first) input; returns what the query emitted.
     pub fn push(&mut self, payloads: &[&[u8]]) -> Result<Vec<RecordBatch>> {
-        let batch = self.collect(payloads);
+        let batch = self.collect(0, payloads);
         self.push_batch(&batch)
     }
 
-    fn collect(&mut self, payloads: &[&[u8]]) -> SourceBatch {
+    /// Runs one micro-batch of payloads of the stream `stream` (a query reading several).
+    pub fn push_to(&mut self, stream: &str, payloads: &[&[u8]]) -> Result<Vec<RecordBatch>> {
+        let input = self
+            .inputs
+            .iter()
+            .position(|(name, _, _)| name == stream)
+            .ok_or_else(|| VeloError::Usage(format!("the query does not read '{stream}'")))?;
+        let batch = self.collect(input, payloads);
+        self.push_input(input, &batch)
+    }
+
+    fn collect(&mut self, input: usize, payloads: &[&[u8]]) -> SourceBatch {
         let mut collector = RecordBatchCollector::new(payloads.len());
         for payload in payloads {
             let offset = self.next_offset;
@@ -99,7 +116,7 @@ impl Replay {
             collector.push(
                 Some(payload),
                 Some(b"k"),
-                &self.stream,
+                &self.inputs[input].0,
                 0,
                 offset,
                 Some(1_700_000_000_000 + offset),
@@ -111,14 +128,20 @@ impl Replay {
 
     /// Runs one micro-batch as a source hands it over (encoded or already decoded).
     pub fn push_batch(&mut self, batch: &SourceBatch) -> Result<Vec<RecordBatch>> {
+        self.push_input(0, batch)
+    }
+
+    /// Runs one micro-batch of input `input` (in the order the pipeline numbers its inputs).
+    pub fn push_input(&mut self, input: usize, batch: &SourceBatch) -> Result<Vec<RecordBatch>> {
         let mut bad = Vec::new();
-        let (scan, partitions) = self.input.adapt_with_partitions(batch, &mut bad)?;
+        let (_, adapter, event_time) = &mut self.inputs[input];
+        let (scan, partitions) = adapter.adapt_with_partitions(batch, &mut bad)?;
         self.bad_records += bad.len();
-        if let Some((column, tracker)) = self.watermark.as_mut() {
-            tracker.observe(&partitions, scan.column(*column))?;
+        if let (Some(column), Some(tracker)) = (*event_time, self.watermark.as_mut()) {
+            tracker.observe_input(input, &partitions, scan.column(column))?;
         }
-        let mut out = self.pipeline.process(scan)?;
-        if let Some(watermark) = self.watermark.as_mut().and_then(|(_, t)| t.current()) {
+        let mut out = self.pipeline.process_input(input, scan)?;
+        if let Some(watermark) = self.watermark.as_mut().and_then(|t| t.current()) {
             out.extend(self.pipeline.advance_watermark(Watermark(watermark))?);
         }
         Ok(out)
@@ -144,6 +167,11 @@ impl Replay {
     pub fn restore(&mut self, state: &[Vec<RecordBatch>], next_offset: i64) -> Result<()> {
         self.next_offset = next_offset;
         self.pipeline.restore(state)
+    }
+
+    /// The operators' counters and state size now.
+    pub fn metrics(&self) -> crate::operators::OperatorMetrics {
+        self.pipeline.metrics()
     }
 
     /// The offset the next pushed record gets.

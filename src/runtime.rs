@@ -190,8 +190,8 @@ pub struct TableFollower {
     pub table: String,
     pub source: Box<dyn Source>,
     pub decoder: velo_connectors::codec::PayloadDecoder,
-    /// The pipeline operator (a lookup join) holding the table.
-    pub operator: usize,
+    /// The feed number of the lookup join holding the table (see [`crate::planner::TableFeed`]).
+    pub feed: usize,
 }
 
 impl TableFollower {
@@ -210,21 +210,56 @@ impl TableFollower {
         for f in &decoded.failures {
             tracing::warn!("table '{}': skipped an update: {}", self.table, f.reason);
         }
-        pipeline.apply_table_changes(self.operator, &decoded.batch, &deleted)
+        if !pipeline.apply_table_changes(self.feed, &decoded.batch, &deleted)? {
+            return Err(VeloError::Execution(format!(
+                "no join holds the table '{}'",
+                self.table
+            )));
+        }
+        Ok(())
     }
 }
 
-/// A running query: source, input adapter, pipeline, sink, dead-letter queue.
-pub struct Job {
+/// One input of a job: a stream's source and the adapter laying its batches out for the
+/// pipeline.
+pub struct JobInput {
     pub source: Box<dyn Source>,
-    pub input: InputAdapter,
+    pub adapter: InputAdapter,
+    /// The scan column holding event time, when the watermark follows this input.
+    pub event_time: Option<usize>,
+    /// True once the source has ended (a bounded input read to its end).
+    pub ended: bool,
+}
+
+impl JobInput {
+    pub fn new(
+        source: Box<dyn Source>,
+        mut adapter: InputAdapter,
+        event_time: Option<usize>,
+    ) -> Self {
+        if let Some(column) = event_time {
+            adapter.set_event_time(column);
+        }
+        Self {
+            source,
+            adapter,
+            event_time,
+            ended: false,
+        }
+    }
+}
+
+/// A running query: its inputs (one per stream read), pipeline, sink, dead-letter queue.
+pub struct Job {
+    /// Input `i` feeds pipeline input `i`.
+    pub inputs: Vec<JobInput>,
     pub pipeline: Pipeline,
     pub sink: Box<dyn Sink>,
     pub dead_letters: Option<DeadLetterQueue>,
     pub options: RuntimeOptions,
     pub stop: Arc<AtomicBool>,
-    /// Event-time tracking: the scan column holding event time, and the tracker.
-    pub watermark: Option<(usize, WatermarkTracker)>,
+    /// Event-time tracking over the inputs with an event time.
+    pub watermark: Option<WatermarkTracker>,
     /// Where late rows go (as JSON, one message per row); `None`: dropped and counted.
     pub late_rows: Option<Box<dyn Sink>>,
     /// Table topics followed for lookup joins.
@@ -238,21 +273,50 @@ impl Job {
         if self.late_rows.is_some() {
             self.pipeline.keep_late_rows();
         }
-        let mut bad = Vec::new();
         let mut ended = false;
         let mut state_checked = Instant::now();
         while !self.stop.load(Ordering::Relaxed) && !self.pipeline.is_finished() {
             for follower in &mut self.table_followers {
                 follower.poll(&mut self.pipeline)?;
             }
-            let Some(batch) = self
-                .source
-                .poll_batch(self.options.batch_size, self.options.flush_interval)?
-            else {
+            // One poll per input still running; the first waits, the others take what is there.
+            let mut got_data = false;
+            let mut waited = false;
+            for i in 0..self.inputs.len() {
+                if self.inputs[i].ended {
+                    continue;
+                }
+                let wait = if waited {
+                    Duration::ZERO
+                } else {
+                    self.options.flush_interval
+                };
+                waited = true;
+                if let (Some(_), Some(tracker), Some(assigned)) = (
+                    self.inputs[i].event_time,
+                    self.watermark.as_mut(),
+                    self.inputs[i].source.assigned_partitions(),
+                ) {
+                    tracker.set_input_partitions(i, &assigned);
+                }
+                match self.inputs[i]
+                    .source
+                    .poll_batch(self.options.batch_size, wait)?
+                {
+                    None => self.inputs[i].ended = true,
+                    Some(batch) if batch.is_empty() => {}
+                    Some(batch) => {
+                        got_data = true;
+                        stats.records_in += batch.len() as u64;
+                        stats.bad_records += self.process_batch(i, &batch)?;
+                    }
+                }
+            }
+            if self.inputs.iter().all(|i| i.ended) {
                 ended = true;
                 break;
-            };
-            if batch.is_empty() {
+            }
+            if !got_data {
                 // No data: the watermark may still move (an idle partition stops counting).
                 if self.advance_watermark()? > 0 {
                     self.end_epoch()?;
@@ -260,22 +324,6 @@ impl Job {
                 continue;
             }
             stats.epochs += 1;
-            stats.records_in += batch.len() as u64;
-            bad.clear();
-            let (input, partitions) = self.input.adapt_with_partitions(&batch, &mut bad)?;
-            if !bad.is_empty() {
-                stats.bad_records += bad.len() as u64;
-                self.handle_bad_records(&batch, &bad)?;
-            }
-            if let Some((column, tracker)) = self.watermark.as_mut() {
-                if let Some(assigned) = self.source.assigned_partitions() {
-                    tracker.set_partitions(&assigned);
-                }
-                tracker.observe(&partitions, input.column(*column))?;
-            }
-            for out in self.pipeline.process(input)? {
-                self.sink.write(&out)?;
-            }
             self.advance_watermark()?;
             self.end_epoch()?;
             if state_checked.elapsed() >= STATE_CHECK_INTERVAL {
@@ -287,7 +335,7 @@ impl Job {
             // The input ended: state is at its largest before the final flush.
             self.check_state_limit()?;
         }
-        if ended || self.source.is_bounded() {
+        if ended || self.inputs.iter().all(|i| i.source.is_bounded()) {
             for out in self.pipeline.advance_watermark(Watermark::END)? {
                 self.sink.write(&out)?;
             }
@@ -300,6 +348,24 @@ impl Job {
         stats.rows_out = self.sink.rows_written();
         stats.operators = self.pipeline.metrics();
         Ok(stats)
+    }
+
+    /// Decodes a batch of input `input`, reports its bad records, tracks its event time and
+    /// runs it through the pipeline. Returns how many records were bad.
+    fn process_batch(&mut self, input: usize, batch: &SourceBatch) -> Result<u64> {
+        let mut bad = Vec::new();
+        let this = &mut self.inputs[input];
+        let (rows, partitions) = this.adapter.adapt_with_partitions(batch, &mut bad)?;
+        if let (Some(column), Some(tracker)) = (this.event_time, self.watermark.as_mut()) {
+            tracker.observe_input(input, &partitions, rows.column(column))?;
+        }
+        if !bad.is_empty() {
+            self.handle_bad_records(batch, &bad)?;
+        }
+        for out in self.pipeline.process_input(input, rows)? {
+            self.sink.write(&out)?;
+        }
+        Ok(bad.len() as u64)
     }
 
     /// Fails the job when operator state is over [`RuntimeOptions::max_state_bytes`].
@@ -321,7 +387,7 @@ impl Job {
 
     /// Moves the pipeline's watermark to the tracker's; returns the rows this emitted.
     fn advance_watermark(&mut self) -> Result<usize> {
-        let Some(watermark) = self.watermark.as_mut().and_then(|(_, t)| t.current()) else {
+        let Some(watermark) = self.watermark.as_mut().and_then(|t| t.current()) else {
             return Ok(0);
         };
         let mut rows = 0;
@@ -354,7 +420,9 @@ impl Job {
         if let Some(dlq) = self.dead_letters.as_mut() {
             dlq.flush()?;
         }
-        self.source.commit()?;
+        for input in &mut self.inputs {
+            input.source.commit()?;
+        }
         Ok(())
     }
 

@@ -5,6 +5,10 @@
 //! close windows a slow one still feeds. A partition the source reads but that has sent nothing
 //! yet holds the watermark where it is. A partition silent for longer than the idle timeout stops
 //! holding the watermark back. The watermark never goes backwards.
+//!
+//! A query reading several streams (a join) has one tracker over all their partitions, each
+//! input with its own out-of-orderness: the watermark is the minimum over every input, as an
+//! operator with two inputs takes the minimum of their watermarks in Flink.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,17 +19,22 @@ use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 
 use crate::error::Result;
 
+/// Stands for the partitions of an input that has neither partitions nor records yet.
+const UNKNOWN_PARTITIONS: i32 = -1;
+
 struct PartitionClock {
     /// Highest event time seen; `None` until the partition sends a timed record.
     max_time: Option<i64>,
     last_seen: Instant,
 }
 
-/// Tracks the watermark of one input.
+/// Tracks the watermark of a query's inputs.
 pub struct WatermarkTracker {
-    delay_ms: i64,
+    /// Allowed out-of-orderness of each input.
+    delays_ms: Vec<i64>,
     idle_timeout: Duration,
-    partitions: HashMap<i32, PartitionClock>,
+    /// Clocks by (input, partition).
+    partitions: HashMap<(usize, i32), PartitionClock>,
     current: Option<i64>,
 }
 
@@ -33,16 +42,48 @@ impl WatermarkTracker {
     /// A tracker allowing `delay_ms` of out-of-orderness and ignoring partitions idle for
     /// `idle_timeout`.
     pub fn new(delay_ms: i64, idle_timeout: Duration) -> Self {
+        Self::with_inputs(vec![delay_ms], idle_timeout)
+    }
+
+    /// A tracker over several inputs, input `i` allowing `delays_ms[i]` of out-of-orderness.
+    /// With more than one input, an input holds the watermark until it has partitions or
+    /// records (or goes idle), so one input's early records cannot close what the other still
+    /// feeds.
+    pub fn with_inputs(delays_ms: Vec<i64>, idle_timeout: Duration) -> Self {
+        let mut partitions = HashMap::new();
+        if delays_ms.len() > 1 {
+            let now = Instant::now();
+            for input in 0..delays_ms.len() {
+                partitions.insert(
+                    (input, UNKNOWN_PARTITIONS),
+                    PartitionClock {
+                        max_time: None,
+                        last_seen: now,
+                    },
+                );
+            }
+        }
         Self {
-            delay_ms,
+            delays_ms,
             idle_timeout,
-            partitions: HashMap::new(),
+            partitions,
             current: None,
         }
     }
 
     /// Records the event times of a batch, row `i` from partition `partitions[i]`.
     pub fn observe(&mut self, partitions: &Int32Array, times: &ArrayRef) -> Result<()> {
+        self.observe_input(0, partitions, times)
+    }
+
+    /// [`WatermarkTracker::observe`] for input `input`.
+    pub fn observe_input(
+        &mut self,
+        input: usize,
+        partitions: &Int32Array,
+        times: &ArrayRef,
+    ) -> Result<()> {
+        self.partitions.remove(&(input, UNKNOWN_PARTITIONS));
         let times = cast(times, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
         let times = times.as_primitive::<TimestampMillisecondType>();
         let now = Instant::now();
@@ -52,7 +93,7 @@ impl WatermarkTracker {
             }
             let clock = self
                 .partitions
-                .entry(partitions.value(i))
+                .entry((input, partitions.value(i)))
                 .or_insert(PartitionClock {
                     max_time: None,
                     last_seen: now,
@@ -67,10 +108,19 @@ impl WatermarkTracker {
     /// Declares the partitions the source reads now: new ones start holding the watermark
     /// (until they send data or go idle), revoked ones stop.
     pub fn set_partitions(&mut self, assigned: &[i32]) {
-        self.partitions.retain(|p, _| assigned.contains(p));
+        self.set_input_partitions(0, assigned)
+    }
+
+    /// [`WatermarkTracker::set_partitions`] for input `input`.
+    pub fn set_input_partitions(&mut self, input: usize, assigned: &[i32]) {
+        // An empty assignment (a consumer still joining its group) leaves the input's
+        // placeholder holding the watermark.
+        self.partitions.retain(|(i, p), _| {
+            *i != input || assigned.contains(p) || (assigned.is_empty() && *p == UNKNOWN_PARTITIONS)
+        });
         let now = Instant::now();
         for &p in assigned {
-            self.partitions.entry(p).or_insert(PartitionClock {
+            self.partitions.entry((input, p)).or_insert(PartitionClock {
                 max_time: None,
                 last_seen: now,
             });
@@ -82,9 +132,12 @@ impl WatermarkTracker {
         let now = Instant::now();
         let mut active = self
             .partitions
-            .values()
-            .filter(|c| now.duration_since(c.last_seen) < self.idle_timeout)
-            .map(|c| c.max_time)
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.last_seen) < self.idle_timeout)
+            .map(|((input, _), c)| {
+                let delay = self.delays_ms.get(*input).copied().unwrap_or(0);
+                c.max_time.map(|t| t.saturating_sub(delay))
+            })
             .peekable();
         let min = if active.peek().is_none() {
             None
@@ -92,8 +145,7 @@ impl WatermarkTracker {
             // A partition that has sent nothing yet (`None`) makes the minimum `None`.
             active.try_fold(i64::MAX, |min, t| t.map(|t| min.min(t)))
         };
-        if let Some(min) = min {
-            let candidate = min.saturating_sub(self.delay_ms);
+        if let Some(candidate) = min {
             self.current = Some(self.current.map_or(candidate, |c| c.max(candidate)));
         }
         self.current
@@ -142,6 +194,21 @@ mod tests {
         assert_eq!(w.current(), Some(400));
         w.set_partitions(&[0]);
         assert_eq!(w.current(), Some(1000), "a revoked partition stops holding");
+    }
+
+    #[test]
+    fn an_input_holds_the_watermark_until_it_has_partitions_or_records() {
+        let mut w = WatermarkTracker::with_inputs(vec![0, 100], Duration::from_secs(60));
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![1000]));
+        w.observe_input(0, &Int32Array::from(vec![0]), &times)
+            .unwrap();
+        assert_eq!(w.current(), None, "input 1 has said nothing");
+        w.set_input_partitions(1, &[0, 1]);
+        assert_eq!(w.current(), None, "input 1's partitions have sent nothing");
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![500, 2000]));
+        w.observe_input(1, &Int32Array::from(vec![0, 1]), &times)
+            .unwrap();
+        assert_eq!(w.current(), Some(400), "input 1's own delay");
     }
 
     #[test]

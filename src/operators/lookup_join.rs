@@ -37,8 +37,9 @@ pub enum StreamSide {
 pub struct LookupJoinExec {
     stream_keys: Vec<Arc<dyn PhysicalExpr>>,
     table_keys: Vec<Arc<dyn PhysicalExpr>>,
-    /// Column of `table` holding the table's key, when the table follows a topic's updates.
-    live_key: Option<usize>,
+    /// When the table follows a topic's updates: its feed number, and the column of `table`
+    /// holding the table's key.
+    live_key: Option<(usize, usize)>,
     table: RecordBatch,
     index: HashMap<Box<[u8]>, Vec<u32>>,
     converter: RowConverter,
@@ -82,10 +83,10 @@ impl LookupJoinExec {
         })
     }
 
-    /// Lets the table follow its topic: `key_column` (a column of the table side) holds the key
-    /// that upserts replace and tombstones delete.
-    pub fn follow_updates(&mut self, key_column: usize) {
-        self.live_key = Some(key_column);
+    /// Lets the table follow its topic, fed as `feed`: `key_column` (a column of the table
+    /// side) holds the key that upserts replace and tombstones delete.
+    pub fn follow_updates(&mut self, feed: usize, key_column: usize) {
+        self.live_key = Some((feed, key_column));
     }
 
     fn assemble(
@@ -139,11 +140,14 @@ impl StreamOperator for LookupJoinExec {
         "LookupJoinExec"
     }
 
-    fn apply_table_changes(&mut self, upserts: &RecordBatch, deletes: &[String]) -> Result<()> {
-        let Some(key) = self.live_key else {
-            return Err(VeloError::Execution(
-                "this join's table does not follow updates".into(),
-            ));
+    fn apply_table_changes(
+        &mut self,
+        feed: usize,
+        upserts: &RecordBatch,
+        deletes: &[String],
+    ) -> Result<bool> {
+        let Some((_, key)) = self.live_key.filter(|(f, _)| *f == feed) else {
+            return Ok(false);
         };
         let schema = self.table.schema();
         // The update rows, laid out as the table side (columns by name, cast when needed).
@@ -183,7 +187,7 @@ impl StreamOperator for LookupJoinExec {
         let kept = arrow::compute::filter_record_batch(&self.table, &keep)?;
         self.table = concat_batches(&schema, [&kept, &upserts])?;
         self.index = build_index(&self.table, &self.table_keys, &self.converter)?;
-        Ok(())
+        Ok(true)
     }
 
     /// The table held for lookups (rows and bytes).

@@ -16,6 +16,7 @@ mod lookup_join;
 mod over_window;
 mod session_window;
 mod stateless;
+mod stream_join;
 mod window_aggregate;
 
 pub use aggregate::AggregateSpec;
@@ -24,6 +25,7 @@ pub use lookup_join::{LookupJoinExec, LookupKind, StreamSide};
 pub use over_window::{FrameNeeds, OverFunction, OverWindowExec};
 pub use session_window::SessionWindowExec;
 pub use stateless::{FilterExec, ProjectionExec};
+pub use stream_join::{JoinSide, JoinTime, StreamJoinExec, StreamJoinSpec};
 pub use window_aggregate::{FixedWindows, Grouping, WindowAggregateExec};
 
 use arrow::array::RecordBatch;
@@ -46,6 +48,22 @@ pub trait StreamOperator: Send {
 
     /// Processes one batch, returning what it emits now.
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>>;
+
+    /// How many inputs the operator reads (a join of two streams reads several; the others one).
+    fn inputs(&self) -> usize {
+        1
+    }
+
+    /// Processes one batch of input `input` (see [`StreamOperator::inputs`]).
+    fn process_input(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        if input != 0 {
+            return Err(VeloError::Execution(format!(
+                "{} has one input, not input {input}",
+                self.name()
+            )));
+        }
+        self.process(batch)
+    }
 
     /// The watermark advanced to `watermark`: emit what it closes.
     fn on_watermark(&mut self, _watermark: Watermark) -> Result<Vec<RecordBatch>> {
@@ -88,14 +106,17 @@ pub trait StreamOperator: Send {
     /// Asks the operator to keep the late rows it drops, for [`StreamOperator::drain_late_rows`].
     fn keep_late_rows(&mut self) {}
 
-    /// Applies changes of the table a lookup join reads: `upserts` (rows of the table's
-    /// columns) replace the rows with the same key, `deletes` remove the rows whose key column
-    /// reads as one of these keys. Only [`LookupJoinExec`] accepts it.
-    fn apply_table_changes(&mut self, _upserts: &RecordBatch, _deletes: &[String]) -> Result<()> {
-        Err(VeloError::Execution(format!(
-            "{} holds no table",
-            self.name()
-        )))
+    /// Applies changes of the table fed as `feed` (see [`crate::planner::TableFeed`]):
+    /// `upserts` (rows of the table's columns) replace the rows with the same key, `deletes`
+    /// remove the rows whose key column reads as one of these keys. Returns false when the
+    /// operator does not hold that table (only a [`LookupJoinExec`] does).
+    fn apply_table_changes(
+        &mut self,
+        _feed: usize,
+        _upserts: &RecordBatch,
+        _deletes: &[String],
+    ) -> Result<bool> {
+        Ok(false)
     }
 }
 
@@ -216,7 +237,28 @@ impl Pipeline {
 
     /// Runs one input batch through every operator.
     pub fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        self.run_from(0, vec![batch])
+        self.process_input(0, batch)
+    }
+
+    /// How many inputs the pipeline reads: those of its first operator (a stream join reads
+    /// two or more), else one.
+    pub fn inputs(&self) -> usize {
+        self.operators.first().map_or(1, |o| o.inputs())
+    }
+
+    /// Runs one batch of input `input` through every operator.
+    pub fn process_input(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let Some(first) = self.operators.first_mut() else {
+            if input != 0 {
+                return Err(VeloError::Execution(format!("no input {input}")));
+            }
+            return Ok(vec![batch]
+                .into_iter()
+                .filter(|b| b.num_rows() > 0)
+                .collect());
+        };
+        let out = first.process_input(input, batch)?;
+        self.run_from(1, out)
     }
 
     /// Advances the watermark through the chain; what an operator emits flows downstream.
@@ -267,17 +309,20 @@ impl Pipeline {
         self.operators.iter_mut().for_each(|o| o.keep_late_rows());
     }
 
-    /// Applies table changes to operator `index` (see [`StreamOperator::apply_table_changes`]).
+    /// Applies changes of the table fed as `feed` (see [`StreamOperator::apply_table_changes`]);
+    /// false when no operator holds it.
     pub fn apply_table_changes(
         &mut self,
-        index: usize,
+        feed: usize,
         upserts: &RecordBatch,
         deletes: &[String],
-    ) -> Result<()> {
-        self.operators
-            .get_mut(index)
-            .ok_or_else(|| VeloError::Execution(format!("no operator {index}")))?
-            .apply_table_changes(upserts, deletes)
+    ) -> Result<bool> {
+        for op in &mut self.operators {
+            if op.apply_table_changes(feed, upserts, deletes)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Number of operators.

@@ -8,6 +8,7 @@
 pub mod types;
 pub mod wildcard;
 pub mod window;
+pub mod within;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,8 @@ pub struct Script {
     pub window: Option<window::WindowClause>,
     /// The query's `EMIT CHANGES|FINAL`, taken out of the text.
     pub emit: Option<window::EmitMode>,
+    /// The query's `JOIN … WITHIN <duration>`, taken out of the text.
+    pub within: Option<within::JoinWithin>,
 }
 
 /// `CREATE STREAM name (columns) WITH (options)`, or `CREATE TABLE …` for a table (the
@@ -111,6 +114,7 @@ pub fn parse_script(text: &str) -> Result<Script> {
         query: None,
         window: None,
         emit: None,
+        within: None,
     };
     for chunk in tokens.split(|t| t.token == Token::SemiColon) {
         let Some(first) = chunk.iter().find(|t| !is_blank(&t.token)) else {
@@ -128,6 +132,7 @@ pub fn parse_script(text: &str) -> Result<Script> {
         } else {
             let mut statement_tokens = chunk.to_vec();
             let (window, emit) = window::extract_clauses(&mut statement_tokens)?;
+            let within = within::extract_within(&mut statement_tokens)?;
             statement_tokens.push(eof_after(chunk));
             let mut parser = Parser::new(&dialect).with_tokens_with_locations(statement_tokens);
             let statement = parser
@@ -152,6 +157,7 @@ pub fn parse_script(text: &str) -> Result<Script> {
             script.query = Some(statement);
             script.window = window;
             script.emit = emit;
+            script.within = within;
         }
     }
     Ok(script)

@@ -277,7 +277,9 @@ fn unit_millis(unit: &str) -> Option<i64> {
 
 /// Parses `5m`, `30s`, `500ms`, `INTERVAL 1 MINUTE`, `INTERVAL '1' MINUTE`,
 /// `INTERVAL '5 minutes'`. `None` when the tokens are not a duration at all.
-fn parse_duration_tokens(arg: &[TokenWithSpan]) -> Option<std::result::Result<i64, String>> {
+pub(crate) fn parse_duration_tokens(
+    arg: &[TokenWithSpan],
+) -> Option<std::result::Result<i64, String>> {
     let tokens: Vec<&Token> = arg.iter().map(|t| &t.token).collect();
     let number = |text: &str| {
         text.parse::<i64>()
@@ -388,6 +390,36 @@ pub fn apply_window(
     let Statement::Query(query) = statement else {
         return Ok(None);
     };
+    apply_window_to_query(query, clause, default_time_column)
+}
+
+/// Writes windows written in GROUP BY into the subqueries of `select`'s FROM (the sides of a
+/// window join), so their `window_start`/`window_end` resolve.
+fn apply_window_to_derived(
+    select: &mut datafusion::sql::sqlparser::ast::Select,
+    default_time_column: &dyn Fn() -> String,
+) -> Result<()> {
+    for from in select.from.iter_mut() {
+        let relations = std::iter::once(&mut from.relation)
+            .chain(from.joins.iter_mut().map(|j| &mut j.relation));
+        for relation in relations {
+            if let datafusion::sql::sqlparser::ast::TableFactor::Derived { subquery, .. } = relation
+            {
+                apply_window_to_query(subquery, None, default_time_column)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_window_to_query(
+    query: &mut datafusion::sql::sqlparser::ast::Query,
+    clause: Option<&WindowClause>,
+    default_time_column: &dyn Fn() -> String,
+) -> Result<Option<String>> {
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        apply_window_to_derived(select, default_time_column)?;
+    }
     let SetExpr::Select(select) = query.body.as_mut() else {
         return match clause {
             Some(c) => Err(VeloError::sql(

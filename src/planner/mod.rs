@@ -37,6 +37,8 @@ use crate::operators::{
 };
 use crate::sql::window::{apply_window, EmitMode, WindowClause, WindowKind};
 
+mod stream_join;
+
 /// A DataFusion session configured for VeloStream, with its extra functions.
 pub fn new_session() -> Result<SessionContext> {
     let mut config = SessionConfig::new();
@@ -81,6 +83,9 @@ pub struct ScanLayout {
     pub stream: StreamDef,
     pub schema: SchemaRef,
     pub columns: Vec<ScanColumn>,
+    /// The column (of `schema`) whose event time drives the watermark, when the query uses
+    /// event time on this input.
+    pub event_time: Option<String>,
 }
 
 impl ScanLayout {
@@ -107,11 +112,10 @@ impl ScanLayout {
 
 /// A query ready to run.
 pub struct PlannedQuery {
-    pub scan: ScanLayout,
+    /// The inputs, in the order of the pipeline's input numbers (one per stream read).
+    pub scans: Vec<ScanLayout>,
     pub pipeline: Pipeline,
     pub output_schema: SchemaRef,
-    /// The event-time column of the input (in the scan schema), when the query uses event time.
-    pub event_time: Option<String>,
     /// The optimised logical plan, for `--explain` and logs.
     pub logical_plan: String,
     /// Output columns that are GROUP BY keys of an updating aggregate (the natural message key
@@ -128,10 +132,15 @@ pub struct QueryRequest {
     pub statement: Option<Statement>,
     pub window: Option<WindowClause>,
     pub emit: Option<EmitMode>,
+    /// `JOIN … WITHIN <duration>`.
+    pub within: Option<crate::sql::within::JoinWithin>,
     pub limit: Option<u64>,
     /// True when the input ends by itself (`execute`): a GROUP BY without a window then gives
     /// its final rows at the end instead of a stream of changes.
     pub bounded: bool,
+    /// Lets a join of two streams without a window or a time bound run as an updating join
+    /// that keeps each row this many milliseconds (`--state-ttl`).
+    pub state_ttl_ms: Option<i64>,
 }
 
 impl QueryRequest {
@@ -141,8 +150,10 @@ impl QueryRequest {
             statement: script.query.clone(),
             window: script.window.clone(),
             emit: script.emit,
+            within: script.within,
             limit: None,
             bounded: true,
+            state_ttl_ms: None,
         }
     }
 }
@@ -184,6 +195,14 @@ pub async fn plan_query(
             .unwrap_or_else(|| velo_connectors::record::TIMESTAMP_COLUMN.to_string())
     };
     let event_time = apply_window(&mut statement, request.window.as_ref(), &default_time)?;
+    if let Some(within) = &request.within {
+        crate::sql::within::apply_within(&mut statement, within, &|stream| {
+            catalog
+                .get(stream)
+                .and_then(|s| s.event_time.clone())
+                .unwrap_or_else(|| velo_connectors::record::TIMESTAMP_COLUMN.to_string())
+        })?;
+    }
     crate::sql::wildcard::expand_wildcards(&mut statement, &|name| {
         let schema = catalog.get(name)?.schema.clone()?;
         Some(schema.fields().iter().map(|f| f.name().clone()).collect())
@@ -218,7 +237,7 @@ pub async fn plan_query(
         lookups.insert(key, rows);
     }
     let mut pipeline = Pipeline::default();
-    let mut scan = None;
+    let mut scans = Vec::new();
     let mut table_feeds = Vec::new();
     let cx = Lowering {
         state: &state,
@@ -226,12 +245,15 @@ pub async fn plan_query(
         request,
         lookups: &lookups,
     };
-    lower(&plan, &cx, &mut table_feeds, &mut pipeline, &mut scan)?;
-    let scan = scan.ok_or_else(|| {
-        VeloError::Unsupported(
+    lower(&plan, &cx, &mut table_feeds, &mut pipeline, &mut scans)?;
+    if scans.is_empty() {
+        return Err(VeloError::Unsupported(
             "the query reads no stream (or its WHERE clause is always false)".into(),
-        )
-    })?;
+        ));
+    }
+    if let ([scan], Some(column)) = (scans.as_mut_slice(), event_time) {
+        scan.event_time = Some(column);
+    }
     if let Some(limit) = request.limit {
         pipeline.push(Box::new(LimitExec::new(0, Some(limit))));
     }
@@ -242,10 +264,9 @@ pub async fn plan_query(
         .filter(|k| output_schema.field_with_name(k).is_ok())
         .collect();
     Ok(PlannedQuery {
-        scan,
+        scans,
         pipeline,
         output_schema,
-        event_time,
         logical_plan,
         group_key_columns,
         table_feeds,
@@ -253,11 +274,11 @@ pub async fn plan_query(
 }
 
 /// A table a lookup join keeps current from its topic: the runtime feeds the topic's changes to
-/// pipeline operator `operator`.
+/// the pipeline as feed number `feed` (the lookup join holding the table takes them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableFeed {
     pub table: String,
-    pub operator: usize,
+    pub feed: usize,
 }
 
 /// When a join's table side is the plain rows of a topic-backed table with a key (no filter,
@@ -310,28 +331,23 @@ fn is_table_side(plan: &LogicalPlan, catalog: &Catalog) -> bool {
 }
 
 /// What lowering reads: the session, the catalog, the request and the table sides of joins.
-struct Lowering<'a> {
+pub(crate) struct Lowering<'a> {
     state: &'a SessionState,
     catalog: &'a Catalog,
     request: &'a QueryRequest,
     lookups: &'a Lookups,
 }
 
-fn lower(
+pub(crate) fn lower(
     plan: &LogicalPlan,
     cx: &Lowering<'_>,
     feeds: &mut Vec<TableFeed>,
     pipeline: &mut Pipeline,
-    scan: &mut Option<ScanLayout>,
+    scans: &mut Vec<ScanLayout>,
 ) -> Result<()> {
     let (state, catalog, request, lookups) = (cx.state, cx.catalog, cx.request, cx.lookups);
     match plan {
         LogicalPlan::TableScan(table_scan) => {
-            if scan.is_some() {
-                return Err(VeloError::Unsupported(
-                    "the query reads more than one stream; joins are not supported yet".into(),
-                ));
-            }
             let name = table_scan.table_name.table();
             let stream = catalog.get(name).ok_or_else(|| {
                 VeloError::Usage(format!("stream '{name}' is not in the catalog"))
@@ -348,10 +364,11 @@ fn lower(
                     }
                 })
                 .collect();
-            *scan = Some(ScanLayout {
+            scans.push(ScanLayout {
                 stream: stream.clone(),
                 schema,
                 columns,
+                event_time: None,
             });
             for filter in &table_scan.filters {
                 let predicate = state
@@ -365,7 +382,7 @@ fn lower(
             Ok(())
         }
         LogicalPlan::Filter(filter) => {
-            lower(&filter.input, cx, feeds, pipeline, scan)?;
+            lower(&filter.input, cx, feeds, pipeline, scans)?;
             let predicate = state
                 .create_physical_expr(filter.predicate.clone(), filter.input.schema())
                 .map_err(plan_error)?;
@@ -373,7 +390,7 @@ fn lower(
             Ok(())
         }
         LogicalPlan::Projection(projection) => {
-            lower(&projection.input, cx, feeds, pipeline, scan)?;
+            lower(&projection.input, cx, feeds, pipeline, scans)?;
             let exprs = projection
                 .expr
                 .iter()
@@ -387,7 +404,7 @@ fn lower(
             Ok(())
         }
         LogicalPlan::Limit(limit) => {
-            lower(&limit.input, cx, feeds, pipeline, scan)?;
+            lower(&limit.input, cx, feeds, pipeline, scans)?;
             let skip = match limit.get_skip_type().map_err(plan_error)? {
                 SkipType::Literal(n) => n as u64,
                 SkipType::UnsupportedExpr => {
@@ -407,9 +424,13 @@ fn lower(
             pipeline.push(Box::new(LimitExec::new(skip, fetch)));
             Ok(())
         }
-        LogicalPlan::SubqueryAlias(alias) => lower(&alias.input, cx, feeds, pipeline, scan),
+        LogicalPlan::SubqueryAlias(alias) => lower(&alias.input, cx, feeds, pipeline, scans),
         LogicalPlan::Aggregate(aggregate) => {
-            lower(&aggregate.input, cx, feeds, pipeline, scan)?;
+            let first = scans.len();
+            lower(&aggregate.input, cx, feeds, pipeline, scans)?;
+            if let Some(column) = window_time_column(aggregate) {
+                set_event_time(&mut scans[first..], &column)?;
+            }
             pipeline.push(window_aggregate(aggregate, state, request)?);
             Ok(())
         }
@@ -425,9 +446,7 @@ fn lower(
                 (false, true) => (&join.left, &join.right, StreamSide::Left),
                 (true, false) => (&join.right, &join.left, StreamSide::Right),
                 (false, false) => {
-                    return Err(VeloError::Unsupported(
-                        "a join of two streams needs a window or a time bound, e.g. a window join (both sides GROUP BY the same TUMBLE) or an interval join (ON … AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '1' HOUR); these are not supported yet".into(),
-                    ))
+                    return stream_join::lower_stream_join(join, cx, feeds, pipeline, scans)
                 }
                 (true, true) => {
                     return Err(VeloError::Unsupported(
@@ -446,7 +465,7 @@ fn lower(
                     )))
                 }
             };
-            lower(stream_plan, cx, feeds, pipeline, scan)?;
+            lower(stream_plan, cx, feeds, pipeline, scans)?;
             let rows = lookups
                 .get(&table_plan.display_indent().to_string())
                 .ok_or_else(|| VeloError::Execution("a join's table side was not loaded".into()))?;
@@ -484,10 +503,10 @@ fn lower(
                 Arc::new(join.schema.as_arrow().clone()),
             )?;
             if let Some((table, key_column)) = followed_table(table_plan, catalog) {
-                join_exec.follow_updates(key_column);
+                join_exec.follow_updates(feeds.len(), key_column);
                 feeds.push(TableFeed {
                     table,
-                    operator: pipeline.len(),
+                    feed: feeds.len(),
                 });
             }
             pipeline.push(Box::new(join_exec));
@@ -497,7 +516,7 @@ fn lower(
             "SELECT DISTINCT is not supported on a stream yet".into(),
         )),
         LogicalPlan::Window(window) => {
-            lower(&window.input, cx, feeds, pipeline, scan)?;
+            lower(&window.input, cx, feeds, pipeline, scans)?;
             pipeline.push(over_window(window, state)?);
             Ok(())
         }
@@ -849,6 +868,50 @@ fn window_aggregate(
             output_schema,
         )?),
     })
+}
+
+/// The time column of an aggregate's window (`TUMBLE(ts, …)` in GROUP BY), when it is a column.
+fn window_time_column(aggregate: &Aggregate) -> Option<String> {
+    aggregate.group_expr.iter().find_map(|e| {
+        let inner = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        let Expr::ScalarFunction(f) = inner else {
+            return None;
+        };
+        WindowFunction::from_name(f.name())?;
+        match f.args.first()? {
+            Expr::Column(c) => Some(c.name.clone()),
+            Expr::Cast(c) => match c.expr.as_ref() {
+                Expr::Column(c) => Some(c.name.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    })
+}
+
+/// Declares `column` the event time of the one stream in `scans` (the inputs read by one side
+/// of a join); does nothing for other shapes. Two different event times for one stream are
+/// refused.
+pub(crate) fn set_event_time(scans: &mut [ScanLayout], column: &str) -> Result<()> {
+    let [scan] = scans else {
+        return Ok(());
+    };
+    if scan.schema.field_with_name(column).is_err() {
+        return Ok(());
+    }
+    match &scan.event_time {
+        Some(existing) if existing != column => Err(VeloError::Unsupported(format!(
+            "stream '{}' is read with two event times, '{existing}' and '{column}'; use one",
+            scan.stream.name
+        ))),
+        _ => {
+            scan.event_time = Some(column.to_string());
+            Ok(())
+        }
+    }
 }
 
 /// A DataFusion planning error as a SQL error, with the location DataFusion recorded.

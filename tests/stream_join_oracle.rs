@@ -1,0 +1,377 @@
+//! Oracle tests for joins of two streams: for random inputs (skewed keys, duplicate keys on
+//! both sides, NULL keys, decimal keys, records out of order within the allowed lateness, the
+//! two streams interleaved in random micro-batches), the streaming result equals DataFusion's
+//! batch join over the same finite input with the same conditions, exactly, as multisets.
+//! Interval joins (INNER, LEFT, RIGHT, FULL, strict and inclusive bounds, extra conditions),
+//! window joins (INNER, LEFT, FULL over tumbling-window aggregates) and updating joins with a
+//! state TTL; and a join restored from a mid-stream snapshot continues exactly.
+
+use std::sync::Arc;
+
+use arrow::array::{BinaryArray, RecordBatch};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use velo_connectors::codec::JsonDecoder;
+use velostream::replay::Replay;
+
+mod oracle;
+use oracle::{sorted_json_rows, Rng};
+
+const COLUMNS: &str = "k VARCHAR, d DECIMAL(8,2), v BIGINT, ts TIMESTAMP";
+const LATENESS_MS: u64 = 5_000;
+
+/// Events of streams `o` and `s` in arrival order: (stream, JSON payload).
+fn events(rng: &mut Rng, count: usize) -> Vec<(&'static str, String)> {
+    let mut base: i64 = 1_700_000_000_000;
+    (0..count)
+        .map(|i| {
+            base += rng.below(400) as i64;
+            let stream = if rng.below(2) == 0 { "o" } else { "s" };
+            // Out of order, but never by more than the lateness: nothing is late.
+            let ts = base - rng.below(LATENESS_MS) as i64;
+            let k = match rng.below(10) {
+                0 => "null".to_string(),
+                1..=4 => "\"hot\"".to_string(),
+                n => format!("\"k{}\"", n + rng.below(3)),
+            };
+            let d = format!("\"{}.{}\"", rng.below(2), [0, 5][rng.below(2) as usize]);
+            (stream, format!(r#"{{"k":{k},"d":{d},"v":{i},"ts":{ts}}}"#))
+        })
+        .collect()
+}
+
+fn batch_of(lines: &[&String]) -> (Arc<arrow::datatypes::Schema>, RecordBatch) {
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        velostream::sql::parse_column_list(COLUMNS).unwrap(),
+    ));
+    let mut decoder = JsonDecoder::new(schema.clone()).unwrap();
+    let batch = decoder
+        .decode(&BinaryArray::from_iter_values(
+            lines.iter().map(|l| l.as_bytes()),
+        ))
+        .unwrap()
+        .batch;
+    (schema, batch)
+}
+
+fn declarations() -> String {
+    format!(
+        "CREATE STREAM o ({COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '{LATENESS_MS}' MILLISECOND);\n\
+         CREATE STREAM s ({COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '{LATENESS_MS}' MILLISECOND);\n"
+    )
+}
+
+/// Feeds `events` to `replay` in micro-batches of one stream at a time, of random sizes.
+fn feed(replay: &mut Replay, events: &[(&str, String)], rng: &mut Rng) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < events.len() {
+        let stream = events[i].0;
+        let n = 1 + rng.below(12) as usize;
+        let chunk: Vec<&[u8]> = events[i..]
+            .iter()
+            .take_while(|(s, _)| *s == stream)
+            .take(n)
+            .map(|(_, l)| l.as_bytes())
+            .collect();
+        i += chunk.len();
+        out.extend(replay.push_to(stream, &chunk).unwrap());
+    }
+    out
+}
+
+/// DataFusion's answer to `query` over the whole of both streams.
+fn batch_answer(events: &[(&str, String)], query: &str) -> Vec<RecordBatch> {
+    let ctx = SessionContext::new();
+    for name in ["o", "s"] {
+        let lines: Vec<&String> = events
+            .iter()
+            .filter(|(s, _)| *s == name)
+            .map(|(_, l)| l)
+            .collect();
+        let (schema, batch) = batch_of(&lines);
+        ctx.register_table(
+            name,
+            Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
+        )
+        .unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async { ctx.sql(query).await.unwrap().collect().await.unwrap() })
+}
+
+/// The streaming result of `replay` over `events`, and the state rows it held before the end.
+fn streamed_with(
+    mut replay: Replay,
+    events: &[(&str, String)],
+    rng: &mut Rng,
+) -> (Vec<RecordBatch>, u64) {
+    let mut got = feed(&mut replay, events, rng);
+    let held = replay.metrics().state_rows;
+    got.extend(replay.finish().unwrap());
+    assert_eq!(
+        replay.metrics().state_rows,
+        0,
+        "the end of input empties the state"
+    );
+    (got, held)
+}
+
+fn streamed(sql: &str, events: &[(&str, String)], rng: &mut Rng) -> Vec<RecordBatch> {
+    let replay = Replay::plan(sql).unwrap_or_else(|e| panic!("{e}\n{sql}"));
+    streamed_with(replay, events, rng).0
+}
+
+const INTERVAL_JOINS: [(&str, &str); 6] = [
+    (
+        "JOIN",
+        "o.k = s.k AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND",
+    ),
+    (
+        "LEFT JOIN",
+        "o.k = s.k AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND",
+    ),
+    (
+        "RIGHT JOIN",
+        "o.k = s.k AND s.ts BETWEEN o.ts - INTERVAL '3' SECOND AND o.ts + INTERVAL '4' SECOND",
+    ),
+    (
+        "FULL JOIN",
+        "o.k = s.k AND s.ts > o.ts AND s.ts < o.ts + INTERVAL '8' SECOND AND s.v > o.v % 7",
+    ),
+    (
+        "JOIN",
+        "o.k = s.k AND o.d = s.d AND o.ts >= s.ts - INTERVAL '6' SECOND AND o.ts <= s.ts + INTERVAL '2' SECOND",
+    ),
+    (
+        "LEFT JOIN",
+        "o.k = s.k AND s.ts BETWEEN o.ts + INTERVAL '1' SECOND AND o.ts + INTERVAL '2' SECOND",
+    ),
+];
+
+#[test]
+fn interval_joins_equal_datafusion_batch_joins() {
+    for seed in 0..18u64 {
+        let mut rng = Rng(4200 + seed);
+        let events = events(&mut rng, 300);
+        let (join, on) = INTERVAL_JOINS[seed as usize % INTERVAL_JOINS.len()];
+        let select =
+            format!("SELECT o.k, o.d, o.v, o.ts, s.v AS sv, s.ts AS sts FROM o {join} s ON {on}");
+        let replay = Replay::plan(&format!("{}{select}", declarations())).unwrap();
+        let (got, held) = streamed_with(replay, &events, &mut rng);
+        // The watermark expires rows: the state holds the last ~20 s of a 60 s input.
+        assert!(held < 150, "seed {seed}: {held} rows held");
+        let want = batch_answer(&events, &select);
+        assert!(
+            !want.iter().all(|b| b.num_rows() == 0),
+            "seed {seed}: no rows"
+        );
+        assert_eq!(
+            sorted_json_rows(&got),
+            sorted_json_rows(&want),
+            "seed {seed}: {select}"
+        );
+    }
+}
+
+/// A window-aggregate subquery per stream; `date_bin` for DataFusion's batch form.
+fn windowed(stream: &str, aggregate: &str, streaming: bool) -> String {
+    let (start, end, group) = if streaming {
+        (
+            "window_start".to_string(),
+            "window_end".to_string(),
+            "TUMBLE(ts, INTERVAL '10' SECOND)".to_string(),
+        )
+    } else {
+        let bin = "date_bin(INTERVAL '10 seconds', ts, TIMESTAMP '1970-01-01T00:00:00')";
+        (
+            format!("{bin} AS window_start"),
+            format!("{bin} + INTERVAL '10 seconds' AS window_end"),
+            bin.to_string(),
+        )
+    };
+    format!("(SELECT k, {aggregate}, {start}, {end} FROM {stream} GROUP BY k, {group})")
+}
+
+#[test]
+fn window_joins_equal_datafusion_batch_joins() {
+    let shapes = [
+        ("JOIN", "a.k = b.k AND a.window_start = b.window_start"),
+        ("LEFT JOIN", "a.k = b.k AND a.window_end = b.window_end"),
+        (
+            "FULL JOIN",
+            "a.k = b.k AND a.window_start = b.window_start AND a.window_end = b.window_end AND b.total > a.n",
+        ),
+    ];
+    for seed in 0..9u64 {
+        let mut rng = Rng(7700 + seed);
+        let events = events(&mut rng, 300);
+        let (join, on) = shapes[seed as usize % shapes.len()];
+        let query = |streaming: bool| {
+            format!(
+                "SELECT a.k, a.n, b.total, a.window_start, b.window_end AS b_end FROM {} a {join} {} b ON {on}",
+                windowed("o", "COUNT(*) AS n", streaming),
+                windowed("s", "SUM(d) AS total", streaming),
+            )
+        };
+        let got = streamed(
+            &format!("{}{}", declarations(), query(true)),
+            &events,
+            &mut rng,
+        );
+        let want = batch_answer(&events, &query(false));
+        assert!(
+            !want.iter().all(|b| b.num_rows() == 0),
+            "seed {seed}: no rows"
+        );
+        assert_eq!(
+            sorted_json_rows(&got),
+            sorted_json_rows(&want),
+            "seed {seed}: {}",
+            query(true)
+        );
+    }
+}
+
+#[test]
+fn an_interval_join_restored_from_a_snapshot_continues_exactly() {
+    for seed in 0..6u64 {
+        let mut rng = Rng(3100 + seed);
+        let events = events(&mut rng, 240);
+        let (join, on) = INTERVAL_JOINS[seed as usize % INTERVAL_JOINS.len()];
+        let sql = format!(
+            "{}SELECT o.k, o.v, s.v AS sv FROM o {join} s ON {on}",
+            declarations()
+        );
+        let whole = streamed(&sql, &events, &mut Rng(seed));
+
+        let (first, second) = events.split_at(120);
+        let mut before = Replay::plan(&sql).unwrap();
+        let mut got = feed(&mut before, first, &mut Rng(seed));
+        let state = before.snapshot().unwrap();
+        let mut after = Replay::plan(&sql).unwrap();
+        after.restore(&state, before.next_offset()).unwrap();
+        got.extend(feed(&mut after, second, &mut Rng(seed + 1)));
+        got.extend(after.finish().unwrap());
+        assert_eq!(
+            sorted_json_rows(&got),
+            sorted_json_rows(&whole),
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn updating_joins_with_a_state_ttl_equal_datafusion_inner_joins() {
+    for seed in 0..4u64 {
+        let mut rng = Rng(5100 + seed);
+        let events = events(&mut rng, 200);
+        let on = ["o.k = s.k", "o.k = s.k AND o.d = s.d AND s.v > o.v"][seed as usize % 2];
+        let select = format!("SELECT o.k, o.v, s.v AS sv, s.d FROM o JOIN s ON {on}");
+        // A TTL far longer than the test: nothing is forgotten, so the result is the batch join.
+        let replay = Replay::plan_with(&format!("{}{select}", declarations()), |r| {
+            r.state_ttl_ms = Some(3_600_000)
+        })
+        .unwrap();
+        let (got, held) = streamed_with(replay, &events, &mut rng);
+        assert_eq!(
+            held,
+            200 - events
+                .iter()
+                .filter(|(_, l)| l.contains(r#""k":null"#))
+                .count() as u64
+        );
+        let want = batch_answer(&events, &select);
+        assert_eq!(
+            sorted_json_rows(&got),
+            sorted_json_rows(&want),
+            "seed {seed}: {select}"
+        );
+    }
+}
+
+#[test]
+fn a_join_with_a_state_ttl_forgets_rows_older_than_the_ttl() {
+    let sql = format!(
+        "{}SELECT o.v, s.v AS sv FROM o JOIN s ON o.k = s.k",
+        declarations()
+    );
+    let mut replay = Replay::plan_with(&sql, |r| r.state_ttl_ms = Some(50)).unwrap();
+    let row = |v: i64| format!(r#"{{"k":"a","d":"1.0","v":{v},"ts":1700000000000}}"#);
+    assert!(replay
+        .push_to("o", &[row(1).as_bytes()])
+        .unwrap()
+        .is_empty());
+    let joined = replay.push_to("s", &[row(2).as_bytes()]).unwrap();
+    assert_eq!(sorted_json_rows(&joined), vec![r#"{"v":1,"sv":2}"#]);
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    let late = replay.push_to("s", &[row(3).as_bytes()]).unwrap();
+    assert!(
+        sorted_json_rows(&late).is_empty(),
+        "row 1 was forgotten: {late:?}"
+    );
+}
+
+#[test]
+fn a_join_of_two_streams_without_a_bound_is_refused_with_the_ways_out() {
+    let sql = format!(
+        "{}SELECT o.v, s.v FROM o JOIN s ON o.k = s.k",
+        declarations()
+    );
+    let err = Replay::plan(&sql).err().expect("refused").to_string();
+    for hint in ["window join", "interval join", "--state-ttl"] {
+        assert!(err.contains(hint), "{err}");
+    }
+    let one_bound = format!(
+        "{}SELECT o.v, s.v FROM o JOIN s ON o.k = s.k AND s.ts >= o.ts",
+        declarations()
+    );
+    let err = Replay::plan(&one_bound).err().expect("refused").to_string();
+    assert!(
+        err.contains("needs both bounds") && err.contains("upper"),
+        "{err}"
+    );
+    let outer_ttl = format!(
+        "{}SELECT o.v, s.v FROM o LEFT JOIN s ON o.k = s.k",
+        declarations()
+    );
+    let err = Replay::plan_with(&outer_ttl, |r| r.state_ttl_ms = Some(1000))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("INNER only"), "{err}");
+}
+
+#[test]
+fn aggregates_and_filters_over_a_window_join_equal_datafusion() {
+    for seed in 0..4u64 {
+        let mut rng = Rng(8800 + seed);
+        let events = events(&mut rng, 300);
+        let query = |streaming: bool| {
+            format!(
+                "SELECT a.k, COUNT(*) AS windows, SUM(b.total) AS total, MAX(a.n) AS most \
+                 FROM {} a JOIN {} b ON a.k = b.k AND a.window_start = b.window_start \
+                 WHERE b.total > 0.5 GROUP BY a.k",
+                windowed("o", "COUNT(*) AS n", streaming),
+                windowed("s", "SUM(d) AS total", streaming),
+            )
+        };
+        let got = streamed(
+            &format!("{}{}", declarations(), query(true)),
+            &events,
+            &mut rng,
+        );
+        let want = batch_answer(&events, &query(false));
+        assert!(
+            !want.iter().all(|b| b.num_rows() == 0),
+            "seed {seed}: no rows"
+        );
+        assert_eq!(
+            sorted_json_rows(&got),
+            sorted_json_rows(&want),
+            "seed {seed}"
+        );
+    }
+}
