@@ -103,20 +103,30 @@ fn batch_answer(events: &[(&str, String)], query: &str) -> Vec<RecordBatch> {
 }
 
 /// The streaming result of `replay` over `events`, and the state rows it held before the end.
-fn streamed_with(
+/// `kept` rows (a lookup table's) stay in the state after it.
+fn streamed_keeping(
     mut replay: Replay,
     events: &[(&str, String)],
     rng: &mut Rng,
+    kept: u64,
 ) -> (Vec<RecordBatch>, u64) {
     let mut got = feed(&mut replay, events, rng);
     let held = replay.metrics().state_rows;
     got.extend(replay.finish().unwrap());
     assert_eq!(
         replay.metrics().state_rows,
-        0,
-        "the end of input empties the state"
+        kept,
+        "the end of input empties the join state"
     );
     (got, held)
+}
+
+fn streamed_with(
+    replay: Replay,
+    events: &[(&str, String)],
+    rng: &mut Rng,
+) -> (Vec<RecordBatch>, u64) {
+    streamed_keeping(replay, events, rng, 0)
 }
 
 fn streamed(sql: &str, events: &[(&str, String)], rng: &mut Rng) -> Vec<RecordBatch> {
@@ -364,6 +374,61 @@ fn aggregates_and_filters_over_a_window_join_equal_datafusion() {
             &mut rng,
         );
         let want = batch_answer(&events, &query(false));
+        assert!(
+            !want.iter().all(|b| b.num_rows() == 0),
+            "seed {seed}: no rows"
+        );
+        assert_eq!(
+            sorted_json_rows(&got),
+            sorted_json_rows(&want),
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn an_interval_join_enriched_by_a_table_equals_datafusion() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.csv");
+    std::fs::write(&path, "k,label\nhot,H\nk5,five\nk7,seven\n").unwrap();
+    for seed in 0..3u64 {
+        let mut rng = Rng(6600 + seed);
+        let events = events(&mut rng, 240);
+        let select = "SELECT o.k, o.v, s.v AS sv, t.label FROM o \
+             JOIN s ON o.k = s.k AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '5' SECOND \
+             LEFT JOIN t ON o.k = t.k";
+        let sql = format!(
+            "{}CREATE TABLE t (k VARCHAR, label VARCHAR) WITH ('path' = '{}', 'format' = 'csv');\n{select}",
+            declarations(),
+            path.display()
+        );
+        let (got, _) = streamed_keeping(Replay::plan(&sql).unwrap(), &events, &mut rng, 3);
+        let ctx_query = select.to_string();
+        let want = {
+            let ctx = SessionContext::new();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                ctx.register_csv("t", path.to_str().unwrap(), Default::default())
+                    .await
+                    .unwrap();
+                for name in ["o", "s"] {
+                    let lines: Vec<&String> = events
+                        .iter()
+                        .filter(|(s, _)| *s == name)
+                        .map(|(_, l)| l)
+                        .collect();
+                    let (schema, batch) = batch_of(&lines);
+                    ctx.register_table(
+                        name,
+                        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
+                    )
+                    .unwrap();
+                }
+                ctx.sql(&ctx_query).await.unwrap().collect().await.unwrap()
+            })
+        };
         assert!(
             !want.iter().all(|b| b.num_rows() == 0),
             "seed {seed}: no rows"
