@@ -27,7 +27,7 @@ use velo_connectors::source::Source;
 use crate::catalog::{Catalog, StreamDef, StreamSource};
 use crate::error::{Result, VeloError};
 use crate::planner::{new_session, plan_query, referenced_tables, PlannedQuery, QueryRequest};
-use crate::runtime::{InputAdapter, Job, JobInput, JobStats, RuntimeOptions};
+use crate::runtime::{InputAdapter, Job, JobInput, JobProgress, JobStats, RuntimeOptions};
 use crate::sql::window::{WindowClause, WindowKind};
 use crate::sql::{parse_column_list, parse_script};
 use crate::watermark::WatermarkTracker;
@@ -49,6 +49,123 @@ pub enum Command {
     Stream(StreamArgs),
     /// Run a live query over the built-in trades generator (no Kafka needed).
     Demo(DemoArgs),
+    /// Start the HTTP server (SQL API, streams catalog, jobs, metrics).
+    Server(ServerArgs),
+    /// Deploy an SQL application file: to a server (--server), or run its jobs here.
+    DeployApp(DeployAppArgs),
+    /// Manage the jobs of a server.
+    Jobs(JobsArgs),
+}
+
+/// `velo-sql server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// YAML configuration (see configs/velo-default.yaml); environment variables override it,
+    /// and these flags override both.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on (default 127.0.0.1).
+    #[arg(long)]
+    pub bind: Option<String>,
+}
+
+/// `velo-sql deploy-app`.
+#[derive(Debug, Args)]
+pub struct DeployAppArgs {
+    /// The application file.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Deploy to this server instead of running the jobs in this process.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Kafka bootstrap servers (in-process runs).
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Input topic of jobs whose file gives none (`-- TOPIC:`).
+    #[arg(long)]
+    pub default_topic: Option<String>,
+    /// Prefix of every job id.
+    #[arg(long, default_value = "")]
+    pub job_prefix: String,
+    /// Prefix of every job's consumer group (`<prefix><job id>`).
+    #[arg(long, default_value = "velo-")]
+    pub group_prefix: String,
+    /// Most jobs to run.
+    #[arg(long)]
+    pub max_jobs: Option<usize>,
+    #[arg(long, value_enum, default_value = "on-failure")]
+    pub restart_policy: crate::server::config::RestartPolicy,
+    /// Keep the jobs running until stopped (SIGINT/SIGTERM); without it each job reads what
+    /// its topics hold now, and the command exits when all are done. Deploys to a server are
+    /// always continuous.
+    #[arg(long)]
+    pub continuous: bool,
+}
+
+/// `velo-sql jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// The server.
+    #[arg(
+        long,
+        env = "VELO_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub server: String,
+    #[command(subcommand)]
+    pub command: JobsCommand,
+}
+
+/// What to do with jobs.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs.
+    List {
+        /// Only jobs in this state (running, paused, stopped, failed, finished, …).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+    /// A job's status as JSON.
+    Status {
+        id: String,
+    },
+    Stop {
+        id: String,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    Restart {
+        id: String,
+    },
+    /// Delete a job (stopping it first).
+    Delete {
+        id: String,
+    },
+    /// A job's recent results (JSON lines).
+    Output {
+        id: String,
+        #[arg(long)]
+        follow: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// A job's log lines.
+    Logs {
+        id: String,
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 /// Where results go.
@@ -232,6 +349,9 @@ pub async fn main_with(cli: Cli) -> i32 {
         Command::Execute(args) => execute(args).await,
         Command::Stream(args) => stream(args).await,
         Command::Demo(args) => demo(args).await,
+        Command::Server(args) => return code_of(server(args).await),
+        Command::DeployApp(args) => return code_of(deploy_app(args).await),
+        Command::Jobs(args) => return code_of(jobs(args).await),
     };
     match result {
         Ok(stats) => {
@@ -254,8 +374,145 @@ pub async fn main_with(cli: Cli) -> i32 {
     }
 }
 
-/// How the single input is read.
-enum Mode {
+fn code_of(result: Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn server(args: ServerArgs) -> Result<()> {
+    let overrides = crate::server::config::Overrides {
+        port: args.port,
+        bind: args.bind,
+        ..Default::default()
+    };
+    let config = crate::server::config::Config::load(args.config.as_deref(), &overrides)?;
+    crate::server::serve(config).await
+}
+
+async fn deploy_app(args: DeployAppArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| VeloError::Usage(format!("cannot read {}: {e}", args.file.display())))?;
+    let file = args.file.display().to_string();
+    if let Some(server) = &args.server {
+        let client =
+            crate::server::client::Client::new(server, std::env::var("VELO_API_TOKEN").ok());
+        let answer = client.post(
+            "/jobs",
+            &serde_json::json!({
+                "sql": text,
+                "file": file,
+                "job_prefix": args.job_prefix,
+                "group_prefix": args.group_prefix,
+                "default_topic": args.default_topic,
+                "restart_policy": args.restart_policy,
+                "max_jobs": args.max_jobs,
+            }),
+        )?;
+        for id in answer["jobs"].as_array().into_iter().flatten() {
+            println!("{}", id.as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
+    // In this process: the same job manager as the server's, without HTTP.
+    let mut config = crate::server::config::Config::default();
+    config.kafka.brokers = args.brokers.clone();
+    config.kafka.group_prefix = args.group_prefix.clone();
+    if let Some(max) = args.max_jobs {
+        config.sql.max_jobs = max;
+    }
+    let manager = crate::server::jobs::JobManager::new(Arc::new(config));
+    let app = crate::server::app::parse_application(&text).map_err(|e| match e {
+        VeloError::Sql { message, location } => {
+            VeloError::sql(format!("{file}: {message}"), location)
+        }
+        other => other,
+    })?;
+    let options = crate::server::jobs::DeployOptions {
+        job_prefix: args.job_prefix,
+        group_prefix: args.group_prefix,
+        default_topic: args.default_topic,
+        restart_policy: args.restart_policy,
+        max_jobs: args.max_jobs,
+        continuous: args.continuous,
+    };
+    let ids = manager.deploy(&app, &options)?;
+    tracing::info!("running {} job(s): {}", ids.len(), ids.join(", "));
+    let waiting = manager.clone();
+    tokio::select! {
+        _ = waiting.wait_all() => {}
+        _ = tokio::signal::ctrl_c() => manager.stop_all().await,
+    }
+    let mut failed = false;
+    for job in manager.list() {
+        let status = job.status();
+        println!("{}", serde_json::to_string(&status).unwrap_or_default());
+        failed |= status.status == crate::server::jobs::JobState::Failed;
+    }
+    if failed {
+        return Err(VeloError::Execution(
+            "a job failed; see its last_error".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn jobs(args: JobsArgs) -> Result<()> {
+    use crate::server::client::{jobs_table, Client};
+    let client = Client::new(&args.server, std::env::var("VELO_API_TOKEN").ok());
+    let print = |v: &serde_json::Value| {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    };
+    let mut stdout = std::io::stdout();
+    match args.command {
+        JobsCommand::List { status, format } => {
+            let path = match &status {
+                Some(s) => format!("/jobs?status={s}"),
+                None => "/jobs".into(),
+            };
+            let answer = client.get(&path)?;
+            let jobs = answer["jobs"].as_array().cloned().unwrap_or_default();
+            if format == "json" {
+                print(&serde_json::Value::Array(jobs));
+            } else {
+                print!("{}", jobs_table(&jobs));
+            }
+        }
+        JobsCommand::Status { id } => print(&client.get(&format!("/jobs/{id}"))?),
+        JobsCommand::Stop { id } => {
+            print(&client.post(&format!("/jobs/{id}/stop"), &serde_json::Value::Null)?)
+        }
+        JobsCommand::Pause { id } => {
+            print(&client.post(&format!("/jobs/{id}/pause"), &serde_json::Value::Null)?)
+        }
+        JobsCommand::Resume { id } => {
+            print(&client.post(&format!("/jobs/{id}/resume"), &serde_json::Value::Null)?)
+        }
+        JobsCommand::Restart { id } => {
+            print(&client.post(&format!("/jobs/{id}/restart"), &serde_json::Value::Null)?)
+        }
+        JobsCommand::Delete { id } => {
+            client.delete(&format!("/jobs/{id}"))?;
+        }
+        JobsCommand::Output { id, follow, limit } => client.stream_lines(
+            &format!("/jobs/{id}/output?limit={limit}&follow={follow}"),
+            &mut stdout,
+        )?,
+        JobsCommand::Logs { id, tail, follow } => client.stream_lines(
+            &format!("/jobs/{id}/logs?tail={tail}&follow={follow}"),
+            &mut stdout,
+        )?,
+    }
+    Ok(())
+}
+
+/// How the inputs are read.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
     Execute {
         start: StartOffset,
         partition: Option<i32>,
@@ -273,8 +530,22 @@ fn connection(args: &QueryArgs) -> KafkaConnection {
 }
 
 impl QueryArgs {
+    /// Arguments running `sql` with every other setting at its command-line default.
+    pub fn for_sql(sql: impl Into<String>) -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: QueryArgs,
+        }
+        let mut args = Only::try_parse_from(["velo-sql"])
+            .expect("the defaults of the query arguments parse")
+            .args;
+        args.query = Some(sql.into());
+        args
+    }
+
     /// How the job's loop runs, flushing at least every `flush_interval`.
-    fn runtime_options(&self, flush_interval: Duration) -> Result<RuntimeOptions> {
+    pub fn runtime_options(&self, flush_interval: Duration) -> Result<RuntimeOptions> {
         let max_state_bytes = self
             .max_state_memory
             .as_deref()
@@ -312,41 +583,11 @@ async fn stream(args: StreamArgs) -> Result<JobStats> {
 }
 
 async fn demo(args: DemoArgs) -> Result<JobStats> {
-    let query = QueryArgs {
-        query: Some(args.query),
-        file: None,
-        topic: None,
-        source: Some(format!("generator:trades?rate={}", args.rate.max(1))),
-        brokers: String::new(),
-        schema: None,
-        schema_file: None,
-        format: args.format,
-        decimal_format: DecimalFormat::String,
-        limit: args.limit,
-        output: OutputKind::Stdout,
-        output_file: None,
-        output_topic: None,
-        output_key: None,
-        group_id: None,
-        dlq_topic: None,
-        timeout: 10,
-        batch_size: 8192,
-        event_time_column: None,
-        watermark_delay: None,
-        idle_timeout: "30s".into(),
-        max_state_memory: None,
-        state_ttl: None,
-        window_size: None,
-        late_topic: None,
-        input_format: None,
-        avro_schema: None,
-        output_avro_schema: None,
-        proto_file: None,
-        proto_message: None,
-        output_proto_file: None,
-        output_proto_message: None,
-        schema_registry: None,
-    };
+    let mut query = QueryArgs::for_sql(args.query);
+    query.source = Some(format!("generator:trades?rate={}", args.rate.max(1)));
+    query.brokers = String::new();
+    query.format = args.format;
+    query.limit = args.limit;
     let options = query.runtime_options(Duration::from_secs(1))?;
     run(
         query,
@@ -609,11 +850,57 @@ fn infer_topic_schema(connection: &KafkaConnection, topic: &str) -> Result<Optio
     Ok(Some(Arc::new(schema)))
 }
 
+/// Builds the sink of a query run by the server from its output schema and the sink its
+/// arguments describe (`None` when they say stdout).
+pub type SinkFactory =
+    Box<dyn FnOnce(SchemaRef, Option<Box<dyn Sink>>) -> Result<Box<dyn Sink>> + Send>;
+
+/// How a query is run from elsewhere than a terminal (the server): its stop switch, its live
+/// counters, and where its results go. The default is the command line's: stop on
+/// SIGINT/SIGTERM, results where the arguments say.
+#[derive(Default)]
+pub struct RunHooks {
+    pub stop: Option<Arc<AtomicBool>>,
+    pub progress: Option<Arc<JobProgress>>,
+    pub sink: Option<SinkFactory>,
+}
+
+/// Runs a query described by command-line arguments: bounded (`execute`: each input up to its
+/// end offsets now) or continuous (`stream`, from the consumer group's offsets, else earliest).
+pub async fn run_query(
+    args: QueryArgs,
+    continuous: bool,
+    options: RuntimeOptions,
+    hooks: RunHooks,
+) -> Result<JobStats> {
+    let mode = if continuous {
+        Mode::Stream {
+            reset: StartOffset::Earliest,
+        }
+    } else {
+        Mode::Execute {
+            start: StartOffset::Earliest,
+            partition: None,
+        }
+    };
+    run_with(args, mode, options, !continuous, hooks).await
+}
+
 async fn run(
     args: QueryArgs,
     mode: Mode,
     options: RuntimeOptions,
     bounded: bool,
+) -> Result<JobStats> {
+    run_with(args, mode, options, bounded, RunHooks::default()).await
+}
+
+async fn run_with(
+    args: QueryArgs,
+    mode: Mode,
+    options: RuntimeOptions,
+    bounded: bool,
+    hooks: RunHooks,
 ) -> Result<JobStats> {
     let text = read_query_text(&args)?;
     let script = parse_script(&text)?;
@@ -653,7 +940,10 @@ async fn run(
     let Some(catalog) = resolve_inputs(&args, &ctx, declared, &statement, both_sides).await? else {
         // An empty topic and no schema: nothing to plan against, and nothing to show.
         let empty: SchemaRef = Arc::new(Schema::empty());
-        let mut sink = open_sink(&args, &empty, bounded)?;
+        let mut sink = match hooks.sink {
+            Some(factory) => factory(empty, None)?,
+            None => open_sink(&args, &empty, bounded)?,
+        };
         sink.finish()?;
         return Ok(JobStats::default());
     };
@@ -714,7 +1004,16 @@ async fn run(
     if args.output_key.is_none() && group_key_columns.len() == 1 {
         args.output_key = group_key_columns.first().cloned();
     }
-    let sink = open_sink(&args, &output_schema, bounded)?;
+    let sink = match hooks.sink {
+        Some(factory) => {
+            let described = match args.output {
+                OutputKind::Stdout => None,
+                _ => Some(open_sink(&args, &output_schema, bounded)?),
+            };
+            factory(output_schema.clone(), described)?
+        }
+        None => open_sink(&args, &output_schema, bounded)?,
+    };
     let dead_letters = args
         .dlq_topic
         .as_ref()
@@ -731,8 +1030,14 @@ async fn run(
         )?)),
         None => None,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    spawn_signal_handler(stop.clone());
+    let stop = match hooks.stop {
+        Some(stop) => stop,
+        None => {
+            let stop = Arc::new(AtomicBool::new(false));
+            spawn_signal_handler(stop.clone());
+            stop
+        }
+    };
     let mut table_followers = Vec::new();
     if !bounded {
         for feed in table_feeds {
@@ -766,8 +1071,13 @@ async fn run(
         watermark,
         late_rows,
         table_followers,
+        progress: hooks
+            .progress
+            .unwrap_or_else(|| Arc::new(JobProgress::new("cli"))),
     };
-    tokio::task::spawn_blocking(move || job.run())
+    // The job's thread logs inside the caller's span (a server job's `job` span).
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| job.run()))
         .await
         .map_err(|e| VeloError::Execution(format!("the job thread failed: {e}")))?
 }

@@ -22,6 +22,7 @@ pub mod operators;
 pub mod planner;
 pub mod replay;
 pub mod runtime;
+pub mod server;
 pub mod sql;
 pub mod table;
 pub mod watermark;

@@ -6,7 +6,7 @@
 //! crash replays at most the last epoch (at-least-once); a graceful stop loses and repeats
 //! nothing. A bounded input ends with the watermark at +∞ so every operator emits what it holds.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,41 @@ impl Default for RuntimeOptions {
             batch_size: 8192,
             flush_interval: Duration::from_millis(200),
             max_state_bytes: None,
+        }
+    }
+}
+
+/// Live counters and controls of a running job, shared with whoever manages it (the server's
+/// job manager reads them; `paused` holds the loop between micro-batches). The runtime also
+/// reports them as Prometheus metrics labelled with `name`.
+#[derive(Debug)]
+pub struct JobProgress {
+    pub name: String,
+    pub records_in: AtomicU64,
+    pub rows_out: AtomicU64,
+    pub bad_records: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub late_rows: AtomicU64,
+    pub epochs: AtomicU64,
+    pub state_bytes: AtomicU64,
+    /// Records behind the end of the input's partitions; -1 while unknown.
+    pub lag: AtomicI64,
+    pub paused: AtomicBool,
+}
+
+impl JobProgress {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            records_in: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            bad_records: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            late_rows: AtomicU64::new(0),
+            epochs: AtomicU64::new(0),
+            state_bytes: AtomicU64::new(0),
+            lag: AtomicI64::new(-1),
+            paused: AtomicBool::new(false),
         }
     }
 }
@@ -264,6 +299,8 @@ pub struct Job {
     pub late_rows: Option<Box<dyn Sink>>,
     /// Table topics followed for lookup joins.
     pub table_followers: Vec<TableFollower>,
+    /// Live counters and the pause switch.
+    pub progress: Arc<JobProgress>,
 }
 
 impl Job {
@@ -276,6 +313,11 @@ impl Job {
         let mut ended = false;
         let mut state_checked = Instant::now();
         while !self.stop.load(Ordering::Relaxed) && !self.pipeline.is_finished() {
+            if self.progress.paused.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let epoch_started = Instant::now();
             for follower in &mut self.table_followers {
                 follower.poll(&mut self.pipeline)?;
             }
@@ -308,7 +350,14 @@ impl Job {
                     Some(batch) => {
                         got_data = true;
                         stats.records_in += batch.len() as u64;
-                        stats.bad_records += self.process_batch(i, &batch)?;
+                        let bad = self.process_batch(i, &batch)?;
+                        stats.bad_records += bad;
+                        self.count(
+                            &self.progress.records_in,
+                            "velo_records_in_total",
+                            batch.len() as u64,
+                        );
+                        self.count(&self.progress.bad_records, "velo_decode_errors_total", bad);
                     }
                 }
             }
@@ -326,7 +375,11 @@ impl Job {
             stats.epochs += 1;
             self.advance_watermark()?;
             self.end_epoch()?;
+            self.progress.epochs.fetch_add(1, Ordering::Relaxed);
+            metrics::histogram!("velo_batch_latency_seconds", "job" => self.progress.name.clone())
+                .record(epoch_started.elapsed().as_secs_f64());
             if state_checked.elapsed() >= STATE_CHECK_INTERVAL {
+                self.report_state();
                 self.check_state_limit()?;
                 state_checked = Instant::now();
             }
@@ -366,6 +419,33 @@ impl Job {
             self.sink.write(&out)?;
         }
         Ok(bad.len() as u64)
+    }
+
+    /// Adds `n` to a progress counter and to the Prometheus counter `metric`.
+    fn count(&self, counter: &AtomicU64, metric: &'static str, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!(metric, "job" => self.progress.name.clone()).increment(n);
+        }
+    }
+
+    /// Publishes state size, late rows and consumer lag (about once a second).
+    fn report_state(&self) {
+        let operators = self.pipeline.metrics();
+        let job = self.progress.name.clone();
+        self.progress
+            .state_bytes
+            .store(operators.state_bytes, Ordering::Relaxed);
+        self.progress
+            .late_rows
+            .store(operators.late_rows, Ordering::Relaxed);
+        metrics::gauge!("velo_state_bytes", "job" => job.clone()).set(operators.state_bytes as f64);
+        let lags: Vec<i64> = self.inputs.iter().filter_map(|i| i.source.lag()).collect();
+        if !lags.is_empty() {
+            let lag: i64 = lags.iter().sum();
+            self.progress.lag.store(lag, Ordering::Relaxed);
+            metrics::gauge!("velo_consumer_lag", "job" => job).set(lag as f64);
+        }
     }
 
     /// Fails the job when operator state is over [`RuntimeOptions::max_state_bytes`].
@@ -408,6 +488,9 @@ impl Job {
             );
             if let Some(dlq) = self.dead_letters.as_mut() {
                 dlq.send_rejected(&rejected.row, &rejected.reason, &rejected.topic)?;
+                self.progress.dead_letters.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("velo_dlq_records_total", "job" => self.progress.name.clone())
+                    .increment(1);
             }
         }
         if let Some(late) = self.late_rows.as_mut() {
@@ -423,6 +506,13 @@ impl Job {
         for input in &mut self.inputs {
             input.source.commit()?;
         }
+        let written = self.sink.rows_written();
+        let counted = self.progress.rows_out.load(Ordering::Relaxed);
+        self.count(
+            &self.progress.rows_out,
+            "velo_records_out_total",
+            written.saturating_sub(counted),
+        );
         Ok(())
     }
 
@@ -441,6 +531,9 @@ impl Job {
                 let key = (!meta.key.is_null(record.index)).then(|| meta.key.value(record.index));
                 let headers = header_pairs(meta, record.index);
                 dlq.send(payload, key, &headers, &position, &record.reason)?;
+                self.progress.dead_letters.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("velo_dlq_records_total", "job" => self.progress.name.clone())
+                    .increment(1);
             }
         }
         Ok(())

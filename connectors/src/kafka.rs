@@ -423,6 +423,34 @@ impl Source for KafkaSource {
         self.remaining.is_some()
     }
 
+    /// For a consumer group: per assigned partition, the high watermark minus the position
+    /// (the next offset to read), summed.
+    fn lag(&self) -> Option<i64> {
+        if !self.group_mode {
+            return None;
+        }
+        let positions = self.consumer.position().ok()?;
+        let mut lag = 0;
+        for element in positions.elements_for_topic(&self.topic) {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, element.partition(), Duration::from_secs(1))
+                .ok()?;
+            let position = match element.offset() {
+                Offset::Offset(o) => o,
+                // Nothing read yet: the whole partition is behind (from its low watermark).
+                _ => {
+                    self.consumer
+                        .fetch_watermarks(&self.topic, element.partition(), Duration::from_secs(1))
+                        .ok()?
+                        .0
+                }
+            };
+            lag += (high - position).max(0);
+        }
+        Some(lag)
+    }
+
     fn assigned_partitions(&self) -> Option<Vec<i32>> {
         match &self.remaining {
             Some(_) => Some(self.snapshot_partitions.clone()),

@@ -32,4 +32,10 @@ pub trait Source: Send {
     fn assigned_partitions(&self) -> Option<Vec<i32>> {
         None
     }
+
+    /// Records between the read position and the end of the partitions read (consumer lag),
+    /// when the source can tell. May ask the broker: call it about once a second, not per poll.
+    fn lag(&self) -> Option<i64> {
+        None
+    }
 }

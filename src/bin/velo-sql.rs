@@ -1,22 +1,41 @@
 //! The `velo-sql` binary: parses the command line and runs it (see `velostream::cli`).
 
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use velostream::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,velostream=info,velo_connectors=info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        // Lines logged inside a server job also go to that job's log (GET /jobs/{id}/logs).
+        .with(velostream::server::logs::JobLogLayer)
         .init();
-    let cli = velostream::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let cli = Cli::parse();
+    // The server's runtime has sql.worker_threads threads (SQL_WORKER_THREADS).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Server(args) = &cli.command {
+        let overrides = velostream::server::config::Overrides::default();
+        match velostream::server::config::Config::load(args.config.as_deref(), &overrides) {
+            Ok(config) => {
+                builder.worker_threads(config.sql.worker_threads);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::from(e.exit_code() as u8);
+            }
+        }
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -85,7 +85,7 @@ fn split_location(text: &str) -> (String, Option<SqlLocation>) {
     (text.to_string(), None)
 }
 
-fn tokenize(text: &str) -> Result<Vec<TokenWithSpan>> {
+pub(crate) fn tokenize(text: &str) -> Result<Vec<TokenWithSpan>> {
     Tokenizer::new(&dialect(), text)
         .tokenize_with_location()
         .map_err(|e| {

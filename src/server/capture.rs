@@ -1,0 +1,207 @@
+//! Sinks the server puts behind a query: [`CaptureSink`] keeps a job's recent result rows (for
+//! `/jobs/{id}/output`, and live for `?follow=true`) while passing every batch on to the job's
+//! own sink; [`CollectSink`] gathers an ad-hoc query's result; [`ChannelSink`] streams a
+//! followed query's rows to its HTTP response.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use tokio::sync::broadcast;
+use velo_connectors::codec::{DecimalFormat, EncodedRows, JsonEncoder};
+use velo_connectors::sink::{RejectedRow, Sink};
+use velo_connectors::{ConnectorError, Result};
+
+/// A job's recent result rows as JSON lines, and a channel carrying new ones as they come.
+pub struct OutputBuffer {
+    rows: Mutex<VecDeque<String>>,
+    capacity: usize,
+    live: broadcast::Sender<String>,
+}
+
+impl OutputBuffer {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            rows: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            capacity: capacity.max(1),
+            live: broadcast::channel(1024).0,
+        }
+    }
+
+    fn push(&self, row: String) {
+        let mut rows = self.rows.lock().expect("output buffer lock");
+        if rows.len() == self.capacity {
+            rows.pop_front();
+        }
+        rows.push_back(row.clone());
+        let _ = self.live.send(row);
+    }
+
+    /// The last `n` rows kept, oldest first.
+    pub fn recent(&self, n: usize) -> Vec<String> {
+        let rows = self.rows.lock().expect("output buffer lock");
+        rows.iter()
+            .skip(rows.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
+    /// New rows from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.live.subscribe()
+    }
+}
+
+/// Copies every result row into an [`OutputBuffer`] and passes the batch to `inner` (the job's
+/// topic), if any.
+pub struct CaptureSink {
+    inner: Option<Box<dyn Sink>>,
+    buffer: Arc<OutputBuffer>,
+    encoder: JsonEncoder,
+    encoded: EncodedRows,
+    rows: u64,
+}
+
+impl CaptureSink {
+    pub fn new(inner: Option<Box<dyn Sink>>, buffer: Arc<OutputBuffer>) -> Self {
+        Self {
+            inner,
+            buffer,
+            encoder: JsonEncoder::new(DecimalFormat::String),
+            encoded: EncodedRows::default(),
+            rows: 0,
+        }
+    }
+}
+
+impl Sink for CaptureSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if let Some(inner) = self.inner.as_mut() {
+            inner.write(batch)?;
+        }
+        self.encoded.clear();
+        self.encoder.encode(batch, &mut self.encoded)?;
+        for row in self.encoded.iter() {
+            self.buffer.push(String::from_utf8_lossy(row).into_owned());
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.inner.as_mut().map_or(Ok(()), |s| s.flush())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.inner.as_mut().map_or(Ok(()), |s| s.finish())
+    }
+
+    fn rows_written(&self) -> u64 {
+        self.inner.as_ref().map_or(self.rows, |s| s.rows_written())
+    }
+
+    fn take_rejected(&mut self) -> Vec<RejectedRow> {
+        self.inner
+            .as_mut()
+            .map(|s| s.take_rejected())
+            .unwrap_or_default()
+    }
+}
+
+/// The result of an ad-hoc query: its schema and batches.
+#[derive(Default)]
+pub struct Collected {
+    pub schema: Option<SchemaRef>,
+    pub batches: Vec<RecordBatch>,
+    pub rows: usize,
+}
+
+/// Gathers an ad-hoc query's result, failing once it holds more than `max_rows` rows.
+pub struct CollectSink {
+    pub collected: Arc<Mutex<Collected>>,
+    max_rows: usize,
+}
+
+impl CollectSink {
+    pub fn new(schema: SchemaRef, collected: Arc<Mutex<Collected>>, max_rows: usize) -> Self {
+        collected.lock().expect("collect lock").schema = Some(schema);
+        Self {
+            collected,
+            max_rows,
+        }
+    }
+}
+
+impl Sink for CollectSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut c = self.collected.lock().expect("collect lock");
+        c.rows += batch.num_rows();
+        if c.rows > self.max_rows {
+            return Err(ConnectorError::Config(format!(
+                "the result has more than {} rows; add a LIMIT, or follow the query",
+                self.max_rows
+            )));
+        }
+        c.batches.push(batch.clone());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn rows_written(&self) -> u64 {
+        self.collected.lock().expect("collect lock").rows as u64
+    }
+}
+
+/// Sends each result row (a JSON line) to a followed query's response; fails once the client
+/// has gone, which stops the query.
+pub struct ChannelSink {
+    tx: tokio::sync::mpsc::Sender<String>,
+    encoder: JsonEncoder,
+    encoded: EncodedRows,
+    rows: u64,
+}
+
+impl ChannelSink {
+    pub fn new(tx: tokio::sync::mpsc::Sender<String>) -> Self {
+        Self {
+            tx,
+            encoder: JsonEncoder::new(DecimalFormat::String),
+            encoded: EncodedRows::default(),
+            rows: 0,
+        }
+    }
+}
+
+impl Sink for ChannelSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.encoded.clear();
+        self.encoder.encode(batch, &mut self.encoded)?;
+        for row in self.encoded.iter() {
+            self.tx
+                .blocking_send(String::from_utf8_lossy(row).into_owned())
+                .map_err(|_| ConnectorError::Config("the client stopped following".into()))?;
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn rows_written(&self) -> u64 {
+        self.rows
+    }
+}

@@ -1,0 +1,165 @@
+//! The command line's side of the API: `velo-sql jobs …` and `velo-sql deploy-app --server`.
+//! Talks to `--server URL` (default `http://127.0.0.1:8080`, or `VELO_SERVER`) with the
+//! bearer token of `VELO_API_TOKEN` when set.
+
+use std::io::{BufRead, BufReader, Write};
+
+use serde_json::Value;
+
+use crate::error::{Result, VeloError};
+
+/// A client of one server.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            agent,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn unreachable(&self, e: ureq::Error) -> VeloError {
+        VeloError::Usage(format!("server {} is not reachable: {e}", self.base))
+    }
+
+    fn answer(&self, mut response: ureq::http::Response<ureq::Body>) -> Result<Value> {
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| self.unreachable(e))?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
+        let mut text = format!("{} ({status})", message);
+        if let (Some(file), Some(line)) = (value.get("file"), value.get("line")) {
+            text = format!(
+                "{}:{}:{}: {text}",
+                file.as_str().unwrap_or("?"),
+                line,
+                value.get("column").unwrap_or(&Value::Null)
+            );
+        }
+        Err(if status.as_u16() == 400 || status.as_u16() == 404 {
+            VeloError::Usage(text)
+        } else {
+            VeloError::Execution(text)
+        })
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value> {
+        let mut request = self.agent.get(self.url(path));
+        if let Some(t) = &self.token {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
+        let response = request.call().map_err(|e| self.unreachable(e))?;
+        self.answer(response)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let mut request = self.agent.post(self.url(path));
+        if let Some(t) = &self.token {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
+        let response = request.send_json(body).map_err(|e| self.unreachable(e))?;
+        self.answer(response)
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Value> {
+        let mut request = self.agent.delete(self.url(path));
+        if let Some(t) = &self.token {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
+        let response = request.call().map_err(|e| self.unreachable(e))?;
+        self.answer(response)
+    }
+
+    /// Copies a line stream (`/jobs/{id}/output`, `/logs`) to `out` until it ends.
+    pub fn stream_lines(&self, path: &str, out: &mut impl Write) -> Result<()> {
+        let mut request = self.agent.get(self.url(path));
+        if let Some(t) = &self.token {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut response = request.call().map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return self.answer(response).map(|_| ());
+        }
+        let reader = BufReader::new(response.body_mut().as_reader());
+        for line in reader.lines() {
+            let line = line?;
+            writeln!(out, "{line}")?;
+            out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Prints jobs as a table: id, status, records in/out, errors, restarts, lag.
+pub fn jobs_table(jobs: &[Value]) -> String {
+    let mut rows = vec![[
+        "ID".to_string(),
+        "STATUS".into(),
+        "IN".into(),
+        "OUT".into(),
+        "ERRORS".into(),
+        "RESTARTS".into(),
+        "LAG".into(),
+        "STARTED".into(),
+    ]];
+    for j in jobs {
+        let field = |k: &str| match j.get(k) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => "-".into(),
+            Some(v) => v.to_string(),
+        };
+        rows.push([
+            field("id"),
+            field("status"),
+            field("records_in"),
+            field("records_out"),
+            field("errors"),
+            field("restarts"),
+            field("lag"),
+            field("started_at"),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+                + "\n"
+        })
+        .collect()
+}

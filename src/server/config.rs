@@ -1,0 +1,373 @@
+//! Server configuration: YAML (`configs/velo-default.yaml`), then environment variables, then
+//! command-line flags, each overriding the one before. Unknown keys and bad values are startup
+//! errors naming the key (or variable) and what was wrong.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, VeloError};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub server: ServerConfig,
+    pub sql: SqlConfig,
+    pub performance: PerformanceConfig,
+}
+
+/// `kafka:` — the broker and the consumer groups of jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers (`KAFKA_BROKERS`).
+    pub brokers: String,
+    /// Seconds allowed for broker requests.
+    pub timeout_seconds: u64,
+    /// Prefix of each job's consumer group (`<prefix><job name>`).
+    pub group_prefix: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            timeout_seconds: 10,
+            group_prefix: "velo-".into(),
+        }
+    }
+}
+
+/// `server:` — the HTTP API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind (`SERVER_BIND`, `--bind`); 127.0.0.1 unless told otherwise.
+    pub bind: String,
+    /// Port (`SERVER_PORT`, `--port`); 0 picks a free one.
+    pub port: u16,
+    /// Bearer token every route but `/health` requires (`VELO_API_TOKEN`); none: no auth.
+    pub auth_token: Option<String>,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Ad-hoc queries running at once; more get 429.
+    pub max_concurrent_queries: usize,
+    /// Longest an ad-hoc query may run.
+    pub query_timeout_seconds: u64,
+    /// Origins allowed by CORS; empty: CORS off.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1".into(),
+            port: 8080,
+            auth_token: None,
+            max_body_bytes: 1024 * 1024,
+            max_concurrent_queries: 4,
+            query_timeout_seconds: 30,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// What a failed job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    Never,
+    OnFailure,
+}
+
+impl std::str::FromStr for RestartPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            "on-failure" => Ok(Self::OnFailure),
+            other => Err(format!(
+                "unknown restart policy '{other}' (always, never, on-failure)"
+            )),
+        }
+    }
+}
+
+/// `sql:` — jobs and queries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlConfig {
+    /// An application file deployed at start (`SQL_FILE`).
+    pub file: Option<PathBuf>,
+    /// Threads of the async runtime (`SQL_WORKER_THREADS`).
+    pub worker_threads: usize,
+    /// Most operator state a query or job may hold, in MiB (`SQL_MEMORY_LIMIT_MB`).
+    pub memory_limit_mb: u64,
+    /// Most jobs at once (`SQL_MAX_JOBS`).
+    pub max_jobs: usize,
+    pub restart_policy: RestartPolicy,
+    /// Restarts of a failing job before it stays failed.
+    pub max_restarts: u32,
+    /// First delay before a restart, doubled after each (at most a minute).
+    pub restart_delay_ms: u64,
+    /// Recent result rows kept per job for `/jobs/{id}/output`.
+    pub output_buffer_rows: usize,
+    /// Stream declarations (`CREATE STREAM …;`) known to every query and job.
+    pub streams: Vec<String>,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            worker_threads: 2,
+            memory_limit_mb: 512,
+            max_jobs: 16,
+            restart_policy: RestartPolicy::OnFailure,
+            max_restarts: 3,
+            restart_delay_ms: 1000,
+            output_buffer_rows: 1000,
+            streams: Vec::new(),
+        }
+    }
+}
+
+/// `performance:` — micro-batching. `profile` picks a preset; keys given override it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerformanceConfig {
+    /// `default`, `low-latency`, `high-throughput` or `financial` (`VELO_PERFORMANCE_PROFILE`).
+    pub profile: Option<String>,
+    /// Most records per micro-batch.
+    pub batch_size: Option<usize>,
+    /// Longest wait before a micro-batch runs with what it has.
+    pub flush_interval_ms: Option<u64>,
+    /// JSON decimals as `string` (exact text) or `number`.
+    pub decimal_format: Option<String>,
+}
+
+/// Micro-batching settings after the profile is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Performance {
+    pub batch_size: usize,
+    pub flush_interval_ms: u64,
+    pub decimals_as_numbers: bool,
+}
+
+/// The presets: (name, batch size, flush interval ms, decimals as numbers).
+pub const PROFILES: &[(&str, usize, u64, bool)] = &[
+    ("default", 8192, 200, false),
+    ("low-latency", 256, 10, false),
+    ("high-throughput", 65_536, 1000, false),
+    ("financial", 1024, 50, false),
+];
+
+impl PerformanceConfig {
+    /// The profile's settings with the explicit keys applied.
+    pub fn resolve(&self) -> Result<Performance> {
+        let name = self.profile.as_deref().unwrap_or("default");
+        let &(_, batch_size, flush_interval_ms, numbers) = PROFILES
+            .iter()
+            .find(|p| p.0 == name)
+            .ok_or_else(|| {
+                VeloError::Usage(format!(
+                    "performance.profile: unknown profile '{name}' (default, low-latency, high-throughput, financial)"
+                ))
+            })?;
+        let decimals_as_numbers = match self.decimal_format.as_deref() {
+            None => numbers,
+            Some("string") => false,
+            Some("number") => true,
+            Some(other) => {
+                return Err(VeloError::Usage(format!(
+                    "performance.decimal_format: '{other}' is not string or number"
+                )))
+            }
+        };
+        let batch_size = self.batch_size.unwrap_or(batch_size);
+        if batch_size == 0 {
+            return Err(VeloError::Usage(
+                "performance.batch_size must be at least 1".into(),
+            ));
+        }
+        Ok(Performance {
+            batch_size,
+            flush_interval_ms: self.flush_interval_ms.unwrap_or(flush_interval_ms).max(1),
+            decimals_as_numbers,
+        })
+    }
+}
+
+/// Overrides from the command line (`velo-sql server --port …`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub port: Option<u16>,
+    pub bind: Option<String>,
+    pub brokers: Option<String>,
+    pub sql_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads `path` (or the defaults when `None`), then the environment, then `overrides`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self> {
+        let mut config = match path {
+            Some(path) => Self::from_yaml_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        if let Some(port) = overrides.port {
+            config.server.port = port;
+        }
+        if let Some(bind) = &overrides.bind {
+            config.server.bind = bind.clone();
+        }
+        if let Some(brokers) = &overrides.brokers {
+            config.kafka.brokers = brokers.clone();
+        }
+        if let Some(file) = &overrides.sql_file {
+            config.sql.file = Some(file.clone());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a YAML file; unknown keys and wrong types name the key and the line.
+    pub fn from_yaml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| VeloError::Usage(format!("cannot read config {}: {e}", path.display())))?;
+        Self::from_yaml(&text)
+            .map_err(|why| VeloError::Usage(format!("config {}: {why}", path.display())))
+    }
+
+    /// Parses YAML text.
+    pub fn from_yaml(text: &str) -> std::result::Result<Self, String> {
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Applies the environment variables `lookup` finds.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<()> {
+        fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.trim().parse::<T>().map_err(|e| {
+                VeloError::Usage(format!("environment variable {name}='{value}': {e}"))
+            })
+        }
+        if let Some(v) = lookup("KAFKA_BROKERS") {
+            self.kafka.brokers = v;
+        }
+        if let Some(v) = lookup("SQL_FILE") {
+            self.sql.file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = lookup("SQL_WORKER_THREADS") {
+            self.sql.worker_threads = parse("SQL_WORKER_THREADS", &v)?;
+        }
+        if let Some(v) = lookup("SQL_MEMORY_LIMIT_MB") {
+            self.sql.memory_limit_mb = parse("SQL_MEMORY_LIMIT_MB", &v)?;
+        }
+        if let Some(v) = lookup("SQL_MAX_JOBS") {
+            self.sql.max_jobs = parse("SQL_MAX_JOBS", &v)?;
+        }
+        if let Some(v) = lookup("SQL_RESTART_POLICY") {
+            self.sql.restart_policy = parse("SQL_RESTART_POLICY", &v)?;
+        }
+        if let Some(v) = lookup("VELO_PERFORMANCE_PROFILE") {
+            self.performance.profile = Some(v);
+        }
+        if let Some(v) = lookup("VELO_API_TOKEN") {
+            self.server.auth_token = Some(v);
+        }
+        if let Some(v) = lookup("SERVER_PORT") {
+            self.server.port = parse("SERVER_PORT", &v)?;
+        }
+        if let Some(v) = lookup("SERVER_BIND") {
+            self.server.bind = v;
+        }
+        Ok(())
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        self.performance.resolve()?;
+        if self.sql.worker_threads == 0 {
+            return Err(VeloError::Usage(
+                "sql.worker_threads must be at least 1".into(),
+            ));
+        }
+        if self.sql.max_jobs == 0 {
+            return Err(VeloError::Usage("sql.max_jobs must be at least 1".into()));
+        }
+        if self.server.max_concurrent_queries == 0 {
+            return Err(VeloError::Usage(
+                "server.max_concurrent_queries must be at least 1".into(),
+            ));
+        }
+        if self.server.bind.parse::<std::net::IpAddr>().is_err() {
+            return Err(VeloError::Usage(format!(
+                "server.bind: '{}' is not an IP address",
+                self.server.bind
+            )));
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(VeloError::Usage("kafka.brokers is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let config = Config::from_yaml_file(&path).unwrap();
+            config.validate().unwrap();
+            seen += 1;
+        }
+        assert!(seen >= 4, "default + three profiles");
+    }
+
+    #[test]
+    fn an_unknown_key_or_a_bad_value_names_it() {
+        let e = Config::from_yaml("server:\n  prot: 8080\n").unwrap_err();
+        assert!(e.contains("unknown field `prot`"), "{e}");
+        let e = Config::from_yaml("server:\n  port: lots\n").unwrap_err();
+        assert!(e.contains("server.port") || e.contains("invalid"), "{e}");
+        let mut c = Config::default();
+        let e = c
+            .apply_env(|n| (n == "SQL_MAX_JOBS").then(|| "many".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SQL_MAX_JOBS='many'"), "{e}");
+        c.performance.profile = Some("turbo".into());
+        assert!(c.validate().unwrap_err().to_string().contains("'turbo'"));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_and_flags_override_both() {
+        let mut c =
+            Config::from_yaml("kafka:\n  brokers: file:9092\nsql:\n  max_jobs: 3\n").unwrap();
+        c.apply_env(|n| match n {
+            "KAFKA_BROKERS" => Some("env:9092".into()),
+            "VELO_PERFORMANCE_PROFILE" => Some("low-latency".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "env:9092");
+        assert_eq!(c.sql.max_jobs, 3);
+        let p = c.performance.resolve().unwrap();
+        assert_eq!((p.batch_size, p.flush_interval_ms), (256, 10));
+        c.performance.batch_size = Some(100);
+        assert_eq!(c.performance.resolve().unwrap().batch_size, 100);
+    }
+}

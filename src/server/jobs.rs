@@ -1,0 +1,498 @@
+//! Continuous jobs: deployed from application files, run in-process, supervised.
+//!
+//! Each job runs its query as `velo-sql stream` would (consumer group
+//! `<group prefix><job id>`, so jobs are isolated), with a [`CaptureSink`] keeping its recent
+//! results and a `job` span routing its log lines to its [`LogBuffer`]. A job that fails is
+//! restarted per its restart policy (at most `max_restarts` times, the delay doubling from
+//! `restart_delay_ms` up to a minute); its status, errors and restarts are visible in
+//! [`JobStatus`] and the metrics. Stop, pause, resume and restart act between micro-batches.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::Instrument;
+
+use super::app::{Application, JobSpec};
+use super::capture::{CaptureSink, OutputBuffer};
+use super::config::{Config, RestartPolicy};
+use super::logs::{self, LogBuffer};
+use crate::cli::{OutputKind, QueryArgs, RunHooks};
+use crate::error::{Result, VeloError};
+use crate::runtime::{JobProgress, RuntimeOptions};
+
+/// How jobs of one deployment are named and run.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub job_prefix: String,
+    pub group_prefix: String,
+    pub default_topic: Option<String>,
+    pub restart_policy: RestartPolicy,
+    pub max_jobs: Option<usize>,
+    /// False: each job reads what its topics hold now and ends (`deploy-app` without
+    /// `--continuous`).
+    pub continuous: bool,
+}
+
+/// A job's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Starting,
+    Running,
+    Paused,
+    /// Failed; waiting to be restarted.
+    Restarting,
+    Stopped,
+    Failed,
+    /// The input ended (a bounded run) or the query completed (LIMIT).
+    Finished,
+}
+
+impl JobState {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Starting => "starting",
+            JobState::Running => "running",
+            JobState::Paused => "paused",
+            JobState::Restarting => "restarting",
+            JobState::Stopped => "stopped",
+            JobState::Failed => "failed",
+            JobState::Finished => "finished",
+        }
+    }
+
+    fn is_active(self) -> bool {
+        matches!(
+            self,
+            JobState::Starting | JobState::Running | JobState::Paused | JobState::Restarting
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Lifecycle {
+    state: JobState,
+    started_at: String,
+    errors: u64,
+    last_error: Option<String>,
+}
+
+/// One job.
+pub struct ManagedJob {
+    pub id: String,
+    pub spec: JobSpec,
+    pub consumer_group: String,
+    pub restart_policy: RestartPolicy,
+    continuous: bool,
+    lifecycle: Mutex<Lifecycle>,
+    restarts: AtomicU32,
+    progress: Arc<JobProgress>,
+    stop: Mutex<Arc<AtomicBool>>,
+    pub output: Arc<OutputBuffer>,
+    pub logs: Arc<LogBuffer>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What `GET /jobs/{id}` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub id: String,
+    pub name: String,
+    pub status: JobState,
+    pub started_at: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub bad_records: u64,
+    pub dead_letters: u64,
+    pub late_rows: u64,
+    pub state_bytes: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// Records behind the end of the input topic; null while unknown.
+    pub lag: Option<i64>,
+    pub restarts: u32,
+    pub restart_policy: RestartPolicy,
+    pub consumer_group: String,
+    pub input_topic: Option<String>,
+    pub sink_topic: Option<String>,
+    pub sql: String,
+}
+
+impl ManagedJob {
+    pub fn status(&self) -> JobStatus {
+        let life = self.lifecycle.lock().expect("job lock").clone();
+        let p = &self.progress;
+        let lag = p.lag.load(Ordering::Relaxed);
+        JobStatus {
+            id: self.id.clone(),
+            name: self.spec.name.clone(),
+            status: life.state,
+            started_at: life.started_at,
+            records_in: p.records_in.load(Ordering::Relaxed),
+            records_out: p.rows_out.load(Ordering::Relaxed),
+            bad_records: p.bad_records.load(Ordering::Relaxed),
+            dead_letters: p.dead_letters.load(Ordering::Relaxed),
+            late_rows: p.late_rows.load(Ordering::Relaxed),
+            state_bytes: p.state_bytes.load(Ordering::Relaxed),
+            errors: life.errors,
+            last_error: life.last_error,
+            lag: (lag >= 0).then_some(lag),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            restart_policy: self.restart_policy,
+            consumer_group: self.consumer_group.clone(),
+            input_topic: self.spec.input_topic.clone(),
+            sink_topic: self.spec.sink_topic.clone(),
+            sql: self.spec.sql.trim().to_string(),
+        }
+    }
+
+    pub fn state(&self) -> JobState {
+        self.lifecycle.lock().expect("job lock").state
+    }
+
+    fn set_state(&self, state: JobState) {
+        self.lifecycle.lock().expect("job lock").state = state;
+    }
+
+    fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.lock().expect("job lock").clone()
+    }
+}
+
+/// Every job of the server (or of an in-process `deploy-app`).
+pub struct JobManager {
+    config: Arc<Config>,
+    jobs: Mutex<BTreeMap<String, Arc<ManagedJob>>>,
+}
+
+impl JobManager {
+    pub fn new(config: Arc<Config>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            jobs: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Deploys every job of `app`, or none: names already taken or too many jobs refuse the
+    /// whole deployment. Returns the new jobs' ids.
+    pub fn deploy(
+        self: &Arc<Self>,
+        app: &Application,
+        options: &DeployOptions,
+    ) -> Result<Vec<String>> {
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        let active = jobs.values().filter(|j| j.state().is_active()).count();
+        let limit = options
+            .max_jobs
+            .unwrap_or(self.config.sql.max_jobs)
+            .min(self.config.sql.max_jobs);
+        if active + app.jobs.len() > limit {
+            return Err(VeloError::Usage(format!(
+                "deploying {} job(s) would run {} jobs, over the limit of {limit} (sql.max_jobs / --max-jobs)",
+                app.jobs.len(),
+                active + app.jobs.len()
+            )));
+        }
+        let ids: Vec<String> = app
+            .jobs
+            .iter()
+            .map(|j| format!("{}{}", options.job_prefix, j.name))
+            .collect();
+        if let Some(taken) = ids.iter().find(|id| jobs.contains_key(*id)) {
+            return Err(VeloError::Usage(format!(
+                "a job '{taken}' exists already; delete it first or use --job-prefix"
+            )));
+        }
+        for (spec, id) in app.jobs.iter().zip(&ids) {
+            let mut spec = spec.clone();
+            if spec.input_topic.is_none() {
+                spec.input_topic = options.default_topic.clone();
+            }
+            let job = Arc::new(ManagedJob {
+                id: id.clone(),
+                consumer_group: format!("{}{}", options.group_prefix, id),
+                spec,
+                restart_policy: options.restart_policy,
+                continuous: options.continuous,
+                lifecycle: Mutex::new(Lifecycle {
+                    state: JobState::Starting,
+                    started_at: now(),
+                    errors: 0,
+                    last_error: None,
+                }),
+                restarts: AtomicU32::new(0),
+                progress: Arc::new(JobProgress::new(id.clone())),
+                stop: Mutex::new(Arc::new(AtomicBool::new(false))),
+                output: Arc::new(OutputBuffer::new(self.config.sql.output_buffer_rows)),
+                logs: Arc::new(LogBuffer::new(1000)),
+                task: Mutex::new(None),
+            });
+            logs::register(id, job.logs.clone());
+            jobs.insert(id.clone(), job.clone());
+            self.start(job);
+        }
+        metrics::gauge!("velo_active_jobs").set((active + ids.len()) as f64);
+        Ok(ids)
+    }
+
+    fn start(self: &Arc<Self>, job: Arc<ManagedJob>) {
+        let manager = self.clone();
+        let span = tracing::info_span!("job", id = %job.id);
+        let handle = tokio::spawn(manager.clone().supervise(job.clone()).instrument(span));
+        *job.task.lock().expect("job lock") = Some(handle);
+    }
+
+    /// Runs a job until it is stopped, ends, or fails past its restart policy.
+    async fn supervise(self: Arc<Self>, job: Arc<ManagedJob>) {
+        loop {
+            let stop = job.stop_flag();
+            {
+                let mut life = job.lifecycle.lock().expect("job lock");
+                life.state = if job.progress.paused.load(Ordering::Relaxed) {
+                    JobState::Paused
+                } else {
+                    JobState::Running
+                };
+                life.started_at = now();
+            }
+            job.logs.push("INFO", "started");
+            let result = self.run_once(&job, stop.clone()).await;
+            if stop.load(Ordering::Relaxed) {
+                job.set_state(JobState::Stopped);
+                job.logs.push("INFO", "stopped");
+                break;
+            }
+            let failed = match result {
+                Ok(stats) => {
+                    job.logs.push(
+                        "INFO",
+                        &format!(
+                            "finished: {} records in, {} rows out",
+                            stats.records_in, stats.rows_out
+                        ),
+                    );
+                    None
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    job.logs.push("ERROR", &format!("failed: {message}"));
+                    let mut life = job.lifecycle.lock().expect("job lock");
+                    life.errors += 1;
+                    life.last_error = Some(message.clone());
+                    metrics::counter!("velo_job_failures_total", "job" => job.id.clone())
+                        .increment(1);
+                    Some(message)
+                }
+            };
+            let again = match (job.restart_policy, &failed) {
+                (RestartPolicy::Always, _) => job.continuous,
+                (RestartPolicy::OnFailure, Some(_)) => true,
+                _ => false,
+            };
+            let restarts = job.restarts.load(Ordering::Relaxed);
+            if !again || restarts >= self.config.sql.max_restarts {
+                job.set_state(if failed.is_some() {
+                    JobState::Failed
+                } else {
+                    JobState::Finished
+                });
+                if failed.is_some() && again {
+                    job.logs
+                        .push("ERROR", &format!("gave up after {restarts} restart(s)"));
+                }
+                break;
+            }
+            let delay = Duration::from_millis(
+                self.config
+                    .sql
+                    .restart_delay_ms
+                    .saturating_mul(1 << restarts.min(16))
+                    .min(60_000),
+            );
+            job.set_state(JobState::Restarting);
+            job.logs.push(
+                "WARN",
+                &format!(
+                    "restarting in {} ms (restart {})",
+                    delay.as_millis(),
+                    restarts + 1
+                ),
+            );
+            let deadline = tokio::time::Instant::now() + delay;
+            while tokio::time::Instant::now() < deadline {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if stop.load(Ordering::Relaxed) {
+                job.set_state(JobState::Stopped);
+                job.logs.push("INFO", "stopped");
+                break;
+            }
+            job.restarts.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("velo_job_restarts_total", "job" => job.id.clone()).increment(1);
+        }
+        self.publish_active();
+    }
+
+    async fn run_once(
+        &self,
+        job: &Arc<ManagedJob>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<crate::runtime::JobStats> {
+        let config = &self.config;
+        let performance = config.performance.resolve()?;
+        let mut args = QueryArgs::for_sql(job.spec.sql.clone());
+        args.brokers = config.kafka.brokers.clone();
+        args.timeout = config.kafka.timeout_seconds;
+        args.topic = job.spec.input_topic.clone();
+        args.group_id = Some(job.consumer_group.clone());
+        args.batch_size = performance.batch_size;
+        if performance.decimals_as_numbers {
+            args.decimal_format = velo_connectors::codec::DecimalFormat::Number;
+        }
+        if let Some(topic) = &job.spec.sink_topic {
+            args.output = OutputKind::Kafka;
+            args.output_topic = Some(topic.clone());
+            args.output_key = job.spec.sink_key.clone();
+            if let Some(format) = &job.spec.sink_format {
+                args.format = format.parse().map_err(|e: String| {
+                    VeloError::Usage(format!("job '{}': sink.format: {e}", job.id))
+                })?;
+            }
+        }
+        let options = RuntimeOptions {
+            max_state_bytes: Some(config.sql.memory_limit_mb.saturating_mul(1024 * 1024)),
+            ..args.runtime_options(Duration::from_millis(performance.flush_interval_ms))?
+        };
+        let output = job.output.clone();
+        let hooks = RunHooks {
+            stop: Some(stop),
+            progress: Some(job.progress.clone()),
+            sink: Some(Box::new(move |_schema, inner| {
+                Ok(Box::new(CaptureSink::new(inner, output)))
+            })),
+        };
+        let continuous = job.continuous;
+        let span = tracing::Span::current();
+        let handle = tokio::runtime::Handle::current();
+        // Planning talks to the broker with blocking calls: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                handle.block_on(crate::cli::run_query(args, continuous, options, hooks))
+            })
+        })
+        .await
+        .map_err(|e| VeloError::Execution(format!("the job thread failed: {e}")))?
+    }
+
+    fn publish_active(&self) {
+        let active = self
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .filter(|j| j.state().is_active())
+            .count();
+        metrics::gauge!("velo_active_jobs").set(active as f64);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<ManagedJob>> {
+        self.jobs.lock().expect("jobs lock").get(id).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<ManagedJob>> {
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// True when no job is still starting.
+    pub fn all_started(&self) -> bool {
+        self.list().iter().all(|j| j.state() != JobState::Starting)
+    }
+
+    /// Stops a job (it stays listed as stopped) and waits for it to end.
+    pub async fn stop(&self, job: &Arc<ManagedJob>) {
+        job.stop_flag().store(true, Ordering::Relaxed);
+        job.progress.paused.store(false, Ordering::Relaxed);
+        let task = job.task.lock().expect("job lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        if job.state().is_active() {
+            job.set_state(JobState::Stopped);
+        }
+        self.publish_active();
+    }
+
+    pub fn pause(&self, job: &ManagedJob) {
+        job.progress.paused.store(true, Ordering::Relaxed);
+        if job.state() == JobState::Running {
+            job.set_state(JobState::Paused);
+        }
+        job.logs.push("INFO", "paused");
+    }
+
+    pub fn resume(&self, job: &ManagedJob) {
+        job.progress.paused.store(false, Ordering::Relaxed);
+        if job.state() == JobState::Paused {
+            job.set_state(JobState::Running);
+        }
+        job.logs.push("INFO", "resumed");
+    }
+
+    /// Stops the job and starts it again (counted as a restart).
+    pub async fn restart(self: &Arc<Self>, job: &Arc<ManagedJob>) {
+        self.stop(job).await;
+        *job.stop.lock().expect("job lock") = Arc::new(AtomicBool::new(false));
+        job.restarts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("velo_job_restarts_total", "job" => job.id.clone()).increment(1);
+        job.set_state(JobState::Starting);
+        self.start(job.clone());
+        self.publish_active();
+    }
+
+    /// Stops and forgets a job.
+    pub async fn delete(&self, job: &Arc<ManagedJob>) {
+        self.stop(job).await;
+        self.jobs.lock().expect("jobs lock").remove(&job.id);
+        logs::unregister(&job.id);
+        self.publish_active();
+    }
+
+    /// Stops every job (server shutdown).
+    pub async fn stop_all(&self) {
+        for job in self.list() {
+            self.stop(&job).await;
+        }
+    }
+
+    /// Waits until no job is active.
+    pub async fn wait_all(&self) {
+        loop {
+            let tasks: Vec<_> = self
+                .list()
+                .iter()
+                .filter_map(|j| j.task.lock().expect("job lock").take())
+                .collect();
+            if tasks.is_empty() {
+                return;
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,83 @@
+//! `velo-sql server`: the HTTP API (axum) over the engine.
+//!
+//! - [`config`]: YAML configuration, environment and flag overrides;
+//! - [`app`]: SQL application files → job specs;
+//! - [`jobs`]: the job manager (run, supervise, stop/pause/resume/restart);
+//! - [`capture`]: the sinks behind server queries (job output buffers, ad-hoc results);
+//! - [`logs`]: per-job log buffers fed from tracing;
+//! - [`api`]: the routes; [`client`]: the `velo-sql jobs …` side of them.
+//!
+//! The API is described by `docs/openapi.json` (served at `/openapi.json`); a test checks that
+//! every route it lists answers.
+
+pub mod api;
+pub mod app;
+pub mod capture;
+pub mod client;
+pub mod config;
+pub mod jobs;
+pub mod logs;
+
+use std::sync::Arc;
+
+use crate::error::{Result, VeloError};
+use config::Config;
+
+/// Starts the server with `config` and serves until SIGINT/SIGTERM; then stops every job.
+pub async fn serve(config: Config) -> Result<()> {
+    let config = Arc::new(config);
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])
+        .map_err(|e| VeloError::Execution(format!("metrics: {e}")))?
+        .install_recorder()
+        .map_err(|e| VeloError::Execution(format!("metrics: {e}")))?;
+    let state = api::AppState::new(config.clone(), recorder)?;
+    if let Some(file) = &config.sql.file {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            VeloError::Usage(format!("cannot read SQL_FILE {}: {e}", file.display()))
+        })?;
+        let ids = state
+            .deploy_text(&text, &file.display().to_string(), state.default_deploy())
+            .map_err(|e| {
+                VeloError::Usage(format!("SQL_FILE {}: {}", file.display(), e.describe()))
+            })?;
+        tracing::info!("deployed {} job(s) from {}", ids.len(), file.display());
+    }
+    let address = format!("{}:{}", config.server.bind, config.server.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|e| VeloError::Usage(format!("cannot listen on {address}: {e}")))?;
+    let local = listener.local_addr()?;
+    // The first line on stdout says where the server listens (port 0 picks one).
+    println!("velo-sql server listening on http://{local}");
+    tracing::info!("listening on http://{local}");
+    let jobs = state.jobs.clone();
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    jobs.stop_all().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("stopping: finishing every job's micro-batch");
+}
