@@ -37,8 +37,9 @@ pub struct RegisteredStream {
     pub origin: String,
     /// The `CREATE STREAM` declaration every query and job sees.
     pub ddl: String,
-    #[serde(flatten)]
-    pub spec: serde_json::Value,
+    /// The request that registered it (API streams).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub definition: serde_json::Value,
 }
 
 /// Shared by every route.
@@ -98,7 +99,7 @@ impl AppState {
             name: decl.name.clone(),
             origin: origin.to_string(),
             ddl: ddl.trim().trim_end_matches(';').to_string(),
-            spec,
+            definition: spec,
         };
         self.streams
             .lock()
@@ -244,11 +245,15 @@ where
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(JsonBody(v)),
             Err(rejection) => {
-                let status = rejection.status();
-                let code = match status {
-                    StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "not_json",
-                    _ => "malformed_json",
+                let (status, code) = match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+                    }
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_json")
+                    }
+                    // Bad syntax and wrong fields alike: a malformed body.
+                    _ => (StatusCode::BAD_REQUEST, "malformed_json"),
                 };
                 Err(ApiError::new(status, code, rejection.body_text()))
             }

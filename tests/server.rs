@@ -1,0 +1,589 @@
+//! The server through a real socket, with the real broker: every documented route answers,
+//! auth/body-size/concurrency limits, the streams catalog and ad-hoc SQL in every format, an
+//! application file deployed with the CLI and managed with `velo-sql jobs …`, bad application
+//! files, a job whose topic does not exist, in-process `deploy-app`, and the metrics moving.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A `velo-sql server` on a free port, stopped when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(yaml: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = velo_sql()
+        .args(["server", "--config", path.to_str().unwrap(), "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the server");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("velo-sql server listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    Server {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
+}
+
+/// (status, body) of a request; `body` is sent as JSON.
+fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let agent = agent();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut response = match (method, body) {
+        ("GET", _) => {
+            let mut r = agent.get(url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()
+        }
+        ("DELETE", _) => {
+            let mut r = agent.delete(url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()
+        }
+        (_, body) => {
+            let mut r = agent.post(url).header("Content-Type", "application/json");
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.send(body.unwrap_or(""))
+        }
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, text)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn config_yaml(extra: &str) -> String {
+    format!(
+        "kafka:\n  brokers: \"{}\"\n  group_prefix: \"{}-\"\n{extra}",
+        brokers(),
+        unique_topic("srv")
+    )
+}
+
+/// Polls `check` until it returns `Some` (at most 30 s).
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn every_documented_route_answers_and_errors_are_json() {
+    let server = start_server(&config_yaml(""));
+    let (status, doc) = call("GET", &format!("{}/openapi.json", server.url), None, None);
+    assert_eq!(status, 200);
+    let doc = json(&doc);
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let concrete = path
+                .replace("{id}", "no-such-job")
+                .replace("{name}", "no-such-stream");
+            let (status, body) = call(
+                &method.to_uppercase(),
+                &format!("{}{concrete}", server.url),
+                None,
+                Some("{}"),
+            );
+            assert_ne!(status, 405, "{method} {path}");
+            if path.contains('{') {
+                assert_eq!(status, 404, "{method} {path}: {body}");
+                assert_eq!(json(&body)["code"], "not_found", "{method} {path}");
+            } else if method == "post" {
+                // An empty object is not a valid request: a JSON error saying what is missing.
+                assert_eq!(status, 400, "{method} {path}: {body}");
+                let message = json(&body)["message"].as_str().unwrap().to_string();
+                assert!(
+                    message.contains("missing field `sql`") || message.contains("needs a name"),
+                    "{method} {path}: {message}"
+                );
+            } else {
+                assert_eq!(status, 200, "{method} {path}: {body}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 19);
+    let (status, body) = call("GET", &format!("{}/no/such/route", server.url), None, None);
+    assert_eq!(
+        (status, json(&body)["code"].clone()),
+        (404, "no_route".into())
+    );
+}
+
+#[test]
+fn auth_body_size_concurrency_and_malformed_bodies_are_enforced() {
+    let server = start_server(&config_yaml(
+        "server:\n  auth_token: s3cret\n  max_body_bytes: 2000\n  max_concurrent_queries: 1\n",
+    ));
+    let url = |p: &str| format!("{}{p}", server.url);
+    assert_eq!(call("GET", &url("/health"), None, None).0, 200);
+    let (status, body) = call("GET", &url("/jobs"), None, None);
+    assert_eq!(
+        (status, json(&body)["code"].clone()),
+        (401, "unauthorized".into())
+    );
+    assert_eq!(call("GET", &url("/jobs"), Some("wrong"), None).0, 401);
+    assert_eq!(call("GET", &url("/jobs"), Some("s3cret"), None).0, 200);
+    let big = format!(r#"{{"sql":"SELECT 1 -- {}"}}"#, "x".repeat(5000));
+    let (status, body) = call("POST", &url("/sql"), Some("s3cret"), Some(&big));
+    assert_eq!(
+        (status, json(&body)["code"].clone()),
+        (413, "body_too_large".into())
+    );
+    let (status, body) = call("POST", &url("/sql"), Some("s3cret"), Some("{not json"));
+    assert_eq!(
+        (status, json(&body)["code"].clone()),
+        (400, "malformed_json".into())
+    );
+    // A followed query holds the only query slot; the next query gets 429.
+    let follow = r#"{"sql":"CREATE STREAM g WITH ('source' = 'generator:trades?rate=20'); SELECT symbol FROM g","follow":true}"#;
+    let mut held = agent()
+        .post(url("/sql"))
+        .header("Authorization", "Bearer s3cret")
+        .header("Content-Type", "application/json")
+        .send(follow)
+        .unwrap();
+    assert_eq!(held.status().as_u16(), 200);
+    let mut lines = BufReader::new(held.body_mut().as_reader()).lines();
+    let first = json(&lines.next().unwrap().unwrap());
+    assert!(first["symbol"].is_string(), "{first}");
+    let (status, body) = call(
+        "POST",
+        &url("/sql"),
+        Some("s3cret"),
+        Some(r#"{"sql":"SELECT 1"}"#),
+    );
+    assert_eq!(
+        (status, json(&body)["code"].clone()),
+        (429, "too_many_queries".into())
+    );
+}
+
+#[test]
+fn ad_hoc_sql_over_a_registered_stream_in_every_format() {
+    let topic = unique_topic("srv-trades");
+    create_topic(&topic, 1);
+    produce(
+        &topic,
+        &[
+            Rec::value(r#"{"symbol":"AAPL","price":"150.2567","qty":100}"#),
+            Rec::value(r#"{"symbol":"MSFT","price":"-0.0001","qty":3}"#),
+            Rec::value(r#"{"symbol":"AAPL","price":"151.0000","qty":7}"#),
+        ],
+    );
+    let server = start_server(&config_yaml(""));
+    let url = |p: &str| format!("{}{p}", server.url);
+    let (status, body) = call(
+        "POST",
+        &url("/streams"),
+        None,
+        Some(&format!(
+            r#"{{"name":"trades","kafka_topic":"{topic}","columns":"symbol VARCHAR, price DECIMAL(18,4), qty BIGINT"}}"#
+        )),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call("GET", &url("/streams/trades"), None, None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        json(&body)["ddl"],
+        format!("CREATE STREAM trades (symbol VARCHAR, price DECIMAL(18,4), qty BIGINT) WITH ('topic' = '{topic}')")
+    );
+    let query = |format: &str| {
+        call(
+            "POST",
+            &url("/sql"),
+            None,
+            Some(&format!(
+                r#"{{"sql":"SELECT symbol, price * qty AS notional FROM trades WHERE symbol = 'AAPL'","format":"{format}"}}"#
+            )),
+        )
+    };
+    let (status, body) = query("json");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        r#"{"columns":[{"name":"symbol","type":"VARCHAR"},{"name":"notional","type":"DECIMAL(38,4)"}],"rows":[{"symbol":"AAPL","notional":"15025.6700"},{"symbol":"AAPL","notional":"1057.0000"}]}"#
+    );
+    assert_eq!(
+        query("json-lines").1,
+        "{\"symbol\":\"AAPL\",\"notional\":\"15025.6700\"}\n{\"symbol\":\"AAPL\",\"notional\":\"1057.0000\"}\n"
+    );
+    assert_eq!(
+        query("csv").1,
+        "symbol,notional\nAAPL,15025.6700\nAAPL,1057.0000\n"
+    );
+    let mut response = agent()
+        .post(url("/sql"))
+        .header("Content-Type", "application/json")
+        .send(r#"{"sql":"SELECT symbol, price FROM trades","format":"arrow"}"#)
+        .unwrap();
+    let bytes = response.body_mut().read_to_vec().unwrap();
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    let prices = arrow::compute::concat(
+        &batches
+            .iter()
+            .map(|b| b.column(1).as_ref())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert_eq!(
+        arrow::util::display::array_value_to_string(&prices, 1).unwrap(),
+        "-0.0001"
+    );
+    // SQL errors carry the line and column of the client's text.
+    let (status, body) = call(
+        "POST",
+        &url("/sql"),
+        None,
+        Some(r#"{"sql":"SELECT symbol,\n  price FROM trades GROUP BY BY symbol"}"#),
+    );
+    let error = json(&body);
+    assert_eq!(
+        (status, error["code"].clone()),
+        (400, "sql_error".into()),
+        "{body}"
+    );
+    assert_eq!(
+        (error["line"].clone(), error["column"].clone()),
+        (2.into(), 33.into()),
+        "{body}"
+    );
+    let (status, body) = call(
+        "POST",
+        &url("/sql"),
+        None,
+        Some(r#"{"sql":"SELECT nope FROM trades"}"#),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        json(&body)["message"].as_str().unwrap().contains("nope"),
+        "{body}"
+    );
+    assert_eq!(call("DELETE", &url("/streams/trades"), None, None).0, 204);
+    assert_eq!(call("GET", &url("/streams/trades"), None, None).0, 404);
+}
+
+/// The value of metric `name` with these labels (0 when absent).
+fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (_, text) = call("GET", &format!("{}/metrics", server.url), None, None);
+    text.lines()
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn an_application_is_deployed_run_and_managed_from_the_cli() {
+    let orders = unique_topic("app-orders");
+    let big = unique_topic("app-big");
+    create_topic(&orders, 1);
+    create_topic(&big, 1);
+    let server = start_server(&config_yaml(""));
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.sql");
+    std::fs::write(
+        &app,
+        format!(
+            "CREATE STREAM orders (customer_id BIGINT, amount DECIMAL(10,2)) WITH ('topic' = '{orders}');\n\
+             \n\
+             -- JOB: high_value\n\
+             START JOB high_value AS\n\
+             SELECT customer_id, amount FROM orders WHERE amount > 1000\n\
+             WITH ('sink.topic' = '{big}');\n"
+        ),
+    )
+    .unwrap();
+    let prefix = format!("{}-", unique_topic("t"));
+    let ids = run_ok(&[
+        "deploy-app",
+        "--server",
+        &server.url,
+        "--file",
+        app.to_str().unwrap(),
+        "--job-prefix",
+        &prefix,
+    ]);
+    let id = format!("{prefix}high_value");
+    assert_eq!(ids.trim(), id);
+    produce(
+        &orders,
+        &[
+            Rec::value(r#"{"customer_id":1,"amount":"1500.50"}"#),
+            Rec::value(r#"{"customer_id":2,"amount":"99.99"}"#),
+            Rec::value(r#"{"customer_id":3,"amount":"1000.01"}"#),
+        ],
+    );
+    let out: Vec<String> = consume(&big, 2).into_iter().map(|c| c.value).collect();
+    assert_eq!(
+        out,
+        [
+            r#"{"customer_id":1,"amount":"1500.50"}"#,
+            r#"{"customer_id":3,"amount":"1000.01"}"#
+        ]
+    );
+    let server_flag = ["--server", server.url.as_str()];
+    let jobs = |args: &[&str]| {
+        let mut all = vec!["jobs"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&server_flag);
+        run_ok(&all)
+    };
+    assert_eq!(
+        jobs(&["output", &id]),
+        "{\"customer_id\":1,\"amount\":\"1500.50\"}\n{\"customer_id\":3,\"amount\":\"1000.01\"}\n"
+    );
+    let status = eventually("records counted", || {
+        let s = json(&jobs(&["status", &id]));
+        (s["records_in"] == 3 && s["records_out"] == 2).then_some(s)
+    });
+    assert_eq!(status["status"], "running");
+    assert!(status["consumer_group"].as_str().unwrap().ends_with(&id));
+    let table = jobs(&["list"]);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("running")),
+        "{table}"
+    );
+    assert!(
+        jobs(&["list", "--status", "failed"]).lines().count() == 1,
+        "header only"
+    );
+    let job = [("job", id.as_str())];
+    assert_eq!(metric(&server, "velo_records_in_total", &job), 3.0);
+    assert_eq!(metric(&server, "velo_records_out_total", &job), 2.0);
+    assert!(metric(&server, "velo_batch_latency_seconds_count", &job) >= 1.0);
+    assert_eq!(metric(&server, "velo_active_jobs", &[]), 1.0);
+    assert!(
+        metric(
+            &server,
+            "velo_http_requests_total",
+            &[
+                ("route", "/jobs/{id}"),
+                ("method", "GET"),
+                ("status", "200")
+            ]
+        ) >= 1.0
+    );
+
+    assert_eq!(json(&jobs(&["pause", &id]))["status"], "paused");
+    assert_eq!(json(&jobs(&["resume", &id]))["status"], "running");
+    produce(
+        &orders,
+        &[Rec::value(r#"{"customer_id":4,"amount":"2000.00"}"#)],
+    );
+    eventually("the resumed job's row", || {
+        jobs(&["output", &id])
+            .contains("\"customer_id\":4")
+            .then_some(())
+    });
+    assert_eq!(metric(&server, "velo_records_in_total", &job), 4.0);
+    assert_eq!(json(&jobs(&["stop", &id]))["status"], "stopped");
+    let restarted = json(&jobs(&["restart", &id]));
+    assert_eq!(restarted["restarts"], 1);
+    eventually("running again", || {
+        (json(&jobs(&["status", &id]))["status"] == "running").then_some(())
+    });
+    let logs = jobs(&["logs", &id]);
+    assert!(
+        logs.contains("started") && logs.contains("paused") && logs.contains("stopped"),
+        "{logs}"
+    );
+    run_ok(&["jobs", "delete", &id, "--server", &server.url]);
+    run_failing(
+        &["jobs", "status", &id, "--server", &server.url],
+        2,
+        "does not exist",
+    );
+    run_failing(
+        &["jobs", "stop", "nobody", "--server", &server.url],
+        2,
+        "job 'nobody' does not exist",
+    );
+}
+
+#[test]
+fn a_bad_application_file_starts_no_job_and_names_the_place() {
+    let server = start_server(&config_yaml(""));
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("bad.sql");
+    std::fs::write(
+        &app,
+        "START JOB fine AS SELECT a FROM t;\n\nSTART JOB broken AS\nSELECT a FROM t GROUP BY BY a;\n",
+    )
+    .unwrap();
+    let out = run_failing(
+        &[
+            "deploy-app",
+            "--server",
+            &server.url,
+            "--file",
+            app.to_str().unwrap(),
+        ],
+        2,
+        "bad.sql:4:",
+    );
+    assert!(stderr(&out).contains("SQL error"), "{}", stderr(&out));
+    let (_, body) = call("GET", &format!("{}/jobs", server.url), None, None);
+    assert_eq!(json(&body)["jobs"], serde_json::json!([]));
+}
+
+#[test]
+fn a_job_whose_topic_does_not_exist_fails_clearly_and_the_server_stays_up() {
+    let server = start_server(&config_yaml("sql:\n  restart_policy: never\n"));
+    let missing = unique_topic("missing");
+    let (status, body) = call(
+        "POST",
+        &format!("{}/jobs", server.url),
+        None,
+        Some(
+            &serde_json::json!({"sql": format!("START JOB lost AS SELECT * FROM \"{missing}\"")})
+                .to_string(),
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    let job = eventually("the job to fail", || {
+        let (_, body) = call("GET", &format!("{}/jobs/lost", server.url), None, None);
+        let j = json(&body);
+        (j["status"] == "failed").then_some(j)
+    });
+    assert!(
+        job["last_error"].as_str().unwrap().contains(&missing),
+        "{job}"
+    );
+    assert_eq!(job["errors"], 1);
+    assert_eq!(
+        call("GET", &format!("{}/health", server.url), None, None).0,
+        200
+    );
+    let (_, logs) = call("GET", &format!("{}/jobs/lost/logs", server.url), None, None);
+    assert!(
+        logs.contains("failed:") && logs.contains(&missing),
+        "{logs}"
+    );
+}
+
+#[test]
+fn deploy_app_without_a_server_runs_the_jobs_here() {
+    let orders = unique_topic("local-orders");
+    let out_topic = unique_topic("local-out");
+    create_topic(&orders, 1);
+    produce(
+        &orders,
+        &[
+            Rec::value(r#"{"id":1,"amount":"5.00"}"#),
+            Rec::value(r#"{"id":2,"amount":"50.00"}"#),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("local.sql");
+    std::fs::write(
+        &app,
+        format!(
+            "-- TOPIC: {orders}\n\
+             CREATE STREAM large AS SELECT id, amount FROM orders WHERE amount > 10 WITH ('sink.topic' = '{out_topic}');\n"
+        ),
+    )
+    .unwrap();
+    let status = run_ok(&["deploy-app", "--file", app.to_str().unwrap()]);
+    let line = json(status.lines().next().unwrap());
+    assert_eq!(
+        (line["id"].clone(), line["status"].clone()),
+        ("large".into(), "finished".into())
+    );
+    assert_eq!(line["records_in"], 2);
+    let out: Vec<String> = consume(&out_topic, 1)
+        .into_iter()
+        .map(|c| c.value)
+        .collect();
+    assert_eq!(out, [r#"{"id":2,"amount":"50.00"}"#]);
+}
+
+#[test]
+fn a_job_output_can_be_followed_live() {
+    let server = start_server(&config_yaml(""));
+    let (status, body) = call(
+        "POST",
+        &format!("{}/jobs", server.url),
+        None,
+        Some(
+            r#"{"sql":"CREATE STREAM g WITH ('source' = 'generator:trades?rate=50');\nSTART JOB live AS SELECT symbol, price FROM g;"}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut response = agent()
+        .get(format!(
+            "{}/jobs/live/output?limit=0&follow=true",
+            server.url
+        ))
+        .call()
+        .unwrap();
+    let mut lines = BufReader::new(response.body_mut().as_reader()).lines();
+    for _ in 0..3 {
+        let row = json(&lines.next().unwrap().unwrap());
+        assert!(
+            row["symbol"].is_string() && row["price"].is_string(),
+            "{row}"
+        );
+    }
+}
