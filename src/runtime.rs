@@ -370,6 +370,10 @@ impl Job {
                 if self.advance_watermark()? > 0 {
                     self.end_epoch()?;
                 }
+                if state_checked.elapsed() >= STATE_CHECK_INTERVAL {
+                    self.report_state();
+                    state_checked = Instant::now();
+                }
                 continue;
             }
             stats.epochs += 1;

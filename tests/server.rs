@@ -26,11 +26,16 @@ impl Drop for Server {
 }
 
 fn start_server(yaml: &str) -> Server {
+    start_server_with(yaml, &[])
+}
+
+fn start_server_with(yaml: &str, env: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
     let mut child = velo_sql()
         .args(["server", "--config", path.to_str().unwrap(), "--port", "0"])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -586,4 +591,199 @@ fn a_job_output_can_be_followed_live() {
             "{row}"
         );
     }
+}
+
+#[test]
+fn a_failing_job_is_restarted_with_backoff_and_then_reported_failed() {
+    let server = start_server(&config_yaml(
+        "sql:\n  restart_policy: on-failure\n  max_restarts: 2\n  restart_delay_ms: 50\n",
+    ));
+    let missing = unique_topic("gone");
+    let body =
+        serde_json::json!({"sql": format!("START JOB retry AS SELECT * FROM \"{missing}\"")});
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{}/jobs", server.url),
+            None,
+            Some(&body.to_string())
+        )
+        .0,
+        201
+    );
+    let job = eventually("the retries to run out", || {
+        let (_, body) = call("GET", &format!("{}/jobs/retry", server.url), None, None);
+        let j = json(&body);
+        (j["status"] == "failed").then_some(j)
+    });
+    assert_eq!(
+        (job["restarts"].clone(), job["errors"].clone()),
+        (2.into(), 3.into()),
+        "{job}"
+    );
+    assert_eq!(
+        metric(&server, "velo_job_restarts_total", &[("job", "retry")]),
+        2.0
+    );
+    let (_, logs) = call(
+        "GET",
+        &format!("{}/jobs/retry/logs", server.url),
+        None,
+        None,
+    );
+    assert!(
+        logs.contains("restarting in 50 ms") && logs.contains("restarting in 100 ms"),
+        "{logs}"
+    );
+    assert!(logs.contains("gave up after 2 restart(s)"), "{logs}");
+}
+
+#[test]
+fn the_sql_file_is_deployed_at_start_and_config_streams_are_known() {
+    let topic = unique_topic("cfg-ticks");
+    create_topic(&topic, 1);
+    produce(&topic, &[Rec::value(r#"{"sym":"A","px":"1.50"}"#)]);
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("start.sql");
+    std::fs::write(&app, "START JOB echo AS SELECT sym, px FROM ticks;\n").unwrap();
+    let yaml = config_yaml(&format!(
+        "sql:\n  streams:\n    - \"CREATE STREAM ticks (sym VARCHAR, px DECIMAL(6,2)) WITH ('topic' = '{topic}')\"\n"
+    ));
+    let server = start_server_with(&yaml, &[("SQL_FILE", app.to_str().unwrap())]);
+    let (_, body) = call("GET", &format!("{}/streams", server.url), None, None);
+    assert_eq!(json(&body)["streams"][0]["origin"], "config");
+    let rows = eventually("the job's output", || {
+        let (_, out) = call(
+            "GET",
+            &format!("{}/jobs/echo/output", server.url),
+            None,
+            None,
+        );
+        (!out.is_empty()).then_some(out)
+    });
+    assert_eq!(rows, "{\"sym\":\"A\",\"px\":\"1.50\"}\n");
+    let (status, body) = call(
+        "POST",
+        &format!("{}/streams", server.url),
+        None,
+        Some(&serde_json::json!({"sql": format!("CREATE STREAM more (x BIGINT) WITH ('topic' = '{topic}')")}).to_string()),
+    );
+    assert_eq!((status, json(&body)["name"].clone()), (201, "more".into()));
+}
+
+#[test]
+fn a_bad_config_stops_the_server_naming_the_key_and_cors_is_off_unless_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "server:\n  prot: 1\n").unwrap();
+    run_failing(
+        &["server", "--config", path.to_str().unwrap()],
+        2,
+        "unknown field `prot`",
+    );
+    let out = velo_sql()
+        .args(["server", "--port", "0"])
+        .env("SQL_MAX_JOBS", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SQL_MAX_JOBS='lots'"));
+
+    let origin_of = |server: &Server| {
+        let response = agent()
+            .get(format!("{}/health", server.url))
+            .header("Origin", "http://dash.example")
+            .call()
+            .unwrap();
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(origin_of(&start_server(&config_yaml(""))), None);
+    let open = start_server(&config_yaml(
+        "server:\n  cors_origins: [\"http://dash.example\"]\n",
+    ));
+    assert_eq!(origin_of(&open).as_deref(), Some("http://dash.example"));
+}
+
+#[test]
+fn the_cli_follows_a_jobs_output_and_logs() {
+    let server = start_server(&config_yaml(""));
+    let body = r#"{"sql":"CREATE STREAM g WITH ('source' = 'generator:trades?rate=50');\nSTART JOB ticker AS SELECT symbol FROM g;"}"#;
+    assert_eq!(
+        call("POST", &format!("{}/jobs", server.url), None, Some(body)).0,
+        201
+    );
+    let output = spawn(&[
+        "jobs",
+        "output",
+        "ticker",
+        "--follow",
+        "--limit",
+        "0",
+        "--server",
+        &server.url,
+    ]);
+    for line in output.take_lines(3) {
+        assert!(json(&line)["symbol"].is_string(), "{line}");
+    }
+    let logs = spawn(&[
+        "jobs",
+        "logs",
+        "ticker",
+        "--follow",
+        "--server",
+        &server.url,
+    ]);
+    assert!(logs.take_lines(1)[0].ends_with("INFO started"));
+    run_ok(&["jobs", "pause", "ticker", "--server", &server.url]);
+    assert!(logs.take_lines(1)[0].ends_with("INFO paused"));
+}
+
+#[test]
+fn a_query_past_its_timeout_or_memory_limit_gets_a_clear_error_and_sse_follows() {
+    let server = start_server(&config_yaml(
+        "server:\n  query_timeout_seconds: 1\nsql:\n  memory_limit_mb: 0\n",
+    ));
+    let url = format!("{}/sql", server.url);
+    let endless = r#"{"sql":"CREATE STREAM g WITH ('source' = 'generator:trades?rate=10'); SELECT symbol FROM g"}"#;
+    let (status, body) = call("POST", &url, None, Some(endless));
+    assert_eq!(
+        (status, json(&body)["code"].clone()),
+        (408, "timeout".into()),
+        "{body}"
+    );
+    let grouped = r#"{"sql":"CREATE STREAM g WITH ('source' = 'generator:trades?count=500'); SELECT symbol, COUNT(*) AS n FROM g GROUP BY symbol"}"#;
+    let (status, body) = call("POST", &url, None, Some(grouped));
+    assert_eq!(
+        (status, json(&body)["code"].clone()),
+        (422, "memory_limit".into()),
+        "{body}"
+    );
+    assert!(
+        json(&body)["message"]
+            .as_str()
+            .unwrap()
+            .contains("WindowAggregateExec"),
+        "{body}"
+    );
+    // The server is still up, and a followed query can come as server-sent events.
+    let follow = r#"{"sql":"CREATE STREAM g WITH ('source' = 'generator:trades?rate=50'); SELECT symbol FROM g","follow":true}"#;
+    let mut response = agent()
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "text/event-stream")
+        .send(follow)
+        .unwrap();
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
+    let mut lines = BufReader::new(response.body_mut().as_reader()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let event = first
+        .strip_prefix("data: ")
+        .unwrap_or_else(|| panic!("{first}"));
+    assert!(json(event)["symbol"].is_string());
 }
