@@ -443,6 +443,17 @@ fn an_application_is_deployed_run_and_managed_from_the_cli() {
             .then_some(())
     });
     assert_eq!(metric(&server, "velo_records_in_total", &job), 4.0);
+    // A bad record: counted, in the metrics and in the job's own log; the job goes on.
+    produce(&orders, &[Rec::value("{oops")]);
+    let status = eventually("the bad record counted and the lag caught up", || {
+        let s = json(&jobs(&["status", &id]));
+        (s["bad_records"] == 1 && s["lag"] == 0).then_some(s)
+    });
+    assert_eq!(status["records_in"], 5);
+    assert_eq!(metric(&server, "velo_decode_errors_total", &job), 1.0);
+    assert_eq!(metric(&server, "velo_consumer_lag", &job), 0.0);
+    let logs = jobs(&["logs", &id]);
+    assert!(logs.contains("skipped a bad record at"), "{logs}");
     assert_eq!(json(&jobs(&["stop", &id]))["status"], "stopped");
     let restarted = json(&jobs(&["restart", &id]));
     assert_eq!(restarted["restarts"], 1);
@@ -786,4 +797,59 @@ fn a_query_past_its_timeout_or_memory_limit_gets_a_clear_error_and_sse_follows()
         .strip_prefix("data: ")
         .unwrap_or_else(|| panic!("{first}"));
     assert!(json(event)["symbol"].is_string());
+}
+
+#[test]
+fn an_avro_stream_registers_with_an_inline_schema() {
+    let topic = unique_topic("srv-avro");
+    create_topic(&topic, 1);
+    let server = start_server(&config_yaml(""));
+    let schema = serde_json::json!({
+        "type": "record", "name": "Tick",
+        "fields": [{"name": "sym", "type": "string"},
+                   {"name": "px", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}}]
+    });
+    let request = serde_json::json!({
+        "name": "ticks", "kafka_topic": topic, "serialization": "avro", "avro_schema": schema,
+        "event_time": "_timestamp", "watermark": "5s"
+    });
+    let (status, body) = call(
+        "POST",
+        &format!("{}/streams", server.url),
+        None,
+        Some(&request.to_string()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let ddl = json(&body)["ddl"].as_str().unwrap().to_string();
+    assert!(
+        ddl.contains("'format' = 'avro'") && ddl.contains("ticks.avsc"),
+        "{ddl}"
+    );
+    assert!(ddl.contains("'watermark_delay' = '5s'"), "{ddl}");
+    // The columns come from the schema: an empty topic answers with them and no rows.
+    let (status, body) = call(
+        "POST",
+        &format!("{}/sql", server.url),
+        None,
+        Some(r#"{"sql":"SELECT sym, px FROM ticks"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        r#"{"columns":[{"name":"sym","type":"VARCHAR"},{"name":"px","type":"DECIMAL(10,2)"}],"rows":[]}"#
+    );
+    let (status, body) = call(
+        "POST",
+        &format!("{}/streams", server.url),
+        None,
+        Some(r#"{"name":"p","serialization":"protobuf"}"#),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        json(&body)["message"]
+            .as_str()
+            .unwrap()
+            .contains("proto_message"),
+        "{body}"
+    );
 }

@@ -1,7 +1,9 @@
 //! The `velo-sql` binary: parses the command line and runs it (see `velostream::cli`).
 
 use clap::Parser;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 use velostream::cli::{Cli, Command};
@@ -10,15 +12,16 @@ fn main() -> std::process::ExitCode {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,velostream=info,velo_connectors=info"));
     tracing_subscriber::registry()
-        .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_target(false)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter),
         )
-        // Lines logged inside a server job also go to that job's log (GET /jobs/{id}/logs).
-        .with(velostream::server::logs::JobLogLayer)
+        // Lines logged inside a server job also go to that job's log (GET /jobs/{id}/logs),
+        // whatever RUST_LOG lets through to stderr.
+        .with(velostream::server::logs::JobLogLayer.with_filter(LevelFilter::INFO))
         .init();
     let cli = Cli::parse();
     // The server's runtime has sql.worker_threads threads (SQL_WORKER_THREADS).
