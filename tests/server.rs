@@ -179,6 +179,21 @@ fn auth_body_size_concurrency_and_malformed_bodies_are_enforced() {
     );
     assert_eq!(call("GET", &url("/jobs"), Some("wrong"), None).0, 401);
     assert_eq!(call("GET", &url("/jobs"), Some("s3cret"), None).0, 200);
+    // The CLI sends VELO_API_TOKEN.
+    let cli = |token: Option<&str>| {
+        let mut c = velo_sql();
+        c.args(["jobs", "list", "--format", "json", "--server", &server.url]);
+        c.env_remove("VELO_API_TOKEN");
+        if let Some(t) = token {
+            c.env("VELO_API_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let allowed = cli(Some("s3cret"));
+    assert_eq!(String::from_utf8_lossy(&allowed.stdout), "[]\n");
+    let refused = cli(None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
     let big = format!(r#"{{"sql":"SELECT 1 -- {}"}}"#, "x".repeat(5000));
     let (status, body) = call("POST", &url("/sql"), Some("s3cret"), Some(&big));
     assert_eq!(

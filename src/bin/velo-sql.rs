@@ -3,9 +3,9 @@
 use clap::Parser;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::Layer;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 use velostream::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {

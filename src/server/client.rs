@@ -71,39 +71,35 @@ impl Client {
         })
     }
 
-    pub fn get(&self, path: &str) -> Result<Value> {
-        let mut request = self.agent.get(self.url(path));
-        if let Some(t) = &self.token {
-            request = request.header("Authorization", format!("Bearer {t}"));
+    /// Adds the bearer token, when there is one.
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => request.header("Authorization", format!("Bearer {t}")),
+            None => request,
         }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value> {
+        let request = self.authorized(self.agent.get(self.url(path)));
         let response = request.call().map_err(|e| self.unreachable(e))?;
         self.answer(response)
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        let mut request = self.agent.post(self.url(path));
-        if let Some(t) = &self.token {
-            request = request.header("Authorization", format!("Bearer {t}"));
-        }
+        let request = self.authorized(self.agent.post(self.url(path)));
         let response = request.send_json(body).map_err(|e| self.unreachable(e))?;
         self.answer(response)
     }
 
     pub fn delete(&self, path: &str) -> Result<Value> {
-        let mut request = self.agent.delete(self.url(path));
-        if let Some(t) = &self.token {
-            request = request.header("Authorization", format!("Bearer {t}"));
-        }
+        let request = self.authorized(self.agent.delete(self.url(path)));
         let response = request.call().map_err(|e| self.unreachable(e))?;
         self.answer(response)
     }
 
     /// Copies a line stream (`/jobs/{id}/output`, `/logs`) to `out` until it ends.
     pub fn stream_lines(&self, path: &str, out: &mut impl Write) -> Result<()> {
-        let mut request = self.agent.get(self.url(path));
-        if let Some(t) = &self.token {
-            request = request.header("Authorization", format!("Bearer {t}"));
-        }
+        let request = self.authorized(self.agent.get(self.url(path)));
         let mut response = request.call().map_err(|e| self.unreachable(e))?;
         if !response.status().is_success() {
             return self.answer(response).map(|_| ());
