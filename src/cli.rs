@@ -26,7 +26,7 @@ use velo_connectors::source::Source;
 
 use crate::catalog::{Catalog, StreamDef, StreamSource};
 use crate::error::{Result, VeloError};
-use crate::planner::{new_session, plan_query, referenced_tables, PlannedQuery, QueryRequest};
+use crate::planner::{plan_query, referenced_tables, PlannedQuery, QueryRequest};
 use crate::runtime::{InputAdapter, Job, JobInput, JobProgress, JobStats, RuntimeOptions};
 use crate::sql::window::{WindowClause, WindowKind};
 use crate::sql::{parse_column_list, parse_script};
@@ -935,7 +935,7 @@ async fn run_with(
         .iter()
         .map(StreamDef::from_decl)
         .collect::<Result<Vec<_>>>()?;
-    let ctx = new_session()?;
+    let ctx = crate::planner::new_session_with_memory_limit(options.max_state_bytes)?;
     let both_sides = matches!(mode, Mode::Stream { .. });
     let Some(catalog) = resolve_inputs(&args, &ctx, declared, &statement, both_sides).await? else {
         // An empty topic and no schema: nothing to plan against, and nothing to show.

@@ -41,6 +41,12 @@ mod stream_join;
 
 /// A DataFusion session configured for VeloStream, with its extra functions.
 pub fn new_session() -> Result<SessionContext> {
+    new_session_with_memory_limit(None)
+}
+
+/// [`new_session`] whose DataFusion memory pool holds at most `limit` bytes (what DataFusion
+/// itself runs — e.g. loading a join's table side — fails cleanly past it).
+pub fn new_session_with_memory_limit(limit: Option<u64>) -> Result<SessionContext> {
     let mut config = SessionConfig::new();
     let options = config.options_mut();
     options.sql_parser.map_string_types_to_utf8view = false;
@@ -48,7 +54,15 @@ pub fn new_session() -> Result<SessionContext> {
     // `1000.01` in SQL is an exact DECIMAL, never an f64.
     options.sql_parser.parse_float_as_decimal = true;
     options.execution.target_partitions = 1;
-    let mut ctx = SessionContext::new_with_config(config);
+    let mut ctx = match limit {
+        Some(bytes) => {
+            let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_memory_limit(bytes as usize, 1.0)
+                .build_arc()?;
+            SessionContext::new_with_config_rt(config, runtime)
+        }
+        None => SessionContext::new_with_config(config),
+    };
     velo_udfs::register_all(&mut ctx)?;
     Ok(ctx)
 }
