@@ -2,16 +2,11 @@
 //! sides, NULL keys, decimal keys and values), the streaming result in random micro-batches
 //! equals DataFusion's batch join over the same finite input, exactly, as multisets.
 
-use std::sync::Arc;
-
-use arrow::array::{BinaryArray, RecordBatch};
-use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use velo_connectors::codec::JsonDecoder;
 use velostream::replay::Replay;
 
 mod oracle;
-use oracle::{sorted_json_rows, Rng};
+use oracle::{register_json_table, sorted_json_rows, Rng};
 
 const STREAM_COLUMNS: &str = "k VARCHAR, d DECIMAL(8,2), v BIGINT";
 const TABLE_COLUMNS: &str = "k VARCHAR, d DECIMAL(8,2), w BIGINT";
@@ -26,20 +21,6 @@ fn key(rng: &mut Rng) -> String {
 
 fn decimal(rng: &mut Rng) -> String {
     format!("\"{}.{}\"", rng.below(3), [0, 5][rng.below(2) as usize])
-}
-
-fn table_from(lines: &[String], columns: &str) -> (Arc<arrow::datatypes::Schema>, RecordBatch) {
-    let schema = Arc::new(arrow::datatypes::Schema::new(
-        velostream::sql::parse_column_list(columns).unwrap(),
-    ));
-    let mut decoder = JsonDecoder::new(schema.clone()).unwrap();
-    let batch = decoder
-        .decode(&BinaryArray::from_iter_values(
-            lines.iter().map(|l| l.as_bytes()),
-        ))
-        .unwrap()
-        .batch;
-    (schema, batch)
 }
 
 #[test]
@@ -97,15 +78,8 @@ fn stream_table_joins_equal_datafusion_batch_joins() {
             .build()
             .unwrap();
         let ctx = SessionContext::new();
-        for (name, lines, columns) in [("s", &stream, STREAM_COLUMNS), ("t", &table, TABLE_COLUMNS)]
-        {
-            let (schema, batch) = table_from(lines, columns);
-            ctx.register_table(
-                name,
-                Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
-            )
-            .unwrap();
-        }
+        register_json_table(&ctx, "s", STREAM_COLUMNS, &stream);
+        register_json_table(&ctx, "t", TABLE_COLUMNS, &table);
         let want = rt.block_on(async { ctx.sql(&select).await.unwrap().collect().await.unwrap() });
         assert_eq!(
             sorted_json_rows(&got),

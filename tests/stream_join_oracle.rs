@@ -6,16 +6,12 @@
 //! window joins (INNER, LEFT, FULL over tumbling-window aggregates) and updating joins with a
 //! state TTL; and a join restored from a mid-stream snapshot continues exactly.
 
-use std::sync::Arc;
-
-use arrow::array::{BinaryArray, RecordBatch};
-use datafusion::datasource::MemTable;
+use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
-use velo_connectors::codec::JsonDecoder;
 use velostream::replay::Replay;
 
 mod oracle;
-use oracle::{sorted_json_rows, Rng};
+use oracle::{register_json_table, sorted_json_rows, Rng};
 
 const COLUMNS: &str = "k VARCHAR, d DECIMAL(8,2), v BIGINT, ts TIMESTAMP";
 const LATENESS_MS: u64 = 5_000;
@@ -38,20 +34,6 @@ fn events(rng: &mut Rng, count: usize) -> Vec<(&'static str, String)> {
             (stream, format!(r#"{{"k":{k},"d":{d},"v":{i},"ts":{ts}}}"#))
         })
         .collect()
-}
-
-fn batch_of(lines: &[&String]) -> (Arc<arrow::datatypes::Schema>, RecordBatch) {
-    let schema = Arc::new(arrow::datatypes::Schema::new(
-        velostream::sql::parse_column_list(COLUMNS).unwrap(),
-    ));
-    let mut decoder = JsonDecoder::new(schema.clone()).unwrap();
-    let batch = decoder
-        .decode(&BinaryArray::from_iter_values(
-            lines.iter().map(|l| l.as_bytes()),
-        ))
-        .unwrap()
-        .batch;
-    (schema, batch)
 }
 
 fn declarations() -> String {
@@ -82,24 +64,38 @@ fn feed(replay: &mut Replay, events: &[(&str, String)], rng: &mut Rng) -> Vec<Re
 
 /// DataFusion's answer to `query` over the whole of both streams.
 fn batch_answer(events: &[(&str, String)], query: &str) -> Vec<RecordBatch> {
+    batch_answer_with(events, query, &[])
+}
+
+/// [`batch_answer`] with CSV files registered as tables too.
+fn batch_answer_with(
+    events: &[(&str, String)],
+    query: &str,
+    csv_tables: &[(&str, &std::path::Path)],
+) -> Vec<RecordBatch> {
     let ctx = SessionContext::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for (name, path) in csv_tables {
+        rt.block_on(ctx.register_csv(*name, path.to_str().unwrap(), Default::default()))
+            .unwrap();
+    }
     for name in ["o", "s"] {
         let lines: Vec<&String> = events
             .iter()
             .filter(|(s, _)| *s == name)
             .map(|(_, l)| l)
             .collect();
-        let (schema, batch) = batch_of(&lines);
-        ctx.register_table(
-            name,
-            Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
-        )
-        .unwrap();
+        register_json_table(&ctx, name, COLUMNS, &lines);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
     rt.block_on(async { ctx.sql(query).await.unwrap().collect().await.unwrap() })
+}
+
+/// Asserts the streamed result equals DataFusion's, and that there was something to compare.
+fn assert_same(got: &[RecordBatch], want: &[RecordBatch], what: &str) {
+    assert!(!want.iter().all(|b| b.num_rows() == 0), "{what}: no rows");
+    assert_eq!(sorted_json_rows(got), sorted_json_rows(want), "{what}");
 }
 
 /// The streaming result of `replay` over `events`, and the state rows it held before the end.
@@ -174,15 +170,7 @@ fn interval_joins_equal_datafusion_batch_joins() {
         // The watermark expires rows: the state holds the last ~20 s of a 60 s input.
         assert!(held < 150, "seed {seed}: {held} rows held");
         let want = batch_answer(&events, &select);
-        assert!(
-            !want.iter().all(|b| b.num_rows() == 0),
-            "seed {seed}: no rows"
-        );
-        assert_eq!(
-            sorted_json_rows(&got),
-            sorted_json_rows(&want),
-            "seed {seed}: {select}"
-        );
+        assert_same(&got, &want, &format!("seed {seed}: {select}"));
     }
 }
 
@@ -232,16 +220,7 @@ fn window_joins_equal_datafusion_batch_joins() {
             &mut rng,
         );
         let want = batch_answer(&events, &query(false));
-        assert!(
-            !want.iter().all(|b| b.num_rows() == 0),
-            "seed {seed}: no rows"
-        );
-        assert_eq!(
-            sorted_json_rows(&got),
-            sorted_json_rows(&want),
-            "seed {seed}: {}",
-            query(true)
-        );
+        assert_same(&got, &want, &format!("seed {seed}: {}", query(true)));
     }
 }
 
@@ -374,15 +353,7 @@ fn aggregates_and_filters_over_a_window_join_equal_datafusion() {
             &mut rng,
         );
         let want = batch_answer(&events, &query(false));
-        assert!(
-            !want.iter().all(|b| b.num_rows() == 0),
-            "seed {seed}: no rows"
-        );
-        assert_eq!(
-            sorted_json_rows(&got),
-            sorted_json_rows(&want),
-            "seed {seed}"
-        );
+        assert_same(&got, &want, &format!("seed {seed}"));
     }
 }
 
@@ -403,40 +374,7 @@ fn an_interval_join_enriched_by_a_table_equals_datafusion() {
             path.display()
         );
         let (got, _) = streamed_keeping(Replay::plan(&sql).unwrap(), &events, &mut rng, 3);
-        let ctx_query = select.to_string();
-        let want = {
-            let ctx = SessionContext::new();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                ctx.register_csv("t", path.to_str().unwrap(), Default::default())
-                    .await
-                    .unwrap();
-                for name in ["o", "s"] {
-                    let lines: Vec<&String> = events
-                        .iter()
-                        .filter(|(s, _)| *s == name)
-                        .map(|(_, l)| l)
-                        .collect();
-                    let (schema, batch) = batch_of(&lines);
-                    ctx.register_table(
-                        name,
-                        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
-                    )
-                    .unwrap();
-                }
-                ctx.sql(&ctx_query).await.unwrap().collect().await.unwrap()
-            })
-        };
-        assert!(
-            !want.iter().all(|b| b.num_rows() == 0),
-            "seed {seed}: no rows"
-        );
-        assert_eq!(
-            sorted_json_rows(&got),
-            sorted_json_rows(&want),
-            "seed {seed}"
-        );
+        let want = batch_answer_with(&events, select, &[("t", &path)]);
+        assert_same(&got, &want, &format!("seed {seed}"));
     }
 }

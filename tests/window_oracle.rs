@@ -4,15 +4,11 @@
 //! same finite input, exactly (as multisets of rows). A second property: a pipeline restored
 //! from a snapshot taken mid-stream continues exactly as an uninterrupted one.
 
-use std::sync::Arc;
-
-use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use velo_connectors::codec::JsonDecoder;
 use velostream::replay::Replay;
 
 mod oracle;
-use oracle::{sorted_json_rows, Rng};
+use oracle::{register_json_table, sorted_json_rows, Rng};
 
 const BASE_MS: i64 = 1_704_067_200_000; // 2024-01-01T00:00:00Z
 const LATENESS_MS: i64 = 3_000;
@@ -104,22 +100,9 @@ fn batch_oracle(sql: &str, lines: &[String], extra: Option<(&str, Vec<String>)>)
         .build()
         .unwrap();
     let ctx = SessionContext::new();
-    let register = |name: &str, columns: &str, lines: &[String]| {
-        let fields = velostream::sql::parse_column_list(columns).unwrap();
-        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
-        let mut decoder = JsonDecoder::new(schema.clone()).unwrap();
-        let payloads =
-            arrow::array::BinaryArray::from_iter_values(lines.iter().map(|l| l.as_bytes()));
-        let batch = decoder.decode(&payloads).unwrap().batch;
-        ctx.register_table(
-            name,
-            Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
-        )
-        .unwrap();
-    };
-    register("t", COLUMNS, lines);
+    register_json_table(&ctx, "t", COLUMNS, lines);
     if let Some((columns, rows)) = &extra {
-        register("x", columns, rows);
+        register_json_table(&ctx, "x", columns, rows);
     }
     let batches = rt.block_on(async { ctx.sql(sql).await.unwrap().collect().await.unwrap() });
     sorted_json_rows(&batches)

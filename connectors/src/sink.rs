@@ -24,9 +24,13 @@ pub trait Sink: Send {
     /// Takes one batch of results.
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Makes everything written so far durable; called at the end of every epoch.
-    fn flush(&mut self) -> Result<()>;
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Ends the output (closes documents) after the last batch.
-    fn finish(&mut self) -> Result<()>;
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Rows written so far.
     fn rows_written(&self) -> u64;
     /// Result rows the sink could not encode since the last call (e.g. a decimal too wide for

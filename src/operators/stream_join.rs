@@ -475,8 +475,8 @@ impl StreamJoinExec {
         let mut usable = vec![true; n];
         if let Some(times) = &times {
             let mut late = Vec::new();
+            let t = times.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
             for (i, ok) in usable.iter_mut().enumerate() {
-                let t = times.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
                 if t.is_null(i) {
                     *ok = false;
                     self.metrics.null_time_rows += 1;

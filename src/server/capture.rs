@@ -147,14 +147,6 @@ impl Sink for CollectSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        Ok(())
-    }
-
     fn rows_written(&self) -> u64 {
         self.collected.lock().expect("collect lock").rows as u64
     }
@@ -190,14 +182,6 @@ impl Sink for ChannelSink {
                 .map_err(|_| ConnectorError::Config("the client stopped following".into()))?;
         }
         self.rows += batch.num_rows() as u64;
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<()> {
         Ok(())
     }
 

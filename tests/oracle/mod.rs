@@ -1,8 +1,37 @@
-//! Shared parts of the oracle tests: a seeded random source and the canonical form results are
-//! compared in (each row as JSON text, sorted, so two results compare as multisets).
+//! Shared parts of the oracle tests: a seeded random source, JSON lines as DataFusion tables,
+//! and the canonical form results are compared in (each row as JSON text, sorted, so two
+//! results compare as multisets).
 
-use arrow::array::RecordBatch;
-use velo_connectors::codec::{EncodedRows, JsonEncoder};
+use std::sync::Arc;
+
+use arrow::array::{BinaryArray, RecordBatch};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use velo_connectors::codec::{EncodedRows, JsonDecoder, JsonEncoder};
+
+/// Registers JSON lines as table `name` of `ctx`, with `columns` (a SQL column list).
+pub fn register_json_table<S: AsRef<str>>(
+    ctx: &SessionContext,
+    name: &str,
+    columns: &str,
+    lines: &[S],
+) {
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        velostream::sql::parse_column_list(columns).unwrap(),
+    ));
+    let mut decoder = JsonDecoder::new(schema.clone()).unwrap();
+    let batch = decoder
+        .decode(&BinaryArray::from_iter_values(
+            lines.iter().map(|l| l.as_ref().as_bytes()),
+        ))
+        .unwrap()
+        .batch;
+    ctx.register_table(
+        name,
+        Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap()),
+    )
+    .unwrap();
+}
 
 /// SplitMix64, so every run of a test sees the same inputs for a seed.
 pub struct Rng(pub u64);
