@@ -639,6 +639,14 @@ async fn run_sql(
     };
     let stop = Arc::new(AtomicBool::new(false));
     if request.follow {
+        // Each follower reads everything with a consumer group of its own.
+        static FOLLOWERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        args.group_id = Some(format!(
+            "{}sql-follow-{}-{}",
+            config.kafka.group_prefix,
+            std::process::id(),
+            FOLLOWERS.fetch_add(1, Ordering::Relaxed)
+        ));
         let (tx, rx) = tokio::sync::mpsc::channel::<String>(1024);
         let hooks = RunHooks {
             stop: Some(stop.clone()),
