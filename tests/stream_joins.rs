@@ -265,3 +265,27 @@ fn join_state_over_the_memory_limit_fails_the_job_naming_the_join() {
         "StreamJoinExec",
     );
 }
+
+#[test]
+fn a_left_join_with_an_empty_stream_keeps_every_row_with_nulls() {
+    let orders = unique_topic("lonely-orders");
+    let shipments = unique_topic("no-shipments");
+    create_topic(&orders, 1);
+    create_topic(&shipments, 1);
+    produce(
+        &orders,
+        &[
+            Rec::value(format!(r#"{{"order_id":1,"amount":"1.00","ts":{T0}}}"#)),
+            Rec::value(format!(r#"{{"order_id":2,"amount":"2.00","ts":{T0}}}"#)),
+        ],
+    );
+    let sql = format!(
+        "{}SELECT o.order_id, s.carrier FROM orders o LEFT JOIN shipments s \
+         ON o.order_id = s.order_id AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '1' HOUR",
+        declarations(&orders, &shipments)
+    );
+    assert_eq!(
+        sorted(&run_ok(&["execute", "--query", &sql, "--format", "csv"])),
+        "order_id,carrier\n1,\n2,\n"
+    );
+}
