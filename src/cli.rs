@@ -445,7 +445,7 @@ async fn deploy_app(args: DeployAppArgs) -> Result<()> {
     let waiting = manager.clone();
     tokio::select! {
         _ = waiting.wait_all() => {}
-        _ = tokio::signal::ctrl_c() => manager.stop_all().await,
+        _ = crate::server::shutdown_signal() => manager.stop_all().await,
     }
     let mut failed = false;
     for job in manager.list() {

@@ -868,3 +868,58 @@ fn an_avro_stream_registers_with_an_inline_schema() {
         "{body}"
     );
 }
+
+#[test]
+fn deploy_app_continuous_runs_here_until_stopped_with_the_given_topic_and_group() {
+    let input = unique_topic("cont-in");
+    let output = unique_topic("cont-out");
+    create_topic(&input, 1);
+    create_topic(&output, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("cont.sql");
+    std::fs::write(
+        &app,
+        format!("START JOB doubler AS SELECT n * 2 AS twice FROM numbers WITH ('sink.topic' = '{output}');\n"),
+    )
+    .unwrap();
+    let two = dir.path().join("two.sql");
+    std::fs::write(
+        &two,
+        "START JOB a AS SELECT 1 AS x FROM t;\nSTART JOB b AS SELECT 1 AS x FROM t;\n",
+    )
+    .unwrap();
+    run_failing(
+        &[
+            "deploy-app",
+            "--file",
+            two.to_str().unwrap(),
+            "--max-jobs",
+            "1",
+        ],
+        2,
+        "over the limit of 1",
+    );
+    produce(&input, &[Rec::value(r#"{"n":21}"#)]);
+    let group = format!("{}-", unique_topic("grp"));
+    let job = spawn(&[
+        "deploy-app",
+        "--file",
+        app.to_str().unwrap(),
+        "--continuous",
+        "--default-topic",
+        &input,
+        "--group-prefix",
+        &group,
+    ]);
+    let out: Vec<String> = consume(&output, 1).into_iter().map(|c| c.value).collect();
+    assert_eq!(out, [r#"{"twice":42}"#]);
+    // Still running: a record produced now comes out too.
+    produce(&input, &[Rec::value(r#"{"n":5}"#)]);
+    let out: Vec<String> = consume(&output, 2).into_iter().map(|c| c.value).collect();
+    assert_eq!(out, [r#"{"twice":42}"#, r#"{"twice":10}"#]);
+    let (code, lines) = job.terminate();
+    assert_eq!(code, 0);
+    let status = json(&lines[0]);
+    assert_eq!(status["status"], "stopped");
+    assert_eq!(status["consumer_group"], format!("{group}doubler"));
+}

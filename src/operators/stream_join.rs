@@ -61,16 +61,6 @@ pub enum JoinTime {
     Ttl { ttl_ms: i64 },
 }
 
-impl JoinTime {
-    fn kind(&self) -> &'static str {
-        match self {
-            JoinTime::Interval { .. } => "interval",
-            JoinTime::Window { .. } => "window",
-            JoinTime::Ttl { .. } => "ttl",
-        }
-    }
-}
-
 /// The two inputs of a join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinSide {
@@ -294,11 +284,6 @@ impl StreamJoinExec {
             metrics: OperatorMetrics::default(),
             late: LateRows::default(),
         })
-    }
-
-    /// What bounds the state: `interval`, `window` or `ttl`.
-    pub fn time_kind(&self) -> &'static str {
-        self.time.kind()
     }
 
     fn now_ms() -> i64 {

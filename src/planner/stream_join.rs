@@ -24,7 +24,7 @@ use crate::operators::{JoinTime, Pipeline, StreamJoinExec, StreamJoinSpec};
 use crate::sql::window::EmitMode;
 
 /// The message for a join of two streams nothing bounds.
-pub(crate) const UNBOUNDED_JOIN: &str = "a join of two streams needs a window or a time bound, or it would keep every row forever: \
+const UNBOUNDED_JOIN: &str = "a join of two streams needs a window or a time bound, or it would keep every row forever: \
 a window join (both sides GROUP BY the same TUMBLE and ON … AND a.window_start = b.window_start), \
 an interval join (ON o.id = s.id AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '1' HOUR, or WITHIN INTERVAL '1' HOUR), \
 or opt into an updating INNER join that forgets rows after a while with --state-ttl (e.g. --state-ttl 1h)";

@@ -39,6 +39,8 @@ pub struct JobSpec {
     pub name: String,
     /// Declarations and the job's query, positioned as in the file.
     pub sql: String,
+    /// The job's query as written.
+    pub query: String,
     /// `-- TOPIC:`, the topic of the job's input.
     pub input_topic: Option<String>,
     pub sink_topic: Option<String>,
@@ -298,6 +300,7 @@ pub fn parse_application(text: &str) -> Result<Application> {
             .starts_with("CREATE");
         jobs.push(JobSpec {
             sink_topic: sink_topic.or_else(|| is_create_stream.then(|| draft.name.clone())),
+            query: text[draft.query.clone()].to_string(),
             name: draft.name,
             sql,
             input_topic: draft.topic,

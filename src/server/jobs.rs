@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tracing::Instrument;
+use tracing::{Instrument, Level};
 
 use super::app::{Application, JobSpec};
 use super::capture::{CaptureSink, OutputBuffer};
@@ -122,6 +122,17 @@ pub struct JobStatus {
 }
 
 impl ManagedJob {
+    /// A lifecycle line: into the job's log, and to the process log naming the job.
+    fn say(&self, level: Level, message: &str) {
+        self.logs.push(level.as_str(), message);
+        let job = self.id.as_str();
+        match level {
+            Level::ERROR => tracing::error!(target: logs::LIFECYCLE, job, "{message}"),
+            Level::WARN => tracing::warn!(target: logs::LIFECYCLE, job, "{message}"),
+            _ => tracing::info!(target: logs::LIFECYCLE, job, "{message}"),
+        }
+    }
+
     pub fn status(&self) -> JobStatus {
         let life = self.lifecycle.lock().expect("job lock").clone();
         let p = &self.progress;
@@ -145,7 +156,7 @@ impl ManagedJob {
             consumer_group: self.consumer_group.clone(),
             input_topic: self.spec.input_topic.clone(),
             sink_topic: self.spec.sink_topic.clone(),
-            sql: self.spec.sql.trim().to_string(),
+            sql: self.spec.query.clone(),
         }
     }
 
@@ -258,17 +269,17 @@ impl JobManager {
                 };
                 life.started_at = now();
             }
-            job.logs.push("INFO", "started");
+            job.say(Level::INFO, "started");
             let result = self.run_once(&job, stop.clone()).await;
             if stop.load(Ordering::Relaxed) {
                 job.set_state(JobState::Stopped);
-                job.logs.push("INFO", "stopped");
+                job.say(Level::INFO, "stopped");
                 break;
             }
             let failed = match result {
                 Ok(stats) => {
-                    job.logs.push(
-                        "INFO",
+                    job.say(
+                        Level::INFO,
                         &format!(
                             "finished: {} records in, {} rows out",
                             stats.records_in, stats.rows_out
@@ -278,7 +289,7 @@ impl JobManager {
                 }
                 Err(e) => {
                     let message = e.to_string();
-                    job.logs.push("ERROR", &format!("failed: {message}"));
+                    job.say(Level::ERROR, &format!("failed: {message}"));
                     let mut life = job.lifecycle.lock().expect("job lock");
                     life.errors += 1;
                     life.last_error = Some(message.clone());
@@ -300,8 +311,10 @@ impl JobManager {
                     JobState::Finished
                 });
                 if failed.is_some() && again {
-                    job.logs
-                        .push("ERROR", &format!("gave up after {restarts} restart(s)"));
+                    job.say(
+                        Level::ERROR,
+                        &format!("gave up after {restarts} restart(s)"),
+                    );
                 }
                 break;
             }
@@ -313,8 +326,8 @@ impl JobManager {
                     .min(60_000),
             );
             job.set_state(JobState::Restarting);
-            job.logs.push(
-                "WARN",
+            job.say(
+                Level::WARN,
                 &format!(
                     "restarting in {} ms (restart {})",
                     delay.as_millis(),
@@ -330,7 +343,7 @@ impl JobManager {
             }
             if stop.load(Ordering::Relaxed) {
                 job.set_state(JobState::Stopped);
-                job.logs.push("INFO", "stopped");
+                job.say(Level::INFO, "stopped");
                 break;
             }
             job.restarts.fetch_add(1, Ordering::Relaxed);
@@ -438,7 +451,7 @@ impl JobManager {
         if job.state() == JobState::Running {
             job.set_state(JobState::Paused);
         }
-        job.logs.push("INFO", "paused");
+        job.say(Level::INFO, "paused");
     }
 
     pub fn resume(&self, job: &ManagedJob) {
@@ -446,7 +459,7 @@ impl JobManager {
         if job.state() == JobState::Paused {
             job.set_state(JobState::Running);
         }
-        job.logs.push("INFO", "resumed");
+        job.say(Level::INFO, "resumed");
     }
 
     /// Stops the job and starts it again (counted as a restart).

@@ -14,6 +14,10 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
+/// The target of the job manager's own lines (started, stopped, failed…): already in the job's
+/// log, so [`JobLogLayer`] does not copy them again.
+pub const LIFECYCLE: &str = "velostream::job";
+
 /// A job's recent log lines and a channel of new ones.
 pub struct LogBuffer {
     lines: Mutex<VecDeque<String>>,
@@ -122,6 +126,9 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if event.metadata().target() == LIFECYCLE {
+            return;
+        }
         let Some(scope) = ctx.event_scope(event) else {
             return;
         };
