@@ -355,8 +355,10 @@ fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> f64 {
 fn an_application_is_deployed_run_and_managed_from_the_cli() {
     let orders = unique_topic("app-orders");
     let big = unique_topic("app-big");
+    let dead = unique_topic("app-dlq");
     create_topic(&orders, 1);
     create_topic(&big, 1);
+    create_topic(&dead, 1);
     let server = start_server(&config_yaml(""));
     let dir = tempfile::tempdir().unwrap();
     let app = dir.path().join("app.sql");
@@ -368,7 +370,7 @@ fn an_application_is_deployed_run_and_managed_from_the_cli() {
              -- JOB: high_value\n\
              START JOB high_value AS\n\
              SELECT customer_id, amount FROM orders WHERE amount > 1000\n\
-             WITH ('sink.topic' = '{big}');\n"
+             WITH ('sink.topic' = '{big}', 'dlq.topic' = '{dead}');\n"
         ),
     )
     .unwrap();
@@ -469,6 +471,10 @@ fn an_application_is_deployed_run_and_managed_from_the_cli() {
     assert_eq!(metric(&server, "velo_consumer_lag", &job), 0.0);
     let logs = jobs(&["logs", &id]);
     assert!(logs.contains("skipped a bad record at"), "{logs}");
+    let dead_letters: Vec<String> = consume(&dead, 1).into_iter().map(|c| c.value).collect();
+    assert_eq!(dead_letters, ["{oops"]);
+    assert_eq!(status["dead_letters"], 1);
+    assert_eq!(metric(&server, "velo_dlq_records_total", &job), 1.0);
     assert_eq!(json(&jobs(&["stop", &id]))["status"], "stopped");
     let restarted = json(&jobs(&["restart", &id]));
     assert_eq!(restarted["restarts"], 1);
@@ -922,4 +928,56 @@ fn deploy_app_continuous_runs_here_until_stopped_with_the_given_topic_and_group(
     let status = json(&lines[0]);
     assert_eq!(status["status"], "stopped");
     assert_eq!(status["consumer_group"], format!("{group}doubler"));
+}
+
+/// Metric names in `text` (`velo_…`), histogram series folded into their metric.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("velo_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let name = &text[start..end];
+        let name = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        names.insert(name.to_string());
+        i = end;
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_and_the_docs_name_the_metrics_the_engine_emits() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut emitted = std::collections::BTreeSet::new();
+    for file in ["src/runtime.rs", "src/server/jobs.rs", "src/server/api.rs"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        // Metric names are the string literals handed to the metrics macros.
+        for name in metric_names(&text) {
+            if text.contains(&format!("\"{name}\"")) {
+                emitted.insert(name);
+            }
+        }
+    }
+    assert!(emitted.len() >= 11, "{emitted:?}");
+    let dashboard = std::fs::read_to_string(root.join("dashboards/velostream.json")).unwrap();
+    json(&dashboard);
+    let charted = metric_names(&dashboard);
+    assert_eq!(
+        charted, emitted,
+        "the dashboard charts every metric, and only those"
+    );
+    let docs = std::fs::read_to_string(root.join("docs/server.md")).unwrap();
+    for name in &emitted {
+        assert!(
+            docs.contains(&format!("`{name}")),
+            "docs/server.md does not list {name}"
+        );
+    }
 }

@@ -20,7 +20,8 @@
 //!   declared stream); `--default-topic` does for jobs without one.
 //! - Job options: `'sink.topic'` (where results go; `CREATE STREAM name AS` defaults to
 //!   `name`, `START JOB` to no topic: results only in `/jobs/{id}/output`), `'sink.format'`
-//!   (json, avro, protobuf), `'sink.key'` (the column keying each message).
+//!   (json, avro, protobuf), `'sink.key'` (the column keying each message), `'dlq.topic'`
+//!   (records that cannot be decoded go there, with the reason in a header).
 //!
 //! Every job's text is the file with all but the declarations and that job's query blanked
 //! out, so a SQL error in any job names the file's own line and column. A file with an error
@@ -46,6 +47,8 @@ pub struct JobSpec {
     pub sink_topic: Option<String>,
     pub sink_format: Option<String>,
     pub sink_key: Option<String>,
+    /// Where records that cannot be decoded go (`'dlq.topic'`).
+    pub dlq_topic: Option<String>,
     pub location: SqlLocation,
 }
 
@@ -289,9 +292,10 @@ pub fn parse_application(text: &str) -> Result<Application> {
         let sink_topic = options.remove("sink.topic");
         let sink_format = options.remove("sink.format");
         let sink_key = options.remove("sink.key");
+        let dlq_topic = options.remove("dlq.topic");
         if let Some(unknown) = options.keys().next() {
             return Err(VeloError::sql(
-                format!("job '{}': unknown option '{unknown}' (known: sink.topic, sink.format, sink.key)", draft.name),
+                format!("job '{}': unknown option '{unknown}' (known: sink.topic, sink.format, sink.key, dlq.topic)", draft.name),
                 Some(draft.location),
             ));
         }
@@ -306,6 +310,7 @@ pub fn parse_application(text: &str) -> Result<Application> {
             input_topic: draft.topic,
             sink_format,
             sink_key,
+            dlq_topic,
             location: draft.location,
         });
     }

@@ -364,6 +364,7 @@ impl JobManager {
         args.timeout = config.kafka.timeout_seconds;
         args.topic = job.spec.input_topic.clone();
         args.group_id = Some(job.consumer_group.clone());
+        args.dlq_topic = job.spec.dlq_topic.clone();
         args.batch_size = performance.batch_size;
         if performance.decimals_as_numbers {
             args.decimal_format = velo_connectors::codec::DecimalFormat::Number;
