@@ -61,6 +61,7 @@ pub struct JobProgress {
     pub late_rows: AtomicU64,
     pub epochs: AtomicU64,
     pub state_bytes: AtomicU64,
+    pub state_rows: AtomicU64,
     /// Records behind the end of the input's partitions; -1 while unknown.
     pub lag: AtomicI64,
     pub paused: AtomicBool,
@@ -77,6 +78,7 @@ impl JobProgress {
             late_rows: AtomicU64::new(0),
             epochs: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
+            state_rows: AtomicU64::new(0),
             lag: AtomicI64::new(-1),
             paused: AtomicBool::new(false),
         }
@@ -441,9 +443,13 @@ impl Job {
             .state_bytes
             .store(operators.state_bytes, Ordering::Relaxed);
         self.progress
+            .state_rows
+            .store(operators.state_rows, Ordering::Relaxed);
+        self.progress
             .late_rows
             .store(operators.late_rows, Ordering::Relaxed);
         metrics::gauge!("velo_state_bytes", "job" => job.clone()).set(operators.state_bytes as f64);
+        metrics::gauge!("velo_state_rows", "job" => job.clone()).set(operators.state_rows as f64);
         let lags: Vec<i64> = self.inputs.iter().filter_map(|i| i.source.lag()).collect();
         if !lags.is_empty() {
             let lag: i64 = lags.iter().sum();

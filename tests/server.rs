@@ -981,3 +981,41 @@ fn the_grafana_dashboard_and_the_docs_name_the_metrics_the_engine_emits() {
         );
     }
 }
+
+#[test]
+fn a_join_jobs_state_is_reported_in_its_status_and_metrics() {
+    let orders = unique_topic("js-orders");
+    let shipments = unique_topic("js-shipments");
+    create_topic(&orders, 1);
+    create_topic(&shipments, 1);
+    let server = start_server(&config_yaml(""));
+    let app = format!(
+        "CREATE STREAM orders (id BIGINT, ts TIMESTAMP) WITH ('topic' = '{orders}');\n\
+         CREATE STREAM shipments (id BIGINT, ts TIMESTAMP) WITH ('topic' = '{shipments}');\n\
+         START JOB matched AS SELECT o.id FROM orders o JOIN shipments s \
+         ON o.id = s.id AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '1' HOUR;"
+    );
+    let body = serde_json::json!({ "sql": app }).to_string();
+    assert_eq!(
+        call("POST", &format!("{}/jobs", server.url), None, Some(&body)).0,
+        201
+    );
+    produce(
+        &orders,
+        &[
+            Rec::value(r#"{"id":1,"ts":1704067200000}"#),
+            Rec::value(r#"{"id":2,"ts":1704067200000}"#),
+        ],
+    );
+    // Both orders wait for their shipments: two rows of join state.
+    let status = eventually("the join state reported", || {
+        let (_, body) = call("GET", &format!("{}/jobs/matched", server.url), None, None);
+        let s = json(&body);
+        (s["state_rows"] == 2).then_some(s)
+    });
+    assert!(status["state_bytes"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(
+        metric(&server, "velo_state_rows", &[("job", "matched")]),
+        2.0
+    );
+}

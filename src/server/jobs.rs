@@ -109,6 +109,7 @@ pub struct JobStatus {
     pub dead_letters: u64,
     pub late_rows: u64,
     pub state_bytes: u64,
+    pub state_rows: u64,
     pub errors: u64,
     pub last_error: Option<String>,
     /// Records behind the end of the input topic; null while unknown.
@@ -148,6 +149,7 @@ impl ManagedJob {
             dead_letters: p.dead_letters.load(Ordering::Relaxed),
             late_rows: p.late_rows.load(Ordering::Relaxed),
             state_bytes: p.state_bytes.load(Ordering::Relaxed),
+            state_rows: p.state_rows.load(Ordering::Relaxed),
             errors: life.errors,
             last_error: life.last_error,
             lag: (lag >= 0).then_some(lag),
