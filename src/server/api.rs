@@ -948,10 +948,12 @@ struct FollowQuery {
     tail: Option<usize>,
 }
 
-/// Lines so far, then (when following) new ones as they come.
-fn line_stream(
+/// Lines so far, then (when following) new ones as they come; `text` turns what the channel
+/// carries into lines.
+fn line_stream<T: Clone + Send + 'static>(
     recent: Vec<String>,
-    follow: Option<tokio::sync::broadcast::Receiver<String>>,
+    follow: Option<tokio::sync::broadcast::Receiver<T>>,
+    text: fn(T) -> String,
 ) -> Response {
     let head = futures::stream::iter(
         recent
@@ -962,10 +964,10 @@ fn line_stream(
         None => Body::from_stream(head),
         Some(rx) => {
             use futures::StreamExt;
-            let live = futures::stream::unfold(rx, |mut rx| async move {
+            let live = futures::stream::unfold(rx, move |mut rx| async move {
                 loop {
                     match rx.recv().await {
-                        Ok(line) => return Some((Ok(format!("{line}\n")), rx)),
+                        Ok(item) => return Some((Ok(text(item)), rx)),
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(_) => return None,
                     }
@@ -985,7 +987,14 @@ async fn job_output(
     let j = job(&state, &id)?;
     let follow = query.follow.then(|| j.output.subscribe());
     let recent = j.output.recent(query.limit.or(query.tail).unwrap_or(100));
-    Ok(line_stream(recent, follow))
+    Ok(line_stream(recent, follow, |rows| {
+        let mut text = String::with_capacity(rows.bytes.len() + rows.len());
+        for row in rows.iter() {
+            text.push_str(&String::from_utf8_lossy(row));
+            text.push('\n');
+        }
+        text
+    }))
 }
 
 async fn job_logs(
@@ -996,7 +1005,7 @@ async fn job_logs(
     let j = job(&state, &id)?;
     let follow = query.follow.then(|| j.logs.subscribe());
     let recent = j.logs.tail(query.tail.or(query.limit).unwrap_or(100));
-    Ok(line_stream(recent, follow))
+    Ok(line_stream(recent, follow, |line| format!("{line}\n")))
 }
 
 #[cfg(test)]

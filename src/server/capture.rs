@@ -13,42 +13,72 @@ use velo_connectors::codec::{DecimalFormat, EncodedRows, JsonEncoder};
 use velo_connectors::sink::{RejectedRow, Sink};
 use velo_connectors::{ConnectorError, Result};
 
-/// A job's recent result rows as JSON lines, and a channel carrying new ones as they come.
+/// A job's recent result rows as JSON lines, kept as the encoded batches they came in (no
+/// allocation per row), and a channel carrying new batches as they come.
 pub struct OutputBuffer {
-    rows: Mutex<VecDeque<String>>,
+    chunks: Mutex<Chunks>,
     capacity: usize,
-    live: broadcast::Sender<String>,
+    live: broadcast::Sender<Arc<EncodedRows>>,
+}
+
+#[derive(Default)]
+struct Chunks {
+    batches: VecDeque<Arc<EncodedRows>>,
+    rows: usize,
 }
 
 impl OutputBuffer {
     pub fn new(capacity: usize) -> Self {
         Self {
-            rows: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            chunks: Mutex::default(),
             capacity: capacity.max(1),
-            live: broadcast::channel(1024).0,
+            live: broadcast::channel(256).0,
         }
     }
 
-    fn push(&self, row: String) {
-        let mut rows = self.rows.lock().expect("output buffer lock");
-        if rows.len() == self.capacity {
-            rows.pop_front();
+    /// Keeps a batch of rows; drops the oldest batches no longer needed for `capacity` rows.
+    fn push(&self, rows: EncodedRows) {
+        if rows.is_empty() {
+            return;
         }
-        rows.push_back(row.clone());
-        let _ = self.live.send(row);
+        let rows = Arc::new(rows);
+        {
+            let mut chunks = self.chunks.lock().expect("output buffer lock");
+            chunks.rows += rows.len();
+            chunks.batches.push_back(rows.clone());
+            while chunks
+                .batches
+                .front()
+                .is_some_and(|f| chunks.rows - f.len() >= self.capacity)
+            {
+                let gone = chunks.batches.pop_front().expect("front exists");
+                chunks.rows -= gone.len();
+            }
+        }
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(rows);
+        }
     }
 
-    /// The last `n` rows kept, oldest first.
+    /// The last `n` rows kept (at most the capacity), oldest first.
     pub fn recent(&self, n: usize) -> Vec<String> {
-        let rows = self.rows.lock().expect("output buffer lock");
-        rows.iter()
-            .skip(rows.len().saturating_sub(n))
-            .cloned()
-            .collect()
+        let n = n.min(self.capacity);
+        let chunks = self.chunks.lock().expect("output buffer lock");
+        let mut out: Vec<String> = Vec::with_capacity(n);
+        'newest_first: for batch in chunks.batches.iter().rev() {
+            for i in (0..batch.len()).rev() {
+                if out.len() == n {
+                    break 'newest_first;
+                }
+                out.push(String::from_utf8_lossy(batch.row(i)).into_owned());
+            }
+        }
+        out.reverse();
+        out
     }
 
-    /// New rows from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+    /// New batches of rows from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedRows>> {
         self.live.subscribe()
     }
 }
@@ -59,7 +89,6 @@ pub struct CaptureSink {
     inner: Option<Box<dyn Sink>>,
     buffer: Arc<OutputBuffer>,
     encoder: JsonEncoder,
-    encoded: EncodedRows,
     rows: u64,
 }
 
@@ -69,7 +98,6 @@ impl CaptureSink {
             inner,
             buffer,
             encoder: JsonEncoder::new(DecimalFormat::String),
-            encoded: EncodedRows::default(),
             rows: 0,
         }
     }
@@ -80,11 +108,9 @@ impl Sink for CaptureSink {
         if let Some(inner) = self.inner.as_mut() {
             inner.write(batch)?;
         }
-        self.encoded.clear();
-        self.encoder.encode(batch, &mut self.encoded)?;
-        for row in self.encoded.iter() {
-            self.buffer.push(String::from_utf8_lossy(row).into_owned());
-        }
+        let mut encoded = EncodedRows::default();
+        self.encoder.encode(batch, &mut encoded)?;
+        self.buffer.push(encoded);
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -187,5 +213,37 @@ impl Sink for ChannelSink {
 
     fn rows_written(&self) -> u64 {
         self.rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(values: &[&str]) -> EncodedRows {
+        let mut r = EncodedRows::default();
+        for v in values {
+            r.bytes.extend_from_slice(v.as_bytes());
+            r.ends.push(r.bytes.len());
+        }
+        r
+    }
+
+    #[test]
+    fn the_output_buffer_keeps_the_last_rows_across_batches() {
+        let buffer = OutputBuffer::new(3);
+        buffer.push(rows(&["a", "b"]));
+        buffer.push(rows(&["c", "d"]));
+        buffer.push(rows(&["e"]));
+        assert_eq!(buffer.recent(10), ["c", "d", "e"]);
+        assert_eq!(buffer.recent(2), ["d", "e"]);
+        assert_eq!(
+            buffer.chunks.lock().unwrap().batches.len(),
+            2,
+            "batch [a, b] is gone"
+        );
+        let mut live = buffer.subscribe();
+        buffer.push(rows(&["f"]));
+        assert_eq!(live.try_recv().unwrap().row(0), b"f");
     }
 }
