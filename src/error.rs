@@ -38,6 +38,9 @@ pub enum VeloError {
     /// Bad command-line arguments or settings.
     #[error("{0}")]
     Usage(String),
+    /// More of something (jobs) than the configured limit allows.
+    #[error("{0}")]
+    OverLimit(String),
     #[error(transparent)]
     Connector(#[from] ConnectorError),
     #[error("query execution failed: {0}")]
@@ -65,7 +68,8 @@ impl VeloError {
             VeloError::Sql { .. }
             | VeloError::Unsupported(_)
             | VeloError::UnknownTable { .. }
-            | VeloError::Usage(_) => 2,
+            | VeloError::Usage(_)
+            | VeloError::OverLimit(_) => 2,
             VeloError::Connector(ConnectorError::UnknownTopic { .. })
             | VeloError::Connector(ConnectorError::UnknownPartition { .. })
             | VeloError::Connector(ConnectorError::Config(_))

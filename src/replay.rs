@@ -94,7 +94,7 @@ impl Replay {
     /// Runs one micro-batch of payloads of the (first) input; returns what the query emitted.
     pub fn push(&mut self, payloads: &[&[u8]]) -> Result<Vec<RecordBatch>> {
         let batch = self.collect(0, payloads);
-        self.push_batch(&batch)
+        self.push_input(0, &batch)
     }
 
     /// Runs one micro-batch of payloads of the stream `stream` (a query reading several).
@@ -126,12 +126,8 @@ impl Replay {
         collector.finish()
     }
 
-    /// Runs one micro-batch as a source hands it over (encoded or already decoded).
-    pub fn push_batch(&mut self, batch: &SourceBatch) -> Result<Vec<RecordBatch>> {
-        self.push_input(0, batch)
-    }
-
-    /// Runs one micro-batch of input `input` (in the order the pipeline numbers its inputs).
+    /// Runs one micro-batch of input `input` (in the order the pipeline numbers its inputs), as
+    /// a source hands it over (encoded or already decoded).
     pub fn push_input(&mut self, input: usize, batch: &SourceBatch) -> Result<Vec<RecordBatch>> {
         let mut bad = Vec::new();
         let (_, adapter, event_time) = &mut self.inputs[input];

@@ -65,12 +65,47 @@ pub struct JobProgress {
     /// Records behind the end of the input's partitions; -1 while unknown.
     pub lag: AtomicI64,
     pub paused: AtomicBool,
+    /// The Prometheus series of this job, made once (nothing looked up per batch).
+    metrics: JobMetrics,
+}
+
+/// A job's metric handles, labelled `job = <name>`.
+#[derive(Debug)]
+struct JobMetrics {
+    records_in: metrics::Counter,
+    records_out: metrics::Counter,
+    decode_errors: metrics::Counter,
+    dead_letters: metrics::Counter,
+    batch_latency: metrics::Histogram,
+    state_bytes: metrics::Gauge,
+    state_rows: metrics::Gauge,
+    lag: metrics::Gauge,
+}
+
+impl JobMetrics {
+    fn new(job: &str) -> Self {
+        let label = || [("job", job.to_string())];
+        Self {
+            records_in: metrics::counter!("velo_records_in_total", &label()),
+            records_out: metrics::counter!("velo_records_out_total", &label()),
+            decode_errors: metrics::counter!("velo_decode_errors_total", &label()),
+            dead_letters: metrics::counter!("velo_dlq_records_total", &label()),
+            batch_latency: metrics::histogram!("velo_batch_latency_seconds", &label()),
+            state_bytes: metrics::gauge!("velo_state_bytes", &label()),
+            state_rows: metrics::gauge!("velo_state_rows", &label()),
+            lag: metrics::gauge!("velo_consumer_lag", &label()),
+        }
+    }
 }
 
 impl JobProgress {
+    /// Counters for job `name`; its metric series are registered now (call it after the
+    /// metrics recorder is installed; without one they count nothing).
     pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
         Self {
-            name: name.into(),
+            metrics: JobMetrics::new(&name),
+            name,
             records_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
             bad_records: AtomicU64::new(0),
@@ -82,6 +117,14 @@ impl JobProgress {
             lag: AtomicI64::new(-1),
             paused: AtomicBool::new(false),
         }
+    }
+}
+
+/// Adds `n` to a progress counter and to its Prometheus counter.
+fn count(counter: &AtomicU64, metric: &metrics::Counter, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+        metric.increment(n);
     }
 }
 
@@ -132,13 +175,8 @@ impl InputAdapter {
         &self.layout.schema
     }
 
-    /// Decodes `batch` and assembles the scan columns. Records that fail are returned in
-    /// `bad` and left out.
-    pub fn adapt(&mut self, batch: &SourceBatch, bad: &mut Vec<BadRecord>) -> Result<RecordBatch> {
-        Ok(self.adapt_with_partitions(batch, bad)?.0)
-    }
-
-    /// [`InputAdapter::adapt`], also returning the source partition of each row.
+    /// Decodes `batch` and assembles the scan columns, returning them with the source partition
+    /// of each row. Records that fail are returned in `bad` and left out.
     pub fn adapt_with_partitions(
         &mut self,
         batch: &SourceBatch,
@@ -354,12 +392,9 @@ impl Job {
                         stats.records_in += batch.len() as u64;
                         let bad = self.process_batch(i, &batch)?;
                         stats.bad_records += bad;
-                        self.count(
-                            &self.progress.records_in,
-                            "velo_records_in_total",
-                            batch.len() as u64,
-                        );
-                        self.count(&self.progress.bad_records, "velo_decode_errors_total", bad);
+                        let p = &self.progress;
+                        count(&p.records_in, &p.metrics.records_in, batch.len() as u64);
+                        count(&p.bad_records, &p.metrics.decode_errors, bad);
                     }
                 }
             }
@@ -382,7 +417,9 @@ impl Job {
             self.advance_watermark()?;
             self.end_epoch()?;
             self.progress.epochs.fetch_add(1, Ordering::Relaxed);
-            metrics::histogram!("velo_batch_latency_seconds", "job" => self.progress.name.clone())
+            self.progress
+                .metrics
+                .batch_latency
                 .record(epoch_started.elapsed().as_secs_f64());
             if state_checked.elapsed() >= STATE_CHECK_INTERVAL {
                 self.report_state();
@@ -427,18 +464,10 @@ impl Job {
         Ok(bad.len() as u64)
     }
 
-    /// Adds `n` to a progress counter and to the Prometheus counter `metric`.
-    fn count(&self, counter: &AtomicU64, metric: &'static str, n: u64) {
-        if n > 0 {
-            counter.fetch_add(n, Ordering::Relaxed);
-            metrics::counter!(metric, "job" => self.progress.name.clone()).increment(n);
-        }
-    }
-
     /// Publishes state size, late rows and consumer lag (about once a second).
     fn report_state(&self) {
         let operators = self.pipeline.metrics();
-        let job = self.progress.name.clone();
+        let p = &self.progress;
         self.progress
             .state_bytes
             .store(operators.state_bytes, Ordering::Relaxed);
@@ -448,13 +477,13 @@ impl Job {
         self.progress
             .late_rows
             .store(operators.late_rows, Ordering::Relaxed);
-        metrics::gauge!("velo_state_bytes", "job" => job.clone()).set(operators.state_bytes as f64);
-        metrics::gauge!("velo_state_rows", "job" => job.clone()).set(operators.state_rows as f64);
+        p.metrics.state_bytes.set(operators.state_bytes as f64);
+        p.metrics.state_rows.set(operators.state_rows as f64);
         let lags: Vec<i64> = self.inputs.iter().filter_map(|i| i.source.lag()).collect();
         if !lags.is_empty() {
             let lag: i64 = lags.iter().sum();
             self.progress.lag.store(lag, Ordering::Relaxed);
-            metrics::gauge!("velo_consumer_lag", "job" => job).set(lag as f64);
+            p.metrics.lag.set(lag as f64);
         }
     }
 
@@ -498,9 +527,11 @@ impl Job {
             );
             if let Some(dlq) = self.dead_letters.as_mut() {
                 dlq.send_rejected(&rejected.row, &rejected.reason, &rejected.topic)?;
-                self.progress.dead_letters.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("velo_dlq_records_total", "job" => self.progress.name.clone())
-                    .increment(1);
+                count(
+                    &self.progress.dead_letters,
+                    &self.progress.metrics.dead_letters,
+                    1,
+                );
             }
         }
         if let Some(late) = self.late_rows.as_mut() {
@@ -518,9 +549,9 @@ impl Job {
         }
         let written = self.sink.rows_written();
         let counted = self.progress.rows_out.load(Ordering::Relaxed);
-        self.count(
+        count(
             &self.progress.rows_out,
-            "velo_records_out_total",
+            &self.progress.metrics.records_out,
             written.saturating_sub(counted),
         );
         Ok(())
@@ -541,9 +572,11 @@ impl Job {
                 let key = (!meta.key.is_null(record.index)).then(|| meta.key.value(record.index));
                 let headers = header_pairs(meta, record.index);
                 dlq.send(payload, key, &headers, &position, &record.reason)?;
-                self.progress.dead_letters.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("velo_dlq_records_total", "job" => self.progress.name.clone())
-                    .increment(1);
+                count(
+                    &self.progress.dead_letters,
+                    &self.progress.metrics.dead_letters,
+                    1,
+                );
             }
         }
         Ok(())

@@ -1019,3 +1019,24 @@ fn a_join_jobs_state_is_reported_in_its_status_and_metrics() {
         2.0
     );
 }
+
+#[test]
+fn deploying_past_the_job_limit_is_refused_whole_with_429() {
+    let server = start_server(&config_yaml("sql:\n  max_jobs: 1\n"));
+    let body = serde_json::json!({
+        "sql": "START JOB a AS SELECT 1 AS x FROM t;\nSTART JOB b AS SELECT 1 AS x FROM t;"
+    });
+    let (status, answer) = call(
+        "POST",
+        &format!("{}/jobs", server.url),
+        None,
+        Some(&body.to_string()),
+    );
+    assert_eq!(
+        (status, json(&answer)["code"].clone()),
+        (429, "too_many_jobs".into()),
+        "{answer}"
+    );
+    let (_, jobs) = call("GET", &format!("{}/jobs", server.url), None, None);
+    assert_eq!(json(&jobs)["jobs"], serde_json::json!([]));
+}

@@ -193,6 +193,19 @@ fn windowed(stream: &str, aggregate: &str, streaming: bool) -> String {
     format!("(SELECT k, {aggregate}, {start}, {end} FROM {stream} GROUP BY k, {group})")
 }
 
+/// Streams `query(true)` (TUMBLE windows) and compares with DataFusion's `query(false)`
+/// (`date_bin`) over the same events.
+fn compare_windowed(
+    events: &[(&str, String)],
+    rng: &mut Rng,
+    query: impl Fn(bool) -> String,
+    seed: u64,
+) {
+    let got = streamed(&format!("{}{}", declarations(), query(true)), events, rng);
+    let want = batch_answer(events, &query(false));
+    assert_same(&got, &want, &format!("seed {seed}: {}", query(true)));
+}
+
 #[test]
 fn window_joins_equal_datafusion_batch_joins() {
     let shapes = [
@@ -214,13 +227,7 @@ fn window_joins_equal_datafusion_batch_joins() {
                 windowed("s", "SUM(d) AS total", streaming),
             )
         };
-        let got = streamed(
-            &format!("{}{}", declarations(), query(true)),
-            &events,
-            &mut rng,
-        );
-        let want = batch_answer(&events, &query(false));
-        assert_same(&got, &want, &format!("seed {seed}: {}", query(true)));
+        compare_windowed(&events, &mut rng, query, seed);
     }
 }
 
@@ -347,13 +354,7 @@ fn aggregates_and_filters_over_a_window_join_equal_datafusion() {
                 windowed("s", "SUM(d) AS total", streaming),
             )
         };
-        let got = streamed(
-            &format!("{}{}", declarations(), query(true)),
-            &events,
-            &mut rng,
-        );
-        let want = batch_answer(&events, &query(false));
-        assert_same(&got, &want, &format!("seed {seed}"));
+        compare_windowed(&events, &mut rng, query, seed);
     }
 }
 

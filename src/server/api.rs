@@ -192,6 +192,7 @@ impl From<VeloError> for ApiError {
             VeloError::UnknownTable { .. } => (StatusCode::BAD_REQUEST, "unknown_table"),
             VeloError::Unsupported(_) => (StatusCode::BAD_REQUEST, "unsupported_query"),
             VeloError::Usage(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            VeloError::OverLimit(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_jobs"),
             VeloError::StateLimit { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "memory_limit"),
             VeloError::Connector(ConnectorError::BrokerUnreachable { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "broker_unreachable")
@@ -860,15 +861,7 @@ async fn deploy_jobs(
     }
     options.max_jobs = request.max_jobs;
     let file = request.file.unwrap_or_else(|| "request".into());
-    let ids = state
-        .deploy_text(&request.sql, &file, options)
-        .map_err(|e| {
-            if e.code == "bad_request" && e.message.contains("limit") {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_jobs", e.message)
-            } else {
-                e
-            }
-        })?;
+    let ids = state.deploy_text(&request.sql, &file, options)?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "jobs": ids }))).into_response())
 }
 

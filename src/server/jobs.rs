@@ -18,7 +18,7 @@ use tracing::{Instrument, Level};
 use super::app::{Application, JobSpec};
 use super::capture::{CaptureSink, OutputBuffer};
 use super::config::{Config, RestartPolicy};
-use super::logs::{self, LogBuffer};
+use super::logs::{self, now, LogBuffer};
 use crate::cli::{OutputKind, QueryArgs, RunHooks};
 use crate::error::{Result, VeloError};
 use crate::runtime::{JobProgress, RuntimeOptions};
@@ -203,7 +203,7 @@ impl JobManager {
             .unwrap_or(self.config.sql.max_jobs)
             .min(self.config.sql.max_jobs);
         if active + app.jobs.len() > limit {
-            return Err(VeloError::Usage(format!(
+            return Err(VeloError::OverLimit(format!(
                 "deploying {} job(s) would run {} jobs, over the limit of {limit} (sql.max_jobs / --max-jobs)",
                 app.jobs.len(),
                 active + app.jobs.len()
@@ -507,8 +507,4 @@ impl JobManager {
             }
         }
     }
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

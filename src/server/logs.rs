@@ -36,10 +36,7 @@ impl LogBuffer {
 
     /// Appends a line, stamped with the time.
     pub fn push(&self, level: &str, message: &str) {
-        let line = format!(
-            "{} {level:>5} {message}",
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        );
+        let line = format!("{} {level:>5} {message}", now());
         let mut lines = self.lines.lock().expect("log lock");
         if lines.len() == self.capacity {
             lines.pop_front();
@@ -61,6 +58,11 @@ impl LogBuffer {
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.live.subscribe()
     }
+}
+
+/// The time now, as the server writes it (RFC 3339, milliseconds, UTC).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Log buffers by job id.
