@@ -9,7 +9,9 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use velo_connectors::codec::EncodedRows;
-use velostream::hot_path::{
+mod fixtures;
+
+use fixtures::{
     nexmark_bid_batches, tick_batches, CodecBench, HotPath, CODECS, INTERVAL_JOIN_QUERY,
     NEXMARK_QUERIES, OVER_QUERY, WINDOW_QUERY,
 };

@@ -9,7 +9,10 @@
 
 use std::time::Instant;
 
-use velostream::hot_path::{
+#[path = "../benches/fixtures/mod.rs"]
+mod fixtures;
+
+use fixtures::{
     lookup_query, nexmark_bid_batches, payload_bytes, tick_batches, CodecBench, HotPath, CODECS,
     INTERVAL_JOIN_QUERY, NEXMARK_QUERIES, OVER_QUERY, WINDOW_QUERY,
 };

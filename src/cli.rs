@@ -1,36 +1,24 @@
 //! The `velo-sql` command line: `execute` (a bounded query), `stream` (a continuous query) and
 //! `demo` (a continuous query over the built-in trades generator, no services needed).
 //!
-//! This module turns arguments into a catalog, a plan, a source and a sink, then hands them
-//! to the [`crate::runtime`]. Exit codes: 0 success, 2 a mistake in the query or arguments
+//! This module turns arguments into a [`JobSpec`] and hands it to the [`crate::job`] layer
+//! (or, for `server`, `deploy-app` and `jobs`, to the [`crate::server`]). Exit codes: 0 success, 2 a mistake in the query or arguments
 //! (syntax, unknown table or column, bad option), 1 anything else (broker down, I/O).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::datatypes::{Schema, SchemaRef};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use datafusion::sql::sqlparser::ast::Statement;
-use velo_connectors::codec::json::infer_schema;
-use velo_connectors::codec::{DecimalFormat, PayloadFormat};
+use velo_connectors::codec::DecimalFormat;
 use velo_connectors::format::OutputFormat;
-use velo_connectors::generator::{GeneratorSource, GeneratorSpec};
-use velo_connectors::kafka::{
-    DeadLetterQueue, KafkaConnection, KafkaSource, ReadMode, StartOffset,
-};
-use velo_connectors::record::Payload;
-use velo_connectors::sink::{KafkaSink, MessageFormat, Sink, TextSink};
-use velo_connectors::source::Source;
+use velo_connectors::kafka::StartOffset;
 
-use crate::catalog::{Catalog, StreamDef, StreamSource};
 use crate::error::{Result, VeloError};
-use crate::planner::{plan_query, referenced_tables, PlannedQuery, QueryRequest};
-use crate::runtime::{InputAdapter, Job, JobInput, JobProgress, JobStats, RuntimeOptions};
-use crate::sql::window::{WindowClause, WindowKind};
-use crate::sql::{parse_column_list, parse_script};
-use crate::watermark::WatermarkTracker;
+use crate::job::{
+    Delivery, InputSpec, JobHooks, JobSpec, JobStats, OutputSpec, OutputTarget, ReadSpec,
+    RuntimeOptions, StateSpec,
+};
 
 /// Streaming SQL over Kafka topics.
 #[derive(Debug, Parser)]
@@ -318,6 +306,37 @@ pub struct StreamArgs {
     /// Longest wait, in ms, before a micro-batch runs with the records it has.
     #[arg(long, default_value_t = 200)]
     pub flush_interval_ms: u64,
+    /// Root of the jobs' state folders (checkpoints); the job's is `<dir>/<job name>`.
+    /// Default `$VELO_STATE_DIR`, else the user's data dir (`~/.local/share/velostream/state`).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Names the job's state folder and its exactly-once tags (default: the consumer group).
+    #[arg(long)]
+    pub job_name: Option<String>,
+    /// How often the job writes a checkpoint (state + offsets), e.g. 10s, 500ms.
+    #[arg(long, default_value = "10s")]
+    pub checkpoint_interval: String,
+    /// Start without the state found in the state folder (it is moved aside, not deleted).
+    #[arg(long)]
+    pub ignore_state: bool,
+    /// Start from this savepoint (a checkpoint folder, e.g. from `velo-sql jobs savepoint`).
+    #[arg(long, conflicts_with = "ignore_state")]
+    pub from_savepoint: Option<PathBuf>,
+    /// Keep no state across runs: no checkpoints; offsets committed per micro-batch.
+    #[arg(long, conflicts_with_all = ["ignore_state", "from_savepoint"])]
+    pub no_state: bool,
+    /// at-least-once (default) or exactly-once (Kafka output: results written once per
+    /// checkpoint, never twice, whatever happens to the job).
+    #[arg(long, default_value = "at-least-once")]
+    pub delivery: Delivery,
+    /// How long the consumer group waits for a silent member (a killed job) before giving its
+    /// partitions to another, e.g. 10s (Kafka's default 45s).
+    #[arg(long)]
+    pub session_timeout: Option<String>,
+    /// Static group membership: a job restarted with the same id gets its partitions back at
+    /// once instead of after the session timeout. One id per running instance.
+    #[arg(long)]
+    pub group_instance_id: Option<String>,
 }
 
 /// `velo-sql demo`.
@@ -510,23 +529,10 @@ async fn jobs(args: JobsArgs) -> Result<()> {
     Ok(())
 }
 
-/// How the inputs are read.
-#[derive(Debug, Clone, Copy)]
-pub enum Mode {
-    Execute {
-        start: StartOffset,
-        partition: Option<i32>,
-    },
-    Stream {
-        reset: StartOffset,
-    },
-}
-
-fn connection(args: &QueryArgs) -> KafkaConnection {
-    KafkaConnection::new(
-        args.brokers.clone(),
-        Duration::from_secs(args.timeout.max(1)),
-    )
+/// A duration flag's value in milliseconds; errors name the flag.
+fn duration_ms(flag: &str, text: &str) -> Result<i64> {
+    crate::sql::window::parse_duration(text)
+        .map_err(|why| VeloError::Usage(format!("--{flag}: {why}")))
 }
 
 impl QueryArgs {
@@ -542,6 +548,81 @@ impl QueryArgs {
             .args;
         args.query = Some(sql.into());
         args
+    }
+
+    /// The job these arguments describe, reading as `read` says.
+    pub fn to_spec(&self, read: ReadSpec, flush_interval: Duration) -> Result<JobSpec> {
+        let both_sides = !read.is_bounded();
+        let mut spec = JobSpec::new(String::new(), read_query_text(self)?);
+        spec.kafka.brokers = self.brokers.clone();
+        spec.kafka.timeout = Duration::from_secs(self.timeout.max(1));
+        let columns = match (&self.schema, &self.schema_file) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
+                VeloError::Usage(format!("cannot read schema file {}: {e}", path.display()))
+            })?),
+            (None, None) => None,
+        };
+        // `stream --format avro` without --input-format means both sides are Avro.
+        let input_format = match &self.input_format {
+            Some(f) => Some(f.to_ascii_lowercase()),
+            None if both_sides && self.format == OutputFormat::Avro => Some("avro".into()),
+            None if both_sides && self.format == OutputFormat::Protobuf => Some("protobuf".into()),
+            None => None,
+        };
+        spec.input = InputSpec {
+            topic: self.topic.clone(),
+            generator: self.source.clone(),
+            columns,
+            format: input_format,
+            avro_schema: self.avro_schema.clone(),
+            proto_file: self.proto_file.clone(),
+            proto_message: self.proto_message.clone(),
+            schema_registry: self.schema_registry.clone(),
+            event_time_column: self.event_time_column.clone(),
+            watermark_delay_ms: self
+                .watermark_delay
+                .as_deref()
+                .map(|d| duration_ms("watermark-delay", d))
+                .transpose()?,
+        };
+        spec.read = read;
+        spec.output = OutputSpec {
+            target: match self.output {
+                OutputKind::Stdout => OutputTarget::Stdout,
+                OutputKind::File => {
+                    OutputTarget::File(self.output_file.clone().ok_or_else(|| {
+                        VeloError::Usage("--output file needs --output-file PATH".into())
+                    })?)
+                }
+                OutputKind::Kafka => {
+                    OutputTarget::Kafka(self.output_topic.clone().ok_or_else(|| {
+                        VeloError::Usage("--output kafka needs --output-topic TOPIC".into())
+                    })?)
+                }
+            },
+            format: self.format,
+            decimal_format: self.decimal_format,
+            key: self.output_key.clone(),
+            avro_schema: self.output_avro_schema.clone().or(self.avro_schema.clone()),
+            proto_file: self.output_proto_file.clone().or(self.proto_file.clone()),
+            proto_message: self
+                .output_proto_message
+                .clone()
+                .or(self.proto_message.clone()),
+        };
+        spec.limit = self.limit;
+        spec.window_size_s = self.window_size;
+        spec.state_ttl_ms = self
+            .state_ttl
+            .as_deref()
+            .map(|t| duration_ms("state-ttl", t))
+            .transpose()?;
+        spec.idle_timeout_ms = duration_ms("idle-timeout", &self.idle_timeout)?;
+        spec.dlq_topic = self.dlq_topic.clone();
+        spec.late_topic = self.late_topic.clone();
+        spec.runtime = self.runtime_options(flush_interval)?;
+        Ok(spec)
     }
 
     /// How the job's loop runs, flushing at least every `flush_interval`.
@@ -564,22 +645,44 @@ impl QueryArgs {
 }
 
 async fn execute(args: ExecuteArgs) -> Result<JobStats> {
-    let mode = Mode::Execute {
+    let read = ReadSpec::Bounded {
         start: args.offset,
         partition: args.partition,
+        group_id: args.query.group_id.clone(),
     };
-    let options = args.query.runtime_options(Duration::from_millis(500))?;
-    run(args.query, mode, options, true).await
+    let spec = args.query.to_spec(read, Duration::from_millis(500))?;
+    crate::job::run(spec, JobHooks::default()).await
 }
 
 async fn stream(args: StreamArgs) -> Result<JobStats> {
-    let mode = Mode::Stream {
+    let read = ReadSpec::Continuous {
+        group_id: args.query.group_id.clone(),
         reset: args.auto_offset_reset,
     };
-    let options = args
+    let mut spec = args
         .query
-        .runtime_options(Duration::from_millis(args.flush_interval_ms.max(1)))?;
-    run(args.query, mode, options, false).await
+        .to_spec(read, Duration::from_millis(args.flush_interval_ms.max(1)))?;
+    spec.name = args.job_name.clone().unwrap_or_default();
+    spec.delivery = args.delivery;
+    spec.kafka.session_timeout = args
+        .session_timeout
+        .as_deref()
+        .map(|t| duration_ms("session-timeout", t).map(|ms| Duration::from_millis(ms as u64)))
+        .transpose()?;
+    spec.kafka.instance_id = args.group_instance_id.clone();
+    if !args.no_state {
+        let interval = duration_ms("checkpoint-interval", &args.checkpoint_interval)?;
+        let mut state = StateSpec::new(
+            args.state_dir
+                .clone()
+                .unwrap_or_else(StateSpec::default_root),
+            Duration::from_millis(interval.max(1) as u64),
+        );
+        state.ignore_state = args.ignore_state;
+        state.savepoint = args.from_savepoint.clone();
+        spec.state = Some(state);
+    }
+    crate::job::run(spec, JobHooks::default()).await
 }
 
 async fn demo(args: DemoArgs) -> Result<JobStats> {
@@ -588,16 +691,13 @@ async fn demo(args: DemoArgs) -> Result<JobStats> {
     query.brokers = String::new();
     query.format = args.format;
     query.limit = args.limit;
-    let options = query.runtime_options(Duration::from_secs(1))?;
-    run(
-        query,
-        Mode::Stream {
-            reset: StartOffset::Earliest,
-        },
-        options,
-        false,
-    )
-    .await
+    let read = ReadSpec::Continuous {
+        group_id: None,
+        reset: StartOffset::Earliest,
+    };
+    let mut spec = query.to_spec(read, Duration::from_secs(1))?;
+    spec.name = "demo".into();
+    crate::job::run(spec, JobHooks::default()).await
 }
 
 fn read_query_text(args: &QueryArgs) -> Result<String> {
@@ -609,606 +709,4 @@ fn read_query_text(args: &QueryArgs) -> Result<String> {
             "give the SQL with --query or --file".into(),
         )),
     }
-}
-
-fn cli_schema(args: &QueryArgs) -> Result<Option<SchemaRef>> {
-    let text = match (&args.schema, &args.schema_file) {
-        (Some(s), _) => s.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-            VeloError::Usage(format!("cannot read schema file {}: {e}", path.display()))
-        })?,
-        (None, None) => return Ok(None),
-    };
-    let fields = parse_column_list(&text).map_err(|e| match e {
-        VeloError::Sql { message, location } => VeloError::Usage(format!(
-            "--schema{}: {message}",
-            location.map(|l| format!(" at {l}")).unwrap_or_default()
-        )),
-        other => other,
-    })?;
-    Ok(Some(Arc::new(Schema::new(fields))))
-}
-
-/// Builds the catalog for `statement`: declared streams plus implicit topic streams, each with
-/// a schema. Returns `None` when the only input is an empty topic with no schema to infer.
-async fn resolve_inputs(
-    args: &QueryArgs,
-    ctx: &datafusion::prelude::SessionContext,
-    declared: Vec<StreamDef>,
-    statement: &Statement,
-    both_sides: bool,
-) -> Result<Option<Catalog>> {
-    let mut catalog = Catalog::default();
-    for stream in declared {
-        catalog.insert(stream);
-    }
-    let names = referenced_tables(ctx, statement)?;
-    // The query's stream inputs: every name but the declared tables.
-    let stream_names: Vec<&String> = names
-        .iter()
-        .filter(|n| !catalog.get(n.as_str()).is_some_and(|s| s.is_table))
-        .collect();
-    if stream_names.len() > 1
-        && (args.topic.is_some()
-            || args.source.is_some()
-            || args.schema.is_some()
-            || args.schema_file.is_some())
-    {
-        return Err(VeloError::Usage(
-            "--topic, --source and --schema describe a query's only input, but this query reads several; declare each with CREATE STREAM".into(),
-        ));
-    }
-    let connection = connection(args);
-    let mut topics: Option<Vec<String>> = None;
-    for name in &names {
-        if catalog.get(name).is_none() {
-            let stream = match (&args.source, &args.topic) {
-                (Some(source), _) => StreamDef {
-                    source: StreamSource::Generator(GeneratorSpec::parse(source)?),
-                    ..StreamDef::implicit_topic(name, name)
-                },
-                (None, Some(topic)) => StreamDef::implicit_topic(name, topic),
-                (None, None) => StreamDef::implicit_topic(name, name),
-            };
-            catalog.insert(stream);
-        }
-        let stream = catalog.get(name).expect("inserted above").clone();
-        if let StreamSource::Topic(topic) = &stream.source {
-            if topics.is_none() {
-                topics = Some(connection.topics()?);
-            }
-            if !topics.as_ref().is_some_and(|t| t.contains(topic)) {
-                return Err(VeloError::UnknownTable {
-                    name: topic.clone(),
-                    location: None,
-                    declared: list_or_none(
-                        &catalog
-                            .names()
-                            .into_iter()
-                            .filter(|n| catalog.get(n).is_some_and(|s| s.declared_at.is_some()))
-                            .collect::<Vec<_>>(),
-                    ),
-                    topics: list_or_none(topics.as_deref().unwrap_or_default()),
-                });
-            }
-        }
-        if stream_names.len() == 1 && stream_names[0] == name {
-            let target = catalog.get_mut(name).expect("inserted above");
-            match input_format(args, both_sides)?.as_str() {
-                "json" => {}
-                "avro" => {
-                    let avro = match (&args.avro_schema, registry(args), &target.source) {
-                        (Some(path), _, _) => velo_connectors::codec::avro::load_schema(path)?,
-                        (None, Some(registry), StreamSource::Topic(topic)) => {
-                            let (_, text) = registry.latest(&format!("{topic}-value"))?;
-                            velo_connectors::codec::avro::parse_schema(&text).map_err(|why| {
-                                VeloError::Usage(format!(
-                                    "the registry's schema for '{topic}-value': {why}"
-                                ))
-                            })?
-                        }
-                        _ => return Err(VeloError::Usage(
-                            "Avro input needs --avro-schema PATH.avsc (or --schema-registry URL)"
-                                .into(),
-                        )),
-                    };
-                    if args.schema.is_none() && args.schema_file.is_none() {
-                        target.schema = Some(velo_connectors::codec::avro::arrow_schema(&avro)?);
-                    }
-                    target.format = PayloadFormat::Avro(Arc::new(avro));
-                }
-                "protobuf" | "proto" => {
-                    let message =
-                        proto_message(args.proto_file.as_ref(), args.proto_message.as_ref(), "")?;
-                    if args.schema.is_none() && args.schema_file.is_none() {
-                        target.schema =
-                            Some(velo_connectors::codec::protobuf::arrow_schema(&message));
-                    }
-                    target.format = PayloadFormat::Protobuf(message);
-                }
-                other => {
-                    return Err(VeloError::Usage(format!(
-                        "unknown --input-format '{other}' (json, avro, protobuf)"
-                    )))
-                }
-            }
-            if target.registry.is_none() && target.format.name() != "json" {
-                target.registry = registry(args);
-            }
-            if let Some(column) = &args.event_time_column {
-                target.event_time = Some(column.clone());
-            }
-            if let Some(delay) = &args.watermark_delay {
-                target.watermark_delay_ms = crate::sql::window::parse_duration(delay)
-                    .map_err(|why| VeloError::Usage(format!("--watermark-delay: {why}")))?;
-            }
-        }
-        let stream = catalog.get(name).expect("inserted above").clone();
-        if stream.is_table {
-            let loaded = crate::table::load(&stream, &connection)?;
-            let target = catalog.get_mut(name).expect("inserted above");
-            target.schema = Some(loaded.schema);
-            target.rows = Some(Arc::new(loaded.rows));
-            target.loaded_up_to = loaded.end_offsets;
-            continue;
-        }
-        if stream.schema.is_none() {
-            let schema = match (&stream.source, cli_schema(args)?) {
-                (_, Some(schema)) => schema,
-                (StreamSource::File { .. }, None) => {
-                    return Err(VeloError::Usage(format!(
-                        "'{name}' reads a file: declare it with CREATE TABLE"
-                    )))
-                }
-                (StreamSource::Generator(spec), None) => spec.schema(),
-                (StreamSource::Topic(topic), None) => match infer_topic_schema(&connection, topic)?
-                {
-                    Some(schema) => schema,
-                    None => return Ok(None),
-                },
-            };
-            catalog.get_mut(name).expect("inserted above").schema = Some(schema);
-        }
-    }
-    Ok(Some(catalog))
-}
-
-fn list_or_none(names: &[String]) -> String {
-    if names.is_empty() {
-        "(none)".to_string()
-    } else {
-        names.join(", ")
-    }
-}
-
-/// The schema registry given with `--schema-registry`.
-fn registry(args: &QueryArgs) -> Option<Arc<velo_connectors::registry::SchemaRegistry>> {
-    args.schema_registry.as_ref().map(|url| {
-        Arc::new(velo_connectors::registry::SchemaRegistry::new(
-            url,
-            Duration::from_secs(args.timeout.max(1)),
-        ))
-    })
-}
-
-/// The message type named by `--{prefix}proto-file` and `--{prefix}proto-message`.
-fn proto_message(
-    file: Option<&PathBuf>,
-    message: Option<&String>,
-    prefix: &str,
-) -> Result<prost_reflect::MessageDescriptor> {
-    let (Some(file), Some(message)) = (file, message) else {
-        return Err(VeloError::Usage(format!(
-            "Protobuf needs --{prefix}proto-file PATH.proto and --{prefix}proto-message package.Message"
-        )));
-    };
-    Ok(velo_connectors::codec::protobuf::load_message(
-        file, message,
-    )?)
-}
-
-/// The input encoding: `--input-format`, else on `stream` the output's when it is binary
-/// (`--format avro` means both sides), else json.
-fn input_format(args: &QueryArgs, both_sides: bool) -> Result<String> {
-    Ok(match &args.input_format {
-        Some(f) => f.to_ascii_lowercase(),
-        None if both_sides && args.format == OutputFormat::Avro => "avro".into(),
-        None if both_sides && args.format == OutputFormat::Protobuf => "protobuf".into(),
-        None => "json".into(),
-    })
-}
-
-/// Samples up to 100 records of `topic` and infers a schema; `None` for an empty topic.
-fn infer_topic_schema(connection: &KafkaConnection, topic: &str) -> Result<Option<SchemaRef>> {
-    let mut source = KafkaSource::open(
-        connection,
-        topic,
-        ReadMode::Snapshot {
-            start: StartOffset::Earliest,
-            partition: None,
-            group_id: None,
-        },
-    )?;
-    let Some(sample) = source.poll_batch(100, Duration::from_secs(5))? else {
-        tracing::warn!("topic '{topic}' is empty and no schema was given: the result is empty");
-        return Ok(None);
-    };
-    let Payload::Encoded(payloads) = &sample.payload else {
-        return Ok(None);
-    };
-    let schema = infer_schema(payloads.iter().flatten())?;
-    tracing::warn!(
-        "no schema declared for topic '{topic}'; inferred from {} records: {}",
-        sample.len(),
-        schema
-            .fields()
-            .iter()
-            .map(|f| format!("{} {}", f.name(), f.data_type()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(Some(Arc::new(schema)))
-}
-
-/// Builds the sink of a query run by the server from its output schema and the sink its
-/// arguments describe (`None` when they say stdout).
-pub type SinkFactory =
-    Box<dyn FnOnce(SchemaRef, Option<Box<dyn Sink>>) -> Result<Box<dyn Sink>> + Send>;
-
-/// How a query is run from elsewhere than a terminal (the server): its stop switch, its live
-/// counters, and where its results go. The default is the command line's: stop on
-/// SIGINT/SIGTERM, results where the arguments say.
-#[derive(Default)]
-pub struct RunHooks {
-    pub stop: Option<Arc<AtomicBool>>,
-    pub progress: Option<Arc<JobProgress>>,
-    pub sink: Option<SinkFactory>,
-}
-
-/// Runs a query described by command-line arguments: bounded (`execute`: each input up to its
-/// end offsets now) or continuous (`stream`, from the consumer group's offsets, else earliest).
-pub async fn run_query(
-    args: QueryArgs,
-    continuous: bool,
-    options: RuntimeOptions,
-    hooks: RunHooks,
-) -> Result<JobStats> {
-    let mode = if continuous {
-        Mode::Stream {
-            reset: StartOffset::Earliest,
-        }
-    } else {
-        Mode::Execute {
-            start: StartOffset::Earliest,
-            partition: None,
-        }
-    };
-    run_with(args, mode, options, !continuous, hooks).await
-}
-
-async fn run(
-    args: QueryArgs,
-    mode: Mode,
-    options: RuntimeOptions,
-    bounded: bool,
-) -> Result<JobStats> {
-    run_with(args, mode, options, bounded, RunHooks::default()).await
-}
-
-async fn run_with(
-    args: QueryArgs,
-    mode: Mode,
-    options: RuntimeOptions,
-    bounded: bool,
-    hooks: RunHooks,
-) -> Result<JobStats> {
-    let text = read_query_text(&args)?;
-    let script = parse_script(&text)?;
-    let statement = script
-        .query
-        .clone()
-        .ok_or_else(|| VeloError::sql("the text holds no SELECT query", None))?;
-    let mut request = QueryRequest::from_script(&script);
-    request.limit = args.limit;
-    request.bounded = bounded;
-    request.state_ttl_ms = args
-        .state_ttl
-        .as_deref()
-        .map(|ttl| {
-            crate::sql::window::parse_duration(ttl)
-                .map_err(|why| VeloError::Usage(format!("--state-ttl: {why}")))
-        })
-        .transpose()?;
-    if let (None, Some(seconds)) = (&request.window, args.window_size) {
-        request.window = Some(WindowClause {
-            kind: WindowKind::Tumbling {
-                size: seconds as i64 * 1000,
-            },
-            time_column: None,
-            location: None,
-        });
-    }
-    let idle_timeout = crate::sql::window::parse_duration(&args.idle_timeout)
-        .map_err(|why| VeloError::Usage(format!("--idle-timeout: {why}")))?;
-    let declared = script
-        .streams
-        .iter()
-        .map(StreamDef::from_decl)
-        .collect::<Result<Vec<_>>>()?;
-    let ctx = crate::planner::new_session_with_memory_limit(options.max_state_bytes)?;
-    let both_sides = matches!(mode, Mode::Stream { .. });
-    let Some(catalog) = resolve_inputs(&args, &ctx, declared, &statement, both_sides).await? else {
-        // An empty topic and no schema: nothing to plan against, and nothing to show.
-        let empty: SchemaRef = Arc::new(Schema::empty());
-        let mut sink = match hooks.sink {
-            Some(factory) => factory(empty, None)?,
-            None => open_sink(&args, &empty, bounded)?,
-        };
-        sink.finish()?;
-        return Ok(JobStats::default());
-    };
-    let PlannedQuery {
-        scans,
-        pipeline,
-        output_schema,
-        logical_plan,
-        group_key_columns,
-        table_feeds,
-    } = plan_query(&ctx, &catalog, &request).await?;
-    tracing::debug!("plan:\n{logical_plan}");
-    let connection = connection(&args);
-    let several = scans.len() > 1;
-    let mut inputs = Vec::new();
-    let mut delays = Vec::new();
-    for scan in scans {
-        let event_time = match &scan.event_time {
-            Some(column) => Some(scan.schema.index_of(column).map_err(|_| {
-                VeloError::Usage(format!(
-                    "the event time of a window must be a column of the stream; '{column}' is not"
-                ))
-            })?),
-            None => None,
-        };
-        delays.push(scan.stream.watermark_delay_ms);
-        let source: Box<dyn Source> = match &scan.stream.source {
-            StreamSource::File { path, .. } => {
-                return Err(VeloError::Unsupported(format!(
-                    "the query reads only the table '{}' ({}); a query needs a stream to run on",
-                    scan.stream.name,
-                    path.display()
-                )))
-            }
-            StreamSource::Generator(spec) => Box::new(GeneratorSource::new(spec.clone())),
-            StreamSource::Topic(topic) => {
-                let read_mode = match mode {
-                    Mode::Execute { start, partition } => ReadMode::Snapshot {
-                        start,
-                        partition,
-                        group_id: args.group_id.clone(),
-                    },
-                    Mode::Stream { reset } => ReadMode::Group {
-                        group_id: group_id(args.group_id.as_deref(), &scan.stream.name, several),
-                        reset,
-                    },
-                };
-                Box::new(KafkaSource::open(&connection, topic, read_mode)?)
-            }
-        };
-        inputs.push(JobInput::new(source, InputAdapter::new(scan)?, event_time));
-    }
-    let watermark = inputs.iter().any(|i| i.event_time.is_some()).then(|| {
-        WatermarkTracker::with_inputs(delays, Duration::from_millis(idle_timeout.max(1) as u64))
-    });
-    // The changes of an updating aggregate are keyed by its group key, unless told otherwise.
-    let mut args = args;
-    if args.output_key.is_none() && group_key_columns.len() == 1 {
-        args.output_key = group_key_columns.first().cloned();
-    }
-    let sink = match hooks.sink {
-        Some(factory) => {
-            let described = match args.output {
-                OutputKind::Stdout => None,
-                _ => Some(open_sink(&args, &output_schema, bounded)?),
-            };
-            factory(output_schema.clone(), described)?
-        }
-        None => open_sink(&args, &output_schema, bounded)?,
-    };
-    let dead_letters = args
-        .dlq_topic
-        .as_ref()
-        .map(|topic| DeadLetterQueue::new(&connection, topic.clone()))
-        .transpose()?;
-    let late_rows: Option<Box<dyn Sink>> = match &args.late_topic {
-        Some(topic) => Some(Box::new(KafkaSink::new(
-            &connection,
-            topic.clone(),
-            MessageFormat::Json,
-            &Arc::new(Schema::empty()),
-            None,
-            args.decimal_format,
-        )?)),
-        None => None,
-    };
-    let stop = match hooks.stop {
-        Some(stop) => stop,
-        None => {
-            let stop = Arc::new(AtomicBool::new(false));
-            spawn_signal_handler(stop.clone());
-            stop
-        }
-    };
-    let mut table_followers = Vec::new();
-    if !bounded {
-        for feed in table_feeds {
-            let def = catalog.get(&feed.table).expect("planned from the catalog");
-            let StreamSource::Topic(topic) = &def.source else {
-                continue;
-            };
-            table_followers.push(crate::runtime::TableFollower {
-                table: feed.table.clone(),
-                source: Box::new(KafkaSource::open(
-                    &connection,
-                    topic,
-                    ReadMode::Follow {
-                        from: def.loaded_up_to.clone(),
-                    },
-                )?),
-                decoder: def
-                    .format
-                    .decoder(def.table_schema()?, def.registry.clone())?,
-                feed: feed.feed,
-            });
-        }
-    }
-    let mut job = Job {
-        inputs,
-        pipeline,
-        sink,
-        dead_letters,
-        options,
-        stop,
-        watermark,
-        late_rows,
-        table_followers,
-        progress: hooks
-            .progress
-            .unwrap_or_else(|| Arc::new(JobProgress::new("cli"))),
-    };
-    // The job's thread logs inside the caller's span (a server job's `job` span).
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(|| job.run()))
-        .await
-        .map_err(|e| VeloError::Execution(format!("the job thread failed: {e}")))?
-}
-
-/// The consumer group of a `stream` input: `--group-id` (default `velo-sql-<stream>`); a query
-/// reading several streams gives each its own group, `<group>.<stream>`, so each input's
-/// offsets are committed on their own.
-fn group_id(given: Option<&str>, stream: &str, several: bool) -> String {
-    match (given, several) {
-        (Some(group), false) => group.to_string(),
-        (Some(group), true) => format!("{group}.{stream}"),
-        (None, _) => format!("velo-sql-{stream}"),
-    }
-}
-
-fn open_sink(args: &QueryArgs, schema: &SchemaRef, bounded: bool) -> Result<Box<dyn Sink>> {
-    if matches!(args.format, OutputFormat::Avro | OutputFormat::Protobuf)
-        && args.output != OutputKind::Kafka
-    {
-        return Err(VeloError::Usage(format!(
-            "--format {} writes binary records: use it with --output kafka",
-            args.format
-        )));
-    }
-    Ok(match args.output {
-        OutputKind::Stdout => Box::new(TextSink::stdout(
-            args.format,
-            bounded,
-            schema.clone(),
-            args.decimal_format,
-        )),
-        OutputKind::File => {
-            let path = args
-                .output_file
-                .as_ref()
-                .ok_or_else(|| VeloError::Usage("--output file needs --output-file PATH".into()))?;
-            Box::new(TextSink::create(
-                path,
-                args.format,
-                bounded,
-                schema.clone(),
-                args.decimal_format,
-            )?)
-        }
-        OutputKind::Kafka => {
-            let topic = args.output_topic.as_ref().ok_or_else(|| {
-                VeloError::Usage("--output kafka needs --output-topic TOPIC".into())
-            })?;
-            let format = match args.format {
-                OutputFormat::Avro => {
-                    let avro = match args
-                        .output_avro_schema
-                        .as_ref()
-                        .or(args.avro_schema.as_ref())
-                    {
-                        Some(path) => velo_connectors::codec::avro::load_schema(path)?,
-                        None => velo_connectors::codec::avro::derive_schema(schema, "velo_result")?,
-                    };
-                    let encoder = velo_connectors::codec::avro::AvroEncoder::new(avro, schema)?;
-                    MessageFormat::Avro(match registry(args) {
-                        Some(r) => encoder.with_registry(&r, &format!("{topic}-value"))?,
-                        None => encoder,
-                    })
-                }
-                OutputFormat::Protobuf => {
-                    let message = proto_message(
-                        args.output_proto_file.as_ref().or(args.proto_file.as_ref()),
-                        args.output_proto_message
-                            .as_ref()
-                            .or(args.proto_message.as_ref()),
-                        "output-",
-                    )?;
-                    let encoder = velo_connectors::codec::protobuf::ProtobufEncoder::new(message);
-                    MessageFormat::Protobuf(match registry(args) {
-                        Some(r) => {
-                            let file = args
-                                .output_proto_file
-                                .as_ref()
-                                .or(args.proto_file.as_ref())
-                                .expect("proto_message checked the file");
-                            let text = std::fs::read_to_string(file).map_err(|e| {
-                                VeloError::Usage(format!("cannot read {}: {e}", file.display()))
-                            })?;
-                            encoder.with_registry(&r, &format!("{topic}-value"), &text)?
-                        }
-                        None => encoder,
-                    })
-                }
-                other => MessageFormat::for_output(other)?,
-            };
-            Box::new(KafkaSink::new(
-                &connection(args),
-                topic.clone(),
-                format,
-                schema,
-                args.output_key.as_deref(),
-                args.decimal_format,
-            )?)
-        }
-    })
-}
-
-/// Sets `stop` on SIGINT or SIGTERM; the job then finishes its epoch, flushes, commits and
-/// exits 0. A second signal exits at once.
-fn spawn_signal_handler(stop: Arc<AtomicBool>) {
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
-            for _ in 0..2 {
-                tokio::select! {
-                    _ = int.recv() => {},
-                    _ = term.recv() => {},
-                }
-                if stop.swap(true, Ordering::SeqCst) {
-                    std::process::exit(130);
-                }
-                tracing::info!("stopping: finishing the current micro-batch");
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stop.store(true, Ordering::SeqCst);
-            }
-        }
-    });
 }

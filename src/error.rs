@@ -51,6 +51,16 @@ pub enum VeloError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// Reading or writing a job's checkpoints failed.
+    #[error("job state: {0}")]
+    State(String),
+    /// The checkpoint found was written by another query (or for other input schemas).
+    #[error("the state in {dir} was written by a different query, so it cannot be restored into this one.\n  state written by: {old}\n  this query:       {new}\nStart with --ignore-state to run this query without the old state (the old checkpoints are moved aside), or give it its own --group-id / --state-dir to keep both")]
+    StateMismatch {
+        dir: String,
+        old: String,
+        new: String,
+    },
     /// Operator state grew past `--max-state-memory`.
     #[error("operator state holds {bytes} bytes, over the limit of {limit} bytes (--max-state-memory); {operator} holds the most. Shorten windows or the watermark delay, narrow the keys, or raise the limit")]
     StateLimit {
@@ -69,6 +79,7 @@ impl VeloError {
             | VeloError::Unsupported(_)
             | VeloError::UnknownTable { .. }
             | VeloError::Usage(_)
+            | VeloError::StateMismatch { .. }
             | VeloError::OverLimit(_) => 2,
             VeloError::Connector(ConnectorError::UnknownTopic { .. })
             | VeloError::Connector(ConnectorError::UnknownPartition { .. })

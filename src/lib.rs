@@ -5,11 +5,12 @@
 //! - [`catalog`]: what names in FROM mean (declared streams, topics, generators);
 //! - [`planner`]: DataFusion plans the query once; the plan becomes a pipeline of
 //!   [`operators`];
-//! - [`runtime`]: the epoch loop (poll → decode → operators → sink → commit), with the
-//!   [`watermark`] tracking event-time progress;
-//! - [`cli`]: the `velo-sql` command line;
-//! - [`hot_path`]: the decode → pipeline → encode path without I/O, for benchmarks;
-//! - [`replay`]: a query fed from memory, micro-batch by micro-batch, for tests.
+//! - [`job`]: a job as a value (spec), built into a runner (the epoch loop: poll → decode →
+//!   operators → sink → acknowledge) with checkpoints, the [`watermark`] tracking event-time
+//!   progress;
+//! - [`server`] and [`cli`]: the HTTP server and the `velo-sql` command line, both building
+//!   job specs;
+//! - [`replay`]: a query fed from memory through the real runner, for tests.
 //!
 //! Codecs, sources and sinks live in the `velo-connectors` crate; extra SQL functions in
 //! `velo-udfs`.
@@ -17,11 +18,10 @@
 pub mod catalog;
 pub mod cli;
 pub mod error;
-pub mod hot_path;
+pub mod job;
 pub mod operators;
 pub mod planner;
 pub mod replay;
-pub mod runtime;
 pub mod server;
 pub mod sql;
 pub mod table;

@@ -1,29 +1,31 @@
-//! Runs a query over records held in memory, micro-batch by micro-batch, exactly as the runtime
-//! does it (decode → pipeline → watermark → emit), without a source or a sink. Used by the SQL
-//! cases harness, the window oracle tests and benchmarks.
+//! Runs a query over records held in memory, micro-batch by micro-batch, through the real job
+//! runner ([`crate::job::Runner`]): each pushed batch goes to an in-memory source, one epoch
+//! runs (decode → pipeline → watermark → emit), and a collecting sink hands back what it
+//! emitted. Used by the SQL cases harness, the oracle tests and benchmarks.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use velo_connectors::memory::{Collected, CollectingSink, MemoryQueue, MemorySource};
 use velo_connectors::record::{RecordBatchCollector, SourceBatch};
 
 use crate::catalog::{Catalog, StreamDef};
 use crate::error::{Result, VeloError};
-use crate::operators::{Pipeline, Watermark};
+use crate::job::checkpoint::Checkpoint;
+use crate::job::{JobInput, JobProgress, Runner, RuntimeOptions};
 use crate::planner::{new_session, plan_query, QueryRequest};
-use crate::runtime::InputAdapter;
 use crate::sql::parse_script;
-use crate::watermark::WatermarkTracker;
 
 /// A planned query fed by hand. The SQL text must declare its input with `CREATE STREAM` and
 /// columns; pushed records are that stream's payloads (partition 0, offsets counting from 0,
 /// record timestamps `1_700_000_000_000 + offset`, key `k`).
 pub struct Replay {
-    /// Per input (in pipeline input order): the stream's name, its adapter and event-time
-    /// column.
-    inputs: Vec<(String, InputAdapter, Option<usize>)>,
-    pipeline: Pipeline,
-    watermark: Option<WatermarkTracker>,
+    runner: Runner,
+    /// Per input (in pipeline input order): the stream's name and its queue.
+    queues: Vec<(String, MemoryQueue)>,
+    collected: Collected,
     next_offset: i64,
     /// Records rejected so far (bad JSON, wrong types).
     pub bad_records: usize,
@@ -63,29 +65,38 @@ impl Replay {
         let mut request = QueryRequest::from_script(&script);
         configure(&mut request);
         let planned = runtime.block_on(plan_query(&ctx, &catalog, &request))?;
+        let (adapters, watermark) =
+            crate::job::build::scan_inputs(planned.scans, Duration::from_secs(86_400))?;
+        let mut queues = Vec::new();
         let mut inputs = Vec::new();
-        let mut delays = Vec::new();
-        for scan in planned.scans {
-            let event_time = match &scan.event_time {
-                Some(column) => Some(scan.schema.index_of(column)?),
-                None => None,
-            };
-            delays.push(scan.stream.watermark_delay_ms);
-            let name = scan.stream.name.clone();
-            let mut adapter = InputAdapter::new(scan)?;
-            if let Some(index) = event_time {
-                adapter.set_event_time(index);
-            }
-            inputs.push((name, adapter, event_time));
+        for input in adapters {
+            let queue = MemoryQueue::default();
+            let source = MemorySource::new(input.name.clone(), queue.clone());
+            queues.push((input.name.clone(), queue));
+            inputs.push(JobInput::new(
+                input.name,
+                Box::new(source),
+                input.adapter,
+                input.event_time,
+            ));
         }
-        let watermark = inputs
-            .iter()
-            .any(|(_, _, t)| t.is_some())
-            .then(|| WatermarkTracker::with_inputs(delays, Duration::from_secs(86_400)));
-        Ok(Self {
+        let collected: Collected = Arc::new(Mutex::new(Vec::new()));
+        let runner = Runner::new(
             inputs,
-            pipeline: planned.pipeline,
+            planned.pipeline,
+            Box::new(CollectingSink::new(collected.clone())),
             watermark,
+            RuntimeOptions {
+                flush_interval: Duration::ZERO,
+                ..RuntimeOptions::default()
+            },
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(JobProgress::new("replay")),
+        );
+        Ok(Self {
+            runner,
+            queues,
+            collected,
             next_offset: 0,
             bad_records: 0,
         })
@@ -100,9 +111,9 @@ impl Replay {
     /// Runs one micro-batch of payloads of the stream `stream` (a query reading several).
     pub fn push_to(&mut self, stream: &str, payloads: &[&[u8]]) -> Result<Vec<RecordBatch>> {
         let input = self
-            .inputs
+            .queues
             .iter()
-            .position(|(name, _, _)| name == stream)
+            .position(|(name, _)| name == stream)
             .ok_or_else(|| VeloError::Usage(format!("the query does not read '{stream}'")))?;
         let batch = self.collect(input, payloads);
         self.push_input(input, &batch)
@@ -116,7 +127,7 @@ impl Replay {
             collector.push(
                 Some(payload),
                 Some(b"k"),
-                &self.inputs[input].0,
+                &self.queues[input].0,
                 0,
                 offset,
                 Some(1_700_000_000_000 + offset),
@@ -129,45 +140,50 @@ impl Replay {
     /// Runs one micro-batch of input `input` (in the order the pipeline numbers its inputs), as
     /// a source hands it over (encoded or already decoded).
     pub fn push_input(&mut self, input: usize, batch: &SourceBatch) -> Result<Vec<RecordBatch>> {
-        let mut bad = Vec::new();
-        let (_, adapter, event_time) = &mut self.inputs[input];
-        let (scan, partitions) = adapter.adapt_with_partitions(batch, &mut bad)?;
-        self.bad_records += bad.len();
-        if let (Some(column), Some(tracker)) = (*event_time, self.watermark.as_mut()) {
-            tracker.observe_input(input, &partitions, scan.column(column))?;
-        }
-        let mut out = self.pipeline.process_input(input, scan)?;
-        if let Some(watermark) = self.watermark.as_mut().and_then(|t| t.current()) {
-            out.extend(self.pipeline.advance_watermark(Watermark(watermark))?);
-        }
-        Ok(out)
+        self.queues[input].1.push(batch.clone());
+        self.runner.step()?;
+        self.bad_records = self.runner.progress.bad_records.load(Ordering::Relaxed) as usize;
+        Ok(self.take())
+    }
+
+    fn take(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut *self.collected.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Ends the input: the watermark goes to +∞ and everything held is emitted.
     pub fn finish(&mut self) -> Result<Vec<RecordBatch>> {
-        self.pipeline.advance_watermark(Watermark::END)
+        self.runner.end_of_input()?;
+        Ok(self.take())
     }
 
     /// True when the query can emit nothing more (a reached LIMIT).
     pub fn is_finished(&self) -> bool {
-        self.pipeline.is_finished()
+        self.runner.pipeline.is_finished()
     }
 
-    /// The operators' state.
-    pub fn snapshot(&mut self) -> Result<Vec<Vec<RecordBatch>>> {
-        self.pipeline.snapshot()
+    /// The job's state as a checkpoint, round-tripped through its on-disk encoding.
+    pub fn snapshot(&mut self) -> Result<Checkpoint> {
+        let checkpoint = self.runner.take_checkpoint(1)?;
+        let files: std::collections::HashMap<String, Vec<u8>> =
+            checkpoint.encode()?.into_iter().collect();
+        Checkpoint::decode(|name| {
+            files
+                .get(name)
+                .cloned()
+                .ok_or_else(|| VeloError::State(format!("no file {name}")))
+        })
     }
 
-    /// Restores operator state taken by [`Replay::snapshot`] (from a replay of the same SQL)
-    /// and continues numbering records at `next_offset`.
-    pub fn restore(&mut self, state: &[Vec<RecordBatch>], next_offset: i64) -> Result<()> {
+    /// Restores a [`Replay::snapshot`] (from a replay of the same SQL) and continues numbering
+    /// records at `next_offset`.
+    pub fn restore(&mut self, state: &Checkpoint, next_offset: i64) -> Result<()> {
         self.next_offset = next_offset;
-        self.pipeline.restore(state)
+        self.runner.restore(state)
     }
 
     /// The operators' counters and state size now.
     pub fn metrics(&self) -> crate::operators::OperatorMetrics {
-        self.pipeline.metrics()
+        self.runner.pipeline.metrics()
     }
 
     /// The offset the next pushed record gets.

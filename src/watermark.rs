@@ -28,6 +28,15 @@ struct PartitionClock {
     last_seen: Instant,
 }
 
+/// What a checkpoint keeps of a [`WatermarkTracker`]: the watermark and each partition's
+/// highest event time (idle timers start again on restore).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WatermarkState {
+    pub current: Option<i64>,
+    /// (input, partition, highest event time seen).
+    pub partitions: Vec<(usize, i32, Option<i64>)>,
+}
+
 /// Tracks the watermark of a query's inputs.
 pub struct WatermarkTracker {
     /// Allowed out-of-orderness of each input.
@@ -124,6 +133,37 @@ impl WatermarkTracker {
                 max_time: None,
                 last_seen: now,
             });
+        }
+    }
+
+    /// The tracker's state for a checkpoint.
+    pub fn snapshot(&self) -> WatermarkState {
+        let mut partitions: Vec<_> = self
+            .partitions
+            .iter()
+            .map(|(&(input, p), c)| (input, p, c.max_time))
+            .collect();
+        partitions.sort_unstable();
+        WatermarkState {
+            current: self.current,
+            partitions,
+        }
+    }
+
+    /// Restores a [`WatermarkTracker::snapshot`]: the watermark never goes back behind it, and
+    /// each partition keeps its highest event time (as just seen, for the idle timeout).
+    pub fn restore(&mut self, state: &WatermarkState) {
+        let now = Instant::now();
+        self.current = state.current;
+        self.partitions.clear();
+        for &(input, p, max_time) in &state.partitions {
+            self.partitions.insert(
+                (input, p),
+                PartitionClock {
+                    max_time,
+                    last_seen: now,
+                },
+            );
         }
     }
 

@@ -109,6 +109,17 @@ impl<W: Write> FormattedWriter<W> {
         }
     }
 
+    /// The output goes on after what an earlier writer wrote (a file resumed by a restored
+    /// job): no second CSV header.
+    pub fn continue_document(&mut self) {
+        self.csv_header_written = true;
+    }
+
+    /// The underlying writer.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Rows written so far.
     pub fn rows_written(&self) -> u64 {
         self.rows_written

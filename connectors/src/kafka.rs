@@ -10,14 +10,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::record::{RecordBatchCollector, RecordPosition, SourceBatch};
-use crate::source::Source;
+use crate::source::{Positions, Source};
 use crate::{ConnectorError, Result};
 
 /// Where a source starts reading each partition.
@@ -83,6 +84,16 @@ impl KafkaConnection {
         config
     }
 
+    /// A consumer's settings in group `group` that never commits by itself.
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        config
+    }
+
     fn unreachable(&self, e: &KafkaError) -> ConnectorError {
         ConnectorError::BrokerUnreachable {
             brokers: self.brokers.clone(),
@@ -93,6 +104,15 @@ impl KafkaConnection {
 
     /// The partitions of `topic`, or [`ConnectorError::UnknownTopic`] listing what exists.
     pub fn partitions(&self, consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+        self.partitions_with(consumer, topic)
+    }
+
+    /// [`KafkaConnection::partitions`] through a consumer with any context.
+    pub fn partitions_with<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        topic: &str,
+    ) -> Result<Vec<i32>> {
         let metadata = consumer
             .fetch_metadata(None, self.timeout)
             .map_err(|e| self.unreachable(&e))?;
@@ -154,6 +174,12 @@ pub enum ReadMode {
     Group {
         group_id: String,
         reset: StartOffset,
+        /// How the member is known to the group across restarts (`group.instance.id`, static
+        /// membership): a restarted member gets its partitions back at once instead of after
+        /// the session timeout.
+        instance_id: Option<String>,
+        /// How long the group waits for a silent member before giving its partitions away.
+        session_timeout: Option<Duration>,
     },
     /// Read every partition forever, without a group or commits (follows a table topic's
     /// updates): from the offset in `from` (where an earlier snapshot ended), else from the
@@ -161,21 +187,90 @@ pub enum ReadMode {
     Follow { from: BTreeMap<i32, i64> },
 }
 
+/// The consumer's context: where each partition starts when the group assigns it.
+///
+/// librdkafka starts an assigned partition at the group's committed offset. A job whose state
+/// holds records past that offset (restored from a checkpoint, or reading on after a commit
+/// that follows checkpoints) must start at its own position instead, or records would be
+/// counted twice; and after a restore from a checkpoint older than the committed offsets it
+/// must start earlier, or records would be lost. The rebalance callback sets those offsets in
+/// the assignment.
+pub struct PositionsContext {
+    topic: String,
+    start_at: Mutex<Positions>,
+}
+
+impl ClientContext for PositionsContext {}
+
+impl ConsumerContext for PositionsContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let start_at = self.start_at.lock().unwrap_or_else(|p| p.into_inner());
+                let assigned: Vec<i32> = tpl
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                for partition in assigned {
+                    if let Some(&offset) = start_at.get(&partition) {
+                        let _ = tpl.set_partition_offset(
+                            &self.topic,
+                            partition,
+                            Offset::Offset(offset),
+                        );
+                    }
+                }
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if cooperative => {
+                consumer.incremental_unassign(tpl)
+            }
+            _ => consumer.unassign(),
+        };
+        if let Err(e) = result {
+            tracing::warn!(topic = %self.topic, "applying a group rebalance failed: {e}");
+        }
+    }
+}
+
 /// Reads records of one topic.
 pub struct KafkaSource {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<PositionsContext>,
     topic: String,
     collector: RecordBatchCollector,
     /// Snapshot mode: the end offset (exclusive) still to reach per partition.
     remaining: Option<BTreeMap<i32, i64>>,
-    /// Highest offset returned per partition since the last commit.
-    uncommitted: BTreeMap<i32, i64>,
+    /// The next offset of each partition after the records handed out so far. A record
+    /// before it (re-read after a rebalance rewound the partition to its committed offset) is
+    /// skipped: the job has it already.
+    delivered: Positions,
     /// Snapshot mode: the partitions that had records to read when the source opened.
     snapshot_partitions: Vec<i32>,
     /// Snapshot mode: the offset each chosen partition's snapshot ends at (exclusive).
     snapshot_ends: BTreeMap<i32, i64>,
-    group_mode: bool,
+    mode: ModeKind,
     timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModeKind {
+    Snapshot,
+    Group,
+    Follow,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -194,7 +289,11 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
-        let group_mode = matches!(mode, ReadMode::Group { .. });
+        let kind = match &mode {
+            ReadMode::Snapshot { .. } => ModeKind::Snapshot,
+            ReadMode::Group { .. } => ModeKind::Group,
+            ReadMode::Follow { .. } => ModeKind::Follow,
+        };
         match &mode {
             ReadMode::Snapshot { group_id, .. } => {
                 config.set(
@@ -209,7 +308,21 @@ impl KafkaSource {
                     .set("group.id", "velo-sql-follow")
                     .set("auto.offset.reset", "earliest");
             }
-            ReadMode::Group { group_id, reset } => {
+            ReadMode::Group {
+                group_id,
+                reset,
+                instance_id,
+                session_timeout,
+            } => {
+                if let Some(id) = instance_id {
+                    config.set("group.instance.id", id);
+                }
+                if let Some(timeout) = session_timeout {
+                    let ms = timeout.as_millis().max(1000);
+                    config
+                        .set("session.timeout.ms", ms.to_string())
+                        .set("heartbeat.interval.ms", (ms / 3).min(3000).to_string());
+                }
                 config.set("group.id", group_id).set(
                     "auto.offset.reset",
                     if *reset == StartOffset::Latest {
@@ -220,10 +333,14 @@ impl KafkaSource {
                 );
             }
         }
-        let consumer: BaseConsumer = config
-            .create()
+        let context = PositionsContext {
+            topic: topic.to_string(),
+            start_at: Mutex::new(Positions::new()),
+        };
+        let consumer: BaseConsumer<PositionsContext> = config
+            .create_with_context(context)
             .map_err(|e| ConnectorError::kafka("creating a consumer", e))?;
-        let partitions = connection.partitions(&consumer, topic)?;
+        let partitions = connection.partitions_with(&consumer, topic)?;
         let mut snapshot_ends = BTreeMap::new();
         let remaining = match mode {
             ReadMode::Snapshot {
@@ -267,9 +384,9 @@ impl KafkaSource {
                 Some(remaining)
             }
             ReadMode::Follow { from } => {
-                let mut assignment = TopicPartitionList::new();
+                let mut start = Positions::new();
                 for p in partitions {
-                    let start = match from.get(&p) {
+                    let offset = match from.get(&p) {
                         Some(&offset) => offset,
                         None => {
                             consumer
@@ -278,13 +395,9 @@ impl KafkaSource {
                                 .1
                         }
                     };
-                    assignment
-                        .add_partition_offset(topic, p, Offset::Offset(start))
-                        .map_err(|e| ConnectorError::kafka("building the assignment", e))?;
+                    start.insert(p, offset);
                 }
-                consumer.assign(&assignment).map_err(|e| {
-                    ConnectorError::kafka(format!("assigning partitions of '{topic}'"), e)
-                })?;
+                assign_at(&consumer, topic, &start)?;
                 None
             }
             ReadMode::Group { .. } => {
@@ -305,8 +418,8 @@ impl KafkaSource {
             snapshot_partitions,
             snapshot_ends,
             remaining,
-            uncommitted: BTreeMap::new(),
-            group_mode,
+            delivered: Positions::new(),
+            mode: kind,
             timeout: connection.timeout,
         })
     }
@@ -320,6 +433,36 @@ impl KafkaSource {
     fn exhausted(&self) -> bool {
         self.remaining.as_ref().is_some_and(|r| r.is_empty())
     }
+
+    /// Lets the next assignment of the group start where this source has read to.
+    fn publish_positions(&self) {
+        if self.mode == ModeKind::Group && !self.delivered.is_empty() {
+            let mut start_at = self
+                .consumer
+                .context()
+                .start_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            start_at.extend(self.delivered.iter().map(|(&p, &o)| (p, o)));
+        }
+    }
+}
+
+/// Assigns the partitions of `positions` to `consumer`, each at its offset.
+fn assign_at<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    positions: &Positions,
+) -> Result<()> {
+    let mut assignment = TopicPartitionList::new();
+    for (&p, &offset) in positions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Offset(offset))
+            .map_err(|e| ConnectorError::kafka("building the assignment", e))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| ConnectorError::kafka(format!("assigning partitions of '{topic}'"), e))
 }
 
 impl Source for KafkaSource {
@@ -373,6 +516,14 @@ impl Source for KafkaSource {
                     }
                 }
             }
+            match self.delivered.get_mut(&partition) {
+                // Read again after the partition was reassigned from an older offset.
+                Some(next) if offset < *next => continue,
+                Some(next) => *next = offset + 1,
+                None => {
+                    self.delivered.insert(partition, offset + 1);
+                }
+            }
             let headers = message.headers();
             self.collector.push(
                 message.payload(),
@@ -386,32 +537,76 @@ impl Source for KafkaSource {
                     .flat_map(|h| h.iter())
                     .map(|h| (h.key, h.value)),
             );
-            let entry = self.uncommitted.entry(partition).or_insert(offset);
-            *entry = (*entry).max(offset);
         }
+        self.publish_positions();
         if self.collector.is_empty() && self.exhausted() {
             return Ok(None);
         }
         Ok(Some(self.collector.finish()))
     }
 
-    fn commit(&mut self) -> Result<()> {
-        if !self.group_mode || self.uncommitted.is_empty() {
-            self.uncommitted.clear();
+    fn seek(&mut self, positions: &Positions) -> Result<()> {
+        match self.mode {
+            ModeKind::Snapshot if !positions.is_empty() => Err(ConnectorError::Config(format!(
+                "a bounded read of '{}' cannot start at checkpoint offsets",
+                self.topic
+            ))),
+            ModeKind::Snapshot => Ok(()),
+            ModeKind::Group => {
+                self.delivered = positions.clone();
+                self.publish_positions();
+                Ok(())
+            }
+            ModeKind::Follow => {
+                self.delivered = positions.clone();
+                let mut start = match self.consumer.assignment() {
+                    Ok(tpl) => tpl
+                        .elements_for_topic(&self.topic)
+                        .iter()
+                        .filter_map(|e| match e.offset() {
+                            Offset::Offset(o) => Some((e.partition(), o)),
+                            _ => None,
+                        })
+                        .collect(),
+                    Err(_) => Positions::new(),
+                };
+                start.extend(positions.iter().map(|(&p, &o)| (p, o)));
+                assign_at(&self.consumer, &self.topic, &start)
+            }
+        }
+    }
+
+    fn commit(&mut self, positions: &Positions) -> Result<()> {
+        if self.mode != ModeKind::Group || positions.is_empty() {
             return Ok(());
         }
+        // Only the partitions this member owns now: another member's would be rewound.
+        let assigned: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut offsets = TopicPartitionList::new();
-        for (&partition, &offset) in &self.uncommitted {
-            offsets
-                .add_partition_offset(&self.topic, partition, Offset::Offset(offset + 1))
-                .map_err(|e| ConnectorError::kafka("building the commit", e))?;
+        for (&partition, &offset) in positions {
+            if assigned.contains(&partition) {
+                offsets
+                    .add_partition_offset(&self.topic, partition, Offset::Offset(offset))
+                    .map_err(|e| ConnectorError::kafka("building the commit", e))?;
+            }
+        }
+        if offsets.count() == 0 {
+            return Ok(());
         }
         self.consumer
             .commit(&offsets, CommitMode::Sync)
             .map_err(|e| {
                 ConnectorError::kafka(format!("committing offsets of '{}'", self.topic), e)
             })?;
-        self.uncommitted.clear();
         Ok(())
     }
 
@@ -426,25 +621,20 @@ impl Source for KafkaSource {
     /// For a consumer group: per assigned partition, the high watermark minus the position
     /// (the next offset to read), summed.
     fn lag(&self) -> Option<i64> {
-        if !self.group_mode {
+        if self.mode != ModeKind::Group {
             return None;
         }
         let positions = self.consumer.position().ok()?;
         let mut lag = 0;
         for element in positions.elements_for_topic(&self.topic) {
-            let (_, high) = self
+            let (low, high) = self
                 .consumer
                 .fetch_watermarks(&self.topic, element.partition(), Duration::from_secs(1))
                 .ok()?;
             let position = match element.offset() {
                 Offset::Offset(o) => o,
                 // Nothing read yet: the whole partition is behind (from its low watermark).
-                _ => {
-                    self.consumer
-                        .fetch_watermarks(&self.topic, element.partition(), Duration::from_secs(1))
-                        .ok()?
-                        .0
-                }
+                _ => low,
             };
             lag += (high - position).max(0);
         }
@@ -466,7 +656,7 @@ impl Source for KafkaSource {
 
 impl Drop for KafkaSource {
     fn drop(&mut self) {
-        if self.group_mode {
+        if self.mode == ModeKind::Group {
             // Leave the group promptly so a restarted job gets the partitions at once.
             self.consumer.unsubscribe();
             let _ = self

@@ -7,9 +7,11 @@
 
 pub mod codec;
 pub mod error;
+pub mod exactly_once;
 pub mod format;
 pub mod generator;
 pub mod kafka;
+pub mod memory;
 pub mod record;
 pub mod registry;
 pub mod sink;

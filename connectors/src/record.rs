@@ -108,6 +108,18 @@ impl RecordMeta {
         self.len() == 0
     }
 
+    /// Moves `positions` past the first `records` records: each partition's next offset
+    /// becomes one after the highest offset read from it.
+    pub fn advance(&self, positions: &mut crate::source::Positions, records: usize) {
+        let partitions = self.partition.values();
+        let offsets = self.offset.values();
+        for i in 0..records.min(self.len()) {
+            let next = offsets[i] + 1;
+            let entry = positions.entry(partitions[i]).or_insert(next);
+            *entry = (*entry).max(next);
+        }
+    }
+
     /// Position of record `i`.
     pub fn position(&self, i: usize) -> RecordPosition {
         RecordPosition {
@@ -181,6 +193,25 @@ impl SourceBatch {
     /// True when there are no records.
     pub fn is_empty(&self) -> bool {
         self.meta.is_empty()
+    }
+
+    /// Records `offset..offset + len` (zero-copy).
+    pub fn slice(&self, offset: usize, len: usize) -> SourceBatch {
+        let m = &self.meta;
+        SourceBatch {
+            payload: match &self.payload {
+                Payload::Encoded(bytes) => Payload::Encoded(bytes.slice(offset, len)),
+                Payload::Decoded(batch) => Payload::Decoded(batch.slice(offset, len)),
+            },
+            meta: RecordMeta {
+                key: m.key.slice(offset, len),
+                topic: m.topic.slice(offset, len),
+                partition: m.partition.slice(offset, len),
+                offset: m.offset.slice(offset, len),
+                timestamp: m.timestamp.slice(offset, len),
+                headers: m.headers.slice(offset, len),
+            },
+        }
     }
 }
 

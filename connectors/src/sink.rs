@@ -3,6 +3,13 @@
 //!
 //! `flush` is the acknowledgement point of an epoch: when it returns, everything written so far
 //! is durable (written out, or acknowledged by the broker), so the source may commit.
+//!
+//! Sinks take part in checkpoints: [`Sink::checkpoint`] gives what the sink must find again
+//! after a restart (a file's committed length, results held back for exactly-once delivery),
+//! [`Sink::checkpoint_complete`] says the checkpoint holding it is durable, and
+//! [`Sink::restore`] continues from it. A [`FileSink`] truncates its file back to the length of
+//! the checkpoint it restores, so rows written after that checkpoint (and produced again from
+//! its offsets) appear once.
 
 use std::fs::File;
 use std::io::{BufWriter, Stdout, Write};
@@ -18,6 +25,7 @@ use crate::codec::{DecimalFormat, EncodedRows, JsonEncoder};
 use crate::format::{FormattedWriter, OutputFormat};
 use crate::kafka::{KafkaConnection, KafkaProducer};
 use crate::{ConnectorError, Result};
+use rdkafka::message::{Header, OwnedHeaders};
 
 /// A destination for result batches.
 pub trait Sink: Send {
@@ -38,6 +46,39 @@ pub trait Sink: Send {
     fn take_rejected(&mut self) -> Vec<RejectedRow> {
         Vec::new()
     }
+    /// True when the sink's output only counts once a checkpoint holds it (a file truncated
+    /// back on restore, exactly-once Kafka output): the job then acknowledges its input with
+    /// checkpoints, never per micro-batch.
+    fn delivers_with_checkpoints(&self) -> bool {
+        false
+    }
+    /// The sink's part of checkpoint `id`, taken after [`Sink::flush`] at a micro-batch
+    /// boundary.
+    fn checkpoint(&mut self, _id: u64) -> Result<SinkState> {
+        Ok(SinkState::default())
+    }
+    /// Checkpoint `id` is durable: deliver what it holds back.
+    fn checkpoint_complete(&mut self, _id: u64) -> Result<()> {
+        Ok(())
+    }
+    /// Continues from the state saved in checkpoint `id`, before the first write.
+    fn restore(&mut self, _id: u64, state: SinkState) -> Result<()> {
+        if state.position.is_null() && state.pending.is_empty() {
+            return Ok(());
+        }
+        Err(ConnectorError::Config(
+            "this output keeps no checkpoint state, but the checkpoint has some for it".into(),
+        ))
+    }
+}
+
+/// What a sink keeps in a checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct SinkState {
+    /// Where the output stood (JSON; `null` for none): a file's length, a topic's end offsets.
+    pub position: serde_json::Value,
+    /// Results produced but not delivered yet.
+    pub pending: Vec<RecordBatch>,
 }
 
 /// A result row a sink could not write.
@@ -78,26 +119,6 @@ impl TextSink<BufWriter<Stdout>> {
     }
 }
 
-impl TextSink<BufWriter<File>> {
-    /// Creates (or truncates) `path` and writes results to it in `format`.
-    pub fn create(
-        path: &Path,
-        format: OutputFormat,
-        bounded: bool,
-        schema: SchemaRef,
-        decimals: DecimalFormat,
-    ) -> Result<Self> {
-        let file = File::create(path).map_err(|source| ConnectorError::File {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(Self {
-            writer: FormattedWriter::new(BufWriter::new(file), format, bounded, schema, decimals),
-            path: Some(path.to_path_buf()),
-        })
-    }
-}
-
 impl<W: Write + Send> TextSink<W> {
     fn with_path<T>(&self, r: Result<T>) -> Result<T> {
         r.map_err(|e| match (e, &self.path) {
@@ -125,6 +146,144 @@ impl<W: Write + Send> Sink for TextSink<W> {
     }
     fn rows_written(&self) -> u64 {
         self.writer.rows_written()
+    }
+}
+
+/// Results to a file. A continuous job's file survives restarts: each checkpoint records the
+/// file's length (after an fsync), and a restored job truncates the file back to it before
+/// appending, so the rows written after the checkpoint (produced again from its offsets) are
+/// not repeated and the rows before it are never erased. A job that is not restored starts
+/// the file afresh.
+pub struct FileSink {
+    text: TextSink<BufWriter<File>>,
+    path: PathBuf,
+    continuous: bool,
+    /// False until the file's start is settled: truncated (a fresh run) or cut back to a
+    /// checkpoint's length (a restored run).
+    settled: bool,
+}
+
+impl FileSink {
+    /// Opens `path` for results (created when missing). Its content stays until the first
+    /// write, which empties it, unless [`Sink::restore`] comes first.
+    pub fn open(
+        path: &Path,
+        format: OutputFormat,
+        bounded: bool,
+        schema: SchemaRef,
+        decimals: DecimalFormat,
+    ) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|source| ConnectorError::File {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            text: TextSink {
+                writer: FormattedWriter::new(
+                    BufWriter::new(file),
+                    format,
+                    bounded,
+                    schema,
+                    decimals,
+                ),
+                path: Some(path.to_path_buf()),
+            },
+            path: path.to_path_buf(),
+            continuous: !bounded,
+            settled: false,
+        })
+    }
+
+    fn file_error(&self, source: std::io::Error) -> ConnectorError {
+        ConnectorError::File {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Cuts the file to `bytes` and writes on from there.
+    fn cut_to(&mut self, bytes: u64) -> Result<()> {
+        use std::io::Seek;
+        let path = self.path.clone();
+        let error = |source| ConnectorError::File {
+            path: path.clone(),
+            source,
+        };
+        let file = self.text.writer.get_mut().get_mut();
+        file.set_len(bytes).map_err(error)?;
+        file.seek(std::io::SeekFrom::Start(bytes)).map_err(error)?;
+        self.settled = true;
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<()> {
+        if self.settled {
+            return Ok(());
+        }
+        self.cut_to(0)
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.settle()?;
+        self.text.write(batch)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.settle()?;
+        self.text.flush()
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.settle()?;
+        self.text.finish()
+    }
+    fn rows_written(&self) -> u64 {
+        self.text.rows_written()
+    }
+    fn delivers_with_checkpoints(&self) -> bool {
+        self.continuous
+    }
+    fn checkpoint(&mut self, _id: u64) -> Result<SinkState> {
+        self.flush()?;
+        let file = self.text.writer.get_mut().get_mut();
+        let synced = file.sync_data().and_then(|()| file.metadata());
+        let bytes = synced.map_err(|e| self.file_error(e))?.len();
+        Ok(SinkState {
+            position: serde_json::json!({
+                "file": self.path.display().to_string(),
+                "bytes": bytes,
+            }),
+            pending: Vec::new(),
+        })
+    }
+    fn restore(&mut self, _id: u64, state: SinkState) -> Result<()> {
+        let Some(bytes) = state.position.get("bytes").and_then(|b| b.as_u64()) else {
+            return Err(ConnectorError::Config(format!(
+                "the checkpoint holds no length for the output file {}",
+                self.path.display()
+            )));
+        };
+        let now = std::fs::metadata(&self.path)
+            .map_err(|e| self.file_error(e))?
+            .len();
+        if now < bytes {
+            return Err(ConnectorError::Config(format!(
+                "the output file {} holds {now} bytes, fewer than the {bytes} its checkpoint \
+                 committed: it was changed outside the job (move it away, or start with \
+                 --ignore-state)",
+                self.path.display()
+            )));
+        }
+        self.cut_to(bytes)?;
+        if bytes > 0 {
+            self.text.writer.continue_document();
+        }
+        Ok(())
     }
 }
 
@@ -267,10 +426,30 @@ impl KafkaSink {
     }
 }
 
-impl Sink for KafkaSink {
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+/// Tags naming each message of an exactly-once output: the job, the checkpoint whose results
+/// it belongs to, and its number among them (see [`crate::exactly_once`]).
+pub struct MessageTag<'a> {
+    pub job: &'a str,
+    pub checkpoint: u64,
+    /// The number of the batch's first row.
+    pub first_seq: u64,
+    /// Numbers already on the topic: not sent again.
+    pub skip: &'a std::collections::HashSet<u64>,
+}
+
+/// Header naming the job that wrote a tagged message.
+pub const JOB_HEADER: &str = "velo.job";
+/// Header naming the checkpoint a tagged message belongs to.
+pub const CHECKPOINT_HEADER: &str = "velo.checkpoint";
+/// Header holding a tagged message's number within its checkpoint.
+pub const SEQ_HEADER: &str = "velo.seq";
+
+impl KafkaSink {
+    /// Sends one message per row of `batch` (tagged when `tag` says so); returns how many were
+    /// sent.
+    pub fn send(&mut self, batch: &RecordBatch, tag: Option<&MessageTag<'_>>) -> Result<u64> {
         if batch.num_rows() == 0 {
-            return Ok(());
+            return Ok(0);
         }
         self.encode(batch)?;
         let keys: Option<ArrayRef> = match self.key_column {
@@ -285,17 +464,56 @@ impl Sink for KafkaSink {
                 .downcast_ref::<arrow::array::StringArray>()
                 .expect("cast to Utf8 gives a StringArray")
         });
+        let mut sent = 0;
         for row in 0..self.rows.len() {
             if self.failed_rows.binary_search(&row).is_ok() {
                 continue; // rejected by the encoder
             }
+            let headers = match tag {
+                Some(tag) => {
+                    let seq = tag.first_seq + row as u64;
+                    if tag.skip.contains(&seq) {
+                        continue;
+                    }
+                    let checkpoint = tag.checkpoint.to_string();
+                    let seq = seq.to_string();
+                    Some(
+                        OwnedHeaders::new_with_capacity(3)
+                            .insert(Header {
+                                key: JOB_HEADER,
+                                value: Some(tag.job),
+                            })
+                            .insert(Header {
+                                key: CHECKPOINT_HEADER,
+                                value: Some(checkpoint.as_str()),
+                            })
+                            .insert(Header {
+                                key: SEQ_HEADER,
+                                value: Some(seq.as_str()),
+                            }),
+                    )
+                }
+                None => None,
+            };
             let key = keys.and_then(|k| (!k.is_null(row)).then(|| k.value(row).as_bytes()));
             let topic = &self.topic;
             let payload = self.rows.row(row);
-            self.producer.send(topic, key, payload, None)?;
+            self.producer.send(topic, key, payload, headers)?;
+            sent += 1;
         }
-        self.rows_written += (batch.num_rows() - self.failed_rows.len()) as u64;
-        Ok(())
+        self.rows_written += sent;
+        Ok(sent)
+    }
+
+    /// The topic written.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+impl Sink for KafkaSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.send(batch, None).map(|_| ())
     }
     fn flush(&mut self) -> Result<()> {
         self.producer.flush()

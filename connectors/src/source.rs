@@ -1,13 +1,18 @@
 //! The [`Source`] trait: where records come from, one poll at a time.
 //!
-//! Implementations: [`crate::kafka::KafkaSource`] and the built-in generators
-//! ([`crate::generator`]). A source returns records with their metadata; it commits only when
-//! told to, after the records' results have reached the sink.
+//! Implementations: [`crate::kafka::KafkaSource`], the built-in generators ([`crate::generator`])
+//! and [`crate::memory::MemorySource`]. A source returns records with their metadata; where it
+//! starts and what it acknowledges are given to it as [`Positions`] (the next offset to read,
+//! per partition) by the job that owns it: the job knows which records' effects are safe.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::record::SourceBatch;
 use crate::Result;
+
+/// The next offset to read, per partition: the position after the last record handled.
+pub type Positions = BTreeMap<i32, i64>;
 
 /// A supplier of record batches.
 pub trait Source: Send {
@@ -16,8 +21,22 @@ pub trait Source: Send {
     fn poll_batch(&mut self, max_records: usize, max_wait: Duration)
         -> Result<Option<SourceBatch>>;
 
-    /// Marks every record returned so far as processed (Kafka: commits the offsets).
-    fn commit(&mut self) -> Result<()> {
+    /// Starts each partition named in `positions` at that offset instead of where the source
+    /// would start by itself (a consumer group's committed offset): a job restored from a
+    /// checkpoint continues where the checkpoint's state ends. Call before the first poll.
+    fn seek(&mut self, positions: &Positions) -> Result<()> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        Err(crate::ConnectorError::Config(format!(
+            "{} cannot start at given offsets",
+            self.describe()
+        )))
+    }
+
+    /// Acknowledges every record before `positions` (Kafka: commits them for the consumer
+    /// group). Sources without acknowledgement ignore it.
+    fn commit(&mut self, _positions: &Positions) -> Result<()> {
         Ok(())
     }
 

@@ -36,6 +36,10 @@ impl StreamOperator for LimitExec {
         "LimitExec"
     }
 
+    fn holds_input(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows() as u64;
         let start = self.seen;

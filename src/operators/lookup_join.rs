@@ -140,6 +140,29 @@ impl StreamOperator for LookupJoinExec {
         "LookupJoinExec"
     }
 
+    /// A table following its topic is state: its rows as of the checkpoint, which the job
+    /// follows on from the table's checkpointed offsets. A file table is read again at start.
+    fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
+        Ok(match self.live_key {
+            Some(_) => vec![self.table.clone()],
+            None => Vec::new(),
+        })
+    }
+
+    fn restore(&mut self, state: &[RecordBatch]) -> Result<()> {
+        match (self.live_key, state) {
+            (_, []) => Ok(()),
+            (Some(_), [table]) if table.schema().fields() == self.table.schema().fields() => {
+                self.table = table.clone();
+                self.index = build_index(&self.table, &self.table_keys, &self.converter)?;
+                Ok(())
+            }
+            _ => Err(VeloError::State(
+                "the checkpoint's lookup table does not match this join's table".into(),
+            )),
+        }
+    }
+
     fn apply_table_changes(
         &mut self,
         feed: usize,

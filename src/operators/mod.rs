@@ -92,6 +92,13 @@ pub trait StreamOperator: Send {
         false
     }
 
+    /// True when an input row's effect may stay in this operator's state after its batch is
+    /// processed (windows, sessions, OVER history, join sides, a LIMIT's count): the job may
+    /// then acknowledge its input only with checkpoints holding that state.
+    fn holds_input(&self) -> bool {
+        false
+    }
+
     /// Counters and state size (zero for stateless operators).
     fn metrics(&self) -> OperatorMetrics {
         OperatorMetrics::default()
@@ -338,6 +345,38 @@ impl Pipeline {
     /// Every operator's state, in chain order.
     pub fn snapshot(&mut self) -> Result<Vec<Vec<RecordBatch>>> {
         self.operators.iter_mut().map(|o| o.snapshot()).collect()
+    }
+
+    /// Every operator's name and state, in chain order (for checkpoints).
+    pub fn snapshot_named(&mut self) -> Result<Vec<(&'static str, Vec<RecordBatch>)>> {
+        self.operators
+            .iter_mut()
+            .map(|o| Ok((o.name(), o.snapshot()?)))
+            .collect()
+    }
+
+    /// Restores states taken by [`Pipeline::snapshot_named`], checking they belong to the same
+    /// chain of operators.
+    pub fn restore_named(&mut self, states: &[(String, Vec<RecordBatch>)]) -> Result<()> {
+        let ours = self.describe();
+        let theirs: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();
+        if ours != theirs {
+            return Err(VeloError::State(format!(
+                "the checkpoint holds the state of operators [{}], this query has [{}]",
+                theirs.join(", "),
+                ours.join(", ")
+            )));
+        }
+        for (op, (_, state)) in self.operators.iter_mut().zip(states) {
+            op.restore(state)?;
+        }
+        Ok(())
+    }
+
+    /// True when some operator may hold the effect of an input row after its batch (see
+    /// [`StreamOperator::holds_input`]).
+    pub fn holds_input(&self) -> bool {
+        self.operators.iter().any(|o| o.holds_input())
     }
 
     /// Restores the states taken by [`Pipeline::snapshot`].

@@ -310,6 +310,10 @@ impl StreamOperator for OverWindowExec {
         "OverWindowExec"
     }
 
+    fn holds_input(&self) -> bool {
+        true
+    }
+
     fn metrics(&self) -> OperatorMetrics {
         self.measure()
     }

@@ -249,6 +249,10 @@ impl StreamOperator for SessionWindowExec {
         "SessionWindowExec"
     }
 
+    fn holds_input(&self) -> bool {
+        true
+    }
+
     fn metrics(&self) -> OperatorMetrics {
         self.measure()
     }

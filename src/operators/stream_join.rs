@@ -678,6 +678,10 @@ impl StreamOperator for StreamJoinExec {
         "StreamJoinExec"
     }
 
+    fn holds_input(&self) -> bool {
+        true
+    }
+
     fn inputs(&self) -> usize {
         self.left_inputs + self.branches[1].inputs()
     }

@@ -332,6 +332,10 @@ impl StreamOperator for WindowAggregateExec {
         "WindowAggregateExec"
     }
 
+    fn holds_input(&self) -> bool {
+        true
+    }
+
     fn metrics(&self) -> OperatorMetrics {
         self.measure()
     }

@@ -139,8 +139,8 @@ pub struct PlannedQuery {
     pub table_feeds: Vec<TableFeed>,
 }
 
-/// What to plan: the query, its window clause and emit mode (from [`crate::sql::Script`]),
-/// and the `--limit` cap.
+/// What to plan: the query, its window clause and emit mode (from [`crate::sql::Script`]).
+/// (`--limit` is the runner's: it caps a run, not the query.)
 #[derive(Debug, Clone, Default)]
 pub struct QueryRequest {
     pub statement: Option<Statement>,
@@ -148,7 +148,6 @@ pub struct QueryRequest {
     pub emit: Option<EmitMode>,
     /// `JOIN … WITHIN <duration>`.
     pub within: Option<crate::sql::within::JoinWithin>,
-    pub limit: Option<u64>,
     /// True when the input ends by itself (`execute`): a GROUP BY without a window then gives
     /// its final rows at the end instead of a stream of changes.
     pub bounded: bool,
@@ -165,7 +164,6 @@ impl QueryRequest {
             window: script.window.clone(),
             emit: script.emit,
             within: script.within,
-            limit: None,
             bounded: true,
             state_ttl_ms: None,
         }
@@ -267,9 +265,6 @@ pub async fn plan_query(
     }
     if let ([scan], Some(column)) = (scans.as_mut_slice(), event_time) {
         scan.event_time = Some(column);
-    }
-    if let Some(limit) = request.limit {
-        pipeline.push(Box::new(LimitExec::new(0, Some(limit))));
     }
     let logical_plan = plan.display_indent().to_string();
     let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());

@@ -22,9 +22,9 @@ use super::app::parse_application;
 use super::capture::{ChannelSink, CollectSink, Collected};
 use super::config::{Config, RestartPolicy};
 use super::jobs::{DeployOptions, JobManager, ManagedJob};
-use crate::cli::{QueryArgs, RunHooks};
 use crate::error::VeloError;
-use crate::runtime::RuntimeOptions;
+use crate::job::{JobHooks, JobSpec, JobStats, ReadSpec, RuntimeOptions};
+use velo_connectors::kafka::StartOffset;
 
 /// Most rows an ad-hoc query returns (without `follow`).
 pub const MAX_RESULT_ROWS: usize = 100_000;
@@ -626,30 +626,33 @@ async fn run_sql(
     );
     let config = &state.config;
     let performance = config.performance.resolve()?;
-    let mut args = QueryArgs::for_sql(text);
-    args.brokers = config.kafka.brokers.clone();
-    args.timeout = config.kafka.timeout_seconds;
-    args.batch_size = performance.batch_size;
-    let options = RuntimeOptions {
-        max_state_bytes: Some(config.sql.memory_limit_mb.saturating_mul(1024 * 1024)),
-        ..args.runtime_options(Duration::from_millis(if request.follow {
+    let mut spec = JobSpec::new("sql", text);
+    spec.kafka.brokers = config.kafka.brokers.clone();
+    spec.kafka.timeout = Duration::from_secs(config.kafka.timeout_seconds.max(1));
+    spec.runtime = RuntimeOptions {
+        batch_size: performance.batch_size,
+        flush_interval: Duration::from_millis(if request.follow {
             performance.flush_interval_ms
         } else {
             50
-        }))?
+        }),
+        max_state_bytes: Some(config.sql.memory_limit_mb.saturating_mul(1024 * 1024)),
     };
     let stop = Arc::new(AtomicBool::new(false));
     if request.follow {
         // Each follower reads everything with a consumer group of its own.
         static FOLLOWERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        args.group_id = Some(format!(
-            "{}sql-follow-{}-{}",
-            config.kafka.group_prefix,
-            std::process::id(),
-            FOLLOWERS.fetch_add(1, Ordering::Relaxed)
-        ));
+        spec.read = ReadSpec::Continuous {
+            group_id: Some(format!(
+                "{}sql-follow-{}-{}",
+                config.kafka.group_prefix,
+                std::process::id(),
+                FOLLOWERS.fetch_add(1, Ordering::Relaxed)
+            )),
+            reset: StartOffset::Earliest,
+        };
         let (tx, rx) = tokio::sync::mpsc::channel::<String>(1024);
-        let hooks = RunHooks {
+        let hooks = JobHooks {
             stop: Some(stop.clone()),
             progress: None,
             sink: Some(Box::new(move |_, _| Ok(Box::new(ChannelSink::new(tx))))),
@@ -660,7 +663,7 @@ async fn run_sql(
             .is_some_and(|v| v.contains("text/event-stream"));
         tokio::spawn(async move {
             let _permit = permit;
-            let result = run_blocking(args, true, options, hooks).await;
+            let result = run_blocking(spec, hooks).await;
             if let Err(e) = result {
                 tracing::warn!("followed query ended: {e}");
             }
@@ -694,7 +697,12 @@ async fn run_sql(
     }
     let collected = Arc::new(Mutex::new(Collected::default()));
     let into = collected.clone();
-    let hooks = RunHooks {
+    spec.read = ReadSpec::Bounded {
+        start: StartOffset::Earliest,
+        partition: None,
+        group_id: None,
+    };
+    let hooks = JobHooks {
         stop: Some(stop.clone()),
         progress: None,
         sink: Some(Box::new(move |schema, _| {
@@ -702,7 +710,7 @@ async fn run_sql(
         })),
     };
     let timeout = Duration::from_secs(config.server.query_timeout_seconds.max(1));
-    let run = tokio::time::timeout(timeout, run_blocking(args, false, options, hooks)).await;
+    let run = tokio::time::timeout(timeout, run_blocking(spec, hooks)).await;
     drop(permit);
     match run {
         Err(_) => {
@@ -724,18 +732,11 @@ async fn run_sql(
     render(&format, collected)
 }
 
-async fn run_blocking(
-    args: QueryArgs,
-    continuous: bool,
-    options: RuntimeOptions,
-    hooks: RunHooks,
-) -> Result<crate::runtime::JobStats, VeloError> {
+async fn run_blocking(spec: JobSpec, hooks: JobHooks) -> Result<JobStats, VeloError> {
     let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        handle.block_on(crate::cli::run_query(args, continuous, options, hooks))
-    })
-    .await
-    .map_err(|e| VeloError::Execution(format!("the query thread failed: {e}")))?
+    tokio::task::spawn_blocking(move || handle.block_on(crate::job::run(spec, hooks)))
+        .await
+        .map_err(|e| VeloError::Execution(format!("the query thread failed: {e}")))?
 }
 
 /// The SQL spelling of a column type, for `columns` in JSON results.

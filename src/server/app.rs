@@ -21,7 +21,8 @@
 //! - Job options: `'sink.topic'` (where results go; `CREATE STREAM name AS` defaults to
 //!   `name`, `START JOB` to no topic: results only in `/jobs/{id}/output`), `'sink.format'`
 //!   (json, avro, protobuf), `'sink.key'` (the column keying each message), `'dlq.topic'`
-//!   (records that cannot be decoded go there, with the reason in a header).
+//!   (records that cannot be decoded go there, with the reason in a header), `'delivery'`
+//!   (`at-least-once` or `exactly-once`).
 //!
 //! Every job's text is the file with all but the declarations and that job's query blanked
 //! out, so a SQL error in any job names the file's own line and column. A file with an error
@@ -34,9 +35,9 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Whitespace};
 use crate::error::{Result, SqlLocation, VeloError};
 use crate::sql::{parse_script, tokenize};
 
-/// A job of an application file.
+/// A job of an application file (the server turns it into a [`crate::job::JobSpec`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct JobSpec {
+pub struct AppJob {
     pub name: String,
     /// Declarations and the job's query, positioned as in the file.
     pub sql: String,
@@ -49,13 +50,15 @@ pub struct JobSpec {
     pub sink_key: Option<String>,
     /// Where records that cannot be decoded go (`'dlq.topic'`).
     pub dlq_topic: Option<String>,
+    /// `'delivery'`: `at-least-once` (default) or `exactly-once`.
+    pub delivery: Option<String>,
     pub location: SqlLocation,
 }
 
 /// The jobs of a file, and its stream declarations (their text).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Application {
-    pub jobs: Vec<JobSpec>,
+    pub jobs: Vec<AppJob>,
     pub declarations: Vec<String>,
 }
 
@@ -270,7 +273,7 @@ pub fn parse_application(text: &str) -> Result<Application> {
             location: location(first),
         });
     }
-    let mut jobs: Vec<JobSpec> = Vec::new();
+    let mut jobs: Vec<AppJob> = Vec::new();
     for draft in drafts {
         if jobs.iter().any(|j| j.name == draft.name) {
             return Err(VeloError::sql(
@@ -293,16 +296,17 @@ pub fn parse_application(text: &str) -> Result<Application> {
         let sink_format = options.remove("sink.format");
         let sink_key = options.remove("sink.key");
         let dlq_topic = options.remove("dlq.topic");
+        let delivery = options.remove("delivery");
         if let Some(unknown) = options.keys().next() {
             return Err(VeloError::sql(
-                format!("job '{}': unknown option '{unknown}' (known: sink.topic, sink.format, sink.key, dlq.topic)", draft.name),
+                format!("job '{}': unknown option '{unknown}' (known: sink.topic, sink.format, sink.key, dlq.topic, delivery)", draft.name),
                 Some(draft.location),
             ));
         }
         let is_create_stream = text[lines.offset(draft.location.line, draft.location.column)..]
             .to_ascii_uppercase()
             .starts_with("CREATE");
-        jobs.push(JobSpec {
+        jobs.push(AppJob {
             sink_topic: sink_topic.or_else(|| is_create_stream.then(|| draft.name.clone())),
             query: text[draft.query.clone()].to_string(),
             name: draft.name,
@@ -311,6 +315,7 @@ pub fn parse_application(text: &str) -> Result<Application> {
             sink_format,
             sink_key,
             dlq_topic,
+            delivery,
             location: draft.location,
         });
     }

@@ -10,7 +10,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use tokio::sync::broadcast;
 use velo_connectors::codec::{DecimalFormat, EncodedRows, JsonEncoder};
-use velo_connectors::sink::{RejectedRow, Sink};
+use velo_connectors::sink::{RejectedRow, Sink, SinkState};
 use velo_connectors::{ConnectorError, Result};
 
 /// A job's recent result rows as JSON lines, kept as the encoded batches they came in (no
@@ -132,6 +132,31 @@ impl Sink for CaptureSink {
             .as_mut()
             .map(|s| s.take_rejected())
             .unwrap_or_default()
+    }
+
+    fn delivers_with_checkpoints(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|s| s.delivers_with_checkpoints())
+    }
+
+    fn checkpoint(&mut self, id: u64) -> Result<SinkState> {
+        self.inner
+            .as_mut()
+            .map_or(Ok(SinkState::default()), |s| s.checkpoint(id))
+    }
+
+    fn checkpoint_complete(&mut self, id: u64) -> Result<()> {
+        self.inner
+            .as_mut()
+            .map_or(Ok(()), |s| s.checkpoint_complete(id))
+    }
+
+    fn restore(&mut self, id: u64, state: SinkState) -> Result<()> {
+        match self.inner.as_mut() {
+            Some(s) => s.restore(id, state),
+            None => Ok(()),
+        }
     }
 }
 

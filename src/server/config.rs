@@ -16,6 +16,59 @@ pub struct Config {
     pub server: ServerConfig,
     pub sql: SqlConfig,
     pub performance: PerformanceConfig,
+    pub state: StateConfig,
+    /// The seed configuration's spelling of `state.checkpoint_interval_ms`.
+    pub storage: StorageConfig,
+}
+
+/// `state:` — where jobs keep their checkpoints and the server its deployed jobs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// The server's state folder (`VELO_STATE_DIR`): deployed jobs in `jobs/<id>/` (definition
+    /// and checkpoints), savepoints in `savepoints/`. Default
+    /// `<user data dir>/velostream/server`.
+    pub dir: Option<PathBuf>,
+    /// How often each job writes a checkpoint (default 10 000).
+    pub checkpoint_interval_ms: Option<u64>,
+}
+
+/// `storage:` — accepted for configurations written for the seed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Same as `state.checkpoint_interval_ms` (which wins when both are given).
+    pub checkpoint_interval_ms: Option<u64>,
+}
+
+impl Config {
+    /// How often each job writes a checkpoint, in ms.
+    pub fn checkpoint_interval_ms(&self) -> u64 {
+        self.state
+            .checkpoint_interval_ms
+            .or(self.storage.checkpoint_interval_ms)
+            .unwrap_or(10_000)
+    }
+
+    /// The server's state folder.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state.dir.clone().unwrap_or_else(|| {
+            dirs::data_dir()
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("velostream")
+                .join("server")
+        })
+    }
+
+    /// Where the deployed jobs' folders are.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.state_dir().join("jobs")
+    }
+
+    /// Where savepoints go.
+    pub fn savepoints_dir(&self) -> PathBuf {
+        self.state_dir().join("savepoints")
+    }
 }
 
 /// `kafka:` — the broker and the consumer groups of jobs.
@@ -156,6 +209,9 @@ pub struct Performance {
     pub batch_size: usize,
     pub flush_interval_ms: u64,
     pub decimals_as_numbers: bool,
+    /// How long a job's consumer group waits for a silent member before reassigning its
+    /// partitions (`None`: Kafka's default, 45 s).
+    pub session_timeout: Option<std::time::Duration>,
 }
 
 /// The presets: (name, batch size, flush interval ms, decimals as numbers).
@@ -198,6 +254,8 @@ impl PerformanceConfig {
             batch_size,
             flush_interval_ms: self.flush_interval_ms.unwrap_or(flush_interval_ms).max(1),
             decimals_as_numbers,
+            // Low latency also means a killed job's partitions move on quickly.
+            session_timeout: (name == "low-latency").then(|| std::time::Duration::from_secs(6)),
         })
     }
 }
@@ -287,6 +345,9 @@ impl Config {
         }
         if let Some(v) = lookup("SERVER_BIND") {
             self.server.bind = v;
+        }
+        if let Some(v) = lookup("VELO_STATE_DIR").filter(|v| !v.is_empty()) {
+            self.state.dir = Some(PathBuf::from(v));
         }
         Ok(())
     }

@@ -15,13 +15,15 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::{Instrument, Level};
 
-use super::app::{Application, JobSpec};
+use super::app::{AppJob, Application};
 use super::capture::{CaptureSink, OutputBuffer};
 use super::config::{Config, RestartPolicy};
 use super::logs::{self, now, LogBuffer};
-use crate::cli::{OutputKind, QueryArgs, RunHooks};
 use crate::error::{Result, VeloError};
-use crate::runtime::{JobProgress, RuntimeOptions};
+use crate::job::{
+    JobHooks, JobProgress, JobSpec, OutputTarget, ReadSpec, RuntimeOptions, StateSpec,
+};
+use velo_connectors::kafka::StartOffset;
 
 /// How jobs of one deployment are named and run.
 #[derive(Debug, Clone)]
@@ -83,7 +85,7 @@ struct Lifecycle {
 /// One job.
 pub struct ManagedJob {
     pub id: String,
-    pub spec: JobSpec,
+    pub spec: AppJob,
     pub consumer_group: String,
     pub restart_policy: RestartPolicy,
     continuous: bool,
@@ -358,52 +360,80 @@ impl JobManager {
         &self,
         job: &Arc<ManagedJob>,
         stop: Arc<AtomicBool>,
-    ) -> Result<crate::runtime::JobStats> {
-        let config = &self.config;
-        let performance = config.performance.resolve()?;
-        let mut args = QueryArgs::for_sql(job.spec.sql.clone());
-        args.brokers = config.kafka.brokers.clone();
-        args.timeout = config.kafka.timeout_seconds;
-        args.topic = job.spec.input_topic.clone();
-        args.group_id = Some(job.consumer_group.clone());
-        args.dlq_topic = job.spec.dlq_topic.clone();
-        args.batch_size = performance.batch_size;
-        if performance.decimals_as_numbers {
-            args.decimal_format = velo_connectors::codec::DecimalFormat::Number;
-        }
-        if let Some(topic) = &job.spec.sink_topic {
-            args.output = OutputKind::Kafka;
-            args.output_topic = Some(topic.clone());
-            args.output_key = job.spec.sink_key.clone();
-            if let Some(format) = &job.spec.sink_format {
-                args.format = format.parse().map_err(|e: String| {
-                    VeloError::Usage(format!("job '{}': sink.format: {e}", job.id))
-                })?;
-            }
-        }
-        let options = RuntimeOptions {
-            max_state_bytes: Some(config.sql.memory_limit_mb.saturating_mul(1024 * 1024)),
-            ..args.runtime_options(Duration::from_millis(performance.flush_interval_ms))?
-        };
+    ) -> Result<crate::job::JobStats> {
+        let spec = self.job_spec(job)?;
         let output = job.output.clone();
-        let hooks = RunHooks {
+        let hooks = JobHooks {
             stop: Some(stop),
             progress: Some(job.progress.clone()),
             sink: Some(Box::new(move |_schema, inner| {
                 Ok(Box::new(CaptureSink::new(inner, output)))
             })),
         };
-        let continuous = job.continuous;
         let span = tracing::Span::current();
         let handle = tokio::runtime::Handle::current();
         // Planning talks to the broker with blocking calls: off the async workers.
         tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                handle.block_on(crate::cli::run_query(args, continuous, options, hooks))
-            })
+            span.in_scope(|| handle.block_on(crate::job::run(spec, hooks)))
         })
         .await
         .map_err(|e| VeloError::Execution(format!("the job thread failed: {e}")))?
+    }
+
+    /// The job spec of a deployed job: its query, the server's broker and performance
+    /// profile, its own consumer group, and (when continuous) checkpoints in the server's
+    /// state folder.
+    pub fn job_spec(&self, job: &ManagedJob) -> Result<JobSpec> {
+        let config = &self.config;
+        let performance = config.performance.resolve()?;
+        let read = if job.continuous {
+            ReadSpec::Continuous {
+                group_id: Some(job.consumer_group.clone()),
+                reset: StartOffset::Earliest,
+            }
+        } else {
+            ReadSpec::Bounded {
+                start: StartOffset::Earliest,
+                partition: None,
+                group_id: Some(job.consumer_group.clone()),
+            }
+        };
+        let mut spec = JobSpec::new(job.id.clone(), job.spec.sql.clone());
+        spec.read = read;
+        spec.kafka.brokers = config.kafka.brokers.clone();
+        spec.kafka.timeout = Duration::from_secs(config.kafka.timeout_seconds.max(1));
+        spec.kafka.session_timeout = performance.session_timeout;
+        spec.input.topic = job.spec.input_topic.clone();
+        spec.dlq_topic = job.spec.dlq_topic.clone();
+        if performance.decimals_as_numbers {
+            spec.output.decimal_format = velo_connectors::codec::DecimalFormat::Number;
+        }
+        if let Some(topic) = &job.spec.sink_topic {
+            spec.output.target = OutputTarget::Kafka(topic.clone());
+            spec.output.key = job.spec.sink_key.clone();
+            if let Some(format) = &job.spec.sink_format {
+                spec.output.format = format.parse().map_err(|e: String| {
+                    VeloError::Usage(format!("job '{}': sink.format: {e}", job.id))
+                })?;
+            }
+        }
+        if let Some(delivery) = &job.spec.delivery {
+            spec.delivery = delivery.parse().map_err(|e: String| {
+                VeloError::Usage(format!("job '{}': delivery: {e}", job.id))
+            })?;
+        }
+        spec.runtime = RuntimeOptions {
+            batch_size: performance.batch_size,
+            flush_interval: Duration::from_millis(performance.flush_interval_ms),
+            max_state_bytes: Some(config.sql.memory_limit_mb.saturating_mul(1024 * 1024)),
+        };
+        if job.continuous {
+            spec.state = Some(StateSpec::new(
+                config.jobs_dir(),
+                Duration::from_millis(config.checkpoint_interval_ms().max(1)),
+            ));
+        }
+        Ok(spec)
     }
 
     fn publish_active(&self) {

@@ -232,8 +232,22 @@ pub fn consume_keyed(topic: &str, expected: usize) -> Vec<(Option<String>, Strin
 /// The `velo-sql` binary.
 pub fn velo_sql() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_velo-sql"));
-    c.env("KAFKA_BROKERS", brokers()).env("RUST_LOG", "warn");
+    c.env("KAFKA_BROKERS", brokers())
+        .env("RUST_LOG", "warn")
+        .env("VELO_STATE_DIR", state_root());
     c
+}
+
+/// The state folder of this test process's jobs: fresh per run, so no test restores state an
+/// earlier run (against an earlier broker) left behind.
+pub fn state_root() -> &'static std::path::Path {
+    static ROOT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = std::env::temp_dir().join(format!("velo-test-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        root
+    })
 }
 
 /// Runs `velo-sql ARGS` to completion (killed after 60 s).

@@ -121,6 +121,8 @@ pub struct GeneratorSource {
     generator: Box<dyn Generator>,
     next: u64,
     started: Option<Instant>,
+    /// The first event of this run.
+    first: Option<u64>,
     rate: Option<u64>,
     topic: String,
 }
@@ -135,6 +137,7 @@ impl GeneratorSource {
             spec,
             next: 0,
             started: None,
+            first: None,
             rate,
         }
     }
@@ -147,6 +150,8 @@ impl Source for GeneratorSource {
         max_wait: Duration,
     ) -> Result<Option<SourceBatch>> {
         let started = *self.started.get_or_insert_with(Instant::now);
+        // Pacing counts the events of this run (a restored source starts past 0).
+        let first = *self.first.get_or_insert(self.next);
         let mut want = max_records as u64;
         if let Some(count) = self.spec.count {
             if self.next >= count {
@@ -158,8 +163,8 @@ impl Source for GeneratorSource {
             // Pace: emit what the rate allows by the end of this poll, waiting for it.
             let until = started.elapsed() + max_wait;
             let allowed = (until.as_secs_f64() * rate as f64) as u64;
-            want = want.min(allowed.saturating_sub(self.next));
-            let due = Duration::from_secs_f64((self.next + want) as f64 / rate as f64);
+            want = want.min(allowed.saturating_sub(self.next - first));
+            let due = Duration::from_secs_f64((self.next - first + want) as f64 / rate as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(wait.min(max_wait));
             }
@@ -171,6 +176,14 @@ impl Source for GeneratorSource {
             payload: Payload::Decoded(batch),
             meta,
         }))
+    }
+
+    /// Generated events are numbered: partition 0's position is the next event's number.
+    fn seek(&mut self, positions: &crate::source::Positions) -> Result<()> {
+        if let Some(&next) = positions.get(&0) {
+            self.next = next.max(0) as u64;
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {

@@ -1,0 +1,210 @@
+//! A job's inputs: each stream's source with the adapter that turns its batches into the
+//! pipeline's scan layout ([`InputAdapter`]: decode, metadata columns, records without an
+//! event time), and the table topics followed for lookup joins ([`TableFollower`]).
+
+use std::time::Duration;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, RecordBatchOptions};
+use arrow::datatypes::Int32Type;
+use velo_connectors::codec::PayloadDecoder;
+use velo_connectors::record::{Payload, SourceBatch};
+use velo_connectors::source::{Positions, Source};
+
+use crate::error::{Result, VeloError};
+use crate::operators::Pipeline;
+use crate::planner::{ScanColumn, ScanLayout};
+
+/// Turns source batches into the batches the pipeline expects (see [`ScanLayout`]).
+pub struct InputAdapter {
+    layout: ScanLayout,
+    decoder: Option<PayloadDecoder>,
+    /// The event-time column (index in the scan schema): a record without one is bad.
+    event_time: Option<usize>,
+}
+
+/// A record that could not be turned into a row.
+#[derive(Debug, Clone)]
+pub struct BadRecord {
+    pub index: usize,
+    pub reason: String,
+}
+
+impl InputAdapter {
+    /// An adapter producing batches laid out as `layout` says.
+    pub fn new(layout: ScanLayout) -> Result<Self> {
+        Ok(Self {
+            decoder: None,
+            layout,
+            event_time: None,
+        })
+    }
+
+    /// Declares scan column `index` the event time: records whose event time is NULL are bad
+    /// records (reported, dead-lettered), never placed in a window.
+    pub fn set_event_time(&mut self, index: usize) {
+        self.event_time = Some(index);
+    }
+
+    /// The schema of produced batches.
+    pub fn schema(&self) -> &arrow::datatypes::SchemaRef {
+        &self.layout.schema
+    }
+
+    /// Decodes `batch` and assembles the scan columns, returning them with the source partition
+    /// of each row. Records that fail are returned in `bad` and left out.
+    pub fn adapt_with_partitions(
+        &mut self,
+        batch: &SourceBatch,
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<(RecordBatch, Int32Array)> {
+        let (payload, keep) = match &batch.payload {
+            Payload::Decoded(b) => (b.clone(), None),
+            Payload::Encoded(bytes) => {
+                if self.decoder.is_none() {
+                    self.decoder = Some(self.layout.stream.format.decoder(
+                        self.layout.payload_schema()?,
+                        self.layout.stream.registry.clone(),
+                    )?);
+                }
+                let decoder = self.decoder.as_mut().expect("decoder was just created");
+                let decoded = decoder.decode(bytes)?;
+                bad.extend(decoded.failures.into_iter().map(|f| BadRecord {
+                    index: f.index,
+                    reason: f.reason,
+                }));
+                (decoded.batch, decoded.keep)
+            }
+        };
+        let columns = self
+            .layout
+            .columns
+            .iter()
+            .zip(self.layout.schema.fields())
+            .map(|(column, field)| -> Result<ArrayRef> {
+                let array = match column {
+                    ScanColumn::Payload(name) => {
+                        payload.column_by_name(name).cloned().ok_or_else(|| {
+                            VeloError::Execution(format!(
+                                "the source did not produce column '{name}'"
+                            ))
+                        })?
+                    }
+                    ScanColumn::Metadata(name) => batch.meta.column(name, keep.as_ref())?,
+                };
+                if array.data_type() != field.data_type() {
+                    return Ok(arrow::compute::cast(&array, field.data_type())?);
+                }
+                Ok(array)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(payload.num_rows()));
+        let partitions = match &keep {
+            Some(mask) => arrow::compute::filter(&batch.meta.partition, mask)?
+                .as_primitive::<Int32Type>()
+                .clone(),
+            None => batch.meta.partition.clone(),
+        };
+        let scan =
+            RecordBatch::try_new_with_options(self.layout.schema.clone(), columns, &options)?;
+        match self.event_time {
+            Some(column) if scan.column(column).null_count() > 0 => {
+                // Rows without an event time: bad records, reported by their source index.
+                let times = scan.column(column);
+                let source_index: Vec<usize> = match &keep {
+                    Some(mask) => (0..mask.len()).filter(|&i| mask.value(i)).collect(),
+                    None => (0..scan.num_rows()).collect(),
+                };
+                let name = self.layout.schema.field(column).name();
+                for row in (0..scan.num_rows()).filter(|&r| times.is_null(r)) {
+                    bad.push(BadRecord {
+                        index: source_index[row],
+                        reason: format!("the event time '{name}' is NULL"),
+                    });
+                }
+                bad.sort_by_key(|b| b.index);
+                let has_time = arrow::compute::is_not_null(times)?;
+                Ok((
+                    arrow::compute::filter_record_batch(&scan, &has_time)?,
+                    arrow::compute::filter(&partitions, &has_time)?
+                        .as_primitive::<Int32Type>()
+                        .clone(),
+                ))
+            }
+            _ => Ok((scan, partitions)),
+        }
+    }
+}
+
+/// A table topic followed while the job runs: its changes go to a lookup join.
+pub struct TableFollower {
+    pub table: String,
+    pub source: Box<dyn Source>,
+    pub decoder: PayloadDecoder,
+    /// The feed number of the lookup join holding the table (see [`crate::planner::TableFeed`]).
+    pub feed: usize,
+    /// The next offset of each partition of the table topic after the changes applied.
+    pub positions: Positions,
+}
+
+impl TableFollower {
+    /// Applies what arrived on the table topic since the last poll (waits for nothing).
+    pub(crate) fn poll(&mut self, pipeline: &mut Pipeline) -> Result<()> {
+        let Some(batch) = self.source.poll_batch(8192, Duration::ZERO)? else {
+            return Ok(());
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut changes = crate::table::Changes::default();
+        changes.fold(&batch);
+        let (values, deleted) = changes.split();
+        let decoded = self.decoder.decode(&values)?;
+        for f in &decoded.failures {
+            tracing::warn!("table '{}': skipped an update: {}", self.table, f.reason);
+        }
+        if !pipeline.apply_table_changes(self.feed, &decoded.batch, &deleted)? {
+            return Err(VeloError::Execution(format!(
+                "no join holds the table '{}'",
+                self.table
+            )));
+        }
+        batch.meta.advance(&mut self.positions, batch.len());
+        Ok(())
+    }
+}
+
+/// One input of a job: a stream's source and the adapter laying its batches out for the
+/// pipeline.
+pub struct JobInput {
+    /// The stream's name in the query.
+    pub name: String,
+    pub source: Box<dyn Source>,
+    pub adapter: InputAdapter,
+    /// The scan column holding event time, when the watermark follows this input.
+    pub event_time: Option<usize>,
+    /// True once the source has ended (a bounded input read to its end).
+    pub ended: bool,
+    /// The next offset of each partition after the records processed so far.
+    pub positions: Positions,
+}
+
+impl JobInput {
+    pub fn new(
+        name: impl Into<String>,
+        source: Box<dyn Source>,
+        mut adapter: InputAdapter,
+        event_time: Option<usize>,
+    ) -> Self {
+        if let Some(column) = event_time {
+            adapter.set_event_time(column);
+        }
+        Self {
+            name: name.into(),
+            source,
+            adapter,
+            event_time,
+            ended: false,
+            positions: Positions::new(),
+        }
+    }
+}

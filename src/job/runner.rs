@@ -1,0 +1,612 @@
+//! The epoch loop every job runs: `execute`, `stream`, server jobs, ad-hoc `/sql` queries and
+//! the test harness.
+//!
+//! One epoch: poll each input → decode (bad records to the log and the dead-letter queue) →
+//! run the pipeline → write to the sink → flush the sink → acknowledge. Between epochs nothing
+//! is in flight, so a checkpoint taken there (operator state, watermark, input offsets, the
+//! sink's position) is consistent by construction.
+//!
+//! What is acknowledged, and when, follows from where a record's effect lives
+//! ([`Acknowledge`]): a stateless query whose sink delivers per epoch commits after every
+//! epoch; a query holding rows in windows, joins or aggregates, or whose output is delivered
+//! with checkpoints (files, exactly-once Kafka), commits the offsets of each completed
+//! checkpoint, never more. A graceful stop writes a checkpoint; a bounded input ends with the
+//! watermark at +∞ so every operator emits what it holds.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use velo_connectors::kafka::DeadLetterQueue;
+use velo_connectors::record::{Payload, RecordMeta, SourceBatch};
+use velo_connectors::sink::Sink;
+
+use super::checkpoint::{Acknowledge, Checkpoint, Checkpointer, InputPosition, OperatorState};
+use super::input::{BadRecord, JobInput, TableFollower};
+use super::progress::{count, JobProgress, JobStats};
+use super::spec::RuntimeOptions;
+use crate::error::{Result, VeloError};
+use crate::operators::{Pipeline, Watermark};
+use crate::watermark::WatermarkTracker;
+
+/// How often state size and lag are published and the state limit checked.
+pub const STATE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What one epoch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Records were processed.
+    Data,
+    /// Nothing arrived.
+    Idle,
+    /// Every input ended.
+    Ended,
+    /// The query can emit nothing more (LIMIT, `--limit`).
+    Finished,
+}
+
+/// A job ready to run: its inputs, pipeline, sink and settings.
+pub struct Runner {
+    /// Input `i` feeds pipeline input `i`.
+    pub inputs: Vec<JobInput>,
+    pub pipeline: Pipeline,
+    pub sink: Box<dyn Sink>,
+    pub dead_letters: Option<DeadLetterQueue>,
+    /// Where late rows go (as JSON, one message per row); `None`: dropped and counted.
+    pub late_rows: Option<Box<dyn Sink>>,
+    /// Table topics followed for lookup joins.
+    pub table_followers: Vec<TableFollower>,
+    /// Event-time tracking over the inputs with an event time.
+    pub watermark: Option<WatermarkTracker>,
+    pub options: RuntimeOptions,
+    pub stop: Arc<AtomicBool>,
+    pub progress: Arc<JobProgress>,
+    /// Writes checkpoints; `None`: the job keeps no state across runs.
+    pub checkpoints: Option<Checkpointer>,
+    /// Result rows this run may still write (`--limit`).
+    pub rows_left: Option<u64>,
+    /// Results produced past `--limit`: kept in the final checkpoint for the next run, which
+    /// emits them first.
+    pub carry: Vec<RecordBatch>,
+    limit_reached: bool,
+    /// Something changed since the last checkpoint.
+    dirty: bool,
+    stats: JobStats,
+    state_checked: Instant,
+}
+
+impl Runner {
+    /// A runner over these parts, with no checkpoints and no limit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        inputs: Vec<JobInput>,
+        pipeline: Pipeline,
+        sink: Box<dyn Sink>,
+        watermark: Option<WatermarkTracker>,
+        options: RuntimeOptions,
+        stop: Arc<AtomicBool>,
+        progress: Arc<JobProgress>,
+    ) -> Self {
+        Self {
+            inputs,
+            pipeline,
+            sink,
+            dead_letters: None,
+            late_rows: None,
+            table_followers: Vec::new(),
+            watermark,
+            options,
+            stop,
+            progress,
+            checkpoints: None,
+            rows_left: None,
+            carry: Vec::new(),
+            limit_reached: false,
+            dirty: false,
+            stats: JobStats::default(),
+            state_checked: Instant::now(),
+        }
+    }
+
+    /// When this job acknowledges its input (see the module doc).
+    pub fn acknowledge(&self) -> Acknowledge {
+        if self.checkpoints.is_some()
+            && (self.pipeline.holds_input() || self.sink.delivers_with_checkpoints())
+        {
+            Acknowledge::WithCheckpoints
+        } else {
+            Acknowledge::PerEpoch
+        }
+    }
+
+    /// Restores the state of `checkpoint` (operators, watermark, results held past a limit);
+    /// the inputs were already started at its offsets and the sink restored by the builder.
+    pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.pipeline.restore_named(
+            &checkpoint
+                .operators
+                .iter()
+                .map(|o| (o.name.clone(), o.batches.clone()))
+                .collect::<Vec<_>>(),
+        )?;
+        if let (Some(tracker), Some(state)) = (self.watermark.as_mut(), &checkpoint.watermark) {
+            tracker.restore(state);
+        }
+        for input in &mut self.inputs {
+            if let Some(saved) = checkpoint.inputs.iter().find(|s| s.stream == input.name) {
+                input.positions = saved.positions.clone();
+            }
+        }
+        self.carry = checkpoint.carry.clone();
+        Ok(())
+    }
+
+    /// Runs until the input ends, the query completes (LIMIT), or `stop` is set.
+    pub fn run(&mut self) -> Result<JobStats> {
+        if self.late_rows.is_some() {
+            self.pipeline.keep_late_rows();
+        }
+        let carried = std::mem::take(&mut self.carry);
+        self.emit(carried)?;
+        let mut ended = false;
+        while !self.stop.load(Ordering::Relaxed) && !self.finished() {
+            if self.progress.checkpoint_requested.load(Ordering::Relaxed) {
+                self.checkpoint()?;
+            }
+            if self.progress.paused.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            if self.step()? == Step::Ended {
+                ended = true;
+                break;
+            }
+        }
+        self.finish(ended)
+    }
+
+    fn finished(&self) -> bool {
+        self.limit_reached || self.pipeline.is_finished()
+    }
+
+    /// Runs one epoch: polls every running input once (the first waits up to the flush
+    /// interval, the others take what is there), processes, advances the watermark, flushes
+    /// and acknowledges.
+    pub fn step(&mut self) -> Result<Step> {
+        let epoch_started = Instant::now();
+        for follower in &mut self.table_followers {
+            follower.poll(&mut self.pipeline)?;
+        }
+        let mut got_data = false;
+        let mut waited = false;
+        for i in 0..self.inputs.len() {
+            if self.inputs[i].ended || self.finished() {
+                continue;
+            }
+            let wait = if waited {
+                Duration::ZERO
+            } else {
+                self.options.flush_interval
+            };
+            waited = true;
+            if let (Some(_), Some(tracker), Some(assigned)) = (
+                self.inputs[i].event_time,
+                self.watermark.as_mut(),
+                self.inputs[i].source.assigned_partitions(),
+            ) {
+                tracker.set_input_partitions(i, &assigned);
+            }
+            match self.inputs[i]
+                .source
+                .poll_batch(self.options.batch_size, wait)?
+            {
+                None => self.inputs[i].ended = true,
+                Some(batch) if batch.is_empty() => {}
+                Some(batch) => {
+                    got_data = true;
+                    self.stats.records_in += batch.len() as u64;
+                    let bad = self.process_batch(i, &batch)?;
+                    self.stats.bad_records += bad;
+                    let p = &self.progress;
+                    count(&p.records_in, &p.metrics.records_in, batch.len() as u64);
+                    count(&p.bad_records, &p.metrics.decode_errors, bad);
+                }
+            }
+        }
+        if self.inputs.iter().all(|i| i.ended) {
+            return Ok(Step::Ended);
+        }
+        if !got_data {
+            // No data: the watermark may still move (an idle partition stops counting).
+            if self.advance_watermark()? > 0 {
+                self.end_epoch()?;
+            } else if self.dirty && self.checkpoints.as_ref().is_some_and(|c| c.due()) {
+                self.checkpoint()?;
+            }
+            self.check_state(false)?;
+            return Ok(if self.finished() {
+                Step::Finished
+            } else {
+                Step::Idle
+            });
+        }
+        self.stats.epochs += 1;
+        self.advance_watermark()?;
+        self.end_epoch()?;
+        self.progress.epochs.fetch_add(1, Ordering::Relaxed);
+        self.progress
+            .metrics
+            .batch_latency
+            .record(epoch_started.elapsed().as_secs_f64());
+        self.check_state(true)?;
+        Ok(if self.finished() {
+            Step::Finished
+        } else {
+            Step::Data
+        })
+    }
+
+    /// Ends the run: a bounded input's last windows are emitted; a continuous job writes its
+    /// final checkpoint (its state is kept, not flushed).
+    fn finish(&mut self, ended: bool) -> Result<JobStats> {
+        let stopped = self.stop.load(Ordering::Relaxed);
+        if !stopped && !self.finished() {
+            // The input ended: state is at its largest before the final flush.
+            self.check_state_limit()?;
+        }
+        if ended || self.inputs.iter().all(|i| i.source.is_bounded()) {
+            self.end_of_input()?;
+        }
+        self.flush_epoch()?;
+        if self.checkpoints.is_some() {
+            self.checkpoint()?;
+        } else {
+            self.commit_positions()?;
+        }
+        self.sink.finish()?;
+        if let Some(late) = self.late_rows.as_mut() {
+            late.finish()?;
+        }
+        self.count_rows_out();
+        self.stats.rows_out = self.sink.rows_written();
+        self.stats.operators = self.pipeline.metrics();
+        Ok(self.stats)
+    }
+
+    /// The inputs have ended: the watermark goes to +∞ and every operator emits what it holds.
+    pub fn end_of_input(&mut self) -> Result<()> {
+        let out = self.pipeline.advance_watermark(Watermark::END)?;
+        self.emit(out)
+    }
+
+    /// Writes result batches to the sink, holding back what is past `--limit`.
+    fn emit(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        for batch in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if self.limit_reached {
+                self.carry.push(batch);
+                continue;
+            }
+            match self.rows_left {
+                None => self.sink.write(&batch)?,
+                Some(left) if (batch.num_rows() as u64) < left => {
+                    self.sink.write(&batch)?;
+                    self.rows_left = Some(left - batch.num_rows() as u64);
+                }
+                Some(left) => {
+                    let left = left as usize;
+                    self.sink.write(&batch.slice(0, left))?;
+                    if batch.num_rows() > left {
+                        self.carry.push(batch.slice(left, batch.num_rows() - left));
+                    }
+                    self.rows_left = Some(0);
+                    self.limit_reached = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a batch of input `input`, reports its bad records, tracks its event time and
+    /// runs it through the pipeline. Returns how many records were bad.
+    fn process_batch(&mut self, input: usize, batch: &SourceBatch) -> Result<u64> {
+        let mut bad = Vec::new();
+        let this = &mut self.inputs[input];
+        let (rows, partitions) = this.adapter.adapt_with_partitions(batch, &mut bad)?;
+        if let (Some(column), Some(tracker)) = (this.event_time, self.watermark.as_mut()) {
+            tracker.observe_input(input, &partitions, rows.column(column))?;
+        }
+        if !bad.is_empty() {
+            self.handle_bad_records(batch, &bad)?;
+        }
+        let before = self.rows_left.map(|_| self.inputs[input].positions.clone());
+        let wanted = self.rows_left;
+        let out = self.pipeline.process_input(input, rows)?;
+        batch
+            .meta
+            .advance(&mut self.inputs[input].positions, batch.len());
+        self.emit(out)?;
+        let reached_here = self.limit_reached && wanted.is_some_and(|w| w > 0);
+        if let (true, Some(before), Some(wanted)) = (reached_here, before, wanted) {
+            if !self.pipeline.holds_input() {
+                // A stateless query reached --limit inside this batch: acknowledge only the
+                // records up to the one that produced the last row written, so the next run
+                // with this group starts right after it.
+                let records = self.records_for_rows(input, batch, wanted)?;
+                let mut positions = before;
+                batch.meta.advance(&mut positions, records);
+                self.inputs[input].positions = positions;
+                self.carry.clear();
+            }
+        }
+        Ok(bad.len() as u64)
+    }
+
+    /// The fewest leading records of `batch` whose results through the (stateless) pipeline
+    /// hold `rows` rows.
+    fn records_for_rows(&mut self, input: usize, batch: &SourceBatch, rows: u64) -> Result<usize> {
+        let (mut low, mut high) = (1, batch.len());
+        while low < high {
+            let mid = (low + high) / 2;
+            let slice = batch.slice(0, mid);
+            let mut bad = Vec::new();
+            let (scan, _) = self.inputs[input]
+                .adapter
+                .adapt_with_partitions(&slice, &mut bad)?;
+            let produced: usize = self
+                .pipeline
+                .process_input(input, scan)?
+                .iter()
+                .map(|b| b.num_rows())
+                .sum();
+            if produced as u64 >= rows {
+                high = mid;
+            } else {
+                low = mid + 1;
+            }
+        }
+        Ok(low)
+    }
+
+    /// Publishes state size, late rows and lag, and checks the state limit, about once a second.
+    fn check_state(&mut self, limit: bool) -> Result<()> {
+        if self.state_checked.elapsed() < STATE_CHECK_INTERVAL {
+            return Ok(());
+        }
+        self.report_state();
+        self.state_checked = Instant::now();
+        if limit {
+            self.check_state_limit()?;
+        }
+        Ok(())
+    }
+
+    fn report_state(&self) {
+        let operators = self.pipeline.metrics();
+        let p = &self.progress;
+        p.state_bytes
+            .store(operators.state_bytes, Ordering::Relaxed);
+        p.state_rows.store(operators.state_rows, Ordering::Relaxed);
+        p.late_rows.store(operators.late_rows, Ordering::Relaxed);
+        p.metrics.state_bytes.set(operators.state_bytes as f64);
+        p.metrics.state_rows.set(operators.state_rows as f64);
+        let lags: Vec<i64> = self.inputs.iter().filter_map(|i| i.source.lag()).collect();
+        if !lags.is_empty() {
+            let lag: i64 = lags.iter().sum();
+            p.lag.store(lag, Ordering::Relaxed);
+            p.metrics.lag.set(lag as f64);
+        }
+    }
+
+    /// Fails the job when operator state is over [`RuntimeOptions::max_state_bytes`].
+    fn check_state_limit(&self) -> Result<()> {
+        let Some(limit) = self.options.max_state_bytes else {
+            return Ok(());
+        };
+        let bytes = self.pipeline.metrics().state_bytes;
+        if bytes <= limit {
+            return Ok(());
+        }
+        let operator = self.pipeline.largest_state().map_or("?", |(name, _)| name);
+        Err(VeloError::StateLimit {
+            bytes,
+            limit,
+            operator,
+        })
+    }
+
+    /// Moves the pipeline's watermark to the tracker's; returns the rows this emitted.
+    fn advance_watermark(&mut self) -> Result<usize> {
+        let Some(watermark) = self.watermark.as_mut().and_then(|t| t.current()) else {
+            return Ok(0);
+        };
+        let out = self.pipeline.advance_watermark(Watermark(watermark))?;
+        let rows = out.iter().map(|b| b.num_rows()).sum();
+        self.emit(out)?;
+        Ok(rows)
+    }
+
+    /// Flushes everything the epoch wrote, then acknowledges: with a checkpoint when one is
+    /// due, else per epoch when the job acknowledges per epoch.
+    fn end_epoch(&mut self) -> Result<()> {
+        self.flush_epoch()?;
+        if self.checkpoints.as_ref().is_some_and(|c| c.due()) {
+            self.checkpoint()?;
+        } else if self.acknowledge() == Acknowledge::PerEpoch {
+            self.commit_positions()?;
+        }
+        self.count_rows_out();
+        Ok(())
+    }
+
+    /// Sends what the epoch produced on its way: rejected rows and late rows, then flushes the
+    /// sink and the dead-letter queue.
+    fn flush_epoch(&mut self) -> Result<()> {
+        self.dirty = true;
+        for rejected in self.sink.take_rejected() {
+            tracing::warn!(
+                "a result row for topic '{}' was not written: {} (row {})",
+                rejected.topic,
+                rejected.reason,
+                String::from_utf8_lossy(&rejected.row)
+            );
+            if let Some(dlq) = self.dead_letters.as_mut() {
+                dlq.send_rejected(&rejected.row, &rejected.reason, &rejected.topic)?;
+                count(
+                    &self.progress.dead_letters,
+                    &self.progress.metrics.dead_letters,
+                    1,
+                );
+            }
+        }
+        if let Some(late) = self.late_rows.as_mut() {
+            for rows in self.pipeline.drain_late_rows() {
+                late.write(&rows)?;
+            }
+            late.flush()?;
+        }
+        self.sink.flush()?;
+        if let Some(dlq) = self.dead_letters.as_mut() {
+            dlq.flush()?;
+        }
+        Ok(())
+    }
+
+    fn commit_positions(&mut self) -> Result<()> {
+        for input in &mut self.inputs {
+            input.source.commit(&input.positions)?;
+        }
+        Ok(())
+    }
+
+    fn count_rows_out(&self) {
+        let written = self.sink.rows_written();
+        let counted = self.progress.rows_out.load(Ordering::Relaxed);
+        count(
+            &self.progress.rows_out,
+            &self.progress.metrics.records_out,
+            written.saturating_sub(counted),
+        );
+    }
+
+    /// The job's state now, at a micro-batch boundary, as checkpoint `id` (the sink's part
+    /// taken too). Nothing is written.
+    pub fn take_checkpoint(&mut self, id: u64) -> Result<Checkpoint> {
+        let operators = self
+            .pipeline
+            .snapshot_named()?
+            .into_iter()
+            .map(|(name, batches)| OperatorState {
+                name: name.to_string(),
+                batches,
+            })
+            .collect();
+        let sink = self.sink.checkpoint(id)?;
+        Ok(Checkpoint {
+            id,
+            job: String::new(),
+            fingerprint: String::new(),
+            query: String::new(),
+            created_at: chrono::Utc::now().to_rfc3339(),
+            acknowledge: self.acknowledge(),
+            operators,
+            watermark: self.watermark.as_ref().map(|t| t.snapshot()),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|i| InputPosition {
+                    stream: i.name.clone(),
+                    positions: i.positions.clone(),
+                })
+                .collect(),
+            tables: self
+                .table_followers
+                .iter()
+                .map(|f| InputPosition {
+                    stream: f.table.clone(),
+                    positions: f.positions.clone(),
+                })
+                .collect(),
+            sink,
+            carry: self.carry.clone(),
+        })
+    }
+
+    /// Writes a checkpoint now (the sink was flushed at the end of the last epoch), lets the
+    /// sink deliver what it held for it, then commits the offsets it covers. Returns its id
+    /// (0 when the job keeps no checkpoints).
+    pub fn checkpoint(&mut self) -> Result<u64> {
+        self.progress
+            .checkpoint_requested
+            .store(false, Ordering::Relaxed);
+        let Some(next_id) = self.checkpoints.as_ref().map(|c| c.next_id) else {
+            return Ok(0);
+        };
+        let started = Instant::now();
+        let checkpoint = self.take_checkpoint(next_id)?;
+        let checkpointer = self.checkpoints.as_mut().expect("checked above");
+        checkpointer.acknowledge = checkpoint.acknowledge;
+        let (id, bytes) = checkpointer.write(checkpoint)?;
+        self.sink.checkpoint_complete(id)?;
+        self.commit_positions()?;
+        self.dirty = false;
+        let p = &self.progress;
+        p.checkpoints.fetch_add(1, Ordering::Relaxed);
+        p.last_checkpoint.store(id, Ordering::Relaxed);
+        p.metrics.checkpoints.increment(1);
+        p.metrics
+            .checkpoint_duration
+            .record(started.elapsed().as_secs_f64());
+        p.metrics.checkpoint_bytes.set(bytes as f64);
+        tracing::debug!(
+            "checkpoint {id}: {bytes} bytes in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        Ok(id)
+    }
+
+    fn handle_bad_records(&mut self, batch: &SourceBatch, bad: &[BadRecord]) -> Result<()> {
+        let meta: &RecordMeta = &batch.meta;
+        for record in bad {
+            let position = meta.position(record.index);
+            tracing::warn!("skipped a bad record at {position}: {}", record.reason);
+            if let Some(dlq) = self.dead_letters.as_mut() {
+                let payload = match &batch.payload {
+                    Payload::Encoded(bytes) if !bytes.is_null(record.index) => {
+                        Some(bytes.value(record.index))
+                    }
+                    _ => None,
+                };
+                let key = (!meta.key.is_null(record.index)).then(|| meta.key.value(record.index));
+                let headers = header_pairs(meta, record.index);
+                dlq.send(payload, key, &headers, &position, &record.reason)?;
+                count(
+                    &self.progress.dead_letters,
+                    &self.progress.metrics.dead_letters,
+                    1,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header_pairs(meta: &RecordMeta, index: usize) -> Vec<(String, Option<String>)> {
+    if meta.headers.is_null(index) {
+        return Vec::new();
+    }
+    let entries = meta.headers.value(index);
+    let keys = entries.column(0).as_string::<i32>();
+    let values = entries.column(1).as_string::<i32>();
+    (0..entries.len())
+        .map(|i| {
+            (
+                keys.value(i).to_string(),
+                (!values.is_null(i)).then(|| values.value(i).to_string()),
+            )
+        })
+        .collect()
+}
