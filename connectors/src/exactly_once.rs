@@ -95,6 +95,7 @@ impl ExactlyOnceKafkaSink {
         let reader: BaseConsumer = self
             .connection
             .consumer_config("velo-sql-exactly-once")
+            .set("enable.partition.eof", "true")
             .create()
             .map_err(|e| ConnectorError::kafka("creating a reader of the output", e))?;
         reader

@@ -1,7 +1,7 @@
 //! The `velo-sql` binary: parses the command line and runs it (see `velostream::cli`).
 
 use clap::Parser;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -20,8 +20,14 @@ fn main() -> std::process::ExitCode {
                 .with_filter(filter),
         )
         // Lines logged inside a server job also go to that job's log (GET /jobs/{id}/logs),
-        // whatever RUST_LOG lets through to stderr.
-        .with(velostream::server::logs::JobLogLayer.with_filter(LevelFilter::INFO))
+        // whatever RUST_LOG lets through to stderr. A filter function, not a `LevelFilter`:
+        // its `sometimes` interest makes every event ask both filters, where two per-layer
+        // filters with cached `always` interests lose the first event of a callsite
+        // (tokio-rs/tracing#2519).
+        .with(
+            velostream::server::logs::JobLogLayer
+                .with_filter(filter_fn(|meta| *meta.level() <= tracing::Level::INFO)),
+        )
         .init();
     let cli = Cli::parse();
     // The server's runtime has sql.worker_threads threads (SQL_WORKER_THREADS).

@@ -148,7 +148,7 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
     let planned = plan_query(&ctx, &catalog, &request).await?;
     tracing::debug!("plan:\n{}", planned.logical_plan);
     let fingerprint = fingerprint(&planned);
-    let described = describe_query(&statement, &planned);
+    let described = describe_query(&spec.sql, &planned);
     let mut spec = spec;
     if spec.name.is_empty() {
         spec.name = default_name(&spec, &planned);
@@ -408,8 +408,8 @@ fn default_name(spec: &JobSpec, planned: &PlannedQuery) -> String {
     format!("velo-sql-{}", parts.join("-"))
 }
 
-/// The query as a message shows it: its text and the topics it reads.
-fn describe_query(statement: &Statement, planned: &PlannedQuery) -> String {
+/// The query as a message shows it: its text (on one line) and the topics it reads.
+fn describe_query(sql: &str, planned: &PlannedQuery) -> String {
     let topics: Vec<String> = planned
         .scans
         .iter()
@@ -421,7 +421,11 @@ fn describe_query(statement: &Statement, planned: &PlannedQuery) -> String {
             }
         })
         .collect();
-    format!("{statement} [{}]", topics.join(", "))
+    let mut text = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.chars().count() > 400 {
+        text = text.chars().take(400).collect::<String>() + "…";
+    }
+    format!("{text} [{}]", topics.join(", "))
 }
 
 /// The consumer group of a continuous input: the given one (default `velo-sql-<stream>`); a
