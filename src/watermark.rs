@@ -122,12 +122,24 @@ impl WatermarkTracker {
 
     /// [`WatermarkTracker::set_partitions`] for input `input`.
     pub fn set_input_partitions(&mut self, input: usize, assigned: &[i32]) {
-        // An empty assignment (a consumer still joining its group) leaves the input's
-        // placeholder holding the watermark.
-        self.partitions.retain(|(i, p), _| {
-            *i != input || assigned.contains(p) || (assigned.is_empty() && *p == UNKNOWN_PARTITIONS)
-        });
         let now = Instant::now();
+        if assigned.is_empty() {
+            // A consumer still joining its group (at start, after a restore, in a rebalance):
+            // the input keeps holding the watermark where its partitions held it, or, when it
+            // has none yet, with a placeholder (so another input cannot close what it feeds).
+            if self.delays_ms.len() > 1 && !self.partitions.keys().any(|(i, _)| *i == input) {
+                self.partitions.insert(
+                    (input, UNKNOWN_PARTITIONS),
+                    PartitionClock {
+                        max_time: None,
+                        last_seen: now,
+                    },
+                );
+            }
+            return;
+        }
+        self.partitions
+            .retain(|(i, p), _| *i != input || assigned.contains(p));
         for &p in assigned {
             self.partitions.entry((input, p)).or_insert(PartitionClock {
                 max_time: None,
@@ -249,6 +261,32 @@ mod tests {
         w.observe_input(1, &Int32Array::from(vec![0, 1]), &times)
             .unwrap();
         assert_eq!(w.current(), Some(400), "input 1's own delay");
+    }
+
+    #[test]
+    fn a_restored_input_holds_the_watermark_until_its_consumer_is_assigned() {
+        let mut w = WatermarkTracker::with_inputs(vec![0, 0], Duration::from_secs(60));
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![1000]));
+        w.observe_input(0, &Int32Array::from(vec![0]), &times)
+            .unwrap();
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![500]));
+        w.observe_input(1, &Int32Array::from(vec![0]), &times)
+            .unwrap();
+        assert_eq!(w.current(), Some(500));
+        let mut restored = WatermarkTracker::with_inputs(vec![0, 0], Duration::from_secs(60));
+        restored.restore(&w.snapshot());
+        // Input 0's consumer has its partitions again, input 1's is still joining its group.
+        restored.set_input_partitions(0, &[0]);
+        restored.set_input_partitions(1, &[]);
+        let times: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![9000]));
+        restored
+            .observe_input(0, &Int32Array::from(vec![0]), &times)
+            .unwrap();
+        assert_eq!(
+            restored.current(),
+            Some(500),
+            "input 1 still holds it at 500"
+        );
     }
 
     #[test]

@@ -475,15 +475,11 @@ impl Source for KafkaSource {
             return Ok(None);
         }
         let deadline = Instant::now() + max_wait;
-        let mut first = true;
         while self.collector.len() < max_records && !self.exhausted() {
-            let now = Instant::now();
-            // Poll at least once, so a zero wait still takes what has arrived.
-            if now >= deadline && !first {
-                break;
-            }
-            first = false;
-            let Some(polled) = self.consumer.poll(deadline.saturating_duration_since(now)) else {
+            // Past the deadline the poll waits for nothing but still takes what has arrived:
+            // a zero wait reads everything buffered, up to `max_records`.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(polled) = self.consumer.poll(left) else {
                 break;
             };
             let message = match polled {

@@ -475,9 +475,17 @@ impl Runner {
         Ok(())
     }
 
+    /// Commits each input's positions. A failed commit (the broker unreachable for a moment)
+    /// is not fatal: what was processed is safe in the sink or the checkpoint, and the next
+    /// commit covers it.
     fn commit_positions(&mut self) -> Result<()> {
         for input in &mut self.inputs {
-            input.source.commit(&input.positions)?;
+            if let Err(e) = input.source.commit(&input.positions) {
+                tracing::warn!(
+                    "could not commit the offsets of {} (retried with the next commit): {e}",
+                    input.source.describe()
+                );
+            }
         }
         Ok(())
     }

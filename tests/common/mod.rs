@@ -221,6 +221,74 @@ pub fn consume(topic: &str, expected: usize) -> Vec<Consumed> {
     out
 }
 
+/// Every record of `topic` up to the end of each partition now, in (partition, offset) order.
+pub fn consume_now(topic: &str) -> Vec<Consumed> {
+    let consumer: BaseConsumer = config()
+        .set("group.id", unique_topic("test-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut left = BTreeMap::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                .unwrap();
+            if low < high {
+                tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
+                    .unwrap();
+                left.insert(p.id(), high);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if left.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !left.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: partitions {left:?} not read to the end"
+        );
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        if left
+            .get(&m.partition())
+            .is_some_and(|&end| m.offset() + 1 >= end)
+        {
+            left.remove(&m.partition());
+        }
+        out.push(Consumed {
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            partition: m.partition(),
+            offset: m.offset(),
+        });
+    }
+    out.sort_by_key(|c| (c.partition, c.offset));
+    out
+}
+
 /// The (key, value) pairs of `topic`, as [`consume`] reads them.
 pub fn consume_keyed(topic: &str, expected: usize) -> Vec<(Option<String>, String)> {
     consume(topic, expected)
