@@ -43,6 +43,38 @@ pub enum Command {
     DeployApp(DeployAppArgs),
     /// Manage the jobs of a server.
     Jobs(JobsArgs),
+    /// Save a server's jobs (definitions and their last checkpoints) to a file.
+    ExportState(ExportStateArgs),
+    /// Load jobs saved by export-state into a server; they start from their checkpoints.
+    ImportState(ImportStateArgs),
+}
+
+/// `velo-sql export-state`.
+#[derive(Debug, Args)]
+pub struct ExportStateArgs {
+    /// The server.
+    #[arg(long, env = "VELO_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Only this job (default: every job).
+    #[arg(long, visible_alias = "job-id")]
+    pub job: Option<String>,
+    /// The file to write (JSON).
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+/// `velo-sql import-state`.
+#[derive(Debug, Args)]
+pub struct ImportStateArgs {
+    /// The server.
+    #[arg(long, env = "VELO_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// A file written by export-state.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Replace jobs of the same id (deleting them first) instead of refusing the import.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 /// `velo-sql server`.
@@ -136,6 +168,11 @@ pub enum JobsCommand {
     },
     /// Delete a job (stopping it first).
     Delete {
+        id: String,
+    },
+    /// Take a savepoint: a fresh checkpoint of the job, copied to the server's savepoints
+    /// folder (prints its path).
+    Savepoint {
         id: String,
     },
     /// A job's recent results (JSON lines).
@@ -371,6 +408,8 @@ pub async fn main_with(cli: Cli) -> i32 {
         Command::Server(args) => return code_of(server(args).await),
         Command::DeployApp(args) => return code_of(deploy_app(args).await),
         Command::Jobs(args) => return code_of(jobs(args).await),
+        Command::ExportState(args) => return code_of(export_state(args)),
+        Command::ImportState(args) => return code_of(import_state(args)),
     };
     match result {
         Ok(stats) => {
@@ -444,7 +483,10 @@ async fn deploy_app(args: DeployAppArgs) -> Result<()> {
     if let Some(max) = args.max_jobs {
         config.sql.max_jobs = max;
     }
-    let manager = crate::server::jobs::JobManager::new(Arc::new(config));
+    let manager = crate::server::jobs::JobManager::in_process(
+        Arc::new(config),
+        crate::job::StateSpec::default_root(),
+    );
     let app = crate::server::app::parse_application(&text).map_err(|e| match e {
         VeloError::Sql { message, location } => {
             VeloError::sql(format!("{file}: {message}"), location)
@@ -458,6 +500,7 @@ async fn deploy_app(args: DeployAppArgs) -> Result<()> {
         restart_policy: args.restart_policy,
         max_jobs: args.max_jobs,
         continuous: args.continuous,
+        reconcile: false,
     };
     let ids = manager.deploy(&app, &options)?;
     tracing::info!("running {} job(s): {}", ids.len(), ids.join(", "));
@@ -517,6 +560,9 @@ async fn jobs(args: JobsArgs) -> Result<()> {
         JobsCommand::Delete { id } => {
             client.delete(&format!("/jobs/{id}"))?;
         }
+        JobsCommand::Savepoint { id } => {
+            print(&client.post(&format!("/jobs/{id}/savepoint"), &serde_json::Value::Null)?)
+        }
         JobsCommand::Output { id, follow, limit } => client.stream_lines(
             &format!("/jobs/{id}/output?limit={limit}&follow={follow}"),
             &mut stdout,
@@ -525,6 +571,34 @@ async fn jobs(args: JobsArgs) -> Result<()> {
             &format!("/jobs/{id}/logs?tail={tail}&follow={follow}"),
             &mut stdout,
         )?,
+    }
+    Ok(())
+}
+
+fn export_state(args: ExportStateArgs) -> Result<()> {
+    let client =
+        crate::server::client::Client::new(&args.server, std::env::var("VELO_API_TOKEN").ok());
+    let path = match &args.job {
+        Some(job) => format!("/state?job={job}"),
+        None => "/state".to_string(),
+    };
+    let mut file = std::fs::File::create(&args.output)
+        .map_err(|e| VeloError::Usage(format!("cannot write {}: {e}", args.output.display())))?;
+    let bytes = client.download(&path, &mut file)?;
+    file.sync_all()?;
+    eprintln!("wrote {} ({bytes} bytes)", args.output.display());
+    Ok(())
+}
+
+fn import_state(args: ImportStateArgs) -> Result<()> {
+    let client =
+        crate::server::client::Client::new(&args.server, std::env::var("VELO_API_TOKEN").ok());
+    let body = std::fs::read(&args.input)
+        .map_err(|e| VeloError::Usage(format!("cannot read {}: {e}", args.input.display())))?;
+    let path = format!("/state?replace={}", args.replace);
+    let answer = client.post_raw(&path, body)?;
+    for id in answer["jobs"].as_array().into_iter().flatten() {
+        println!("{}", id.as_str().unwrap_or_default());
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use velo_connectors::ConnectorError;
 
 /// Where in a SQL text something went wrong (1-based).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SqlLocation {
     pub line: u64,
     pub column: u64,

@@ -178,8 +178,10 @@ fn run_scenario(scenario: Scenario, delivery: &str) {
     .map(|s| s.to_string())
     .collect();
     let argv = || args.iter().map(String::as_str).collect::<Vec<_>>();
-    // Records flow while the job is killed and restarted.
+    // Records flow while the job is killed and restarted: production lasts about as long as
+    // the kills do.
     let feeds = scenario.feeds.clone();
+    let pause = Duration::from_millis((kills() as u64 * 900 / 24).max(100));
     let producer = std::thread::spawn(move || {
         let chunks = 24;
         for c in 0..chunks {
@@ -190,7 +192,7 @@ fn run_scenario(scenario: Scenario, delivery: &str) {
                     produce(topic, &chunk);
                 }
             }
-            std::thread::sleep(Duration::from_millis(150));
+            std::thread::sleep(pause);
         }
     });
     let mut job = spawn(&argv());

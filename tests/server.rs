@@ -33,8 +33,11 @@ fn start_server_with(yaml: &str, env: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
+    // Each server its own state folder, unless the test gives one.
+    let state = dir.path().join("state");
     let mut child = velo_sql()
         .args(["server", "--config", path.to_str().unwrap(), "--port", "0"])
+        .env("VELO_STATE_DIR", &state)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -148,7 +151,9 @@ fn every_documented_route_answers_and_errors_are_json() {
                 assert_eq!(status, 400, "{method} {path}: {body}");
                 let message = json(&body)["message"].as_str().unwrap().to_string();
                 assert!(
-                    message.contains("missing field `sql`") || message.contains("needs a name"),
+                    message.contains("missing field `sql`")
+                        || message.contains("needs a name")
+                        || message.contains("missing field `format`"),
                     "{method} {path}: {message}"
                 );
             } else {
@@ -157,7 +162,7 @@ fn every_documented_route_answers_and_errors_are_json() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 19);
+    assert_eq!(checked, 22);
     let (status, body) = call("GET", &format!("{}/no/such/route", server.url), None, None);
     assert_eq!(
         (status, json(&body)["code"].clone()),
@@ -1043,4 +1048,182 @@ fn deploying_past_the_job_limit_is_refused_whole_with_429() {
     );
     let (_, jobs) = call("GET", &format!("{}/jobs", server.url), None, None);
     assert_eq!(json(&jobs)["jobs"], serde_json::json!([]));
+}
+
+/// A tumbling-window job over `topic` writing to `out`, as an application file.
+fn window_app(topic: &str, out: &str) -> String {
+    format!(
+        "CREATE STREAM ev (k VARCHAR, n BIGINT, ts TIMESTAMP) WITH ('topic' = '{topic}');\n\
+         START JOB counts AS SELECT window_start, k, COUNT(*) AS c, SUM(n) AS total FROM ev \
+         WHERE k <> 'end' GROUP BY k WINDOW TUMBLING(ts, 1m) WITH ('sink.topic' = '{out}');"
+    )
+}
+
+fn window_records(range: std::ops::Range<i64>) -> Vec<Rec> {
+    range
+        .map(|n| {
+            Rec::value(format!(
+                r#"{{"k":"k{}","n":{n},"ts":"2024-01-01T00:{:02}:{:02}Z"}}"#,
+                n % 3,
+                n / 60 % 60,
+                n % 60
+            ))
+            .partition((n % 2) as i32)
+        })
+        .collect()
+}
+
+fn window_closer() -> Vec<Rec> {
+    (0..2)
+        .map(|p| Rec::value(r#"{"k":"end","n":0,"ts":"2024-01-01T05:00:00Z"}"#).partition(p))
+        .collect()
+}
+
+/// What an uninterrupted run of the window job gives over `topic`.
+fn window_oracle(topic: &str) -> Vec<String> {
+    let out = run_ok(&[
+        "execute",
+        "--topic",
+        &topic.to_string(),
+        "--schema",
+        "k VARCHAR, n BIGINT, ts TIMESTAMP",
+        "--query",
+        "SELECT window_start, k, COUNT(*) AS c, SUM(n) AS total FROM ev WHERE k <> 'end' \
+                    GROUP BY k WINDOW TUMBLING(ts, 1m)",
+        "--format",
+        "json-lines",
+    ]);
+    let mut rows: Vec<String> = out.lines().map(str::to_string).collect();
+    rows.sort();
+    rows
+}
+
+/// Waits until `out` holds `expected` (sorted) and returns what it holds.
+fn output_rows(out: &str, expected: usize) -> Vec<String> {
+    let mut rows: Vec<String> = consume(out, expected)
+        .into_iter()
+        .map(|c| c.value)
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn records_in(server: &Server, id: &str) -> u64 {
+    let (_, body) = call("GET", &format!("{}/jobs/{id}", server.url), None, None);
+    json(&body)["records_in"].as_u64().unwrap_or(0)
+}
+
+fn terminate(server: &mut Server) {
+    std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_job_comes_back_after_a_server_restart_with_its_window_state() {
+    let topic = unique_topic("sr-in");
+    let out = unique_topic("sr-out");
+    create_topic(&topic, 2);
+    create_topic(&out, 1);
+    produce(&topic, &window_records(0..150));
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap().to_string();
+    let yaml = config_yaml("state:\n  checkpoint_interval_ms: 500\n");
+    let env = [("VELO_STATE_DIR", state_dir.as_str())];
+    let mut server = start_server_with(&yaml, &env);
+    let body = serde_json::json!({ "sql": window_app(&topic, &out) }).to_string();
+    assert_eq!(
+        call("POST", &format!("{}/jobs", server.url), None, Some(&body)).0,
+        201
+    );
+    eventually("the job to read the first records", || {
+        (records_in(&server, "counts") >= 150).then_some(())
+    });
+    // Windows 0 and 1 have closed; window 2 is open when the server stops.
+    terminate(&mut server);
+    assert!(state.path().join("jobs/counts/job.json").exists());
+    produce(&topic, &window_records(150..300));
+    produce(&topic, &window_closer());
+    let server = start_server_with(&yaml, &env);
+    let (_, body) = call("GET", &format!("{}/jobs/counts", server.url), None, None);
+    assert_eq!(json(&body)["status"], "running", "{body}");
+    let expected = window_oracle(&topic);
+    assert_eq!(expected.len(), 15, "3 keys in 5 windows");
+    assert_eq!(output_rows(&out, expected.len()), expected);
+}
+
+#[test]
+fn a_savepoint_and_an_export_move_a_job_to_another_server() {
+    let topic = unique_topic("mv-in");
+    let out = unique_topic("mv-out");
+    create_topic(&topic, 2);
+    create_topic(&out, 1);
+    produce(&topic, &window_records(0..150));
+    let yaml = config_yaml("");
+    let mut first = start_server(&yaml);
+    let body = serde_json::json!({ "sql": window_app(&topic, &out) }).to_string();
+    assert_eq!(
+        call("POST", &format!("{}/jobs", first.url), None, Some(&body)).0,
+        201
+    );
+    eventually("the job to read the first records", || {
+        (records_in(&first, "counts") >= 150).then_some(())
+    });
+    let saved = json(&run_ok(&[
+        "jobs",
+        "--server",
+        &first.url,
+        "savepoint",
+        "counts",
+    ]));
+    let folder = std::path::PathBuf::from(saved["savepoint"].as_str().unwrap());
+    assert!(folder.join("manifest.json").exists(), "{saved}");
+    assert!(saved["checkpoint"].as_u64().unwrap() >= 1);
+    let file = tempfile::tempdir().unwrap();
+    let export = file.path().join("state.json");
+    let export_arg = export.to_str().unwrap();
+    run_ok(&[
+        "export-state",
+        "--server",
+        &first.url,
+        "--output",
+        export_arg,
+    ]);
+    let exported = json(&std::fs::read_to_string(&export).unwrap());
+    assert_eq!(exported["format"], "velostream-state");
+    assert_eq!(exported["jobs"][0]["definition"]["id"], "counts");
+    terminate(&mut first);
+    // The second server has its own state folder: the job arrives with the import.
+    produce(&topic, &window_records(150..300));
+    produce(&topic, &window_closer());
+    let second = start_server(&yaml);
+    let imported = run_ok(&[
+        "import-state",
+        "--server",
+        &second.url,
+        "--input",
+        export_arg,
+    ]);
+    assert_eq!(imported.trim(), "counts");
+    let again = run(&[
+        "import-state",
+        "--server",
+        &second.url,
+        "--input",
+        export_arg,
+    ]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("exists already"),
+        "{}",
+        stderr(&again)
+    );
+    let expected = window_oracle(&topic);
+    assert_eq!(output_rows(&out, expected.len()), expected);
 }

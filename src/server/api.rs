@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use super::app::parse_application;
+use super::app::{parse_application, Application};
 use super::capture::{ChannelSink, CollectSink, Collected};
 use super::config::{Config, RestartPolicy};
 use super::jobs::{DeployOptions, JobManager, ManagedJob};
@@ -117,22 +117,29 @@ impl AppState {
             restart_policy: self.config.sql.restart_policy,
             max_jobs: None,
             continuous: true,
+            reconcile: false,
         }
     }
 
-    /// Deploys an application file's text; registered streams are visible to its jobs.
-    pub fn deploy_text(
-        &self,
-        text: &str,
-        file: &str,
-        options: DeployOptions,
-    ) -> Result<Vec<String>, ApiError> {
+    /// An application file's jobs; registered streams are visible to them.
+    pub fn application(&self, text: &str, file: &str) -> Result<Application, ApiError> {
         let mut app = parse_application(text).map_err(|e| ApiError::from(e).in_file(file))?;
         let declarations = self.declarations();
         for job in &mut app.jobs {
             // After the job's own text, so its line numbers stay the file's.
             job.sql = format!("{}\n;\n{declarations}", job.sql);
         }
+        Ok(app)
+    }
+
+    /// Deploys an application file's text.
+    pub fn deploy_text(
+        &self,
+        text: &str,
+        file: &str,
+        options: DeployOptions,
+    ) -> Result<Vec<String>, ApiError> {
+        let app = self.application(text, file)?;
         Ok(self.jobs.deploy(&app, &options)?)
     }
 }
@@ -281,8 +288,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/jobs/{id}/pause"),
     ("post", "/jobs/{id}/resume"),
     ("post", "/jobs/{id}/restart"),
+    ("post", "/jobs/{id}/savepoint"),
     ("get", "/jobs/{id}/output"),
     ("get", "/jobs/{id}/logs"),
+    ("get", "/state"),
+    ("post", "/state"),
 ];
 
 /// The OpenAPI document of this API.
@@ -300,7 +310,16 @@ pub fn router(state: AppState) -> Router {
         .route("/sql", post(run_sql))
         .route("/jobs", get(list_jobs).post(deploy_jobs))
         .route("/jobs/{id}", get(get_job).delete(delete_job))
+        .route("/jobs/{id}/savepoint", post(job_savepoint))
         .route("/jobs/{id}/{action}", post(job_action))
+        .route(
+            "/state",
+            get(export_state)
+                .post(import_state)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    config.server.max_import_bytes,
+                )),
+        )
         .route("/jobs/{id}/output", get(job_output))
         .route("/jobs/{id}/logs", get(job_logs))
         .fallback(no_route)
@@ -932,6 +951,63 @@ async fn job_action(
         }
     }
     Ok(axum::Json(j.status()))
+}
+
+/// `POST /jobs/{id}/savepoint`: a fresh checkpoint of the job, copied to the savepoints folder.
+async fn job_savepoint(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let j = job(&state, &id)?;
+    let (folder, checkpoint) = state.jobs.savepoint(&j).await?;
+    Ok(axum::Json(json!({
+        "id": j.id,
+        "checkpoint": checkpoint,
+        "savepoint": folder.display().to_string(),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportQuery {
+    job: Option<String>,
+}
+
+/// `GET /state`: every job's (or `?job=ID`'s) definition and newest checkpoint.
+async fn export_state(
+    State(state): State<AppState>,
+    Query(query): Query<ExportQuery>,
+) -> Result<axum::Json<super::state::Export>, ApiError> {
+    let export = state.jobs.export(query.job.as_deref()).await;
+    match (export, &query.job) {
+        (Err(VeloError::Usage(_)), Some(id)) => Err(ApiError::not_found("job", id)),
+        (result, _) => Ok(axum::Json(result?)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ImportQuery {
+    #[serde(default)]
+    replace: bool,
+}
+
+/// `POST /state`: jobs exported by another server (or this one) are written to the state
+/// folder and started from their checkpoints.
+async fn import_state(
+    State(state): State<AppState>,
+    Query(query): Query<ImportQuery>,
+    JsonBody(export): JsonBody<super::state::Export>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let ids = state
+        .jobs
+        .import(&export, query.replace)
+        .await
+        .map_err(|e| match e {
+            VeloError::Usage(m) if m.contains("exists already") => {
+                ApiError::new(StatusCode::CONFLICT, "job_exists", m)
+            }
+            other => other.into(),
+        })?;
+    Ok(axum::Json(json!({ "jobs": ids })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -36,7 +36,7 @@ use crate::error::{Result, SqlLocation, VeloError};
 use crate::sql::{parse_script, tokenize};
 
 /// A job of an application file (the server turns it into a [`crate::job::JobSpec`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AppJob {
     pub name: String,
     /// Declarations and the job's query, positioned as in the file.

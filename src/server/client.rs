@@ -40,6 +40,8 @@ impl Client {
         let status = response.status();
         let text = response
             .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
             .read_to_string()
             .map_err(|e| self.unreachable(e))?;
         let value: Value = if text.is_empty() {
@@ -89,6 +91,26 @@ impl Client {
         let request = self.authorized(self.agent.post(self.url(path)));
         let response = request.send_json(body).map_err(|e| self.unreachable(e))?;
         self.answer(response)
+    }
+
+    /// Posts `body` (a JSON document already encoded) as it is.
+    pub fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<Value> {
+        let request = self
+            .authorized(self.agent.post(self.url(path)))
+            .header("Content-Type", "application/json");
+        let response = request.send(&body[..]).map_err(|e| self.unreachable(e))?;
+        self.answer(response)
+    }
+
+    /// Copies the body of `GET path` to `out`, however large; returns its length.
+    pub fn download(&self, path: &str, out: &mut impl Write) -> Result<u64> {
+        let request = self.authorized(self.agent.get(self.url(path)));
+        let mut response = request.call().map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return self.answer(response).map(|_| 0);
+        }
+        let mut reader = response.body_mut().as_reader();
+        Ok(std::io::copy(&mut reader, out)?)
     }
 
     pub fn delete(&self, path: &str) -> Result<Value> {

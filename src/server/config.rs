@@ -105,6 +105,8 @@ pub struct ServerConfig {
     pub auth_token: Option<String>,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Largest state document `POST /state` accepts (an import of jobs and their checkpoints).
+    pub max_import_bytes: usize,
     /// Ad-hoc queries running at once; more get 429.
     pub max_concurrent_queries: usize,
     /// Longest an ad-hoc query may run.
@@ -120,6 +122,7 @@ impl Default for ServerConfig {
             port: 8080,
             auth_token: None,
             max_body_bytes: 1024 * 1024,
+            max_import_bytes: 1024 * 1024 * 1024,
             max_concurrent_queries: 4,
             query_timeout_seconds: 30,
             cors_origins: Vec::new(),

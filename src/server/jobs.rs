@@ -19,6 +19,7 @@ use super::app::{AppJob, Application};
 use super::capture::{CaptureSink, OutputBuffer};
 use super::config::{Config, RestartPolicy};
 use super::logs::{self, now, LogBuffer};
+use super::state::{Desired, JobDefinition};
 use crate::error::{Result, VeloError};
 use crate::job::{
     JobHooks, JobProgress, JobSpec, OutputTarget, ReadSpec, RuntimeOptions, StateSpec,
@@ -36,6 +37,10 @@ pub struct DeployOptions {
     /// False: each job reads what its topics hold now and ends (`deploy-app` without
     /// `--continuous`).
     pub continuous: bool,
+    /// Jobs that exist already with the same definition are kept as they run (a server
+    /// restarting with `SQL_FILE`); ones whose definition changed are replaced, their state
+    /// discarded. False: an existing job refuses the deployment.
+    pub reconcile: bool,
 }
 
 /// A job's lifecycle state.
@@ -117,6 +122,9 @@ pub struct JobStatus {
     /// Records behind the end of the input topic; null while unknown.
     pub lag: Option<i64>,
     pub restarts: u32,
+    /// Checkpoints written since the job (re)started, and the id of the last one (0: none).
+    pub checkpoints: u64,
+    pub last_checkpoint: u64,
     pub restart_policy: RestartPolicy,
     pub consumer_group: String,
     pub input_topic: Option<String>,
@@ -156,6 +164,8 @@ impl ManagedJob {
             last_error: life.last_error,
             lag: (lag >= 0).then_some(lag),
             restarts: self.restarts.load(Ordering::Relaxed),
+            checkpoints: p.checkpoints.load(Ordering::Relaxed),
+            last_checkpoint: p.last_checkpoint.load(Ordering::Relaxed),
             restart_policy: self.restart_policy,
             consumer_group: self.consumer_group.clone(),
             input_topic: self.spec.input_topic.clone(),
@@ -175,20 +185,160 @@ impl ManagedJob {
     fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.lock().expect("job lock").clone()
     }
+
+    /// The job as kept on disk.
+    pub fn definition(&self, desired: Desired) -> JobDefinition {
+        JobDefinition {
+            id: self.id.clone(),
+            job: self.spec.clone(),
+            consumer_group: self.consumer_group.clone(),
+            restart_policy: self.restart_policy,
+            continuous: self.continuous,
+            desired,
+        }
+    }
+
+    /// Asks the running job for a checkpoint now and waits (at most `timeout`) until it is
+    /// written. False when the job is not running or did not answer in time.
+    async fn checkpoint_now(&self, timeout: Duration) -> bool {
+        if !matches!(self.state(), JobState::Running | JobState::Paused) {
+            return false;
+        }
+        let before = self.progress.last_checkpoint.load(Ordering::Relaxed);
+        self.progress
+            .checkpoint_requested
+            .store(true, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.progress.last_checkpoint.load(Ordering::Relaxed) != before {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
 }
 
 /// Every job of the server (or of an in-process `deploy-app`).
 pub struct JobManager {
     config: Arc<Config>,
     jobs: Mutex<BTreeMap<String, Arc<ManagedJob>>>,
+    /// Where the jobs' folders are (checkpoints, and the definitions of a server's jobs).
+    jobs_dir: std::path::PathBuf,
+    /// True for a server: job definitions are kept in the jobs' folders and redeployed when
+    /// the server starts again.
+    persist: bool,
 }
 
 impl JobManager {
+    /// A server's job manager: jobs in `config`'s state folder, definitions kept.
     pub fn new(config: Arc<Config>) -> Arc<Self> {
+        let jobs_dir = config.jobs_dir();
         Arc::new(Self {
             config,
             jobs: Mutex::new(BTreeMap::new()),
+            jobs_dir,
+            persist: true,
         })
+    }
+
+    /// The job manager of an in-process `deploy-app`: jobs checkpoint in `jobs_dir`; nothing
+    /// is redeployed later.
+    pub fn in_process(config: Arc<Config>, jobs_dir: std::path::PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            jobs: Mutex::new(BTreeMap::new()),
+            jobs_dir,
+            persist: false,
+        })
+    }
+
+    /// The folder of job `id`.
+    pub fn job_dir(&self, id: &str) -> std::path::PathBuf {
+        self.jobs_dir.join(crate::job::spec::folder_name(id))
+    }
+
+    /// Writes job `job`'s definition into its folder (a server's jobs), `desired` saying
+    /// whether it runs when the server starts again.
+    fn keep_definition(&self, job: &ManagedJob, desired: Desired) -> Result<()> {
+        if !self.persist {
+            return Ok(());
+        }
+        super::state::write_definition(&self.job_dir(&job.id), &job.definition(desired))
+    }
+
+    /// Redeploys the jobs whose definitions are in the state folder (a server starting): each
+    /// restores its last checkpoint. Returns their ids.
+    pub fn redeploy_kept(self: &Arc<Self>) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for definition in super::state::read_definitions(&self.jobs_dir)? {
+            let start = definition.desired == Desired::Running;
+            let id = definition.id.clone();
+            let job = self.add(definition)?;
+            if start {
+                self.start(job);
+            } else {
+                job.set_state(JobState::Stopped);
+            }
+            ids.push(id);
+        }
+        self.publish_active();
+        Ok(ids)
+    }
+
+    /// Prepares deploying `app` again over the jobs a restarted server brought back: a job
+    /// whose definition is unchanged keeps running from its state; one that changed is
+    /// deleted (its state does not fit the new query) and deployed afresh.
+    pub async fn reconcile(&self, app: &Application, options: &DeployOptions) {
+        for spec in &app.jobs {
+            let id = format!("{}{}", options.job_prefix, spec.name);
+            let mut spec = spec.clone();
+            if spec.input_topic.is_none() {
+                spec.input_topic = options.default_topic.clone();
+            }
+            if let Some(existing) = self.get(&id) {
+                if existing.spec != spec {
+                    tracing::warn!(
+                        "job '{id}' changed since it was deployed: replacing it (its state is discarded)"
+                    );
+                    self.delete(&existing).await;
+                }
+            }
+        }
+    }
+
+    /// Registers a job from its definition (not started).
+    fn add(&self, definition: JobDefinition) -> Result<Arc<ManagedJob>> {
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        if jobs.contains_key(&definition.id) {
+            return Err(VeloError::Usage(format!(
+                "a job '{}' exists already",
+                definition.id
+            )));
+        }
+        let id = definition.id.clone();
+        let job = Arc::new(ManagedJob {
+            consumer_group: definition.consumer_group,
+            spec: definition.job,
+            restart_policy: definition.restart_policy,
+            continuous: definition.continuous,
+            lifecycle: Mutex::new(Lifecycle {
+                state: JobState::Starting,
+                started_at: now(),
+                errors: 0,
+                last_error: None,
+            }),
+            restarts: AtomicU32::new(0),
+            progress: Arc::new(JobProgress::new(id.clone())),
+            stop: Mutex::new(Arc::new(AtomicBool::new(false))),
+            output: Arc::new(OutputBuffer::new(self.config.sql.output_buffer_rows)),
+            logs: Arc::new(LogBuffer::new(1000)),
+            task: Mutex::new(None),
+            id: id.clone(),
+        });
+        logs::register(&id, job.logs.clone());
+        jobs.insert(id, job.clone());
+        Ok(job)
     }
 
     /// Deploys every job of `app`, or none: names already taken or too many jobs refuse the
@@ -198,7 +348,7 @@ impl JobManager {
         app: &Application,
         options: &DeployOptions,
     ) -> Result<Vec<String>> {
-        let mut jobs = self.jobs.lock().expect("jobs lock");
+        let jobs = self.jobs.lock().expect("jobs lock");
         let active = jobs.values().filter(|j| j.state().is_active()).count();
         let limit = options
             .max_jobs
@@ -216,37 +366,36 @@ impl JobManager {
             .iter()
             .map(|j| format!("{}{}", options.job_prefix, j.name))
             .collect();
-        if let Some(taken) = ids.iter().find(|id| jobs.contains_key(*id)) {
+        if let (Some(taken), false) = (
+            ids.iter().find(|id| jobs.contains_key(*id)),
+            options.reconcile,
+        ) {
             return Err(VeloError::Usage(format!(
                 "a job '{taken}' exists already; delete it first or use --job-prefix"
             )));
         }
+        drop(jobs);
         for (spec, id) in app.jobs.iter().zip(&ids) {
             let mut spec = spec.clone();
             if spec.input_topic.is_none() {
                 spec.input_topic = options.default_topic.clone();
             }
-            let job = Arc::new(ManagedJob {
+            if options.reconcile && self.get(id).is_some() {
+                continue; // kept as it runs (see `reconcile`)
+            }
+            let job = self.add(JobDefinition {
                 id: id.clone(),
                 consumer_group: format!("{}{}", options.group_prefix, id),
-                spec,
+                job: spec,
                 restart_policy: options.restart_policy,
                 continuous: options.continuous,
-                lifecycle: Mutex::new(Lifecycle {
-                    state: JobState::Starting,
-                    started_at: now(),
-                    errors: 0,
-                    last_error: None,
-                }),
-                restarts: AtomicU32::new(0),
-                progress: Arc::new(JobProgress::new(id.clone())),
-                stop: Mutex::new(Arc::new(AtomicBool::new(false))),
-                output: Arc::new(OutputBuffer::new(self.config.sql.output_buffer_rows)),
-                logs: Arc::new(LogBuffer::new(1000)),
-                task: Mutex::new(None),
-            });
-            logs::register(id, job.logs.clone());
-            jobs.insert(id.clone(), job.clone());
+                desired: Desired::Running,
+            })?;
+            if options.continuous {
+                // A new job starts afresh: state left by an earlier job of that name goes.
+                let _ = std::fs::remove_dir_all(self.job_dir(id));
+            }
+            self.keep_definition(&job, Desired::Running)?;
             self.start(job);
         }
         metrics::gauge!("velo_active_jobs").set((active + ids.len()) as f64);
@@ -429,7 +578,7 @@ impl JobManager {
         };
         if job.continuous {
             spec.state = Some(StateSpec::new(
-                config.jobs_dir(),
+                self.jobs_dir.clone(),
                 Duration::from_millis(config.checkpoint_interval_ms().max(1)),
             ));
         }
@@ -465,8 +614,17 @@ impl JobManager {
         self.list().iter().all(|j| j.state() != JobState::Starting)
     }
 
-    /// Stops a job (it stays listed as stopped) and waits for it to end.
+    /// Stops a job (it stays listed as stopped, and stays stopped when the server starts
+    /// again) and waits for it to end (its final checkpoint written).
     pub async fn stop(&self, job: &Arc<ManagedJob>) {
+        self.halt(job).await;
+        if let Err(e) = self.keep_definition(job, Desired::Stopped) {
+            tracing::warn!("job '{}': {e}", job.id);
+        }
+    }
+
+    /// Stops a job's run and waits for it to end, leaving what it should do next as it was.
+    async fn halt(&self, job: &Arc<ManagedJob>) {
         job.stop_flag().store(true, Ordering::Relaxed);
         job.progress.paused.store(false, Ordering::Relaxed);
         let task = job.task.lock().expect("job lock").take();
@@ -495,9 +653,12 @@ impl JobManager {
         job.say(Level::INFO, "resumed");
     }
 
-    /// Stops the job and starts it again (counted as a restart).
+    /// Stops the job and starts it again (counted as a restart); it restores its checkpoint.
     pub async fn restart(self: &Arc<Self>, job: &Arc<ManagedJob>) {
-        self.stop(job).await;
+        self.halt(job).await;
+        if let Err(e) = self.keep_definition(job, Desired::Running) {
+            tracing::warn!("job '{}': {e}", job.id);
+        }
         *job.stop.lock().expect("job lock") = Arc::new(AtomicBool::new(false));
         job.restarts.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("velo_job_restarts_total", "job" => job.id.clone()).increment(1);
@@ -506,19 +667,111 @@ impl JobManager {
         self.publish_active();
     }
 
-    /// Stops and forgets a job.
+    /// Stops and forgets a job: its definition and checkpoints go too.
     pub async fn delete(&self, job: &Arc<ManagedJob>) {
-        self.stop(job).await;
+        self.halt(job).await;
         self.jobs.lock().expect("jobs lock").remove(&job.id);
+        if job.continuous {
+            let _ = std::fs::remove_dir_all(self.job_dir(&job.id));
+        }
         logs::unregister(&job.id);
         self.publish_active();
     }
 
-    /// Stops every job (server shutdown).
+    /// Stops every job (server shutdown): each writes its final checkpoint, and the server's
+    /// jobs that were running run again when it starts.
     pub async fn stop_all(&self) {
         for job in self.list() {
-            self.stop(&job).await;
+            self.halt(&job).await;
         }
+    }
+
+    /// Takes a savepoint of `job`: a fresh checkpoint when it runs (else its last one), copied
+    /// to the server's savepoints folder. Returns the folder and the checkpoint's id.
+    pub async fn savepoint(&self, job: &Arc<ManagedJob>) -> Result<(std::path::PathBuf, u64)> {
+        if !job.continuous {
+            return Err(VeloError::Usage(format!(
+                "job '{}' reads a bounded input and keeps no checkpoints",
+                job.id
+            )));
+        }
+        if matches!(job.state(), JobState::Running | JobState::Paused)
+            && !job.checkpoint_now(Duration::from_secs(30)).await
+        {
+            return Err(VeloError::State(format!(
+                "job '{}' did not write a checkpoint within 30 s",
+                job.id
+            )));
+        }
+        super::state::savepoint(
+            &self.job_dir(&job.id),
+            &self.config.savepoints_dir(),
+            &job.id,
+        )
+    }
+
+    /// Exports `only` (or every job): definitions and newest checkpoints, running jobs
+    /// checkpointed first so the export is current.
+    pub async fn export(&self, only: Option<&str>) -> Result<super::state::Export> {
+        let mut jobs = Vec::new();
+        for job in self.list() {
+            if only.is_some_and(|id| id != job.id) {
+                continue;
+            }
+            job.checkpoint_now(Duration::from_secs(30)).await;
+            let desired = if job.state() == JobState::Stopped {
+                Desired::Stopped
+            } else {
+                Desired::Running
+            };
+            jobs.push(super::state::export_job(
+                &self.job_dir(&job.id),
+                job.definition(desired),
+            )?);
+        }
+        if let (Some(id), true) = (only, jobs.is_empty()) {
+            return Err(VeloError::Usage(format!("no job '{id}'")));
+        }
+        Ok(super::state::export(jobs))
+    }
+
+    /// Imports an export: each job's definition and checkpoint are written to its folder and
+    /// the jobs that were running start, restoring the imported state. Jobs of the same id
+    /// are refused, unless `replace` (then they are deleted first). Returns the ids.
+    pub async fn import(
+        self: &Arc<Self>,
+        export: &super::state::Export,
+        replace: bool,
+    ) -> Result<Vec<String>> {
+        super::state::check_export(export)?;
+        for exported in &export.jobs {
+            if let Some(existing) = self.get(&exported.definition.id) {
+                if !replace {
+                    return Err(VeloError::Usage(format!(
+                        "a job '{}' exists already; delete it first or import with replace",
+                        existing.id
+                    )));
+                }
+            }
+        }
+        let mut ids = Vec::new();
+        for exported in &export.jobs {
+            if let Some(existing) = self.get(&exported.definition.id) {
+                self.delete(&existing).await;
+            }
+            let definition = exported.definition.clone();
+            super::state::import_job(&self.job_dir(&definition.id), exported)?;
+            let start = definition.desired == Desired::Running;
+            let job = self.add(definition)?;
+            if start {
+                self.start(job.clone());
+            } else {
+                job.set_state(JobState::Stopped);
+            }
+            ids.push(job.id.clone());
+        }
+        self.publish_active();
+        Ok(ids)
     }
 
     /// Waits until no job is active.

@@ -5,6 +5,7 @@
 //! - [`jobs`]: the job manager (run, supervise, stop/pause/resume/restart);
 //! - [`capture`]: the sinks behind server queries (job output buffers, ad-hoc results);
 //! - [`logs`]: per-job log buffers fed from tracing;
+//! - [`state`]: the server's state folder (kept job definitions, savepoints, export/import);
 //! - [`api`]: the routes; [`client`]: the `velo-sql jobs …` side of them.
 //!
 //! The API is described by `docs/openapi.json` (served at `/openapi.json`); a test checks that
@@ -17,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod jobs;
 pub mod logs;
+pub mod state;
 
 use std::sync::Arc;
 
@@ -34,15 +36,34 @@ pub async fn serve(config: Config) -> Result<()> {
         .install_recorder()
         .map_err(|e| VeloError::Execution(format!("metrics: {e}")))?;
     let state = api::AppState::new(config.clone(), recorder)?;
+    // Jobs deployed before a restart come back, each from its last checkpoint.
+    let kept = state.jobs.redeploy_kept()?;
+    if !kept.is_empty() {
+        tracing::info!(
+            "redeployed {} job(s) kept in {}: {}",
+            kept.len(),
+            config.state_dir().display(),
+            kept.join(", ")
+        );
+    }
     if let Some(file) = &config.sql.file {
         let text = std::fs::read_to_string(file).map_err(|e| {
             VeloError::Usage(format!("cannot read SQL_FILE {}: {e}", file.display()))
         })?;
+        let name = file.display().to_string();
+        let failed =
+            |e: api::ApiError| VeloError::Usage(format!("SQL_FILE {name}: {}", e.describe()));
+        let app = state.application(&text, &name).map_err(failed)?;
+        // Jobs of the file already back from the state folder keep running from their state.
+        let options = jobs::DeployOptions {
+            reconcile: true,
+            ..state.default_deploy()
+        };
+        state.jobs.reconcile(&app, &options).await;
         let ids = state
-            .deploy_text(&text, &file.display().to_string(), state.default_deploy())
-            .map_err(|e| {
-                VeloError::Usage(format!("SQL_FILE {}: {}", file.display(), e.describe()))
-            })?;
+            .jobs
+            .deploy(&app, &options)
+            .map_err(|e| failed(e.into()))?;
         tracing::info!("deployed {} job(s) from {}", ids.len(), file.display());
     }
     let address = format!("{}:{}", config.server.bind, config.server.port);
