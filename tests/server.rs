@@ -1084,7 +1084,7 @@ fn window_oracle(topic: &str) -> Vec<String> {
     let out = run_ok(&[
         "execute",
         "--topic",
-        &topic.to_string(),
+        topic,
         "--schema",
         "k VARCHAR, n BIGINT, ts TIMESTAMP",
         "--query",
