@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::KafkaConnection;
+use crate::kafka::{KafkaConnection, QuietContext};
 use crate::sink::{
     KafkaSink, MessageTag, RejectedRow, Sink, SinkState, CHECKPOINT_HEADER, JOB_HEADER, SEQ_HEADER,
 };
@@ -35,7 +35,7 @@ pub struct ExactlyOnceKafkaSink {
     /// Results of the last checkpoint, until it is complete.
     checkpointed: Vec<RecordBatch>,
     /// Reads the output topic's end offsets.
-    metadata: BaseConsumer,
+    metadata: BaseConsumer<QuietContext>,
 }
 
 impl ExactlyOnceKafkaSink {
@@ -45,9 +45,9 @@ impl ExactlyOnceKafkaSink {
         connection: &KafkaConnection,
         job: impl Into<String>,
     ) -> Result<Self> {
-        let metadata: BaseConsumer = connection
+        let metadata: BaseConsumer<QuietContext> = connection
             .consumer_config("velo-sql-exactly-once")
-            .create()
+            .create_with_context(QuietContext)
             .map_err(|e| ConnectorError::kafka("creating a metadata client", e))?;
         Ok(Self {
             inner,
@@ -92,11 +92,11 @@ impl ExactlyOnceKafkaSink {
         if left.is_empty() {
             return Ok(found);
         }
-        let reader: BaseConsumer = self
+        let reader: BaseConsumer<QuietContext> = self
             .connection
             .consumer_config("velo-sql-exactly-once")
             .set("enable.partition.eof", "true")
-            .create()
+            .create_with_context(QuietContext)
             .map_err(|e| ConnectorError::kafka("creating a reader of the output", e))?;
         reader
             .assign(&assignment)

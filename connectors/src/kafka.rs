@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
@@ -103,12 +103,7 @@ impl KafkaConnection {
     }
 
     /// The partitions of `topic`, or [`ConnectorError::UnknownTopic`] listing what exists.
-    pub fn partitions(&self, consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
-        self.partitions_with(consumer, topic)
-    }
-
-    /// [`KafkaConnection::partitions`] through a consumer with any context.
-    pub fn partitions_with<C: ConsumerContext>(
+    pub fn partitions<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         topic: &str,
@@ -141,9 +136,9 @@ impl KafkaConnection {
 
     /// Names of the topics on the broker (internal `__` topics left out).
     pub fn topics(&self) -> Result<Vec<String>> {
-        let consumer: BaseConsumer = self
+        let consumer: BaseConsumer<QuietContext> = self
             .client_config()
-            .create()
+            .create_with_context(QuietContext)
             .map_err(|e| ConnectorError::kafka("creating a metadata client", e))?;
         let metadata = consumer
             .fetch_metadata(None, self.timeout)
@@ -200,7 +195,72 @@ pub struct PositionsContext {
     start_at: Mutex<Positions>,
 }
 
-impl ClientContext for PositionsContext {}
+impl ClientContext for PositionsContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(error, reason);
+    }
+}
+
+/// librdkafka's own log lines: at debug level. What matters to a user (a broker unreachable, a
+/// commit or a delivery failing) reaches the code that asked, which reports it once, in words.
+fn client_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    tracing::debug!(target: "librdkafka", "{level:?} {fac}: {message}");
+}
+
+/// librdkafka's client-wide errors (brokers down, transport failures): at debug level, for the
+/// same reason as [`client_log`]; polls and flushes return them to their callers.
+fn client_error(error: KafkaError, reason: &str) {
+    tracing::debug!(target: "librdkafka", "{error}: {reason}");
+}
+
+/// A client context that only routes librdkafka's logs (metadata clients, readers).
+#[derive(Default)]
+pub struct QuietContext;
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(error, reason);
+    }
+}
+
+impl ConsumerContext for QuietContext {}
+
+/// Warns about transient consumer errors at most every [`TRANSIENT_WARNING_INTERVAL`],
+/// counting the ones it holds back (an outage produces many per second).
+#[derive(Default)]
+struct TransientWarnings {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+const TRANSIENT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+impl TransientWarnings {
+    fn warn(&mut self, topic: &str, e: &KafkaError) {
+        match self.last {
+            Some(last) if last.elapsed() < TRANSIENT_WARNING_INTERVAL => self.held_back += 1,
+            _ => {
+                let more = std::mem::take(&mut self.held_back);
+                if more > 0 {
+                    tracing::warn!(
+                        topic,
+                        "consumer error (retrying; {more} more in the last {} s): {e}",
+                        TRANSIENT_WARNING_INTERVAL.as_secs()
+                    );
+                } else {
+                    tracing::warn!(topic, "consumer error (retrying): {e}");
+                }
+                self.last = Some(Instant::now());
+            }
+        }
+    }
+}
 
 impl ConsumerContext for PositionsContext {
     fn rebalance(
@@ -264,6 +324,7 @@ pub struct KafkaSource {
     snapshot_ends: BTreeMap<i32, i64>,
     mode: ModeKind,
     timeout: Duration,
+    transient: TransientWarnings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,7 +401,7 @@ impl KafkaSource {
         let consumer: BaseConsumer<PositionsContext> = config
             .create_with_context(context)
             .map_err(|e| ConnectorError::kafka("creating a consumer", e))?;
-        let partitions = connection.partitions_with(&consumer, topic)?;
+        let partitions = connection.partitions(&consumer, topic)?;
         let mut snapshot_ends = BTreeMap::new();
         let remaining = match mode {
             ReadMode::Snapshot {
@@ -421,6 +482,7 @@ impl KafkaSource {
             delivered: Positions::new(),
             mode: kind,
             timeout: connection.timeout,
+            transient: TransientWarnings::default(),
         })
     }
 
@@ -492,7 +554,7 @@ impl Source for KafkaSource {
                             e,
                         ));
                     }
-                    tracing::warn!(topic = %self.topic, "transient consumer error: {e}");
+                    self.transient.warn(&self.topic, &e);
                     continue;
                 }
             };
@@ -678,7 +740,14 @@ pub struct DeliveryTracker {
     failures: Mutex<(usize, Option<String>)>,
 }
 
-impl ClientContext for DeliveryTracker {}
+impl ClientContext for DeliveryTracker {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();

@@ -52,13 +52,23 @@ pub fn unique_topic(prefix: &str) -> String {
 }
 
 fn config() -> ClientConfig {
+    config_at(brokers())
+}
+
+fn config_at(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers());
+    c.set("bootstrap.servers", brokers);
     c
 }
 
 /// Creates `topic` with `partitions` partitions and waits until its metadata is visible.
 pub fn create_topic(topic: &str, partitions: i32) {
+    create_topic_at(brokers(), topic, partitions)
+}
+
+/// [`create_topic`] on the broker at `brokers`.
+pub fn create_topic_at(brokers: &str, topic: &str, partitions: i32) {
+    let config = || config_at(brokers);
     let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -128,7 +138,12 @@ impl Rec {
 
 /// Produces `records` to `topic` and waits for every acknowledgement.
 pub fn produce(topic: &str, records: &[Rec]) {
-    let producer: BaseProducer = config().set("linger.ms", "0").create().unwrap();
+    produce_at(brokers(), topic, records)
+}
+
+/// [`produce`] to the broker at `brokers`.
+pub fn produce_at(brokers: &str, topic: &str, records: &[Rec]) {
+    let producer: BaseProducer = config_at(brokers).set("linger.ms", "0").create().unwrap();
     for r in records {
         let mut rec: BaseRecord<'_, str, str> = BaseRecord::to(topic);
         if let Some(k) = &r.key {
@@ -223,7 +238,12 @@ pub fn consume(topic: &str, expected: usize) -> Vec<Consumed> {
 
 /// Every record of `topic` up to the end of each partition now, in (partition, offset) order.
 pub fn consume_now(topic: &str) -> Vec<Consumed> {
-    let consumer: BaseConsumer = config()
+    consume_now_at(brokers(), topic)
+}
+
+/// [`consume_now`] from the broker at `brokers`.
+pub fn consume_now_at(brokers: &str, topic: &str) -> Vec<Consumed> {
+    let consumer: BaseConsumer = config_at(brokers)
         .set("group.id", unique_topic("test-reader"))
         .set("enable.auto.commit", "false")
         .create()
@@ -320,8 +340,14 @@ pub fn state_root() -> &'static std::path::Path {
 
 /// Runs `velo-sql ARGS` to completion (killed after 60 s).
 pub fn run(args: &[&str]) -> Output {
+    run_with(args, &[])
+}
+
+/// [`run`] with extra environment variables.
+pub fn run_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut child = velo_sql()
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -355,7 +381,12 @@ pub fn stderr(o: &Output) -> String {
 
 /// Runs `velo-sql` and asserts it exits 0; returns stdout.
 pub fn run_ok(args: &[&str]) -> String {
-    let out = run(args);
+    run_ok_with(args, &[])
+}
+
+/// [`run_ok`] with extra environment variables.
+pub fn run_ok_with(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = run_with(args, env);
     assert!(
         out.status.success(),
         "velo-sql {args:?} failed ({:?}):\n{}",
@@ -386,8 +417,14 @@ pub struct Running {
 
 /// Starts `velo-sql ARGS` in the background.
 pub fn spawn(args: &[&str]) -> Running {
+    spawn_with(args, &[])
+}
+
+/// Starts `velo-sql ARGS` in the background with extra environment variables.
+pub fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut child = velo_sql()
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
