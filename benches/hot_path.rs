@@ -4,6 +4,7 @@
 //! - `window_aggregate`: a tumbling GROUP BY and a 5-row moving average (OVER) over decoded
 //!   batches with 10 000 distinct keys;
 //! - `stream_join`: an interval join of two tick streams with 10 000 active keys;
+//! - `checkpoint`: one checkpoint of a window holding 10 000 groups (written and fsynced);
 //! - `codecs`: decoding and encoding the `trades` record (DECIMAL(18,4) price) as JSON, Avro and
 //!   Protobuf.
 
@@ -12,8 +13,8 @@ use velo_connectors::codec::EncodedRows;
 mod fixtures;
 
 use fixtures::{
-    nexmark_bid_batches, tick_batches, CodecBench, HotPath, CODECS, INTERVAL_JOIN_QUERY,
-    NEXMARK_QUERIES, OVER_QUERY, WINDOW_QUERY,
+    nexmark_bid_batches, state_batches, tick_batches, CodecBench, HotPath, CODECS,
+    INTERVAL_JOIN_QUERY, NEXMARK_QUERIES, OVER_QUERY, STATE_QUERY, WINDOW_QUERY,
 };
 
 const RECORDS: usize = 100_000;
@@ -82,6 +83,27 @@ fn window_aggregate(c: &mut Criterion) {
     group.finish();
 }
 
+/// One checkpoint of a window holding 10 000 groups: snapshot, Arrow IPC encoding, fsync and
+/// rename (reported in groups/s).
+fn checkpoint(c: &mut Criterion) {
+    const GROUPS: usize = 10_000;
+    let dir = std::env::temp_dir().join(format!("velo-bench-checkpoint-{}", std::process::id()));
+    let mut path = HotPath::new(STATE_QUERY).expect("plan");
+    for batch in &state_batches(GROUPS, BATCH) {
+        path.run(batch).expect("run");
+    }
+    path.checkpoint_every(&dir, std::time::Duration::from_secs(3600))
+        .expect("checkpoints");
+    let mut group = c.benchmark_group("checkpoint");
+    group.throughput(Throughput::Elements(GROUPS as u64));
+    group.sample_size(10);
+    group.bench_function("window_state_10k_groups", |b| {
+        b.iter(|| path.replay().checkpoint_now().expect("checkpoint"))
+    });
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn codecs(c: &mut Criterion) {
     let mut group = c.benchmark_group("codecs");
     group.throughput(Throughput::Elements(RECORDS as u64));
@@ -105,6 +127,7 @@ criterion_group!(
     json_hot_path,
     window_aggregate,
     stream_join,
+    checkpoint,
     codecs
 );
 criterion_main!(benches);

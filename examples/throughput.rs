@@ -13,8 +13,8 @@ use std::time::Instant;
 mod fixtures;
 
 use fixtures::{
-    lookup_query, nexmark_bid_batches, payload_bytes, tick_batches, CodecBench, HotPath, CODECS,
-    INTERVAL_JOIN_QUERY, NEXMARK_QUERIES, OVER_QUERY, WINDOW_QUERY,
+    lookup_query, nexmark_bid_batches, payload_bytes, state_batches, tick_batches, CodecBench,
+    HotPath, CODECS, INTERVAL_JOIN_QUERY, NEXMARK_QUERIES, OVER_QUERY, STATE_QUERY, WINDOW_QUERY,
 };
 
 fn best_of_three(
@@ -29,6 +29,81 @@ fn best_of_three(
         best = best.min(start.elapsed().as_secs_f64());
     }
     Ok((best, rows))
+}
+
+/// What checkpoints cost: the tumbling-window job with a checkpoint every second against none,
+/// and one checkpoint (write, then restore into a fresh job) of 10 000 and 1 000 000 groups.
+fn checkpoints(
+    ticks: &[velo_connectors::record::SourceBatch],
+    records: usize,
+    batch_size: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("velo-checkpoints-{}", std::process::id()));
+    for every in [None, Some(std::time::Duration::from_secs(1))] {
+        let (secs, rows) = best_of_three(|| {
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut path = HotPath::new(WINDOW_QUERY)?;
+            if let Some(interval) = every {
+                path.checkpoint_every(&dir, interval)?;
+            }
+            let mut rows = 0;
+            for batch in ticks {
+                rows += path.run(batch)?;
+            }
+            Ok(rows + path.finish()?)
+        })?;
+        println!(
+            "tumbling GROUP BY, 10k keys, {}: {:>12.0} records/s  ({rows} rows out)",
+            match every {
+                None => "no checkpoints".to_string(),
+                Some(i) => format!("a checkpoint every {} s", i.as_secs()),
+            },
+            records as f64 / secs
+        );
+    }
+    for groups in [10_000, 1_000_000] {
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut path = HotPath::new(STATE_QUERY)?;
+        for batch in &state_batches(groups, batch_size) {
+            path.run(batch)?;
+        }
+        path.checkpoint_every(&dir, std::time::Duration::from_secs(3600))?;
+        let start = Instant::now();
+        path.replay().checkpoint_now()?;
+        let written = start.elapsed().as_secs_f64();
+        let bytes: u64 = walk_bytes(&dir);
+        let start = Instant::now();
+        let store = velostream::job::checkpoint::LocalStore::open(&dir)?;
+        let checkpoint = velostream::job::checkpoint::load_latest(&store)?.expect("written");
+        let mut fresh = HotPath::new(STATE_QUERY)?;
+        fresh.replay().restore(&checkpoint, 0)?;
+        let restored = start.elapsed().as_secs_f64();
+        let rows = fresh.finish()?;
+        println!(
+            "checkpoint of {groups} window groups: written in {:.1} ms ({:.1} MB), read back and restored in {:.1} ms ({rows} rows emitted after)",
+            written * 1000.0,
+            bytes as f64 / 1e6,
+            restored * 1000.0
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn walk_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk_bytes(&path)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -106,6 +181,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         2.0 * records as f64 / secs,
         2 * records
     );
+    checkpoints(&ticks, records, batch_size)?;
     for codec in CODECS {
         let mut bench = CodecBench::new(codec, records, batch_size)?;
         let (secs, _) = best_of_three(|| Ok(bench.decode_all()?))?;

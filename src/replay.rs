@@ -161,6 +161,28 @@ impl Replay {
         self.runner.pipeline.is_finished()
     }
 
+    /// Writes a checkpoint to `dir` every `interval` (at micro-batch boundaries), as a job
+    /// does: for measuring what checkpoints cost.
+    pub fn checkpoint_every(&mut self, dir: &std::path::Path, interval: Duration) -> Result<()> {
+        self.runner.checkpoints = Some(crate::job::checkpoint::Checkpointer {
+            store: Box::new(crate::job::checkpoint::LocalStore::open(dir)?),
+            interval,
+            keep: 3,
+            next_id: 1,
+            job: "replay".into(),
+            fingerprint: String::new(),
+            query: String::new(),
+            acknowledge: crate::job::checkpoint::Acknowledge::WithCheckpoints,
+            last: std::time::Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Writes a checkpoint now (see [`Replay::checkpoint_every`]); returns its id.
+    pub fn checkpoint_now(&mut self) -> Result<u64> {
+        self.runner.checkpoint()
+    }
+
     /// The job's state as a checkpoint, round-tripped through its on-disk encoding.
     pub fn snapshot(&mut self) -> Result<Checkpoint> {
         let checkpoint = self.runner.take_checkpoint(1)?;
