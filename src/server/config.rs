@@ -418,6 +418,24 @@ mod tests {
     }
 
     #[test]
+    fn the_checkpoint_interval_is_read_from_state_or_the_seeds_storage_key() {
+        assert_eq!(Config::default().checkpoint_interval_ms(), 10_000);
+        let seed = Config::from_yaml("storage:\n  checkpoint_interval_ms: 30000\n").unwrap();
+        assert_eq!(seed.checkpoint_interval_ms(), 30_000);
+        let both = Config::from_yaml(
+            "storage:\n  checkpoint_interval_ms: 30000\nstate:\n  checkpoint_interval_ms: 500\n",
+        )
+        .unwrap();
+        assert_eq!(both.checkpoint_interval_ms(), 500);
+        let e = Config::from_yaml("storage:\n  state_backend: rocksdb\n").unwrap_err();
+        assert!(e.contains("unknown field `state_backend`"), "{e}");
+        let mut c = Config::default();
+        c.apply_env(|n| (n == "VELO_STATE_DIR").then(|| "/srv/velo".to_string()))
+            .unwrap();
+        assert_eq!(c.jobs_dir(), Path::new("/srv/velo/jobs"));
+    }
+
+    #[test]
     fn the_environment_overrides_the_file_and_flags_override_both() {
         let mut c =
             Config::from_yaml("kafka:\n  brokers: file:9092\nsql:\n  max_jobs: 3\n").unwrap();
