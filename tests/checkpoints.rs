@@ -384,3 +384,39 @@ fn a_damaged_checkpoint_falls_back_to_the_one_before() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is damaged and is skipped"), "{err}");
 }
+
+#[test]
+fn a_topic_created_again_is_read_from_its_start_not_skipped_to_the_old_position() {
+    let topic = unique_topic("ck-again");
+    create_topic(&topic, 1);
+    produce(&topic, &(0..20).map(|n| rec("a", n, n)).collect::<Vec<_>>());
+    let group = unique_topic("ck-again-g");
+    let query = "SELECT k, COUNT(*) AS n FROM t GROUP BY k";
+    let job = spawn(&stream_args(&topic, query, &group));
+    assert_eq!(job.take_lines(1), vec![r#"{"k":"a","n":20}"#]);
+    assert_eq!(job.terminate().0, 0);
+    // The checkpoint says offset 20; the topic starts again at 0.
+    delete_topic(&topic);
+    create_topic(&topic, 1);
+    produce(&topic, &(0..3).map(|n| rec("b", n, n)).collect::<Vec<_>>());
+    let mut child = velo_sql()
+        .args(stream_args(&topic, query, &group))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), r#"{"k":"b","n":3}"#);
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("created again or truncated"), "{err}");
+}

@@ -6,6 +6,7 @@
 
 use velostream::replay::Replay;
 
+#[allow(dead_code)]
 mod oracle;
 use oracle::{sorted_json_rows, Rng};
 

@@ -196,6 +196,9 @@ impl Sink for ExactlyOnceKafkaSink {
         self.deliver(id, &batches, &HashSet::new())
     }
     fn restore(&mut self, id: u64, state: SinkState) -> Result<()> {
+        if state.pending.is_empty() {
+            return Ok(());
+        }
         let ends: BTreeMap<i32, i64> = state
             .position
             .get("ends")

@@ -325,6 +325,9 @@ pub struct KafkaSource {
     mode: ModeKind,
     timeout: Duration,
     transient: TransientWarnings,
+    /// The position each partition was last checked against the broker's end offset at (see
+    /// [`log_was_reset`]).
+    checked_positions: Positions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -483,6 +486,7 @@ impl KafkaSource {
             mode: kind,
             timeout: connection.timeout,
             transient: TransientWarnings::default(),
+            checked_positions: Positions::new(),
         })
     }
 
@@ -508,6 +512,45 @@ impl KafkaSource {
             start_at.extend(self.delivered.iter().map(|(&p, &o)| (p, o)));
         }
     }
+}
+
+/// True when `partition` of `topic` now ends before `delivered`'s position for it: the topic
+/// was deleted and created again, or truncated. Its records are then new, not read again, and
+/// the position is forgotten (with a warning). Asks the broker once per partition and position
+/// (`checked` remembers).
+fn log_was_reset(
+    consumer: &BaseConsumer<PositionsContext>,
+    topic: &str,
+    timeout: Duration,
+    partition: i32,
+    delivered: &mut Positions,
+    checked: &mut Positions,
+) -> bool {
+    let Some(&position) = delivered.get(&partition) else {
+        return false;
+    };
+    if checked.get(&partition) == Some(&position) {
+        return false;
+    }
+    checked.insert(partition, position);
+    let Ok((_, high)) = consumer.fetch_watermarks(topic, partition, timeout) else {
+        return false;
+    };
+    if high >= position {
+        return false;
+    }
+    tracing::warn!(
+        "partition {partition} of '{topic}' ends at offset {high}, before offset {position} this \
+         job had read to: the topic was created again or truncated; reading its records as new"
+    );
+    delivered.remove(&partition);
+    consumer
+        .context()
+        .start_at
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&partition);
+    true
 }
 
 /// Assigns the partitions of `positions` to `consumer`, each at its offset.
@@ -574,14 +617,23 @@ impl Source for KafkaSource {
                     }
                 }
             }
-            match self.delivered.get_mut(&partition) {
+            if self
+                .delivered
+                .get(&partition)
+                .is_some_and(|&next| offset < next)
+                && !log_was_reset(
+                    &self.consumer,
+                    &self.topic,
+                    self.timeout,
+                    partition,
+                    &mut self.delivered,
+                    &mut self.checked_positions,
+                )
+            {
                 // Read again after the partition was reassigned from an older offset.
-                Some(next) if offset < *next => continue,
-                Some(next) => *next = offset + 1,
-                None => {
-                    self.delivered.insert(partition, offset + 1);
-                }
+                continue;
             }
+            self.delivered.insert(partition, offset + 1);
             let headers = message.headers();
             self.collector.push(
                 message.payload(),
@@ -611,7 +663,26 @@ impl Source for KafkaSource {
             ))),
             ModeKind::Snapshot => Ok(()),
             ModeKind::Group => {
-                self.delivered = positions.clone();
+                // A partition that now ends before its position was created again or
+                // truncated: its records are new, read from its start.
+                let mut kept = Positions::new();
+                for (&partition, &position) in positions {
+                    match self
+                        .consumer
+                        .fetch_watermarks(&self.topic, partition, self.timeout)
+                    {
+                        Ok((_, high)) if high < position => tracing::warn!(
+                            "partition {partition} of '{}' ends at offset {high}, before offset \
+                             {position} the checkpoint had read to: the topic was created again \
+                             or truncated; reading its records as new",
+                            self.topic
+                        ),
+                        _ => {
+                            kept.insert(partition, position);
+                        }
+                    }
+                }
+                self.delivered = kept;
                 self.publish_positions();
                 Ok(())
             }

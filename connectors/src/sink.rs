@@ -61,14 +61,11 @@ pub trait Sink: Send {
     fn checkpoint_complete(&mut self, _id: u64) -> Result<()> {
         Ok(())
     }
-    /// Continues from the state saved in checkpoint `id`, before the first write.
-    fn restore(&mut self, _id: u64, state: SinkState) -> Result<()> {
-        if state.position.is_null() && state.pending.is_empty() {
-            return Ok(());
-        }
-        Err(ConnectorError::Config(
-            "this output keeps no checkpoint state, but the checkpoint has some for it".into(),
-        ))
+    /// Continues from the state saved in checkpoint `id`, before the first write. A sink that
+    /// keeps no position ignores one (the job's output changed since the checkpoint); the job
+    /// hands results held back in it to the sink before anything else.
+    fn restore(&mut self, _id: u64, _state: SinkState) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -263,10 +260,13 @@ impl Sink for FileSink {
     }
     fn restore(&mut self, _id: u64, state: SinkState) -> Result<()> {
         let Some(bytes) = state.position.get("bytes").and_then(|b| b.as_u64()) else {
-            return Err(ConnectorError::Config(format!(
-                "the checkpoint holds no length for the output file {}",
+            // The checkpoint's output was not this file: it starts afresh.
+            tracing::warn!(
+                "the checkpoint holds no length for the output file {} (the output changed): \
+                 writing it afresh",
                 self.path.display()
-            )));
+            );
+            return Ok(());
         };
         let now = std::fs::metadata(&self.path)
             .map_err(|e| self.file_error(e))?

@@ -297,8 +297,16 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
         }
         None => open_sink(&spec, &connection, &output_schema)?,
     };
+    // Results the checkpoint held back for exactly-once output: an exactly-once sink
+    // delivers what is not on the topic yet; any other sink (the delivery changed) gets them
+    // first thing, at least once.
+    let mut held_back = Vec::new();
     if let Some(checkpoint) = &restored {
-        sink.restore(checkpoint.id, checkpoint.sink.clone())?;
+        let mut state = checkpoint.sink.clone();
+        if spec.delivery != Delivery::ExactlyOnce {
+            held_back = std::mem::take(&mut state.pending);
+        }
+        sink.restore(checkpoint.id, state)?;
     }
     let dead_letters = spec
         .dlq_topic
@@ -370,6 +378,7 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
     runner.rows_left = spec.limit;
     if let Some(checkpoint) = &restored {
         runner.restore(checkpoint)?;
+        runner.carry.splice(0..0, held_back);
     }
     if spec.delivery == Delivery::ExactlyOnce {
         tracing::info!(

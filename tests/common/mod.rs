@@ -101,6 +101,36 @@ pub fn create_topic_at(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// Deletes `topic` and waits until the broker no longer lists it.
+pub fn delete_topic(topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for r in rt
+        .block_on(admin.delete_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("delete_topics")
+    {
+        r.expect("topic deleted");
+    }
+    let consumer: BaseConsumer = config().create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .unwrap()
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic)
+    {
+        assert!(Instant::now() < deadline, "topic {topic} is still listed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// One record to produce.
 #[derive(Debug, Clone, Default)]
 pub struct Rec {
