@@ -420,3 +420,32 @@ fn a_topic_created_again_is_read_from_its_start_not_skipped_to_the_old_position(
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("created again or truncated"), "{err}");
 }
+
+#[test]
+fn exactly_once_is_refused_where_it_cannot_hold() {
+    let topic = unique_topic("ck-eo");
+    create_topic(&topic, 1);
+    let group = unique_topic("ck-eo-g");
+    let mut to_stdout = stream_args(&topic, "SELECT k FROM t", &group);
+    to_stdout.extend(["--delivery", "exactly-once"]);
+    run_failing(
+        &to_stdout,
+        2,
+        "--delivery exactly-once is for --output kafka",
+    );
+    let mut without_state = stream_args(&topic, "SELECT k FROM t", &group);
+    without_state.extend([
+        "--delivery",
+        "exactly-once",
+        "--no-state",
+        "--output",
+        "kafka",
+        "--output-topic",
+        &topic,
+    ]);
+    run_failing(
+        &without_state,
+        2,
+        "--delivery exactly-once needs checkpoints",
+    );
+}

@@ -162,11 +162,16 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
         ..
     } = planned;
 
-    // The job's state: its last checkpoint (or a savepoint), checked against this query.
-    let state = match (&spec.state, bounded) {
-        (Some(state), false) => Some(state),
-        _ => None,
-    };
+    // The job's state: its last checkpoint (or a savepoint), checked against this query. A
+    // job reading only generators keeps none: each run generates afresh.
+    let reads_topics = scans
+        .iter()
+        .any(|scan| matches!(scan.stream.source, StreamSource::Topic(_)));
+    if bounded || !reads_topics {
+        spec.state = None;
+    }
+    let state = spec.state.clone();
+    let state = state.as_ref();
     let mut restored: Option<Checkpoint> = None;
     let mut checkpointer = None;
     if let Some(state) = state {
@@ -542,8 +547,8 @@ fn open_sink(
                 ),
                 (Delivery::ExactlyOnce, _) if !bounded => {
                     return Err(VeloError::Usage(
-                        "--delivery exactly-once needs checkpoints: give the job a state \
-                         directory (--state-dir)"
+                        "--delivery exactly-once needs checkpoints: a job reading Kafka topics, \
+                         without --no-state"
                             .into(),
                     ))
                 }
