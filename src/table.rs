@@ -14,7 +14,7 @@ use std::time::Duration;
 use arrow::array::{Array, BinaryArray, RecordBatch};
 use arrow::datatypes::{Schema, SchemaRef};
 use velo_connectors::codec::json::infer_schema;
-use velo_connectors::kafka::{KafkaConnection, KafkaSource, ReadMode, StartOffset};
+use velo_connectors::kafka::{KafkaConnection, KafkaSource};
 use velo_connectors::record::Payload;
 use velo_connectors::source::Source;
 
@@ -114,15 +114,7 @@ fn load_rows(
             }
         },
         StreamSource::Topic(topic) => {
-            let mut source = KafkaSource::open(
-                connection,
-                topic,
-                ReadMode::Snapshot {
-                    start: StartOffset::Earliest,
-                    partition: None,
-                    group_id: None,
-                },
-            )?;
+            let mut source = KafkaSource::snapshot(connection, topic)?;
             let mut changes = Changes::default();
             while let Some(batch) = source.poll_batch(8192, Duration::from_millis(500))? {
                 changes.fold(&batch);

@@ -84,16 +84,6 @@ fn start_broker(port: u16, s3: u16) -> Process {
     Process(child)
 }
 
-fn event(n: i64) -> Rec {
-    Rec::value(format!(
-        r#"{{"k":"k{}","n":{n},"ts":"2024-01-01T00:{:02}:{:02}Z"}}"#,
-        n % 3,
-        n / 60 % 60,
-        n % 60
-    ))
-    .partition((n % 2) as i32)
-}
-
 #[test]
 fn a_job_rides_out_a_broker_restart_and_loses_nothing() {
     // Make sure the broker binary is there (the shared broker's script installs it).
@@ -107,7 +97,11 @@ fn a_job_rides_out_a_broker_restart_and_loses_nothing() {
     let out = "restart-out";
     create_topic_at(&address, topic, 2);
     create_topic_at(&address, out, 1);
-    produce_at(&address, topic, &(0..150).map(event).collect::<Vec<_>>());
+    produce_at(
+        &address,
+        topic,
+        &(0..150).map(window_event).collect::<Vec<_>>(),
+    );
     let query = "SELECT window_start, k, COUNT(*) AS c, SUM(n) AS total FROM ev \
                  WHERE k <> 'end' GROUP BY k WINDOW TUMBLING(ts, 1m)";
     let group = unique_topic("restart-g");
@@ -146,9 +140,12 @@ fn a_job_rides_out_a_broker_restart_and_loses_nothing() {
     broker.0.wait().unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let _broker = start_broker(port, s3_port);
-    produce_at(&address, topic, &(150..300).map(event).collect::<Vec<_>>());
-    let closer = |p| Rec::value(r#"{"k":"end","n":0,"ts":"2024-01-01T05:00:00Z"}"#).partition(p);
-    produce_at(&address, topic, &[closer(0), closer(1)]);
+    produce_at(
+        &address,
+        topic,
+        &(150..300).map(window_event).collect::<Vec<_>>(),
+    );
+    produce_at(&address, topic, &window_closer());
     let oracle = run_ok_with(
         &[
             "execute",

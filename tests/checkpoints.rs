@@ -362,26 +362,9 @@ fn a_damaged_checkpoint_falls_back_to_the_one_before() {
     let bytes = std::fs::read(&state).unwrap();
     std::fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
     produce(&topic, &[rec("end", 0, 1000)]);
-    let mut job = velo_sql()
-        .args(stream_args(&topic, query, &group))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // The window is complete: the older checkpoint's 10 records plus the 10 read again.
-    let stdout = job.stdout.take().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-    assert_eq!(
-        line.trim(),
-        r#"{"window_start":"2024-01-01T00:00:00","n":20}"#
-    );
-    std::process::Command::new("kill")
-        .args(["-TERM", &job.id().to_string()])
-        .status()
-        .unwrap();
-    let out = job.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (line, err) = first_line_then_stop(&stream_args(&topic, query, &group));
+    assert_eq!(line, r#"{"window_start":"2024-01-01T00:00:00","n":20}"#);
     assert!(err.contains("is damaged and is skipped"), "{err}");
 }
 
@@ -399,25 +382,8 @@ fn a_topic_created_again_is_read_from_its_start_not_skipped_to_the_old_position(
     delete_topic(&topic);
     create_topic(&topic, 1);
     produce(&topic, &(0..3).map(|n| rec("b", n, n)).collect::<Vec<_>>());
-    let mut child = velo_sql()
-        .args(stream_args(&topic, query, &group))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), r#"{"k":"b","n":3}"#);
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (line, err) = first_line_then_stop(&stream_args(&topic, query, &group));
+    assert_eq!(line, r#"{"k":"b","n":3}"#);
     assert!(err.contains("created again or truncated"), "{err}");
 }
 

@@ -1059,26 +1059,6 @@ fn window_app(topic: &str, out: &str) -> String {
     )
 }
 
-fn window_records(range: std::ops::Range<i64>) -> Vec<Rec> {
-    range
-        .map(|n| {
-            Rec::value(format!(
-                r#"{{"k":"k{}","n":{n},"ts":"2024-01-01T00:{:02}:{:02}Z"}}"#,
-                n % 3,
-                n / 60 % 60,
-                n % 60
-            ))
-            .partition((n % 2) as i32)
-        })
-        .collect()
-}
-
-fn window_closer() -> Vec<Rec> {
-    (0..2)
-        .map(|p| Rec::value(r#"{"k":"end","n":0,"ts":"2024-01-01T05:00:00Z"}"#).partition(p))
-        .collect()
-}
-
 /// What an uninterrupted run of the window job gives over `topic`.
 fn window_oracle(topic: &str) -> Vec<String> {
     let out = run_ok(&[
@@ -1131,7 +1111,7 @@ fn a_job_comes_back_after_a_server_restart_with_its_window_state() {
     let out = unique_topic("sr-out");
     create_topic(&topic, 2);
     create_topic(&out, 1);
-    produce(&topic, &window_records(0..150));
+    produce(&topic, &(0..150).map(window_event).collect::<Vec<_>>());
     let state = tempfile::tempdir().unwrap();
     let state_dir = state.path().to_str().unwrap().to_string();
     let yaml = config_yaml("state:\n  checkpoint_interval_ms: 500\n");
@@ -1148,7 +1128,7 @@ fn a_job_comes_back_after_a_server_restart_with_its_window_state() {
     // Windows 0 and 1 have closed; window 2 is open when the server stops.
     terminate(&mut server);
     assert!(state.path().join("jobs/counts/job.json").exists());
-    produce(&topic, &window_records(150..300));
+    produce(&topic, &(150..300).map(window_event).collect::<Vec<_>>());
     produce(&topic, &window_closer());
     let server = start_server_with(&yaml, &env);
     let (_, body) = call("GET", &format!("{}/jobs/counts", server.url), None, None);
@@ -1164,7 +1144,7 @@ fn a_savepoint_and_an_export_move_a_job_to_another_server() {
     let out = unique_topic("mv-out");
     create_topic(&topic, 2);
     create_topic(&out, 1);
-    produce(&topic, &window_records(0..150));
+    produce(&topic, &(0..150).map(window_event).collect::<Vec<_>>());
     let yaml = config_yaml("");
     let mut first = start_server(&yaml);
     let body = serde_json::json!({ "sql": window_app(&topic, &out) }).to_string();
@@ -1200,7 +1180,7 @@ fn a_savepoint_and_an_export_move_a_job_to_another_server() {
     assert_eq!(exported["jobs"][0]["definition"]["id"], "counts");
     terminate(&mut first);
     // The second server has its own state folder: the job arrives with the import.
-    produce(&topic, &window_records(150..300));
+    produce(&topic, &(150..300).map(window_event).collect::<Vec<_>>());
     produce(&topic, &window_closer());
     let second = start_server(&yaml);
     let imported = run_ok(&[

@@ -490,6 +490,19 @@ impl KafkaSource {
         })
     }
 
+    /// A snapshot of every partition of `topic` from its start to its end now.
+    pub fn snapshot(connection: &KafkaConnection, topic: &str) -> Result<Self> {
+        Self::open(
+            connection,
+            topic,
+            ReadMode::Snapshot {
+                start: StartOffset::Earliest,
+                partition: None,
+                group_id: None,
+            },
+        )
+    }
+
     /// For a snapshot, the offset (exclusive) each partition's read ends at: where a
     /// [`ReadMode::Follow`] continuing it starts. Empty for other modes.
     pub fn snapshot_end_offsets(&self) -> &BTreeMap<i32, i64> {

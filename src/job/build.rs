@@ -17,9 +17,7 @@ use velo_connectors::codec::PayloadFormat;
 use velo_connectors::exactly_once::ExactlyOnceKafkaSink;
 use velo_connectors::format::OutputFormat;
 use velo_connectors::generator::{GeneratorSource, GeneratorSpec};
-use velo_connectors::kafka::{
-    DeadLetterQueue, KafkaConnection, KafkaSource, ReadMode, StartOffset,
-};
+use velo_connectors::kafka::{DeadLetterQueue, KafkaConnection, KafkaSource, ReadMode};
 use velo_connectors::record::Payload;
 use velo_connectors::sink::{FileSink, KafkaSink, MessageFormat, Sink, TextSink};
 use velo_connectors::source::Source;
@@ -560,15 +558,7 @@ fn open_sink(
 
 /// Samples up to 100 records of `topic` and infers a schema; `None` for an empty topic.
 fn infer_topic_schema(connection: &KafkaConnection, topic: &str) -> Result<Option<SchemaRef>> {
-    let mut source = KafkaSource::open(
-        connection,
-        topic,
-        ReadMode::Snapshot {
-            start: StartOffset::Earliest,
-            partition: None,
-            group_id: None,
-        },
-    )?;
+    let mut source = KafkaSource::snapshot(connection, topic)?;
     let Some(sample) = source.poll_batch(100, Duration::from_secs(5))? else {
         tracing::warn!("topic '{topic}' is empty and no schema was given: the result is empty");
         return Ok(None);

@@ -213,6 +213,26 @@ pub struct Consumed {
     pub offset: i64,
 }
 
+impl Consumed {
+    fn of(m: &rdkafka::message::BorrowedMessage<'_>) -> Self {
+        let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+        Consumed {
+            key: m.key().map(|k| text(Some(k))),
+            value: text(m.payload()),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), text(h.value)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            partition: m.partition(),
+            offset: m.offset(),
+        }
+    }
+}
+
 /// Reads every record of `topic` from the beginning until `expected` records arrived (or the
 /// time runs out), then waits a little longer to catch unexpected extra ones.
 pub fn consume(topic: &str, expected: usize) -> Vec<Consumed> {
@@ -237,26 +257,7 @@ pub fn consume(topic: &str, expected: usize) -> Vec<Consumed> {
     let mut extra_until: Option<Instant> = None;
     while Instant::now() < deadline && extra_until.is_none_or(|t| Instant::now() < t) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Consumed {
-                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-                headers,
-                partition: m.partition(),
-                offset: m.offset(),
-            });
+            out.push(Consumed::of(&m));
         }
         if out.len() >= expected && extra_until.is_none() {
             extra_until = Some(Instant::now() + Duration::from_millis(500));
@@ -315,25 +316,7 @@ pub fn consume_now_at(brokers: &str, topic: &str) -> Vec<Consumed> {
         {
             left.remove(&m.partition());
         }
-        out.push(Consumed {
-            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-            headers: m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            partition: m.partition(),
-            offset: m.offset(),
-        });
+        out.push(Consumed::of(&m));
     }
     out.sort_by_key(|c| (c.partition, c.offset));
     out
@@ -437,6 +420,50 @@ pub fn run_failing(args: &[&str], code: i32, needle: &str) -> Output {
         stderr(&out)
     );
     out
+}
+
+/// Runs `velo-sql ARGS` until its first line of output, then stops it with SIGTERM; returns
+/// that line and everything it wrote to stderr.
+pub fn first_line_then_stop(args: &[&str]) -> (String, String) {
+    let mut child = velo_sql()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start velo-sql");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        line.trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Event `n` of the window tests' stream `k VARCHAR, n BIGINT, ts TIMESTAMP`: key `k<n % 3>`,
+/// at second `n` of 2024-01-01, on partition `n % 2`.
+pub fn window_event(n: i64) -> Rec {
+    Rec::value(format!(
+        r#"{{"k":"k{}","n":{n},"ts":"2024-01-01T00:{:02}:{:02}Z"}}"#,
+        n % 3,
+        n / 60 % 60,
+        n % 60
+    ))
+    .partition((n % 2) as i32)
+}
+
+/// Records (key `end`, five hours on) that close every window of [`window_event`]s on both
+/// partitions.
+pub fn window_closer() -> Vec<Rec> {
+    (0..2)
+        .map(|p| Rec::value(r#"{"k":"end","n":0,"ts":"2024-01-01T05:00:00Z"}"#).partition(p))
+        .collect()
 }
 
 /// A running `velo-sql` whose stdout lines arrive on a channel.
