@@ -415,3 +415,97 @@ fn exactly_once_is_refused_where_it_cannot_hold() {
         "--delivery exactly-once needs checkpoints",
     );
 }
+
+#[test]
+fn limit_on_a_join_giving_several_rows_per_record_skips_none_of_them() {
+    let topic = unique_topic("ck-limit-join");
+    create_topic(&topic, 1);
+    produce(&topic, &(1..=5).map(|n| rec("x", n, n)).collect::<Vec<_>>());
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("colours.csv");
+    std::fs::write(&table, "k,colour\nx,red\nx,blue\n").unwrap();
+    let sql = format!(
+        "CREATE STREAM s (k VARCHAR, n BIGINT, ts TIMESTAMP) WITH ('topic' = '{topic}');\n\
+         CREATE TABLE colours (k VARCHAR, colour VARCHAR) WITH ('path' = '{}', 'format' = 'csv');\n\
+         SELECT s.n, c.colour FROM s JOIN colours c ON s.k = c.k",
+        table.display()
+    );
+    let group = unique_topic("ck-limit-join-g");
+    // Each record gives two rows; a limit of 3 cuts through the second record's.
+    let mut seen = Vec::new();
+    for limit in ["3", "3", "3", "1"] {
+        let out = run_ok(&[
+            "stream",
+            "--query",
+            &sql,
+            "--format",
+            "csv",
+            "--group-id",
+            &group,
+            "--limit",
+            limit,
+        ]);
+        seen.extend(out.lines().skip(1).map(str::to_string));
+    }
+    seen.sort();
+    let mut expected: Vec<String> = (1..=5)
+        .flat_map(|n| [format!("{n},blue"), format!("{n},red")])
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected, "every row once");
+}
+
+#[test]
+fn file_output_without_state_appends_instead_of_erasing() {
+    let topic = unique_topic("ck-append");
+    create_topic(&topic, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.jsonl");
+    let file_arg = file.display().to_string();
+    let group = unique_topic("ck-append-g");
+    let args = [
+        "stream",
+        "--query",
+        "SELECT n FROM t",
+        "--topic",
+        &topic,
+        "--schema",
+        SCHEMA,
+        "--format",
+        "json-lines",
+        "--output",
+        "file",
+        "--output-file",
+        &file_arg,
+        "--group-id",
+        &group,
+        "--no-state",
+    ];
+    let lines = || -> usize {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    for round in 0..2 {
+        produce(
+            &topic,
+            &(round * 5..round * 5 + 5)
+                .map(|n| rec("a", n, n))
+                .collect::<Vec<_>>(),
+        );
+        let job = spawn(&args);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while lines() < (round as usize + 1) * 5 {
+            assert!(std::time::Instant::now() < deadline, "{}", lines());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(job.terminate().0, 0);
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let expected: String = (0..10).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    assert_eq!(
+        text, expected,
+        "the second run appended to the first's rows"
+    );
+}

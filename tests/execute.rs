@@ -431,14 +431,16 @@ fn mistakes_in_sql_exit_2_with_a_message_that_names_them() {
         "SELECT order_id FROM orders ORDER BY amount",
         "ORDER BY needs the whole input",
     );
+    // A near miss: the message names the topics most like it (all of them when few).
+    let typo = format!("{topic}x");
     let out = run_failing(
-        &["execute", "--query", "SELECT a FROM no_such_topic_here"],
+        &["execute", "--query", &format!("SELECT a FROM \"{typo}\"")],
         2,
-        "unknown table 'no_such_topic_here'",
+        &format!("unknown table '{typo}'"),
     );
     assert!(
         stderr(&out).contains(&topic),
-        "the message lists existing topics: {}",
+        "the message lists the existing topics like it: {}",
         stderr(&out)
     );
 }

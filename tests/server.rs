@@ -1207,3 +1207,65 @@ fn a_savepoint_and_an_export_move_a_job_to_another_server() {
     let expected = window_oracle(&topic);
     assert_eq!(output_rows(&out, expected.len()), expected);
 }
+
+#[test]
+fn savepoints_and_imports_refuse_what_they_cannot_do_safely() {
+    let server = start_server(&config_yaml(""));
+    // A job reading only a generator keeps no checkpoints: its savepoint says so.
+    let app = "CREATE STREAM g WITH ('source' = 'generator:trades?rate=50');\n\
+               START JOB gen AS SELECT symbol FROM g;";
+    let body = serde_json::json!({ "sql": app }).to_string();
+    assert_eq!(
+        call("POST", &format!("{}/jobs", server.url), None, Some(&body)).0,
+        201
+    );
+    eventually("the generator job to run", || {
+        (records_in(&server, "gen") > 0).then_some(())
+    });
+    let (status, body) = call(
+        "POST",
+        &format!("{}/jobs/gen/savepoint", server.url),
+        None,
+        None,
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        json(&body)["message"]
+            .as_str()
+            .unwrap()
+            .contains("keeps no checkpoints"),
+        "{body}"
+    );
+    // An import whose job id would name a folder outside the jobs' folder is refused whole.
+    let export = serde_json::json!({
+        "format": "velostream-state", "version": 1, "jobs": [{
+            "definition": {
+                "id": "..", "consumer_group": "g", "restart_policy": "never",
+                "continuous": true, "desired": "running",
+                "job": {
+                    "name": "..", "sql": "SELECT 1", "query": "SELECT 1", "input_topic": null,
+                    "sink_topic": null, "sink_format": null, "sink_key": null, "dlq_topic": null,
+                    "delivery": null, "location": {"line": 1, "column": 1}
+                }
+            },
+            "checkpoint": null
+        }]
+    })
+    .to_string();
+    let (status, body) = call(
+        "POST",
+        &format!("{}/state", server.url),
+        None,
+        Some(&export),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        json(&body)["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a plain name"),
+        "{body}"
+    );
+    let (_, jobs) = call("GET", &format!("{}/jobs", server.url), None, None);
+    assert_eq!(json(&jobs)["jobs"].as_array().unwrap().len(), 1, "{jobs}");
+}

@@ -96,25 +96,37 @@ impl ExactlyOnceKafkaSink {
             .connection
             .consumer_config("velo-sql-exactly-once")
             .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
             .create_with_context(QuietContext)
             .map_err(|e| ConnectorError::kafka("creating a reader of the output", e))?;
         reader
             .assign(&assignment)
             .map_err(|e| ConnectorError::kafka(format!("reading back '{topic}'"), e))?;
         let id = id.to_string();
-        let deadline = Instant::now() + self.connection.timeout.max(Duration::from_secs(10)) * 3;
+        // Gives up only when nothing arrives for a while, however long the read-back is.
+        let patience = self.connection.timeout.max(Duration::from_secs(10)) * 3;
+        let mut deadline = Instant::now() + patience;
         while !left.is_empty() {
             if Instant::now() > deadline {
                 return Err(ConnectorError::Config(format!(
                     "reading back the output topic '{topic}' to find what was written after \
-                     the checkpoint took too long; partitions left: {left:?}"
+                     the checkpoint: nothing arrived for {} s; partitions left: {left:?}",
+                    patience.as_secs()
                 )));
             }
             let Some(polled) = reader.poll(Duration::from_millis(200)) else {
                 continue;
             };
-            let message =
-                polled.map_err(|e| ConnectorError::kafka(format!("reading back '{topic}'"), e))?;
+            deadline = Instant::now() + patience;
+            let message = match polled {
+                Ok(m) => m,
+                // The partition's end: nothing after the last message read.
+                Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                    left.remove(&p);
+                    continue;
+                }
+                Err(e) => return Err(ConnectorError::kafka(format!("reading back '{topic}'"), e)),
+            };
             let p = message.partition();
             if let Some(&end) = left.get(&p) {
                 if message.offset() + 1 >= end {

@@ -112,21 +112,17 @@ impl KafkaConnection {
             .fetch_metadata(None, self.timeout)
             .map_err(|e| self.unreachable(&e))?;
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            let mut existing: Vec<&str> = metadata
+            let mut existing: Vec<String> = metadata
                 .topics()
                 .iter()
-                .map(|t| t.name())
+                .map(|t| t.name().to_string())
                 .filter(|n| !n.starts_with("__"))
                 .collect();
             existing.sort();
             return Err(ConnectorError::UnknownTopic {
                 topic: topic.to_string(),
                 brokers: self.brokers.clone(),
-                existing: if existing.is_empty() {
-                    "(none)".into()
-                } else {
-                    existing.join(", ")
-                },
+                existing: names_like(topic, &existing),
             });
         };
         let mut partitions: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
@@ -152,6 +148,33 @@ impl KafkaConnection {
         names.sort();
         Ok(names)
     }
+}
+
+/// The topics to name when `missing` does not exist: all of them when there are few, else the
+/// ones most like it (longest common prefix) and how many more there are.
+pub fn names_like(missing: &str, topics: &[String]) -> String {
+    const SHOWN: usize = 10;
+    if topics.is_empty() {
+        return "(none)".into();
+    }
+    if topics.len() <= SHOWN * 2 {
+        return topics.join(", ");
+    }
+    let common = |t: &str| {
+        t.chars()
+            .zip(missing.chars())
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    let mut ranked: Vec<&String> = topics.iter().collect();
+    ranked.sort_by_key(|t| (std::cmp::Reverse(common(t)), t.as_str()));
+    let mut shown: Vec<&str> = ranked.iter().take(SHOWN).map(|t| t.as_str()).collect();
+    shown.sort_unstable();
+    format!(
+        "{} … and {} more",
+        shown.join(", "),
+        topics.len() - shown.len()
+    )
 }
 
 /// How a [`KafkaSource`] reads.
@@ -185,14 +208,58 @@ pub enum ReadMode {
 /// The consumer's context: where each partition starts when the group assigns it.
 ///
 /// librdkafka starts an assigned partition at the group's committed offset. A job whose state
-/// holds records past that offset (restored from a checkpoint, or reading on after a commit
-/// that follows checkpoints) must start at its own position instead, or records would be
-/// counted twice; and after a restore from a checkpoint older than the committed offsets it
-/// must start earlier, or records would be lost. The rebalance callback sets those offsets in
-/// the assignment.
+/// holds records past that offset (reading on after a commit that follows checkpoints) must
+/// start at its own position instead, or records would be counted twice — unless another
+/// member of the group has committed further meanwhile (the partition was its), then the
+/// committed offset; and a job restored from a checkpoint starts at the checkpoint's offsets
+/// the first time it is assigned each partition, even before the committed offsets (a
+/// fallback to an older checkpoint), or records would be lost. The rebalance callback sets
+/// those offsets in the assignment.
 pub struct PositionsContext {
     topic: String,
-    start_at: Mutex<Positions>,
+    /// From a restored checkpoint: used as they are, once per partition.
+    restore_at: Mutex<Positions>,
+    /// How far this member has read each partition.
+    read_to: Mutex<Positions>,
+    timeout: Duration,
+}
+
+impl PositionsContext {
+    /// Sets where `tpl`'s partitions of this topic start (see the type's doc).
+    fn place(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let mut restore_at = self.restore_at.lock().unwrap_or_else(|p| p.into_inner());
+        let read_to = self.read_to.lock().unwrap_or_else(|p| p.into_inner());
+        let assigned: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let mut starts = Positions::new();
+        let mut ours = TopicPartitionList::new();
+        for partition in assigned {
+            if let Some(offset) = restore_at.remove(&partition) {
+                starts.insert(partition, offset);
+            } else if let Some(&offset) = read_to.get(&partition) {
+                starts.insert(partition, offset);
+                ours.add_partition(&self.topic, partition);
+            }
+        }
+        if ours.count() > 0 {
+            // Another member may have read further since this one held the partition.
+            if let Ok(committed) = consumer.committed_offsets(ours, self.timeout) {
+                for e in committed.elements_for_topic(&self.topic) {
+                    if let (Offset::Offset(c), Some(start)) =
+                        (e.offset(), starts.get_mut(&e.partition()))
+                    {
+                        *start = (*start).max(c);
+                    }
+                }
+            }
+        }
+        for (partition, offset) in starts {
+            let _ = tpl.set_partition_offset(&self.topic, partition, Offset::Offset(offset));
+        }
+    }
 }
 
 impl ClientContext for PositionsContext {
@@ -275,21 +342,7 @@ impl ConsumerContext for PositionsContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let start_at = self.start_at.lock().unwrap_or_else(|p| p.into_inner());
-                let assigned: Vec<i32> = tpl
-                    .elements_for_topic(&self.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
-                for partition in assigned {
-                    if let Some(&offset) = start_at.get(&partition) {
-                        let _ = tpl.set_partition_offset(
-                            &self.topic,
-                            partition,
-                            Offset::Offset(offset),
-                        );
-                    }
-                }
+                self.place(consumer, tpl);
                 if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -328,6 +381,8 @@ pub struct KafkaSource {
     /// The position each partition was last checked against the broker's end offset at (see
     /// [`log_was_reset`]).
     checked_positions: Positions,
+    /// Partitions whose positions were dropped since [`Source::take_reset_partitions`].
+    reset: Vec<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,7 +454,9 @@ impl KafkaSource {
         }
         let context = PositionsContext {
             topic: topic.to_string(),
-            start_at: Mutex::new(Positions::new()),
+            restore_at: Mutex::new(Positions::new()),
+            read_to: Mutex::new(Positions::new()),
+            timeout: connection.timeout,
         };
         let consumer: BaseConsumer<PositionsContext> = config
             .create_with_context(context)
@@ -487,6 +544,7 @@ impl KafkaSource {
             timeout: connection.timeout,
             transient: TransientWarnings::default(),
             checked_positions: Positions::new(),
+            reset: Vec::new(),
         })
     }
 
@@ -519,7 +577,7 @@ impl KafkaSource {
             let mut start_at = self
                 .consumer
                 .context()
-                .start_at
+                .read_to
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             start_at.extend(self.delivered.iter().map(|(&p, &o)| (p, o)));
@@ -538,6 +596,7 @@ fn log_was_reset(
     partition: i32,
     delivered: &mut Positions,
     checked: &mut Positions,
+    reset: &mut Vec<i32>,
 ) -> bool {
     let Some(&position) = delivered.get(&partition) else {
         return false;
@@ -557,12 +616,14 @@ fn log_was_reset(
          job had read to: the topic was created again or truncated; reading its records as new"
     );
     delivered.remove(&partition);
-    consumer
-        .context()
-        .start_at
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&partition);
+    reset.push(partition);
+    let context = consumer.context();
+    for positions in [&context.read_to, &context.restore_at] {
+        positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&partition);
+    }
     true
 }
 
@@ -641,6 +702,7 @@ impl Source for KafkaSource {
                     partition,
                     &mut self.delivered,
                     &mut self.checked_positions,
+                    &mut self.reset,
                 )
             {
                 // Read again after the partition was reassigned from an older offset.
@@ -684,17 +746,26 @@ impl Source for KafkaSource {
                         .consumer
                         .fetch_watermarks(&self.topic, partition, self.timeout)
                     {
-                        Ok((_, high)) if high < position => tracing::warn!(
-                            "partition {partition} of '{}' ends at offset {high}, before offset \
-                             {position} the checkpoint had read to: the topic was created again \
-                             or truncated; reading its records as new",
-                            self.topic
-                        ),
+                        Ok((_, high)) if high < position => {
+                            tracing::warn!(
+                                "partition {partition} of '{}' ends at offset {high}, before \
+                                 offset {position} the checkpoint had read to: the topic was \
+                                 created again or truncated; reading its records as new",
+                                self.topic
+                            );
+                            self.reset.push(partition);
+                        }
                         _ => {
                             kept.insert(partition, position);
                         }
                     }
                 }
+                *self
+                    .consumer
+                    .context()
+                    .restore_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = kept.clone();
                 self.delivered = kept;
                 self.publish_positions();
                 Ok(())
@@ -750,6 +821,10 @@ impl Source for KafkaSource {
                 ConnectorError::kafka(format!("committing offsets of '{}'", self.topic), e)
             })?;
         Ok(())
+    }
+
+    fn take_reset_partitions(&mut self) -> Vec<i32> {
+        std::mem::take(&mut self.reset)
     }
 
     fn describe(&self) -> String {
@@ -1014,5 +1089,24 @@ impl DeadLetterQueue {
     /// Waits until every dead-lettered record is acknowledged.
     pub fn flush(&mut self) -> Result<()> {
         self.producer.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_topic_names_the_topics_most_like_it_when_there_are_many() {
+        let few: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(names_like("x", &few), "a, b");
+        assert_eq!(names_like("x", &[]), "(none)");
+        let many: Vec<String> = (0..50)
+            .map(|i| format!("other-{i:02}"))
+            .chain(["orders-eu".to_string(), "orders-us".to_string()])
+            .collect();
+        let named = names_like("orders", &many);
+        assert!(named.starts_with("orders-eu, orders-us, other-"), "{named}");
+        assert!(named.ends_with("… and 42 more"), "{named}");
     }
 }

@@ -196,6 +196,26 @@ impl FileSink {
         })
     }
 
+    /// Opens `path` to append results after what it holds (a continuous job that keeps no
+    /// checkpoints: at-least-once, nothing erased).
+    pub fn append(
+        path: &Path,
+        format: OutputFormat,
+        schema: SchemaRef,
+        decimals: DecimalFormat,
+    ) -> Result<Self> {
+        let mut sink = Self::open(path, format, false, schema, decimals)?;
+        let bytes = std::fs::metadata(path)
+            .map_err(|e| sink.file_error(e))?
+            .len();
+        sink.cut_to(bytes)?;
+        if bytes > 0 {
+            sink.text.writer.continue_document();
+        }
+        sink.continuous = false;
+        Ok(sink)
+    }
+
     fn file_error(&self, source: std::io::Error) -> ConnectorError {
         ConnectorError::File {
             path: self.path.clone(),
@@ -259,11 +279,21 @@ impl Sink for FileSink {
         })
     }
     fn restore(&mut self, _id: u64, state: SinkState) -> Result<()> {
-        let Some(bytes) = state.position.get("bytes").and_then(|b| b.as_u64()) else {
+        let same_file = state
+            .position
+            .get("file")
+            .and_then(|f| f.as_str())
+            .is_some_and(|f| {
+                let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+                canonical(Path::new(f)).is_some()
+                    && canonical(Path::new(f)) == canonical(&self.path)
+            });
+        let bytes = state.position.get("bytes").and_then(|b| b.as_u64());
+        let (Some(bytes), true) = (bytes, same_file) else {
             // The checkpoint's output was not this file: it starts afresh.
             tracing::warn!(
-                "the checkpoint holds no length for the output file {} (the output changed): \
-                 writing it afresh",
+                "the checkpoint's output was not the file {} (the output changed): writing it \
+                 afresh",
                 self.path.display()
             );
             return Ok(());

@@ -40,6 +40,13 @@ pub trait Source: Send {
         Ok(())
     }
 
+    /// Partitions whose log now starts again below the job's position (a topic deleted and
+    /// created again), found since the last call: the job forgets its positions for them, and
+    /// their records are read as new.
+    fn take_reset_partitions(&mut self) -> Vec<i32> {
+        Vec::new()
+    }
+
     /// A short description for logs and errors.
     fn describe(&self) -> String;
 

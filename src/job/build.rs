@@ -212,6 +212,17 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
                 found.created_at,
                 found.state_rows()
             );
+            if spec.delivery == Delivery::ExactlyOnce
+                && state.savepoint.is_none()
+                && found.id + 1 < next_id
+            {
+                tracing::warn!(
+                    "job '{}': newer checkpoints than {} were damaged: results they had written \
+                     may appear again on the output topic (exactly-once holds from here on)",
+                    spec.name,
+                    found.id
+                );
+            }
             restored = Some(found);
         }
         checkpointer = Some(Checkpointer {
@@ -488,6 +499,14 @@ fn open_sink(
             schema.clone(),
             output.decimal_format,
         )),
+        // A continuous job without checkpoints appends (nothing erased, at-least-once); with
+        // them the file is cut back to the restored checkpoint's length.
+        OutputTarget::File(path) if !bounded && spec.state.is_none() => Box::new(FileSink::append(
+            path,
+            output.format,
+            schema.clone(),
+            output.decimal_format,
+        )?),
         OutputTarget::File(path) => Box::new(FileSink::open(
             path,
             output.format,
@@ -651,7 +670,10 @@ async fn resolve_inputs(
                             .filter(|n| catalog.get(n).is_some_and(|s| s.declared_at.is_some()))
                             .collect::<Vec<_>>(),
                     ),
-                    topics: list_or_none(topics.as_deref().unwrap_or_default()),
+                    topics: velo_connectors::kafka::names_like(
+                        topic,
+                        topics.as_deref().unwrap_or_default(),
+                    ),
                 });
             }
         }

@@ -132,8 +132,14 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    /// A store in `root` (created when missing). Half-written checkpoints left by a crash
-    /// (temporary folders) are removed.
+    /// The store in `root` for reading only (a savepoint, an export, while the job may be
+    /// writing): nothing is created or removed.
+    pub fn reader(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The store in `root` for the job that writes it (created when missing). Half-written
+    /// checkpoints left by a crash (temporary folders) are removed.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(|e| io_error(&root, e))?;
@@ -161,7 +167,7 @@ fn io_error(path: &Path, e: std::io::Error) -> VeloError {
     VeloError::State(format!("{}: {e}", path.display()))
 }
 
-fn sync_dir(path: &Path) -> Result<()> {
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     std::fs::File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error(path, e))
@@ -174,6 +180,9 @@ impl CheckpointStore for LocalStore {
 
     fn list(&self) -> Result<Vec<u64>> {
         let mut ids = Vec::new();
+        if !self.root.exists() {
+            return Ok(ids);
+        }
         for entry in std::fs::read_dir(&self.root).map_err(|e| io_error(&self.root, e))? {
             let entry = entry.map_err(|e| io_error(&self.root, e))?;
             let name = entry.file_name();
@@ -450,6 +459,7 @@ pub fn copy_to_folder(store: &dyn CheckpointStore, id: u64, folder: &Path) -> Re
             .and_then(|()| out.sync_all())
             .map_err(|e| io_error(&path, e))?;
     }
+    sync_dir(&temp)?;
     std::fs::rename(&temp, folder).map_err(|e| io_error(folder, e))?;
     sync_dir(parent)
 }

@@ -133,9 +133,14 @@ impl Runner {
         if let (Some(tracker), Some(state)) = (self.watermark.as_mut(), &checkpoint.watermark) {
             tracker.restore(state);
         }
-        for input in &mut self.inputs {
-            if let Some(saved) = checkpoint.inputs.iter().find(|s| s.stream == input.name) {
-                input.positions = saved.positions.clone();
+        // The checkpoint's offsets are where the inputs start only when it acknowledged with
+        // them; a job acknowledging per micro-batch reads on from its group's newer offsets,
+        // and tracks its positions from what it reads.
+        if checkpoint.acknowledge == Acknowledge::WithCheckpoints {
+            for input in &mut self.inputs {
+                if let Some(saved) = checkpoint.inputs.iter().find(|s| s.stream == input.name) {
+                    input.positions = saved.positions.clone();
+                }
             }
         }
         self.carry = checkpoint.carry.clone();
@@ -197,10 +202,13 @@ impl Runner {
             ) {
                 tracker.set_input_partitions(i, &assigned);
             }
-            match self.inputs[i]
+            let polled = self.inputs[i]
                 .source
-                .poll_batch(self.options.batch_size, wait)?
-            {
+                .poll_batch(self.options.batch_size, wait)?;
+            for partition in self.inputs[i].source.take_reset_partitions() {
+                self.inputs[i].positions.remove(&partition);
+            }
+            match polled {
                 None => self.inputs[i].ended = true,
                 Some(batch) if batch.is_empty() => {}
                 Some(batch) => {
@@ -335,40 +343,61 @@ impl Runner {
                 // A stateless query reached --limit inside this batch: acknowledge only the
                 // records up to the one that produced the last row written, so the next run
                 // with this group starts right after it.
-                let records = self.records_for_rows(input, batch, wanted)?;
+                let (records, surplus) = self.records_for_rows(input, batch, wanted)?;
                 let mut positions = before;
-                batch.meta.advance(&mut positions, records);
+                match (surplus.is_empty(), self.checkpoints.is_some()) {
+                    // The record that reached the limit gave more rows than the limit took
+                    // (a join): the rest come first in the next run, from the checkpoint…
+                    (false, true) => batch.meta.advance(&mut positions, records),
+                    // …or, without checkpoints, that record is read again (its first rows
+                    // then appear twice rather than its last ones never).
+                    (false, false) => batch.meta.advance(&mut positions, records - 1),
+                    (true, _) => batch.meta.advance(&mut positions, records),
+                }
                 self.inputs[input].positions = positions;
-                self.carry.clear();
+                self.carry = surplus;
             }
         }
         Ok(bad.len() as u64)
     }
 
     /// The fewest leading records of `batch` whose results through the (stateless) pipeline
-    /// hold `rows` rows.
-    fn records_for_rows(&mut self, input: usize, batch: &SourceBatch, rows: u64) -> Result<usize> {
-        let (mut low, mut high) = (1, batch.len());
-        while low < high {
-            let mid = (low + high) / 2;
-            let slice = batch.slice(0, mid);
+    /// hold `rows` rows, and the rows of those results past the first `rows`.
+    fn records_for_rows(
+        &mut self,
+        input: usize,
+        batch: &SourceBatch,
+        rows: u64,
+    ) -> Result<(usize, Vec<RecordBatch>)> {
+        let mut run = |records: usize| -> Result<Vec<RecordBatch>> {
             let mut bad = Vec::new();
             let (scan, _) = self.inputs[input]
                 .adapter
-                .adapt_with_partitions(&slice, &mut bad)?;
-            let produced: usize = self
-                .pipeline
-                .process_input(input, scan)?
-                .iter()
-                .map(|b| b.num_rows())
-                .sum();
-            if produced as u64 >= rows {
+                .adapt_with_partitions(&batch.slice(0, records), &mut bad)?;
+            self.pipeline.process_input(input, scan)
+        };
+        let count = |out: &[RecordBatch]| out.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        let (mut low, mut high) = (1, batch.len());
+        while low < high {
+            let mid = (low + high) / 2;
+            if count(&run(mid)?) >= rows {
                 high = mid;
             } else {
                 low = mid + 1;
             }
         }
-        Ok(low)
+        // The rows past the limit, in order.
+        let mut skip = rows as usize;
+        let mut surplus = Vec::new();
+        for b in run(low)? {
+            if skip >= b.num_rows() {
+                skip -= b.num_rows();
+            } else {
+                surplus.push(b.slice(skip, b.num_rows() - skip));
+                skip = 0;
+            }
+        }
+        Ok((low, surplus))
     }
 
     /// Publishes state size, late rows and lag, and checks the state limit, about once a second.
@@ -446,6 +475,22 @@ impl Runner {
     /// sink and the dead-letter queue.
     fn flush_epoch(&mut self) -> Result<()> {
         self.dirty = true;
+        self.route_rejected()?;
+        if let Some(late) = self.late_rows.as_mut() {
+            for rows in self.pipeline.drain_late_rows() {
+                late.write(&rows)?;
+            }
+            late.flush()?;
+        }
+        self.sink.flush()?;
+        if let Some(dlq) = self.dead_letters.as_mut() {
+            dlq.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Logs the result rows the sink could not encode and sends them to the dead-letter queue.
+    fn route_rejected(&mut self) -> Result<()> {
         for rejected in self.sink.take_rejected() {
             tracing::warn!(
                 "a result row for topic '{}' was not written: {} (row {})",
@@ -461,16 +506,6 @@ impl Runner {
                     1,
                 );
             }
-        }
-        if let Some(late) = self.late_rows.as_mut() {
-            for rows in self.pipeline.drain_late_rows() {
-                late.write(&rows)?;
-            }
-            late.flush()?;
-        }
-        self.sink.flush()?;
-        if let Some(dlq) = self.dead_letters.as_mut() {
-            dlq.flush()?;
         }
         Ok(())
     }
@@ -547,10 +582,11 @@ impl Runner {
     /// sink deliver what it held for it, then commits the offsets it covers. Returns its id
     /// (0 when the job keeps no checkpoints).
     pub fn checkpoint(&mut self) -> Result<u64> {
-        self.progress
-            .checkpoint_requested
-            .store(false, Ordering::Relaxed);
         let Some(next_id) = self.checkpoints.as_ref().map(|c| c.next_id) else {
+            // A request for a checkpoint (a savepoint) is answered: there will be none.
+            self.progress
+                .checkpoint_requested
+                .store(false, Ordering::Relaxed);
             return Ok(0);
         };
         let started = Instant::now();
@@ -559,11 +595,17 @@ impl Runner {
         checkpointer.acknowledge = checkpoint.acknowledge;
         let (id, bytes) = checkpointer.write(checkpoint)?;
         self.sink.checkpoint_complete(id)?;
+        // Delivering held-back results may reject rows (exactly-once output encodes them now).
+        self.route_rejected()?;
+        if let Some(dlq) = self.dead_letters.as_mut() {
+            dlq.flush()?;
+        }
         self.commit_positions()?;
         self.dirty = false;
         let p = &self.progress;
         p.checkpoints.fetch_add(1, Ordering::Relaxed);
         p.last_checkpoint.store(id, Ordering::Relaxed);
+        p.checkpoint_requested.store(false, Ordering::Relaxed);
         p.metrics.checkpoints.increment(1);
         p.metrics
             .checkpoint_duration

@@ -194,9 +194,11 @@ impl StateSpec {
     }
 }
 
-/// The folder name of a job called `name`: its characters outside `[A-Za-z0-9._-]` become `_`.
+/// The folder name of a job called `name`: its characters outside `[A-Za-z0-9._-]` become `_`,
+/// and a leading `.` too (no `.`, `..` or hidden folders).
 pub fn folder_name(name: &str) -> String {
-    name.chars()
+    let mut folder: String = name
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
                 c
@@ -204,7 +206,16 @@ pub fn folder_name(name: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    if folder.is_empty() || folder.starts_with('.') {
+        folder.replace_range(0..0, "_");
+    }
+    folder
+}
+
+/// True when `name` is its own folder name: a job id that can name a folder as it is.
+pub fn is_plain_name(name: &str) -> bool {
+    folder_name(name) == name
 }
 
 /// How the epoch loop runs.

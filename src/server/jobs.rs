@@ -199,10 +199,10 @@ impl ManagedJob {
     }
 
     /// Asks the running job for a checkpoint now and waits (at most `timeout`) until it is
-    /// written. False when the job is not running or did not answer in time.
-    async fn checkpoint_now(&self, timeout: Duration) -> bool {
+    /// written; says why not when it is not.
+    async fn checkpoint_now(&self, timeout: Duration) -> std::result::Result<(), String> {
         if !matches!(self.state(), JobState::Running | JobState::Paused) {
-            return false;
+            return Err(format!("job '{}' is not running", self.id));
         }
         let before = self.progress.last_checkpoint.load(Ordering::Relaxed);
         self.progress
@@ -211,11 +211,22 @@ impl ManagedJob {
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
             if self.progress.last_checkpoint.load(Ordering::Relaxed) != before {
-                return true;
+                return Ok(());
+            }
+            // The request was taken and no checkpoint came of it.
+            if !self.progress.checkpoint_requested.load(Ordering::Relaxed) {
+                return Err(format!(
+                    "job '{}' keeps no checkpoints (it reads only generators)",
+                    self.id
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        false
+        Err(format!(
+            "job '{}' did not write a checkpoint within {} s",
+            self.id,
+            timeout.as_secs()
+        ))
     }
 }
 
@@ -695,13 +706,10 @@ impl JobManager {
                 job.id
             )));
         }
-        if matches!(job.state(), JobState::Running | JobState::Paused)
-            && !job.checkpoint_now(Duration::from_secs(30)).await
-        {
-            return Err(VeloError::State(format!(
-                "job '{}' did not write a checkpoint within 30 s",
-                job.id
-            )));
+        if matches!(job.state(), JobState::Running | JobState::Paused) {
+            job.checkpoint_now(Duration::from_secs(30))
+                .await
+                .map_err(VeloError::State)?;
         }
         super::state::savepoint(
             &self.job_dir(&job.id),
@@ -718,7 +726,8 @@ impl JobManager {
             if only.is_some_and(|id| id != job.id) {
                 continue;
             }
-            job.checkpoint_now(Duration::from_secs(30)).await;
+            // Best effort: a job that is not running exports its last checkpoint.
+            let _ = job.checkpoint_now(Duration::from_secs(30)).await;
             let desired = if job.state() == JobState::Stopped {
                 Desired::Stopped
             } else {
@@ -744,8 +753,14 @@ impl JobManager {
         replace: bool,
     ) -> Result<Vec<String>> {
         super::state::check_export(export)?;
-        for exported in &export.jobs {
-            if let Some(existing) = self.get(&exported.definition.id) {
+        // Everything is checked before anything changes: an import is whole or refused.
+        let checked = export
+            .jobs
+            .iter()
+            .map(super::state::check_import)
+            .collect::<Result<Vec<_>>>()?;
+        for job in &checked {
+            if let Some(existing) = self.get(&job.definition.id) {
                 if !replace {
                     return Err(VeloError::Usage(format!(
                         "a job '{}' exists already; delete it first or import with replace",
@@ -755,20 +770,19 @@ impl JobManager {
             }
         }
         let mut ids = Vec::new();
-        for exported in &export.jobs {
-            if let Some(existing) = self.get(&exported.definition.id) {
+        for job in checked {
+            if let Some(existing) = self.get(&job.definition.id) {
                 self.delete(&existing).await;
             }
-            let definition = exported.definition.clone();
-            super::state::import_job(&self.job_dir(&definition.id), exported)?;
-            let start = definition.desired == Desired::Running;
-            let job = self.add(definition)?;
+            super::state::write_import(&self.job_dir(&job.definition.id), &job)?;
+            let start = job.definition.desired == Desired::Running;
+            let added = self.add(job.definition)?;
             if start {
-                self.start(job.clone());
+                self.start(added.clone());
             } else {
-                job.set_state(JobState::Stopped);
+                added.set_state(JobState::Stopped);
             }
-            ids.push(job.id.clone());
+            ids.push(added.id.clone());
         }
         self.publish_active();
         Ok(ids)

@@ -49,7 +49,8 @@ pub fn write_definition(job_dir: &Path, definition: &JobDefinition) -> Result<()
     std::fs::write(&temp, text)
         .and_then(|()| std::fs::File::open(&temp)?.sync_all())
         .map_err(|e| io_error(&temp, e))?;
-    std::fs::rename(&temp, &path).map_err(|e| io_error(&path, e))
+    std::fs::rename(&temp, &path).map_err(|e| io_error(&path, e))?;
+    crate::job::checkpoint::sync_dir(job_dir)
 }
 
 /// The definitions kept under `jobs_dir`, by id. An unreadable one is skipped with a warning.
@@ -81,7 +82,7 @@ pub fn read_definitions(jobs_dir: &Path) -> Result<Vec<JobDefinition>> {
 /// Copies the newest checkpoint of the job in `job_dir` to `savepoints/<id>-<time>`; returns
 /// the savepoint's folder and the checkpoint's id.
 pub fn savepoint(job_dir: &Path, savepoints: &Path, id: &str) -> Result<(PathBuf, u64)> {
-    let store = LocalStore::open(job_dir.join("checkpoints"))?;
+    let store = LocalStore::reader(job_dir.join("checkpoints"));
     let Some(&checkpoint) = store.list()?.last() else {
         return Err(VeloError::State(format!(
             "job '{id}' has no checkpoint yet"
@@ -115,6 +116,7 @@ pub struct ExportedCheckpoint {
 pub struct Export {
     pub format: String,
     pub version: u32,
+    #[serde(default)]
     pub exported_at: String,
     pub jobs: Vec<ExportedJob>,
 }
@@ -122,7 +124,7 @@ pub struct Export {
 /// `definition`'s job with its newest checkpoint (read back whole, so a damaged one is not
 /// exported).
 pub fn export_job(job_dir: &Path, definition: JobDefinition) -> Result<ExportedJob> {
-    let store = LocalStore::open(job_dir.join("checkpoints"))?;
+    let store = LocalStore::reader(job_dir.join("checkpoints"));
     let checkpoint = match crate::job::checkpoint::load_latest(&store)? {
         None => None,
         Some(checkpoint) => {
@@ -164,49 +166,69 @@ pub fn check_export(export: &Export) -> Result<()> {
     Ok(())
 }
 
-/// Writes an exported job's definition and checkpoint into `job_dir` (emptied first).
-pub fn import_job(job_dir: &Path, job: &ExportedJob) -> Result<()> {
-    let mut checkpoint_files = None;
-    if let Some(checkpoint) = &job.checkpoint {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let mut files = Vec::new();
-        for (name, text) in &checkpoint.files {
-            if name.contains('/') || name.contains("..") {
-                return Err(VeloError::Usage(format!(
-                    "job '{}': the checkpoint file name '{name}' is not a plain name",
-                    job.definition.id
-                )));
-            }
-            let bytes = b64.decode(text).map_err(|e| {
-                VeloError::Usage(format!(
-                    "job '{}': checkpoint file {name} is not base64: {e}",
-                    job.definition.id
-                ))
-            })?;
-            files.push((name.clone(), bytes));
+/// An exported job checked and decoded, ready to be written.
+pub struct CheckedImport {
+    pub definition: JobDefinition,
+    checkpoint: Option<(u64, Vec<(String, Vec<u8>)>)>,
+}
+
+/// Checks an exported job before anything is written: its id names a folder as it is, and
+/// its checkpoint's files decode and read back as a checkpoint.
+pub fn check_import(job: &ExportedJob) -> Result<CheckedImport> {
+    let id = &job.definition.id;
+    if !crate::job::spec::is_plain_name(id) {
+        return Err(VeloError::Usage(format!(
+            "job id '{id}' is not a plain name (letters, digits, '.', '_', '-'; not starting \
+             with '.')"
+        )));
+    }
+    let Some(checkpoint) = &job.checkpoint else {
+        return Ok(CheckedImport {
+            definition: job.definition.clone(),
+            checkpoint: None,
+        });
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut files = Vec::new();
+    for (name, text) in &checkpoint.files {
+        if !crate::job::spec::is_plain_name(name) {
+            return Err(VeloError::Usage(format!(
+                "job '{id}': the checkpoint file name '{name}' is not a plain name"
+            )));
         }
-        // The manifest last, as a checkpoint is written.
-        files.sort_by_key(|(name, _)| name == "manifest.json");
-        // The files must read back as a checkpoint before the job may use them.
-        crate::job::checkpoint::Checkpoint::decode(|name| {
-            files
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, b)| b.clone())
-                .ok_or_else(|| VeloError::State(format!("no file {name}")))
-        })
-        .map_err(|e| {
+        let bytes = b64.decode(text).map_err(|e| {
             VeloError::Usage(format!(
-                "job '{}': the exported checkpoint is damaged: {e}",
-                job.definition.id
+                "job '{id}': checkpoint file {name} is not base64: {e}"
             ))
         })?;
-        checkpoint_files = Some((checkpoint.id, files));
+        files.push((name.clone(), bytes));
     }
+    // The manifest last, as a checkpoint is written.
+    files.sort_by_key(|(name, _)| name == "manifest.json");
+    crate::job::checkpoint::Checkpoint::decode(|name| {
+        files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.clone())
+            .ok_or_else(|| VeloError::State(format!("no file {name}")))
+    })
+    .map_err(|e| {
+        VeloError::Usage(format!(
+            "job '{id}': the exported checkpoint is damaged: {e}"
+        ))
+    })?;
+    Ok(CheckedImport {
+        definition: job.definition.clone(),
+        checkpoint: Some((checkpoint.id, files)),
+    })
+}
+
+/// Writes a checked job's definition and checkpoint into `job_dir` (emptied first).
+pub fn write_import(job_dir: &Path, job: &CheckedImport) -> Result<()> {
     let _ = std::fs::remove_dir_all(job_dir);
     write_definition(job_dir, &job.definition)?;
-    if let Some((id, files)) = checkpoint_files {
-        LocalStore::open(job_dir.join("checkpoints"))?.write(id, &files)?;
+    if let Some((id, files)) = &job.checkpoint {
+        LocalStore::open(job_dir.join("checkpoints"))?.write(*id, files)?;
     }
     Ok(())
 }
