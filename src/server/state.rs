@@ -166,10 +166,14 @@ pub fn check_export(export: &Export) -> Result<()> {
     Ok(())
 }
 
+/// A checkpoint's files, by name.
+type CheckpointFiles = Vec<(String, Vec<u8>)>;
+
 /// An exported job checked and decoded, ready to be written.
 pub struct CheckedImport {
     pub definition: JobDefinition,
-    checkpoint: Option<(u64, Vec<(String, Vec<u8>)>)>,
+    /// The checkpoint's id and files.
+    checkpoint: Option<(u64, CheckpointFiles)>,
 }
 
 /// Checks an exported job before anything is written: its id names a folder as it is, and
