@@ -5,7 +5,7 @@
 //!   distinct keys;
 //! - decoding and encoding the `trades` record as JSON, Avro and Protobuf.
 //!
-//! `cargo run --release --example throughput -- [RECORDS] [BATCH_SIZE]`
+//! `cargo run --release --example throughput -- [RECORDS] [BATCH_SIZE] [checkpoints]`
 
 use std::time::Instant;
 
@@ -40,6 +40,7 @@ fn checkpoints(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("velo-checkpoints-{}", std::process::id()));
     for every in [None, Some(std::time::Duration::from_secs(1))] {
+        let mut written = (0, 0);
         let (secs, rows) = best_of_three(|| {
             let _ = std::fs::remove_dir_all(&dir);
             let mut path = HotPath::new(WINDOW_QUERY)?;
@@ -50,10 +51,24 @@ fn checkpoints(
             for batch in ticks {
                 rows += path.run(batch)?;
             }
+            let p = path.replay().progress();
+            written = (
+                p.checkpoints.load(std::sync::atomic::Ordering::Relaxed),
+                p.checkpoint_micros
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
             Ok(rows + path.finish()?)
         })?;
+        let share = match written {
+            (0, _) => String::new(),
+            (n, micros) => format!(
+                "; {n} checkpoints took {:.1} ms in all, {:.2} % of the run",
+                micros as f64 / 1000.0,
+                micros as f64 / 1e6 / secs * 100.0
+            ),
+        };
         println!(
-            "tumbling GROUP BY, 10k keys, {}: {:>12.0} records/s  ({rows} rows out)",
+            "tumbling GROUP BY, 10k keys, {}: {:>12.0} records/s  ({rows} rows out{share})",
             match every {
                 None => "no checkpoints".to_string(),
                 Some(i) => format!("a checkpoint every {} s", i.as_secs()),
@@ -114,6 +129,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(1_000_000);
     let batch_size: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(8192);
+    // `checkpoints`: only what checkpoints cost.
+    if args.next().as_deref() == Some("checkpoints") {
+        let ticks = tick_batches(records, batch_size);
+        return checkpoints(&ticks, records, batch_size);
+    }
     let batches = nexmark_bid_batches(records, batch_size);
     let bytes = payload_bytes(&batches);
     println!(

@@ -57,7 +57,8 @@ def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     stamp = int(time.time())
     topic = f"recovery-bench-{stamp}"
-    AdminClient({"bootstrap.servers": BROKERS}).create_topics([NewTopic(topic, 2, 1)])[topic].result()
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result()
     time.sleep(1)
     print(f"producing {n} records with distinct keys into one window of {topic} ...", flush=True)
     produce(topic, (json.dumps({"k": i, "ts": "2024-01-01T00:00:00Z"}) for i in range(n)))

@@ -203,6 +203,11 @@ impl Replay {
         self.runner.restore(state)
     }
 
+    /// The job's live counters (checkpoints written and the time they took among them).
+    pub fn progress(&self) -> &crate::job::JobProgress {
+        &self.runner.progress
+    }
+
     /// The operators' counters and state size now.
     pub fn metrics(&self) -> crate::operators::OperatorMetrics {
         self.runner.pipeline.metrics()

@@ -26,6 +26,8 @@ pub struct JobProgress {
     pub checkpoints: AtomicU64,
     /// The id of the last checkpoint written (0: none yet).
     pub last_checkpoint: AtomicU64,
+    /// Time spent writing checkpoints, in microseconds.
+    pub checkpoint_micros: AtomicU64,
     /// Asks the job for a checkpoint now (a savepoint); cleared when it is written.
     pub checkpoint_requested: AtomicBool,
     /// The Prometheus series of this job, made once (nothing looked up per batch).
@@ -87,6 +89,7 @@ impl JobProgress {
             paused: AtomicBool::new(false),
             checkpoints: AtomicU64::new(0),
             last_checkpoint: AtomicU64::new(0),
+            checkpoint_micros: AtomicU64::new(0),
             checkpoint_requested: AtomicBool::new(false),
         }
     }

@@ -610,6 +610,8 @@ impl Runner {
         p.metrics
             .checkpoint_duration
             .record(started.elapsed().as_secs_f64());
+        p.checkpoint_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         p.metrics.checkpoint_bytes.set(bytes as f64);
         tracing::debug!(
             "checkpoint {id}: {bytes} bytes in {:.1} ms",
