@@ -44,6 +44,10 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+    // Planning walks expression trees recursively (DataFusion, sqlparser): every thread that
+    // may plan a query gets a stack deep enough for the expression depth `sql` lets through
+    // (reserved address space; only what is used is backed by memory).
+    builder.thread_stack_size(velostream::sql::PLANNING_STACK_BYTES);
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -51,7 +55,20 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    let code = runtime.block_on(velostream::cli::main_with(cli));
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // The command runs on a thread of its own with the same deep stack (the main thread's is
+    // fixed by the system).
+    let code = std::thread::Builder::new()
+        .name("velo-sql".into())
+        .stack_size(velostream::sql::PLANNING_STACK_BYTES)
+        .spawn(move || {
+            let code = runtime.block_on(velostream::cli::main_with(cli));
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            code
+        })
+        .map(|t| t.join().unwrap_or(101))
+        .unwrap_or_else(|e| {
+            eprintln!("error: cannot start the main thread: {e}");
+            1
+        });
     std::process::ExitCode::from(code as u8)
 }

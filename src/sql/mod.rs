@@ -21,6 +21,49 @@ use datafusion::sql::sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan
 
 use crate::error::{Result, SqlLocation, VeloError};
 
+/// The stack every thread that plans queries gets: planning walks expression trees
+/// recursively, a level of stack per level of nesting (a chain of `OR`s nests one level per
+/// term). With [`MAX_EXPR_DEPTH`] it leaves a wide margin.
+pub const PLANNING_STACK_BYTES: usize = 256 * 1024 * 1024;
+
+/// How deep expressions may nest in a statement. A chain of `AND`, `OR`, `+`… nests one level
+/// per term, so this is also the longest such chain. Deeper statements are refused before
+/// planning (planning recurses once per level).
+pub const MAX_EXPR_DEPTH: usize = 2000;
+
+/// Refuses a statement whose expressions nest deeper than [`MAX_EXPR_DEPTH`].
+fn check_depth(statement: &Statement, at: Option<SqlLocation>) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
+    use std::ops::ControlFlow;
+    struct Depth(usize);
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.0 += 1;
+            if self.0 > MAX_EXPR_DEPTH {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.0 -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    if statement.visit(&mut Depth(0)).is_break() {
+        return Err(VeloError::sql(
+            format!(
+                "the statement's expressions nest more than {MAX_EXPR_DEPTH} levels deep (a chain \
+                 of AND, OR or + counts a level per term); write long lists of alternatives as \
+                 `column IN (…)`, or split the query"
+            ),
+            at,
+        ));
+    }
+    Ok(())
+}
+
 /// A parsed SQL text: stream declarations, then at most one query.
 #[derive(Debug, Clone)]
 pub struct Script {
@@ -139,6 +182,7 @@ pub fn parse_script(text: &str) -> Result<Script> {
                 .parse_statement()
                 .map_err(|e| parser_error(e, start))?;
             expect_end(&parser)?;
+            check_depth(&statement, start)?;
             if !matches!(statement, Statement::Query(_)) {
                 return Err(VeloError::sql(
                     format!(
