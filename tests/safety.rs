@@ -53,3 +53,30 @@ fn long_or_chains_run_or_are_refused_and_never_crash_the_server() {
     let (status, body) = sql(&server, &chain(1_500));
     assert_eq!((status, body.as_str()), (200, "{\"id\":2}\n{\"id\":3}\n"));
 }
+
+#[test]
+fn any_cors_origin_starts_the_server_and_a_bad_origin_is_refused_at_start() {
+    let server = start_server(&config_yaml("server:\n  cors_origins: [\"*\"]\n"));
+    let response = agent()
+        .get(format!("{}/health", server.url))
+        .header("Origin", "https://example.org")
+        .call()
+        .unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string()),
+        Some("*".to_string())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.yaml");
+    std::fs::write(&config, "server:\n  cors_origins: [\"not an origin\"]\n").unwrap();
+    let out = run(&["server", "--config", config.to_str().unwrap(), "--port", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("server.cors_origins: 'not an origin' is not an origin"),
+        "{}",
+        stderr(&out)
+    );
+}

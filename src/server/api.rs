@@ -331,14 +331,21 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(count_requests))
         .with_state(state);
     if !config.server.cors_origins.is_empty() {
-        let origins: Vec<HeaderValue> = config
-            .server
-            .cors_origins
-            .iter()
-            .filter_map(|o| o.parse().ok())
-            .collect();
+        use tower_http::cors::{AllowOrigin, CorsLayer};
+        // `"*"` allows any origin; the rest were checked when the configuration loaded.
+        let origins = if config.server.cors_origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(
+                config
+                    .server
+                    .cors_origins
+                    .iter()
+                    .filter_map(|o| o.parse::<HeaderValue>().ok()),
+            )
+        };
         router = router.layer(
-            tower_http::cors::CorsLayer::new()
+            CorsLayer::new()
                 .allow_origin(origins)
                 .allow_methods([Method::GET, Method::POST, Method::DELETE])
                 .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),

@@ -355,6 +355,11 @@ impl Config {
         Ok(())
     }
 
+    fn cors_origins_mix_any(&self) -> bool {
+        let origins = &self.server.cors_origins;
+        origins.len() > 1 && origins.iter().any(|o| o == "*")
+    }
+
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<()> {
         self.performance.resolve()?;
@@ -379,6 +384,23 @@ impl Config {
         }
         if self.kafka.brokers.trim().is_empty() {
             return Err(VeloError::Usage("kafka.brokers is empty".into()));
+        }
+        for origin in &self.server.cors_origins {
+            let valid = origin == "*"
+                || (origin.parse::<axum::http::HeaderValue>().is_ok()
+                    && (origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/'));
+            if !valid {
+                return Err(VeloError::Usage(format!(
+                    "server.cors_origins: '{origin}' is not an origin (scheme://host[:port], no \
+                     path) or \"*\" (any origin)"
+                )));
+            }
+        }
+        if self.cors_origins_mix_any() {
+            return Err(VeloError::Usage(
+                "server.cors_origins: \"*\" allows any origin; give it alone".into(),
+            ));
         }
         Ok(())
     }
