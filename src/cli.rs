@@ -255,6 +255,10 @@ pub struct QueryArgs {
     /// `velo.error` header.
     #[arg(long)]
     pub dlq_topic: Option<String>,
+    /// When a dead letter cannot be written (too large for the broker, the topic unwritable):
+    /// log (report it and go on, the default) or fail (stop the job).
+    #[arg(long, default_value = "log")]
+    pub dlq_on_error: velo_connectors::kafka::DeadLetterFailure,
     /// Seconds allowed for broker requests before giving up.
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
@@ -694,6 +698,7 @@ impl QueryArgs {
             .transpose()?;
         spec.idle_timeout_ms = duration_ms("idle-timeout", &self.idle_timeout)?;
         spec.dlq_topic = self.dlq_topic.clone();
+        spec.dlq_on_error = self.dlq_on_error;
         spec.late_topic = self.late_topic.clone();
         spec.runtime = self.runtime_options(flush_interval)?;
         Ok(spec)

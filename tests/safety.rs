@@ -80,3 +80,32 @@ fn any_cors_origin_starts_the_server_and_a_bad_origin_is_refused_at_start() {
         stderr(&out)
     );
 }
+
+#[test]
+fn an_oversized_bad_record_is_dead_lettered_with_a_bounded_reason_and_the_job_goes_on() {
+    let topic = unique_topic("safe-big");
+    let dlq = unique_topic("safe-big-dlq");
+    create_topic(&topic, 1);
+    create_topic(&dlq, 1);
+    let big = format!("{{\"id\":\"{}", "x".repeat(900_000));
+    produce(
+        &topic,
+        &[
+            Rec::value(r#"{"id":1}"#),
+            Rec::value(big.clone()),
+            Rec::value(r#"{"id":3}"#),
+        ],
+    );
+    let job = spawn(&[
+        "stream", "--topic", &topic, "--schema", "id BIGINT", "--query", "SELECT id FROM t",
+        "--dlq-topic", &dlq, "--format", "json-lines", "--group-id", &unique_topic("g"),
+    ]);
+    assert_eq!(job.take_lines(2), vec![r#"{"id":1}"#, r#"{"id":3}"#]);
+    assert_eq!(job.terminate().0, 0);
+    let letters = consume(&dlq, 1);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].value, big, "the record, unchanged");
+    let reason = &letters[0].headers["velo.error"];
+    assert!(reason.len() <= 1100, "{} bytes of reason", reason.len());
+    assert_eq!(letters[0].headers["velo.source.offset"], "1");
+}

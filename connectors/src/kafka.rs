@@ -1010,12 +1010,60 @@ impl KafkaProducer {
     }
 }
 
+/// What a job does when a dead letter cannot be written (too large for the broker, the topic
+/// unwritable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeadLetterFailure {
+    /// Report it (log, count) and go on: the record is lost to the dead-letter topic, the job
+    /// is not.
+    #[default]
+    Log,
+    /// Fail the job.
+    Fail,
+}
+
+impl std::str::FromStr for DeadLetterFailure {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "log" => Ok(Self::Log),
+            "fail" => Ok(Self::Fail),
+            other => Err(format!("unknown dead-letter policy '{other}' (log, fail)")),
+        }
+    }
+}
+
+/// The longest reason a dead letter carries in its `velo.error` header (an error message may
+/// quote the record; the record itself is the payload).
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// `reason` cut to [`MAX_REASON_BYTES`] at a character boundary, marked when cut.
+pub fn bounded_reason(reason: &str) -> std::borrow::Cow<'_, str> {
+    if reason.len() <= MAX_REASON_BYTES {
+        return std::borrow::Cow::Borrowed(reason);
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}… ({} bytes cut)",
+        &reason[..end],
+        reason.len() - end
+    ))
+}
+
 /// Writes records that could not be processed, unchanged, to a dead-letter topic. Each keeps its
-/// key and headers and gains `velo.error` (the reason) and `velo.source.topic`,
-/// `velo.source.partition`, `velo.source.offset` headers.
+/// key and headers and gains `velo.error` (the reason, at most [`MAX_REASON_BYTES`]) and
+/// `velo.source.topic`, `velo.source.partition`, `velo.source.offset` headers. A dead letter
+/// that cannot be written is reported and, by default, the job goes on
+/// ([`DeadLetterFailure`]).
 pub struct DeadLetterQueue {
     producer: KafkaProducer,
     topic: String,
+    on_failure: DeadLetterFailure,
+    /// Dead letters that could not be written.
+    pub lost: u64,
 }
 
 impl DeadLetterQueue {
@@ -1027,7 +1075,31 @@ impl DeadLetterQueue {
         Ok(Self {
             producer: KafkaProducer::new(connection)?,
             topic: topic.into(),
+            on_failure: DeadLetterFailure::default(),
+            lost: 0,
         })
+    }
+
+    /// What to do when a dead letter cannot be written.
+    pub fn on_failure(mut self, policy: DeadLetterFailure) -> Self {
+        self.on_failure = policy;
+        self
+    }
+
+    /// Applies the policy to a failed write of `what`.
+    fn failed(&mut self, what: &str, e: ConnectorError) -> Result<()> {
+        match self.on_failure {
+            DeadLetterFailure::Fail => Err(e),
+            DeadLetterFailure::Log => {
+                self.lost += 1;
+                tracing::error!(
+                    "{what} could not be written to the dead-letter topic '{}' and is lost to it \
+                     (the job goes on; dlq.on_error = fail stops it instead): {e}",
+                    self.topic
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Queues one failed record.
@@ -1048,10 +1120,11 @@ impl DeadLetterQueue {
         }
         let partition = position.partition.to_string();
         let offset = position.offset.to_string();
+        let reason = bounded_reason(reason);
         headers = headers
             .insert(Header {
                 key: Self::REASON_HEADER,
-                value: Some(reason),
+                value: Some(reason.as_ref()),
             })
             .insert(Header {
                 key: "velo.source.topic",
@@ -1066,29 +1139,41 @@ impl DeadLetterQueue {
                 value: Some(offset.as_str()),
             });
         let topic = self.topic.clone();
-        self.producer
+        match self
+            .producer
             .send(&topic, key, payload.unwrap_or_default(), Some(headers))
+        {
+            Ok(()) => Ok(()),
+            Err(e) => self.failed(&format!("the bad record at {position}"), e),
+        }
     }
 
     /// Queues a result row the sink could not encode: the row as JSON, with the `velo.error`
     /// and `velo.sink.topic` headers.
     pub fn send_rejected(&mut self, row: &[u8], reason: &str, sink_topic: &str) -> Result<()> {
+        let reason = bounded_reason(reason);
         let headers = OwnedHeaders::new_with_capacity(2)
             .insert(Header {
                 key: Self::REASON_HEADER,
-                value: Some(reason),
+                value: Some(reason.as_ref()),
             })
             .insert(Header {
                 key: "velo.sink.topic",
                 value: Some(sink_topic),
             });
         let topic = self.topic.clone();
-        self.producer.send(&topic, None, row, Some(headers))
+        match self.producer.send(&topic, None, row, Some(headers)) {
+            Ok(()) => Ok(()),
+            Err(e) => self.failed(&format!("a result row for '{sink_topic}'"), e),
+        }
     }
 
     /// Waits until every dead-lettered record is acknowledged.
     pub fn flush(&mut self) -> Result<()> {
-        self.producer.flush()
+        match self.producer.flush() {
+            Ok(()) => Ok(()),
+            Err(e) => self.failed("a dead letter", e),
+        }
     }
 }
 

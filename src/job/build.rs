@@ -325,7 +325,10 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
     let dead_letters = spec
         .dlq_topic
         .as_ref()
-        .map(|topic| DeadLetterQueue::new(&connection, topic.clone()))
+        .map(|topic| {
+            DeadLetterQueue::new(&connection, topic.clone())
+                .map(|dlq| dlq.on_failure(spec.dlq_on_error))
+        })
         .transpose()?;
     let late_rows: Option<Box<dyn Sink>> = match &spec.late_topic {
         Some(topic) => Some(Box::new(KafkaSink::new(

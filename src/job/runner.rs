@@ -495,8 +495,8 @@ impl Runner {
             tracing::warn!(
                 "a result row for topic '{}' was not written: {} (row {})",
                 rejected.topic,
-                rejected.reason,
-                String::from_utf8_lossy(&rejected.row)
+                velo_connectors::kafka::bounded_reason(&rejected.reason),
+                velo_connectors::kafka::bounded_reason(&String::from_utf8_lossy(&rejected.row))
             );
             if let Some(dlq) = self.dead_letters.as_mut() {
                 dlq.send_rejected(&rejected.row, &rejected.reason, &rejected.topic)?;
@@ -624,7 +624,10 @@ impl Runner {
         let meta: &RecordMeta = &batch.meta;
         for record in bad {
             let position = meta.position(record.index);
-            tracing::warn!("skipped a bad record at {position}: {}", record.reason);
+            tracing::warn!(
+                "skipped a bad record at {position}: {}",
+                velo_connectors::kafka::bounded_reason(&record.reason)
+            );
             if let Some(dlq) = self.dead_letters.as_mut() {
                 let payload = match &batch.payload {
                     Payload::Encoded(bytes) if !bytes.is_null(record.index) => {

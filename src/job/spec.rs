@@ -40,6 +40,8 @@ pub struct JobSpec {
     pub idle_timeout_ms: i64,
     /// Where records that cannot be decoded go.
     pub dlq_topic: Option<String>,
+    /// What happens when a dead letter cannot be written.
+    pub dlq_on_error: velo_connectors::kafka::DeadLetterFailure,
     /// Where late rows go (instead of only being counted).
     pub late_topic: Option<String>,
     pub runtime: RuntimeOptions,
@@ -272,6 +274,7 @@ impl JobSpec {
             state_ttl_ms: None,
             idle_timeout_ms: 30_000,
             dlq_topic: None,
+            dlq_on_error: Default::default(),
             late_topic: None,
             runtime: RuntimeOptions::default(),
             delivery: Delivery::AtLeastOnce,

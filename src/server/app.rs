@@ -21,7 +21,8 @@
 //! - Job options: `'sink.topic'` (where results go; `CREATE STREAM name AS` defaults to
 //!   `name`, `START JOB` to no topic: results only in `/jobs/{id}/output`), `'sink.format'`
 //!   (json, avro, protobuf), `'sink.key'` (the column keying each message), `'dlq.topic'`
-//!   (records that cannot be decoded go there, with the reason in a header), `'delivery'`
+//!   (records that cannot be decoded go there, with the reason in a header), `'dlq.on_error'`
+//!   (`log` or `fail`, when a dead letter cannot be written), `'delivery'`
 //!   (`at-least-once` or `exactly-once`).
 //!
 //! Every job's text is the file with all but the declarations and that job's query blanked
@@ -50,6 +51,9 @@ pub struct AppJob {
     pub sink_key: Option<String>,
     /// Where records that cannot be decoded go (`'dlq.topic'`).
     pub dlq_topic: Option<String>,
+    /// `'dlq.on_error'`: `log` (default) or `fail`, when a dead letter cannot be written.
+    #[serde(default)]
+    pub dlq_on_error: Option<String>,
     /// `'delivery'`: `at-least-once` (default) or `exactly-once`.
     pub delivery: Option<String>,
     pub location: SqlLocation,
@@ -297,9 +301,10 @@ pub fn parse_application(text: &str) -> Result<Application> {
         let sink_key = options.remove("sink.key");
         let dlq_topic = options.remove("dlq.topic");
         let delivery = options.remove("delivery");
+        let dlq_on_error = options.remove("dlq.on_error");
         if let Some(unknown) = options.keys().next() {
             return Err(VeloError::sql(
-                format!("job '{}': unknown option '{unknown}' (known: sink.topic, sink.format, sink.key, dlq.topic, delivery)", draft.name),
+                format!("job '{}': unknown option '{unknown}' (known: sink.topic, sink.format, sink.key, dlq.topic, dlq.on_error, delivery)", draft.name),
                 Some(draft.location),
             ));
         }
@@ -315,6 +320,7 @@ pub fn parse_application(text: &str) -> Result<Application> {
             sink_format,
             sink_key,
             dlq_topic,
+            dlq_on_error,
             delivery,
             location: draft.location,
         });

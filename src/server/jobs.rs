@@ -565,6 +565,11 @@ impl JobManager {
         spec.kafka.session_timeout = performance.session_timeout;
         spec.input.topic = job.spec.input_topic.clone();
         spec.dlq_topic = job.spec.dlq_topic.clone();
+        if let Some(policy) = &job.spec.dlq_on_error {
+            spec.dlq_on_error = policy.parse().map_err(|e: String| {
+                VeloError::Usage(format!("job '{}': dlq.on_error: {e}", job.id))
+            })?;
+        }
         if performance.decimals_as_numbers {
             spec.output.decimal_format = velo_connectors::codec::DecimalFormat::Number;
         }
