@@ -72,7 +72,13 @@ fn any_cors_origin_starts_the_server_and_a_bad_origin_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.yaml");
     std::fs::write(&config, "server:\n  cors_origins: [\"not an origin\"]\n").unwrap();
-    let out = run(&["server", "--config", config.to_str().unwrap(), "--port", "0"]);
+    let out = run(&[
+        "server",
+        "--config",
+        config.to_str().unwrap(),
+        "--port",
+        "0",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("server.cors_origins: 'not an origin' is not an origin"),
@@ -97,8 +103,19 @@ fn an_oversized_bad_record_is_dead_lettered_with_a_bounded_reason_and_the_job_go
         ],
     );
     let job = spawn(&[
-        "stream", "--topic", &topic, "--schema", "id BIGINT", "--query", "SELECT id FROM t",
-        "--dlq-topic", &dlq, "--format", "json-lines", "--group-id", &unique_topic("g"),
+        "stream",
+        "--topic",
+        &topic,
+        "--schema",
+        "id BIGINT",
+        "--query",
+        "SELECT id FROM t",
+        "--dlq-topic",
+        &dlq,
+        "--format",
+        "json-lines",
+        "--group-id",
+        &unique_topic("g"),
     ]);
     assert_eq!(job.take_lines(2), vec![r#"{"id":1}"#, r#"{"id":3}"#]);
     assert_eq!(job.terminate().0, 0);
@@ -108,4 +125,73 @@ fn an_oversized_bad_record_is_dead_lettered_with_a_bounded_reason_and_the_job_go
     let reason = &letters[0].headers["velo.error"];
     assert!(reason.len() <= 1100, "{} bytes of reason", reason.len());
     assert_eq!(letters[0].headers["velo.source.offset"], "1");
+}
+
+#[test]
+fn abandoned_followers_free_their_slots_and_a_stop_ends_the_others() {
+    let topic = unique_topic("safe-follow");
+    create_topic(&topic, 1);
+    let mut server = start_server(&config_yaml("server:\n  max_concurrent_queries: 2\n"));
+    let body = format!(r#"{{"name":"t","kafka_topic":"{topic}","columns":"id BIGINT"}}"#);
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{}/streams", server.url),
+            None,
+            Some(&body)
+        )
+        .0,
+        201
+    );
+    let follow = || {
+        agent()
+            .post(format!("{}/sql", server.url))
+            .header("Content-Type", "application/json")
+            .send(r#"{"sql":"SELECT id FROM t","follow":true}"#)
+            .unwrap()
+    };
+    // Two followers of a quiet topic take both slots; their clients go away.
+    let first = follow();
+    let second = follow();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    drop(first);
+    drop(second);
+    let bounded = || {
+        call(
+            "POST",
+            &format!("{}/sql", server.url),
+            None,
+            Some(r#"{"sql":"SELECT id FROM t","format":"json-lines"}"#),
+        )
+    };
+    let freed = eventually("the abandoned followers' slots", || {
+        let (status, body) = bounded();
+        (status != 429).then_some((status, body))
+    });
+    assert_eq!(freed, (200, String::new()));
+    // A follower still connected does not hold up a stop.
+    let mut connected = follow();
+    let mut heartbeat = [0u8; 1];
+    std::io::Read::read_exact(&mut connected.body_mut().as_reader(), &mut heartbeat).unwrap();
+    assert_eq!(&heartbeat, b"\n", "a quiet follow sends heartbeats");
+    let stopped_at = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped_at.elapsed() < std::time::Duration::from_secs(10),
+            "still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    drop(connected);
 }

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use super::app::{parse_application, Application};
 use super::capture::{ChannelSink, CollectSink, Collected};
 use super::config::{Config, RestartPolicy};
+use super::follow::{follow, Feed, Framing, StopOnDrop};
 use super::jobs::{DeployOptions, JobManager, ManagedJob};
 use crate::error::VeloError;
 use crate::job::{JobHooks, JobSpec, JobStats, ReadSpec, RuntimeOptions};
@@ -50,6 +51,8 @@ pub struct AppState {
     streams: Arc<Mutex<BTreeMap<String, RegisteredStream>>>,
     queries: Arc<Semaphore>,
     metrics: PrometheusHandle,
+    /// Turns true when the server shuts down: every follower ends.
+    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -60,6 +63,7 @@ impl AppState {
             queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries)),
             config,
             metrics,
+            shutdown: Arc::new(tokio::sync::watch::channel(false).0),
         };
         for ddl in &state.config.sql.streams {
             state
@@ -67,6 +71,15 @@ impl AppState {
                 .map_err(|e| VeloError::Usage(format!("sql.streams: {}", e.message)))?;
         }
         Ok(state)
+    }
+
+    /// Ends every follower (the server is shutting down).
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
     /// The declarations of every registered stream, one per line.
@@ -694,22 +707,13 @@ async fn run_sql(
                 tracing::warn!("followed query ended: {e}");
             }
         });
-        let lines = futures::stream::unfold((rx, stop), move |(mut rx, stop)| async move {
-            match rx.recv().await {
-                Some(line) => {
-                    let chunk = if sse {
-                        format!("data: {line}\n\n")
-                    } else {
-                        format!("{line}\n")
-                    };
-                    Some((Ok::<_, std::io::Error>(chunk), (rx, stop)))
-                }
-                None => {
-                    stop.store(true, Ordering::Relaxed);
-                    None
-                }
-            }
-        });
+        // The query stops when its response goes (the client left, or the server stops).
+        let lines = follow(
+            Feed::Lines(rx),
+            if sse { Framing::Events } else { Framing::Lines },
+            state.shutdown_signal(),
+            Some(StopOnDrop(stop)),
+        );
         let content_type = if sse {
             "text/event-stream"
         } else {
@@ -1025,33 +1029,22 @@ struct FollowQuery {
     tail: Option<usize>,
 }
 
-/// Lines so far, then (when following) new ones as they come; `text` turns what the channel
-/// carries into lines.
-fn line_stream<T: Clone + Send + 'static>(
-    recent: Vec<String>,
-    follow: Option<tokio::sync::broadcast::Receiver<T>>,
-    text: fn(T) -> String,
-) -> Response {
+/// Lines so far, then (when following) new ones as they come.
+fn line_stream(state: &AppState, recent: Vec<String>, feed: Option<Feed>) -> Response {
+    use futures::StreamExt;
     let head = futures::stream::iter(
         recent
             .into_iter()
             .map(|l| Ok::<_, std::io::Error>(format!("{l}\n"))),
     );
-    let body = match follow {
+    let body = match feed {
         None => Body::from_stream(head),
-        Some(rx) => {
-            use futures::StreamExt;
-            let live = futures::stream::unfold(rx, move |mut rx| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(item) => return Some((Ok(text(item)), rx)),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(_) => return None,
-                    }
-                }
-            });
-            Body::from_stream(head.chain(live))
-        }
+        Some(feed) => Body::from_stream(head.chain(follow(
+            feed,
+            Framing::Lines,
+            state.shutdown_signal(),
+            None,
+        ))),
     };
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
@@ -1062,16 +1055,9 @@ async fn job_output(
     Query(query): Query<FollowQuery>,
 ) -> Result<Response, ApiError> {
     let j = job(&state, &id)?;
-    let follow = query.follow.then(|| j.output.subscribe());
+    let feed = query.follow.then(|| Feed::Rows(j.output.subscribe()));
     let recent = j.output.recent(query.limit.or(query.tail).unwrap_or(100));
-    Ok(line_stream(recent, follow, |rows| {
-        let mut text = String::with_capacity(rows.bytes.len() + rows.len());
-        for row in rows.iter() {
-            text.push_str(&String::from_utf8_lossy(row));
-            text.push('\n');
-        }
-        text
-    }))
+    Ok(line_stream(&state, recent, feed))
 }
 
 async fn job_logs(
@@ -1080,9 +1066,9 @@ async fn job_logs(
     Query(query): Query<FollowQuery>,
 ) -> Result<Response, ApiError> {
     let j = job(&state, &id)?;
-    let follow = query.follow.then(|| j.logs.subscribe());
+    let feed = query.follow.then(|| Feed::Logs(j.logs.subscribe()));
     let recent = j.logs.tail(query.tail.or(query.limit).unwrap_or(100));
-    Ok(line_stream(recent, follow, |line| format!("{line}\n")))
+    Ok(line_stream(&state, recent, feed))
 }
 
 #[cfg(test)]

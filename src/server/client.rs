@@ -129,6 +129,10 @@ impl Client {
         let reader = BufReader::new(response.body_mut().as_reader());
         for line in reader.lines() {
             let line = line?;
+            // Empty lines are the server's heartbeats on a quiet follow.
+            if line.is_empty() {
+                continue;
+            }
             writeln!(out, "{line}")?;
             out.flush()?;
         }

@@ -4,6 +4,7 @@
 //! - [`app`]: SQL application files → job specs;
 //! - [`jobs`]: the job manager (run, supervise, stop/pause/resume/restart);
 //! - [`capture`]: the sinks behind server queries (job output buffers, ad-hoc results);
+//! - [`follow`]: followed responses (heartbeats, ending with the client or the server);
 //! - [`logs`]: per-job log buffers fed from tracing;
 //! - [`state`]: the server's state folder (kept job definitions, savepoints, export/import);
 //! - [`api`]: the routes; [`client`]: the `velo-sql jobs …` side of them.
@@ -16,6 +17,7 @@ pub mod app;
 pub mod capture;
 pub mod client;
 pub mod config;
+pub mod follow;
 pub mod jobs;
 pub mod logs;
 pub mod state;
@@ -75,12 +77,36 @@ pub async fn serve(config: Config) -> Result<()> {
     println!("velo-sql server listening on http://{local}");
     tracing::info!("listening on http://{local}");
     let jobs = state.jobs.clone();
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let (fired, stopping) = tokio::sync::oneshot::channel::<()>();
+    let ending = state.clone();
+    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // Followers end; a second signal exits at once.
+        ending.shut_down();
+        let _ = fired.send(());
+        tokio::spawn(async {
+            shutdown_signal().await;
+            eprintln!("second signal: exiting now");
+            std::process::exit(130);
+        });
+    });
+    tokio::select! {
+        served = server => served?,
+        // Connections still open long after the signal do not hold the server up.
+        _ = async {
+            let _ = stopping.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!(
+            "connections still open {} s after the signal: stopping anyway",
+            SHUTDOWN_GRACE.as_secs()
+        ),
+    }
     jobs.stop_all().await;
     Ok(())
 }
+
+/// How long a stopping server waits for open connections.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
