@@ -195,3 +195,14 @@ fn abandoned_followers_free_their_slots_and_a_stop_ends_the_others() {
     assert!(status.success(), "{status:?}");
     drop(connected);
 }
+
+#[test]
+fn a_window_that_would_explode_every_row_is_refused_before_it_runs() {
+    let (server, _) = server_with_stream();
+    let (status, body) = sql(
+        &server,
+        "SELECT COUNT(*) FROM t GROUP BY id, HOP(_timestamp, INTERVAL '1' MILLISECOND, INTERVAL '3650' DAY)",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("would fall in 315360000000 windows"), "{body}");
+}

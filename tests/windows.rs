@@ -197,6 +197,7 @@ fn window_specs_that_cannot_work_are_refused_at_plan_time() {
         ("SELECT COUNT(*) FROM trades GROUP BY symbol WINDOW TUMBLING(ts, 0s)", "WINDOW TUMBLING: the size must be positive"),
         ("SELECT COUNT(*) FROM trades GROUP BY symbol, TUMBLE(symbol, INTERVAL '1' MINUTE)", "TUMBLE(…): the event time 'trades.symbol' is Utf8, not a TIMESTAMP"),
         ("SELECT COUNT(*) FROM trades GROUP BY symbol, HOP(ts, INTERVAL '5' MINUTE, INTERVAL '1' MINUTE)", "HOP(…): the slide (300000 ms) is larger than the size"),
+        ("SELECT COUNT(*) FROM trades GROUP BY symbol, HOP(ts, INTERVAL '1' MILLISECOND, INTERVAL '1' HOUR)", "HOP(…): each row would fall in 3600000 windows"),
     ] {
         run_failing(&["execute", "--query", query, "--topic", &topic, "--schema", SCHEMA], 2, message);
     }

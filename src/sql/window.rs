@@ -246,6 +246,10 @@ fn window_clause(
     })
 }
 
+/// The most sliding windows one row may fall in (size / slide). Each is a group of state and
+/// a row of output per key; past this a window is a memory bomb, not a query.
+pub const MAX_WINDOWS_PER_ROW: i64 = 10_000;
+
 /// Refuses windows that cannot work.
 pub fn validate(kind: &WindowKind, clause: &str, location: Option<SqlLocation>) -> Result<()> {
     let bad = |why: String| Err(VeloError::sql(format!("{clause}: {why}"), location));
@@ -256,6 +260,11 @@ pub fn validate(kind: &WindowKind, clause: &str, location: Option<SqlLocation>) 
         WindowKind::Sliding { size, slide } if slide > size => {
             bad(format!("the slide ({slide} ms) is larger than the size ({size} ms), so some rows would fall in no window"))
         }
+        WindowKind::Sliding { size, slide } if size / slide > MAX_WINDOWS_PER_ROW => bad(format!(
+            "each row would fall in {} windows (size {size} ms / slide {slide} ms); at most \
+             {MAX_WINDOWS_PER_ROW}: use a larger slide or a smaller size",
+            size / slide
+        )),
         WindowKind::Session { gap } if gap <= 0 => bad(format!("the gap must be positive, got {gap} ms")),
         _ => Ok(()),
     }
