@@ -654,7 +654,10 @@ impl Source for KafkaSource {
             return Ok(None);
         }
         let deadline = Instant::now() + max_wait;
-        while self.collector.len() < max_records && !self.exhausted() {
+        while self.collector.len() < max_records
+            && self.collector.bytes() < crate::source::MAX_BATCH_BYTES
+            && !self.exhausted()
+        {
             // Past the deadline the poll waits for nothing but still takes what has arrived:
             // a zero wait reads everything buffered, up to `max_records`.
             let left = deadline.saturating_duration_since(Instant::now());

@@ -256,6 +256,11 @@ impl RecordBatchCollector {
         self.len() == 0
     }
 
+    /// Bytes of payloads and keys collected so far.
+    pub fn bytes(&self) -> usize {
+        self.payload.values_slice().len() + self.key.values_slice().len()
+    }
+
     /// Adds one record. `headers` yields (name, value) pairs.
     #[allow(clippy::too_many_arguments)]
     pub fn push<'h>(
@@ -326,5 +331,22 @@ impl RecordBatchCollector {
                 .expect("an empty map entry is always valid");
         }
         collector.finish_meta()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_collector_counts_the_bytes_it_holds() {
+        let mut c = RecordBatchCollector::new(4);
+        assert_eq!(c.bytes(), 0);
+        c.push(Some(b"abcd"), Some(b"k1"), "t", 0, 0, None, std::iter::empty());
+        c.push(None, None, "t", 0, 1, None, std::iter::empty());
+        assert_eq!(c.bytes(), 6);
+        let batch = c.finish();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(c.bytes(), 0, "finish starts a new batch");
     }
 }

@@ -14,6 +14,10 @@ use crate::Result;
 /// The next offset to read, per partition: the position after the last record handled.
 pub type Positions = BTreeMap<i32, i64>;
 
+/// The most payload and key bytes one micro-batch collects, whatever its record count: large
+/// records end a batch early, far below Arrow's 2 GiB limit on one array's values.
+pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
 /// A supplier of record batches.
 pub trait Source: Send {
     /// Waits up to `max_wait` and returns up to `max_records` records (possibly none).
