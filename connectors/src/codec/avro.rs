@@ -245,10 +245,17 @@ pub struct AvroDecoder {
     writers: HashMap<u32, AvroSchema>,
 }
 
+/// The longest byte string, string, array or map block an Avro datum may announce: a length
+/// read from a (possibly bad) record is checked against it before anything is allocated for it.
+/// (A Kafka record is at most about 1 MB by default; its values fit.)
+pub const MAX_AVRO_LENGTH: usize = 1024 * 1024;
+
 impl AvroDecoder {
     /// A decoder of datums written with `writer`, producing `columns` (a subset of the
     /// record's fields, or all of them).
     pub fn new(writer: AvroSchema, columns: SchemaRef) -> Result<Self> {
+        // The library's limit is process-wide and set once.
+        apache_avro::max_allocation_bytes(MAX_AVRO_LENGTH);
         Ok(Self {
             writer,
             bridge: JsonBridge::new(columns)?,
@@ -742,6 +749,28 @@ mod tests {
             1_704_067_200_000
         );
         assert!(decoded.batch.column(3).is_null(0));
+    }
+
+    #[test]
+    fn a_block_count_no_record_could_hold_is_a_bad_record_without_the_allocation() {
+        let schema = parse_schema(
+            r#"{"type":"record","name":"R","fields":[{"name":"xs","type":{"type":"array","items":"long"}}]}"#,
+        )
+        .unwrap();
+        // A block of 2^28 longs (zig-zag varint), then nothing: below the library's own limit, its
+        // items would reserve gigabytes.
+        let mut datum = Vec::new();
+        let mut n: u64 = (1u64 << 28) << 1;
+        while n >= 0x80 {
+            datum.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        datum.push(n as u8);
+        let payloads = BinaryArray::from_iter_values([datum]);
+        let mut decoder = AvroDecoder::new(schema.clone(), arrow_schema(&schema).unwrap()).unwrap();
+        let decoded = decoder.decode(&payloads).unwrap();
+        assert_eq!(decoded.batch.num_rows(), 0);
+        assert_eq!(decoded.failures.len(), 1, "{:?}", decoded.failures);
     }
 
     #[test]

@@ -196,6 +196,12 @@ fn write_message(out: &mut Vec<u8>, m: &DynamicMessage) -> std::result::Result<(
             Some(Value::I32(v)) => *v,
             _ => 0,
         };
+        // No DECIMAL column holds more than 38 digits on either side of the point.
+        if !(-38..=38).contains(&scale) {
+            return Err(format!(
+                "a Decimal's scale is {scale}, outside -38..=38 (no DECIMAL column can hold it)"
+            ));
+        }
         out.push(b'"');
         write_decimal(out, units as i128, scale);
         out.push(b'"');
@@ -628,6 +634,29 @@ mod tests {
                 .as_primitive::<TimestampMillisecondType>()
                 .value(0),
             1_704_067_200_123
+        );
+    }
+
+    #[test]
+    fn a_decimal_with_an_absurd_scale_is_a_bad_record_not_gigabytes_of_text() {
+        let message = trades();
+        let price = message.get_field_by_name("price").unwrap();
+        let Kind::Message(decimal) = price.kind() else {
+            panic!("price is a message")
+        };
+        let mut d = DynamicMessage::new(decimal);
+        d.set_field_by_name("units", Value::I64(5));
+        d.set_field_by_name("scale", Value::I32(i32::MAX));
+        let mut trade = DynamicMessage::new(message.clone());
+        trade.set_field_by_name("price", Value::Message(d));
+        let payloads = BinaryArray::from_iter_values([trade.encode_to_vec()]);
+        let mut decoder = ProtobufDecoder::new(message.clone(), arrow_schema(&message)).unwrap();
+        let decoded = decoder.decode(&payloads).unwrap();
+        assert_eq!(decoded.batch.num_rows(), 0);
+        assert!(
+            decoded.failures[0].reason.contains("scale is 2147483647"),
+            "{:?}",
+            decoded.failures
         );
     }
 
