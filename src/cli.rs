@@ -505,6 +505,7 @@ async fn deploy_app(args: DeployAppArgs) -> Result<()> {
         max_jobs: args.max_jobs,
         continuous: args.continuous,
         reconcile: false,
+        trusted: true,
     };
     let ids = manager.deploy(&app, &options)?;
     tracing::info!("running {} job(s): {}", ids.len(), ids.join(", "));

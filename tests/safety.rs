@@ -204,5 +204,73 @@ fn a_window_that_would_explode_every_row_is_refused_before_it_runs() {
         "SELECT COUNT(*) FROM t GROUP BY id, HOP(_timestamp, INTERVAL '1' MILLISECOND, INTERVAL '3650' DAY)",
     );
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("would fall in 315360000000 windows"), "{body}");
+    assert!(
+        body.contains("would fall in 315360000000 windows"),
+        "{body}"
+    );
+}
+
+#[test]
+fn sql_over_http_reads_files_only_under_the_allowed_directories_and_never_echoes_them() {
+    let topic = unique_topic("safe-files");
+    create_topic(&topic, 1);
+    produce(&topic, &[Rec::value(r#"{"id":1}"#)]);
+    let allowed = tempfile::tempdir().unwrap();
+    let table = allowed.path().join("names.csv");
+    std::fs::write(&table, "id,name\n1,one\n").unwrap();
+    let server = start_server(&config_yaml(&format!(
+        "server:\n  allowed_paths: [\"{}\"]\n",
+        allowed.path().display()
+    )));
+    let query = |path: &str| {
+        format!(
+            "CREATE STREAM s (id BIGINT) WITH ('topic' = '{topic}');\n\
+             CREATE TABLE f (id BIGINT, name VARCHAR) WITH ('path' = '{path}', 'format' = 'csv');\n\
+             SELECT s.id, f.name FROM s JOIN f ON s.id = f.id"
+        )
+    };
+    let ask = |sql: &str| {
+        let body = serde_json::json!({ "sql": sql, "format": "json-lines" }).to_string();
+        call("POST", &format!("{}/sql", server.url), None, Some(&body))
+    };
+    assert_eq!(
+        ask(&query(&table.display().to_string())),
+        (200, "{\"id\":1,\"name\":\"one\"}\n".to_string())
+    );
+    // Outside the allowed directory, a device, a path climbing out: one refusal, no content.
+    for path in [
+        "/etc/passwd".to_string(),
+        "/dev/zero".to_string(),
+        format!("{}/../../../etc/passwd", allowed.path().display()),
+    ] {
+        let (status, body) = ask(&query(&path));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains("server.allowed_paths"), "{body}");
+        assert!(!body.contains("root"), "{body}");
+    }
+    // A schema file in a stream registration is checked the same way.
+    let (status, body) = call(
+        "POST",
+        &format!("{}/streams", server.url),
+        None,
+        Some(
+            r#"{"name":"p","serialization":"protobuf","schema_file":"/etc/passwd","proto_message":"x.Y"}"#,
+        ),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("root"), "{body}");
+    // A registry not in the allowed list is refused before anything is fetched.
+    let (status, body) = ask(&format!(
+        "CREATE STREAM r WITH ('topic' = '{topic}', 'format' = 'avro', 'schema.registry' = 'http://169.254.169.254/');\nSELECT * FROM r"
+    ));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("server.allowed_registries"), "{body}");
+    // An allowed file that does not parse is reported without its content.
+    std::fs::write(allowed.path().join("bad.proto"), "root:x:0:0:secret\n").unwrap();
+    let (status, body) = ask(&format!(
+        "CREATE STREAM b WITH ('topic' = '{topic}', 'format' = 'protobuf', 'protobuf.file' = '{}', 'protobuf.message' = 'x.Y');\nSELECT * FROM b",
+        allowed.path().join("bad.proto").display()
+    ));
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("secret") && !body.contains("root"), "{body}");
 }

@@ -342,7 +342,15 @@ mod tests {
     fn the_collector_counts_the_bytes_it_holds() {
         let mut c = RecordBatchCollector::new(4);
         assert_eq!(c.bytes(), 0);
-        c.push(Some(b"abcd"), Some(b"k1"), "t", 0, 0, None, std::iter::empty());
+        c.push(
+            Some(b"abcd"),
+            Some(b"k1"),
+            "t",
+            0,
+            0,
+            None,
+            std::iter::empty(),
+        );
         c.push(None, None, "t", 0, 1, None, std::iter::empty());
         assert_eq!(c.bytes(), 6);
         let batch = c.finish();

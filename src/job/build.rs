@@ -125,10 +125,19 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
             location: None,
         });
     }
+    let conceal = |what: String, e: VeloError| {
+        if spec.conceal_file_errors {
+            crate::job::sandbox::conceal(&what, e)
+        } else {
+            e
+        }
+    };
     let declared = script
         .streams
         .iter()
-        .map(StreamDef::from_decl)
+        .map(|decl| {
+            StreamDef::from_decl(decl).map_err(|e| conceal(format!("declaring '{}'", decl.name), e))
+        })
         .collect::<Result<Vec<_>>>()?;
     let ctx = crate::planner::new_session_with_memory_limit(spec.runtime.max_state_bytes)?;
     let connection = connection(&spec);
@@ -738,7 +747,13 @@ async fn resolve_inputs(
         }
         let stream = catalog.get(name).expect("inserted above").clone();
         if stream.is_table {
-            let loaded = crate::table::load(&stream, connection)?;
+            let loaded = crate::table::load(&stream, connection).map_err(|e| {
+                if spec.conceal_file_errors {
+                    crate::job::sandbox::conceal(&format!("loading the table '{name}'"), e)
+                } else {
+                    e
+                }
+            })?;
             let target = catalog.get_mut(name).expect("inserted above");
             target.schema = Some(loaded.schema);
             target.rows = Some(Arc::new(loaded.rows));

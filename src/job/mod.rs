@@ -1,5 +1,6 @@
 //! The job layer: what a job is ([`spec`]), how it is built from that ([`build`]), how it runs
-//! ([`runner`]: the epoch loop) and how its state survives restarts ([`checkpoint`]).
+//! ([`runner`]: the epoch loop), how its state survives restarts ([`checkpoint`]) and what
+//! SQL arriving over HTTP may touch ([`sandbox`]).
 //!
 //! Every caller goes through here — `velo-sql execute` and `stream`, the server's jobs and
 //! ad-hoc queries, the test harness — so there is one path from SQL to sink:
@@ -12,6 +13,7 @@ pub mod checkpoint;
 pub mod input;
 pub mod progress;
 pub mod runner;
+pub mod sandbox;
 pub mod spec;
 
 pub use build::{build, group_id_of, run};

@@ -48,6 +48,9 @@ pub struct JobSpec {
     pub delivery: Delivery,
     /// Where checkpoints go; `None`: none (bounded runs, ad-hoc queries, the demo).
     pub state: Option<StateSpec>,
+    /// The SQL came over HTTP: errors from reading its files are logged on the server and
+    /// reported without their content (see [`super::sandbox`]).
+    pub conceal_file_errors: bool,
 }
 
 /// The broker and how the job's consumers meet their group.
@@ -279,6 +282,7 @@ impl JobSpec {
             runtime: RuntimeOptions::default(),
             delivery: Delivery::AtLeastOnce,
             state: None,
+            conceal_file_errors: false,
         }
     }
 

@@ -107,7 +107,13 @@ impl AppState {
         if script.query.is_some() {
             return Err(ApiError::bad_request("a stream declaration holds no query"));
         }
-        crate::catalog::StreamDef::from_decl(decl)?;
+        crate::catalog::StreamDef::from_decl(decl).map_err(|e| {
+            if origin == "api" {
+                crate::job::sandbox::conceal(&format!("declaring '{}'", decl.name), e)
+            } else {
+                e
+            }
+        })?;
         let stream = RegisteredStream {
             name: decl.name.clone(),
             origin: origin.to_string(),
@@ -131,7 +137,30 @@ impl AppState {
             max_jobs: None,
             continuous: true,
             reconcile: false,
+            trusted: false,
         }
+    }
+
+    /// Refuses SQL from an HTTP caller that names files or registries the sandbox does not
+    /// allow (see [`crate::job::sandbox`]).
+    pub fn check_sandbox(&self, script: &crate::sql::Script) -> Result<(), ApiError> {
+        let sandbox = self.config.sandbox();
+        for decl in &script.streams {
+            sandbox.check(decl)?;
+        }
+        Ok(())
+    }
+
+    /// An application file sent over HTTP: its jobs, checked against the sandbox (the file's
+    /// own declarations; the server's registered streams are the operator's).
+    pub fn http_application(&self, text: &str, file: &str) -> Result<Application, ApiError> {
+        let own = parse_application(text).map_err(|e| ApiError::from(e).in_file(file))?;
+        for job in &own.jobs {
+            let script =
+                crate::sql::parse_script(&job.sql).map_err(|e| ApiError::from(e).in_file(file))?;
+            self.check_sandbox(&script).map_err(|e| e.in_file(file))?;
+        }
+        self.application(text, file)
     }
 
     /// An application file's jobs; registered streams are visible to them.
@@ -145,14 +174,14 @@ impl AppState {
         Ok(app)
     }
 
-    /// Deploys an application file's text.
+    /// Deploys an application file's text sent over HTTP.
     pub fn deploy_text(
         &self,
         text: &str,
         file: &str,
         options: DeployOptions,
     ) -> Result<Vec<String>, ApiError> {
-        let app = self.application(text, file)?;
+        let app = self.http_application(text, file)?;
         Ok(self.jobs.deploy(&app, &options)?)
     }
 }
@@ -588,6 +617,18 @@ async fn create_stream(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<StreamRequest>,
 ) -> Result<Response, ApiError> {
+    // What the client names may touch only what the sandbox allows (an inline schema is written
+    // by the server itself).
+    if let Some(sql) = &request.sql {
+        state.check_sandbox(&crate::sql::parse_script(sql)?)?;
+    }
+    if let Some(file) = &request.schema_file {
+        state
+            .config
+            .sandbox()
+            .check_file(std::path::Path::new(file))
+            .map_err(ApiError::bad_request)?;
+    }
     let dir = std::env::temp_dir().join(format!("velo-server-{}", std::process::id()));
     let ddl = request.ddl(&dir)?;
     let spec = serde_json::to_value(&request).unwrap_or_default();
@@ -656,6 +697,8 @@ async fn run_sql(
             ),
         )
     })?;
+    // What the client declares may touch only what the sandbox allows.
+    state.check_sandbox(&crate::sql::parse_script(&request.sql)?)?;
     // The registered streams' declarations go after the query, so its line numbers stay the
     // client's.
     let text = format!(
@@ -666,6 +709,7 @@ async fn run_sql(
     let config = &state.config;
     let performance = config.performance.resolve()?;
     let mut spec = JobSpec::new("sql", text);
+    spec.conceal_file_errors = true;
     spec.kafka.brokers = config.kafka.brokers.clone();
     spec.kafka.timeout = Duration::from_secs(config.kafka.timeout_seconds.max(1));
     spec.runtime = RuntimeOptions {

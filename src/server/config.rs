@@ -65,6 +65,14 @@ impl Config {
         self.state_dir().join("jobs")
     }
 
+    /// What SQL arriving over HTTP may touch.
+    pub fn sandbox(&self) -> crate::job::sandbox::Sandbox {
+        crate::job::sandbox::Sandbox {
+            allowed_paths: self.server.allowed_paths.clone(),
+            allowed_registries: self.server.allowed_registries.clone(),
+        }
+    }
+
     /// Where savepoints go.
     pub fn savepoints_dir(&self) -> PathBuf {
         self.state_dir().join("savepoints")
@@ -111,8 +119,13 @@ pub struct ServerConfig {
     pub max_concurrent_queries: usize,
     /// Longest an ad-hoc query may run.
     pub query_timeout_seconds: u64,
-    /// Origins allowed by CORS; empty: CORS off.
+    /// Origins allowed by CORS; empty: CORS off; `"*"`: any.
     pub cors_origins: Vec<String>,
+    /// Directories whose files SQL arriving over HTTP may read (table files, schema files);
+    /// empty: none.
+    pub allowed_paths: Vec<PathBuf>,
+    /// Schema registries SQL arriving over HTTP may use; empty: none.
+    pub allowed_registries: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -126,6 +139,8 @@ impl Default for ServerConfig {
             max_concurrent_queries: 4,
             query_timeout_seconds: 30,
             cors_origins: Vec::new(),
+            allowed_paths: Vec::new(),
+            allowed_registries: Vec::new(),
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct DeployOptions {
     /// restarting with `SQL_FILE`); ones whose definition changed are replaced, their state
     /// discarded. False: an existing job refuses the deployment.
     pub reconcile: bool,
+    /// Deployed by the operator (`SQL_FILE`, an in-process `deploy-app`), not over HTTP.
+    pub trusted: bool,
 }
 
 /// A job's lifecycle state.
@@ -94,6 +96,7 @@ pub struct ManagedJob {
     pub consumer_group: String,
     pub restart_policy: RestartPolicy,
     continuous: bool,
+    trusted: bool,
     lifecycle: Mutex<Lifecycle>,
     restarts: AtomicU32,
     progress: Arc<JobProgress>,
@@ -195,6 +198,7 @@ impl ManagedJob {
             restart_policy: self.restart_policy,
             continuous: self.continuous,
             desired,
+            trusted: self.trusted,
         }
     }
 
@@ -333,6 +337,7 @@ impl JobManager {
             spec: definition.job,
             restart_policy: definition.restart_policy,
             continuous: definition.continuous,
+            trusted: definition.trusted,
             lifecycle: Mutex::new(Lifecycle {
                 state: JobState::Starting,
                 started_at: now(),
@@ -401,6 +406,7 @@ impl JobManager {
                 restart_policy: options.restart_policy,
                 continuous: options.continuous,
                 desired: Desired::Running,
+                trusted: options.trusted,
             })?;
             if options.continuous {
                 // A new job starts afresh: state left by an earlier job of that name goes.
@@ -559,6 +565,7 @@ impl JobManager {
             }
         };
         let mut spec = JobSpec::new(job.id.clone(), job.spec.sql.clone());
+        spec.conceal_file_errors = !job.trusted;
         spec.read = read;
         spec.kafka.brokers = config.kafka.brokers.clone();
         spec.kafka.timeout = Duration::from_secs(config.kafka.timeout_seconds.max(1));
@@ -758,12 +765,18 @@ impl JobManager {
         replace: bool,
     ) -> Result<Vec<String>> {
         super::state::check_export(export)?;
-        // Everything is checked before anything changes: an import is whole or refused.
-        let checked = export
-            .jobs
-            .iter()
-            .map(super::state::check_import)
-            .collect::<Result<Vec<_>>>()?;
+        // Everything is checked before anything changes: an import is whole or refused. The
+        // jobs arrive over HTTP: sandboxed like any SQL from there.
+        let sandbox = self.config.sandbox();
+        let mut checked = Vec::new();
+        for job in &export.jobs {
+            let mut job = super::state::check_import(job)?;
+            for decl in crate::sql::parse_script(&job.definition.job.sql)?.streams {
+                sandbox.check(&decl)?;
+            }
+            job.definition.trusted = false;
+            checked.push(job);
+        }
         for job in &checked {
             if let Some(existing) = self.get(&job.definition.id) {
                 if !replace {

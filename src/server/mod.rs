@@ -59,6 +59,7 @@ pub async fn serve(config: Config) -> Result<()> {
         // Jobs of the file already back from the state folder keep running from their state.
         let options = jobs::DeployOptions {
             reconcile: true,
+            trusted: true,
             ..state.default_deploy()
         };
         state.jobs.reconcile(&app, &options).await;

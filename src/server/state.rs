@@ -34,6 +34,10 @@ pub struct JobDefinition {
     pub restart_policy: RestartPolicy,
     pub continuous: bool,
     pub desired: Desired,
+    /// Deployed by the operator (`SQL_FILE`, an in-process `deploy-app`), not over HTTP: its
+    /// errors may quote its files.
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 fn io_error(path: &Path, e: impl std::fmt::Display) -> VeloError {

@@ -255,7 +255,7 @@ impl AvroDecoder {
     /// record's fields, or all of them).
     pub fn new(writer: AvroSchema, columns: SchemaRef) -> Result<Self> {
         // The library's limit is process-wide and set once.
-        apache_avro::max_allocation_bytes(MAX_AVRO_LENGTH);
+        apache_avro::util::max_allocation_bytes(MAX_AVRO_LENGTH);
         Ok(Self {
             writer,
             bridge: JsonBridge::new(columns)?,
