@@ -274,3 +274,63 @@ fn sql_over_http_reads_files_only_under_the_allowed_directories_and_never_echoes
     assert_eq!(status, 400, "{body}");
     assert!(!body.contains("secret") && !body.contains("root"), "{body}");
 }
+
+#[test]
+fn concurrent_stops_restarts_and_deletes_leave_one_run_or_none() {
+    let server = start_server(&config_yaml(""));
+    let app = "CREATE STREAM g WITH ('source' = 'generator:trades?rate=200');\n\
+               START JOB busy AS SELECT symbol FROM g;";
+    let body = serde_json::json!({ "sql": app }).to_string();
+    assert_eq!(
+        call("POST", &format!("{}/jobs", server.url), None, Some(&body)).0,
+        201
+    );
+    let url = server.url.clone();
+    let records = |url: &str| -> u64 {
+        let (_, body) = call("GET", &format!("{url}/jobs/busy"), None, None);
+        json(&body)["records_in"].as_u64().unwrap_or(0)
+    };
+    eventually("the job to run", || (records(&url) > 0).then_some(()));
+    // 200 stops and restarts from 8 clients at once.
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let action = if (i + t) % 2 == 0 { "stop" } else { "restart" };
+                    let (status, body) =
+                        call("POST", &format!("{url}/jobs/busy/{action}"), None, None);
+                    assert_eq!(status, 200, "{action}: {body}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Stopped now, nothing of it may still run: its count stands still.
+    assert_eq!(
+        call("POST", &format!("{url}/jobs/busy/stop"), None, None).0,
+        200
+    );
+    let (_, body) = call("GET", &format!("{url}/jobs/busy"), None, None);
+    assert_eq!(json(&body)["status"], "stopped", "{body}");
+    let before = records(&url);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(records(&url), before, "no run left behind");
+    // A restart and a delete racing: the job is gone, and no run of it is left.
+    let restart = {
+        let url = url.clone();
+        std::thread::spawn(move || call("POST", &format!("{url}/jobs/busy/restart"), None, None))
+    };
+    let (status, _) = call("DELETE", &format!("{url}/jobs/busy"), None, None);
+    assert!(status == 204 || status == 404, "{status}");
+    let _ = restart.join().unwrap();
+    let (status, _) = call("DELETE", &format!("{url}/jobs/busy"), None, None);
+    assert!(status == 204 || status == 404, "{status}");
+    assert_eq!(call("GET", &format!("{url}/jobs/busy"), None, None).0, 404);
+    let (_, jobs) = call("GET", &format!("{url}/jobs"), None, None);
+    assert_eq!(json(&jobs)["jobs"], serde_json::json!([]));
+    let (_, metrics) = call("GET", &format!("{url}/metrics"), None, None);
+    assert!(metrics.contains("velo_active_jobs 0"), "{metrics}");
+}

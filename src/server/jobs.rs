@@ -98,7 +98,12 @@ pub struct ManagedJob {
     continuous: bool,
     trusted: bool,
     lifecycle: Mutex<Lifecycle>,
+    /// Restarts of any kind (shown in the status).
     restarts: AtomicU32,
+    /// Restarts after failures since the job last started by hand: the restart budget.
+    failure_restarts: AtomicU32,
+    /// Serializes stop, restart and delete of this job: whatever their order, one run or none.
+    ops: tokio::sync::Mutex<()>,
     progress: Arc<JobProgress>,
     stop: Mutex<Arc<AtomicBool>>,
     pub output: Arc<OutputBuffer>,
@@ -345,6 +350,8 @@ impl JobManager {
                 last_error: None,
             }),
             restarts: AtomicU32::new(0),
+            failure_restarts: AtomicU32::new(0),
+            ops: tokio::sync::Mutex::new(()),
             progress: Arc::new(JobProgress::new(id.clone())),
             stop: Mutex::new(Arc::new(AtomicBool::new(false))),
             output: Arc::new(OutputBuffer::new(self.config.sql.output_buffer_rows)),
@@ -473,7 +480,7 @@ impl JobManager {
                 (RestartPolicy::OnFailure, Some(_)) => true,
                 _ => false,
             };
-            let restarts = job.restarts.load(Ordering::Relaxed);
+            let restarts = job.failure_restarts.load(Ordering::Relaxed);
             if !again || restarts >= self.config.sql.max_restarts {
                 job.set_state(if failed.is_some() {
                     JobState::Failed
@@ -517,6 +524,7 @@ impl JobManager {
                 break;
             }
             job.restarts.fetch_add(1, Ordering::Relaxed);
+            job.failure_restarts.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("velo_job_restarts_total", "job" => job.id.clone()).increment(1);
         }
         self.publish_active();
@@ -640,7 +648,11 @@ impl JobManager {
     /// Stops a job (it stays listed as stopped, and stays stopped when the server starts
     /// again) and waits for it to end (its final checkpoint written).
     pub async fn stop(&self, job: &Arc<ManagedJob>) {
+        let _one_at_a_time = job.ops.lock().await;
         self.halt(job).await;
+        if self.get(&job.id).is_none() {
+            return; // deleted meanwhile: nothing to keep
+        }
         if let Err(e) = self.keep_definition(job, Desired::Stopped) {
             tracing::warn!("job '{}': {e}", job.id);
         }
@@ -678,7 +690,12 @@ impl JobManager {
 
     /// Stops the job and starts it again (counted as a restart); it restores its checkpoint.
     pub async fn restart(self: &Arc<Self>, job: &Arc<ManagedJob>) {
+        let _one_at_a_time = job.ops.lock().await;
+        if self.get(&job.id).is_none() {
+            return; // deleted meanwhile
+        }
         self.halt(job).await;
+        job.failure_restarts.store(0, Ordering::Relaxed);
         if let Err(e) = self.keep_definition(job, Desired::Running) {
             tracing::warn!("job '{}': {e}", job.id);
         }
@@ -692,6 +709,7 @@ impl JobManager {
 
     /// Stops and forgets a job: its definition and checkpoints go too.
     pub async fn delete(&self, job: &Arc<ManagedJob>) {
+        let _one_at_a_time = job.ops.lock().await;
         self.halt(job).await;
         self.jobs.lock().expect("jobs lock").remove(&job.id);
         if job.continuous {
@@ -705,6 +723,7 @@ impl JobManager {
     /// jobs that were running run again when it starts.
     pub async fn stop_all(&self) {
         for job in self.list() {
+            let _one_at_a_time = job.ops.lock().await;
             self.halt(&job).await;
         }
     }
