@@ -334,3 +334,26 @@ fn concurrent_stops_restarts_and_deletes_leave_one_run_or_none() {
     let (_, metrics) = call("GET", &format!("{url}/metrics"), None, None);
     assert!(metrics.contains("velo_active_jobs 0"), "{metrics}");
 }
+
+#[test]
+fn invented_http_methods_do_not_create_metric_series() {
+    let server = start_server(&config_yaml(""));
+    let address = server.url.trim_start_matches("http://").to_string();
+    for method in ["FOO", "BAR", "BAZZ"] {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(&address).unwrap();
+        write!(
+            tcp,
+            "{method} /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    }
+    let (_, metrics) = call("GET", &format!("{}/metrics", server.url), None, None);
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+    for method in ["FOO", "BAR", "BAZZ"] {
+        assert!(!metrics.contains(method), "{metrics}");
+    }
+}

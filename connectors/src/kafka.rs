@@ -132,21 +132,7 @@ impl KafkaConnection {
 
     /// Names of the topics on the broker (internal `__` topics left out).
     pub fn topics(&self) -> Result<Vec<String>> {
-        let consumer: BaseConsumer<QuietContext> = self
-            .client_config()
-            .create_with_context(QuietContext)
-            .map_err(|e| ConnectorError::kafka("creating a metadata client", e))?;
-        let metadata = consumer
-            .fetch_metadata(None, self.timeout)
-            .map_err(|e| self.unreachable(&e))?;
-        let mut names: Vec<String> = metadata
-            .topics()
-            .iter()
-            .map(|t| t.name().to_string())
-            .filter(|n| !n.starts_with("__"))
-            .collect();
-        names.sort();
-        Ok(names)
+        MetadataClient::new(self)?.topics()
     }
 }
 
@@ -175,6 +161,41 @@ pub fn names_like(missing: &str, topics: &[String]) -> String {
         shown.join(", "),
         topics.len() - shown.len()
     )
+}
+
+/// One client asking the broker for metadata, kept (a health check asks often).
+pub struct MetadataClient {
+    consumer: BaseConsumer<QuietContext>,
+    connection: KafkaConnection,
+}
+
+impl MetadataClient {
+    /// A client of `connection`'s brokers (nothing is asked yet).
+    pub fn new(connection: &KafkaConnection) -> Result<Self> {
+        Ok(Self {
+            consumer: connection
+                .client_config()
+                .create_with_context(QuietContext)
+                .map_err(|e| ConnectorError::kafka("creating a metadata client", e))?,
+            connection: connection.clone(),
+        })
+    }
+
+    /// Names of the topics on the broker (internal `__` topics left out).
+    pub fn topics(&self) -> Result<Vec<String>> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(None, self.connection.timeout)
+            .map_err(|e| self.connection.unreachable(&e))?;
+        let mut names: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .filter(|n| !n.starts_with("__"))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
 }
 
 /// How a [`KafkaSource`] reads.

@@ -5,7 +5,9 @@
 //! Schemas fetched by id are cached for the life of the process. Reads of a new id are retried
 //! with backoff (3 attempts, 200 ms then 400 ms apart) when the registry does not answer; an
 //! id the registry does not know makes that record bad (dead-lettered), an unreachable registry
-//! is an error naming its URL.
+//! is an error naming its URL. Unknown ids are remembered for a minute
+//! ([`UNKNOWN_ID_MEMORY`]): a stream of records with a bad id asks the registry once, not once
+//! per record.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,11 +20,16 @@ use crate::{ConnectorError, Result};
 /// Magic byte of the Confluent wire format.
 pub const MAGIC: u8 = 0;
 
+/// How long an id the registry did not know is answered as unknown without asking again.
+pub const UNKNOWN_ID_MEMORY: Duration = Duration::from_secs(60);
+
 /// A schema registry at `url`.
 pub struct SchemaRegistry {
     url: String,
     agent: ureq::Agent,
     by_id: Mutex<HashMap<u32, String>>,
+    /// Ids the registry said it does not know, and when.
+    unknown: Mutex<HashMap<u32, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
@@ -69,6 +76,7 @@ impl SchemaRegistry {
             url: url.trim_end_matches('/').to_string(),
             agent,
             by_id: Mutex::new(HashMap::new()),
+            unknown: Mutex::new(HashMap::new()),
         }
     }
 
@@ -89,6 +97,15 @@ impl SchemaRegistry {
         {
             return Ok(s.clone());
         }
+        if self
+            .unknown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .is_some_and(|when| when.elapsed() < UNKNOWN_ID_MEMORY)
+        {
+            return Err(Lookup::Unknown);
+        }
         let url = format!("{}/schemas/ids/{id}", self.url);
         let mut last = None;
         for attempt in 0..3 {
@@ -107,7 +124,13 @@ impl SchemaRegistry {
                         .insert(id, body.schema.clone());
                     return Ok(body.schema);
                 }
-                Err(ureq::Error::StatusCode(404)) => return Err(Lookup::Unknown),
+                Err(ureq::Error::StatusCode(404)) => {
+                    self.unknown
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, std::time::Instant::now());
+                    return Err(Lookup::Unknown);
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -239,5 +262,40 @@ mod tests {
         assert_eq!(framed, vec![2, 2]);
         framed.push(7);
         assert_eq!(skip_message_indexes(&framed).unwrap(), &[7]);
+    }
+}
+
+#[cfg(test)]
+mod negative_cache_tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn an_unknown_id_is_asked_for_once_not_once_per_record() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                counter.fetch_add(1, Ordering::SeqCst);
+                let body = r#"{"error_code":40403,"message":"Schema not found"}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let registry = SchemaRegistry::new(&url, Duration::from_secs(5));
+        for _ in 0..100 {
+            assert!(matches!(registry.schema_by_id(7), Err(Lookup::Unknown)));
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
     }
 }

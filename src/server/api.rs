@@ -53,10 +53,18 @@ pub struct AppState {
     metrics: PrometheusHandle,
     /// Turns true when the server shuts down: every follower ends.
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    /// One client asking the broker for metadata (`/ready`), made once.
+    metadata: Arc<velo_connectors::kafka::MetadataClient>,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, metrics: PrometheusHandle) -> crate::error::Result<Self> {
+        let metadata = Arc::new(velo_connectors::kafka::MetadataClient::new(
+            &velo_connectors::kafka::KafkaConnection::new(
+                config.kafka.brokers.clone(),
+                Duration::from_secs(config.kafka.timeout_seconds.clamp(1, 5)),
+            ),
+        )?);
         let state = Self {
             jobs: JobManager::new(config.clone()),
             streams: Arc::default(),
@@ -64,6 +72,7 @@ impl AppState {
             config,
             metrics,
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
+            metadata,
         };
         for ddl in &state.config.sql.streams {
             state
@@ -421,7 +430,12 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            if given != Some(token.as_str()) {
+            // Compared in constant time: how long the check takes says nothing of the token.
+            let matches = given.is_some_and(|given| {
+                use subtle::ConstantTimeEq;
+                bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+            });
+            if !matches {
                 return ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
@@ -440,7 +454,17 @@ async fn count_requests(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = request.method().to_string();
+    // Labels from fixed sets only: a caller inventing methods cannot create metric series.
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let response = next.run(request).await;
     metrics::counter!(
         "velo_http_requests_total",
@@ -457,15 +481,8 @@ async fn health() -> axum::Json<serde_json::Value> {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    let config = state.config.clone();
-    let broker = tokio::task::spawn_blocking(move || {
-        velo_connectors::kafka::KafkaConnection::new(
-            config.kafka.brokers.clone(),
-            Duration::from_secs(config.kafka.timeout_seconds.clamp(1, 5)),
-        )
-        .topics()
-    })
-    .await;
+    let client = state.metadata.clone();
+    let broker = tokio::task::spawn_blocking(move || client.topics()).await;
     let broker_error = match broker {
         Ok(Ok(_)) => None,
         Ok(Err(e)) => Some(e.to_string()),
