@@ -357,3 +357,42 @@ fn invented_http_methods_do_not_create_metric_series() {
         assert!(!metrics.contains(method), "{metrics}");
     }
 }
+
+/// CPU seconds the process `pid` has used (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn a_query_past_its_time_limit_is_cancelled_and_gives_its_slot_and_cpu_back() {
+    let server = start_server(&config_yaml(
+        "server:\n  query_timeout_seconds: 2\n  max_concurrent_queries: 1\n",
+    ));
+    let sql = |text: &str| {
+        let body = serde_json::json!({ "sql": text }).to_string();
+        call("POST", &format!("{}/sql", server.url), None, Some(&body))
+    };
+    // A bounded query that would read 10^10 generated trades.
+    let (status, body) = sql(
+        "CREATE STREAM g WITH ('source' = 'generator:trades?count=10000000000');\n\
+         SELECT COUNT(*) AS n FROM g",
+    );
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("server.query_timeout_seconds"), "{body}");
+    // Within a few seconds the process is idle again and the only slot is free.
+    let pid = server.child.id();
+    let idle = eventually("the cancelled query to stop using the CPU", || {
+        let before = cpu_seconds(pid);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        (cpu_seconds(pid) - before < 0.1).then_some(())
+    });
+    let _ = idle;
+    let (status, body) = sql(
+        "CREATE STREAM g WITH ('source' = 'generator:trades?count=10');\nSELECT COUNT(*) AS n FROM g",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""rows":[{"n":10}]"#), "{body}");
+}

@@ -801,10 +801,20 @@ async fn run_sql(
         })),
     };
     let timeout = Duration::from_secs(config.server.query_timeout_seconds.max(1));
-    let run = tokio::time::timeout(timeout, run_blocking(spec, hooks)).await;
-    drop(permit);
+    // The slot is given back when the query's thread has ended, not before.
+    let (done, finished) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let result = run_blocking(spec, hooks).await;
+        drop(permit);
+        let _ = done.send(result);
+    });
+    let run = tokio::time::timeout(timeout, finished).await;
     match run {
+        Ok(Err(_)) => {
+            return Err(VeloError::Execution("the query's thread went away".into()).into());
+        }
         Err(_) => {
+            // The query stops at its next micro-batch boundary; its state goes with it.
             stop.store(true, Ordering::Relaxed);
             return Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
@@ -815,7 +825,7 @@ async fn run_sql(
                 ),
             ));
         }
-        Ok(result) => {
+        Ok(Ok(result)) => {
             result?;
         }
     }
