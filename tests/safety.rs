@@ -389,12 +389,11 @@ fn a_query_past_its_time_limit_is_cancelled_and_gives_its_slot_and_cpu_back() {
     assert!(body.contains("server.query_timeout_seconds"), "{body}");
     // Within a few seconds the process is idle again and the only slot is free.
     let pid = server.child.id();
-    let idle = eventually("the cancelled query to stop using the CPU", || {
+    eventually("the cancelled query to stop using the CPU", || {
         let before = cpu_seconds(pid);
         std::thread::sleep(std::time::Duration::from_millis(500));
         (cpu_seconds(pid) - before < 0.1).then_some(())
     });
-    let _ = idle;
     let (status, body) = sql(
         "CREATE STREAM g WITH ('source' = 'generator:trades?count=10');\nSELECT COUNT(*) AS n FROM g",
     );
