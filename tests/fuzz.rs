@@ -92,6 +92,21 @@ fn avro_sample() -> Vec<u8> {
     d
 }
 
+/// Decodes `random`, `mutated` and the valid `sample` together: each decodes or is reported,
+/// and the valid one always comes through.
+fn decodes_or_reports(
+    decode: impl FnOnce(&BinaryArray) -> velo_connectors::Result<velo_connectors::codec::Decoded>,
+    random: &[u8],
+    mutated: &[u8],
+    sample: &[u8],
+) -> Result<(), TestCaseError> {
+    let payloads = BinaryArray::from_iter_values([random, mutated, sample]);
+    let decoded = decode(&payloads).unwrap();
+    prop_assert_eq!(decoded.batch.num_rows() + decoded.failures.len(), 3);
+    prop_assert!(decoded.batch.num_rows() >= 1);
+    Ok(())
+}
+
 fn proto() -> prost_reflect::MessageDescriptor {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/trades.proto");
     load_message(&path, "velostream.examples.Trade").unwrap()
@@ -104,11 +119,7 @@ proptest! {
     fn json_records_decode_or_are_reported(bytes in prop::collection::vec(any::<u8>(), 0..600), edit in edits()) {
         let mut decoder = JsonDecoder::new(trade_schema()).unwrap();
         let mutated = mutate(TRADE_JSON.as_bytes(), &edit);
-        let payloads = BinaryArray::from_iter_values([bytes.as_slice(), mutated.as_slice(), TRADE_JSON.as_bytes()]);
-        let decoded = decoder.decode(&payloads).unwrap();
-        // The good record always comes through; the others decode or are reported.
-        prop_assert_eq!(decoded.batch.num_rows() + decoded.failures.len(), 3);
-        prop_assert!(decoded.batch.num_rows() >= 1);
+        decodes_or_reports(|p| decoder.decode(p), &bytes, &mutated, TRADE_JSON.as_bytes())?;
     }
 
     #[test]
@@ -118,10 +129,7 @@ proptest! {
         let mut decoder = AvroDecoder::new(schema, columns).unwrap();
         let sample = avro_sample();
         let mutated = mutate(&sample, &edit);
-        let payloads = BinaryArray::from_iter_values([bytes.as_slice(), mutated.as_slice(), sample.as_slice()]);
-        let decoded = decoder.decode(&payloads).unwrap();
-        prop_assert_eq!(decoded.batch.num_rows() + decoded.failures.len(), 3);
-        prop_assert!(decoded.batch.num_rows() >= 1);
+        decodes_or_reports(|p| decoder.decode(p), &bytes, &mutated, &sample)?;
     }
 
     #[test]
@@ -134,10 +142,7 @@ proptest! {
         sample.set_field_by_name("quantity", prost_reflect::Value::I64(7));
         let sample = prost_reflect::prost::Message::encode_to_vec(&sample);
         let mutated = mutate(&sample, &edit);
-        let payloads = BinaryArray::from_iter_values([bytes.as_slice(), mutated.as_slice(), sample.as_slice()]);
-        let decoded = decoder.decode(&payloads).unwrap();
-        prop_assert_eq!(decoded.batch.num_rows() + decoded.failures.len(), 3);
-        prop_assert!(decoded.batch.num_rows() >= 1);
+        decodes_or_reports(|p| decoder.decode(p), &bytes, &mutated, &sample)?;
     }
 
     #[test]

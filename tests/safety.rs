@@ -280,11 +280,7 @@ fn concurrent_stops_restarts_and_deletes_leave_one_run_or_none() {
     let server = start_server(&config_yaml(""));
     let app = "CREATE STREAM g WITH ('source' = 'generator:trades?rate=200');\n\
                START JOB busy AS SELECT symbol FROM g;";
-    let body = serde_json::json!({ "sql": app }).to_string();
-    assert_eq!(
-        call("POST", &format!("{}/jobs", server.url), None, Some(&body)).0,
-        201
-    );
+    deploy(&server, app);
     let url = server.url.clone();
     let records = |url: &str| -> u64 {
         let (_, body) = call("GET", &format!("{url}/jobs/busy"), None, None);

@@ -891,11 +891,7 @@ fn a_join_jobs_state_is_reported_in_its_status_and_metrics() {
          START JOB matched AS SELECT o.id FROM orders o JOIN shipments s \
          ON o.id = s.id AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '1' HOUR;"
     );
-    let body = serde_json::json!({ "sql": app }).to_string();
-    assert_eq!(
-        call("POST", &format!("{}/jobs", server.url), None, Some(&body)).0,
-        201
-    );
+    deploy(&server, app);
     produce(
         &orders,
         &[
@@ -1101,11 +1097,7 @@ fn savepoints_and_imports_refuse_what_they_cannot_do_safely() {
     // A job reading only a generator keeps no checkpoints: its savepoint says so.
     let app = "CREATE STREAM g WITH ('source' = 'generator:trades?rate=50');\n\
                START JOB gen AS SELECT symbol FROM g;";
-    let body = serde_json::json!({ "sql": app }).to_string();
-    assert_eq!(
-        call("POST", &format!("{}/jobs", server.url), None, Some(&body)).0,
-        201
-    );
+    deploy(&server, app);
     eventually("the generator job to run", || {
         (records_in(&server, "gen") > 0).then_some(())
     });

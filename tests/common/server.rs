@@ -121,3 +121,10 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Deploys the application file `app` to `server` (201 asserted).
+pub fn deploy(server: &Server, app: &str) {
+    let body = serde_json::json!({ "sql": app }).to_string();
+    let (status, text) = call("POST", &format!("{}/jobs", server.url), None, Some(&body));
+    assert_eq!(status, 201, "{text}");
+}
