@@ -891,7 +891,7 @@ fn a_join_jobs_state_is_reported_in_its_status_and_metrics() {
          START JOB matched AS SELECT o.id FROM orders o JOIN shipments s \
          ON o.id = s.id AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '1' HOUR;"
     );
-    deploy(&server, app);
+    deploy(&server, &app);
     produce(
         &orders,
         &[
