@@ -280,7 +280,8 @@ pub struct QueryArgs {
     #[arg(long)]
     pub max_state_memory: Option<String>,
     /// Lets a join of two streams with no window and no time bound run as an updating INNER
-    /// join that keeps each row this long (processing time), e.g. 1h or 10m.
+    /// join that keeps each row this long (processing time), e.g. 1h or 10m; an OVER window
+    /// forgets a partition whose newest row is this far behind the watermark.
     #[arg(long)]
     pub state_ttl: Option<String>,
     /// Shorthand for a tumbling window of this many seconds (`WINDOW TUMBLING(Ns)`).

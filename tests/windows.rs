@@ -338,6 +338,63 @@ fn an_over_window_runs_through_the_binary() {
 }
 
 #[test]
+fn a_continuous_over_window_emits_each_row_as_the_watermark_passes_it_and_continues_after_a_stop(
+) {
+    let topic = unique_topic("live-over");
+    create_topic(&topic, 1);
+    let group = unique_topic("g");
+    let args = [
+        "stream",
+        "--query",
+        "SELECT k, ts, v, SUM(v) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS s2, \
+                ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts) AS n FROM t",
+        "--topic",
+        &topic,
+        "--schema",
+        "k VARCHAR, v DECIMAL(10,2), ts TIMESTAMP",
+        "--watermark-delay",
+        "2s",
+        "--format",
+        "json-lines",
+        "--group-id",
+        &group,
+        "--checkpoint-interval",
+        "200ms",
+    ];
+    let job = spawn(&args);
+    let rec = |s: u32, v: &str| {
+        Rec::value(format!(
+            r#"{{"k":"a","v":"{v}","ts":"2024-01-01T00:00:{s:02}Z"}}"#
+        ))
+    };
+    // Out of order within the 2 s delay: 00:00:02 comes after 00:00:03.
+    produce(&topic, &[rec(1, "1.10"), rec(3, "3.30"), rec(2, "2.20")]);
+    // The watermark reaches 00:00:04: rows before it are emitted, in event-time order.
+    produce(&topic, &[rec(6, "6.60")]);
+    assert_eq!(
+        job.take_lines(3),
+        vec![
+            r#"{"k":"a","ts":"2024-01-01T00:00:01","v":"1.10","s2":"1.10","n":1}"#,
+            r#"{"k":"a","ts":"2024-01-01T00:00:02","v":"2.20","s2":"3.30","n":2}"#,
+            r#"{"k":"a","ts":"2024-01-01T00:00:03","v":"3.30","s2":"5.50","n":3}"#,
+        ]
+    );
+    std::thread::sleep(std::time::Duration::from_millis(600)); // a checkpoint holds 00:00:06
+    let (code, rest) = job.terminate();
+    assert_eq!(code, 0);
+    assert!(rest.is_empty(), "00:00:06 waits for the watermark: {rest:?}");
+    // Restarted: 00:00:06 is still held, its frame and row number continue from before.
+    let job = spawn(&args);
+    produce(&topic, &[rec(9, "9.90")]);
+    assert_eq!(
+        job.take_lines(1),
+        vec![r#"{"k":"a","ts":"2024-01-01T00:00:06","v":"6.60","s2":"9.90","n":4}"#]
+    );
+    let (code, rest) = job.terminate();
+    assert_eq!((code, rest), (0, vec![]));
+}
+
+#[test]
 fn state_over_the_memory_limit_fails_the_job_naming_the_operator() {
     let topic = trades_topic();
     let query =

@@ -78,6 +78,10 @@ pub struct OverWindowExec {
     watermark: i64,
     metrics: OperatorMetrics,
     late: LateRows,
+    /// ROW_NUMBER, RANK or DENSE_RANK is computed: a partition's counters are state.
+    ranking: bool,
+    /// Forget a partition whose newest row is this far behind the watermark (`--state-ttl`).
+    ttl_ms: Option<i64>,
 }
 
 impl OverWindowExec {
@@ -97,6 +101,9 @@ impl OverWindowExec {
         if fields.is_empty() {
             fields.push(SortField::new(DataType::Int8));
         }
+        let ranking = functions
+            .iter()
+            .any(|f| !matches!(f, OverFunction::Evaluated(_)));
         Ok(Self {
             partition_by,
             converter: RowConverter::new(fields)?,
@@ -110,7 +117,64 @@ impl OverWindowExec {
             watermark: i64::MIN,
             metrics: OperatorMetrics::default(),
             late: LateRows::default(),
+            ranking,
+            ttl_ms: None,
         })
+    }
+
+    /// Forgets partitions idle for `ttl_ms` of event time (their ranking counters restart).
+    pub fn with_state_ttl(mut self, ttl_ms: Option<i64>) -> Self {
+        self.ttl_ms = ttl_ms;
+        self
+    }
+
+    /// Drops what no future row can need, the watermark being at `watermark`: history rows
+    /// outside every frame of a row at or after the watermark (RANGE frames), and partitions
+    /// holding nothing (without ranking counters, or idle for longer than the state TTL).
+    fn prune(&mut self, watermark: i64) -> Result<()> {
+        let needs = self.needs;
+        let horizon = watermark.saturating_sub(needs.lookback_ms);
+        let expired = self.ttl_ms.map(|ttl| watermark.saturating_sub(ttl));
+        let mut empty = Vec::new();
+        for (key, p) in self.partitions.iter_mut() {
+            if needs.range {
+                if let Some(history) = &p.history {
+                    // Rows waiting for their followers are evaluated later, over frames
+                    // reaching back from their own (older) times.
+                    let mut horizon = horizon;
+                    if let Some(pending) = &p.pending {
+                        let t = evaluate_time(&self.time, pending)?;
+                        let t = t.as_primitive::<TimestampMillisecondType>();
+                        if t.len() > 0 && t.is_valid(0) {
+                            horizon = horizon.min(t.value(0).saturating_sub(needs.lookback_ms));
+                        }
+                    }
+                    let t = evaluate_time(&self.time, history)?;
+                    let t = t.as_primitive::<TimestampMillisecondType>();
+                    // Rows are in event-time order: drop the leading ones before the horizon,
+                    // keeping the last `lookback_rows` for ROWS frames and LAG.
+                    let before = (0..t.len())
+                        .take_while(|&i| t.is_valid(i) && t.value(i) < horizon)
+                        .count();
+                    let drop = before.min(t.len().saturating_sub(needs.lookback_rows));
+                    if drop > 0 {
+                        p.history = (drop < t.len()).then(|| history.slice(drop, t.len() - drop));
+                    }
+                }
+            }
+            let idle = p.pending.is_none()
+                && match expired {
+                    Some(expired) => p.last_time.is_some_and(|t| t < expired),
+                    None => false,
+                };
+            if (p.history.is_none() && p.pending.is_none() && !self.ranking) || idle {
+                empty.push(key.clone());
+            }
+        }
+        for key in empty {
+            self.partitions.remove(&key);
+        }
+        Ok(())
     }
 
     fn partition_rows(&self, batch: &RecordBatch) -> Result<arrow::row::Rows> {
@@ -357,7 +421,9 @@ impl StreamOperator for OverWindowExec {
         if watermark == Watermark::END {
             self.release(None)
         } else {
-            self.release(Some(self.watermark))
+            let out = self.release(Some(self.watermark))?;
+            self.prune(self.watermark)?;
+            Ok(out)
         }
     }
 

@@ -525,8 +525,14 @@ pub(crate) fn lower(
             "SELECT DISTINCT is not supported on a stream yet".into(),
         )),
         LogicalPlan::Window(window) => {
+            let first = scans.len();
             lower(&window.input, cx, feeds, pipeline, scans)?;
-            pipeline.push(over_window(window, state)?);
+            // The ORDER BY column is the event time (as in Flink): rows are released as the
+            // watermark passes it.
+            if let Some(column) = over_time_column(window) {
+                set_event_time(&mut scans[first..], &column)?;
+            }
+            pipeline.push(over_window(window, state, cx.request.state_ttl_ms)?);
             Ok(())
         }
         other => Err(VeloError::Unsupported(format!(
@@ -537,7 +543,11 @@ pub(crate) fn lower(
 }
 
 /// The operator for window functions (`OVER (PARTITION BY … ORDER BY ts …)`).
-fn over_window(window: &Window, state: &SessionState) -> Result<Box<dyn StreamOperator>> {
+fn over_window(
+    window: &Window,
+    state: &SessionState,
+    state_ttl_ms: Option<i64>,
+) -> Result<Box<dyn StreamOperator>> {
     let input_schema = window.input.schema();
     let mut partition_by: Option<Vec<Expr>> = None;
     let mut order_by: Option<Vec<SortExpr>> = None;
@@ -632,7 +642,8 @@ fn over_window(window: &Window, state: &SessionState) -> Result<Box<dyn StreamOp
         needs,
         Arc::new(input_schema.as_arrow().clone()),
         Arc::new(window.schema.as_arrow().clone()),
-    )?))
+    )?
+    .with_state_ttl(state_ttl_ms)))
 }
 
 fn evaluated(e: &Expr, input_schema: &DFSchema, state: &SessionState) -> Result<OverFunction> {
@@ -876,6 +887,27 @@ fn window_aggregate(
             aggregates,
             output_schema,
         )?),
+    })
+}
+
+/// The column an OVER window is ordered by (its event time), when it is a column.
+fn over_time_column(window: &Window) -> Option<String> {
+    window.window_expr.iter().find_map(|e| {
+        let inner = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        let Expr::WindowFunction(wf) = inner else {
+            return None;
+        };
+        match &wf.params.order_by.first()?.expr {
+            Expr::Column(c) => Some(c.name.clone()),
+            Expr::Cast(c) => match c.expr.as_ref() {
+                Expr::Column(c) => Some(c.name.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
     })
 }
 

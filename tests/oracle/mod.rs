@@ -64,3 +64,18 @@ pub fn sorted_json_rows(batches: &[RecordBatch]) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Asserts two sorted row lists are equal, naming the first rows that differ (not dumping both).
+#[track_caller]
+pub fn assert_same_rows(got: &[String], want: &[String], context: &str) {
+    if got == want {
+        return;
+    }
+    let missing: Vec<&String> = want.iter().filter(|r| !got.contains(r)).take(3).collect();
+    let extra: Vec<&String> = got.iter().filter(|r| !want.contains(r)).take(3).collect();
+    panic!(
+        "{context}: {} rows, expected {}\n  missing (first 3): {missing:#?}\n  unexpected (first 3): {extra:#?}",
+        got.len(),
+        want.len()
+    );
+}
