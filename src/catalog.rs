@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use velo_connectors::codec::PayloadFormat;
+use velo_connectors::codec::decimal::DecimalRounding;
+use velo_connectors::codec::{PayloadDecoder, PayloadFormat};
 use velo_connectors::generator::GeneratorSpec;
 use velo_connectors::record::{is_metadata_column, metadata_fields};
 use velo_connectors::registry::SchemaRegistry;
@@ -65,6 +66,9 @@ pub struct StreamDef {
     /// A topic-backed table's offset per partition its loaded rows end at; following resumes
     /// there.
     pub loaded_up_to: std::collections::BTreeMap<i32, i64>,
+    /// What a decimal with more fractional digits than its column gets (`'decimal.rounding'`;
+    /// `None`: the job's `--decimal-rounding`, by default refused as a bad record).
+    pub decimal_rounding: Option<DecimalRounding>,
 }
 
 impl StreamDef {
@@ -83,7 +87,16 @@ impl StreamDef {
             key: None,
             rows: None,
             loaded_up_to: Default::default(),
+            decimal_rounding: None,
         }
+    }
+
+    /// A decoder of this stream's payloads into `columns`.
+    pub fn decoder(&self, columns: SchemaRef) -> Result<PayloadDecoder> {
+        Ok(self
+            .format
+            .decoder(columns, self.registry.clone())?
+            .with_decimal_rounding(self.decimal_rounding.unwrap_or_default()))
     }
 
     /// From a `CREATE STREAM` declaration.
@@ -100,6 +113,7 @@ impl StreamDef {
         let mut table_key: Option<String> = None;
         let mut event_time = None;
         let mut watermark_delay_ms = 0;
+        let mut decimal_rounding = None;
         if let Some((column, expr)) = &decl.watermark {
             event_time = Some(column.clone());
             watermark_delay_ms = watermark_delay(column, expr).map_err(|why| {
@@ -144,10 +158,15 @@ impl StreamDef {
                         VeloError::sql(format!("stream '{}': option '{key}': {why}", decl.name), at)
                     })?
                 }
+                "decimal.rounding" | "decimal_rounding" => {
+                    decimal_rounding = Some(value.parse().map_err(|why: String| {
+                        VeloError::sql(format!("stream '{}': option '{key}': {why}", decl.name), at)
+                    })?)
+                }
                 other => {
                     return Err(VeloError::sql(
                         format!(
-                            "stream '{}': unknown option '{other}' (known: topic, format, avro.schema.file, protobuf.file, protobuf.message, schema.registry, source, event_time, watermark_delay; tables also path, key)",
+                            "stream '{}': unknown option '{other}' (known: topic, format, avro.schema.file, protobuf.file, protobuf.message, schema.registry, source, event_time, watermark_delay, decimal.rounding; tables also path, key)",
                             decl.name
                         ),
                         at,
@@ -238,6 +257,7 @@ impl StreamDef {
             key: table_key,
             rows: None,
             loaded_up_to: Default::default(),
+            decimal_rounding,
         })
     }
 

@@ -259,6 +259,11 @@ pub struct QueryArgs {
     /// log (report it and go on, the default) or fail (stop the job).
     #[arg(long, default_value = "log")]
     pub dlq_on_error: velo_connectors::kafka::DeadLetterFailure,
+    /// Round input decimals with more fractional digits than their column's scale
+    /// (half-even or half-up) instead of refusing the record (the default: money is never
+    /// changed silently). A stream's own 'decimal.rounding' option wins.
+    #[arg(long, value_parser = parse_rounding)]
+    pub decimal_rounding: Option<velo_connectors::codec::decimal::DecimalRounding>,
     /// Seconds allowed for broker requests before giving up.
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
@@ -701,6 +706,7 @@ impl QueryArgs {
         spec.idle_timeout_ms = duration_ms("idle-timeout", &self.idle_timeout)?;
         spec.dlq_topic = self.dlq_topic.clone();
         spec.dlq_on_error = self.dlq_on_error;
+        spec.decimal_rounding = self.decimal_rounding;
         spec.late_topic = self.late_topic.clone();
         spec.runtime = self.runtime_options(flush_interval)?;
         Ok(spec)
@@ -790,4 +796,8 @@ fn read_query_text(args: &QueryArgs) -> Result<String> {
             "give the SQL with --query or --file".into(),
         )),
     }
+}
+
+fn parse_rounding(text: &str) -> Result<velo_connectors::codec::decimal::DecimalRounding, String> {
+    text.parse()
 }

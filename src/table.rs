@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, BinaryArray, RecordBatch};
 use arrow::datatypes::{Schema, SchemaRef};
+use velo_connectors::codec::decimal;
 use velo_connectors::codec::json::infer_schema;
 use velo_connectors::kafka::{KafkaConnection, KafkaSource};
 use velo_connectors::record::Payload;
@@ -75,14 +76,35 @@ fn load_rows(
                     }
                 };
                 let schema = nullable(&schema);
+                // Decimals are read as text and converted exactly (arrow-csv would truncate).
+                let text_schema = decimal::text_schema(&schema);
                 let file = File::open(path).map_err(|e| io_error(path, e))?;
-                let reader = arrow::csv::ReaderBuilder::new(schema.clone())
-                    .with_header(true)
-                    .build(file)
-                    .map_err(|e| io_error(path, e))?;
-                let batches = reader
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| io_error(path, e))?;
+                let reader =
+                    arrow::csv::ReaderBuilder::new(text_schema.clone().unwrap_or(schema.clone()))
+                        .with_header(true)
+                        .build(file)
+                        .map_err(|e| io_error(path, e))?;
+                let mut batches = Vec::new();
+                let mut line = 2; // the first data line, after the header
+                for batch in reader {
+                    let batch = batch.map_err(|e| io_error(path, e))?;
+                    if text_schema.is_some() {
+                        let rounding = def.decimal_rounding.unwrap_or_default();
+                        let (converted, errors) =
+                            decimal::convert_text_columns(&batch, &schema, rounding)
+                                .map_err(|e| io_error(path, e))?;
+                        if let Some(e) = errors.first() {
+                            return Err(io_error(
+                                path,
+                                format!("line {}: {}", line + e.row, e.reason),
+                            ));
+                        }
+                        batches.push(converted);
+                    } else {
+                        batches.push(batch);
+                    }
+                    line += batches.last().map_or(0, |b| b.num_rows());
+                }
                 Ok((schema, batches))
             }
             "parquet" => {
@@ -182,7 +204,7 @@ fn decode(
         None => Arc::new(infer_schema(payloads.iter().flatten().take(1000))?),
     };
     let schema = nullable(&schema);
-    let mut decoder = def.format.decoder(schema.clone(), def.registry.clone())?;
+    let mut decoder = def.decoder(schema.clone())?;
     let decoded = decoder.decode(&payloads)?;
     for f in &decoded.failures {
         tracing::warn!("{what}: skipped record {}: {}", f.index, f.reason);

@@ -443,6 +443,14 @@ fn mistakes_in_sql_exit_2_with_a_message_that_names_them() {
         "the message lists the existing topics like it: {}",
         stderr(&out)
     );
+    // A declared stream whose topic is missing: the message names the stream, its topic and
+    // where it was declared.
+    let out = run_failing(
+        &["execute", "--query", &format!("CREATE STREAM t (a BIGINT) WITH ('topic' = '{typo}');\nSELECT a FROM t")],
+        2,
+        &format!("SQL error at line 1, column 1: stream 't' reads topic '{typo}', which is not on the broker"),
+    );
+    assert!(stderr(&out).contains(&topic), "{}", stderr(&out));
 }
 
 #[test]

@@ -154,3 +154,61 @@ fn a_restarted_job_resumes_from_committed_offsets_without_loss_or_duplicates() {
         "every record exactly once across the restart"
     );
 }
+
+#[test]
+fn a_decimal_with_more_digits_than_its_column_is_dead_lettered_or_rounded_when_asked() {
+    let topic = unique_topic("dec-in");
+    let dlq = unique_topic("dec-dlq");
+    create_topic(&topic, 1);
+    create_topic(&dlq, 1);
+    produce(
+        &topic,
+        &[
+            Rec::value(r#"{"id":1,"p":"150.25678"}"#),
+            Rec::value(r#"{"id":2,"p":150.25675}"#),
+            Rec::value(r#"{"id":3,"p":"150.2567"}"#),
+            Rec::value(r#"{"id":4,"p":123456789012345}"#),
+        ],
+    );
+    let query = "SELECT id, p FROM t";
+    let schema = "id BIGINT, p DECIMAL(18,4)";
+    let out = run_ok(&[
+        "execute", "--query", query, "--topic", &topic, "--schema", schema, "--format",
+        "json-lines", "--dlq-topic", &dlq,
+    ]);
+    assert_eq!(out, "{\"id\":3,\"p\":\"150.2567\"}\n", "no digit is dropped silently");
+    let dead = consume(&dlq, 3);
+    let reasons: Vec<(&str, &str)> = dead
+        .iter()
+        .map(|d| (d.value.as_str(), d.headers["velo.error"].as_str()))
+        .collect();
+    assert_eq!(reasons[0].0, r#"{"id":1,"p":"150.25678"}"#);
+    assert!(
+        reasons[0].1.contains("column 'p': 150.25678 has 5 decimal places, DECIMAL(18,4) keeps 4"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].1.contains("column 'p': 150.25675 has 5 decimal places"), "{reasons:?}");
+    assert!(
+        reasons[2].1.contains("column 'p': 123456789012345 does not fit DECIMAL(18,4)"),
+        "{reasons:?}"
+    );
+    // Opted into rounding: half-even rounds both ties to the even digit; overflow stays bad.
+    let out = run_ok(&[
+        "execute", "--query", query, "--topic", &topic, "--schema", schema, "--format",
+        "json-lines", "--decimal-rounding", "half-even",
+    ]);
+    assert_eq!(
+        out,
+        "{\"id\":1,\"p\":\"150.2568\"}\n{\"id\":2,\"p\":\"150.2568\"}\n{\"id\":3,\"p\":\"150.2567\"}\n"
+    );
+    let out = run_ok(&[
+        "execute", "--query",
+        &format!("CREATE STREAM t (id BIGINT, p DECIMAL(18,3)) WITH ('topic' = '{topic}', 'decimal.rounding' = 'half-up'); SELECT id, p FROM t"),
+        "--format", "json-lines",
+    ]);
+    assert_eq!(
+        out,
+        "{\"id\":1,\"p\":\"150.257\"}\n{\"id\":2,\"p\":\"150.257\"}\n{\"id\":3,\"p\":\"150.257\"}\n{\"id\":4,\"p\":\"123456789012345.000\"}\n",
+        "a stream's own option"
+    );
+}

@@ -377,9 +377,7 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
                     topic,
                     ReadMode::Follow { from: from.clone() },
                 )?),
-                decoder: def
-                    .format
-                    .decoder(def.table_schema()?, def.registry.clone())?,
+                decoder: def.decoder(def.table_schema()?)?,
                 feed: feed.feed,
                 positions: from,
             });
@@ -666,12 +664,28 @@ async fn resolve_inputs(
             };
             catalog.insert(stream);
         }
+        let target = catalog.get_mut(name).expect("inserted above");
+        if target.decimal_rounding.is_none() {
+            target.decimal_rounding = spec.decimal_rounding;
+        }
         let stream = catalog.get(name).expect("inserted above").clone();
         if let StreamSource::Topic(topic) = &stream.source {
             if topics.is_none() {
                 topics = Some(connection.topics()?);
             }
             if !topics.as_ref().is_some_and(|t| t.contains(topic)) {
+                if let Some(at) = stream.declared_at {
+                    return Err(VeloError::sql(
+                        format!(
+                            "stream '{name}' reads topic '{topic}', which is not on the broker (set its topic with WITH ('topic' = '…')); topics on the broker: {}",
+                            velo_connectors::kafka::names_like(
+                                topic,
+                                topics.as_deref().unwrap_or_default(),
+                            )
+                        ),
+                        Some(at),
+                    ));
+                }
                 return Err(VeloError::UnknownTable {
                     name: topic.clone(),
                     location: None,

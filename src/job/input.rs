@@ -61,10 +61,8 @@ impl InputAdapter {
             Payload::Decoded(b) => (b.clone(), None),
             Payload::Encoded(bytes) => {
                 if self.decoder.is_none() {
-                    self.decoder = Some(self.layout.stream.format.decoder(
-                        self.layout.payload_schema()?,
-                        self.layout.stream.registry.clone(),
-                    )?);
+                    self.decoder =
+                        Some(self.layout.stream.decoder(self.layout.payload_schema()?)?);
                 }
                 let decoder = self.decoder.as_mut().expect("decoder was just created");
                 let decoded = decoder.decode(bytes)?;

@@ -42,6 +42,9 @@ pub struct JobSpec {
     pub dlq_topic: Option<String>,
     /// What happens when a dead letter cannot be written.
     pub dlq_on_error: velo_connectors::kafka::DeadLetterFailure,
+    /// Rounds input decimals with more fractional digits than their column, for every stream
+    /// without its own `'decimal.rounding'` (`None`: such a record is bad).
+    pub decimal_rounding: Option<velo_connectors::codec::decimal::DecimalRounding>,
     /// Where late rows go (instead of only being counted).
     pub late_topic: Option<String>,
     pub runtime: RuntimeOptions,
@@ -278,6 +281,7 @@ impl JobSpec {
             idle_timeout_ms: 30_000,
             dlq_topic: None,
             dlq_on_error: Default::default(),
+            decimal_rounding: None,
             late_topic: None,
             runtime: RuntimeOptions::default(),
             delivery: Delivery::AtLeastOnce,

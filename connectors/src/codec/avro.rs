@@ -264,6 +264,11 @@ impl AvroDecoder {
         })
     }
 
+    /// Rounds decimals instead of refusing them (see [`super::decimal::DecimalRounding`]).
+    pub fn set_decimal_rounding(&mut self, rounding: super::decimal::DecimalRounding) {
+        self.bridge.set_decimal_rounding(rounding);
+    }
+
     /// Reads the Confluent wire format, fetching each record's writer schema by id.
     pub fn with_registry(mut self, registry: Arc<SchemaRegistry>) -> Self {
         self.registry = Some(registry);
@@ -916,6 +921,41 @@ mod tests {
             "{:?}",
             decoded.failures
         );
+    }
+
+    #[test]
+    fn a_decimal_with_more_digits_than_the_declared_column_is_a_bad_record_or_rounded() {
+        // Written with scale 4, read into a column declared DECIMAL(18,2).
+        let writer = parse_schema(TRADES).unwrap();
+        let input = batch(&[1_502_567, 1_502_500]); // 150.2567, 150.2500
+        let mut rows = EncodedRows::default();
+        AvroEncoder::new(writer.clone(), &input.schema())
+            .unwrap()
+            .encode(&input, &mut rows)
+            .unwrap();
+        let mut columns = arrow_schema(&writer).unwrap().as_ref().clone();
+        let price = columns.index_of("price").unwrap();
+        let mut fields: Vec<Field> = columns.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields[price] = Field::new("price", DataType::Decimal128(18, 2), true);
+        columns = Schema::new(fields);
+        let payloads = BinaryArray::from_iter_values(rows.iter());
+        let mut decoder = AvroDecoder::new(writer.clone(), Arc::new(columns.clone())).unwrap();
+        let decoded = decoder.decode(&payloads).unwrap();
+        assert_eq!(decoded.failures.len(), 1);
+        assert_eq!(decoded.failures[0].index, 0);
+        assert!(
+            decoded.failures[0]
+                .reason
+                .contains("column 'price': 150.2567 has 4 decimal places, DECIMAL(18,2) keeps 2"),
+            "{:?}",
+            decoded.failures
+        );
+        let mut decoder = AvroDecoder::new(writer, Arc::new(columns)).unwrap();
+        decoder.set_decimal_rounding(crate::codec::decimal::DecimalRounding::HalfUp);
+        let decoded = decoder.decode(&payloads).unwrap();
+        assert!(decoded.failures.is_empty());
+        let prices = decoded.batch.column(price).as_primitive::<arrow::datatypes::Decimal128Type>();
+        assert_eq!(prices.values().to_vec(), vec![15_026, 15_025]);
     }
 
     #[test]

@@ -32,6 +32,11 @@ impl JsonBridge {
         })
     }
 
+    /// See [`JsonDecoder::set_decimal_rounding`].
+    pub fn set_decimal_rounding(&mut self, rounding: super::decimal::DecimalRounding) {
+        self.json.set_decimal_rounding(rounding);
+    }
+
     /// Record `index` could not be read.
     pub fn fail(&mut self, index: usize, reason: String) {
         self.failures.push(DecodeFailure { index, reason });

@@ -10,19 +10,23 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow::array::{Array, BinaryArray, BooleanArray, RecordBatch, StructArray};
+use arrow::array::{Array, AsArray, BinaryArray, BooleanArray, RecordBatch, StructArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_json::writer::{make_encoder, Encoder, EncoderFactory, EncoderOptions, NullableEncoder};
 
+use super::decimal::{convert_text_columns, text_schema, DecimalRounding};
 use super::{DecodeFailure, Decoded, EncodedRows};
 use crate::{ConnectorError, Result};
 
 /// Decodes JSON objects (one per payload) into batches of a fixed schema.
 pub struct JsonDecoder {
     schema: SchemaRef,
+    /// `schema` with decimals read as text (see [`super::decimal`]); `None` without decimals.
+    text_schema: Option<SchemaRef>,
+    rounding: DecimalRounding,
     decoder: Decoder,
     /// Rows the decoder holds before it must be flushed; grown to the largest batch seen.
     capacity: usize,
@@ -41,12 +45,37 @@ impl JsonDecoder {
     /// the record that the schema does not name are ignored.
     pub fn new(schema: SchemaRef) -> Result<Self> {
         let capacity = 1024;
-        let decoder = Self::build(&schema, capacity)?;
+        let text_schema = text_schema(&schema);
+        let decoder = Self::build(text_schema.as_ref().unwrap_or(&schema), capacity)?;
         Ok(Self {
             schema,
+            text_schema,
+            rounding: DecimalRounding::Exact,
             decoder,
             capacity,
         })
+    }
+
+    /// Rounds decimal values with more fractional digits than their column's scale, instead of
+    /// refusing the record (see [`DecimalRounding`]).
+    pub fn with_decimal_rounding(mut self, rounding: DecimalRounding) -> Self {
+        self.set_decimal_rounding(rounding);
+        self
+    }
+
+    /// See [`JsonDecoder::with_decimal_rounding`].
+    pub fn set_decimal_rounding(&mut self, rounding: DecimalRounding) {
+        self.rounding = rounding;
+    }
+
+    /// The schema the tape decoder produces (decimals as text).
+    fn decoding_schema(&self) -> &SchemaRef {
+        self.text_schema.as_ref().unwrap_or(&self.schema)
+    }
+
+    fn rebuild(&mut self) -> Result<()> {
+        self.decoder = Self::build(self.decoding_schema(), self.capacity)?;
+        Ok(())
     }
 
     fn build(schema: &SchemaRef, capacity: usize) -> Result<Decoder> {
@@ -64,9 +93,47 @@ impl JsonDecoder {
     /// Decodes one payload per record. Records that are not one valid JSON object fitting the
     /// schema are reported in [`Decoded::failures`] and left out of the batch.
     pub fn decode(&mut self, payloads: &BinaryArray) -> Result<Decoded> {
+        let decoded = self.decode_records(payloads)?;
+        self.convert_decimals(decoded)
+    }
+
+    /// Turns the decimal text columns into `Decimal128`, exactly (or rounded when asked);
+    /// records holding a value that does not fit become failures.
+    fn convert_decimals(&self, decoded: Decoded) -> Result<Decoded> {
+        if self.text_schema.is_none() {
+            return Ok(decoded);
+        }
+        let (batch, errors) = convert_text_columns(&decoded.batch, &self.schema, self.rounding)?;
+        if errors.is_empty() {
+            return Ok(Decoded { batch, ..decoded });
+        }
+        // Rows of the batch → records of the input.
+        let mut keep: Vec<bool> = match &decoded.keep {
+            Some(k) => k.iter().map(|v| v == Some(true)).collect(),
+            None => vec![true; decoded.batch.num_rows()],
+        };
+        let record_of: Vec<usize> = (0..keep.len()).filter(|&i| keep[i]).collect();
+        let mut failures = decoded.failures;
+        for e in errors {
+            let index = record_of[e.row];
+            keep[index] = false;
+            failures.push(DecodeFailure {
+                index,
+                reason: e.reason,
+            });
+        }
+        failures.sort_by_key(|f| f.index);
+        Ok(Decoded {
+            batch,
+            keep: Some(BooleanArray::from(keep)),
+            failures,
+        })
+    }
+
+    fn decode_records(&mut self, payloads: &BinaryArray) -> Result<Decoded> {
         if payloads.len() > self.capacity {
             self.capacity = payloads.len().next_power_of_two();
-            self.decoder = Self::build(&self.schema, self.capacity)?;
+            self.rebuild()?;
         }
         match self.decode_all(payloads, None) {
             Ok(batch) => Ok(Decoded {
@@ -76,7 +143,7 @@ impl JsonDecoder {
             }),
             Err(_) => {
                 // Slow path: this batch holds at least one bad record. Find them one by one.
-                self.decoder = Self::build(&self.schema, self.capacity)?;
+                self.rebuild()?;
                 let mut failures = Vec::new();
                 let mut keep = Vec::with_capacity(payloads.len());
                 for i in 0..payloads.len() {
@@ -85,7 +152,7 @@ impl JsonDecoder {
                         Err(reason) => {
                             keep.push(false);
                             failures.push(DecodeFailure { index: i, reason });
-                            self.decoder = Self::build(&self.schema, self.capacity)?;
+                            self.rebuild()?;
                         }
                     }
                 }
@@ -115,17 +182,15 @@ impl JsonDecoder {
                 continue;
             }
             if let Err(e) = self.feed_one(payloads, i) {
-                self.decoder =
-                    Self::build(&self.schema, self.capacity).map_err(|e| e.to_string())?;
+                self.rebuild().map_err(|e| e.to_string())?;
                 return Err(e);
             }
         }
         match self.decoder.flush() {
             Ok(Some(batch)) => Ok(batch),
-            Ok(None) => Ok(RecordBatch::new_empty(self.schema.clone())),
+            Ok(None) => Ok(RecordBatch::new_empty(self.decoding_schema().clone())),
             Err(e) => {
-                self.decoder =
-                    Self::build(&self.schema, self.capacity).map_err(|e| e.to_string())?;
+                self.rebuild().map_err(|e| e.to_string())?;
                 Err(e.to_string())
             }
         }
@@ -293,9 +358,13 @@ impl Encoder for QuotedDisplay<'_> {
 /// `Utf8`, booleans `Boolean`, objects `Struct`, arrays `List`.
 pub fn infer_schema<'a>(samples: impl Iterator<Item = &'a [u8]>) -> Result<Schema> {
     let mut values = Vec::new();
+    let mut raw = Vec::new();
     for (i, sample) in samples.enumerate() {
         match serde_json::from_slice::<serde_json::Value>(sample) {
-            Ok(v @ serde_json::Value::Object(_)) => values.push(v),
+            Ok(v @ serde_json::Value::Object(_)) => {
+                values.push(v);
+                raw.push(sample);
+            }
             Ok(_) => {
                 tracing::warn!("schema inference: sample record {i} is not a JSON object, skipped")
             }
@@ -311,16 +380,39 @@ pub fn infer_schema<'a>(samples: impl Iterator<Item = &'a [u8]>) -> Result<Schem
     }
     let inferred =
         arrow_json::reader::infer_json_schema_from_iterator(values.iter().map(|v| Ok(v.clone())))?;
+    let scalar = |f: &FieldRef| {
+        matches!(
+            f.data_type(),
+            DataType::Float64 | DataType::Int64 | DataType::Utf8
+        )
+    };
+    // The exact text of every scalar sample (serde_json reads numbers as f64, which would
+    // lose digits): arrow-json's tape keeps a number's text.
+    let text_schema = Arc::new(Schema::new(
+        inferred
+            .fields()
+            .iter()
+            .filter(|f| scalar(f))
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let texts = JsonDecoder::new(text_schema.clone())?
+        .decode(&BinaryArray::from_iter_values(raw))?
+        .batch;
     let fields: Vec<Field> = inferred
         .fields()
         .iter()
         .map(|f| {
-            let data_type = match f.data_type() {
-                DataType::Float64 | DataType::Int64 | DataType::Utf8 => {
-                    infer_scalar(values.iter().filter_map(|v| v.get(f.name())))
-                        .unwrap_or_else(|| f.data_type().clone())
+            let data_type = match text_schema.index_of(f.name()) {
+                Ok(column) if texts.num_rows() == values.len() => {
+                    let text = texts.column(column).as_string::<i32>();
+                    infer_scalar(values.iter().enumerate().filter_map(|(row, v)| {
+                        let value = v.get(f.name())?;
+                        Some((value, text.is_valid(row).then(|| text.value(row))))
+                    }))
+                    .unwrap_or_else(|| f.data_type().clone())
                 }
-                other => other.clone(),
+                _ => f.data_type().clone(),
             };
             Field::new(f.name(), data_type, true)
         })
@@ -331,17 +423,19 @@ pub fn infer_schema<'a>(samples: impl Iterator<Item = &'a [u8]>) -> Result<Schem
 /// The type of a top-level field from its sampled values: numbers (and numeric strings, when
 /// most values are numeric) become `Int64` or `Decimal128`; strings that are all timestamps
 /// become `Timestamp(ms)`. `None` leaves arrow-json's choice.
-fn infer_scalar<'a>(samples: impl Iterator<Item = &'a serde_json::Value>) -> Option<DataType> {
+fn infer_scalar<'a>(
+    samples: impl Iterator<Item = (&'a serde_json::Value, Option<&'a str>)>,
+) -> Option<DataType> {
     let mut non_null = 0usize;
     let mut numbers = 0usize;
     let mut numeric_texts = Vec::new();
     let mut strings = Vec::new();
-    for v in samples {
+    for (v, text) in samples {
         match v {
             serde_json::Value::Null => continue,
             serde_json::Value::Number(n) => {
                 numbers += 1;
-                numeric_texts.push(n.to_string());
+                numeric_texts.push(text.map_or_else(|| n.to_string(), str::to_string));
             }
             serde_json::Value::String(s) => {
                 if is_decimal_text(s) {
@@ -383,24 +477,31 @@ fn infer_scalar<'a>(samples: impl Iterator<Item = &'a serde_json::Value>) -> Opt
     None
 }
 
-fn is_decimal_text(t: &str) -> bool {
+/// The significant integer digits and the fraction digits of a plain decimal text.
+fn decimal_digits(t: &str) -> Option<(usize, usize)> {
     let digits = t.strip_prefix('-').unwrap_or(t);
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    !int.is_empty()
+    let plain = !int.is_empty()
         && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.bytes().all(|b| b.is_ascii_digit())
-        && int.len() + frac.len() <= 38
+        && frac.bytes().all(|b| b.is_ascii_digit());
+    plain.then(|| (int.trim_start_matches('0').len(), frac.len()))
 }
 
+fn is_decimal_text(t: &str) -> bool {
+    decimal_digits(t).is_some_and(|(int, frac)| int + frac <= 38)
+}
+
+/// `DECIMAL(38, s)` holding every sample exactly: `s` the most fraction digits seen (no cap
+/// but the 38 digits, of which the integer digits seen keep their share).
 fn decimal_for<'a>(texts: impl Iterator<Item = &'a str>) -> Option<DataType> {
-    let mut scale = 0usize;
+    let (mut int, mut scale) = (0usize, 0usize);
     for t in texts {
-        if !is_decimal_text(t) {
-            return None;
-        }
-        scale = scale.max(t.split_once('.').map_or(0, |(_, f)| f.len()));
+        let (i, f) = decimal_digits(t)?;
+        int = int.max(i);
+        scale = scale.max(f);
     }
-    Some(DataType::Decimal128(38, scale.clamp(1, 18) as i8))
+    let scale = scale.max(1).min(38usize.saturating_sub(int));
+    Some(DataType::Decimal128(38, scale as i8))
 }
 
 fn looks_like_timestamp(t: &str) -> bool {
@@ -448,6 +549,80 @@ mod tests {
     }
 
     #[test]
+    fn decimals_with_more_digits_than_the_column_are_bad_records_unless_rounding_is_asked_for() {
+        let rows = payloads(&[
+            r#"{"symbol":"A","price":150.25678,"quantity":1}"#,
+            r#"{"symbol":"B","price":"150.25675","quantity":2}"#,
+            r#"{"symbol":"C","price":"150.2567","quantity":3}"#,
+            r#"{"symbol":"D","price":123456789012345.5,"quantity":4}"#,
+        ]);
+        let decoded = JsonDecoder::new(schema()).unwrap().decode(&rows).unwrap();
+        let reasons: Vec<(usize, &str)> = decoded
+            .failures
+            .iter()
+            .map(|f| (f.index, f.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert_eq!(reasons[0].0, 0);
+        assert!(reasons[0].1.starts_with("column 'price': 150.25678 has 5 decimal places, DECIMAL(18,4) keeps 4"));
+        assert_eq!(reasons[1].0, 1);
+        assert!(reasons[1].1.starts_with("column 'price': 150.25675 has 5 decimal places"));
+        assert_eq!(reasons[2].0, 3);
+        assert!(reasons[2].1.starts_with("column 'price': 123456789012345.5 does not fit DECIMAL(18,4) (at most 14 digits before the point)"));
+        let prices = decoded.batch.column(1).as_primitive::<arrow::datatypes::Decimal128Type>();
+        assert_eq!(prices.values().to_vec(), vec![1_502_567]);
+        assert_eq!(
+            decoded.keep.unwrap().iter().map(|k| k.unwrap()).collect::<Vec<_>>(),
+            vec![false, false, true, false]
+        );
+
+        let decoded = JsonDecoder::new(schema())
+            .unwrap()
+            .with_decimal_rounding(DecimalRounding::HalfEven)
+            .decode(&rows)
+            .unwrap();
+        assert_eq!(decoded.failures.len(), 1, "integer overflow is never rounded");
+        let prices = decoded.batch.column(1).as_primitive::<arrow::datatypes::Decimal128Type>();
+        assert_eq!(prices.values().to_vec(), vec![1_502_568, 1_502_568, 1_502_567]);
+    }
+
+    #[test]
+    fn decimals_inside_structs_and_lists_are_exact_too() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "order",
+                DataType::Struct(vec![Field::new("total", DataType::Decimal128(10, 2), true)].into()),
+                true,
+            ),
+            Field::new(
+                "fills",
+                DataType::List(Arc::new(Field::new("item", DataType::Decimal128(10, 2), true))),
+                true,
+            ),
+        ]));
+        let decoded = JsonDecoder::new(schema)
+            .unwrap()
+            .decode(&payloads(&[
+                r#"{"order":{"total":"10.50"},"fills":[1.25,2]}"#,
+                r#"{"order":{"total":"10.505"},"fills":[]}"#,
+                r#"{"order":{"total":1},"fills":[1.5, 2.125]}"#,
+            ]))
+            .unwrap();
+        let reasons: Vec<(usize, &str)> = decoded
+            .failures
+            .iter()
+            .map(|f| (f.index, f.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].0 == 1 && reasons[0].1.starts_with("column 'order.total': 10.505 has 3 decimal places"));
+        assert!(reasons[1].0 == 2 && reasons[1].1.starts_with("column 'fills': 2.125 has 3 decimal places"));
+        assert_eq!(decoded.batch.num_rows(), 1);
+        let fills = decoded.batch.column(1).as_list::<i32>();
+        let values = fills.value(0);
+        assert_eq!(values.as_primitive::<arrow::datatypes::Decimal128Type>().values().to_vec(), vec![125, 200]);
+    }
+
+    #[test]
     fn bad_records_are_reported_and_good_ones_kept_in_order() {
         let mut decoder = JsonDecoder::new(schema()).unwrap();
         let decoded = decoder
@@ -465,7 +640,7 @@ mod tests {
         assert!(
             decoded.failures[1]
                 .reason
-                .contains("does not fit the schema"),
+                .contains("column 'price': 'abc' is not a number"),
             "{:?}",
             decoded.failures
         );
@@ -550,6 +725,24 @@ mod tests {
         assert_eq!(
             schema.field_with_name("at").unwrap().data_type(),
             &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None)
+        );
+    }
+
+    #[test]
+    fn inference_keeps_every_sampled_digit() {
+        let rows = [
+            br#"{"rate":0.12345678901234567890123,"big":12345678901234567890.5}"#.as_slice(),
+            br#"{"rate":"1.5","big":1.25}"#.as_slice(),
+        ];
+        let schema = infer_schema(rows.into_iter()).unwrap();
+        assert_eq!(
+            schema.field_with_name("rate").unwrap().data_type(),
+            &DataType::Decimal128(38, 23),
+            "no cap at 18 digits, and no f64 on the way"
+        );
+        assert_eq!(
+            schema.field_with_name("big").unwrap().data_type(),
+            &DataType::Decimal128(38, 2)
         );
     }
 }

@@ -8,6 +8,7 @@
 pub mod avro;
 pub mod bridge;
 pub mod cell;
+pub mod decimal;
 pub mod json;
 pub mod protobuf;
 pub mod text;
@@ -74,6 +75,17 @@ pub enum PayloadDecoder {
 }
 
 impl PayloadDecoder {
+    /// Rounds decimals with more fractional digits than their column's scale instead of
+    /// refusing the record (see [`decimal::DecimalRounding`]).
+    pub fn with_decimal_rounding(mut self, rounding: decimal::DecimalRounding) -> Self {
+        match &mut self {
+            PayloadDecoder::Json(d) => d.set_decimal_rounding(rounding),
+            PayloadDecoder::Avro(d) => d.set_decimal_rounding(rounding),
+            PayloadDecoder::Protobuf(d) => d.set_decimal_rounding(rounding),
+        }
+        self
+    }
+
     /// Decodes one payload per record (see [`Decoded`]).
     pub fn decode(&mut self, payloads: &BinaryArray) -> crate::Result<Decoded> {
         match self {
