@@ -69,6 +69,8 @@ pub struct StreamDef {
     /// What a decimal with more fractional digits than its column gets (`'decimal.rounding'`;
     /// `None`: the job's `--decimal-rounding`, by default refused as a bad record).
     pub decimal_rounding: Option<DecimalRounding>,
+    /// A table's records that could not be decoded when it was loaded.
+    pub skipped_on_load: u64,
 }
 
 impl StreamDef {
@@ -88,6 +90,7 @@ impl StreamDef {
             rows: None,
             loaded_up_to: Default::default(),
             decimal_rounding: None,
+            skipped_on_load: 0,
         }
     }
 
@@ -258,6 +261,7 @@ impl StreamDef {
             rows: None,
             loaded_up_to: Default::default(),
             decimal_rounding,
+            skipped_on_load: 0,
         })
     }
 
@@ -328,6 +332,11 @@ impl Catalog {
     /// Mutable access to the stream called `name`.
     pub fn get_mut(&mut self, name: &str) -> Option<&mut StreamDef> {
         self.streams.get_mut(name)
+    }
+
+    /// Every stream and table.
+    pub fn iter(&self) -> impl Iterator<Item = &StreamDef> {
+        self.streams.values()
     }
 
     /// Declared names, sorted.

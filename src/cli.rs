@@ -259,6 +259,12 @@ pub struct QueryArgs {
     /// log (report it and go on, the default) or fail (stop the job).
     #[arg(long, default_value = "log")]
     pub dlq_on_error: velo_connectors::kafka::DeadLetterFailure,
+    /// What a bad record or row does — one that cannot be decoded, has no believable event
+    /// time, makes an expression fail or cannot be encoded: skip (log it), dead-letter (to
+    /// --dlq-topic) or fail (stop the job). Default: dead-letter with --dlq-topic, else skip.
+    /// Every one is counted either way.
+    #[arg(long, value_parser = parse_on_error)]
+    pub on_error: Option<crate::job::OnError>,
     /// Round input decimals with more fractional digits than their column's scale
     /// (half-even or half-up) instead of refusing the record (the default: money is never
     /// changed silently). A stream's own 'decimal.rounding' option wins.
@@ -426,6 +432,10 @@ pub async fn main_with(cli: Cli) -> i32 {
             tracing::info!(
                 records_in = stats.records_in,
                 bad_records = stats.bad_records,
+                decode_errors = stats.errors.decode,
+                event_time_errors = stats.errors.event_time,
+                expression_errors = stats.errors.expression,
+                encode_errors = stats.errors.encode,
                 rows_out = stats.rows_out,
                 late_rows = stats.operators.late_rows,
                 null_time_rows = stats.operators.null_time_rows,
@@ -707,6 +717,7 @@ impl QueryArgs {
         spec.dlq_topic = self.dlq_topic.clone();
         spec.dlq_on_error = self.dlq_on_error;
         spec.decimal_rounding = self.decimal_rounding;
+        spec.on_error = self.on_error;
         spec.late_topic = self.late_topic.clone();
         spec.runtime = self.runtime_options(flush_interval)?;
         Ok(spec)
@@ -799,5 +810,9 @@ fn read_query_text(args: &QueryArgs) -> Result<String> {
 }
 
 fn parse_rounding(text: &str) -> Result<velo_connectors::codec::decimal::DecimalRounding, String> {
+    text.parse()
+}
+
+fn parse_on_error(text: &str) -> Result<crate::job::OnError, String> {
     text.parse()
 }

@@ -45,6 +45,9 @@ pub enum VeloError {
     Connector(#[from] ConnectorError),
     #[error("query execution failed: {0}")]
     Execution(String),
+    /// A bad record or row stopped the job (`on_error = fail`).
+    #[error("stopped at a bad record (on_error = fail): {0}")]
+    BadData(String),
     #[error("DataFusion: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("Arrow: {0}")]

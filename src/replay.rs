@@ -208,6 +208,11 @@ impl Replay {
         &self.runner.progress
     }
 
+    /// Bad records and rows so far, by kind.
+    pub fn errors(&self) -> crate::job::ErrorCounts {
+        self.runner.progress.error_counts()
+    }
+
     /// The operators' counters and state size now.
     pub fn metrics(&self) -> crate::operators::OperatorMetrics {
         self.runner.pipeline.metrics()

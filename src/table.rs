@@ -43,16 +43,20 @@ pub struct LoadedTable {
     /// For a topic-backed table, the offset per partition the rows were read up to (exclusive):
     /// following the topic starts there, so no update is missed in between.
     pub end_offsets: BTreeMap<i32, i64>,
+    /// Records that could not be decoded (logged and left out; the job counts them).
+    pub skipped: u64,
 }
 
 /// Loads the rows of table `def`.
 pub fn load(def: &StreamDef, connection: &KafkaConnection) -> Result<LoadedTable> {
     let mut end_offsets = BTreeMap::new();
-    let (schema, rows) = load_rows(def, connection, &mut end_offsets)?;
+    let mut skipped = 0;
+    let (schema, rows) = load_rows(def, connection, &mut end_offsets, &mut skipped)?;
     Ok(LoadedTable {
         schema,
         rows,
         end_offsets,
+        skipped,
     })
 }
 
@@ -60,6 +64,7 @@ fn load_rows(
     def: &StreamDef,
     connection: &KafkaConnection,
     end_offsets: &mut BTreeMap<i32, i64>,
+    skipped: &mut u64,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     match &def.source {
         StreamSource::File { path, format } => match format.as_str() {
@@ -123,15 +128,17 @@ fn load_rows(
             }
             _ => {
                 let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
-                let lines: Vec<&[u8]> = text
+                let (numbers, lines): (Vec<usize>, Vec<&[u8]>) = text
                     .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .map(str::as_bytes)
-                    .collect();
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty())
+                    .map(|(n, l)| (n + 1, l.as_bytes()))
+                    .unzip();
                 decode(
                     def,
                     BinaryArray::from_iter_values(lines.iter().copied()),
-                    &format!("table file {}", path.display()),
+                    &|i| format!("table file {} line {}", path.display(), numbers[i]),
+                    skipped,
                 )
             }
         },
@@ -142,8 +149,18 @@ fn load_rows(
                 changes.fold(&batch);
             }
             end_offsets.clone_from(source.snapshot_end_offsets());
-            let (values, _) = changes.split();
-            decode(def, values, &format!("table topic '{topic}'"))
+            let (values, keys, _) = changes.split_keyed();
+            decode(
+                def,
+                values,
+                &|i| {
+                    format!(
+                        "table topic '{topic}' key '{}'",
+                        String::from_utf8_lossy(&keys[i])
+                    )
+                },
+                skipped,
+            )
         }
         StreamSource::Generator(_) => Err(VeloError::Usage(format!(
             "table '{}' cannot come from a generator",
@@ -180,23 +197,35 @@ impl Changes {
 
     /// The latest payloads (in order of first appearance) and the deleted keys (as text).
     pub fn split(self) -> (BinaryArray, Vec<String>) {
+        let (values, _, deleted) = self.split_keyed();
+        (values, deleted)
+    }
+
+    /// [`Changes::split`], with the key of each payload.
+    pub fn split_keyed(self) -> (BinaryArray, Vec<Vec<u8>>, Vec<String>) {
         let mut values = Vec::new();
+        let mut keys = Vec::new();
         let mut deleted = Vec::new();
         for key in &self.order {
             match self.latest.get(key).cloned().flatten() {
-                Some(v) => values.push(v),
+                Some(v) => {
+                    values.push(v);
+                    keys.push(key.clone());
+                }
                 None => deleted.push(String::from_utf8_lossy(key).into_owned()),
             }
         }
-        (BinaryArray::from_iter_values(values.iter()), deleted)
+        (BinaryArray::from_iter_values(values.iter()), keys, deleted)
     }
 }
 
-/// Decodes a table's payloads with its format; bad records are logged and left out.
+/// Decodes a table's payloads with its format; bad records are logged (`at(i)` says where
+/// record `i` is), counted in `skipped` and left out.
 fn decode(
     def: &StreamDef,
     payloads: BinaryArray,
-    what: &str,
+    at: &dyn Fn(usize) -> String,
+    skipped: &mut u64,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let schema = match &def.schema {
         Some(s) => s.clone(),
@@ -207,7 +236,8 @@ fn decode(
     let mut decoder = def.decoder(schema.clone())?;
     let decoded = decoder.decode(&payloads)?;
     for f in &decoded.failures {
-        tracing::warn!("{what}: skipped record {}: {}", f.index, f.reason);
+        tracing::warn!("skipped the record at {}: {}", at(f.index), f.reason);
     }
+    *skipped += decoded.failures.len() as u64;
     Ok((schema, vec![decoded.batch]))
 }

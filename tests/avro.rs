@@ -112,28 +112,32 @@ fn decimals_are_rescaled_to_the_output_schema_and_overflow_drops_the_row() {
     let dlq = unique_topic("avro-narrow-dlq");
     create_topic(&out_topic, 1);
     create_topic(&dlq, 1);
-    let run = run(&[
-        "execute",
-        "--input-format",
-        "avro",
-        "--avro-schema",
-        SCHEMA_FILE,
-        "--topic",
-        &topic,
-        "--query",
-        "SELECT symbol, price FROM trades",
-        "--format",
-        "avro",
-        "--output",
-        "kafka",
-        "--output-topic",
-        &out_topic,
-        "--output-avro-schema",
-        narrow.to_str().unwrap(),
-        "--dlq-topic",
-        &dlq,
-    ]);
+    let run = run_with(
+        &[
+            "execute",
+            "--input-format",
+            "avro",
+            "--avro-schema",
+            SCHEMA_FILE,
+            "--topic",
+            &topic,
+            "--query",
+            "SELECT symbol, price FROM trades",
+            "--format",
+            "avro",
+            "--output",
+            "kafka",
+            "--output-topic",
+            &out_topic,
+            "--output-avro-schema",
+            narrow.to_str().unwrap(),
+            "--dlq-topic",
+            &dlq,
+        ],
+        &[("RUST_LOG", "info")],
+    );
     assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("encode_errors=1"), "{}", stderr(&run));
     let dead = consume(&dlq, 1);
     assert_eq!(
         dead.len(),

@@ -359,10 +359,17 @@ fn an_application_is_deployed_run_and_managed_from_the_cli() {
         (s["bad_records"] == 1 && s["lag"] == 0).then_some(s)
     });
     assert_eq!(status["records_in"], 5);
-    assert_eq!(metric(&server, "velo_decode_errors_total", &job), 1.0);
+    assert_eq!(
+        metric(
+            &server,
+            "velo_record_errors_total",
+            &[("job", id.as_str()), ("kind", "decode")]
+        ),
+        1.0
+    );
     assert_eq!(metric(&server, "velo_consumer_lag", &job), 0.0);
     let logs = jobs(&["logs", &id]);
-    assert!(logs.contains("skipped a bad record at"), "{logs}");
+    assert!(logs.contains("dead-lettered the record at"), "{logs}");
     let dead_letters: Vec<String> = consume(&dead, 1).into_iter().map(|c| c.value).collect();
     assert_eq!(dead_letters, ["{oops"]);
     assert_eq!(status["dead_letters"], 1);
@@ -440,7 +447,7 @@ fn a_job_whose_topic_does_not_exist_fails_clearly_and_the_server_stays_up() {
         job["last_error"].as_str().unwrap().contains(&missing),
         "{job}"
     );
-    assert_eq!(job["errors"], 1);
+    assert_eq!(job["failures"], 1);
     assert_eq!(
         call("GET", &format!("{}/health", server.url), None, None).0,
         200
@@ -541,7 +548,7 @@ fn a_failing_job_is_restarted_with_backoff_and_then_reported_failed() {
         (j["status"] == "failed").then_some(j)
     });
     assert_eq!(
-        (job["restarts"].clone(), job["errors"].clone()),
+        (job["restarts"].clone(), job["failures"].clone()),
         (2.into(), 3.into()),
         "{job}"
     );

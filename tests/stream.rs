@@ -173,10 +173,22 @@ fn a_decimal_with_more_digits_than_its_column_is_dead_lettered_or_rounded_when_a
     let query = "SELECT id, p FROM t";
     let schema = "id BIGINT, p DECIMAL(18,4)";
     let out = run_ok(&[
-        "execute", "--query", query, "--topic", &topic, "--schema", schema, "--format",
-        "json-lines", "--dlq-topic", &dlq,
+        "execute",
+        "--query",
+        query,
+        "--topic",
+        &topic,
+        "--schema",
+        schema,
+        "--format",
+        "json-lines",
+        "--dlq-topic",
+        &dlq,
     ]);
-    assert_eq!(out, "{\"id\":3,\"p\":\"150.2567\"}\n", "no digit is dropped silently");
+    assert_eq!(
+        out, "{\"id\":3,\"p\":\"150.2567\"}\n",
+        "no digit is dropped silently"
+    );
     let dead = consume(&dlq, 3);
     let reasons: Vec<(&str, &str)> = dead
         .iter()
@@ -184,18 +196,36 @@ fn a_decimal_with_more_digits_than_its_column_is_dead_lettered_or_rounded_when_a
         .collect();
     assert_eq!(reasons[0].0, r#"{"id":1,"p":"150.25678"}"#);
     assert!(
-        reasons[0].1.contains("column 'p': 150.25678 has 5 decimal places, DECIMAL(18,4) keeps 4"),
+        reasons[0]
+            .1
+            .contains("column 'p': 150.25678 has 5 decimal places, DECIMAL(18,4) keeps 4"),
         "{reasons:?}"
     );
-    assert!(reasons[1].1.contains("column 'p': 150.25675 has 5 decimal places"), "{reasons:?}");
     assert!(
-        reasons[2].1.contains("column 'p': 123456789012345 does not fit DECIMAL(18,4)"),
+        reasons[1]
+            .1
+            .contains("column 'p': 150.25675 has 5 decimal places"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2]
+            .1
+            .contains("column 'p': 123456789012345 does not fit DECIMAL(18,4)"),
         "{reasons:?}"
     );
     // Opted into rounding: half-even rounds both ties to the even digit; overflow stays bad.
     let out = run_ok(&[
-        "execute", "--query", query, "--topic", &topic, "--schema", schema, "--format",
-        "json-lines", "--decimal-rounding", "half-even",
+        "execute",
+        "--query",
+        query,
+        "--topic",
+        &topic,
+        "--schema",
+        schema,
+        "--format",
+        "json-lines",
+        "--decimal-rounding",
+        "half-even",
     ]);
     assert_eq!(
         out,

@@ -305,7 +305,11 @@ fn over_windows_emit_each_row_once_the_watermark_passes_it() {
             );
         }
         emitted.extend(replay.finish().unwrap());
-        assert_same_rows(&sorted_json_rows(&emitted), &want, &format!("seed {seed}, at the end"));
+        assert_same_rows(
+            &sorted_json_rows(&emitted),
+            &want,
+            &format!("seed {seed}, at the end"),
+        );
     }
 }
 
@@ -378,6 +382,9 @@ fn over_window_state_stays_bounded_while_the_stream_runs() {
             .sum::<usize>();
         peak = peak.max(replay.metrics().state_rows);
     }
-    assert_eq!(emitted, 2_998, "every row but the last two is behind the watermark");
+    assert_eq!(
+        emitted, 2_998,
+        "every row but the last two is behind the watermark"
+    );
     assert!(peak <= 10, "state peaked at {peak} rows");
 }

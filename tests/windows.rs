@@ -338,8 +338,7 @@ fn an_over_window_runs_through_the_binary() {
 }
 
 #[test]
-fn a_continuous_over_window_emits_each_row_as_the_watermark_passes_it_and_continues_after_a_stop(
-) {
+fn a_continuous_over_window_emits_each_row_as_the_watermark_passes_it_and_continues_after_a_stop() {
     let topic = unique_topic("live-over");
     create_topic(&topic, 1);
     let group = unique_topic("g");
@@ -382,7 +381,10 @@ fn a_continuous_over_window_emits_each_row_as_the_watermark_passes_it_and_contin
     std::thread::sleep(std::time::Duration::from_millis(600)); // a checkpoint holds 00:00:06
     let (code, rest) = job.terminate();
     assert_eq!(code, 0);
-    assert!(rest.is_empty(), "00:00:06 waits for the watermark: {rest:?}");
+    assert!(
+        rest.is_empty(),
+        "00:00:06 waits for the watermark: {rest:?}"
+    );
     // Restarted: 00:00:06 is still held, its frame and row number continue from before.
     let job = spawn(&args);
     produce(&topic, &[rec(9, "9.90")]);

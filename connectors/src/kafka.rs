@@ -1175,20 +1175,38 @@ impl DeadLetterQueue {
     /// Queues a result row the sink could not encode: the row as JSON, with the `velo.error`
     /// and `velo.sink.topic` headers.
     pub fn send_rejected(&mut self, row: &[u8], reason: &str, sink_topic: &str) -> Result<()> {
+        self.send_row(
+            row,
+            reason,
+            &[("velo.sink.topic", sink_topic)],
+            &format!("a result row for '{sink_topic}'"),
+        )
+    }
+
+    /// Dead-letters a row that has no record of its own (a result row, a row computed inside
+    /// the query), as a JSON object, with the reason and `context` headers.
+    pub fn send_row(
+        &mut self,
+        row: &[u8],
+        reason: &str,
+        context: &[(&str, &str)],
+        what: &str,
+    ) -> Result<()> {
         let reason = bounded_reason(reason);
-        let headers = OwnedHeaders::new_with_capacity(2)
-            .insert(Header {
-                key: Self::REASON_HEADER,
-                value: Some(reason.as_ref()),
-            })
-            .insert(Header {
-                key: "velo.sink.topic",
-                value: Some(sink_topic),
+        let mut headers = OwnedHeaders::new_with_capacity(1 + context.len()).insert(Header {
+            key: Self::REASON_HEADER,
+            value: Some(reason.as_ref()),
+        });
+        for (key, value) in context {
+            headers = headers.insert(Header {
+                key,
+                value: Some(*value),
             });
+        }
         let topic = self.topic.clone();
         match self.producer.send(&topic, None, row, Some(headers)) {
             Ok(()) => Ok(()),
-            Err(e) => self.failed(&format!("a result row for '{sink_topic}'"), e),
+            Err(e) => self.failed(what, e),
         }
     }
 

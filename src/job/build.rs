@@ -24,9 +24,10 @@ use velo_connectors::source::Source;
 
 use super::checkpoint::{self, Acknowledge, Checkpoint, CheckpointStore, Checkpointer, LocalStore};
 use super::input::{InputAdapter, JobInput, TableFollower};
+use super::progress::ErrorKind;
 use super::progress::{JobProgress, JobStats};
 use super::runner::Runner;
-use super::spec::{Delivery, JobHooks, JobSpec, OutputTarget, ReadSpec};
+use super::spec::{Delivery, JobHooks, JobSpec, OnError, OutputTarget, ReadSpec};
 use crate::catalog::{Catalog, StreamDef, StreamSource};
 use crate::error::{Result, VeloError};
 use crate::planner::{plan_query, referenced_tables, PlannedQuery, QueryRequest, ScanLayout};
@@ -395,7 +396,22 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
         stop,
         progress,
     );
+    runner.on_error =
+        match (spec.on_error, &dead_letters) {
+            (Some(OnError::DeadLetter), None) => return Err(VeloError::Usage(
+                "on_error dead-letter needs a dead-letter topic (--dlq-topic T, or 'dlq.topic')"
+                    .into(),
+            )),
+            (Some(policy), _) => policy,
+            (None, Some(_)) => OnError::DeadLetter,
+            (None, None) => OnError::Skip,
+        };
     runner.dead_letters = dead_letters;
+    for table in catalog.iter() {
+        runner
+            .progress
+            .count_errors(ErrorKind::Decode, table.skipped_on_load);
+    }
     runner.late_rows = late_rows;
     runner.table_followers = table_followers;
     runner.checkpoints = checkpointer;
@@ -772,6 +788,7 @@ async fn resolve_inputs(
             target.schema = Some(loaded.schema);
             target.rows = Some(Arc::new(loaded.rows));
             target.loaded_up_to = loaded.end_offsets;
+            target.skipped_on_load = loaded.skipped;
             continue;
         }
         if stream.schema.is_none() {

@@ -10,6 +10,7 @@ use velo_connectors::codec::PayloadDecoder;
 use velo_connectors::record::{Payload, SourceBatch};
 use velo_connectors::source::{Positions, Source};
 
+use super::progress::ErrorKind;
 use crate::error::{Result, VeloError};
 use crate::operators::Pipeline;
 use crate::planner::{ScanColumn, ScanLayout};
@@ -20,12 +21,16 @@ pub struct InputAdapter {
     decoder: Option<PayloadDecoder>,
     /// The event-time column (index in the scan schema): a record without one is bad.
     event_time: Option<usize>,
+    /// The masks the last adapted batch went through (records decoded, then records with an
+    /// event time): scan row → source record (see [`InputAdapter::source_index`]).
+    last_masks: Vec<arrow::array::BooleanArray>,
 }
 
 /// A record that could not be turned into a row.
 #[derive(Debug, Clone)]
 pub struct BadRecord {
     pub index: usize,
+    pub kind: ErrorKind,
     pub reason: String,
 }
 
@@ -36,7 +41,13 @@ impl InputAdapter {
             decoder: None,
             layout,
             event_time: None,
+            last_masks: Vec::new(),
         })
+    }
+
+    /// The index in the last adapted source batch of the record scan row `row` came from.
+    pub fn source_index(&self, row: usize) -> Option<usize> {
+        crate::operators::trace_back(&self.last_masks, row)
     }
 
     /// Declares scan column `index` the event time: records whose event time is NULL are bad
@@ -57,17 +68,18 @@ impl InputAdapter {
         batch: &SourceBatch,
         bad: &mut Vec<BadRecord>,
     ) -> Result<(RecordBatch, Int32Array)> {
+        self.last_masks.clear();
         let (payload, keep) = match &batch.payload {
             Payload::Decoded(b) => (b.clone(), None),
             Payload::Encoded(bytes) => {
                 if self.decoder.is_none() {
-                    self.decoder =
-                        Some(self.layout.stream.decoder(self.layout.payload_schema()?)?);
+                    self.decoder = Some(self.layout.stream.decoder(self.layout.payload_schema()?)?);
                 }
                 let decoder = self.decoder.as_mut().expect("decoder was just created");
                 let decoded = decoder.decode(bytes)?;
                 bad.extend(decoded.failures.into_iter().map(|f| BadRecord {
                     index: f.index,
+                    kind: ErrorKind::Decode,
                     reason: f.reason,
                 }));
                 (decoded.batch, decoded.keep)
@@ -116,11 +128,14 @@ impl InputAdapter {
                 for row in (0..scan.num_rows()).filter(|&r| times.is_null(r)) {
                     bad.push(BadRecord {
                         index: source_index[row],
+                        kind: ErrorKind::EventTime,
                         reason: format!("the event time '{name}' is NULL"),
                     });
                 }
                 bad.sort_by_key(|b| b.index);
                 let has_time = arrow::compute::is_not_null(times)?;
+                self.last_masks.extend(keep.clone());
+                self.last_masks.push(has_time.clone());
                 Ok((
                     arrow::compute::filter_record_batch(&scan, &has_time)?,
                     arrow::compute::filter(&partitions, &has_time)?
@@ -128,7 +143,10 @@ impl InputAdapter {
                         .clone(),
                 ))
             }
-            _ => Ok((scan, partitions)),
+            _ => {
+                self.last_masks.extend(keep);
+                Ok((scan, partitions))
+            }
         }
     }
 }
@@ -145,21 +163,31 @@ pub struct TableFollower {
 }
 
 impl TableFollower {
-    /// Applies what arrived on the table topic since the last poll (waits for nothing).
-    pub(crate) fn poll(&mut self, pipeline: &mut Pipeline) -> Result<()> {
+    /// Applies what arrived on the table topic since the last poll (waits for nothing);
+    /// returns the updates that could not be decoded (logged and left out), by key and reason.
+    pub(crate) fn poll(&mut self, pipeline: &mut Pipeline) -> Result<Vec<String>> {
         let Some(batch) = self.source.poll_batch(8192, Duration::ZERO)? else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut changes = crate::table::Changes::default();
         changes.fold(&batch);
-        let (values, deleted) = changes.split();
+        let (values, keys, deleted) = changes.split_keyed();
         let decoded = self.decoder.decode(&values)?;
-        for f in &decoded.failures {
-            tracing::warn!("table '{}': skipped an update: {}", self.table, f.reason);
-        }
+        let failures: Vec<String> = decoded
+            .failures
+            .iter()
+            .map(|f| {
+                format!(
+                    "an update of table '{}' (key '{}'): {}",
+                    self.table,
+                    String::from_utf8_lossy(&keys[f.index]),
+                    f.reason
+                )
+            })
+            .collect();
         if !pipeline.apply_table_changes(self.feed, &decoded.batch, &deleted)? {
             return Err(VeloError::Execution(format!(
                 "no join holds the table '{}'",
@@ -167,7 +195,7 @@ impl TableFollower {
             )));
         }
         batch.meta.advance(&mut self.positions, batch.len());
-        Ok(())
+        Ok(failures)
     }
 }
 

@@ -18,9 +18,9 @@ pub mod spec;
 
 pub use build::{build, group_id_of, run};
 pub use input::{InputAdapter, JobInput, TableFollower};
-pub use progress::{JobProgress, JobStats};
+pub use progress::{ErrorCounts, ErrorKind, JobProgress, JobStats};
 pub use runner::{Runner, Step};
 pub use spec::{
-    Delivery, InputSpec, JobHooks, JobSpec, KafkaSpec, OutputSpec, OutputTarget, ReadSpec,
+    Delivery, InputSpec, JobHooks, JobSpec, KafkaSpec, OnError, OutputSpec, OutputTarget, ReadSpec,
     RuntimeOptions, SinkFactory, StateSpec,
 };

@@ -30,6 +30,8 @@ pub struct JobProgress {
     pub checkpoint_micros: AtomicU64,
     /// Asks the job for a checkpoint now (a savepoint); cleared when it is written.
     pub checkpoint_requested: AtomicBool,
+    /// Bad records and rows, by [`ErrorKind`] (index `kind as usize`).
+    pub errors: [AtomicU64; ErrorKind::ALL.len()],
     /// The Prometheus series of this job, made once (nothing looked up per batch).
     pub(crate) metrics: JobMetrics,
 }
@@ -39,7 +41,6 @@ pub struct JobProgress {
 pub(crate) struct JobMetrics {
     pub(crate) records_in: metrics::Counter,
     pub(crate) records_out: metrics::Counter,
-    pub(crate) decode_errors: metrics::Counter,
     pub(crate) dead_letters: metrics::Counter,
     pub(crate) batch_latency: metrics::Histogram,
     pub(crate) state_bytes: metrics::Gauge,
@@ -48,6 +49,8 @@ pub(crate) struct JobMetrics {
     pub(crate) checkpoints: metrics::Counter,
     pub(crate) checkpoint_duration: metrics::Histogram,
     pub(crate) checkpoint_bytes: metrics::Gauge,
+    /// `velo_record_errors_total{kind}`, by [`ErrorKind`].
+    pub(crate) errors: [metrics::Counter; ErrorKind::ALL.len()],
 }
 
 impl JobMetrics {
@@ -56,7 +59,6 @@ impl JobMetrics {
         Self {
             records_in: metrics::counter!("velo_records_in_total", &label()),
             records_out: metrics::counter!("velo_records_out_total", &label()),
-            decode_errors: metrics::counter!("velo_decode_errors_total", &label()),
             dead_letters: metrics::counter!("velo_dlq_records_total", &label()),
             batch_latency: metrics::histogram!("velo_batch_latency_seconds", &label()),
             state_bytes: metrics::gauge!("velo_state_bytes", &label()),
@@ -65,6 +67,12 @@ impl JobMetrics {
             checkpoints: metrics::counter!("velo_checkpoints_total", &label()),
             checkpoint_duration: metrics::histogram!("velo_checkpoint_duration_seconds", &label()),
             checkpoint_bytes: metrics::gauge!("velo_checkpoint_bytes", &label()),
+            errors: ErrorKind::ALL.map(|kind| {
+                metrics::counter!(
+                    "velo_record_errors_total",
+                    &[("job", job.to_string()), ("kind", kind.name().to_string())]
+                )
+            }),
         }
     }
 }
@@ -91,7 +99,83 @@ impl JobProgress {
             last_checkpoint: AtomicU64::new(0),
             checkpoint_micros: AtomicU64::new(0),
             checkpoint_requested: AtomicBool::new(false),
+            errors: Default::default(),
         }
+    }
+
+    /// The bad records and rows counted so far.
+    pub fn error_counts(&self) -> ErrorCounts {
+        let get = |kind: ErrorKind| self.errors[kind as usize].load(Ordering::Relaxed);
+        ErrorCounts {
+            decode: get(ErrorKind::Decode),
+            event_time: get(ErrorKind::EventTime),
+            expression: get(ErrorKind::Expression),
+            encode: get(ErrorKind::Encode),
+        }
+    }
+
+    /// Counts one bad record or row of `kind`.
+    pub(crate) fn count_error(&self, kind: ErrorKind) {
+        self.count_errors(kind, 1);
+    }
+
+    /// Counts `n` bad records or rows of `kind`.
+    pub(crate) fn count_errors(&self, kind: ErrorKind, n: u64) {
+        count(
+            &self.errors[kind as usize],
+            &self.metrics.errors[kind as usize],
+            n,
+        );
+    }
+}
+
+/// Why a record or a row did not make it to the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The record is not valid in its format or does not fit the schema (a decimal with more
+    /// digits than its column among them).
+    Decode = 0,
+    /// Its event time is missing, or too far ahead to be believed (`--max-event-time-skew`).
+    EventTime = 1,
+    /// An expression of the query cannot be evaluated on it (a failing cast, a division by
+    /// zero).
+    Expression = 2,
+    /// The sink cannot encode the result row (a value the output schema cannot hold).
+    Encode = 3,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 4] = [
+        ErrorKind::Decode,
+        ErrorKind::EventTime,
+        ErrorKind::Expression,
+        ErrorKind::Encode,
+    ];
+
+    /// `decode`, `event_time`, `expression`, `encode`: the metric label and status field.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Decode => "decode",
+            ErrorKind::EventTime => "event_time",
+            ErrorKind::Expression => "expression",
+            ErrorKind::Encode => "encode",
+        }
+    }
+}
+
+/// Bad records and rows of a job, by kind (the `errors` of its status).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorCounts {
+    pub decode: u64,
+    pub event_time: u64,
+    pub expression: u64,
+    pub encode: u64,
+}
+
+impl ErrorCounts {
+    /// All kinds together.
+    pub fn total(&self) -> u64 {
+        self.decode + self.event_time + self.expression + self.encode
     }
 }
 
@@ -112,4 +196,6 @@ pub struct JobStats {
     pub epochs: u64,
     /// Operator counters and state at the end of the run.
     pub operators: OperatorMetrics,
+    /// Bad records and rows by kind.
+    pub errors: ErrorCounts,
 }

@@ -24,8 +24,9 @@ use velo_connectors::sink::Sink;
 
 use super::checkpoint::{Acknowledge, Checkpoint, Checkpointer, InputPosition, OperatorState};
 use super::input::{BadRecord, JobInput, TableFollower};
+use super::progress::ErrorKind;
 use super::progress::{count, JobProgress, JobStats};
-use super::spec::RuntimeOptions;
+use super::spec::{OnError, RuntimeOptions};
 use crate::error::{Result, VeloError};
 use crate::operators::{Pipeline, Watermark};
 use crate::watermark::WatermarkTracker;
@@ -53,6 +54,8 @@ pub struct Runner {
     pub pipeline: Pipeline,
     pub sink: Box<dyn Sink>,
     pub dead_letters: Option<DeadLetterQueue>,
+    /// What a bad record or row does (see [`OnError`]).
+    pub on_error: OnError,
     /// Where late rows go (as JSON, one message per row); `None`: dropped and counted.
     pub late_rows: Option<Box<dyn Sink>>,
     /// Table topics followed for lookup joins.
@@ -93,6 +96,7 @@ impl Runner {
             pipeline,
             sink,
             dead_letters: None,
+            on_error: OnError::Skip,
             late_rows: None,
             table_followers: Vec::new(),
             watermark,
@@ -181,7 +185,13 @@ impl Runner {
     pub fn step(&mut self) -> Result<Step> {
         let epoch_started = Instant::now();
         for follower in &mut self.table_followers {
-            follower.poll(&mut self.pipeline)?;
+            for failure in follower.poll(&mut self.pipeline)? {
+                self.progress.count_error(ErrorKind::Decode);
+                if self.on_error == OnError::Fail {
+                    return Err(VeloError::BadData(failure));
+                }
+                tracing::warn!("skipped {failure}");
+            }
         }
         let mut got_data = false;
         let mut waited = false;
@@ -218,7 +228,7 @@ impl Runner {
                     self.stats.bad_records += bad;
                     let p = &self.progress;
                     count(&p.records_in, &p.metrics.records_in, batch.len() as u64);
-                    count(&p.bad_records, &p.metrics.decode_errors, bad);
+                    p.bad_records.fetch_add(bad, Ordering::Relaxed);
                 }
             }
         }
@@ -333,6 +343,7 @@ impl Runner {
         let before = self.rows_left.map(|_| self.inputs[input].positions.clone());
         let wanted = self.rows_left;
         let out = self.pipeline.process_input(input, rows)?;
+        self.handle_row_errors(Some((input, batch)))?;
         batch
             .meta
             .advance(&mut self.inputs[input].positions, batch.len());
@@ -374,7 +385,10 @@ impl Runner {
             let (scan, _) = self.inputs[input]
                 .adapter
                 .adapt_with_partitions(&batch.slice(0, records), &mut bad)?;
-            self.pipeline.process_input(input, scan)
+            let out = self.pipeline.process_input(input, scan);
+            // A re-run of rows already reported.
+            self.pipeline.take_row_errors();
+            out
         };
         let count = |out: &[RecordBatch]| out.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         let (mut low, mut high) = (1, batch.len());
@@ -475,6 +489,7 @@ impl Runner {
     /// sink and the dead-letter queue.
     fn flush_epoch(&mut self) -> Result<()> {
         self.dirty = true;
+        self.handle_row_errors(None)?;
         self.route_rejected()?;
         if let Some(late) = self.late_rows.as_mut() {
             for rows in self.pipeline.drain_late_rows() {
@@ -489,25 +504,99 @@ impl Runner {
         Ok(())
     }
 
-    /// Logs the result rows the sink could not encode and sends them to the dead-letter queue.
+    /// Reports the result rows the sink could not encode.
     fn route_rejected(&mut self) -> Result<()> {
         for rejected in self.sink.take_rejected() {
-            tracing::warn!(
-                "a result row for topic '{}' was not written: {} (row {})",
-                rejected.topic,
-                velo_connectors::kafka::bounded_reason(&rejected.reason),
-                velo_connectors::kafka::bounded_reason(&String::from_utf8_lossy(&rejected.row))
-            );
-            if let Some(dlq) = self.dead_letters.as_mut() {
-                dlq.send_rejected(&rejected.row, &rejected.reason, &rejected.topic)?;
+            let what = format!("a result row for '{}'", rejected.topic);
+            self.bad_row(
+                ErrorKind::Encode,
+                &what,
+                &rejected.row,
+                &rejected.reason,
+                &[("velo.sink.topic", rejected.topic.as_str())],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Reports the rows the pipeline's expressions could not evaluate: a row traced back to
+    /// its record (through filters and projections of `source`'s batch) as that record, any
+    /// other as the row itself.
+    fn handle_row_errors(&mut self, source: Option<(usize, &SourceBatch)>) -> Result<()> {
+        let errors = self.pipeline.take_row_errors();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for e in errors {
+            let record = match (source, e.origin) {
+                (Some((input, _)), Some(row)) if input == e.input => {
+                    self.inputs[input].adapter.source_index(row)
+                }
+                _ => None,
+            };
+            match record {
+                Some(index) => records.push(BadRecord {
+                    index,
+                    kind: ErrorKind::Expression,
+                    reason: e.reason,
+                }),
+                None => {
+                    let mut json = velo_connectors::codec::EncodedRows::default();
+                    velo_connectors::codec::JsonEncoder::default().encode(&e.row, &mut json)?;
+                    let row = json.iter().next().unwrap_or(b"{}").to_vec();
+                    let what = format!("a row of {}", e.operator);
+                    self.bad_row(
+                        ErrorKind::Expression,
+                        &what,
+                        &row,
+                        &e.reason,
+                        &[("velo.operator", e.operator)],
+                    )?;
+                }
+            }
+        }
+        if let (Some((_, batch)), false) = (source, records.is_empty()) {
+            records.sort_by_key(|r| r.index);
+            self.handle_bad_records(batch, &records)?;
+        }
+        Ok(())
+    }
+
+    /// A bad row without a record of its own (`what` it is): counted, then skipped,
+    /// dead-lettered as JSON or failing the job, as `on_error` says.
+    fn bad_row(
+        &mut self,
+        kind: ErrorKind,
+        what: &str,
+        row: &[u8],
+        reason: &str,
+        context: &[(&str, &str)],
+    ) -> Result<()> {
+        self.progress.count_error(kind);
+        self.stats.errors = self.progress.error_counts();
+        let reason = velo_connectors::kafka::bounded_reason(reason);
+        let shown = String::from_utf8_lossy(&row[..row.len().min(1024)]).into_owned();
+        match (self.on_error, self.dead_letters.as_mut()) {
+            (OnError::Fail, _) => Err(VeloError::BadData(format!(
+                "{what} ({} error): {reason} (row {shown})",
+                kind.name()
+            ))),
+            (OnError::DeadLetter, Some(dlq)) => {
+                tracing::warn!("{what} was dead-lettered: {reason} (row {shown})");
+                dlq.send_row(row, &reason, context, what)?;
                 count(
                     &self.progress.dead_letters,
                     &self.progress.metrics.dead_letters,
                     1,
                 );
+                Ok(())
+            }
+            _ => {
+                tracing::warn!("{what} was skipped: {reason} (row {shown})");
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Commits each input's positions. A failed commit (the broker unreachable for a moment)
@@ -620,31 +709,44 @@ impl Runner {
         Ok(id)
     }
 
+    /// Bad records of `batch`: counted by kind, then skipped, dead-lettered (unchanged, with
+    /// the reason and their position) or failing the job, as `on_error` says.
     fn handle_bad_records(&mut self, batch: &SourceBatch, bad: &[BadRecord]) -> Result<()> {
         let meta: &RecordMeta = &batch.meta;
         for record in bad {
+            self.progress.count_error(record.kind);
             let position = meta.position(record.index);
-            tracing::warn!(
-                "skipped a bad record at {position}: {}",
-                velo_connectors::kafka::bounded_reason(&record.reason)
-            );
-            if let Some(dlq) = self.dead_letters.as_mut() {
-                let payload = match &batch.payload {
-                    Payload::Encoded(bytes) if !bytes.is_null(record.index) => {
-                        Some(bytes.value(record.index))
-                    }
-                    _ => None,
-                };
-                let key = (!meta.key.is_null(record.index)).then(|| meta.key.value(record.index));
-                let headers = header_pairs(meta, record.index);
-                dlq.send(payload, key, &headers, &position, &record.reason)?;
-                count(
-                    &self.progress.dead_letters,
-                    &self.progress.metrics.dead_letters,
-                    1,
-                );
+            let reason = velo_connectors::kafka::bounded_reason(&record.reason);
+            match (self.on_error, self.dead_letters.as_mut()) {
+                (OnError::Fail, _) => {
+                    self.stats.errors = self.progress.error_counts();
+                    return Err(VeloError::BadData(format!(
+                        "the record at {position} ({} error): {reason}",
+                        record.kind.name()
+                    )));
+                }
+                (OnError::DeadLetter, Some(dlq)) => {
+                    tracing::warn!("dead-lettered the record at {position}: {reason}");
+                    let payload = match &batch.payload {
+                        Payload::Encoded(bytes) if !bytes.is_null(record.index) => {
+                            Some(bytes.value(record.index))
+                        }
+                        _ => None,
+                    };
+                    let key =
+                        (!meta.key.is_null(record.index)).then(|| meta.key.value(record.index));
+                    let headers = header_pairs(meta, record.index);
+                    dlq.send(payload, key, &headers, &position, &record.reason)?;
+                    count(
+                        &self.progress.dead_letters,
+                        &self.progress.metrics.dead_letters,
+                        1,
+                    );
+                }
+                _ => tracing::warn!("skipped the record at {position}: {reason}"),
             }
         }
+        self.stats.errors = self.progress.error_counts();
         Ok(())
     }
 }

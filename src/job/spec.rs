@@ -42,6 +42,9 @@ pub struct JobSpec {
     pub dlq_topic: Option<String>,
     /// What happens when a dead letter cannot be written.
     pub dlq_on_error: velo_connectors::kafka::DeadLetterFailure,
+    /// What a bad record or row does (`None`: dead-letter it when there is a dead-letter
+    /// topic, else skip it; counted either way).
+    pub on_error: Option<OnError>,
     /// Rounds input decimals with more fractional digits than their column, for every stream
     /// without its own `'decimal.rounding'` (`None`: such a record is bad).
     pub decimal_rounding: Option<velo_connectors::codec::decimal::DecimalRounding>,
@@ -54,6 +57,34 @@ pub struct JobSpec {
     /// The SQL came over HTTP: errors from reading its files are logged on the server and
     /// reported without their content (see [`super::sandbox`]).
     pub conceal_file_errors: bool,
+}
+
+/// What a job does with a bad record or row — one that cannot be decoded, has no believable
+/// event time, makes an expression fail, or cannot be encoded. Every one is counted (job
+/// status `errors`, `velo_record_errors_total`, the run's last log line) whatever the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Log it and go on.
+    Skip,
+    /// Write it to the dead-letter topic (the original record where there is one, with the
+    /// reason and its position) and go on.
+    DeadLetter,
+    /// Stop the job with an error naming it (a poison pill stops the line).
+    Fail,
+}
+
+impl std::str::FromStr for OnError {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "skip" | "log" => Ok(OnError::Skip),
+            "dead-letter" | "dlq" => Ok(OnError::DeadLetter),
+            "fail" => Ok(OnError::Fail),
+            other => Err(format!(
+                "unknown on_error '{other}' (use skip, dead-letter or fail)"
+            )),
+        }
+    }
 }
 
 /// The broker and how the job's consumers meet their group.
@@ -281,6 +312,7 @@ impl JobSpec {
             idle_timeout_ms: 30_000,
             dlq_topic: None,
             dlq_on_error: Default::default(),
+            on_error: None,
             decimal_rounding: None,
             late_topic: None,
             runtime: RuntimeOptions::default(),

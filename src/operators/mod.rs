@@ -113,6 +113,17 @@ pub trait StreamOperator: Send {
     /// Asks the operator to keep the late rows it drops, for [`StreamOperator::drain_late_rows`].
     fn keep_late_rows(&mut self) {}
 
+    /// The rows an expression of this operator could not evaluate since the last call (they
+    /// were left out of its output).
+    fn drain_row_errors(&mut self) -> Vec<RowError> {
+        Vec::new()
+    }
+
+    /// How the rows of the last output map to the rows of the last input (see [`RowMapping`]).
+    fn row_mapping(&self) -> RowMapping {
+        RowMapping::Lost
+    }
+
     /// Applies changes of the table fed as `feed` (see [`crate::planner::TableFeed`]):
     /// `upserts` (rows of the table's columns) replace the rows with the same key, `deletes`
     /// remove the rows whose key column reads as one of these keys. Returns false when the
@@ -125,6 +136,42 @@ pub trait StreamOperator: Send {
     ) -> Result<bool> {
         Ok(false)
     }
+}
+
+/// A row an operator's expression could not evaluate (a failing cast, a division by zero):
+/// left out of the output and reported, never silently dropped.
+#[derive(Debug, Clone)]
+pub struct RowError {
+    /// The row's index in the operator's input batch.
+    pub input_row: usize,
+    /// The row (one row of the operator's input).
+    pub row: RecordBatch,
+    pub reason: String,
+}
+
+/// How an operator's output rows relate to its input rows, for tracing a failing row back to
+/// the record it came from.
+#[derive(Debug, Clone)]
+pub enum RowMapping {
+    /// Output row i is input row i (a projection where every row evaluated).
+    Same,
+    /// The output holds the input rows this mask selects, in order (a filter).
+    Kept(arrow::array::BooleanArray),
+    /// No row-to-row correspondence (aggregates, joins, windows).
+    Lost,
+}
+
+/// A [`RowError`] as the pipeline reports it: which operator, and the pipeline-input row it
+/// came from when that can be traced (only through filters and projections).
+#[derive(Debug, Clone)]
+pub struct PipelineRowError {
+    pub operator: &'static str,
+    /// The pipeline input (stream) the traced row came from.
+    pub input: usize,
+    /// The row's index in that input's batch, when traced.
+    pub origin: Option<usize>,
+    pub row: RecordBatch,
+    pub reason: String,
 }
 
 /// What an operator counts and holds.
@@ -217,6 +264,16 @@ impl std::ops::Add for OperatorMetrics {
 #[derive(Default)]
 pub struct Pipeline {
     operators: Vec<Box<dyn StreamOperator>>,
+    /// Rows operators could not evaluate, since the last [`Pipeline::take_row_errors`].
+    row_errors: Vec<PipelineRowError>,
+}
+
+/// Row `row` of a batch that went through `masks` (in order) as a row of the batch before them.
+pub(crate) fn trace_back(masks: &[arrow::array::BooleanArray], mut row: usize) -> Option<usize> {
+    for mask in masks.iter().rev() {
+        row = mask.values().set_indices().nth(row)?;
+    }
+    Some(row)
 }
 
 impl Pipeline {
@@ -236,10 +293,24 @@ impl Pipeline {
             let mut next = Vec::new();
             for batch in current {
                 next.extend(op.process(batch)?);
+                for e in op.drain_row_errors() {
+                    self.row_errors.push(PipelineRowError {
+                        operator: op.name(),
+                        input: 0,
+                        origin: None,
+                        row: e.row,
+                        reason: e.reason,
+                    });
+                }
             }
             current = next;
         }
         Ok(current.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+
+    /// The rows operators could not evaluate since the last call.
+    pub fn take_row_errors(&mut self) -> Vec<PipelineRowError> {
+        std::mem::take(&mut self.row_errors)
     }
 
     /// Runs one input batch through every operator.
@@ -264,8 +335,42 @@ impl Pipeline {
                 .filter(|b| b.num_rows() > 0)
                 .collect());
         };
-        let out = first.process_input(input, batch)?;
-        self.run_from(1, out)
+        // Through the leading filters and projections each row is traced back to its input
+        // row (masks kept, nothing computed unless a row fails).
+        let mut masks: Option<Vec<arrow::array::BooleanArray>> = Some(Vec::new());
+        let mut current = first.process_input(input, batch)?;
+        let mut k = 0;
+        loop {
+            let op = &mut self.operators[k];
+            for e in op.drain_row_errors() {
+                let origin = masks.as_deref().and_then(|m| trace_back(m, e.input_row));
+                self.row_errors.push(PipelineRowError {
+                    operator: op.name(),
+                    input,
+                    origin,
+                    row: e.row,
+                    reason: e.reason,
+                });
+            }
+            masks = match (masks, op.row_mapping()) {
+                (Some(m), RowMapping::Same) => Some(m),
+                (Some(mut m), RowMapping::Kept(mask)) => {
+                    m.push(mask);
+                    Some(m)
+                }
+                _ => None,
+            };
+            k += 1;
+            if masks.is_none() || k == self.operators.len() || current.len() != 1 {
+                break;
+            }
+            let batch = current.pop().expect("one batch");
+            current = self.operators[k].process(batch)?;
+        }
+        if k == self.operators.len() {
+            return Ok(current.into_iter().filter(|b| b.num_rows() > 0).collect());
+        }
+        self.run_from(k, current)
     }
 
     /// Advances the watermark through the chain; what an operator emits flows downstream.

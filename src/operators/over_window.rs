@@ -145,7 +145,7 @@ impl OverWindowExec {
                     if let Some(pending) = &p.pending {
                         let t = evaluate_time(&self.time, pending)?;
                         let t = t.as_primitive::<TimestampMillisecondType>();
-                        if t.len() > 0 && t.is_valid(0) {
+                        if !t.is_empty() && t.is_valid(0) {
                             horizon = horizon.min(t.value(0).saturating_sub(needs.lookback_ms));
                         }
                     }

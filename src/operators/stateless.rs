@@ -2,33 +2,39 @@
 //! expression planned once and evaluated column-at-a-time on every batch.
 //!
 //! When an expression fails on a batch (a cast of `'five'` to BIGINT, a division by zero), the
-//! batch is evaluated again row by row: the rows that fail are dropped and logged, the others go
-//! on. A bad row costs one slow batch, never the job.
+//! batch is evaluated again row by row: the rows that fail are left out and reported
+//! ([`StreamOperator::drain_row_errors`]; the job counts them and dead-letters their records),
+//! the others go on. A bad row costs one slow batch, never the job.
 
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::StreamOperator;
+use super::{RowError, RowMapping, StreamOperator};
 use crate::error::{Result, VeloError};
 
 /// Keeps the rows for which the predicate is true (NULL counts as false, as in SQL).
 pub struct FilterExec {
     predicate: Arc<dyn PhysicalExpr>,
+    evaluation: Evaluation,
 }
 
 impl FilterExec {
     /// A filter on `predicate`, which must evaluate to a boolean.
     pub fn new(predicate: Arc<dyn PhysicalExpr>) -> Self {
-        Self { predicate }
+        Self {
+            predicate,
+            evaluation: Evaluation::default(),
+        }
     }
 }
 
 impl FilterExec {
-    fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+    /// The rows of `batch` the predicate keeps, as a mask.
+    fn mask(&self, batch: &RecordBatch) -> Result<BooleanArray> {
         let mask = self
             .predicate
             .evaluate(batch)
@@ -40,7 +46,13 @@ impl FilterExec {
                 mask.data_type()
             )));
         }
-        Ok(filter_record_batch(batch, mask.as_boolean())?)
+        // NULL is false.
+        let mask = mask.as_boolean();
+        Ok(if mask.null_count() > 0 {
+            arrow::compute::prep_null_mask_filter(mask)
+        } else {
+            mask.clone()
+        })
     }
 }
 
@@ -50,7 +62,37 @@ impl StreamOperator for FilterExec {
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        row_by_row_on_error(batch, "WHERE", |b| self.apply(b))
+        let mask = match self.mask(&batch) {
+            Ok(mask) => mask,
+            Err(first) => {
+                // Row by row: a row that fails is left out and reported.
+                let mut evaluation = std::mem::take(&mut self.evaluation);
+                let evaluated = evaluation.row_by_row(&batch, "WHERE", first, |row| {
+                    self.mask(row).map(|m| m.value(0))
+                });
+                self.evaluation = evaluation;
+                BooleanArray::from(
+                    evaluated
+                        .into_iter()
+                        .map(|v| v == Some(true))
+                        .collect::<Vec<_>>(),
+                )
+            }
+        };
+        let out = filter_record_batch(&batch, &mask)?;
+        self.evaluation.kept = Some(mask);
+        Ok(vec![out])
+    }
+
+    fn drain_row_errors(&mut self) -> Vec<RowError> {
+        std::mem::take(&mut self.evaluation.errors)
+    }
+
+    fn row_mapping(&self) -> RowMapping {
+        match &self.evaluation.kept {
+            Some(mask) => RowMapping::Kept(mask.clone()),
+            None => RowMapping::Lost,
+        }
     }
 }
 
@@ -58,12 +100,17 @@ impl StreamOperator for FilterExec {
 pub struct ProjectionExec {
     exprs: Vec<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
+    evaluation: Evaluation,
 }
 
 impl ProjectionExec {
     /// A projection producing `schema` from `exprs` (one per output column).
     pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Self {
-        Self { exprs, schema }
+        Self {
+            exprs,
+            schema,
+            evaluation: Evaluation::default(),
+        }
     }
 }
 
@@ -73,7 +120,39 @@ impl StreamOperator for ProjectionExec {
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        row_by_row_on_error(batch, "SELECT", |b| self.apply(b))
+        match self.apply(&batch) {
+            Ok(out) => {
+                self.evaluation.kept = None;
+                Ok(vec![out])
+            }
+            Err(first) => {
+                let mut rows = Vec::new();
+                let mut evaluation = std::mem::take(&mut self.evaluation);
+                let evaluated = evaluation.row_by_row(&batch, "SELECT", first, |row| {
+                    rows.push(self.apply(row)?);
+                    Ok(())
+                });
+                self.evaluation = evaluation;
+                let kept =
+                    BooleanArray::from(evaluated.iter().map(|v| v.is_some()).collect::<Vec<_>>());
+                self.evaluation.kept = Some(kept);
+                if rows.is_empty() {
+                    return Ok(vec![RecordBatch::new_empty(self.schema.clone())]);
+                }
+                Ok(vec![arrow::compute::concat_batches(&self.schema, &rows)?])
+            }
+        }
+    }
+
+    fn drain_row_errors(&mut self) -> Vec<RowError> {
+        std::mem::take(&mut self.evaluation.errors)
+    }
+
+    fn row_mapping(&self) -> RowMapping {
+        match &self.evaluation.kept {
+            Some(mask) => RowMapping::Kept(mask.clone()),
+            None => RowMapping::Same,
+        }
     }
 }
 
@@ -101,33 +180,47 @@ impl ProjectionExec {
     }
 }
 
-/// Applies `f` to the batch; if it fails, applies it to each row alone, drops (and logs) the
-/// rows that fail, and returns the rest, in order.
-fn row_by_row_on_error(
-    batch: RecordBatch,
-    clause: &str,
-    f: impl Fn(&RecordBatch) -> Result<RecordBatch>,
-) -> Result<Vec<RecordBatch>> {
-    match f(&batch) {
-        Ok(out) => Ok(vec![out]),
-        Err(first) if batch.num_rows() > 1 => {
-            tracing::debug!("{clause} failed on a batch ({first}); evaluating row by row");
-            let mut out = Vec::new();
-            for row in 0..batch.num_rows() {
-                match f(&batch.slice(row, 1)) {
-                    Ok(b) => out.push(b),
-                    Err(e) => tracing::warn!("dropped a row that {clause} cannot evaluate: {e}"),
+/// The row-by-row fallback of an operator whose expression failed on a batch, and what it
+/// found.
+#[derive(Default)]
+struct Evaluation {
+    /// Rows that failed since the last drain.
+    errors: Vec<RowError>,
+    /// The input rows the last output holds (`None`: all of them, for a projection; for a
+    /// filter, always set).
+    kept: Option<BooleanArray>,
+}
+
+impl Evaluation {
+    /// Evaluates `f` on each row of `batch` alone; a row that fails is reported (with its
+    /// reason and the clause) and gives `None`.
+    fn row_by_row<T>(
+        &mut self,
+        batch: &RecordBatch,
+        clause: &str,
+        batch_error: VeloError,
+        mut f: impl FnMut(&RecordBatch) -> Result<T>,
+    ) -> Vec<Option<T>> {
+        tracing::debug!("{clause} failed on a batch ({batch_error}); evaluating row by row");
+        (0..batch.num_rows())
+            .map(|row| {
+                let one = batch.slice(row, 1);
+                match f(&one) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        let why = match e {
+                            VeloError::Execution(message) => message,
+                            other => other.to_string(),
+                        };
+                        self.errors.push(RowError {
+                            input_row: row,
+                            row: one,
+                            reason: format!("{clause} cannot be evaluated: {why}"),
+                        });
+                        None
+                    }
                 }
-            }
-            let schema = match out.first() {
-                Some(b) => b.schema(),
-                None => return Ok(Vec::new()),
-            };
-            Ok(vec![arrow::compute::concat_batches(&schema, &out)?])
-        }
-        Err(e) => {
-            tracing::warn!("dropped a row that {clause} cannot evaluate: {e}");
-            Ok(Vec::new())
-        }
+            })
+            .collect()
     }
 }

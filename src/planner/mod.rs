@@ -635,15 +635,17 @@ fn over_window(
                 .map_err(plan_error)
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Box::new(OverWindowExec::new(
-        partition_by,
-        time,
-        functions,
-        needs,
-        Arc::new(input_schema.as_arrow().clone()),
-        Arc::new(window.schema.as_arrow().clone()),
-    )?
-    .with_state_ttl(state_ttl_ms)))
+    Ok(Box::new(
+        OverWindowExec::new(
+            partition_by,
+            time,
+            functions,
+            needs,
+            Arc::new(input_schema.as_arrow().clone()),
+            Arc::new(window.schema.as_arrow().clone()),
+        )?
+        .with_state_ttl(state_ttl_ms),
+    ))
 }
 
 fn evaluated(e: &Expr, input_schema: &DFSchema, state: &SessionState) -> Result<OverFunction> {

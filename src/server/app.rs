@@ -56,6 +56,10 @@ pub struct AppJob {
     pub dlq_on_error: Option<String>,
     /// `'delivery'`: `at-least-once` (default) or `exactly-once`.
     pub delivery: Option<String>,
+    /// `'on_error'`: `skip`, `dead-letter` or `fail`, for a bad record or row (default:
+    /// dead-letter with a `dlq.topic`, else skip).
+    #[serde(default)]
+    pub on_error: Option<String>,
     pub location: SqlLocation,
 }
 
@@ -302,9 +306,12 @@ pub fn parse_application(text: &str) -> Result<Application> {
         let dlq_topic = options.remove("dlq.topic");
         let delivery = options.remove("delivery");
         let dlq_on_error = options.remove("dlq.on_error");
+        let on_error = options
+            .remove("on_error")
+            .or_else(|| options.remove("on.error"));
         if let Some(unknown) = options.keys().next() {
             return Err(VeloError::sql(
-                format!("job '{}': unknown option '{unknown}' (known: sink.topic, sink.format, sink.key, dlq.topic, dlq.on_error, delivery)", draft.name),
+                format!("job '{}': unknown option '{unknown}' (known: sink.topic, sink.format, sink.key, dlq.topic, dlq.on_error, on_error, delivery)", draft.name),
                 Some(draft.location),
             ));
         }
@@ -322,6 +329,7 @@ pub fn parse_application(text: &str) -> Result<Application> {
             dlq_topic,
             dlq_on_error,
             delivery,
+            on_error,
             location: draft.location,
         });
     }

@@ -140,7 +140,7 @@ impl Client {
     }
 }
 
-/// Prints jobs as a table: id, status, records in/out, errors, restarts, lag.
+/// Prints jobs as a table: id, status, records in/out, bad records and rows, restarts, lag.
 pub fn jobs_table(jobs: &[Value]) -> String {
     let mut rows = vec![[
         "ID".to_string(),
@@ -163,7 +163,16 @@ pub fn jobs_table(jobs: &[Value]) -> String {
             field("status"),
             field("records_in"),
             field("records_out"),
-            field("errors"),
+            // Bad records and rows of every kind.
+            j.get("errors")
+                .and_then(Value::as_object)
+                .map_or("-".into(), |kinds| {
+                    kinds
+                        .values()
+                        .filter_map(Value::as_u64)
+                        .sum::<u64>()
+                        .to_string()
+                }),
             field("restarts"),
             field("lag"),
             field("started_at"),

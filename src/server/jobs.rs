@@ -125,7 +125,10 @@ pub struct JobStatus {
     pub late_rows: u64,
     pub state_bytes: u64,
     pub state_rows: u64,
-    pub errors: u64,
+    /// Bad records and rows by kind (decode, event_time, expression, encode).
+    pub errors: crate::job::ErrorCounts,
+    /// Runs of the job that failed.
+    pub failures: u64,
     pub last_error: Option<String>,
     /// Records behind the end of the input topic; null while unknown.
     pub lag: Option<i64>,
@@ -168,7 +171,8 @@ impl ManagedJob {
             late_rows: p.late_rows.load(Ordering::Relaxed),
             state_bytes: p.state_bytes.load(Ordering::Relaxed),
             state_rows: p.state_rows.load(Ordering::Relaxed),
-            errors: life.errors,
+            errors: p.error_counts(),
+            failures: life.errors,
             last_error: life.last_error,
             lag: (lag >= 0).then_some(lag),
             restarts: self.restarts.load(Ordering::Relaxed),
@@ -584,6 +588,11 @@ impl JobManager {
             spec.dlq_on_error = policy.parse().map_err(|e: String| {
                 VeloError::Usage(format!("job '{}': dlq.on_error: {e}", job.id))
             })?;
+        }
+        if let Some(policy) = &job.spec.on_error {
+            spec.on_error = Some(policy.parse().map_err(|e: String| {
+                VeloError::Usage(format!("job '{}': on_error: {e}", job.id))
+            })?);
         }
         if performance.decimals_as_numbers {
             spec.output.decimal_format = velo_connectors::codec::DecimalFormat::Number;

@@ -935,7 +935,11 @@ mod tests {
             .unwrap();
         let mut columns = arrow_schema(&writer).unwrap().as_ref().clone();
         let price = columns.index_of("price").unwrap();
-        let mut fields: Vec<Field> = columns.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = columns
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         fields[price] = Field::new("price", DataType::Decimal128(18, 2), true);
         columns = Schema::new(fields);
         let payloads = BinaryArray::from_iter_values(rows.iter());
@@ -954,7 +958,10 @@ mod tests {
         decoder.set_decimal_rounding(crate::codec::decimal::DecimalRounding::HalfUp);
         let decoded = decoder.decode(&payloads).unwrap();
         assert!(decoded.failures.is_empty());
-        let prices = decoded.batch.column(price).as_primitive::<arrow::datatypes::Decimal128Type>();
+        let prices = decoded
+            .batch
+            .column(price)
+            .as_primitive::<arrow::datatypes::Decimal128Type>();
         assert_eq!(prices.values().to_vec(), vec![15_026, 15_025]);
     }
 

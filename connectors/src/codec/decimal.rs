@@ -91,9 +91,7 @@ pub fn parse_decimal(
         Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
         None => (mantissa, &mantissa[..0]),
     };
-    if (int.is_empty() && frac.is_empty())
-        || !int.iter().chain(frac).all(u8::is_ascii_digit)
-    {
+    if (int.is_empty() && frac.is_empty()) || !int.iter().chain(frac).all(u8::is_ascii_digit) {
         return Err(DecimalError::NotANumber);
     }
     // The value is digits × 10^(exponent − frac.len()); as unscaled at `scale` the digits are
@@ -256,10 +254,8 @@ pub fn convert_text_columns(
     for e in &errors {
         keep[e.row] = false;
     }
-    let kept = arrow::compute::filter_record_batch(
-        &converted,
-        &arrow::array::BooleanArray::from(keep),
-    )?;
+    let kept =
+        arrow::compute::filter_record_batch(&converted, &arrow::array::BooleanArray::from(keep))?;
     Ok((kept, errors))
 }
 
@@ -388,14 +384,20 @@ mod tests {
         assert_eq!(p("6e-9", HalfUp), Ok(0));
         assert_eq!(p("5e-5", HalfUp), Ok(1));
         assert_eq!(p("5e-5", HalfEven), Ok(0));
-        assert_eq!(p("6e-9", Exact), Err(DecimalError::TooManyDecimals { decimals: 9 }));
+        assert_eq!(
+            p("6e-9", Exact),
+            Err(DecimalError::TooManyDecimals { decimals: 9 })
+        );
     }
 
     #[test]
     fn values_too_large_for_the_precision_are_refused() {
         assert_eq!(p("100000000000000", Exact), Err(DecimalError::TooLarge));
         assert_eq!(p("1e14", Exact), Err(DecimalError::TooLarge));
-        assert_eq!(p("99999999999999.99995", HalfUp), Err(DecimalError::TooLarge));
+        assert_eq!(
+            p("99999999999999.99995", HalfUp),
+            Err(DecimalError::TooLarge)
+        );
         assert_eq!(
             parse_decimal("1e40", 38, 0, Exact),
             Err(DecimalError::TooLarge)
@@ -408,7 +410,9 @@ mod tests {
 
     #[test]
     fn text_that_is_no_number_is_refused() {
-        for bad in ["", "-", ".", "abc", "1.2.3", "1e", "1e+", "--1", " 1", "1 ", "0x10", "NaN", "1e99999"] {
+        for bad in [
+            "", "-", ".", "abc", "1.2.3", "1e", "1e+", "--1", " 1", "1 ", "0x10", "NaN", "1e99999",
+        ] {
             assert_eq!(p(bad, Exact), Err(DecimalError::NotANumber), "{bad:?}");
         }
     }

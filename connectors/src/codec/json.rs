@@ -564,15 +564,27 @@ mod tests {
             .collect();
         assert_eq!(reasons.len(), 3, "{reasons:?}");
         assert_eq!(reasons[0].0, 0);
-        assert!(reasons[0].1.starts_with("column 'price': 150.25678 has 5 decimal places, DECIMAL(18,4) keeps 4"));
+        assert!(reasons[0]
+            .1
+            .starts_with("column 'price': 150.25678 has 5 decimal places, DECIMAL(18,4) keeps 4"));
         assert_eq!(reasons[1].0, 1);
-        assert!(reasons[1].1.starts_with("column 'price': 150.25675 has 5 decimal places"));
+        assert!(reasons[1]
+            .1
+            .starts_with("column 'price': 150.25675 has 5 decimal places"));
         assert_eq!(reasons[2].0, 3);
         assert!(reasons[2].1.starts_with("column 'price': 123456789012345.5 does not fit DECIMAL(18,4) (at most 14 digits before the point)"));
-        let prices = decoded.batch.column(1).as_primitive::<arrow::datatypes::Decimal128Type>();
+        let prices = decoded
+            .batch
+            .column(1)
+            .as_primitive::<arrow::datatypes::Decimal128Type>();
         assert_eq!(prices.values().to_vec(), vec![1_502_567]);
         assert_eq!(
-            decoded.keep.unwrap().iter().map(|k| k.unwrap()).collect::<Vec<_>>(),
+            decoded
+                .keep
+                .unwrap()
+                .iter()
+                .map(|k| k.unwrap())
+                .collect::<Vec<_>>(),
             vec![false, false, true, false]
         );
 
@@ -581,9 +593,19 @@ mod tests {
             .with_decimal_rounding(DecimalRounding::HalfEven)
             .decode(&rows)
             .unwrap();
-        assert_eq!(decoded.failures.len(), 1, "integer overflow is never rounded");
-        let prices = decoded.batch.column(1).as_primitive::<arrow::datatypes::Decimal128Type>();
-        assert_eq!(prices.values().to_vec(), vec![1_502_568, 1_502_568, 1_502_567]);
+        assert_eq!(
+            decoded.failures.len(),
+            1,
+            "integer overflow is never rounded"
+        );
+        let prices = decoded
+            .batch
+            .column(1)
+            .as_primitive::<arrow::datatypes::Decimal128Type>();
+        assert_eq!(
+            prices.values().to_vec(),
+            vec![1_502_568, 1_502_568, 1_502_567]
+        );
     }
 
     #[test]
@@ -591,12 +613,18 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![
             Field::new(
                 "order",
-                DataType::Struct(vec![Field::new("total", DataType::Decimal128(10, 2), true)].into()),
+                DataType::Struct(
+                    vec![Field::new("total", DataType::Decimal128(10, 2), true)].into(),
+                ),
                 true,
             ),
             Field::new(
                 "fills",
-                DataType::List(Arc::new(Field::new("item", DataType::Decimal128(10, 2), true))),
+                DataType::List(Arc::new(Field::new(
+                    "item",
+                    DataType::Decimal128(10, 2),
+                    true,
+                ))),
                 true,
             ),
         ]));
@@ -614,12 +642,28 @@ mod tests {
             .map(|f| (f.index, f.reason.as_str()))
             .collect();
         assert_eq!(reasons.len(), 2, "{reasons:?}");
-        assert!(reasons[0].0 == 1 && reasons[0].1.starts_with("column 'order.total': 10.505 has 3 decimal places"));
-        assert!(reasons[1].0 == 2 && reasons[1].1.starts_with("column 'fills': 2.125 has 3 decimal places"));
+        assert!(
+            reasons[0].0 == 1
+                && reasons[0]
+                    .1
+                    .starts_with("column 'order.total': 10.505 has 3 decimal places")
+        );
+        assert!(
+            reasons[1].0 == 2
+                && reasons[1]
+                    .1
+                    .starts_with("column 'fills': 2.125 has 3 decimal places")
+        );
         assert_eq!(decoded.batch.num_rows(), 1);
         let fills = decoded.batch.column(1).as_list::<i32>();
         let values = fills.value(0);
-        assert_eq!(values.as_primitive::<arrow::datatypes::Decimal128Type>().values().to_vec(), vec![125, 200]);
+        assert_eq!(
+            values
+                .as_primitive::<arrow::datatypes::Decimal128Type>()
+                .values()
+                .to_vec(),
+            vec![125, 200]
+        );
     }
 
     #[test]

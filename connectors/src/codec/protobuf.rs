@@ -672,23 +672,24 @@ mod tests {
         let Kind::Message(decimal) = price.kind() else {
             panic!("price is a message")
         };
-        let payloads = BinaryArray::from_iter_values([(1i64, 12i32), (1_500, 12)].map(|(units, scale)| {
-            let mut d = DynamicMessage::new(decimal.clone());
-            d.set_field_by_name("units", Value::I64(units));
-            d.set_field_by_name("scale", Value::I32(scale));
-            let mut trade = DynamicMessage::new(message.clone());
-            trade.set_field_by_name("price", Value::Message(d));
-            trade.encode_to_vec()
-        }));
+        let payloads =
+            BinaryArray::from_iter_values([(1i64, 12i32), (1_500, 12)].map(|(units, scale)| {
+                let mut d = DynamicMessage::new(decimal.clone());
+                d.set_field_by_name("units", Value::I64(units));
+                d.set_field_by_name("scale", Value::I32(scale));
+                let mut trade = DynamicMessage::new(message.clone());
+                trade.set_field_by_name("price", Value::Message(d));
+                trade.encode_to_vec()
+            }));
         // The derived column is DECIMAL(38,10): 1e-12 does not fit, 1.5e-9 does.
         let mut decoder = ProtobufDecoder::new(message.clone(), arrow_schema(&message)).unwrap();
         let decoded = decoder.decode(&payloads).unwrap();
         assert_eq!(decoded.batch.num_rows(), 1);
         assert_eq!(decoded.failures[0].index, 0);
         assert!(
-            decoded.failures[0]
-                .reason
-                .contains("column 'price': 0.000000000001 has 12 decimal places, DECIMAL(38,10) keeps 10"),
+            decoded.failures[0].reason.contains(
+                "column 'price': 0.000000000001 has 12 decimal places, DECIMAL(38,10) keeps 10"
+            ),
             "{:?}",
             decoded.failures
         );
