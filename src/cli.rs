@@ -286,6 +286,10 @@ pub struct QueryArgs {
     /// A partition without records for this long stops holding the watermark back.
     #[arg(long, default_value = "30s")]
     pub idle_timeout: String,
+    /// A record whose event time is later than the watermark and the clock by more than this
+    /// is a bad record (counted, dead-lettered), not a watermark move; 0 turns the check off.
+    #[arg(long, default_value = "1h")]
+    pub max_event_time_skew: String,
     /// Fail the job when operator state (open windows, sessions, OVER history, join tables)
     /// holds more than this, e.g. 512MiB or 2GB (checked about once a second).
     #[arg(long)]
@@ -734,10 +738,15 @@ impl QueryArgs {
                     .map_err(|why| VeloError::Usage(format!("--max-state-memory '{text}': {why}")))
             })
             .transpose()?;
+        let skew = match self.max_event_time_skew.trim() {
+            "0" => 0,
+            text => duration_ms("max-event-time-skew", text)?,
+        };
         Ok(RuntimeOptions {
             batch_size: self.batch_size,
             flush_interval,
             max_state_bytes,
+            max_event_time_skew: (skew > 0).then(|| Duration::from_millis(skew as u64)),
         })
     }
 }

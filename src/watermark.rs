@@ -179,6 +179,11 @@ impl WatermarkTracker {
         }
     }
 
+    /// The watermark as last computed by [`WatermarkTracker::current`].
+    pub fn last(&self) -> Option<i64> {
+        self.current
+    }
+
     /// The watermark now, once every active partition has data; never lower than before.
     pub fn current(&mut self) -> Option<i64> {
         let now = Instant::now();

@@ -4,8 +4,11 @@
 
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, RecordBatchOptions};
-use arrow::datatypes::Int32Type;
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch, RecordBatchOptions,
+};
+use arrow::compute::CastOptions;
+use arrow::datatypes::{DataType, Int32Type, TimeUnit, TimestampMillisecondType};
 use velo_connectors::codec::PayloadDecoder;
 use velo_connectors::record::{Payload, SourceBatch};
 use velo_connectors::source::{Positions, Source};
@@ -63,10 +66,12 @@ impl InputAdapter {
 
     /// Decodes `batch` and assembles the scan columns, returning them with the source partition
     /// of each row. Records that fail are returned in `bad` and left out.
+    /// A record whose event time is later than `horizon` (milliseconds) is bad too.
     pub fn adapt_with_partitions(
         &mut self,
         batch: &SourceBatch,
         bad: &mut Vec<BadRecord>,
+        horizon: Option<i64>,
     ) -> Result<(RecordBatch, Int32Array)> {
         self.last_masks.clear();
         let (payload, keep) = match &batch.payload {
@@ -116,24 +121,24 @@ impl InputAdapter {
         };
         let scan =
             RecordBatch::try_new_with_options(self.layout.schema.clone(), columns, &options)?;
-        match self.event_time {
-            Some(column) if scan.column(column).null_count() > 0 => {
-                // Rows without an event time: bad records, reported by their source index.
-                let times = scan.column(column);
+        let checked = match self.event_time {
+            Some(column) => self.check_event_times(column, &scan, horizon)?,
+            None => None,
+        };
+        match checked {
+            Some((has_time, problems)) => {
+                // Rows without a believable event time: bad records, reported by their source
+                // index.
                 let source_index: Vec<usize> = match &keep {
                     Some(mask) => (0..mask.len()).filter(|&i| mask.value(i)).collect(),
                     None => (0..scan.num_rows()).collect(),
                 };
-                let name = self.layout.schema.field(column).name();
-                for row in (0..scan.num_rows()).filter(|&r| times.is_null(r)) {
-                    bad.push(BadRecord {
-                        index: source_index[row],
-                        kind: ErrorKind::EventTime,
-                        reason: format!("the event time '{name}' is NULL"),
-                    });
-                }
+                bad.extend(problems.into_iter().map(|(row, reason)| BadRecord {
+                    index: source_index[row],
+                    kind: ErrorKind::EventTime,
+                    reason,
+                }));
                 bad.sort_by_key(|b| b.index);
-                let has_time = arrow::compute::is_not_null(times)?;
                 self.last_masks.extend(keep.clone());
                 self.last_masks.push(has_time.clone());
                 Ok((
@@ -143,12 +148,70 @@ impl InputAdapter {
                         .clone(),
                 ))
             }
-            _ => {
+            None => {
                 self.last_masks.extend(keep);
                 Ok((scan, partitions))
             }
         }
     }
+
+    /// The rows of `scan` whose event time (column `column`) is NULL, out of range or later
+    /// than `horizon` (milliseconds): `None` when there are none (checked on whole columns),
+    /// else the rows to keep and each bad row with its reason.
+    #[allow(clippy::type_complexity)]
+    fn check_event_times(
+        &self,
+        column: usize,
+        scan: &RecordBatch,
+        horizon: Option<i64>,
+    ) -> Result<Option<(BooleanArray, Vec<(usize, String)>)>> {
+        let raw = scan.column(column);
+        // As milliseconds; a value that does not fit (seconds past ±292 million years) is NULL.
+        let millis = arrow::compute::cast_with_options(
+            raw,
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+            &CastOptions {
+                safe: true,
+                ..Default::default()
+            },
+        )?;
+        let millis = millis.as_primitive::<TimestampMillisecondType>();
+        let ahead = horizon.filter(|h| arrow::compute::max(millis).is_some_and(|max| max > *h));
+        if millis.null_count() == 0 && ahead.is_none() {
+            return Ok(None);
+        }
+        let name = self.layout.schema.field(column).name();
+        let mut problems = Vec::new();
+        let keep: BooleanArray = (0..millis.len())
+            .map(|row| {
+                let reason = if raw.is_null(row) {
+                    format!("the event time '{name}' is NULL")
+                } else if millis.is_null(row) {
+                    format!("the event time '{name}' is out of range")
+                } else if ahead.is_some_and(|h| millis.value(row) > h) {
+                    format!(
+                        "the event time '{name}' ({}) is later than {}, the latest believable \
+                         now (the watermark or the clock, whichever is later, plus the max \
+                         event-time skew)",
+                        format_millis(millis.value(row)),
+                        format_millis(horizon.unwrap_or_default())
+                    )
+                } else {
+                    return Some(true);
+                };
+                problems.push((row, reason));
+                Some(false)
+            })
+            .collect();
+        Ok(Some((keep, problems)))
+    }
+}
+
+/// `ms` since the epoch as an RFC 3339 time, or the number when it is not a date.
+fn format_millis(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 /// A table topic followed while the job runs: its changes go to a lookup join.

@@ -332,8 +332,11 @@ impl Runner {
     /// runs it through the pipeline. Returns how many records were bad.
     fn process_batch(&mut self, input: usize, batch: &SourceBatch) -> Result<u64> {
         let mut bad = Vec::new();
+        let horizon = self.event_time_horizon();
         let this = &mut self.inputs[input];
-        let (rows, partitions) = this.adapter.adapt_with_partitions(batch, &mut bad)?;
+        let (rows, partitions) = this
+            .adapter
+            .adapt_with_partitions(batch, &mut bad, horizon)?;
         if let (Some(column), Some(tracker)) = (this.event_time, self.watermark.as_mut()) {
             tracker.observe_input(input, &partitions, rows.column(column))?;
         }
@@ -372,6 +375,21 @@ impl Runner {
         Ok(bad.len() as u64)
     }
 
+    /// The latest believable event time now: the later of the watermark and the wall clock,
+    /// plus [`RuntimeOptions::max_event_time_skew`] (`None`: no bound). The clock counts too so
+    /// that a replay of old data with a real gap in it is never mistaken for skew.
+    fn event_time_horizon(&self) -> Option<i64> {
+        let skew = self.options.max_event_time_skew?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let watermark = self.watermark.as_ref().and_then(|t| t.last());
+        Some(
+            now.max(watermark.unwrap_or(i64::MIN))
+                .saturating_add(skew.as_millis() as i64),
+        )
+    }
+
     /// The fewest leading records of `batch` whose results through the (stateless) pipeline
     /// hold `rows` rows, and the rows of those results past the first `rows`.
     fn records_for_rows(
@@ -384,7 +402,7 @@ impl Runner {
             let mut bad = Vec::new();
             let (scan, _) = self.inputs[input]
                 .adapter
-                .adapt_with_partitions(&batch.slice(0, records), &mut bad)?;
+                .adapt_with_partitions(&batch.slice(0, records), &mut bad, None)?;
             let out = self.pipeline.process_input(input, scan);
             // A re-run of rows already reported.
             self.pipeline.take_row_errors();

@@ -267,7 +267,14 @@ pub struct RuntimeOptions {
     /// Most bytes operator state may hold; the job fails with
     /// [`crate::VeloError::StateLimit`] past it. Checked about once a second.
     pub max_state_bytes: Option<u64>,
+    /// A record whose event time is later than the watermark or the wall clock (whichever is
+    /// later) by more than this is a bad record (`event_time`), not a watermark move; `None`:
+    /// no bound.
+    pub max_event_time_skew: Option<Duration>,
 }
+
+/// The default of [`RuntimeOptions::max_event_time_skew`]: an hour.
+pub const DEFAULT_MAX_EVENT_TIME_SKEW: Duration = Duration::from_secs(3600);
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
@@ -275,6 +282,7 @@ impl Default for RuntimeOptions {
             batch_size: 8192,
             flush_interval: Duration::from_millis(200),
             max_state_bytes: None,
+            max_event_time_skew: Some(DEFAULT_MAX_EVENT_TIME_SKEW),
         }
     }
 }

@@ -310,7 +310,7 @@ impl OverWindowExec {
         let mut keep_from = emit_end.saturating_sub(self.needs.lookback_rows);
         if self.needs.range {
             if let Some(Some(last)) = times[..emit_end].last() {
-                let since = last - self.needs.lookback_ms;
+                let since = last.saturating_sub(self.needs.lookback_ms);
                 let first_in_range =
                     times[..emit_end].partition_point(|t| t.is_some_and(|t| t < since));
                 keep_from = keep_from.min(first_in_range);

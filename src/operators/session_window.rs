@@ -21,9 +21,11 @@ use velo_udfs::window::window_struct;
 
 use super::aggregate::AggregateSpec;
 use super::window_aggregate::{
-    assemble_output, evaluate_keys, evaluate_time, key_schema, Grouping,
+    assemble_output, evaluate_keys, evaluate_time, key_schema, window_overflow, Grouping,
 };
-use super::{counters_batch, read_counters, LateRows, OperatorMetrics, StreamOperator, Watermark};
+use super::{
+    counters_batch, read_counters, LateRows, OperatorMetrics, RowError, StreamOperator, Watermark,
+};
 use crate::error::{Result, VeloError};
 use crate::sql::window::EmitMode;
 
@@ -48,6 +50,8 @@ pub struct SessionWindowExec {
     metrics: OperatorMetrics,
     /// Late rows kept for a late-data destination.
     late: LateRows,
+    /// Rows whose session would end past the timestamp range, since the last drain.
+    errors: Vec<RowError>,
 }
 
 impl SessionWindowExec {
@@ -80,6 +84,7 @@ impl SessionWindowExec {
             watermark: i64::MIN,
             metrics: OperatorMetrics::default(),
             late: LateRows::default(),
+            errors: Vec::new(),
         })
     }
 
@@ -265,6 +270,10 @@ impl StreamOperator for SessionWindowExec {
         self.late.drain()
     }
 
+    fn drain_row_errors(&mut self) -> Vec<RowError> {
+        std::mem::take(&mut self.errors)
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         if rows == 0 {
@@ -280,15 +289,20 @@ impl StreamOperator for SessionWindowExec {
             .iter()
             .map(|a| a.evaluate(&batch))
             .collect::<Result<Vec<_>>>()?;
-        let mut order: Vec<u32> = (0..rows as u32)
-            .filter(|&i| {
-                let valid = times.is_valid(i as usize);
-                if !valid {
-                    self.metrics.null_time_rows += 1;
-                }
-                valid
-            })
-            .collect();
+        let gap = self.gap;
+        let mut order: Vec<u32> = Vec::with_capacity(rows);
+        for i in 0..rows {
+            if !times.is_valid(i) {
+                self.metrics.null_time_rows += 1;
+            } else if times.value(i).checked_add(gap).is_none()
+                || times.value(i).checked_sub(gap).is_none()
+            {
+                let error = window_overflow(&batch, i, times.value(i), gap);
+                self.errors.push(error);
+            } else {
+                order.push(i as u32);
+            }
+        }
         order.sort_by(|&a, &b| {
             key_rows
                 .row(a as usize)
@@ -303,7 +317,10 @@ impl StreamOperator for SessionWindowExec {
             let mut j = i + 1;
             while j < order.len()
                 && key_rows.row(order[j] as usize) == key
-                && times.value(order[j] as usize) - times.value(order[j - 1] as usize) < self.gap
+                && times
+                    .value(order[j] as usize)
+                    .saturating_sub(times.value(order[j - 1] as usize))
+                    < gap
             {
                 j += 1;
             }
@@ -311,7 +328,6 @@ impl StreamOperator for SessionWindowExec {
             let first = times.value(segment[0] as usize);
             let last = times.value(segment[segment.len() - 1] as usize);
             i = j;
-            let gap = self.gap;
             let watermark = self.watermark;
             let fresh = self.new_accumulators()?;
             let sessions = self.sessions.entry(key.as_ref().into()).or_default();
@@ -356,10 +372,14 @@ impl StreamOperator for SessionWindowExec {
             }
             let sessions = self.sessions.entry(key.as_ref().into()).or_default();
             let at = sessions.partition_point(|s| s.start < merged.start);
-            let start = merged.start;
+            let (start, merged_start, merged_last) = (merged.start, merged.start, merged.last);
             sessions.insert(at, merged);
             if self.emit == EmitMode::Changes {
-                changed.retain(|(k, _): &(Box<[u8]>, i64)| k.as_ref() != key.as_ref());
+                // Sessions merged into this one are gone; other sessions of the key stay.
+                let (first, last) = (merged_start, merged_last);
+                changed.retain(|(k, s): &(Box<[u8]>, i64)| {
+                    k.as_ref() != key.as_ref() || *s < first || *s > last
+                });
                 changed.push((key.as_ref().into(), start));
             }
         }

@@ -28,7 +28,9 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use velo_udfs::window::window_struct;
 
 use super::aggregate::AggregateSpec;
-use super::{counters_batch, read_counters, LateRows, OperatorMetrics, StreamOperator, Watermark};
+use super::{
+    counters_batch, read_counters, LateRows, OperatorMetrics, RowError, StreamOperator, Watermark,
+};
 use crate::error::{Result, VeloError};
 use crate::sql::window::EmitMode;
 
@@ -40,12 +42,32 @@ pub struct FixedWindows {
 }
 
 impl FixedWindows {
-    /// Starts of the windows holding time `t`, latest first.
+    /// Whether every window holding time `t` has a start and an end that fit in an `i64`
+    /// (checked before [`FixedWindows::starts`]; conservative by one size and one slide).
+    pub fn fits(&self, t: i64) -> bool {
+        let reach = self.size.saturating_add(self.slide);
+        t.checked_sub(reach).is_some() && t.checked_add(reach).is_some()
+    }
+
+    /// Starts of the windows holding time `t`, latest first (`t` must [`FixedWindows::fits`]).
     fn starts(&self, t: i64) -> impl Iterator<Item = i64> + '_ {
         let last = t - t.rem_euclid(self.slide);
         (0..)
             .map(move |i| last - i * self.slide)
             .take_while(move |s| *s > t - self.size)
+    }
+}
+
+/// The error of row `row` (event time `t`) whose window of `span` ms would start or end outside
+/// the timestamp range.
+pub(crate) fn window_overflow(batch: &RecordBatch, row: usize, t: i64, span: i64) -> RowError {
+    RowError {
+        input_row: row,
+        row: batch.slice(row, 1),
+        reason: format!(
+            "the event time {t} ms is too close to the end of the timestamp range for a window \
+             of {span} ms"
+        ),
     }
 }
 
@@ -81,6 +103,8 @@ pub struct WindowAggregateExec {
     metrics: OperatorMetrics,
     /// Late rows kept for a late-data destination.
     late: LateRows,
+    /// Rows whose windows would fall outside the timestamp range, since the last drain.
+    errors: Vec<RowError>,
 }
 
 impl WindowAggregateExec {
@@ -110,6 +134,7 @@ impl WindowAggregateExec {
             watermark: i64::MIN,
             metrics: OperatorMetrics::default(),
             late: LateRows::default(),
+            errors: Vec::new(),
         }
     }
 
@@ -348,6 +373,10 @@ impl StreamOperator for WindowAggregateExec {
         self.late.drain()
     }
 
+    fn drain_row_errors(&mut self) -> Vec<RowError> {
+        std::mem::take(&mut self.errors)
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         if rows == 0 {
@@ -366,6 +395,10 @@ impl StreamOperator for WindowAggregateExec {
                         continue;
                     }
                     let t = times.value(row);
+                    if !windows.fits(t) {
+                        self.errors.push(window_overflow(&batch, row, t, windows.size));
+                        continue;
+                    }
                     let mut placed = false;
                     for start in windows.starts(t) {
                         if start + windows.size <= self.watermark {

@@ -737,6 +737,7 @@ async fn run_sql(
             50
         }),
         max_state_bytes: Some(config.sql.memory_limit_mb.saturating_mul(1024 * 1024)),
+        ..RuntimeOptions::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
     if request.follow {

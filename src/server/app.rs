@@ -22,8 +22,9 @@
 //!   `name`, `START JOB` to no topic: results only in `/jobs/{id}/output`), `'sink.format'`
 //!   (json, avro, protobuf), `'sink.key'` (the column keying each message), `'dlq.topic'`
 //!   (records that cannot be decoded go there, with the reason in a header), `'dlq.on_error'`
-//!   (`log` or `fail`, when a dead letter cannot be written), `'delivery'`
-//!   (`at-least-once` or `exactly-once`).
+//!   (`log` or `fail`, when a dead letter cannot be written), `'on_error'` (`skip`,
+//!   `dead-letter` or `fail`: what a bad record or row does), `'max_event_time_skew'` (a
+//!   duration; `0` turns the bound off), `'delivery'` (`at-least-once` or `exactly-once`).
 //!
 //! Every job's text is the file with all but the declarations and that job's query blanked
 //! out, so a SQL error in any job names the file's own line and column. A file with an error
@@ -60,6 +61,9 @@ pub struct AppJob {
     /// dead-letter with a `dlq.topic`, else skip).
     #[serde(default)]
     pub on_error: Option<String>,
+    /// `'max_event_time_skew'`: a duration (`0`: no bound; default 1h).
+    #[serde(default)]
+    pub max_event_time_skew: Option<String>,
     pub location: SqlLocation,
 }
 
@@ -309,9 +313,10 @@ pub fn parse_application(text: &str) -> Result<Application> {
         let on_error = options
             .remove("on_error")
             .or_else(|| options.remove("on.error"));
+        let max_event_time_skew = options.remove("max_event_time_skew");
         if let Some(unknown) = options.keys().next() {
             return Err(VeloError::sql(
-                format!("job '{}': unknown option '{unknown}' (known: sink.topic, sink.format, sink.key, dlq.topic, dlq.on_error, on_error, delivery)", draft.name),
+                format!("job '{}': unknown option '{unknown}' (known: sink.topic, sink.format, sink.key, dlq.topic, dlq.on_error, on_error, max_event_time_skew, delivery)", draft.name),
                 Some(draft.location),
             ));
         }
@@ -330,6 +335,7 @@ pub fn parse_application(text: &str) -> Result<Application> {
             dlq_on_error,
             delivery,
             on_error,
+            max_event_time_skew,
             location: draft.location,
         });
     }

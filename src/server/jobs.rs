@@ -594,6 +594,16 @@ impl JobManager {
                 VeloError::Usage(format!("job '{}': on_error: {e}", job.id))
             })?);
         }
+        if let Some(skew) = &job.spec.max_event_time_skew {
+            let ms = match skew.trim() {
+                "0" => 0,
+                text => crate::sql::window::parse_duration(text).map_err(|e| {
+                    VeloError::Usage(format!("job '{}': max_event_time_skew: {e}", job.id))
+                })?,
+            };
+            spec.runtime.max_event_time_skew =
+                (ms > 0).then(|| Duration::from_millis(ms as u64));
+        }
         if performance.decimals_as_numbers {
             spec.output.decimal_format = velo_connectors::codec::DecimalFormat::Number;
         }
@@ -615,6 +625,7 @@ impl JobManager {
             batch_size: performance.batch_size,
             flush_interval: Duration::from_millis(performance.flush_interval_ms),
             max_state_bytes: Some(config.sql.memory_limit_mb.saturating_mul(1024 * 1024)),
+            ..spec.runtime
         };
         if job.continuous {
             spec.state = Some(StateSpec::new(
