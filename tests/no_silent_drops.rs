@@ -279,7 +279,9 @@ fn max_event_time_skew_zero_lets_a_far_future_record_through() {
     let topic = unique_topic("skew-off");
     create_topic(&topic, 1);
     let mut records = events(0, 5);
-    records.push(Rec::value(r#"{"k":"k0","n":99,"ts":"9999-12-31T00:00:00Z"}"#));
+    records.push(Rec::value(
+        r#"{"k":"k0","n":99,"ts":"9999-12-31T00:00:00Z"}"#,
+    ));
     records.extend(events(5, 10));
     produce(&topic, &records);
     let out = run_with(
@@ -357,9 +359,7 @@ fn a_row_whose_window_would_leave_the_timestamp_range_is_an_error_not_a_panic() 
         );
         let (rows, errors) = replay_one_by_one(&sql, &lines);
         let row = |start: &str, end: &str| {
-            format!(
-                r#"{{"window_start":"{start}","window_end":"{end}","k":"a","n":2}}"#
-            )
+            format!(r#"{{"window_start":"{start}","window_end":"{end}","k":"a","n":2}}"#)
         };
         let expected = match &window[..3] {
             "TUM" => vec![row("1970-01-01T00:00:00", "1970-01-01T00:01:00")],

@@ -400,9 +400,11 @@ impl Runner {
     ) -> Result<(usize, Vec<RecordBatch>)> {
         let mut run = |records: usize| -> Result<Vec<RecordBatch>> {
             let mut bad = Vec::new();
-            let (scan, _) = self.inputs[input]
-                .adapter
-                .adapt_with_partitions(&batch.slice(0, records), &mut bad, None)?;
+            let (scan, _) = self.inputs[input].adapter.adapt_with_partitions(
+                &batch.slice(0, records),
+                &mut bad,
+                None,
+            )?;
             let out = self.pipeline.process_input(input, scan);
             // A re-run of rows already reported.
             self.pipeline.take_row_errors();

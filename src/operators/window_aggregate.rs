@@ -396,7 +396,8 @@ impl StreamOperator for WindowAggregateExec {
                     }
                     let t = times.value(row);
                     if !windows.fits(t) {
-                        self.errors.push(window_overflow(&batch, row, t, windows.size));
+                        self.errors
+                            .push(window_overflow(&batch, row, t, windows.size));
                         continue;
                     }
                     let mut placed = false;

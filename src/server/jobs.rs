@@ -601,8 +601,7 @@ impl JobManager {
                     VeloError::Usage(format!("job '{}': max_event_time_skew: {e}", job.id))
                 })?,
             };
-            spec.runtime.max_event_time_skew =
-                (ms > 0).then(|| Duration::from_millis(ms as u64));
+            spec.runtime.max_event_time_skew = (ms > 0).then(|| Duration::from_millis(ms as u64));
         }
         if performance.decimals_as_numbers {
             spec.output.decimal_format = velo_connectors::codec::DecimalFormat::Number;
