@@ -472,3 +472,43 @@ fn an_unreachable_broker_fails_within_the_timeout() {
     // Bounded: the run ended on its own (the harness would have killed it after 60 s).
     assert!(started.elapsed().as_secs() < 60);
 }
+
+/// Ignored by default: the local broker (nisshi) has no transactions. Run it against Apache
+/// Kafka or Redpanda with `KAFKA_BROKERS=… cargo test --test execute -- --ignored`.
+#[test]
+#[ignore = "needs a broker with transactions (KAFKA_BROKERS=Apache Kafka or Redpanda)"]
+fn execute_ends_on_a_transactional_topic_whose_last_offset_is_a_commit_marker() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let topic = unique_topic("txn");
+    create_topic(&topic, 1);
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", &topic)
+        .create()
+        .unwrap();
+    let timeout = std::time::Duration::from_secs(10);
+    producer.init_transactions(timeout).unwrap();
+    producer.begin_transaction().unwrap();
+    for i in 1..=3 {
+        let value = format!(r#"{{"id":{i}}}"#);
+        producer
+            .send(BaseRecord::<str, str>::to(&topic).payload(&value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.commit_transaction(timeout).unwrap();
+    // Offsets 0..=2 hold the records, offset 3 the commit marker: the end offset is 4.
+    let out = run(&[
+        "execute",
+        "--query",
+        "SELECT id FROM t",
+        "--topic",
+        &topic,
+        "--schema",
+        "id BIGINT",
+        "--format",
+        "csv",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "id\n1\n2\n3\n");
+}

@@ -772,6 +772,19 @@ fn an_avro_stream_registers_with_an_inline_schema() {
             .contains("proto_message"),
         "{body}"
     );
+    // A schema given for a JSON stream would be ignored: refused, naming the field.
+    let (status, body) = call(
+        "POST",
+        &format!("{}/streams", server.url),
+        None,
+        Some(r#"{"name":"j","serialization":"json","schema_file":"schemas/trades.avsc"}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        json(&body)["message"],
+        "schema_file applies to serialization avro or protobuf; a json stream takes its \
+         columns from 'columns' (or infers them from the topic)"
+    );
 }
 
 #[test]

@@ -434,6 +434,12 @@ impl KafkaSource {
             ReadMode::Group { .. } => ModeKind::Group,
             ReadMode::Follow { .. } => ModeKind::Follow,
         };
+        if kind == ModeKind::Snapshot {
+            // A bounded read ends a partition at its end offset, or where the log ends first
+            // for this reader: on a transactional topic the last offsets are commit markers no
+            // message is delivered for (and uncommitted records are not readable).
+            config.set("enable.partition.eof", "true");
+        }
         match &mode {
             ReadMode::Snapshot { group_id, .. } => {
                 config.set(
@@ -687,7 +693,12 @@ impl Source for KafkaSource {
             };
             let message = match polled {
                 Ok(m) => m,
-                Err(KafkaError::PartitionEOF(_)) => continue,
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    if let Some(remaining) = self.remaining.as_mut() {
+                        remaining.remove(&partition);
+                    }
+                    continue;
+                }
                 Err(e) => {
                     if is_fatal(&e) {
                         return Err(ConnectorError::kafka(

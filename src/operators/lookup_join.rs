@@ -121,8 +121,12 @@ fn build_index(
         .iter()
         .map(|k| Ok(k.evaluate(table)?.into_array(table.num_rows())?))
         .collect::<Result<Vec<ArrayRef>>>()?;
-    let rows = converter.convert_columns(&key_columns)?;
     let mut index: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+    if table_keys.is_empty() {
+        // No equality: every row is a candidate (see `LookupJoinExec::process`).
+        return Ok(index);
+    }
+    let rows = converter.convert_columns(&key_columns)?;
     for r in 0..table.num_rows() {
         if key_columns.iter().any(|c| c.is_null(r)) {
             continue;
@@ -231,10 +235,19 @@ impl StreamOperator for LookupJoinExec {
             .iter()
             .map(|k| Ok(k.evaluate(&batch)?.into_array(rows)?))
             .collect::<Result<Vec<ArrayRef>>>()?;
-        let key_rows = self.converter.convert_columns(&keys)?;
         let mut stream_idx = Vec::with_capacity(rows);
         let mut table_idx = Vec::with_capacity(rows);
-        for r in 0..rows {
+        if keys.is_empty() {
+            // An ON without an equality (`t.symbol <> l.symbol`): every table row is a
+            // candidate, the condition (the filter below) decides.
+            let table_rows = self.table.num_rows() as u32;
+            for r in 0..rows as u32 {
+                stream_idx.extend(std::iter::repeat_n(r, table_rows as usize));
+                table_idx.extend((0..table_rows).map(Some));
+            }
+        }
+        let key_rows = self.converter.convert_columns(&keys)?;
+        for r in (0..rows).filter(|_| !keys.is_empty()) {
             let matches = if keys.iter().any(|k| k.is_null(r)) {
                 None
             } else {

@@ -564,7 +564,21 @@ impl StreamRequest {
         )];
         let serialization = self.serialization.as_deref().unwrap_or("json");
         match serialization {
-            "json" => {}
+            "json" => {
+                // JSON reads its columns from `columns` (or infers them): a schema given for
+                // it would be ignored, so it is refused rather than dropped.
+                let given = [
+                    ("schema_file", self.schema_file.is_some()),
+                    ("avro_schema", self.avro_schema.is_some()),
+                    ("proto_message", self.proto_message.is_some()),
+                ];
+                if let Some((field, _)) = given.iter().find(|(_, set)| *set) {
+                    return Err(ApiError::bad_request(format!(
+                        "{field} applies to serialization avro or protobuf; a json stream takes \
+                         its columns from 'columns' (or infers them from the topic)"
+                    )));
+                }
+            }
             "avro" => {
                 let file = match (&self.schema_file, &self.avro_schema) {
                     (Some(f), _) => f.clone(),
@@ -639,6 +653,8 @@ async fn create_stream(
     if let Some(sql) = &request.sql {
         state.check_sandbox(&crate::sql::parse_script(sql)?)?;
     }
+    let dir = std::env::temp_dir().join(format!("velo-server-{}", std::process::id()));
+    let ddl = request.ddl(&dir)?;
     if let Some(file) = &request.schema_file {
         state
             .config
@@ -646,8 +662,6 @@ async fn create_stream(
             .check_file(std::path::Path::new(file))
             .map_err(ApiError::bad_request)?;
     }
-    let dir = std::env::temp_dir().join(format!("velo-server-{}", std::process::id()));
-    let ddl = request.ddl(&dir)?;
     let spec = serde_json::to_value(&request).unwrap_or_default();
     let stream = state.register_ddl(&ddl, "api", spec)?;
     Ok((StatusCode::CREATED, axum::Json(stream)).into_response())

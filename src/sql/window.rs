@@ -76,6 +76,19 @@ fn significant(tokens: &[TokenWithSpan]) -> Vec<usize> {
         .collect()
 }
 
+/// True when the token at `at` (an index into `tokens`) can follow a whole clause: nothing, `;`,
+/// `)`, or a keyword starting another clause.
+fn ends_clause(tokens: &[TokenWithSpan], at: Option<&usize>) -> bool {
+    let Some(&at) = at else { return true };
+    match &tokens[at].token {
+        Token::SemiColon | Token::RParen => true,
+        t => matches!(
+            word(t).as_deref(),
+            Some("LIMIT" | "WINDOW" | "ORDER" | "OFFSET")
+        ),
+    }
+}
+
 /// Removes a `WINDOW <kind>(…)` clause and a trailing `EMIT CHANGES|FINAL` from `tokens`.
 pub fn extract_clauses(
     tokens: &mut Vec<TokenWithSpan>,
@@ -145,7 +158,9 @@ pub fn extract_clauses(
                 k = idx.iter().position(|&i| i > close).unwrap_or(idx.len());
                 continue;
             }
-            Some("EMIT") => {
+            // `EMIT CHANGES|FINAL` closes the query (or comes before LIMIT); anywhere else
+            // `emit` is a name (a column called emit).
+            Some("EMIT") if ends_clause(tokens, idx.get(k + 2)) => {
                 let mode = idx.get(k + 1).and_then(|&i| word(&tokens[i].token));
                 emit = Some(match mode.as_deref() {
                     Some("CHANGES") => EmitMode::Changes,

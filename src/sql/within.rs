@@ -54,9 +54,23 @@ fn duration(tokens: &[TokenWithSpan], at: Option<SqlLocation>) -> Result<i64> {
     }
 }
 
+/// Where a `WITHIN` clause starts: a WITHIN between a JOIN and its ON (anywhere else `within`
+/// is a name, e.g. a column).
+fn join_within(tokens: &[TokenWithSpan]) -> Option<usize> {
+    let mut in_join = false;
+    tokens.iter().position(|t| {
+        if is_word(&t.token, "JOIN") {
+            in_join = true;
+        } else if is_word(&t.token, "ON") {
+            in_join = false;
+        }
+        in_join && is_word(&t.token, "WITHIN")
+    })
+}
+
 /// Removes `WITHIN <duration>` or `WITHIN (<before>, <after>)` (before `ON`) from `tokens`.
 pub fn extract_within(tokens: &mut Vec<TokenWithSpan>) -> Result<Option<JoinWithin>> {
-    let Some(start) = tokens.iter().position(|t| is_word(&t.token, "WITHIN")) else {
+    let Some(start) = join_within(tokens) else {
         return Ok(None);
     };
     let at = location(&tokens[start]);
@@ -89,7 +103,7 @@ pub fn extract_within(tokens: &mut Vec<TokenWithSpan>) -> Result<Option<JoinWith
         }
     };
     tokens.drain(start..end);
-    if tokens.iter().any(|t| is_word(&t.token, "WITHIN")) {
+    if join_within(tokens).is_some() {
         return Err(VeloError::sql("a query can have one WITHIN clause", at));
     }
     Ok(Some(JoinWithin {
