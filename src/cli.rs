@@ -270,9 +270,10 @@ pub struct QueryArgs {
     /// changed silently). A stream's own 'decimal.rounding' option wins.
     #[arg(long, value_parser = parse_rounding)]
     pub decimal_rounding: Option<velo_connectors::codec::decimal::DecimalRounding>,
-    /// Seconds allowed for broker requests before giving up.
-    #[arg(long, default_value_t = 10)]
-    pub timeout: u64,
+    /// Time allowed for broker requests before giving up: seconds (`10`) or a duration (`60s`,
+    /// `2m`).
+    #[arg(long, default_value = "10", value_parser = parse_timeout)]
+    pub timeout: Duration,
     /// Most records per micro-batch.
     #[arg(long, default_value_t = 8192)]
     pub batch_size: usize,
@@ -629,6 +630,16 @@ fn import_state(args: ImportStateArgs) -> Result<()> {
 }
 
 /// A duration flag's value in milliseconds; errors name the flag.
+/// `--timeout`: a number of seconds, or a duration.
+fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => crate::sql::window::parse_duration(text)
+            .and_then(|ms| u64::try_from(ms).map_err(|_| format!("'{text}' is negative")))
+            .map(Duration::from_millis),
+    }
+}
+
 fn duration_ms(flag: &str, text: &str) -> Result<i64> {
     crate::sql::window::parse_duration(text)
         .map_err(|why| VeloError::Usage(format!("--{flag}: {why}")))
@@ -654,7 +665,7 @@ impl QueryArgs {
         let both_sides = !read.is_bounded();
         let mut spec = JobSpec::new(String::new(), read_query_text(self)?);
         spec.kafka.brokers = self.brokers.clone();
-        spec.kafka.timeout = Duration::from_secs(self.timeout.max(1));
+        spec.kafka.timeout = self.timeout.max(Duration::from_millis(1));
         let columns = match (&self.schema, &self.schema_file) {
             (Some(s), _) => Some(s.clone()),
             (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {

@@ -55,11 +55,6 @@ impl Replay {
             }
             catalog.insert(def);
         }
-        if !script.streams.iter().any(|s| !s.is_table) {
-            return Err(VeloError::Usage(
-                "declare the input with CREATE STREAM".into(),
-            ));
-        }
         let ctx = new_session()?;
         let runtime = tokio::runtime::Builder::new_current_thread().build()?;
         let mut request = QueryRequest::from_script(&script);

@@ -14,12 +14,15 @@
 //!   micro-batch; with larger batches fewer changes are emitted, so the harness checks that each
 //!   row emitted is one of the expected rows and that the last row of every key is the
 //!   expected last row;
+//! - optionally `continuous.txt` (empty): plan the query as `velo-sql stream` does (its input
+//!   never ends: a GROUP BY without a window emits changes, ORDER BY sorts each window's rows);
+//!   by default a case is planned as `execute` plans it (a bounded input);
 //! - optionally `batch_sizes.txt`: the micro-batch sizes the case holds for, with a `#` line
 //!   saying why (only for lateness, which depends on when the watermark moves);
 //! - any data file `query.sql` names (a table's JSON lines or CSV).
 //!
 //! A case with a file the harness does not know, without an answer, or with an answer but no
-//! input fails: nothing is read as empty by mistake. Every case runs through the engine
+//! input (while it declares a stream) fails: nothing is read as empty by mistake. Every case runs through the engine
 //! (decode → plan → operators → encode, see `velostream::replay`) with the input cut into
 //! micro-batches of 1, 7 and 8192 records (the runtime's default) unless `batch_sizes.txt`
 //! says otherwise, the watermark advancing after each batch as the runtime does it: the answer
@@ -48,6 +51,7 @@ struct Case {
     bad_records: Option<usize>,
     batch_sizes: Vec<usize>,
     unordered: bool,
+    continuous: bool,
     changelog_key: Option<Vec<String>>,
 }
 
@@ -78,6 +82,7 @@ fn load(dir: &Path) -> Result<Case, String> {
         bad_records: None,
         batch_sizes: DEFAULT_BATCH_SIZES.to_vec(),
         unordered: false,
+        continuous: false,
         changelog_key: None,
     };
     let (mut rows, mut error) = (None, None);
@@ -98,6 +103,7 @@ fn load(dir: &Path) -> Result<Case, String> {
                     })?);
             }
             "unordered.txt" => case.unordered = true,
+            "continuous.txt" => case.continuous = true,
             "changelog.txt" => {
                 let text = std::fs::read_to_string(path).unwrap();
                 let key: Vec<String> = text.split_whitespace().map(str::to_string).collect();
@@ -128,7 +134,8 @@ fn load(dir: &Path) -> Result<Case, String> {
                     return Err(format!(
                         "unknown file '{other}' (known: query.sql, input.jsonl, \
                          input.<stream>.jsonl, expected.jsonl, expected_error.txt, \
-                         bad_records.txt, unordered.txt, changelog.txt, batch_sizes.txt, and \
+                         bad_records.txt, unordered.txt, continuous.txt, changelog.txt, \
+                         batch_sizes.txt, and \
                          the data files query.sql names)"
                     ))
                 }
@@ -141,7 +148,8 @@ fn load(dir: &Path) -> Result<Case, String> {
         (None, Some(e)) if e.is_empty() => return Err("expected_error.txt is empty".into()),
         (None, Some(e)) => Answer::Error(e),
         (Some(rows), None) => {
-            if case.inputs.is_empty() {
+            // Only a query that reads no stream (`SELECT 1`) has no input.
+            if case.inputs.is_empty() && case.query.to_uppercase().contains("CREATE STREAM") {
                 return Err("no input.jsonl or input.<stream>.jsonl".into());
             }
             Answer::Rows(rows)
@@ -156,7 +164,9 @@ struct Outcome {
 }
 
 fn run(case: &Case, batch_size: usize) -> Result<Outcome, String> {
-    let mut replay = Replay::plan(&case.query).map_err(|e| e.to_string())?;
+    let continuous = case.continuous;
+    let mut replay =
+        Replay::plan_with(&case.query, |r| r.bounded = !continuous).map_err(|e| e.to_string())?;
     let encoder = JsonEncoder::default();
     let mut encoded = EncodedRows::default();
     let mut encode = |batches: Vec<arrow::array::RecordBatch>| -> Result<(), String> {

@@ -11,19 +11,23 @@
 //! per event-time window with DataFusion's accumulators.
 
 mod aggregate;
+mod constant;
 mod limit;
 mod lookup_join;
 mod over_window;
 mod session_window;
+mod sort;
 mod stateless;
 mod stream_join;
 mod window_aggregate;
 
 pub use aggregate::AggregateSpec;
+pub use constant::ConstantExec;
 pub use limit::LimitExec;
 pub use lookup_join::{LookupJoinExec, LookupKind, StreamSide};
 pub use over_window::{FrameNeeds, OverFunction, OverWindowExec};
 pub use session_window::SessionWindowExec;
+pub use sort::{SortExec, SortKey, SortMode};
 pub use stateless::{FilterExec, ProjectionExec};
 pub use stream_join::{JoinSide, JoinTime, StreamJoinExec, StreamJoinSpec};
 pub use window_aggregate::{FixedWindows, Grouping, WindowAggregateExec};

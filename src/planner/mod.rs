@@ -31,9 +31,10 @@ use velo_udfs::window::{interval_millis, WindowFunction};
 use crate::catalog::{Catalog, StreamDef};
 use crate::error::{Result, SqlLocation, VeloError};
 use crate::operators::{
-    AggregateSpec, FilterExec, FixedWindows, FrameNeeds, Grouping, LimitExec, LookupJoinExec,
-    LookupKind, OverFunction, OverWindowExec, Pipeline, ProjectionExec, SessionWindowExec,
-    StreamOperator, StreamSide, WindowAggregateExec,
+    AggregateSpec, ConstantExec, FilterExec, FixedWindows, FrameNeeds, Grouping, LimitExec,
+    LookupJoinExec, LookupKind, OverFunction, OverWindowExec, Pipeline, ProjectionExec,
+    SessionWindowExec, SortExec, SortKey, SortMode, StreamOperator, StreamSide,
+    WindowAggregateExec,
 };
 use crate::sql::window::{apply_window, EmitMode, WindowClause, WindowKind};
 
@@ -220,11 +221,43 @@ pub async fn plan_query(
         Some(schema.fields().iter().map(|f| f.name().clone()).collect())
     });
     let state = ctx.state();
-    let plan = state
-        .statement_to_plan(DFStatement::Statement(Box::new(statement)))
-        .await
-        .map_err(plan_error)?;
+    let plan = loop {
+        match state
+            .statement_to_plan(DFStatement::Statement(Box::new(statement.clone())))
+            .await
+        {
+            Ok(plan) => break plan,
+            Err(e) => match missing_column(&e) {
+                Some(name) if crate::sql::compat::unquote_as_string(&mut statement, &name) => {
+                    tracing::warn!(
+                        "\"{name}\" names no column: read as the string '{name}' (double quotes \
+                         name a column, single quotes make a string)"
+                    );
+                }
+                _ => return Err(plan_error(e)),
+            },
+        }
+    };
     let plan = state.optimize(&plan).map_err(plan_error)?;
+    if !reads_any_table(&plan) {
+        // No stream, no table (`SELECT 1 AS x`): a constant query, answered now.
+        let rows = ctx
+            .execute_logical_plan(plan.clone())
+            .await
+            .map_err(plan_error)?
+            .collect()
+            .await?;
+        let mut pipeline = Pipeline::default();
+        pipeline.push(Box::new(ConstantExec::new(rows)));
+        return Ok(PlannedQuery {
+            scans: Vec::new(),
+            pipeline,
+            output_schema: Arc::new(plan.schema().as_arrow().clone()),
+            logical_plan: plan.display_indent().to_string(),
+            group_key_columns: Vec::new(),
+            table_feeds: Vec::new(),
+        });
+    }
     // The table side of each stream–table join is a finite query: DataFusion runs it now.
     let mut lookups = Lookups::new();
     let mut table_sides = Vec::new();
@@ -280,6 +313,19 @@ pub async fn plan_query(
         group_key_columns,
         table_feeds,
     })
+}
+
+/// The column a planning error says does not exist.
+fn missing_column(e: &DataFusionError) -> Option<String> {
+    match e.find_root() {
+        DataFusionError::SchemaError(err, _) => match err.as_ref() {
+            datafusion::common::SchemaError::FieldNotFound { field, .. } => {
+                Some(field.name.clone())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// A table a lookup join keeps current from its topic: the runtime feeds the topic's changes to
@@ -443,10 +489,41 @@ pub(crate) fn lower(
             pipeline.push(window_aggregate(aggregate, state, request)?);
             Ok(())
         }
-        LogicalPlan::Sort(_) => Err(VeloError::Unsupported(
-            "ORDER BY needs the whole input, which a stream never completes; remove ORDER BY"
-                .into(),
-        )),
+        LogicalPlan::Sort(sort) => {
+            let mode = if request.bounded {
+                SortMode::WholeInput
+            } else if emits_per_window(&sort.input) && request.emit != Some(EmitMode::Changes) {
+                SortMode::EachEmission
+            } else {
+                return Err(VeloError::Unsupported(
+                    "ORDER BY on a stream sorts the rows of each window as it closes, and this \
+                     query has no window: its output never ends, so it cannot be sorted. Add a \
+                     WINDOW (EMIT FINAL), or run it with execute for a sorted bounded result"
+                        .into(),
+                ));
+            };
+            lower(&sort.input, cx, feeds, pipeline, scans)?;
+            let keys = sort
+                .expr
+                .iter()
+                .map(|s| {
+                    Ok(SortKey {
+                        expr: state
+                            .create_physical_expr(s.expr.clone(), sort.input.schema())
+                            .map_err(plan_error)?,
+                        descending: !s.asc,
+                        nulls_first: s.nulls_first,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            pipeline.push(Box::new(SortExec::new(
+                keys,
+                sort.fetch,
+                mode,
+                Arc::new(sort.input.schema().as_arrow().clone()),
+            )));
+            Ok(())
+        }
         LogicalPlan::Join(join) => {
             let (stream_plan, table_plan, side) = match (
                 is_table_side(&join.left, catalog),
@@ -914,6 +991,32 @@ fn over_time_column(window: &Window) -> Option<String> {
 }
 
 /// The time column of an aggregate's window (`TUMBLE(ts, …)` in GROUP BY), when it is a column.
+/// True when `plan` reads a stream or a table somewhere.
+fn reads_any_table(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        found |= matches!(node, LogicalPlan::TableScan(_));
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
+/// True when `plan`'s rows come out window by window: it holds a windowed aggregate.
+fn emits_per_window(plan: &LogicalPlan) -> bool {
+    let mut windowed = false;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Aggregate(a) = node {
+            windowed |= window_time_column(a).is_some();
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    windowed
+}
+
 fn window_time_column(aggregate: &Aggregate) -> Option<String> {
     aggregate.group_expr.iter().find_map(|e| {
         let inner = match e {

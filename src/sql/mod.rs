@@ -5,6 +5,7 @@
 //! errors into errors with a line and column. Everything else — name resolution, types,
 //! expressions — is DataFusion's job ([`crate::planner`]).
 
+pub mod compat;
 pub mod types;
 pub mod wildcard;
 pub mod window;
@@ -174,6 +175,7 @@ pub fn parse_script(text: &str) -> Result<Script> {
             script.streams.push(decl);
         } else {
             let mut statement_tokens = chunk.to_vec();
+            compat::rewrite_cast_with_type_string(&mut statement_tokens)?;
             let (window, emit) = window::extract_clauses(&mut statement_tokens)?;
             let within = within::extract_within(&mut statement_tokens)?;
             statement_tokens.push(eof_after(chunk));
