@@ -5,6 +5,7 @@
 //! (or, for `server`, `deploy-app` and `jobs`, to the [`crate::server`]). Exit codes: 0 success, 2 a mistake in the query or arguments
 //! (syntax, unknown table or column, bad option), 1 anything else (broker down, I/O).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,8 @@ use velo_connectors::kafka::StartOffset;
 
 use crate::error::{Result, VeloError};
 use crate::job::{
-    Delivery, InputSpec, JobHooks, JobSpec, JobStats, OutputSpec, OutputTarget, ReadSpec,
-    RuntimeOptions, StateSpec,
+    Delivery, InputSpec, JobHooks, JobProgress, JobSpec, JobStats, OutputSpec, OutputTarget,
+    ReadSpec, RuntimeOptions, StateSpec,
 };
 
 /// Streaming SQL over Kafka topics.
@@ -35,6 +36,9 @@ pub enum Command {
     Execute(ExecuteArgs),
     /// Run a continuous query until stopped (SIGINT/SIGTERM) or until --limit rows.
     Stream(StreamArgs),
+    /// Write what a topic holds now (or a query's bounded result) to a file: Parquet (from
+    /// the .parquet extension, the default), JSON lines or CSV.
+    Export(ExportArgs),
     /// Run a live query over the built-in trades generator (no Kafka needed).
     Demo(DemoArgs),
     /// Start the HTTP server (SQL API, streams catalog, jobs, metrics).
@@ -227,9 +231,11 @@ pub struct QueryArgs {
     /// A file holding the column list of --schema.
     #[arg(long, conflicts_with = "schema")]
     pub schema_file: Option<PathBuf>,
-    /// Output format: json, json-pretty, json-lines, csv, table.
-    #[arg(long, default_value = "json")]
-    pub format: OutputFormat,
+    /// Output format: json, json-pretty, json-lines, csv, table; avro or protobuf (Kafka);
+    /// parquet (a file). Default: from --output-file's extension (.parquet, .jsonl, .csv),
+    /// else json.
+    #[arg(long)]
+    pub format: Option<OutputFormat>,
     /// How decimals are written in JSON: string (exact text, default) or number.
     #[arg(long, default_value = "string")]
     pub decimal_format: DecimalFormat,
@@ -242,6 +248,12 @@ pub struct QueryArgs {
     /// File for --output file.
     #[arg(long)]
     pub output_file: Option<PathBuf>,
+    /// Parquet output: page compression, zstd (default), snappy or none.
+    #[arg(long, default_value = "zstd")]
+    pub compression: velo_connectors::parquet_file::ParquetCompression,
+    /// Parquet output: most rows per row group.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub row_group_rows: usize,
     /// Topic for --output kafka (one message per result row).
     #[arg(long)]
     pub output_topic: Option<String>,
@@ -350,6 +362,16 @@ pub struct ExecuteArgs {
     pub partition: Option<i32>,
 }
 
+/// `velo-sql export`: `execute` into a file, with a progress bar on a terminal.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub read: ExecuteArgs,
+    /// No progress bar (there is none when stderr is not a terminal anyway).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
 /// `velo-sql stream`.
 #[derive(Debug, Args)]
 pub struct StreamArgs {
@@ -425,6 +447,7 @@ pub async fn main_with(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Execute(args) => execute(args).await,
         Command::Stream(args) => stream(args).await,
+        Command::Export(args) => export(args).await,
         Command::Demo(args) => demo(args).await,
         Command::Server(args) => return code_of(server(args).await),
         Command::DeployApp(args) => return code_of(deploy_app(args).await),
@@ -660,6 +683,13 @@ impl QueryArgs {
         args
     }
 
+    /// The output format: `--format`, else what `--output-file`'s extension says, else JSON.
+    pub fn output_format(&self) -> OutputFormat {
+        self.format
+            .or_else(|| self.output_file.as_deref().and_then(OutputFormat::for_file))
+            .unwrap_or(OutputFormat::Json)
+    }
+
     /// The job these arguments describe, reading as `read` says.
     pub fn to_spec(&self, read: ReadSpec, flush_interval: Duration) -> Result<JobSpec> {
         let both_sides = !read.is_bounded();
@@ -676,8 +706,10 @@ impl QueryArgs {
         // `stream --format avro` without --input-format means both sides are Avro.
         let input_format = match &self.input_format {
             Some(f) => Some(f.to_ascii_lowercase()),
-            None if both_sides && self.format == OutputFormat::Avro => Some("avro".into()),
-            None if both_sides && self.format == OutputFormat::Protobuf => Some("protobuf".into()),
+            None if both_sides && self.output_format() == OutputFormat::Avro => Some("avro".into()),
+            None if both_sides && self.output_format() == OutputFormat::Protobuf => {
+                Some("protobuf".into())
+            }
             None => None,
         };
         spec.input = InputSpec {
@@ -711,7 +743,7 @@ impl QueryArgs {
                     })?)
                 }
             },
-            format: self.format,
+            format: self.output_format(),
             decimal_format: self.decimal_format,
             key: self.output_key.clone(),
             avro_schema: self.output_avro_schema.clone().or(self.avro_schema.clone()),
@@ -720,6 +752,10 @@ impl QueryArgs {
                 .output_proto_message
                 .clone()
                 .or(self.proto_message.clone()),
+            parquet: velo_connectors::parquet_file::ParquetOptions {
+                compression: self.compression,
+                row_group_rows: self.row_group_rows,
+            },
         };
         spec.limit = self.limit;
         spec.window_size_s = self.window_size;
@@ -803,11 +839,56 @@ async fn stream(args: StreamArgs) -> Result<JobStats> {
     crate::job::run(spec, JobHooks::default()).await
 }
 
+async fn export(mut args: ExportArgs) -> Result<JobStats> {
+    let query = &mut args.read.query;
+    if query.query.is_none() && query.file.is_none() {
+        let Some(topic) = query.topic.clone() else {
+            return Err(VeloError::Usage(
+                "export needs --topic T (all of it) or --query SQL".into(),
+            ));
+        };
+        query.query = Some(format!("SELECT * FROM \"{}\"", topic.replace('"', "\"\"")));
+    }
+    if query.output_file.is_none() {
+        return Err(VeloError::Usage(
+            "export needs --output-file PATH (e.g. snapshot.parquet)".into(),
+        ));
+    }
+    query.output = OutputKind::File;
+    if query.format.is_none()
+        && query
+            .output_file
+            .as_deref()
+            .and_then(OutputFormat::for_file)
+            .is_none()
+    {
+        query.format = Some(OutputFormat::Parquet);
+    }
+    let read = ReadSpec::Bounded {
+        start: args.read.offset,
+        partition: args.read.partition,
+        group_id: args.read.query.group_id.clone(),
+    };
+    let spec = args.read.query.to_spec(read, Duration::from_millis(500))?;
+    let progress = Arc::new(JobProgress::new("export"));
+    let bar = (!args.quiet && std::io::stderr().is_terminal())
+        .then(|| crate::job::progress::ProgressBar::start(progress.clone()));
+    let hooks = JobHooks {
+        progress: Some(progress),
+        ..JobHooks::default()
+    };
+    let result = crate::job::run(spec, hooks).await;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    result
+}
+
 async fn demo(args: DemoArgs) -> Result<JobStats> {
     let mut query = QueryArgs::for_sql(args.query);
     query.source = Some(format!("generator:trades?rate={}", args.rate.max(1)));
     query.brokers = String::new();
-    query.format = args.format;
+    query.format = Some(args.format);
     query.limit = args.limit;
     let read = ReadSpec::Continuous {
         group_id: None,

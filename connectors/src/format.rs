@@ -26,9 +26,24 @@ pub enum OutputFormat {
     Avro,
     /// Protobuf messages: for Kafka output only.
     Protobuf,
+    /// A Parquet file: for file output only.
+    Parquet,
 }
 
 impl OutputFormat {
+    /// The format a file name's extension implies (`.parquet`, `.jsonl`/`.ndjson`, `.json`,
+    /// `.csv`).
+    pub fn for_file(path: &std::path::Path) -> Option<Self> {
+        let extension = path.extension()?.to_str()?.to_ascii_lowercase();
+        match extension.as_str() {
+            "parquet" => Some(OutputFormat::Parquet),
+            "jsonl" | "ndjson" => Some(OutputFormat::JsonLines),
+            "json" => Some(OutputFormat::Json),
+            "csv" => Some(OutputFormat::Csv),
+            _ => None,
+        }
+    }
+
     /// The names accepted on the command line.
     pub const NAMES: &'static [&'static str] = &[
         "json",
@@ -38,6 +53,7 @@ impl OutputFormat {
         "table",
         "avro",
         "protobuf",
+        "parquet",
     ];
 }
 
@@ -52,6 +68,7 @@ impl std::str::FromStr for OutputFormat {
             "table" => Ok(OutputFormat::Table),
             "avro" => Ok(OutputFormat::Avro),
             "protobuf" | "proto" => Ok(OutputFormat::Protobuf),
+            "parquet" => Ok(OutputFormat::Parquet),
             other => Err(format!(
                 "unknown format '{other}' (expected one of: {})",
                 Self::NAMES.join(", ")
@@ -70,6 +87,7 @@ impl std::fmt::Display for OutputFormat {
             OutputFormat::Table => "table",
             OutputFormat::Avro => "avro",
             OutputFormat::Protobuf => "protobuf",
+            OutputFormat::Parquet => "parquet",
         })
     }
 }
@@ -168,6 +186,12 @@ impl<W: Write> FormattedWriter<W> {
                     "{} output is binary: write it to a topic with --output kafka",
                     self.format
                 )))
+            }
+            OutputFormat::Parquet => {
+                return Err(crate::ConnectorError::Config(
+                    "parquet output is a file: write it with --output file --output-file PATH"
+                        .into(),
+                ))
             }
             OutputFormat::Table => {
                 if batch.num_rows() == 0 {

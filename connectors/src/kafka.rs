@@ -396,6 +396,8 @@ pub struct KafkaSource {
     snapshot_partitions: Vec<i32>,
     /// Snapshot mode: the offset each chosen partition's snapshot ends at (exclusive).
     snapshot_ends: BTreeMap<i32, i64>,
+    /// Snapshot mode: the offset each partition's read starts at.
+    snapshot_starts: BTreeMap<i32, i64>,
     mode: ModeKind,
     timeout: Duration,
     transient: TransientWarnings,
@@ -490,6 +492,7 @@ impl KafkaSource {
             .map_err(|e| ConnectorError::kafka("creating a consumer", e))?;
         let partitions = connection.partitions(&consumer, topic)?;
         let mut snapshot_ends = BTreeMap::new();
+        let mut snapshot_starts = BTreeMap::new();
         let remaining = match mode {
             ReadMode::Snapshot {
                 start, partition, ..
@@ -522,6 +525,7 @@ impl KafkaSource {
                             .add_partition_offset(topic, p, Offset::Offset(from))
                             .map_err(|e| ConnectorError::kafka("building the assignment", e))?;
                         remaining.insert(p, high);
+                        snapshot_starts.insert(p, from);
                     }
                 }
                 if !remaining.is_empty() {
@@ -565,6 +569,7 @@ impl KafkaSource {
             collector: RecordBatchCollector::new(1024),
             snapshot_partitions,
             snapshot_ends,
+            snapshot_starts,
             remaining,
             delivered: Positions::new(),
             mode: kind,
@@ -873,6 +878,23 @@ impl Source for KafkaSource {
     /// For a consumer group: per assigned partition, the high watermark minus the position
     /// (the next offset to read), summed.
     fn lag(&self) -> Option<i64> {
+        if let Some(remaining) = &self.remaining {
+            // A bounded read: what is left up to the end offsets it reads to.
+            return Some(
+                remaining
+                    .iter()
+                    .map(|(p, end)| {
+                        let next = self
+                            .delivered
+                            .get(p)
+                            .or_else(|| self.snapshot_starts.get(p))
+                            .copied()
+                            .unwrap_or(*end);
+                        (end - next).max(0)
+                    })
+                    .sum(),
+            );
+        }
         if self.mode != ModeKind::Group {
             return None;
         }

@@ -12,6 +12,7 @@ pub mod format;
 pub mod generator;
 pub mod kafka;
 pub mod memory;
+pub mod parquet_file;
 pub mod record;
 pub mod registry;
 pub mod sink;

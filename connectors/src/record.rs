@@ -185,6 +185,14 @@ pub struct SourceBatch {
 }
 
 impl SourceBatch {
+    /// Bytes of payload read: the encoded bytes, or the columns' size for decoded payloads.
+    pub fn payload_bytes(&self) -> u64 {
+        match &self.payload {
+            Payload::Encoded(bytes) => bytes.values().len() as u64,
+            Payload::Decoded(batch) => batch.get_array_memory_size() as u64,
+        }
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.meta.len()

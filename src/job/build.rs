@@ -511,6 +511,27 @@ fn open_sink(
             output.format
         )));
     }
+    if output.format == OutputFormat::Parquet {
+        return match &output.target {
+            OutputTarget::File(path) if bounded => Ok(Box::new(
+                velo_connectors::parquet_file::ParquetFileSink::create(
+                    path,
+                    schema,
+                    output.parquet,
+                )?,
+            )),
+            OutputTarget::File(_) => Err(VeloError::Usage(
+                "a continuous query cannot append to one Parquet file (its footer ends it): \
+                 write part files with --output-dir DIR"
+                    .into(),
+            )),
+            _ => Err(VeloError::Usage(
+                "--format parquet writes a file: --output file --output-file PATH (or velo-sql \
+                 export)"
+                    .into(),
+            )),
+        };
+    }
     if spec.delivery == Delivery::ExactlyOnce && !matches!(output.target, OutputTarget::Kafka(_)) {
         return Err(VeloError::Usage(
             "--delivery exactly-once is for --output kafka (a file output is exactly-once with \

@@ -12,6 +12,8 @@ use crate::operators::OperatorMetrics;
 pub struct JobProgress {
     pub name: String,
     pub records_in: AtomicU64,
+    /// Payload bytes read.
+    pub bytes_in: AtomicU64,
     pub rows_out: AtomicU64,
     pub bad_records: AtomicU64,
     pub dead_letters: AtomicU64,
@@ -86,6 +88,7 @@ impl JobProgress {
             metrics: JobMetrics::new(&name),
             name,
             records_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
             bad_records: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
@@ -198,4 +201,57 @@ pub struct JobStats {
     pub operators: OperatorMetrics,
     /// Bad records and rows by kind.
     pub errors: ErrorCounts,
+}
+
+/// A terminal progress bar over a bounded job's [`JobProgress`]: records and bytes read, against
+/// what the end offsets say is left (the lag, sampled each second), redrawn five times a second
+/// on stderr until [`ProgressBar::finish`].
+pub struct ProgressBar {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressBar {
+    /// Starts drawing `progress` on stderr.
+    pub fn start(progress: std::sync::Arc<JobProgress>) -> Self {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let thread = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} records · {msg} · {per_sec} · eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            loop {
+                let read = progress.records_in.load(Ordering::Relaxed);
+                let left = progress.lag.load(Ordering::Relaxed).max(0) as u64;
+                bar.set_length(read + left);
+                bar.set_position(read);
+                bar.set_message(format!(
+                    "{} read, {} rows written",
+                    bytesize::ByteSize(progress.bytes_in.load(Ordering::Relaxed)),
+                    progress.rows_out.load(Ordering::Relaxed)
+                ));
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            bar.finish();
+        });
+        Self {
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// Draws the last state and stops.
+    pub fn finish(mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

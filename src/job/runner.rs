@@ -228,6 +228,8 @@ impl Runner {
                     self.stats.bad_records += bad;
                     let p = &self.progress;
                     count(&p.records_in, &p.metrics.records_in, batch.len() as u64);
+                    p.bytes_in
+                        .fetch_add(batch.payload_bytes(), Ordering::Relaxed);
                     p.bad_records.fetch_add(bad, Ordering::Relaxed);
                 }
             }

@@ -162,6 +162,8 @@ pub struct OutputSpec {
     pub avro_schema: Option<PathBuf>,
     pub proto_file: Option<PathBuf>,
     pub proto_message: Option<String>,
+    /// Compression and row groups of Parquet output.
+    pub parquet: velo_connectors::parquet_file::ParquetOptions,
 }
 
 /// What a reader of the output may see after a failure.
@@ -313,6 +315,7 @@ impl JobSpec {
                 avro_schema: None,
                 proto_file: None,
                 proto_message: None,
+                parquet: Default::default(),
             },
             limit: None,
             window_size_s: None,
