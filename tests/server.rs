@@ -194,6 +194,32 @@ fn ad_hoc_sql_over_a_registered_stream_in_every_format() {
         arrow::util::display::array_value_to_string(&prices, 1).unwrap(),
         "-0.0001"
     );
+    // Parquet: the file itself, read back by pyarrow with its exact decimals.
+    let mut response = agent()
+        .post(url("/sql"))
+        .header("Content-Type", "application/json")
+        .send(r#"{"sql":"SELECT symbol, price FROM trades","format":"parquet"}"#)
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/vnd.apache.parquet"
+    );
+    let file = std::env::temp_dir().join(format!("velo-sql-{}.parquet", std::process::id()));
+    std::fs::write(&file, response.body_mut().read_to_vec().unwrap()).unwrap();
+    let rows = python_tool(
+        "tests/interop/parquet_tool.py",
+        &["pyarrow", file.to_str().unwrap()],
+        &[],
+    );
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(
+        rows,
+        [
+            r#"{"symbol":"AAPL","price":"150.2567"}"#,
+            r#"{"symbol":"MSFT","price":"-0.0001"}"#,
+            r#"{"symbol":"AAPL","price":"151.0000"}"#,
+        ]
+    );
     // SQL errors carry the line and column of the client's text.
     let (status, body) = call(
         "POST",

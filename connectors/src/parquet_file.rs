@@ -59,6 +59,18 @@ impl Default for ParquetOptions {
 }
 
 impl ParquetOptions {
+    /// `batches` as one Parquet file in memory (an HTTP answer).
+    pub fn to_bytes(&self, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+        let mut writer = self.writer(Vec::new(), schema)?;
+        let error = |e: ::parquet::errors::ParquetError| {
+            ConnectorError::Config(format!("cannot write Parquet: {e}"))
+        };
+        for batch in batches {
+            writer.write(batch).map_err(error)?;
+        }
+        writer.into_inner().map_err(error)
+    }
+
     fn properties(&self) -> WriterProperties {
         let compression = match self.compression {
             ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::default()),
@@ -72,9 +84,13 @@ impl ParquetOptions {
             .build()
     }
 
-    /// A writer of `schema` batches into `file`.
-    pub fn writer(&self, file: File, schema: &SchemaRef) -> Result<ArrowWriter<File>> {
-        ArrowWriter::try_new(file, schema.clone(), Some(self.properties()))
+    /// A writer of `schema` batches into `out` (a file, or memory).
+    pub fn writer<W: std::io::Write + Send>(
+        &self,
+        out: W,
+        schema: &SchemaRef,
+    ) -> Result<ArrowWriter<W>> {
+        ArrowWriter::try_new(out, schema.clone(), Some(self.properties()))
             .map_err(|e| ConnectorError::Config(format!("cannot write Parquet: {e}")))
     }
 }

@@ -713,9 +713,12 @@ async fn run_sql(
     JsonBody(request): JsonBody<SqlRequest>,
 ) -> Result<Response, ApiError> {
     let format = request.format.clone().unwrap_or_else(|| "json".into());
-    if !matches!(format.as_str(), "json" | "json-lines" | "csv" | "arrow") {
+    if !matches!(
+        format.as_str(),
+        "json" | "json-lines" | "csv" | "arrow" | "parquet"
+    ) {
         return Err(ApiError::bad_request(format!(
-            "format '{format}' is not json, json-lines, csv or arrow"
+            "format '{format}' is not json, json-lines, csv, arrow or parquet"
         )));
     }
     let permit = state.queries.clone().try_acquire_owned().map_err(|_| {
@@ -927,6 +930,22 @@ fn render(format: &str, collected: Collected) -> Result<Response, ApiError> {
             }
             writer.finish().map_err(VeloError::from)?;
             ([(header::CONTENT_TYPE, "text/csv")], writer.into_inner()).into_response()
+        }
+        "parquet" => {
+            let bytes = velo_connectors::parquet_file::ParquetOptions::default()
+                .to_bytes(&schema, &batches)
+                .map_err(VeloError::from)?;
+            (
+                [
+                    (header::CONTENT_TYPE, "application/vnd.apache.parquet"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"result.parquet\"",
+                    ),
+                ],
+                bytes,
+            )
+                .into_response()
         }
         _ => {
             let mut out = Vec::new();
