@@ -248,6 +248,22 @@ pub struct QueryArgs {
     /// File for --output file.
     #[arg(long)]
     pub output_file: Option<PathBuf>,
+    /// Part files in this folder (Parquet, JSON lines or CSV per --format), each renamed into
+    /// place when committed (with a checkpoint on `stream`); implies --output file.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// --output-dir: start a new part file after this many rows.
+    #[arg(long)]
+    pub roll_rows: Option<u64>,
+    /// --output-dir: start a new part file past this size, e.g. 128MiB.
+    #[arg(long)]
+    pub roll_bytes: Option<String>,
+    /// --output-dir: start a new part file after this long, e.g. 5m.
+    #[arg(long)]
+    pub roll_interval: Option<String>,
+    /// --output-dir: Hive-style folders by these columns (`dt=2024-01-01/`), e.g. dt,region.
+    #[arg(long, value_delimiter = ',')]
+    pub partition_by: Vec<String>,
     /// Parquet output: page compression, zstd (default), snappy or none.
     #[arg(long, default_value = "zstd")]
     pub compression: velo_connectors::parquet_file::ParquetCompression,
@@ -687,7 +703,10 @@ impl QueryArgs {
     pub fn output_format(&self) -> OutputFormat {
         self.format
             .or_else(|| self.output_file.as_deref().and_then(OutputFormat::for_file))
-            .unwrap_or(OutputFormat::Json)
+            .unwrap_or(match self.output_dir {
+                Some(_) => OutputFormat::Parquet,
+                None => OutputFormat::Json,
+            })
     }
 
     /// The job these arguments describe, reading as `read` says.
@@ -731,6 +750,14 @@ impl QueryArgs {
         spec.read = read;
         spec.output = OutputSpec {
             target: match self.output {
+                _ if self.output_dir.is_some() => {
+                    if !matches!(self.output, OutputKind::Stdout | OutputKind::File) {
+                        return Err(VeloError::Usage(
+                            "--output-dir writes files: it goes with --output file".into(),
+                        ));
+                    }
+                    OutputTarget::Directory(self.output_dir.clone().expect("checked"))
+                }
                 OutputKind::Stdout => OutputTarget::Stdout,
                 OutputKind::File => {
                     OutputTarget::File(self.output_file.clone().ok_or_else(|| {
@@ -756,6 +783,28 @@ impl QueryArgs {
                 compression: self.compression,
                 row_group_rows: self.row_group_rows,
             },
+            roll: velo_connectors::part_files::RollPolicy {
+                rows: self.roll_rows,
+                bytes: self
+                    .roll_bytes
+                    .as_deref()
+                    .map(|text| {
+                        text.parse::<bytesize::ByteSize>()
+                            .map(|size| size.as_u64())
+                            .map_err(|why| {
+                                VeloError::Usage(format!("--roll-bytes '{text}': {why}"))
+                            })
+                    })
+                    .transpose()?,
+                interval: self
+                    .roll_interval
+                    .as_deref()
+                    .map(|t| {
+                        duration_ms("roll-interval", t).map(|ms| Duration::from_millis(ms as u64))
+                    })
+                    .transpose()?,
+            },
+            partition_by: self.partition_by.clone(),
         };
         spec.limit = self.limit;
         spec.window_size_s = self.window_size;

@@ -133,6 +133,11 @@ impl<W: Write> FormattedWriter<W> {
         self.csv_header_written = true;
     }
 
+    /// The underlying writer, to read.
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
     /// The underlying writer.
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.out

@@ -13,6 +13,7 @@ pub mod generator;
 pub mod kafka;
 pub mod memory;
 pub mod parquet_file;
+pub mod part_files;
 pub mod record;
 pub mod registry;
 pub mod sink;

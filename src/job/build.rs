@@ -511,7 +511,9 @@ fn open_sink(
             output.format
         )));
     }
-    if output.format == OutputFormat::Parquet {
+    if output.format == OutputFormat::Parquet
+        && !matches!(output.target, OutputTarget::Directory(_))
+    {
         return match &output.target {
             OutputTarget::File(path) if bounded => Ok(Box::new(
                 velo_connectors::parquet_file::ParquetFileSink::create(
@@ -540,6 +542,25 @@ fn open_sink(
         ));
     }
     Ok(match &output.target {
+        OutputTarget::Directory(dir) => {
+            let options = velo_connectors::part_files::PartFileOptions {
+                dir: dir.clone(),
+                format: output.format,
+                roll: output.roll,
+                partition_by: output.partition_by.clone(),
+                prefix: if spec.name.is_empty() {
+                    "velo".to_string()
+                } else {
+                    spec.name.clone()
+                },
+                parquet: output.parquet,
+                decimals: output.decimal_format,
+                with_checkpoints: !bounded && spec.state.is_some(),
+            };
+            Box::new(velo_connectors::part_files::PartFileSink::create(
+                options, schema,
+            )?)
+        }
         OutputTarget::Stdout => Box::new(TextSink::stdout(
             output.format,
             bounded,

@@ -148,6 +148,8 @@ impl ReadSpec {
 pub enum OutputTarget {
     Stdout,
     File(PathBuf),
+    /// Part files in a folder (see [`velo_connectors::part_files`]).
+    Directory(PathBuf),
     Kafka(String),
 }
 
@@ -164,6 +166,10 @@ pub struct OutputSpec {
     pub proto_message: Option<String>,
     /// Compression and row groups of Parquet output.
     pub parquet: velo_connectors::parquet_file::ParquetOptions,
+    /// When part files roll ([`OutputTarget::Directory`]).
+    pub roll: velo_connectors::part_files::RollPolicy,
+    /// Hive-style folders by these columns ([`OutputTarget::Directory`]).
+    pub partition_by: Vec<String>,
 }
 
 /// What a reader of the output may see after a failure.
@@ -316,6 +322,8 @@ impl JobSpec {
                 proto_file: None,
                 proto_message: None,
                 parquet: Default::default(),
+                roll: Default::default(),
+                partition_by: Vec::new(),
             },
             limit: None,
             window_size_s: None,

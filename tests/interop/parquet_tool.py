@@ -66,9 +66,9 @@ def main():
         import duckdb
 
         con = duckdb.connect()
+        glob = f"{path}/**/*.parquet".replace("'", "''")
         con.execute(
-            "CREATE VIEW t AS SELECT * FROM read_parquet(?, hive_partitioning = true)",
-            [f"{path}/**/*.parquet"],
+            f"CREATE VIEW t AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true)"
         )
         cursor = con.execute(sys.argv[3])
         names = [d[0] for d in cursor.description]
