@@ -23,7 +23,8 @@ use crate::sql::StreamDecl;
 pub enum StreamSource {
     Topic(String),
     Generator(GeneratorSpec),
-    /// A file read once (tables only): CSV with a header, JSON lines, or Parquet.
+    /// Files: a table's one file, read once; a stream's file, directory or glob, read as
+    /// [`velo_connectors::file_source::FileSource`] (CSV with a header, JSON lines, Parquet).
     File {
         path: std::path::PathBuf,
         format: String,
@@ -108,6 +109,7 @@ impl StreamDef {
         let mut source = StreamSource::Topic(decl.name.clone());
         let mut format = PayloadFormat::Json;
         let mut format_name = "json".to_string();
+        let mut format_given = false;
         let mut avro_schema_file: Option<String> = None;
         let mut proto_file: Option<String> = None;
         let mut proto_message: Option<String> = None;
@@ -139,6 +141,7 @@ impl StreamDef {
                 }
                 "format" | "value.format" | "serialization" => {
                     format_name = value.to_ascii_lowercase();
+                    format_given = true;
                 }
                 "avro.schema.file" | "avro_schema_file" | "avro.schema" => {
                     avro_schema_file = Some(value.clone())
@@ -147,7 +150,7 @@ impl StreamDef {
                     proto_file = Some(value.clone())
                 }
                 "protobuf.message" | "proto.message" => proto_message = Some(value.clone()),
-                "path" | "file" if decl.is_table => path = Some(value.clone()),
+                "path" | "file" => path = Some(value.clone()),
                 "key" if decl.is_table => table_key = Some(value.clone()),
                 "schema.registry" | "schema.registry.url" => {
                     registry = Some(Arc::new(SchemaRegistry::new(
@@ -169,7 +172,7 @@ impl StreamDef {
                 other => {
                     return Err(VeloError::sql(
                         format!(
-                            "stream '{}': unknown option '{other}' (known: topic, format, avro.schema.file, protobuf.file, protobuf.message, schema.registry, source, event_time, watermark_delay, decimal.rounding; tables also path, key)",
+                            "stream '{}': unknown option '{other}' (known: topic, path, format, avro.schema.file, protobuf.file, protobuf.message, schema.registry, source, event_time, watermark_delay, decimal.rounding; tables also key)",
                             decl.name
                         ),
                         at,
@@ -182,12 +185,22 @@ impl StreamDef {
             .as_ref()
             .map(|cols| Arc::new(Schema::new(cols.clone())));
         if let Some(path) = path {
+            if !format_given {
+                // A stream's files say their layout by extension (`*.parquet`); a table's
+                // file defaults to JSON lines as before.
+                format_name = std::path::Path::new(&path)
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .filter(|_| !decl.is_table)
+                    .unwrap_or("json")
+                    .to_ascii_lowercase();
+            }
             let file_format = match format_name.as_str() {
                 "csv" | "json" | "jsonl" | "json-lines" | "parquet" => format_name.clone(),
                 other => {
                     return Err(VeloError::sql(
                         format!(
-                            "table '{}': file format '{other}' is not csv, json or parquet",
+                            "'{}': file format '{other}' is not csv, json or parquet",
                             decl.name
                         ),
                         at,

@@ -217,8 +217,9 @@ pub struct QueryArgs {
     /// Topic of the query's only input (default: the name in FROM).
     #[arg(long, visible_alias = "input-topic")]
     pub topic: Option<String>,
-    /// Read the query's only input from a built-in generator instead of Kafka, e.g.
-    /// `generator:trades?count=1000` or `generator:nexmark`.
+    /// Read the query's only input from a built-in generator or files instead of Kafka, e.g.
+    /// `generator:trades?count=1000`, `generator:nexmark`, `file:orders.parquet`,
+    /// `file:incoming/` (a folder; `stream` picks up new files) or `file:'data/*.csv'`.
     #[arg(long, conflicts_with = "topic")]
     pub source: Option<String>,
     /// Kafka bootstrap servers.
@@ -335,8 +336,9 @@ pub struct QueryArgs {
     /// window's input), instead of only dropping and counting them.
     #[arg(long)]
     pub late_topic: Option<String>,
-    /// Encoding of the only input: json (default) or avro. On `stream`, `--format avro` without
-    /// `--input-format` means both sides are Avro.
+    /// Encoding of the only input: json (default), avro or protobuf; for `--source file:`,
+    /// json, csv or parquet (default: from the extension). On `stream`, `--format avro`
+    /// without `--input-format` means both sides are Avro.
     #[arg(long)]
     pub input_format: Option<String>,
     /// Avro schema (.avsc) of the input, and of the output unless --output-avro-schema is given.

@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod error;
 pub mod exactly_once;
+pub mod file_source;
 pub mod format;
 pub mod generator;
 pub mod kafka;

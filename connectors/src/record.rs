@@ -77,7 +77,12 @@ pub struct RecordPosition {
 }
 
 impl std::fmt::Display for RecordPosition {
+    /// `topic 'T' partition P offset O`; a file source's records (their "topic" is a path,
+    /// which no topic name can be) read `file PATH row N` (data rows counted from 1).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.topic.contains('/') {
+            return write!(f, "file {} row {}", self.topic, self.offset + 1);
+        }
         write!(
             f,
             "topic '{}' partition {} offset {}",

@@ -51,6 +51,13 @@ pub trait Source: Send {
         Vec::new()
     }
 
+    /// Problems met reading that are not records (a file that cannot be read, a CSV row
+    /// with too many fields), each naming where, since the last call. The job counts and
+    /// reports them as bad input.
+    fn take_errors(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// A short description for logs and errors.
     fn describe(&self) -> String;
 

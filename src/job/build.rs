@@ -15,6 +15,7 @@ use sha2::Digest;
 use velo_connectors::codec::json::infer_schema;
 use velo_connectors::codec::PayloadFormat;
 use velo_connectors::exactly_once::ExactlyOnceKafkaSink;
+use velo_connectors::file_source::{FileFormat, FileSource, FileSourceSpec};
 use velo_connectors::format::OutputFormat;
 use velo_connectors::generator::{GeneratorSource, GeneratorSpec};
 use velo_connectors::kafka::{DeadLetterQueue, KafkaConnection, KafkaSource, ReadMode};
@@ -172,9 +173,13 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
 
     // The job's state: its last checkpoint (or a savepoint), checked against this query. A
     // job reading only generators keeps none: each run generates afresh.
-    let reads_topics = scans
-        .iter()
-        .any(|scan| matches!(scan.stream.source, StreamSource::Topic(_)));
+    // Topics and files can be read again from a position; a generator starts afresh.
+    let reads_topics = scans.iter().any(|scan| {
+        matches!(
+            scan.stream.source,
+            StreamSource::Topic(_) | StreamSource::File { .. }
+        )
+    });
     if bounded || !reads_topics {
         spec.state = None;
     }
@@ -267,13 +272,19 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
     {
         let stream = catalog.get(&name).expect("planned from the catalog");
         let mut source: Box<dyn Source> = match &stream.source {
-            StreamSource::File { path, .. } => {
+            StreamSource::File { path, .. } if stream.is_table => {
                 return Err(VeloError::Unsupported(format!(
                     "the query reads only the table '{}' ({}); a query needs a stream to run on",
                     stream.name,
                     path.display()
                 )))
             }
+            StreamSource::File { path, format } => Box::new(FileSource::open(FileSourceSpec {
+                path: path.display().to_string(),
+                format: FileFormat::parse(format),
+                follow: !bounded,
+                schema: stream.schema.clone(),
+            })?),
             StreamSource::Generator(generator) => Box::new(GeneratorSource::new(generator.clone())),
             StreamSource::Topic(topic) => {
                 let read_mode = match &spec.read {
@@ -300,7 +311,9 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
                 Box::new(KafkaSource::open(&connection, topic, read_mode)?)
             }
         };
-        if let (true, Some(checkpoint)) = (seek_inputs, &restored) {
+        // Files have no consumer group keeping their positions: the checkpoint's always count.
+        let seek = seek_inputs || matches!(stream.source, StreamSource::File { .. });
+        if let (true, Some(checkpoint)) = (seek, &restored) {
             if let Some(saved) = checkpoint.inputs.iter().find(|i| i.stream == name) {
                 source.seek(&saved.positions)?;
             }
@@ -667,6 +680,43 @@ fn infer_topic_schema(connection: &KafkaConnection, topic: &str) -> Result<Optio
     Ok(Some(Arc::new(schema)))
 }
 
+/// The columns of files read as a stream, when none are declared: a Parquet file's own, or
+/// inferred from the first 100 rows of JSON lines / CSV like a topic's.
+fn infer_file_schema(path: &str, format: &str) -> Result<SchemaRef> {
+    let mut source = FileSource::open(FileSourceSpec {
+        path: path.to_string(),
+        format: FileFormat::parse(format),
+        follow: false,
+        schema: None,
+    })?;
+    let sample = loop {
+        match source.poll_batch(100, Duration::from_secs(1))? {
+            Some(batch) if batch.is_empty() => continue,
+            Some(batch) => break batch,
+            None => {
+                return Err(VeloError::Usage(format!(
+                    "the files '{path}' hold no rows to infer columns from: declare them"
+                )))
+            }
+        }
+    };
+    let schema = match &sample.payload {
+        // Parquet says its own columns.
+        Payload::Decoded(batch) => return Ok(batch.schema()),
+        Payload::Encoded(payloads) => Arc::new(infer_schema(payloads.iter().flatten())?),
+    };
+    tracing::warn!(
+        "no columns declared for the files '{path}'; inferred: {}",
+        schema
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(schema)
+}
+
 /// The payload columns given for the only input.
 fn given_schema(spec: &JobSpec) -> Result<Option<SchemaRef>> {
     let Some(text) = &spec.input.columns else {
@@ -713,6 +763,18 @@ async fn resolve_inputs(
     for name in &names {
         if catalog.get(name).is_none() {
             let stream = match (&input.generator, &input.topic) {
+                (Some(source), _) if source.starts_with("file:") => StreamDef {
+                    source: StreamSource::File {
+                        path: source["file:".len()..].into(),
+                        format: input
+                            .format
+                            .as_deref()
+                            .filter(|f| FileFormat::parse(f).is_some())
+                            .unwrap_or("")
+                            .to_string(),
+                    },
+                    ..StreamDef::implicit_topic(name, name)
+                },
                 (Some(source), _) => StreamDef {
                     source: StreamSource::Generator(GeneratorSpec::parse(source)?),
                     ..StreamDef::implicit_topic(name, name)
@@ -763,6 +825,7 @@ async fn resolve_inputs(
         }
         if stream_names.len() == 1 && stream_names[0] == name {
             let target = catalog.get_mut(name).expect("inserted above");
+            let file_source = matches!(target.source, StreamSource::File { .. });
             match input
                 .format
                 .as_deref()
@@ -771,6 +834,8 @@ async fn resolve_inputs(
                 .as_str()
             {
                 "json" => {}
+                // The layout of a file source's files (read as JSON payloads or columns).
+                format if file_source && FileFormat::parse(format).is_some() => {}
                 "avro" => {
                     let avro = match (&input.avro_schema, registry(spec), &target.source) {
                         (Some(path), _, _) => velo_connectors::codec::avro::load_schema(path)?,
@@ -836,10 +901,8 @@ async fn resolve_inputs(
         if stream.schema.is_none() {
             let schema = match (&stream.source, given_schema(spec)?) {
                 (_, Some(schema)) => schema,
-                (StreamSource::File { .. }, None) => {
-                    return Err(VeloError::Usage(format!(
-                        "'{name}' reads a file: declare it with CREATE TABLE"
-                    )))
+                (StreamSource::File { path, format }, None) => {
+                    infer_file_schema(&path.display().to_string(), format)?
                 }
                 (StreamSource::Generator(generator), None) => generator.schema(),
                 (StreamSource::Topic(topic), None) => {

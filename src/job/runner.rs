@@ -218,6 +218,9 @@ impl Runner {
             for partition in self.inputs[i].source.take_reset_partitions() {
                 self.inputs[i].positions.remove(&partition);
             }
+            for problem in self.inputs[i].source.take_errors() {
+                self.source_error(&problem)?;
+            }
             match polled {
                 None => self.inputs[i].ended = true,
                 Some(batch) if batch.is_empty() => {}
@@ -729,6 +732,18 @@ impl Runner {
             started.elapsed().as_secs_f64() * 1000.0
         );
         Ok(id)
+    }
+
+    /// A problem a source met that is not one record (a file it cannot read): counted as a
+    /// decode error and logged, or the end of the job with `on_error = fail`.
+    fn source_error(&mut self, problem: &str) -> Result<()> {
+        self.progress.count_error(ErrorKind::Decode);
+        self.stats.errors = self.progress.error_counts();
+        if self.on_error == OnError::Fail {
+            return Err(VeloError::BadData(problem.to_string()));
+        }
+        tracing::warn!("skipped: {problem}");
+        Ok(())
     }
 
     /// Bad records of `batch`: counted by kind, then skipped, dead-lettered (unchanged, with

@@ -1,0 +1,569 @@
+//! Files as a stream: JSON lines, CSV (with a header) or Parquet, from one file, a directory
+//! or a glob (`data/*.jsonl`).
+//!
+//! Files are read one after the other, in name order. Each file is a partition of the source
+//! (numbered by a stable hash of its path, so a checkpoint's positions find it again after a
+//! restart whatever other files appeared) whose offsets are its rows; `_topic` is the file's
+//! path and `_timestamp` its modification time. JSON lines go to the stream's JSON decoder as
+//! they are, so decimals, bad records and their reports are exactly those of a topic; a CSV row
+//! becomes a JSON object of its fields (empty = NULL; `true`/`false` for BOOLEAN columns);
+//! Parquet row groups come as Arrow columns.
+//!
+//! A bounded read takes the files there when it starts; a followed one (`stream`) looks for new
+//! files every second and reads each once. A file that cannot be read (a truncated Parquet
+//! footer, a line that is not UTF-8) is reported with its name and row
+//! ([`Source::take_errors`]) and the rest goes on.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, SchemaRef};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+
+use crate::record::{Payload, RecordBatchCollector, SourceBatch};
+use crate::source::{Positions, Source};
+use crate::{ConnectorError, Result};
+
+/// The layout of the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    JsonLines,
+    Csv,
+    Parquet,
+}
+
+impl FileFormat {
+    /// The format a name says: `json`, `jsonl`, `json-lines`, `ndjson`, `csv`, `parquet`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "json" | "jsonl" | "json-lines" | "ndjson" => Some(Self::JsonLines),
+            "csv" => Some(Self::Csv),
+            "parquet" => Some(Self::Parquet),
+            _ => None,
+        }
+    }
+
+    /// The format a file's extension says.
+    pub fn of_path(path: &Path) -> Option<Self> {
+        Self::parse(path.extension()?.to_str()?)
+    }
+}
+
+/// Where the files are and how to read them.
+#[derive(Debug, Clone)]
+pub struct FileSourceSpec {
+    /// A file, a directory (its files with the format's extensions, hidden ones left out) or
+    /// a glob.
+    pub path: String,
+    /// `None`: from each file's extension.
+    pub format: Option<FileFormat>,
+    /// Keep looking for new files (`stream`); else read what is there and end.
+    pub follow: bool,
+    /// The stream's columns (CSV needs them to tell booleans from text).
+    pub schema: Option<SchemaRef>,
+}
+
+enum Reader {
+    Lines(BufReader<File>),
+    Csv {
+        lines: BufReader<File>,
+        header: Vec<String>,
+        booleans: Vec<bool>,
+    },
+    Parquet(ParquetRecordBatchReader),
+}
+
+struct OpenFile {
+    /// The path as text (`_topic`, messages).
+    name: String,
+    partition: i32,
+    reader: Reader,
+    /// The next row's number (0-based, data rows only).
+    next: i64,
+    /// Rows before this were read by an earlier run (from a checkpoint).
+    skip_to: i64,
+    modified_ms: Option<i64>,
+}
+
+/// Reads files as a stream (see the module doc).
+pub struct FileSource {
+    spec: FileSourceSpec,
+    /// Files found and not opened yet, in name order.
+    queue: Vec<PathBuf>,
+    /// Every file found so far (read, being read or queued).
+    seen: BTreeSet<PathBuf>,
+    current: Option<OpenFile>,
+    /// Where each file starts (a restored checkpoint's positions), by partition.
+    starts: Positions,
+    last_scan: Option<Instant>,
+    collector: RecordBatchCollector,
+    errors: Vec<String>,
+    line: String,
+}
+
+/// The partition number of a file: a stable (FNV-1a) hash of its path, non-negative.
+pub fn file_partition(path: &Path) -> i32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in path.to_string_lossy().as_bytes() {
+        hash ^= u32::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    (hash & 0x7fff_ffff) as i32
+}
+
+impl FileSource {
+    /// A source over `spec.path`; fails when a bounded read finds no file.
+    pub fn open(spec: FileSourceSpec) -> Result<Self> {
+        let mut source = Self {
+            spec,
+            queue: Vec::new(),
+            seen: BTreeSet::new(),
+            current: None,
+            starts: Positions::new(),
+            last_scan: None,
+            collector: RecordBatchCollector::new(1024),
+            errors: Vec::new(),
+            line: String::new(),
+        };
+        source.scan()?;
+        if source.queue.is_empty() && !source.spec.follow {
+            return Err(ConnectorError::Config(format!(
+                "no file matches '{}'",
+                source.spec.path
+            )));
+        }
+        Ok(source)
+    }
+
+    fn format_of(&self, path: &Path) -> Option<FileFormat> {
+        self.spec.format.or_else(|| FileFormat::of_path(path))
+    }
+
+    /// Adds the files that appeared since the last scan to the queue.
+    fn scan(&mut self) -> Result<()> {
+        self.last_scan = Some(Instant::now());
+        let pattern = &self.spec.path;
+        let mut found: Vec<PathBuf> = if pattern.contains(['*', '?', '[']) {
+            glob::glob(pattern)
+                .map_err(|e| ConnectorError::Config(format!("file pattern '{pattern}': {e}")))?
+                .flatten()
+                .filter(|p| p.is_file())
+                .collect()
+        } else {
+            let path = Path::new(pattern);
+            if path.is_dir() {
+                std::fs::read_dir(path)
+                    .map_err(|source| ConnectorError::File {
+                        path: path.to_path_buf(),
+                        source,
+                    })?
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.is_file()
+                            && !p
+                                .file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                            && self.format_of(p).is_some()
+                    })
+                    .collect()
+            } else if path.is_file() {
+                vec![path.to_path_buf()]
+            } else {
+                Vec::new()
+            }
+        };
+        found.retain(|p| !self.seen.contains(p));
+        found.sort();
+        for path in found {
+            self.seen.insert(path.clone());
+            self.queue.push(path);
+        }
+        Ok(())
+    }
+
+    fn open_file(&mut self, path: PathBuf) -> Result<Option<OpenFile>> {
+        // Always with a '/', so positions read as a file's (see `RecordPosition`).
+        let name = if path.components().count() > 1 {
+            path.display().to_string()
+        } else {
+            format!("./{}", path.display())
+        };
+        let Some(format) = self.format_of(&path) else {
+            self.errors.push(format!(
+                "file {name}: no format (name it .jsonl, .csv or .parquet, or give the format)"
+            ));
+            return Ok(None);
+        };
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.errors.push(format!("file {name}: {e}"));
+                return Ok(None);
+            }
+        };
+        let modified_ms = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64);
+        let reader = match format {
+            FileFormat::JsonLines => Reader::Lines(BufReader::new(file)),
+            FileFormat::Csv => {
+                let mut lines = BufReader::new(file);
+                let mut first = String::new();
+                if let Err(e) = lines.read_line(&mut first) {
+                    self.errors.push(format!("file {name}: {e}"));
+                    return Ok(None);
+                }
+                let header = split_csv(first.trim_end_matches(['\r', '\n']));
+                let booleans = header
+                    .iter()
+                    .map(|h| {
+                        self.spec.schema.as_ref().is_some_and(|s| {
+                            s.field_with_name(h)
+                                .is_ok_and(|f| f.data_type() == &DataType::Boolean)
+                        })
+                    })
+                    .collect();
+                Reader::Csv {
+                    lines,
+                    header,
+                    booleans,
+                }
+            }
+            FileFormat::Parquet => match ParquetRecordBatchReaderBuilder::try_new(file)
+                .and_then(|b| b.with_batch_size(8192).build())
+            {
+                Ok(reader) => Reader::Parquet(reader),
+                Err(e) => {
+                    self.errors
+                        .push(format!("file {name}: not a readable Parquet file: {e}"));
+                    return Ok(None);
+                }
+            },
+        };
+        let partition = file_partition(&path);
+        Ok(Some(OpenFile {
+            skip_to: self.starts.get(&partition).copied().unwrap_or(0),
+            name,
+            partition,
+            reader,
+            next: 0,
+            modified_ms,
+        }))
+    }
+
+    /// Reads up to `max` rows of the current file; true when the file has ended.
+    fn read_rows(&mut self, max: usize) -> Result<(Option<SourceBatch>, bool)> {
+        let file = self.current.as_mut().expect("a file is open");
+        match &mut file.reader {
+            Reader::Parquet(reader) => loop {
+                match reader.next() {
+                    None => return Ok((None, true)),
+                    Some(Err(e)) => {
+                        self.errors.push(format!(
+                            "file {}: row {}: {e} (the rest of the file is skipped)",
+                            file.name, file.next
+                        ));
+                        return Ok((None, true));
+                    }
+                    Some(Ok(batch)) => {
+                        let first = file.next;
+                        file.next += batch.num_rows() as i64;
+                        if file.next <= file.skip_to {
+                            continue;
+                        }
+                        let from = (file.skip_to - first).max(0) as usize;
+                        let batch = batch.slice(from, batch.num_rows() - from);
+                        return Ok((Some(decoded(file, first + from as i64, batch)), false));
+                    }
+                }
+            },
+            Reader::Lines(lines) => {
+                let mut ended = false;
+                while self.collector.len() < max {
+                    self.line.clear();
+                    match lines.read_line(&mut self.line) {
+                        Ok(0) => {
+                            ended = true;
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            self.errors.push(format!(
+                                "file {}: line {}: {e} (the rest of the file is skipped)",
+                                file.name,
+                                file.next + 1
+                            ));
+                            ended = true;
+                            break;
+                        }
+                    }
+                    let text = self.line.trim_end_matches(['\r', '\n']);
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    let row = file.next;
+                    file.next += 1;
+                    if row < file.skip_to {
+                        continue;
+                    }
+                    self.collector.push(
+                        Some(text.as_bytes()),
+                        None,
+                        &file.name,
+                        file.partition,
+                        row,
+                        file.modified_ms,
+                        std::iter::empty(),
+                    );
+                }
+                Ok((self.take_collected(), ended))
+            }
+            Reader::Csv {
+                lines,
+                header,
+                booleans,
+            } => {
+                let mut ended = false;
+                let mut json = String::new();
+                while self.collector.len() < max {
+                    self.line.clear();
+                    match lines.read_line(&mut self.line) {
+                        Ok(0) => {
+                            ended = true;
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            self.errors.push(format!(
+                                "file {}: line {}: {e} (the rest of the file is skipped)",
+                                file.name,
+                                file.next + 2
+                            ));
+                            ended = true;
+                            break;
+                        }
+                    }
+                    let text = self.line.trim_end_matches(['\r', '\n']);
+                    if text.is_empty() {
+                        continue;
+                    }
+                    let row = file.next;
+                    file.next += 1;
+                    if row < file.skip_to {
+                        continue;
+                    }
+                    let fields = split_csv(text);
+                    if fields.len() > header.len() {
+                        self.errors.push(format!(
+                            "file {}: line {}: {} fields, the header names {}",
+                            file.name,
+                            row + 2,
+                            fields.len(),
+                            header.len()
+                        ));
+                        continue;
+                    }
+                    csv_row_as_json(fields, header, booleans, &mut json);
+                    self.collector.push(
+                        Some(json.as_bytes()),
+                        None,
+                        &file.name,
+                        file.partition,
+                        row,
+                        file.modified_ms,
+                        std::iter::empty(),
+                    );
+                }
+                Ok((self.take_collected(), ended))
+            }
+        }
+    }
+
+    fn take_collected(&mut self) -> Option<SourceBatch> {
+        (!self.collector.is_empty()).then(|| self.collector.finish())
+    }
+}
+
+/// A Parquet batch of `file` whose first row is row `first`.
+fn decoded(file: &OpenFile, first: i64, batch: RecordBatch) -> SourceBatch {
+    let times = vec![file.modified_ms.unwrap_or(0); batch.num_rows()];
+    let mut meta = RecordBatchCollector::generated_meta(&file.name, first, &times);
+    meta.partition = arrow::array::Int32Array::from(vec![file.partition; batch.num_rows()]);
+    SourceBatch {
+        payload: Payload::Decoded(batch),
+        meta,
+    }
+}
+
+/// Splits one CSV line into fields (RFC 4180 quoting: `"a,b"`, `""` for a quote).
+fn split_csv(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if field.is_empty() => quoted = true,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// Writes a CSV line as a JSON object of `header`'s names into `out` (cleared first). Empty
+/// fields are NULL; BOOLEAN columns' `true`/`false` are JSON booleans; the rest are strings
+/// (the decoder parses numbers, decimals and times from them exactly).
+fn csv_row_as_json(fields: Vec<String>, header: &[String], booleans: &[bool], out: &mut String) {
+    out.clear();
+    out.push('{');
+    for (i, value) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let name = header
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("_extra{i}"));
+        out.push_str(&serde_json::Value::String(name).to_string());
+        out.push(':');
+        let lower = value.to_ascii_lowercase();
+        if value.is_empty() {
+            out.push_str("null");
+        } else if booleans.get(i).copied().unwrap_or(false) && (lower == "true" || lower == "false")
+        {
+            out.push_str(&lower);
+        } else {
+            out.push_str(&serde_json::Value::String(value).to_string());
+        }
+    }
+    out.push('}');
+}
+
+impl Source for FileSource {
+    fn poll_batch(
+        &mut self,
+        max_records: usize,
+        max_wait: Duration,
+    ) -> Result<Option<SourceBatch>> {
+        let deadline = Instant::now() + max_wait;
+        loop {
+            if self.current.is_none() {
+                if self.queue.is_empty()
+                    && self.spec.follow
+                    && self
+                        .last_scan
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                {
+                    self.scan()?;
+                }
+                if self.queue.is_empty() {
+                    if !self.spec.follow {
+                        return Ok(None);
+                    }
+                    // Wait for new files, up to the poll's deadline.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(Some(self.collector.finish()));
+                    }
+                    std::thread::sleep(left.min(Duration::from_millis(100)));
+                    continue;
+                }
+                let path = self.queue.remove(0);
+                self.current = self.open_file(path)?;
+                continue;
+            }
+            let (batch, ended) = self.read_rows(max_records.max(1))?;
+            if ended {
+                self.current = None;
+            }
+            if let Some(batch) = batch {
+                return Ok(Some(batch));
+            }
+        }
+    }
+
+    /// Each file starts at the row its partition's position names (rows before were read).
+    fn seek(&mut self, positions: &Positions) -> Result<()> {
+        self.starts.clone_from(positions);
+        if let Some(file) = self.current.as_mut() {
+            file.skip_to = positions.get(&file.partition).copied().unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("files '{}'", self.spec.path)
+    }
+
+    fn is_bounded(&self) -> bool {
+        !self.spec.follow
+    }
+
+    /// The file being read: finished files no longer hold the watermark.
+    fn assigned_partitions(&self) -> Option<Vec<i32>> {
+        self.current.as_ref().map(|f| vec![f.partition])
+    }
+
+    fn take_errors(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.errors)
+    }
+}
+
+impl std::fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSource")
+            .field("path", &self.spec.path)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_become_json_objects_with_quotes_nulls_and_booleans() {
+        let header = split_csv("id,name,ok,amount");
+        let mut out = String::new();
+        csv_row_as_json(
+            split_csv(r#"7,"Smith, ""J""",TRUE,12.50"#),
+            &header,
+            &[false, false, true, false],
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            r#"{"id":"7","name":"Smith, \"J\"","ok":true,"amount":"12.50"}"#
+        );
+        csv_row_as_json(
+            split_csv("8,,false,"),
+            &header,
+            &[false, false, true, false],
+            &mut out,
+        );
+        assert_eq!(out, r#"{"id":"8","name":null,"ok":false,"amount":null}"#);
+    }
+
+    #[test]
+    fn a_file_keeps_its_partition_whatever_else_appears() {
+        let a = file_partition(Path::new("/data/2024-01-01.jsonl"));
+        assert_eq!(a, file_partition(Path::new("/data/2024-01-01.jsonl")));
+        assert_ne!(a, file_partition(Path::new("/data/2024-01-02.jsonl")));
+        assert!(a >= 0);
+    }
+}
