@@ -33,6 +33,10 @@ use crate::{ConnectorError, Result};
 /// The value of a Hive partition column that is NULL (Hive's and Spark's spelling).
 pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 
+/// How long a part file stays open when nothing else closes it (no checkpoints, no roll
+/// policy given).
+pub const DEFAULT_ROLL_INTERVAL: Duration = Duration::from_secs(60);
+
 /// When a part file is closed and a new one started (besides every checkpoint).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RollPolicy {
@@ -126,7 +130,12 @@ impl PartFileSink {
     /// A sink writing `schema`-shaped results under `options.dir` (created when missing).
     /// In-progress files an earlier run of this sink left are removed before the first write
     /// (their rows come again), except those the restored checkpoint committed.
-    pub fn create(options: PartFileOptions, schema: &SchemaRef) -> Result<Self> {
+    pub fn create(mut options: PartFileOptions, schema: &SchemaRef) -> Result<Self> {
+        if !options.with_checkpoints && options.roll == RollPolicy::default() {
+            // Without checkpoints a file is committed when it closes: without a roll policy
+            // it would stay invisible until the job ends.
+            options.roll.interval = Some(DEFAULT_ROLL_INTERVAL);
+        }
         if !matches!(
             options.format,
             OutputFormat::Parquet | OutputFormat::JsonLines | OutputFormat::Csv
