@@ -331,6 +331,25 @@ fn an_application_is_deployed_run_and_managed_from_the_cli() {
         jobs(&["output", &id]),
         "{\"customer_id\":1,\"amount\":\"1500.50\"}\n{\"customer_id\":3,\"amount\":\"1000.01\"}\n"
     );
+    // The job's current output as a Parquet file, typed (the amount stays a decimal).
+    let mut response = agent()
+        .get(&format!("{}/jobs/{id}/output?format=parquet", server.url))
+        .call()
+        .unwrap();
+    let file = std::env::temp_dir().join(format!("velo-job-{}.parquet", std::process::id()));
+    std::fs::write(&file, response.body_mut().read_to_vec().unwrap()).unwrap();
+    let path = file.to_str().unwrap();
+    let schema = python_tool("tests/interop/parquet_tool.py", &["schema", path], &[]);
+    let rows = python_tool("tests/interop/parquet_tool.py", &["pyarrow", path], &[]);
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(schema, ["customer_id: int64", "amount: decimal128(10, 2)"]);
+    assert_eq!(
+        rows,
+        [
+            r#"{"customer_id":1,"amount":"1500.50"}"#,
+            r#"{"customer_id":3,"amount":"1000.01"}"#
+        ]
+    );
     let status = eventually("records counted", || {
         let s = json(&jobs(&["status", &id]));
         (s["records_in"] == 3 && s["records_out"] == 2).then_some(s)

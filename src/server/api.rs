@@ -1132,6 +1132,8 @@ struct FollowQuery {
     follow: bool,
     limit: Option<usize>,
     tail: Option<usize>,
+    /// `parquet`: the kept rows as one Parquet file (`/jobs/{id}/output` only).
+    format: Option<String>,
 }
 
 /// Lines so far, then (when following) new ones as they come.
@@ -1160,6 +1162,40 @@ async fn job_output(
     Query(query): Query<FollowQuery>,
 ) -> Result<Response, ApiError> {
     let j = job(&state, &id)?;
+    match query.format.as_deref() {
+        None | Some("json-lines") => {}
+        Some("parquet") => {
+            // Every row kept (the job's current output), typed, as a Parquet file.
+            let n = query.limit.or(query.tail).unwrap_or(usize::MAX);
+            let Some(batch) = j.output.recent_batch(n).map_err(VeloError::from)? else {
+                return Err(ApiError::bad_request(format!(
+                    "job '{id}' has produced no output yet"
+                )));
+            };
+            let bytes = velo_connectors::parquet_file::ParquetOptions::default()
+                .to_bytes(&batch.schema(), &[batch])
+                .map_err(VeloError::from)?;
+            return Ok((
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        "application/vnd.apache.parquet".to_string(),
+                    ),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{id}.parquet\""),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response());
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format '{other}' is not json-lines or parquet"
+            )))
+        }
+    }
     let feed = query.follow.then(|| Feed::Rows(j.output.subscribe()));
     let recent = j.output.recent(query.limit.or(query.tail).unwrap_or(100));
     Ok(line_stream(&state, recent, feed))

@@ -19,6 +19,8 @@ pub struct OutputBuffer {
     chunks: Mutex<Chunks>,
     capacity: usize,
     live: broadcast::Sender<Arc<EncodedRows>>,
+    /// The columns of the rows (set when the job's sink is built), to read them back typed.
+    schema: Mutex<Option<SchemaRef>>,
 }
 
 #[derive(Default)]
@@ -33,7 +35,27 @@ impl OutputBuffer {
             chunks: Mutex::default(),
             capacity: capacity.max(1),
             live: broadcast::channel(256).0,
+            schema: Mutex::default(),
         }
+    }
+
+    /// The last `n` rows kept, as typed columns (decimals, timestamps and nested values as the
+    /// job produced them); `None` before the job has started.
+    pub fn recent_batch(&self, n: usize) -> Result<Option<RecordBatch>> {
+        let Some(schema) = self.schema.lock().expect("schema lock").clone() else {
+            return Ok(None);
+        };
+        let rows = self.recent(n);
+        let payloads =
+            arrow::array::BinaryArray::from_iter_values(rows.iter().map(|r| r.as_bytes()));
+        let decoded = velo_connectors::codec::JsonDecoder::new(schema)?.decode(&payloads)?;
+        if let Some(failure) = decoded.failures.first() {
+            return Err(ConnectorError::Config(format!(
+                "an output row does not read back: {}",
+                failure.reason
+            )));
+        }
+        Ok(Some(decoded.batch))
     }
 
     /// Keeps a batch of rows; drops the oldest batches no longer needed for `capacity` rows.
@@ -93,7 +115,9 @@ pub struct CaptureSink {
 }
 
 impl CaptureSink {
-    pub fn new(inner: Option<Box<dyn Sink>>, buffer: Arc<OutputBuffer>) -> Self {
+    /// Keeps `schema`-shaped rows in `buffer`, passing them on to `inner`.
+    pub fn new(inner: Option<Box<dyn Sink>>, buffer: Arc<OutputBuffer>, schema: SchemaRef) -> Self {
+        *buffer.schema.lock().expect("schema lock") = Some(schema);
         Self {
             inner,
             buffer,

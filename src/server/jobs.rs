@@ -544,8 +544,8 @@ impl JobManager {
         let hooks = JobHooks {
             stop: Some(stop),
             progress: Some(job.progress.clone()),
-            sink: Some(Box::new(move |_schema, inner| {
-                Ok(Box::new(CaptureSink::new(inner, output)))
+            sink: Some(Box::new(move |schema, inner| {
+                Ok(Box::new(CaptureSink::new(inner, output, schema.clone())))
             })),
         };
         let span = tracing::Span::current();
