@@ -185,26 +185,32 @@ impl StreamDef {
             .as_ref()
             .map(|cols| Arc::new(Schema::new(cols.clone())));
         if let Some(path) = path {
-            if !format_given {
-                // A stream's files say their layout by extension (`*.parquet`); a table's
-                // file defaults to JSON lines as before.
-                format_name = std::path::Path::new(&path)
+            let file_format = if !format_given && !decl.is_table {
+                // A stream's files say their layout by extension, each its own (a folder, a
+                // glob of mixed files); an extension on the path itself must be a known one.
+                match std::path::Path::new(&path)
                     .extension()
                     .and_then(|e| e.to_str())
-                    .filter(|_| !decl.is_table)
-                    .unwrap_or("json")
-                    .to_ascii_lowercase();
-            }
-            let file_format = match format_name.as_str() {
-                "csv" | "json" | "jsonl" | "json-lines" | "parquet" => format_name.clone(),
-                other => {
-                    return Err(VeloError::sql(
-                        format!(
-                            "'{}': file format '{other}' is not csv, json or parquet",
-                            decl.name
-                        ),
-                        at,
-                    ))
+                {
+                    Some(e) if velo_connectors::file_source::FileFormat::parse(e).is_some() => {
+                        e.to_ascii_lowercase()
+                    }
+                    _ => String::new(),
+                }
+            } else {
+                match format_name.as_str() {
+                    "csv" | "json" | "jsonl" | "json-lines" | "ndjson" | "parquet" => {
+                        format_name.clone()
+                    }
+                    other => {
+                        return Err(VeloError::sql(
+                            format!(
+                                "'{}': file format '{other}' is not csv, json or parquet",
+                                decl.name
+                            ),
+                            at,
+                        ))
+                    }
                 }
             };
             source = StreamSource::File {

@@ -10,7 +10,8 @@
 //! Parquet row groups come as Arrow columns.
 //!
 //! A bounded read takes the files there when it starts; a followed one (`stream`) looks for new
-//! files every second and reads each once. A file that cannot be read (a truncated Parquet
+//! files every second and reads each once, when its size and modification time have held
+//! still for a scan (a file being copied in is not read half-way). A file that cannot be read (a truncated Parquet
 //! footer, a line that is not UTF-8) is reported with its name and row
 //! ([`Source::take_errors`]) and the rest goes on.
 
@@ -70,7 +71,7 @@ pub struct FileSourceSpec {
 enum Reader {
     Lines(BufReader<File>),
     Csv {
-        lines: BufReader<File>,
+        records: csv::Reader<File>,
         header: Vec<String>,
         booleans: Vec<bool>,
     },
@@ -96,6 +97,9 @@ pub struct FileSource {
     queue: Vec<PathBuf>,
     /// Every file found so far (read, being read or queued).
     seen: BTreeSet<PathBuf>,
+    /// Followed folders: files found once, with their size and modification time; a file is
+    /// taken when a later scan finds both unchanged (a file still being written waits).
+    settling: std::collections::HashMap<PathBuf, (u64, Option<std::time::SystemTime>)>,
     current: Option<OpenFile>,
     /// Where each file starts (a restored checkpoint's positions), by partition.
     starts: Positions,
@@ -122,6 +126,7 @@ impl FileSource {
             spec,
             queue: Vec::new(),
             seen: BTreeSet::new(),
+            settling: std::collections::HashMap::new(),
             current: None,
             starts: Positions::new(),
             last_scan: None,
@@ -178,6 +183,23 @@ impl FileSource {
             }
         };
         found.retain(|p| !self.seen.contains(p));
+        if self.spec.follow {
+            // Only files whose size and modification time held still since the last scan.
+            let now: std::collections::HashMap<PathBuf, (u64, Option<std::time::SystemTime>)> =
+                found
+                    .iter()
+                    .filter_map(|p| {
+                        let meta = std::fs::metadata(p).ok()?;
+                        Some((p.clone(), (meta.len(), meta.modified().ok())))
+                    })
+                    .collect();
+            found.retain(|p| {
+                self.settling
+                    .get(p)
+                    .is_some_and(|before| now.get(p) == Some(before))
+            });
+            self.settling = now;
+        }
         found.sort();
         for path in found {
             self.seen.insert(path.clone());
@@ -215,13 +237,22 @@ impl FileSource {
         let reader = match format {
             FileFormat::JsonLines => Reader::Lines(BufReader::new(file)),
             FileFormat::Csv => {
-                let mut lines = BufReader::new(file);
-                let mut first = String::new();
-                if let Err(e) = lines.read_line(&mut first) {
-                    self.errors.push(format!("file {name}: {e}"));
-                    return Ok(None);
-                }
-                let header = split_csv(first.trim_end_matches(['\r', '\n']));
+                let mut records = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+                let header: Vec<String> = match records.headers() {
+                    Ok(h) => h
+                        .iter()
+                        .enumerate()
+                        // A UTF-8 byte-order mark is not part of the first name.
+                        .map(|(i, name)| match i {
+                            0 => name.trim_start_matches('\u{feff}').to_string(),
+                            _ => name.to_string(),
+                        })
+                        .collect(),
+                    Err(e) => {
+                        self.errors.push(format!("file {name}: the header: {e}"));
+                        return Ok(None);
+                    }
+                };
                 let booleans = header
                     .iter()
                     .map(|h| {
@@ -232,7 +263,7 @@ impl FileSource {
                     })
                     .collect();
                 Reader::Csv {
-                    lines,
+                    records,
                     header,
                     booleans,
                 }
@@ -248,7 +279,8 @@ impl FileSource {
                 }
             },
         };
-        let partition = file_partition(&path);
+        // The file's identity: its canonical path, however the pattern spelled it.
+        let partition = file_partition(&std::fs::canonicalize(&path).unwrap_or(path.clone()));
         Ok(Some(OpenFile {
             skip_to: self.starts.get(&partition).copied().unwrap_or(0),
             name,
@@ -327,51 +359,46 @@ impl FileSource {
                 Ok((self.take_collected(), ended))
             }
             Reader::Csv {
-                lines,
+                records,
                 header,
                 booleans,
             } => {
                 let mut ended = false;
                 let mut json = String::new();
+                let mut record = csv::StringRecord::new();
                 while self.collector.len() < max {
-                    self.line.clear();
-                    match lines.read_line(&mut self.line) {
-                        Ok(0) => {
+                    match records.read_record(&mut record) {
+                        Ok(false) => {
                             ended = true;
                             break;
                         }
-                        Ok(_) => {}
+                        Ok(true) => {}
                         Err(e) => {
+                            // A broken quote or bad UTF-8: the reader cannot resync.
                             self.errors.push(format!(
-                                "file {}: line {}: {e} (the rest of the file is skipped)",
-                                file.name,
-                                file.next + 2
+                                "file {}: {e} (the rest of the file is skipped)",
+                                file.name
                             ));
                             ended = true;
                             break;
                         }
                     }
-                    let text = self.line.trim_end_matches(['\r', '\n']);
-                    if text.is_empty() {
-                        continue;
-                    }
+                    let line = record.position().map_or(0, |p| p.line());
                     let row = file.next;
                     file.next += 1;
                     if row < file.skip_to {
                         continue;
                     }
-                    let fields = split_csv(text);
-                    if fields.len() > header.len() {
+                    if record.len() != header.len() {
                         self.errors.push(format!(
-                            "file {}: line {}: {} fields, the header names {}",
+                            "file {}: line {line}: {} fields, the header names {}",
                             file.name,
-                            row + 2,
-                            fields.len(),
+                            record.len(),
                             header.len()
                         ));
                         continue;
                     }
-                    csv_row_as_json(fields, header, booleans, &mut json);
+                    csv_row_as_json(&record, header, booleans, &mut json);
                     self.collector.push(
                         Some(json.as_bytes()),
                         None,
@@ -403,43 +430,23 @@ fn decoded(file: &OpenFile, first: i64, batch: RecordBatch) -> SourceBatch {
     }
 }
 
-/// Splits one CSV line into fields (RFC 4180 quoting: `"a,b"`, `""` for a quote).
-fn split_csv(line: &str) -> Vec<String> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', true) => quoted = false,
-            ('"', false) if field.is_empty() => quoted = true,
-            (',', false) => fields.push(std::mem::take(&mut field)),
-            (c, _) => field.push(c),
-        }
-    }
-    fields.push(field);
-    fields
-}
-
-/// Writes a CSV line as a JSON object of `header`'s names into `out` (cleared first). Empty
+/// Writes a CSV record as a JSON object of `header`'s names into `out` (cleared first). Empty
 /// fields are NULL; BOOLEAN columns' `true`/`false` are JSON booleans; the rest are strings
 /// (the decoder parses numbers, decimals and times from them exactly).
-fn csv_row_as_json(fields: Vec<String>, header: &[String], booleans: &[bool], out: &mut String) {
+fn csv_row_as_json(
+    fields: &csv::StringRecord,
+    header: &[String],
+    booleans: &[bool],
+    out: &mut String,
+) {
     out.clear();
     out.push('{');
-    for (i, value) in fields.into_iter().enumerate() {
+    for (i, value) in fields.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let name = header
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("_extra{i}"));
-        out.push_str(&serde_json::Value::String(name).to_string());
+        let name = header.get(i).map_or("", String::as_str);
+        write_json_string(name, out);
         out.push(':');
         let lower = value.to_ascii_lowercase();
         if value.is_empty() {
@@ -448,10 +455,30 @@ fn csv_row_as_json(fields: Vec<String>, header: &[String], booleans: &[bool], ou
         {
             out.push_str(&lower);
         } else {
-            out.push_str(&serde_json::Value::String(value).to_string());
+            write_json_string(value, out);
         }
     }
     out.push('}');
+}
+
+/// Appends `text` as a JSON string.
+fn write_json_string(text: &str, out: &mut String) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 impl Source for FileSource {
@@ -510,6 +537,10 @@ impl Source for FileSource {
         format!("files '{}'", self.spec.path)
     }
 
+    fn positions_only_in_checkpoints(&self) -> bool {
+        true
+    }
+
     fn is_bounded(&self) -> bool {
         !self.spec.follow
     }
@@ -538,25 +569,25 @@ mod tests {
 
     #[test]
     fn csv_rows_become_json_objects_with_quotes_nulls_and_booleans() {
-        let header = split_csv("id,name,ok,amount");
+        let text = "id,name,ok,amount\n7,\"Smith, \"\"J\"\"\nline two\",TRUE,12.50\n8,,false,\n";
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+        let booleans = [false, false, true, false];
         let mut out = String::new();
-        csv_row_as_json(
-            split_csv(r#"7,"Smith, ""J""",TRUE,12.50"#),
-            &header,
-            &[false, false, true, false],
-            &mut out,
-        );
+        let rows: Vec<String> = reader
+            .records()
+            .map(|r| {
+                csv_row_as_json(&r.unwrap(), &header, &booleans, &mut out);
+                out.clone()
+            })
+            .collect();
         assert_eq!(
-            out,
-            r#"{"id":"7","name":"Smith, \"J\"","ok":true,"amount":"12.50"}"#
+            rows,
+            [
+                r#"{"id":"7","name":"Smith, \"J\"\nline two","ok":true,"amount":"12.50"}"#,
+                r#"{"id":"8","name":null,"ok":false,"amount":null}"#,
+            ]
         );
-        csv_row_as_json(
-            split_csv("8,,false,"),
-            &header,
-            &[false, false, true, false],
-            &mut out,
-        );
-        assert_eq!(out, r#"{"id":"8","name":null,"ok":false,"amount":null}"#);
     }
 
     #[test]

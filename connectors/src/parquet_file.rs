@@ -163,12 +163,21 @@ impl Sink for ParquetFileSink {
         let Some(writer) = self.writer.take() else {
             return Ok(());
         };
-        let file = writer.into_inner().map_err(|e| self.error(e))?;
-        file.sync_all().map_err(|source| ConnectorError::File {
-            path: self.temp.clone(),
-            source,
-        })?;
-        publish(&self.temp, &self.path)
+        let finished = writer
+            .into_inner()
+            .map_err(|e| self.error(e))
+            .and_then(|file| {
+                file.sync_all().map_err(|source| ConnectorError::File {
+                    path: self.temp.clone(),
+                    source,
+                })
+            })
+            .and_then(|()| publish(&self.temp, &self.path));
+        if finished.is_err() {
+            // No partial file left behind.
+            let _ = std::fs::remove_file(&self.temp);
+        }
+        finished
     }
 
     fn rows_written(&self) -> u64 {

@@ -8,8 +8,9 @@
 //!   durable ([`Sink::checkpoint_complete`]). A job restored from checkpoint N renames what N
 //!   recorded (in case it stopped before doing so) and deletes every other in-progress file of
 //!   this sink: those rows come again from N's offsets, so nothing is lost or repeated.
-//! - without checkpoints (a bounded run, `--no-state`), a file is committed as soon as it is
-//!   closed: when it rolls, at every flush of a continuous run, and at the end.
+//! - without checkpoints, a file is committed as soon as it is closed: when it rolls and at the
+//!   end of a bounded run; a continuous run without checkpoints (`--no-state`) acknowledges its
+//!   input after every micro-batch, so every flush closes and commits the open files.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -32,10 +33,6 @@ use crate::{ConnectorError, Result};
 
 /// The value of a Hive partition column that is NULL (Hive's and Spark's spelling).
 pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
-
-/// How long a part file stays open when nothing else closes it (no checkpoints, no roll
-/// policy given).
-pub const DEFAULT_ROLL_INTERVAL: Duration = Duration::from_secs(60);
 
 /// When a part file is closed and a new one started (besides every checkpoint).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,6 +58,10 @@ pub struct PartFileOptions {
     pub decimals: DecimalFormat,
     /// Files are committed with checkpoints (else as soon as they are closed).
     pub with_checkpoints: bool,
+    /// A continuous job without checkpoints: its input is acknowledged after every flush, so
+    /// every flush closes and commits the open files (else rows acknowledged but still in an
+    /// open file would be lost to a crash).
+    pub commit_on_flush: bool,
 }
 
 /// Counts the bytes going through a writer.
@@ -130,12 +131,7 @@ impl PartFileSink {
     /// A sink writing `schema`-shaped results under `options.dir` (created when missing).
     /// In-progress files an earlier run of this sink left are removed before the first write
     /// (their rows come again), except those the restored checkpoint committed.
-    pub fn create(mut options: PartFileOptions, schema: &SchemaRef) -> Result<Self> {
-        if !options.with_checkpoints && options.roll == RollPolicy::default() {
-            // Without checkpoints a file is committed when it closes: without a roll policy
-            // it would stay invisible until the job ends.
-            options.roll.interval = Some(DEFAULT_ROLL_INTERVAL);
-        }
+    pub fn create(options: PartFileOptions, schema: &SchemaRef) -> Result<Self> {
         if !matches!(
             options.format,
             OutputFormat::Parquet | OutputFormat::JsonLines | OutputFormat::Csv
@@ -295,15 +291,42 @@ impl PartFileSink {
         for (temp, path) in files {
             if temp.exists() {
                 publish(&temp, &path)?;
+            } else if !path.exists() {
+                // Neither written nor committed: its rows are gone, say so rather than count it.
+                return Err(ConnectorError::Config(format!(
+                    "the part file {} (committed by a checkpoint) is missing, and so is its \
+                     in-progress copy {}: was the folder changed outside the job?",
+                    path.display(),
+                    temp.display()
+                )));
             }
             self.committed += 1;
         }
         Ok(())
     }
 
+    /// True when `name` is an in-progress file of this sink: `.part-<prefix>-<run>-<n>.<ext>
+    /// .inprogress` exactly (a job whose name extends this one's is not matched).
+    fn is_own_in_progress(&self, name: &str) -> bool {
+        let Some(rest) = name
+            .strip_prefix(&format!(".part-{}-", self.options.prefix))
+            .and_then(|r| r.strip_suffix(&format!(".{}.inprogress", self.extension())))
+        else {
+            return false;
+        };
+        let mut parts = rest.split('-');
+        let digits = |p: Option<&str>| {
+            p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        };
+        digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+    }
+
     /// Removes this sink's in-progress files under the folder, but `keep`.
     fn remove_in_progress(&self, keep: &[PathBuf]) -> Result<()> {
-        let marker = format!(".part-{}-", self.options.prefix);
+        let keep: Vec<PathBuf> = keep
+            .iter()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect();
         let mut stack = vec![self.options.dir.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -314,9 +337,8 @@ impl PartFileSink {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if path.is_dir() {
                     stack.push(path);
-                } else if name.starts_with(&marker)
-                    && name.ends_with(".inprogress")
-                    && !keep.contains(&path)
+                } else if self.is_own_in_progress(&name)
+                    && !keep.contains(&std::fs::canonicalize(&path).unwrap_or(path.clone()))
                 {
                     std::fs::remove_file(&path).map_err(Self::file_error(&path))?;
                 }
@@ -368,10 +390,15 @@ impl PartFileSink {
                 .zip(&sorted_keys)
                 .zip(&formatters)
                 .map(|((name, column), format)| {
-                    let value = if column.is_null(range.start) {
+                    let null = column
+                        .logical_nulls()
+                        .is_some_and(|n| n.is_null(range.start));
+                    let text = format.value(range.start).to_string();
+                    // NULL and the empty string are Hive's default partition, as Spark writes.
+                    let value = if null || text.is_empty() {
                         HIVE_NULL.to_string()
                     } else {
-                        hive_escape(&format.value(range.start).to_string())
+                        hive_escape(&text)
                     };
                     format!("{name}={value}")
                 })
@@ -390,13 +417,30 @@ impl PartFileSink {
     }
 }
 
-/// A partition value as a folder name: `/`, `=`, `%` and control characters percent-encoded.
+/// A partition value as a folder name: the characters Hive escapes (`/`, `=`, `%`, `#`, …)
+/// and control characters percent-encoded.
 fn hive_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         if matches!(
             c,
-            '/' | '\\' | '=' | '%' | ':' | '*' | '?' | '"' | '<' | '>' | '|'
+            '/' | '\\'
+                | '='
+                | '%'
+                | ':'
+                | '*'
+                | '?'
+                | '"'
+                | '<'
+                | '>'
+                | '|'
+                | '#'
+                | '\''
+                | '['
+                | ']'
+                | '{'
+                | '}'
+                | '^'
         ) || c.is_control()
         {
             let mut buf = [0; 4];
@@ -467,6 +511,9 @@ impl Sink for PartFileSink {
                     source: e,
                 })?;
             }
+        }
+        if self.options.commit_on_flush {
+            self.close_all()?;
         }
         if !self.options.with_checkpoints {
             // Nothing to wait for: what is closed is committed.
@@ -556,5 +603,51 @@ impl Drop for PartFileSink {
         for part in self.open.values() {
             let _ = std::fs::remove_file(&part.temp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field};
+
+    fn sink(dir: &Path, prefix: &str) -> PartFileSink {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        PartFileSink::create(
+            PartFileOptions {
+                dir: dir.to_path_buf(),
+                format: OutputFormat::Parquet,
+                roll: RollPolicy::default(),
+                partition_by: Vec::new(),
+                prefix: prefix.to_string(),
+                parquet: ParquetOptions::default(),
+                decimals: DecimalFormat::String,
+                with_checkpoints: true,
+                commit_on_flush: false,
+            },
+            &schema,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_sink_cleans_up_only_its_own_in_progress_files() {
+        let dir = std::env::temp_dir().join(format!("velo-parts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mine = sink(&dir, "velo-sql-orders");
+        assert!(mine.is_own_in_progress(".part-velo-sql-orders-1796-00003.parquet.inprogress"));
+        // Another job whose name starts with this one's.
+        assert!(!mine.is_own_in_progress(
+            ".part-velo-sql-orders-customers-1796-00003.parquet.inprogress"
+        ));
+        assert!(!mine.is_own_in_progress("part-velo-sql-orders-1796-00003.parquet"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn hive_folder_names_escape_what_hive_escapes() {
+        assert_eq!(hive_escape("2024-01-01"), "2024-01-01");
+        assert_eq!(hive_escape("a/b=c#d%"), "a%2Fb%3Dc%23d%25");
+        assert_eq!(hive_escape("x\ny"), "x%0Ay");
     }
 }

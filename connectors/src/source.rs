@@ -58,6 +58,13 @@ pub trait Source: Send {
         Vec::new()
     }
 
+    /// True when nothing outside the job remembers how far this source was read (files; a
+    /// topic has its consumer group's commits): a restored job always starts it at the
+    /// checkpoint's positions.
+    fn positions_only_in_checkpoints(&self) -> bool {
+        false
+    }
+
     /// A short description for logs and errors.
     fn describe(&self) -> String;
 

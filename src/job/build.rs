@@ -312,7 +312,7 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
             }
         };
         // Files have no consumer group keeping their positions: the checkpoint's always count.
-        let seek = seek_inputs || matches!(stream.source, StreamSource::File { .. });
+        let seek = seek_inputs || source.positions_only_in_checkpoints();
         if let (true, Some(checkpoint)) = (seek, &restored) {
             if let Some(saved) = checkpoint.inputs.iter().find(|i| i.stream == name) {
                 source.seek(&saved.positions)?;
@@ -569,6 +569,7 @@ fn open_sink(
                 parquet: output.parquet,
                 decimals: output.decimal_format,
                 with_checkpoints: !bounded && spec.state.is_some(),
+                commit_on_flush: !bounded && spec.state.is_none(),
             };
             Box::new(velo_connectors::part_files::PartFileSink::create(
                 options, schema,

@@ -138,13 +138,15 @@ impl Runner {
             tracker.restore(state);
         }
         // The checkpoint's offsets are where the inputs start only when it acknowledged with
-        // them; a job acknowledging per micro-batch reads on from its group's newer offsets,
-        // and tracks its positions from what it reads.
-        if checkpoint.acknowledge == Acknowledge::WithCheckpoints {
-            for input in &mut self.inputs {
-                if let Some(saved) = checkpoint.inputs.iter().find(|s| s.stream == input.name) {
-                    input.positions = saved.positions.clone();
-                }
+        // them (or nothing else keeps them: files); a job acknowledging per micro-batch reads
+        // on from its group's newer offsets, and tracks its positions from what it reads.
+        let with_checkpoints = checkpoint.acknowledge == Acknowledge::WithCheckpoints;
+        for input in &mut self.inputs {
+            if !with_checkpoints && !input.source.positions_only_in_checkpoints() {
+                continue;
+            }
+            if let Some(saved) = checkpoint.inputs.iter().find(|s| s.stream == input.name) {
+                input.positions = saved.positions.clone();
             }
         }
         self.carry = checkpoint.carry.clone();
