@@ -5,8 +5,10 @@
 2. File source: for q0 (every column), q1 (0.908 * price) and q2 (auction % 123 = 0), times
    `velo-sql execute --source file:bids.jsonl --output-file out.jsonl` and DuckDB's
    `COPY (… read_json(…)) TO 'out.jsonl'` — JSON lines file → SQL → JSON lines file.
-3. Export: puts the bids on a topic, times `velo-sql export --topic bids --output-file
-   bids.parquet` (topic → Parquet) and DuckDB's `read_json → COPY TO … (FORMAT PARQUET)`.
+3. Parquet: puts the bids on a topic, times `velo-sql export --topic bids --output-file
+   bids.parquet` (topic → Parquet, the Kafka consumer included), `velo-sql execute --source
+   file:bids.jsonl --output-file bids.parquet`, and DuckDB's `read_json → COPY TO … (FORMAT
+   PARQUET)`.
 
 Prints records/s, MB/s of JSON in, and CPU seconds (user + system, all threads) of each side,
 and checks both sides wrote the same number of rows.
@@ -177,6 +179,21 @@ def main():
         ]
     )
     row("export topic → Parquet (zstd), VeloStream", records, megabytes, wall, cpu)
+    file_parquet = os.path.join(work, "bids.file.parquet")
+    wall, cpu = velo(
+        [
+            "execute",
+            "--source",
+            f"file:{bids}",
+            "--schema",
+            BID_COLUMNS,
+            "--query",
+            "SELECT * FROM bids",
+            "--output-file",
+            file_parquet,
+        ]
+    )
+    row("JSON lines file → Parquet (zstd), VeloStream", records, megabytes, wall, cpu)
     duck_parquet = os.path.join(work, "bids.duck.parquet")
     source = f"read_json('{bids}', format = 'newline_delimited', columns = {DUCK_COLUMNS})"
     wall, cpu = duck(

@@ -246,7 +246,7 @@ pub struct QueryArgs {
     /// Where results go.
     #[arg(long, value_enum, default_value = "stdout")]
     pub output: OutputKind,
-    /// File for --output file.
+    /// File for --output file (given alone, it means --output file).
     #[arg(long)]
     pub output_file: Option<PathBuf>,
     /// Part files in this folder (Parquet, JSON lines or CSV per --format), each renamed into
@@ -760,7 +760,11 @@ impl QueryArgs {
                     }
                     OutputTarget::Directory(self.output_dir.clone().expect("checked"))
                 }
-                OutputKind::Stdout => OutputTarget::Stdout,
+                // `--output-file PATH` alone means file output.
+                OutputKind::Stdout => match &self.output_file {
+                    Some(path) => OutputTarget::File(path.clone()),
+                    None => OutputTarget::Stdout,
+                },
                 OutputKind::File => {
                     OutputTarget::File(self.output_file.clone().ok_or_else(|| {
                         VeloError::Usage("--output file needs --output-file PATH".into())

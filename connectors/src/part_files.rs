@@ -637,9 +637,8 @@ mod tests {
         let mine = sink(&dir, "velo-sql-orders");
         assert!(mine.is_own_in_progress(".part-velo-sql-orders-1796-00003.parquet.inprogress"));
         // Another job whose name starts with this one's.
-        assert!(!mine.is_own_in_progress(
-            ".part-velo-sql-orders-customers-1796-00003.parquet.inprogress"
-        ));
+        assert!(!mine
+            .is_own_in_progress(".part-velo-sql-orders-customers-1796-00003.parquet.inprogress"));
         assert!(!mine.is_own_in_progress("part-velo-sql-orders-1796-00003.parquet"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
