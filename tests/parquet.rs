@@ -138,3 +138,24 @@ fn a_failed_export_leaves_no_file() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn output_file_alone_means_file_output_in_the_format_of_its_extension() {
+    let dir = temp_dir("output-file");
+    let file = dir.join("ids.jsonl");
+    let printed = run_ok(&[
+        "execute",
+        "--source",
+        "generator:trades?count=3",
+        "--query",
+        "SELECT trade_id FROM trades",
+        "--output-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(printed, "");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "{\"trade_id\":1}\n{\"trade_id\":2}\n{\"trade_id\":3}\n"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
