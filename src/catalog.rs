@@ -202,6 +202,7 @@ impl StreamDef {
                     "csv" | "json" | "jsonl" | "json-lines" | "ndjson" | "parquet" => {
                         format_name.clone()
                     }
+                    "avro" if !decl.is_table => format_name.clone(),
                     other => {
                         return Err(VeloError::sql(
                             format!(

@@ -37,7 +37,7 @@ pub enum Command {
     /// Run a continuous query until stopped (SIGINT/SIGTERM) or until --limit rows.
     Stream(StreamArgs),
     /// Write what a topic holds now (or a query's bounded result) to a file: Parquet (from
-    /// the .parquet extension, the default), JSON lines or CSV.
+    /// the .parquet extension, the default), Avro, JSON lines or CSV.
     Export(ExportArgs),
     /// Run a live query over the built-in trades generator (no Kafka needed).
     Demo(DemoArgs),
@@ -249,7 +249,7 @@ pub struct QueryArgs {
     /// File for --output file (given alone, it means --output file).
     #[arg(long)]
     pub output_file: Option<PathBuf>,
-    /// Part files in this folder (Parquet, JSON lines or CSV per --format), each renamed into
+    /// Part files in this folder (Parquet, Avro, JSON lines or CSV per --format), each renamed into
     /// place when committed (with a checkpoint on `stream`); implies --output file.
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
@@ -337,7 +337,7 @@ pub struct QueryArgs {
     #[arg(long)]
     pub late_topic: Option<String>,
     /// Encoding of the only input: json (default), avro or protobuf; for `--source file:`,
-    /// json, csv or parquet (default: from the extension). On `stream`, `--format avro`
+    /// json, csv, parquet or avro (default: from the extension). On `stream`, `--format avro`
     /// without `--input-format` means both sides are Avro.
     #[arg(long)]
     pub input_format: Option<String>,

@@ -222,3 +222,39 @@ fn execute_writes_csv_and_json_lines_part_files_each_with_its_header() {
         assert_eq!(rows, 25, "{format}");
     }
 }
+
+#[test]
+fn avro_part_files_are_container_files_fastavro_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("avro");
+    run_ok(&[
+        "execute",
+        "--source",
+        "generator:trades?count=25",
+        "--query",
+        "SELECT trade_id, price FROM trades",
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--format",
+        "avro",
+        "--roll-rows",
+        "10",
+    ]);
+    let files = visible_files(&out);
+    assert_eq!(files.len(), 3, "{files:?}");
+    let mut ids = Vec::new();
+    for file in &files {
+        assert_eq!(file.extension().unwrap(), "avro");
+        for line in python_tool(
+            "tests/interop/avro_tool.py",
+            &["read-container", file.to_str().unwrap()],
+            &[],
+        ) {
+            let row: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert!(row["price"].as_str().unwrap().contains('.'), "{line}");
+            ids.push(row["trade_id"].as_i64().unwrap());
+        }
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=25).collect::<Vec<i64>>());
+}

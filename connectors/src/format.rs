@@ -31,12 +31,13 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    /// The format a file name's extension implies (`.parquet`, `.jsonl`/`.ndjson`, `.json`,
-    /// `.csv`).
+    /// The format a file name's extension implies (`.parquet`, `.avro`, `.jsonl`/`.ndjson`,
+    /// `.json`, `.csv`).
     pub fn for_file(path: &std::path::Path) -> Option<Self> {
         let extension = path.extension()?.to_str()?.to_ascii_lowercase();
         match extension.as_str() {
             "parquet" => Some(OutputFormat::Parquet),
+            "avro" => Some(OutputFormat::Avro),
             "jsonl" | "ndjson" => Some(OutputFormat::JsonLines),
             "json" => Some(OutputFormat::Json),
             "csv" => Some(OutputFormat::Csv),

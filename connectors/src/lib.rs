@@ -5,6 +5,7 @@
 //! ([`codec`]), and writing results to Kafka, stdout or files ([`sink`], [`format`]). It knows
 //! nothing about SQL: the engine hands it Arrow schemas and `RecordBatch`es.
 
+pub mod avro_file;
 pub mod codec;
 pub mod error;
 pub mod exactly_once;

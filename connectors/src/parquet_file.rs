@@ -1,6 +1,6 @@
-//! Parquet output: [`ParquetOptions`] (compression, row-group size) and [`ParquetFileSink`],
-//! one Parquet file written under a temporary name and renamed into place when finished, so a
-//! reader never sees a file without its footer.
+//! Parquet output: [`ParquetOptions`] (compression, row-group size) and [`ContainerFileSink`],
+//! one Parquet (or Avro container) file written under a temporary name and renamed into place
+//! when finished, so a reader never sees a file without its footer.
 //!
 //! Types are kept exactly: `Decimal128(p, s)` is a Parquet DECIMAL(p, s), timestamps keep their
 //! unit and time zone, structs, lists and maps are Parquet nested types (arrow-rs's writer,
@@ -117,44 +117,76 @@ pub fn publish(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One Parquet file of a bounded result (`execute`, `export`).
-pub struct ParquetFileSink {
+enum ContainerWriter {
+    Parquet(ArrowWriter<File>),
+    Avro(
+        Box<crate::avro_file::AvroContainerFormat>,
+        apache_avro::Writer<'static, File>,
+    ),
+}
+
+/// One Parquet or Avro container file of a bounded result (`execute`, `export`).
+pub struct ContainerFileSink {
     path: PathBuf,
     temp: PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    writer: Option<ContainerWriter>,
     rows: u64,
 }
 
-impl ParquetFileSink {
-    /// Starts `path` (written as [`in_progress_path`] until [`Sink::finish`]).
-    pub fn create(path: &Path, schema: &SchemaRef, options: ParquetOptions) -> Result<Self> {
-        let temp = in_progress_path(path);
-        let file = File::create(&temp).map_err(|source| ConnectorError::File {
-            path: temp.clone(),
-            source,
-        })?;
+impl ContainerFileSink {
+    /// Starts the Parquet file `path` (written as [`in_progress_path`] until [`Sink::finish`]).
+    pub fn parquet(path: &Path, schema: &SchemaRef, options: ParquetOptions) -> Result<Self> {
+        let (temp, file) = Self::start(path)?;
         Ok(Self {
             path: path.to_path_buf(),
-            writer: Some(options.writer(file, schema)?),
+            writer: Some(ContainerWriter::Parquet(options.writer(file, schema)?)),
             temp,
             rows: 0,
         })
     }
 
-    fn error(&self, e: parquet::errors::ParquetError) -> ConnectorError {
+    /// Starts the Avro container file `path`, its schema derived from the result's columns.
+    pub fn avro(path: &Path, schema: &SchemaRef) -> Result<Self> {
+        let format = Box::new(crate::avro_file::AvroContainerFormat::new(schema)?);
+        let (temp, file) = Self::start(path)?;
+        let writer = format.writer(file);
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: Some(ContainerWriter::Avro(format, writer)),
+            temp,
+            rows: 0,
+        })
+    }
+
+    fn start(path: &Path) -> Result<(PathBuf, File)> {
+        let temp = in_progress_path(path);
+        let file = File::create(&temp).map_err(|source| ConnectorError::File {
+            path: temp.clone(),
+            source,
+        })?;
+        Ok((temp, file))
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> ConnectorError {
         ConnectorError::Config(format!("writing {}: {e}", self.path.display()))
     }
 }
 
-impl Sink for ParquetFileSink {
+impl Sink for ContainerFileSink {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let Some(writer) = self.writer.as_mut() else {
-            return Err(ConnectorError::Config(format!(
-                "{} is already finished",
-                self.path.display()
-            )));
-        };
-        writer.write(batch).map_err(|e| self.error(e))?;
+        match self.writer.as_mut() {
+            None => {
+                return Err(ConnectorError::Config(format!(
+                    "{} is already finished",
+                    self.path.display()
+                )))
+            }
+            Some(ContainerWriter::Parquet(writer)) => {
+                let written = writer.write(batch);
+                written.map_err(|e| self.error(e))?
+            }
+            Some(ContainerWriter::Avro(format, writer)) => format.write(writer, batch)?,
+        }
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -163,9 +195,11 @@ impl Sink for ParquetFileSink {
         let Some(writer) = self.writer.take() else {
             return Ok(());
         };
-        let finished = writer
-            .into_inner()
-            .map_err(|e| self.error(e))
+        let file = match writer {
+            ContainerWriter::Parquet(w) => w.into_inner().map_err(|e| self.error(e)),
+            ContainerWriter::Avro(_, w) => w.into_inner().map_err(|e| self.error(e)),
+        };
+        let finished = file
             .and_then(|file| {
                 file.sync_all().map_err(|source| ConnectorError::File {
                     path: self.temp.clone(),
@@ -185,7 +219,7 @@ impl Sink for ParquetFileSink {
     }
 }
 
-impl Drop for ParquetFileSink {
+impl Drop for ContainerFileSink {
     /// An unfinished file (the run failed) is removed: no partial file is left behind.
     fn drop(&mut self) {
         if self.writer.is_some() {
@@ -232,7 +266,8 @@ mod tests {
             ],
         )
         .unwrap();
-        let mut sink = ParquetFileSink::create(&path, &schema, ParquetOptions::default()).unwrap();
+        let mut sink =
+            ContainerFileSink::parquet(&path, &schema, ParquetOptions::default()).unwrap();
         sink.write(&batch).unwrap();
         assert!(!path.exists(), "no file before it is finished");
         assert!(in_progress_path(&path).exists());
@@ -248,7 +283,7 @@ mod tests {
         assert_eq!(read, vec![batch]);
         // A sink dropped unfinished leaves nothing.
         let other = dir.join("failed.parquet");
-        drop(ParquetFileSink::create(&other, &schema, ParquetOptions::default()).unwrap());
+        drop(ContainerFileSink::parquet(&other, &schema, ParquetOptions::default()).unwrap());
         assert!(!other.exists() && !in_progress_path(&other).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }

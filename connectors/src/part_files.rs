@@ -83,6 +83,7 @@ impl<W: Write> Write for Counting<W> {
 
 enum PartWriter {
     Parquet(ArrowWriter<File>),
+    Avro(apache_avro::Writer<'static, Counting<BufWriter<File>>>),
     Text(FormattedWriter<Counting<BufWriter<File>>>),
 }
 
@@ -98,6 +99,7 @@ impl OpenPart {
     fn bytes(&self) -> u64 {
         match &self.writer {
             PartWriter::Parquet(w) => (w.bytes_written() + w.in_progress_size()) as u64,
+            PartWriter::Avro(w) => w.get_ref().bytes,
             PartWriter::Text(w) => w.get_ref().bytes,
         }
     }
@@ -122,6 +124,8 @@ pub struct PartFileSink {
     rows: u64,
     /// Files committed so far.
     committed: u64,
+    /// The schema and encoder of Avro container part files.
+    avro: Option<crate::avro_file::AvroContainerFormat>,
     /// False until the folder is cleaned of in-progress files of an earlier run: by
     /// [`Sink::restore`] (which keeps its checkpoint's), or before the first write.
     settled: bool,
@@ -134,10 +138,13 @@ impl PartFileSink {
     pub fn create(options: PartFileOptions, schema: &SchemaRef) -> Result<Self> {
         if !matches!(
             options.format,
-            OutputFormat::Parquet | OutputFormat::JsonLines | OutputFormat::Csv
+            OutputFormat::Parquet
+                | OutputFormat::Avro
+                | OutputFormat::JsonLines
+                | OutputFormat::Csv
         ) {
             return Err(ConnectorError::Config(format!(
-                "--output-dir writes parquet, json-lines or csv part files, not {}",
+                "--output-dir writes parquet, avro, json-lines or csv part files, not {}",
                 options.format
             )));
         }
@@ -169,6 +176,10 @@ impl PartFileSink {
             path: options.dir.clone(),
             source,
         })?;
+        let avro = match options.format {
+            OutputFormat::Avro => Some(crate::avro_file::AvroContainerFormat::new(&file_schema)?),
+            _ => None,
+        };
         let run = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis())
@@ -185,6 +196,7 @@ impl PartFileSink {
             next: 0,
             rows: 0,
             committed: 0,
+            avro,
             settled: false,
         })
     }
@@ -205,6 +217,7 @@ impl PartFileSink {
     fn extension(&self) -> &'static str {
         match self.options.format {
             OutputFormat::Parquet => "parquet",
+            OutputFormat::Avro => "avro",
             OutputFormat::Csv => "csv",
             _ => "jsonl",
         }
@@ -234,6 +247,14 @@ impl PartFileSink {
         let writer = match self.options.format {
             OutputFormat::Parquet => {
                 PartWriter::Parquet(self.options.parquet.writer(file, &self.file_schema)?)
+            }
+            OutputFormat::Avro => {
+                PartWriter::Avro(self.avro.as_ref().expect("made for avro output").writer(
+                    Counting {
+                        inner: BufWriter::new(file),
+                        bytes: 0,
+                    },
+                ))
             }
             format => PartWriter::Text(FormattedWriter::new(
                 Counting {
@@ -273,6 +294,12 @@ impl PartFileSink {
                     .into_inner()
                     .map_err(|e| error(e.into_error()))?
             }
+            PartWriter::Avro(w) => w
+                .into_inner()
+                .map_err(|e| ConnectorError::Config(format!("writing {}: {e}", temp.display())))?
+                .inner
+                .into_inner()
+                .map_err(|e| error(e.into_error()))?,
         };
         file.sync_all().map_err(&error)?;
         self.closed.push((part.temp, part.path));
@@ -481,6 +508,11 @@ impl Sink for PartFileSink {
                         ConnectorError::Config(format!("writing {}: {e}", part.temp.display()))
                     })?,
                     PartWriter::Text(w) => w.write(&chunk)?,
+                    PartWriter::Avro(w) => self
+                        .avro
+                        .as_ref()
+                        .expect("made for avro output")
+                        .write(w, &chunk)?,
                 }
                 part.rows += take as u64;
                 self.rows += take as u64;

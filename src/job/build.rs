@@ -516,35 +516,37 @@ fn open_sink(
 ) -> Result<Box<dyn Sink>> {
     let output = &spec.output;
     let bounded = spec.is_bounded();
-    if matches!(output.format, OutputFormat::Avro | OutputFormat::Protobuf)
-        && !matches!(output.target, OutputTarget::Kafka(_))
+    let container = matches!(output.format, OutputFormat::Parquet | OutputFormat::Avro);
+    if output.format == OutputFormat::Protobuf && !matches!(output.target, OutputTarget::Kafka(_))
+        || output.format == OutputFormat::Avro && matches!(output.target, OutputTarget::Stdout)
     {
         return Err(VeloError::Usage(format!(
-            "--format {} writes binary records: use it with --output kafka",
+            "--format {} writes binary records: use it with --output kafka (Avro also with \
+             --output-file x.avro or --output-dir)",
             output.format
         )));
     }
-    if output.format == OutputFormat::Parquet
-        && !matches!(output.target, OutputTarget::Directory(_))
+    if container
+        && !matches!(
+            output.target,
+            OutputTarget::Directory(_) | OutputTarget::Kafka(_)
+        )
     {
+        use velo_connectors::parquet_file::ContainerFileSink;
         return match &output.target {
-            OutputTarget::File(path) if bounded => Ok(Box::new(
-                velo_connectors::parquet_file::ParquetFileSink::create(
-                    path,
-                    schema,
-                    output.parquet,
-                )?,
-            )),
-            OutputTarget::File(_) => Err(VeloError::Usage(
-                "a continuous query cannot append to one Parquet file (its footer ends it): \
-                 write part files with --output-dir DIR"
-                    .into(),
-            )),
-            _ => Err(VeloError::Usage(
-                "--format parquet writes a file: --output file --output-file PATH (or velo-sql \
-                 export)"
-                    .into(),
-            )),
+            OutputTarget::File(path) if bounded => Ok(match output.format {
+                OutputFormat::Avro => Box::new(ContainerFileSink::avro(path, schema)?),
+                _ => Box::new(ContainerFileSink::parquet(path, schema, output.parquet)?),
+            }),
+            OutputTarget::File(_) => Err(VeloError::Usage(format!(
+                "a continuous query cannot append to one {} file (it ends with its footer): \
+                 write part files with --output-dir DIR",
+                output.format
+            ))),
+            _ => Err(VeloError::Usage(format!(
+                "--format {} writes a file: --output-file PATH (or velo-sql export)",
+                output.format
+            ))),
         };
     }
     if spec.delivery == Delivery::ExactlyOnce && !matches!(output.target, OutputTarget::Kafka(_)) {
@@ -681,15 +683,22 @@ fn infer_topic_schema(connection: &KafkaConnection, topic: &str) -> Result<Optio
     Ok(Some(Arc::new(schema)))
 }
 
-/// The columns of files read as a stream, when none are declared: a Parquet file's own, or
-/// inferred from the first 100 rows of JSON lines / CSV like a topic's.
+/// The columns of files read as a stream, when none are declared: a Parquet or Avro file's own,
+/// or inferred from the first 100 rows of JSON lines / CSV like a topic's.
 fn infer_file_schema(path: &str, format: &str) -> Result<SchemaRef> {
-    let mut source = FileSource::open(FileSourceSpec {
+    let spec = FileSourceSpec {
         path: path.to_string(),
         format: FileFormat::parse(format),
         follow: false,
         schema: None,
-    })?;
+    };
+    // Avro container files say their columns in their header.
+    if let Some(first) = velo_connectors::file_source::first_file(&spec)? {
+        if spec.format.or_else(|| FileFormat::of_path(&first)) == Some(FileFormat::Avro) {
+            return Ok(velo_connectors::file_source::avro_file_columns(&first)?);
+        }
+    }
+    let mut source = FileSource::open(spec)?;
     let sample = loop {
         match source.poll_batch(100, Duration::from_secs(1))? {
             Some(batch) if batch.is_empty() => continue,

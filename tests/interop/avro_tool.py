@@ -2,6 +2,8 @@
 
     avro_tool.py write SCHEMA.avsc < records.jsonl > datums.hex   (one hex datum per line)
     avro_tool.py read SCHEMA.avsc < datums.hex > records.jsonl
+    avro_tool.py write-container SCHEMA.avsc FILE.avro < records.jsonl   (an object container file)
+    avro_tool.py read-container FILE.avro > records.jsonl
 
 Decimals travel as strings of their exact digits, timestamps as epoch milliseconds.
 """
@@ -38,10 +40,24 @@ def from_avro(value):
 
 def main():
     mode, path = sys.argv[1], sys.argv[2]
+    if mode == "read-container":
+        with open(path, "rb") as f:
+            for record in fastavro.reader(f):
+                print(json.dumps({k: from_avro(v) for k, v in record.items()}))
+        return
     with open(path) as f:
         raw = json.load(f)
     schema = fastavro.parse_schema(raw)
     fields = {f["name"]: f["type"] for f in raw["fields"]}
+    if mode == "write-container":
+        records = [
+            {k: to_avro(v, fields[k]) for k, v in json.loads(line).items()}
+            for line in sys.stdin
+            if line.strip()
+        ]
+        with open(sys.argv[3], "wb") as f:
+            fastavro.writer(f, schema, records)
+        return
     for line in sys.stdin:
         line = line.strip()
         if not line:

@@ -148,7 +148,7 @@ pub fn arrow_schema(schema: &AvroSchema) -> Result<SchemaRef> {
 }
 
 /// Writes an Avro value as JSON text following its schema (decimals as exact digits).
-fn write_value(
+pub(crate) fn write_value(
     out: &mut Vec<u8>,
     value: &Value,
     schema: &AvroSchema,
@@ -397,35 +397,50 @@ impl AvroEncoder {
         Ok(self)
     }
 
-    /// Appends one datum per row to `out`; rows that cannot be encoded are returned and left
-    /// out (their place in `out` is empty).
-    pub fn encode(&self, batch: &RecordBatch, out: &mut EncodedRows) -> Result<Vec<EncodeFailure>> {
+    /// The schema the datums follow.
+    pub fn schema(&self) -> &AvroSchema {
+        &self.schema
+    }
+
+    /// Calls `f` with each row's Avro record value, or the reason it cannot be one.
+    pub fn for_each_value(
+        &self,
+        batch: &RecordBatch,
+        mut f: impl FnMut(usize, std::result::Result<Value, String>),
+    ) {
         let AvroSchema::Record(record) = &self.schema else {
             unreachable!("checked in new")
         };
         let columns: Vec<Option<&ArrayRef>> = record
             .fields
             .iter()
-            .map(|f| batch.column_by_name(&f.name))
+            .map(|field| batch.column_by_name(&field.name))
             .collect();
-        let mut failures = Vec::new();
         for row in 0..batch.num_rows() {
             let fields: std::result::Result<Vec<(String, Value)>, String> = record
                 .fields
                 .iter()
                 .zip(&columns)
-                .map(|(f, c)| {
+                .map(|(field, c)| {
                     let v = match c {
-                        Some(array) => to_value(array.as_ref(), row, &f.schema)
-                            .map_err(|why| format!("column '{}': {why}", f.name))?,
-                        None => null_for(&f.schema),
+                        Some(array) => to_value(array.as_ref(), row, &field.schema)
+                            .map_err(|why| format!("column '{}': {why}", field.name))?,
+                        None => null_for(&field.schema),
                     };
-                    Ok((f.name.clone(), v))
+                    Ok((field.name.clone(), v))
                 })
                 .collect();
-            let encoded = fields.and_then(|fields| {
-                apache_avro::to_avro_datum(&self.schema, Value::Record(fields))
-                    .map_err(|e| e.to_string())
+            f(row, fields.map(Value::Record));
+        }
+    }
+
+    /// Appends one datum per row to `out`; rows that cannot be encoded are returned and left
+    /// out (their place in `out` is empty).
+    pub fn encode(&self, batch: &RecordBatch, out: &mut EncodedRows) -> Result<Vec<EncodeFailure>> {
+        let mut failures = Vec::new();
+        self.for_each_value(batch, |row, value| {
+            let encoded = value.and_then(|value| {
+                apache_avro::to_avro_datum(&self.schema, value).map_err(|e| e.to_string())
             });
             match encoded {
                 Ok(bytes) => {
@@ -435,7 +450,7 @@ impl AvroEncoder {
                 Err(reason) => failures.push(EncodeFailure { row, reason }),
             }
             out.ends.push(out.bytes.len());
-        }
+        });
         Ok(failures)
     }
 }
