@@ -193,6 +193,8 @@ fn a_malformed_file_is_reported_with_its_name_and_row_and_the_rest_is_read() {
     ]);
     let bytes = std::fs::read(&whole).unwrap();
     std::fs::write(dir.path().join("b.parquet"), &bytes[..bytes.len() / 2]).unwrap();
+    // A whole Parquet file without the stream's `amount` column.
+    std::fs::write(dir.path().join("c.parquet"), &bytes).unwrap();
     std::fs::remove_file(&whole).unwrap();
     let out = run_with(
         &[
@@ -217,7 +219,12 @@ fn a_malformed_file_is_reported_with_its_name_and_row_and_the_rest_is_read() {
         format!("file {a} row 2: column 'amount': 'abc' is not a number"),
         format!("file {a}: line 4: 3 fields, the header names 2"),
         format!("file {b}: not a readable Parquet file"),
-        "decode_errors=3".to_string(),
+        format!(
+            "file {}: not a readable Parquet file: Parquet error: it has no column 'amount' \
+             (its columns: id)",
+            dir.path().join("c.parquet").display()
+        ),
+        "decode_errors=4".to_string(),
     ] {
         assert!(log.contains(&needle), "{needle}\n{log}");
     }

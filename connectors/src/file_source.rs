@@ -311,16 +311,35 @@ impl FileSource {
                     return Ok(None);
                 }
             },
-            FileFormat::Parquet => match ParquetRecordBatchReaderBuilder::try_new(file)
-                .and_then(|b| b.with_batch_size(8192).build())
-            {
-                Ok(reader) => Reader::Parquet(reader),
-                Err(e) => {
-                    self.errors
-                        .push(format!("file {name}: not a readable Parquet file: {e}"));
-                    return Ok(None);
+            FileFormat::Parquet => {
+                match ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| {
+                    // A file without a column the stream has is reported, not half-read.
+                    if let Some(missing) = self.spec.schema.as_ref().and_then(|s| {
+                        s.fields()
+                            .iter()
+                            .find(|f| b.schema().field_with_name(f.name()).is_err())
+                    }) {
+                        return Err(parquet::errors::ParquetError::General(format!(
+                            "it has no column '{}' (its columns: {})",
+                            missing.name(),
+                            b.schema()
+                                .fields()
+                                .iter()
+                                .map(|f| f.name().as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    }
+                    b.with_batch_size(8192).build()
+                }) {
+                    Ok(reader) => Reader::Parquet(reader),
+                    Err(e) => {
+                        self.errors
+                            .push(format!("file {name}: not a readable Parquet file: {e}"));
+                        return Ok(None);
+                    }
                 }
-            },
+            }
         };
         // The file's identity: its canonical path, however the pattern spelled it.
         let partition = file_partition(&std::fs::canonicalize(&path).unwrap_or(path.clone()));
