@@ -159,3 +159,53 @@ fn output_file_alone_means_file_output_in_the_format_of_its_extension() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn export_on_a_terminal_shows_each_partition_against_its_end_offset() {
+    let topic = unique_topic("pq-progress");
+    create_topic(&topic, 2);
+    let records: Vec<Rec> = (0..30)
+        .map(|n| Rec::value(format!(r#"{{"id":{n}}}"#)).partition(if n < 10 { 0 } else { 1 }))
+        .collect();
+    produce(&topic, &records);
+    let dir = temp_dir("export-progress");
+    let file = dir.join("ids.parquet");
+    let command = format!(
+        "{} export --topic {topic} --schema 'id BIGINT' --output-file {}",
+        env!("CARGO_BIN_EXE_velo-sql"),
+        file.display()
+    );
+    // `script` gives the export a terminal, as a user's shell would.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("KAFKA_BROKERS", brokers())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("script (util-linux)");
+    assert!(out.status.success(), "{out:?}");
+    let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    for line in [
+        "30/30 records",
+        "partition 0",
+        "10/10",
+        "partition 1",
+        "20/20",
+    ] {
+        assert!(screen.contains(line), "{line} in {screen}");
+    }
+    // Not on a terminal: no bar at all.
+    let quiet = run_with(
+        &[
+            "export",
+            "--topic",
+            &topic,
+            "--schema",
+            "id BIGINT",
+            "--output-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!stderr(&quiet).contains("records ·"), "{}", stderr(&quiet));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

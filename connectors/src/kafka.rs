@@ -915,6 +915,27 @@ impl Source for KafkaSource {
         Some(lag)
     }
 
+    fn partition_progress(&self) -> Vec<crate::source::PartitionProgress> {
+        let Some(remaining) = &self.remaining else {
+            return Vec::new();
+        };
+        self.snapshot_starts
+            .iter()
+            .map(|(&partition, &start)| {
+                let end = self.snapshot_ends.get(&partition).copied().unwrap_or(start);
+                let next = match remaining.contains_key(&partition) {
+                    true => self.delivered.get(&partition).copied().unwrap_or(start),
+                    false => end,
+                };
+                crate::source::PartitionProgress {
+                    partition,
+                    read: (next - start).clamp(0, end - start),
+                    total: end - start,
+                }
+            })
+            .collect()
+    }
+
     fn assigned_partitions(&self) -> Option<Vec<i32>> {
         match &self.remaining {
             Some(_) => Some(self.snapshot_partitions.clone()),

@@ -18,6 +18,16 @@ pub type Positions = BTreeMap<i32, i64>;
 /// records end a batch early, far below Arrow's 2 GiB limit on one array's values.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
+/// How far a bounded read has got in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub partition: i32,
+    /// Records read so far.
+    pub read: i64,
+    /// Records the read will take in all (up to the end offset it reads to).
+    pub total: i64,
+}
+
 /// A supplier of record batches.
 pub trait Source: Send {
     /// Waits up to `max_wait` and returns up to `max_records` records (possibly none).
@@ -55,6 +65,11 @@ pub trait Source: Send {
     /// with too many fields), each naming where, since the last call. The job counts and
     /// reports them as bad input.
     fn take_errors(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// For a bounded read: how far it has got in each partition (empty when it cannot tell).
+    fn partition_progress(&self) -> Vec<PartitionProgress> {
         Vec::new()
     }
 

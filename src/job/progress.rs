@@ -23,6 +23,8 @@ pub struct JobProgress {
     pub state_rows: AtomicU64,
     /// Records behind the end of the input's partitions; -1 while unknown.
     pub lag: AtomicI64,
+    /// A bounded read's progress in each partition: (stream, progress), sampled each second.
+    pub partitions: std::sync::Mutex<Vec<(String, velo_connectors::source::PartitionProgress)>>,
     pub paused: AtomicBool,
     /// Checkpoints written by this run.
     pub checkpoints: AtomicU64,
@@ -89,6 +91,7 @@ impl JobProgress {
             name,
             records_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
+            partitions: std::sync::Mutex::default(),
             rows_out: AtomicU64::new(0),
             bad_records: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
@@ -204,8 +207,9 @@ pub struct JobStats {
 }
 
 /// A terminal progress bar over a bounded job's [`JobProgress`]: records and bytes read, against
-/// what the end offsets say is left (the lag, sampled each second), redrawn five times a second
-/// on stderr until [`ProgressBar::finish`].
+/// what the end offsets say is left (the lag, sampled each second), and a line per partition
+/// (records read against its end offset), redrawn five times a second on stderr until
+/// [`ProgressBar::finish`].
 pub struct ProgressBar {
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -224,11 +228,40 @@ impl ProgressBar {
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
+            let bars = indicatif::MultiProgress::new();
+            let bar = bars.add(bar);
+            let mut partition_bars: Vec<indicatif::ProgressBar> = Vec::new();
+            let style =
+                indicatif::ProgressStyle::with_template("  {prefix:>14} {bar:30} {pos}/{len}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
             loop {
                 let read = progress.records_in.load(Ordering::Relaxed);
                 let left = progress.lag.load(Ordering::Relaxed).max(0) as u64;
                 bar.set_length(read + left);
                 bar.set_position(read);
+                // One line per partition (the first 16), against its end offset.
+                let partitions = progress
+                    .partitions
+                    .lock()
+                    .map(|p| p.clone())
+                    .unwrap_or_default();
+                let several_streams = partitions
+                    .iter()
+                    .any(|(s, _)| Some(s) != partitions.first().map(|(f, _)| f));
+                for (i, (stream, p)) in partitions.iter().take(16).enumerate() {
+                    if partition_bars.len() <= i {
+                        let line = bars.add(indicatif::ProgressBar::new(0));
+                        line.set_style(style.clone());
+                        partition_bars.push(line);
+                    }
+                    let line = &partition_bars[i];
+                    line.set_prefix(match several_streams {
+                        true => format!("{stream} p{}", p.partition),
+                        false => format!("partition {}", p.partition),
+                    });
+                    line.set_length(p.total.max(0) as u64);
+                    line.set_position(p.read.max(0) as u64);
+                }
                 bar.set_message(format!(
                     "{} read, {} rows written",
                     bytesize::ByteSize(progress.bytes_in.load(Ordering::Relaxed)),
@@ -238,6 +271,9 @@ impl ProgressBar {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            for line in &partition_bars {
+                line.finish();
             }
             bar.finish();
         });

@@ -301,6 +301,8 @@ impl Runner {
 
     /// The inputs have ended: the watermark goes to +∞ and every operator emits what it holds.
     pub fn end_of_input(&mut self) -> Result<()> {
+        // The last sample of state, lag and partition progress (what a progress bar ends on).
+        self.report_state();
         let out = self.pipeline.advance_watermark(Watermark::END)?;
         self.emit(out)
     }
@@ -463,6 +465,21 @@ impl Runner {
         p.late_rows.store(operators.late_rows, Ordering::Relaxed);
         p.metrics.state_bytes.set(operators.state_bytes as f64);
         p.metrics.state_rows.set(operators.state_rows as f64);
+        let partitions: Vec<_> = self
+            .inputs
+            .iter()
+            .flat_map(|i| {
+                i.source
+                    .partition_progress()
+                    .into_iter()
+                    .map(|p| (i.name.clone(), p))
+            })
+            .collect();
+        if !partitions.is_empty() {
+            if let Ok(mut shown) = p.partitions.lock() {
+                *shown = partitions;
+            }
+        }
         let lags: Vec<i64> = self.inputs.iter().filter_map(|i| i.source.lag()).collect();
         if !lags.is_empty() {
             let lag: i64 = lags.iter().sum();
