@@ -348,6 +348,49 @@ impl PartFileSink {
         digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
     }
 
+    /// This sink's committed files named after (`run`, `next`) — newer than a checkpoint that
+    /// recorded them — but `known`.
+    fn committed_since(&self, run: &str, next: u64, known: &[PathBuf]) -> Vec<PathBuf> {
+        let prefix = format!("part-{}-", self.options.prefix);
+        let suffix = format!(".{}", self.extension());
+        let mut newer = Vec::new();
+        let mut stack = vec![self.options.dir.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some((file_run, n)) = name
+                    .strip_prefix(&prefix)
+                    .and_then(|r| r.strip_suffix(&suffix))
+                    .and_then(|r| r.split_once('-'))
+                else {
+                    continue;
+                };
+                let (Ok(file_run_n), Ok(run_n), Ok(n)) = (
+                    file_run.parse::<u128>(),
+                    run.parse::<u128>(),
+                    n.parse::<u64>(),
+                ) else {
+                    continue;
+                };
+                if (file_run_n > run_n || (file_run_n == run_n && n >= next))
+                    && !known.contains(&path)
+                {
+                    newer.push(path);
+                }
+            }
+        }
+        newer.sort();
+        newer
+    }
+
     /// Removes this sink's in-progress files under the folder, but `keep`.
     fn remove_in_progress(&self, keep: &[PathBuf]) -> Result<()> {
         let keep: Vec<PathBuf> = keep
@@ -589,6 +632,9 @@ impl Sink for PartFileSink {
             position: serde_json::json!({
                 "dir": self.options.dir.display().to_string(),
                 "files": listed,
+                // Every file named after these is newer than this checkpoint.
+                "run": self.run,
+                "next": self.next,
             }),
             pending: Vec::new(),
         })
@@ -624,7 +670,31 @@ impl Sink for PartFileSink {
         let keep: Vec<PathBuf> = files.iter().map(|(t, _)| t.clone()).collect();
         self.remove_in_progress(&keep)?;
         self.settled = true;
-        self.commit(files)
+        let mine: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
+        self.commit(files)?;
+        // Files committed after this checkpoint (it is older than the newest: a damaged one was
+        // skipped, or a savepoint) hold rows that will be written again: say which.
+        let saved_run = state
+            .position
+            .get("run")
+            .and_then(|r| r.as_str())
+            .unwrap_or("");
+        let saved_next = state
+            .position
+            .get("next")
+            .and_then(|n| n.as_u64())
+            .unwrap_or(0);
+        let newer = self.committed_since(saved_run, saved_next, &mine);
+        if !newer.is_empty() {
+            tracing::warn!(
+                "{} part file(s) in {} were committed after the checkpoint this job restores \
+                 (e.g. {}): their rows are written again; remove them for each row once",
+                newer.len(),
+                self.options.dir.display(),
+                newer[0].display()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -672,6 +742,29 @@ mod tests {
         assert!(!mine
             .is_own_in_progress(".part-velo-sql-orders-customers-1796-00003.parquet.inprogress"));
         assert!(!mine.is_own_in_progress("part-velo-sql-orders-1796-00003.parquet"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_committed_after_a_checkpoint_are_found_for_a_warning() {
+        let dir = std::env::temp_dir().join(format!("velo-parts-newer-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("k=1")).unwrap();
+        for name in [
+            "part-p-100-00001.parquet",
+            "k=1/part-p-100-00003.parquet",
+            "part-p-200-00000.parquet",
+            "part-p-other-300-00000.parquet",
+        ] {
+            std::fs::write(dir.join(name), b"").unwrap();
+        }
+        let sink = sink(&dir, "p");
+        assert_eq!(
+            sink.committed_since("100", 2, &[]),
+            [
+                dir.join("k=1/part-p-100-00003.parquet"),
+                dir.join("part-p-200-00000.parquet")
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
