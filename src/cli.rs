@@ -271,7 +271,8 @@ pub struct QueryArgs {
     /// Parquet output: most rows per row group.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub row_group_rows: usize,
-    /// Topic for --output kafka (one message per result row).
+    /// Topic for --output kafka (one message per result row; given alone, it means --output
+    /// kafka).
     #[arg(long)]
     pub output_topic: Option<String>,
     /// Column whose value keys each output message.
@@ -760,11 +761,18 @@ impl QueryArgs {
                     }
                     OutputTarget::Directory(self.output_dir.clone().expect("checked"))
                 }
-                // `--output-file PATH` alone means file output.
-                OutputKind::Stdout => match &self.output_file {
-                    Some(path) => OutputTarget::File(path.clone()),
-                    None => OutputTarget::Stdout,
-                },
+                // `--output-file PATH` or `--output-topic T` alone says where results go.
+                OutputKind::Stdout => {
+                    match (&self.output_file, &self.output_topic) {
+                        (Some(_), Some(_)) => return Err(VeloError::Usage(
+                            "--output-file and --output-topic: choose one (or --output file|kafka)"
+                                .into(),
+                        )),
+                        (Some(path), None) => OutputTarget::File(path.clone()),
+                        (None, Some(topic)) => OutputTarget::Kafka(topic.clone()),
+                        (None, None) => OutputTarget::Stdout,
+                    }
+                }
                 OutputKind::File => {
                     OutputTarget::File(self.output_file.clone().ok_or_else(|| {
                         VeloError::Usage("--output file needs --output-file PATH".into())

@@ -508,3 +508,28 @@ fn execute_ends_on_a_transactional_topic_whose_last_offset_is_a_commit_marker() 
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "id\n1\n2\n3\n");
 }
+
+#[test]
+fn output_topic_alone_writes_to_that_topic() {
+    let topic = orders_topic();
+    let out_topic = unique_topic("orders-out");
+    create_topic(&out_topic, 1);
+    let out = run(&[
+        "execute",
+        "--query",
+        "SELECT order_id FROM orders WHERE order_id < 3",
+        "--topic",
+        &topic,
+        "--schema",
+        SCHEMA,
+        "--output-topic",
+        &out_topic,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    let rows: Vec<String> = consume(&out_topic, 2)
+        .into_iter()
+        .map(|c| c.value)
+        .collect();
+    assert_eq!(rows, [r#"{"order_id":1}"#, r#"{"order_id":2}"#]);
+}

@@ -952,13 +952,16 @@ fn proto_message(
     message: Option<&String>,
     prefix: &str,
 ) -> Result<prost_reflect::MessageDescriptor> {
-    let (Some(file), Some(message)) = (file, message) else {
+    let Some(file) = file else {
         return Err(VeloError::Usage(format!(
-            "Protobuf needs --{prefix}proto-file PATH.proto and --{prefix}proto-message package.Message"
+            "Protobuf needs --{prefix}proto-file PATH.proto (and --{prefix}proto-message \
+             package.Message when the file defines several)"
         )));
     };
+    // Without --proto-message: the file's only message.
     Ok(velo_connectors::codec::protobuf::load_message(
-        file, message,
+        file,
+        message.map_or("", String::as_str),
     )?)
 }
 

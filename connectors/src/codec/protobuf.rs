@@ -60,6 +60,7 @@ fn located(e: &protox::Error, dir: &Path) -> String {
 }
 
 /// Compiles `proto_file` (with its imports) and finds `message` (`package.Message`).
+/// `message` empty: the file's only top-level message (an error naming them when it has several).
 pub fn load_message(proto_file: &Path, message: &str) -> Result<MessageDescriptor> {
     let dir = proto_file
         .parent()
@@ -81,6 +82,25 @@ pub fn load_message(proto_file: &Path, message: &str) -> Result<MessageDescripto
         .open_file(name)
         .map_err(|e| schema_error(located(&e, dir)))?;
     let pool = compiler.descriptor_pool();
+    if message.is_empty() {
+        // No message named: the file's only top-level message, when it has one.
+        let defined: Vec<MessageDescriptor> = pool
+            .get_file_by_name(&name.to_string_lossy())
+            .map(|f| f.messages().collect())
+            .unwrap_or_default();
+        return match defined.as_slice() {
+            [only] => Ok(only.clone()),
+            _ => Err(schema_error(format!(
+                "the file defines {} messages ({}): name one with --proto-message",
+                defined.len(),
+                defined
+                    .iter()
+                    .map(|m| m.full_name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        };
+    }
     pool.get_message_by_name(message).ok_or_else(|| {
         let mut known: Vec<String> = pool
             .all_messages()
@@ -798,5 +818,25 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/trades.proto");
         let err = load_message(&path, "Nope").unwrap_err().to_string();
         assert!(err.contains("no message 'Nope' (messages: velostream.examples.Decimal, velostream.examples.Trade"), "{err}");
+    }
+
+    #[test]
+    fn without_a_message_name_the_files_only_message_is_taken() {
+        let dir = std::env::temp_dir().join(format!("velo-proto-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let one = dir.join("tick.proto");
+        std::fs::write(
+            &one,
+            "syntax = \"proto3\";\npackage t;\nmessage Tick { string sym = 1; int64 n = 2; }\n",
+        )
+        .unwrap();
+        assert_eq!(load_message(&one, "").unwrap().full_name(), "t.Tick");
+        let several = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/trades.proto");
+        let err = load_message(&several, "").unwrap_err().to_string();
+        assert!(
+            err.contains("defines 2 messages (velostream.examples.Decimal, velostream.examples.Trade): name one with --proto-message"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
