@@ -399,6 +399,10 @@ pub struct StreamArgs {
     /// Where a consumer group without committed offsets starts: earliest or latest.
     #[arg(long, default_value = "earliest")]
     pub auto_offset_reset: StartOffset,
+    /// Read only this partition of the input topic (assigned, not shared with the group's
+    /// other members; offsets are still committed for the group).
+    #[arg(long)]
+    pub partition: Option<i32>,
     /// Keep running until stopped (the default; accepted for compatibility).
     #[arg(long)]
     pub continuous: bool,
@@ -682,7 +686,15 @@ fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
     }
 }
 
+/// A duration flag: with a unit (`30s`, `500ms`, `2m`, `INTERVAL '5' SECOND`) or bare seconds
+/// (`30`).
 fn duration_ms(flag: &str, text: &str) -> Result<i64> {
+    if let Ok(seconds) = text.trim().parse::<i64>() {
+        return seconds
+            .checked_mul(1000)
+            .filter(|ms| *ms >= 0)
+            .ok_or_else(|| VeloError::Usage(format!("--{flag}: '{text}' is out of range")));
+    }
     crate::sql::window::parse_duration(text)
         .map_err(|why| VeloError::Usage(format!("--{flag}: {why}")))
 }
@@ -749,6 +761,7 @@ impl QueryArgs {
                 .as_deref()
                 .map(|d| duration_ms("watermark-delay", d))
                 .transpose()?,
+            partition: None,
         };
         spec.read = read;
         spec.output = OutputSpec {
@@ -848,10 +861,7 @@ impl QueryArgs {
                     .map_err(|why| VeloError::Usage(format!("--max-state-memory '{text}': {why}")))
             })
             .transpose()?;
-        let skew = match self.max_event_time_skew.trim() {
-            "0" => 0,
-            text => duration_ms("max-event-time-skew", text)?,
-        };
+        let skew = duration_ms("max-event-time-skew", &self.max_event_time_skew)?;
         Ok(RuntimeOptions {
             batch_size: self.batch_size,
             flush_interval,
@@ -880,6 +890,7 @@ async fn stream(args: StreamArgs) -> Result<JobStats> {
         .query
         .to_spec(read, Duration::from_millis(args.flush_interval_ms.max(1)))?;
     spec.name = args.job_name.clone().unwrap_or_default();
+    spec.input.partition = args.partition;
     spec.delivery = args.delivery;
     spec.kafka.session_timeout = args
         .session_timeout

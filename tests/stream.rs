@@ -242,3 +242,42 @@ fn a_decimal_with_more_digits_than_its_column_is_dead_lettered_or_rounded_when_a
         "a stream's own option"
     );
 }
+
+#[test]
+fn stream_partition_reads_one_partition_and_resumes_from_its_committed_offset() {
+    let topic = unique_topic("one-partition");
+    create_topic(&topic, 2);
+    numbers(&topic, 0..6, 2); // even n on partition 0, odd on partition 1
+    let group = unique_topic("one-partition-g");
+    let args = |limit: &'static str| {
+        vec![
+            "stream".to_string(),
+            "--query".into(),
+            "SELECT n, _partition AS p FROM t".into(),
+            "--topic".into(),
+            topic.clone(),
+            "--schema".into(),
+            "n BIGINT, price DECIMAL(10,2)".into(),
+            "--partition".into(),
+            "1".into(),
+            "--group-id".into(),
+            group.clone(),
+            "--format".into(),
+            "json-lines".into(),
+            "--limit".into(),
+            limit.into(),
+        ]
+    };
+    let run_lines = |limit| {
+        let args = args(limit);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_ok(&args)
+    };
+    assert_eq!(
+        run_lines("3"),
+        "{\"n\":1,\"p\":1}\n{\"n\":3,\"p\":1}\n{\"n\":5,\"p\":1}\n"
+    );
+    // The group's offset for partition 1 was committed: a second run starts after it.
+    numbers(&topic, 6..10, 2);
+    assert_eq!(run_lines("2"), "{\"n\":7,\"p\":1}\n{\"n\":9,\"p\":1}\n");
+}

@@ -219,6 +219,9 @@ pub enum ReadMode {
         instance_id: Option<String>,
         /// How long the group waits for a silent member before giving its partitions away.
         session_timeout: Option<Duration>,
+        /// Read only this partition: assigned, not subscribed (no rebalances), starting at the
+        /// group's committed offset for it; offsets are still committed for the group.
+        partition: Option<i32>,
     },
     /// Read every partition forever, without a group or commits (follows a table topic's
     /// updates): from the offset in `from` (where an earlier snapshot ended), else from the
@@ -398,6 +401,8 @@ pub struct KafkaSource {
     snapshot_ends: BTreeMap<i32, i64>,
     /// Snapshot mode: the offset each partition's read starts at.
     snapshot_starts: BTreeMap<i32, i64>,
+    /// Group mode reading one assigned partition (`--partition` on `stream`).
+    only_partition: Option<i32>,
     mode: ModeKind,
     timeout: Duration,
     transient: TransientWarnings,
@@ -431,6 +436,10 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false");
+        let only_partition = match &mode {
+            ReadMode::Group { partition, .. } => *partition,
+            _ => None,
+        };
         let kind = match &mode {
             ReadMode::Snapshot { .. } => ModeKind::Snapshot,
             ReadMode::Group { .. } => ModeKind::Group,
@@ -461,6 +470,7 @@ impl KafkaSource {
                 reset,
                 instance_id,
                 session_timeout,
+                ..
             } => {
                 if let Some(id) = instance_id {
                     config.set("group.instance.id", id);
@@ -552,6 +562,25 @@ impl KafkaSource {
                 assign_at(&consumer, topic, &start)?;
                 None
             }
+            ReadMode::Group {
+                partition: Some(p), ..
+            } => {
+                if !partitions.contains(&p) {
+                    return Err(ConnectorError::UnknownPartition {
+                        topic: topic.to_string(),
+                        partition: p,
+                        count: partitions.len(),
+                    });
+                }
+                let mut assignment = TopicPartitionList::new();
+                assignment
+                    .add_partition_offset(topic, p, Offset::Stored)
+                    .map_err(|e| ConnectorError::kafka("building the assignment", e))?;
+                consumer.assign(&assignment).map_err(|e| {
+                    ConnectorError::kafka(format!("assigning partition {p} of '{topic}'"), e)
+                })?;
+                None
+            }
             ReadMode::Group { .. } => {
                 consumer
                     .subscribe(&[topic])
@@ -570,6 +599,7 @@ impl KafkaSource {
             snapshot_partitions,
             snapshot_ends,
             snapshot_starts,
+            only_partition,
             remaining,
             delivered: Positions::new(),
             mode: kind,
@@ -799,6 +829,17 @@ impl Source for KafkaSource {
                             kept.insert(partition, position);
                         }
                     }
+                }
+                if let Some(p) = self.only_partition {
+                    // Assigned, not subscribed: no rebalance will apply the positions.
+                    let mut assignment = TopicPartitionList::new();
+                    let offset = kept.get(&p).map_or(Offset::Stored, |&o| Offset::Offset(o));
+                    assignment
+                        .add_partition_offset(&self.topic, p, offset)
+                        .map_err(|e| ConnectorError::kafka("building the assignment", e))?;
+                    self.consumer.assign(&assignment).map_err(|e| {
+                        ConnectorError::kafka(format!("assigning partition {p}"), e)
+                    })?;
                 }
                 *self
                     .consumer

@@ -306,6 +306,7 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
                             .as_ref()
                             .map(|id| group_id_of(Some(id), &stream.name, several)),
                         session_timeout: spec.kafka.session_timeout,
+                        partition: spec.input.partition,
                     },
                 };
                 Box::new(KafkaSource::open(&connection, topic, read_mode)?)

@@ -118,6 +118,9 @@ pub struct InputSpec {
     pub schema_registry: Option<String>,
     pub event_time_column: Option<String>,
     pub watermark_delay_ms: Option<i64>,
+    /// A continuous read of only this partition (`stream --partition N`; `execute` says it in
+    /// [`ReadSpec::Bounded`]).
+    pub partition: Option<i32>,
 }
 
 /// How inputs are read.
