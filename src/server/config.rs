@@ -211,7 +211,8 @@ impl Default for SqlConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PerformanceConfig {
-    /// `default`, `low-latency`, `high-throughput` or `financial` (`VELO_PERFORMANCE_PROFILE`).
+    /// `default` (or `standard`), `low-latency`, `high-throughput` or `financial`, with `-` or
+    /// `_` (`VELO_PERFORMANCE_PROFILE`).
     pub profile: Option<String>,
     /// Most records per micro-batch.
     pub batch_size: Option<usize>,
@@ -243,13 +244,23 @@ pub const PROFILES: &[(&str, usize, u64, bool)] = &[
 impl PerformanceConfig {
     /// The profile's settings with the explicit keys applied.
     pub fn resolve(&self) -> Result<Performance> {
-        let name = self.profile.as_deref().unwrap_or("default");
+        // The guide's spellings too: `low_latency`, `high_throughput`, `standard`.
+        let given = self
+            .profile
+            .as_deref()
+            .unwrap_or("default")
+            .to_ascii_lowercase();
+        let name = match given.replace('_', "-").as_str() {
+            "standard" => "default".to_string(),
+            other => other.to_string(),
+        };
+        let name = name.as_str();
         let &(_, batch_size, flush_interval_ms, numbers) = PROFILES
             .iter()
             .find(|p| p.0 == name)
             .ok_or_else(|| {
                 VeloError::Usage(format!(
-                    "performance.profile: unknown profile '{name}' (default, low-latency, high-throughput, financial)"
+                    "performance.profile: unknown profile '{given}' (default or standard, low-latency, high-throughput, financial; _ or -)"
                 ))
             })?;
         let decimals_as_numbers = match self.decimal_format.as_deref() {
@@ -452,6 +463,22 @@ mod tests {
         assert!(e.contains("SQL_MAX_JOBS='many'"), "{e}");
         c.performance.profile = Some("turbo".into());
         assert!(c.validate().unwrap_err().to_string().contains("'turbo'"));
+    }
+
+    #[test]
+    fn profile_names_take_the_guides_spellings_too() {
+        let resolve = |name: &str| {
+            PerformanceConfig {
+                profile: Some(name.into()),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap()
+        };
+        assert_eq!(resolve("low_latency").batch_size, 256);
+        assert_eq!(resolve("LOW-LATENCY").batch_size, 256);
+        assert_eq!(resolve("high_throughput").batch_size, 65_536);
+        assert_eq!(resolve("standard").batch_size, 8192);
     }
 
     #[test]
