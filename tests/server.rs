@@ -1213,3 +1213,37 @@ fn savepoints_and_imports_refuse_what_they_cannot_do_safely() {
     let (_, jobs) = call("GET", &format!("{}/jobs", server.url), None, None);
     assert_eq!(json(&jobs)["jobs"].as_array().unwrap().len(), 1, "{jobs}");
 }
+
+#[test]
+fn a_memory_limit_annotation_caps_that_jobs_state() {
+    let server = start_server(&config_yaml("sql:\n  restart_policy: never\n"));
+    let orders = unique_topic("capped");
+    create_topic(&orders, 1);
+    // 2 000 distinct keys of an updating aggregate: far more than 16 KiB of state.
+    produce(
+        &orders,
+        &(0..2000)
+            .map(|n| Rec::value(format!(r#"{{"k":"key-{n}","v":{n}}}"#)))
+            .collect::<Vec<_>>(),
+    );
+    deploy(
+        &server,
+        &format!(
+            "CREATE STREAM o (k VARCHAR, v BIGINT) WITH ('topic' = '{orders}');\n\
+             -- JOB: capped\n-- MEMORY_LIMIT: 16KiB\n\
+             SELECT k, SUM(v) AS total FROM o GROUP BY k;\n\
+             -- JOB: free\n\
+             SELECT k, COUNT(*) AS n FROM o GROUP BY k;\n"
+        ),
+    );
+    let job = eventually("the capped job to fail", || {
+        let (_, body) = call("GET", &format!("{}/jobs/capped", server.url), None, None);
+        let j = json(&body);
+        (j["status"] == "failed").then_some(j)
+    });
+    let error = job["last_error"].as_str().unwrap();
+    assert!(error.contains("16384"), "{error}");
+    // The other job of the file keeps the server's limit and runs on.
+    let (_, body) = call("GET", &format!("{}/jobs/free", server.url), None, None);
+    assert_eq!(json(&body)["status"], "running", "{body}");
+}

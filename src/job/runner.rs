@@ -249,7 +249,8 @@ impl Runner {
             } else if self.dirty && self.checkpoints.as_ref().is_some_and(|c| c.due()) {
                 self.checkpoint()?;
             }
-            self.check_state(false)?;
+            // State over the limit is over it whether or not records flow now.
+            self.check_state()?;
             return Ok(if self.finished() {
                 Step::Finished
             } else {
@@ -264,7 +265,7 @@ impl Runner {
             .metrics
             .batch_latency
             .record(epoch_started.elapsed().as_secs_f64());
-        self.check_state(true)?;
+        self.check_state()?;
         Ok(if self.finished() {
             Step::Finished
         } else {
@@ -444,16 +445,13 @@ impl Runner {
     }
 
     /// Publishes state size, late rows and lag, and checks the state limit, about once a second.
-    fn check_state(&mut self, limit: bool) -> Result<()> {
+    fn check_state(&mut self) -> Result<()> {
         if self.state_checked.elapsed() < STATE_CHECK_INTERVAL {
             return Ok(());
         }
         self.report_state();
         self.state_checked = Instant::now();
-        if limit {
-            self.check_state_limit()?;
-        }
-        Ok(())
+        self.check_state_limit()
     }
 
     fn report_state(&self) {

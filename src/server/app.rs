@@ -17,7 +17,9 @@
 //!   are jobs; a bare `SELECT` is a job when a `-- JOB: name` comment names it.
 //! - `CREATE STREAM|TABLE name (columns) WITH (…)` declarations are shared by every job.
 //! - `-- TOPIC: t` before a job names the topic of its input (when the name in FROM is not a
-//!   declared stream); `--default-topic` does for jobs without one.
+//!   declared stream); `--default-topic` does for jobs without one. `-- MEMORY_LIMIT: 512MB`
+//!   caps the job's operator state (it fails past it), `-- TIMEOUT: 30s` a bounded job's run
+//!   time; any other `-- KEY:` annotation is warned about.
 //! - Job options: `'sink.topic'` (where results go; `CREATE STREAM name AS` defaults to
 //!   `name`, `START JOB` to no topic: results only in `/jobs/{id}/output`), `'sink.format'`
 //!   (json, avro, protobuf), `'sink.key'` (the column keying each message), `'dlq.topic'`
@@ -64,6 +66,12 @@ pub struct AppJob {
     /// `'max_event_time_skew'`: a duration (`0`: no bound; default 1h).
     #[serde(default)]
     pub max_event_time_skew: Option<String>,
+    /// `-- MEMORY_LIMIT: 512MB`: the most operator state the job may hold.
+    #[serde(default)]
+    pub memory_limit: Option<String>,
+    /// `-- TIMEOUT: 30s`: how long a bounded job may run.
+    #[serde(default)]
+    pub timeout: Option<String>,
     pub location: SqlLocation,
 }
 
@@ -185,6 +193,8 @@ pub fn parse_application(text: &str) -> Result<Application> {
         query: std::ops::Range<usize>,
         options: BTreeMap<String, String>,
         topic: Option<String>,
+        memory_limit: Option<String>,
+        timeout: Option<String>,
         location: SqlLocation,
     }
     let mut drafts: Vec<Draft> = Vec::new();
@@ -192,13 +202,31 @@ pub fn parse_application(text: &str) -> Result<Application> {
     for chunk in tokens.split(|t| t.token == Token::SemiColon) {
         let mut comment_job = None;
         let mut comment_topic = None;
+        let mut memory_limit = None;
+        let mut timeout = None;
         for t in chunk {
             if let Token::Whitespace(Whitespace::SingleLineComment { comment, .. }) = &t.token {
                 let comment = comment.trim();
                 if let Some((key, value)) = comment.split_once(':') {
+                    let value = Some(value.trim().to_string());
                     match key.trim().to_ascii_uppercase().as_str() {
-                        "JOB" => comment_job = Some(value.trim().to_string()),
-                        "TOPIC" => comment_topic = Some(value.trim().to_string()),
+                        "JOB" => comment_job = value,
+                        "TOPIC" => comment_topic = value,
+                        "MEMORY_LIMIT" => memory_limit = value,
+                        "TIMEOUT" => timeout = value,
+                        // An annotation (`-- KEY: value`, KEY in capitals) this engine does
+                        // not know; ordinary comments with a colon are left alone.
+                        other
+                            if key.trim() == other
+                                && !other.is_empty()
+                                && other.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') =>
+                        {
+                            tracing::warn!(
+                                "line {}: the annotation '-- {other}:' has no effect here (known: \
+                                 JOB, TOPIC, MEMORY_LIMIT, TIMEOUT)",
+                                t.span.start.line
+                            );
+                        }
                         _ => {}
                     }
                 }
@@ -282,6 +310,8 @@ pub fn parse_application(text: &str) -> Result<Application> {
             query,
             options,
             topic: comment_topic,
+            memory_limit,
+            timeout,
             location: location(first),
         });
     }
@@ -336,6 +366,8 @@ pub fn parse_application(text: &str) -> Result<Application> {
             delivery,
             on_error,
             max_event_time_skew,
+            memory_limit: draft.memory_limit,
+            timeout: draft.timeout,
             location: draft.location,
         });
     }
@@ -367,6 +399,19 @@ WITH ('sink.topic' = 'totals', 'sink.key' = 'customer_id');
 -- JOB: everything
 SELECT * FROM orders;
 ";
+
+    #[test]
+    fn memory_limit_and_timeout_annotations_belong_to_their_job() {
+        let app = parse_application(
+            "-- JOB: a\n-- MEMORY_LIMIT: 512MB\n-- TIMEOUT: 30s\n-- Note: a plain comment\nSELECT 1 AS x FROM t;\n\
+             -- JOB: b\nSELECT 2 AS y FROM t;\n",
+        )
+        .unwrap();
+        assert_eq!(app.jobs[0].memory_limit.as_deref(), Some("512MB"));
+        assert_eq!(app.jobs[0].timeout.as_deref(), Some("30s"));
+        assert_eq!(app.jobs[1].memory_limit, None);
+        assert_eq!(app.jobs[1].timeout, None);
+    }
 
     #[test]
     fn jobs_declarations_and_options_are_read_from_a_file() {

@@ -541,6 +541,25 @@ impl JobManager {
     ) -> Result<crate::job::JobStats> {
         let spec = self.job_spec(job)?;
         let output = job.output.clone();
+        if let Some(text) = &job.spec.timeout {
+            let limit = crate::sql::window::parse_duration(text).map_err(|why| {
+                VeloError::Usage(format!("job '{}': TIMEOUT '{text}': {why}", job.id))
+            })?;
+            if job.continuous {
+                tracing::warn!(
+                    "job '{}': TIMEOUT applies to bounded jobs; a continuous job runs until \
+                     stopped",
+                    job.id
+                );
+            } else {
+                // A bounded job past its time ends as a stop does (what it read is written).
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(limit.max(0) as u64)).await;
+                    stop.store(true, Ordering::Relaxed);
+                });
+            }
+        }
         let hooks = JobHooks {
             stop: Some(stop),
             progress: Some(job.progress.clone()),
@@ -623,7 +642,15 @@ impl JobManager {
         spec.runtime = RuntimeOptions {
             batch_size: performance.batch_size,
             flush_interval: Duration::from_millis(performance.flush_interval_ms),
-            max_state_bytes: Some(config.sql.memory_limit_mb.saturating_mul(1024 * 1024)),
+            max_state_bytes: Some(match &job.spec.memory_limit {
+                Some(text) => text
+                    .parse::<bytesize::ByteSize>()
+                    .map(|b| b.as_u64())
+                    .map_err(|why| {
+                        VeloError::Usage(format!("job '{}': MEMORY_LIMIT '{text}': {why}", job.id))
+                    })?,
+                None => config.sql.memory_limit_mb.saturating_mul(1024 * 1024),
+            }),
             ..spec.runtime
         };
         if job.continuous {
