@@ -225,6 +225,10 @@ pub struct QueryArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
+    /// A librdkafka property for every Kafka client of the query, `key=value` (repeatable),
+    /// e.g. `fetch.min.bytes=65536` or `security.protocol=ssl`.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
     /// Payload columns of the only input as a SQL column list, e.g.
     /// 'symbol VARCHAR, price DECIMAL(18,4)'. Without it the schema is inferred.
     #[arg(long)]
@@ -676,6 +680,16 @@ fn import_state(args: ImportStateArgs) -> Result<()> {
 }
 
 /// A duration flag's value in milliseconds; errors name the flag.
+/// `--kafka-property key=value`.
+fn parse_property(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!("'{text}' is not key=value")),
+    }
+}
+
 /// `--timeout`: a number of seconds, or a duration.
 fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
     match text.trim().parse::<u64>() {
@@ -729,6 +743,7 @@ impl QueryArgs {
         let both_sides = !read.is_bounded();
         let mut spec = JobSpec::new(String::new(), read_query_text(self)?);
         spec.kafka.brokers = self.brokers.clone();
+        spec.kafka.properties.clone_from(&self.kafka_properties);
         spec.kafka.timeout = self.timeout.max(Duration::from_millis(1));
         let columns = match (&self.schema, &self.schema_file) {
             (Some(s), _) => Some(s.clone()),

@@ -533,3 +533,49 @@ fn output_topic_alone_writes_to_that_topic() {
         .collect();
     assert_eq!(rows, [r#"{"order_id":1}"#, r#"{"order_id":2}"#]);
 }
+
+#[test]
+fn kafka_properties_reach_the_client_and_a_refused_one_is_named_without_its_value() {
+    let topic = orders_topic();
+    // A real property changes nothing visible but must be accepted by every client.
+    let out = run(&[
+        "execute",
+        "--query",
+        "SELECT order_id FROM orders WHERE order_id = 1",
+        "--topic",
+        &topic,
+        "--schema",
+        SCHEMA,
+        "--format",
+        "csv",
+        "--kafka-property",
+        "fetch.min.bytes=1",
+        "--kafka-property",
+        "client.rack=r1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "order_id\n1\n");
+    for (property, named) in [
+        ("sasl.pasword=hunter2", "'sasl.pasword'"),
+        ("fetch.min.bytes=hunter2", "'fetch.min.bytes'"),
+    ] {
+        let out = run(&[
+            "execute",
+            "--query",
+            "SELECT order_id FROM orders",
+            "--topic",
+            &topic,
+            "--schema",
+            SCHEMA,
+            "--kafka-property",
+            property,
+        ]);
+        assert!(!out.status.success());
+        let message = stderr(&out);
+        assert!(
+            message.contains(&format!("the Kafka client refuses the property {named}")),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "the value leaked: {message}");
+    }
+}

@@ -60,8 +60,19 @@ pub enum ConnectorError {
 pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
 
 impl ConnectorError {
-    /// Wraps a Kafka client error with what we were doing.
+    /// Wraps a Kafka client error with what we were doing. A refused client property is
+    /// named without its value (it may be a password).
     pub fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        if let rdkafka::error::KafkaError::ClientConfig(_, description, key, value) = &source {
+            let description = match value.is_empty() {
+                true => description.clone(),
+                false => description.replace(value.as_str(), "…"),
+            };
+            return ConnectorError::Config(format!(
+                "{}: the Kafka client refuses the property '{key}': {description}",
+                context.into()
+            ));
+        }
         ConnectorError::Kafka {
             context: context.into(),
             source,

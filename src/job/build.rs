@@ -503,10 +503,12 @@ pub fn group_id_of(given: Option<&str>, stream: &str, several: bool) -> String {
 }
 
 fn connection(spec: &JobSpec) -> KafkaConnection {
-    KafkaConnection::new(
+    let mut connection = KafkaConnection::new(
         spec.kafka.brokers.clone(),
         spec.kafka.timeout.max(Duration::from_secs(1)),
-    )
+    );
+    connection.properties.clone_from(&spec.kafka.properties);
+    connection
 }
 
 /// Opens the sink the spec's output describes.

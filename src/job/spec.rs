@@ -97,6 +97,8 @@ pub struct KafkaSpec {
     pub session_timeout: Option<Duration>,
     /// Static group membership: a restarted member with this id gets its partitions back at once.
     pub instance_id: Option<String>,
+    /// Extra librdkafka properties for every client of the job (`--kafka-property k=v`).
+    pub properties: Vec<(String, String)>,
 }
 
 /// What the settings say of the query's only input (a query over several streams declares
@@ -310,6 +312,7 @@ impl JobSpec {
                 timeout: Duration::from_secs(10),
                 session_timeout: None,
                 instance_id: None,
+                properties: Vec::new(),
             },
             input: InputSpec::default(),
             read: ReadSpec::Continuous {
