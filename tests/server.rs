@@ -49,7 +49,7 @@ fn every_documented_route_answers_and_errors_are_json() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 22);
+    assert_eq!(checked, 25);
     let (status, body) = call("GET", &format!("{}/no/such/route", server.url), None, None);
     assert_eq!(
         (status, json(&body)["code"].clone()),
@@ -1246,4 +1246,44 @@ fn a_memory_limit_annotation_caps_that_jobs_state() {
     // The other job of the file keeps the server's limit and runs on.
     let (_, body) = call("GET", &format!("{}/jobs/free", server.url), None, None);
     assert_eq!(json(&body)["status"], "running", "{body}");
+}
+
+#[test]
+fn the_guides_monitoring_routes_answer_with_their_views() {
+    let server = start_server(&config_yaml(""));
+    let orders = unique_topic("mon");
+    create_topic(&orders, 1);
+    produce(&orders, &[Rec::value(r#"{"k":"a","v":1}"#)]);
+    deploy(
+        &server,
+        &format!(
+            "CREATE STREAM o (k VARCHAR, v BIGINT) WITH ('topic' = '{orders}');\n\
+             -- JOB: totals\nSELECT k, SUM(v) AS total FROM o GROUP BY k;\n"
+        ),
+    );
+    let memory = eventually("the job's state in /metrics/memory", || {
+        let (status, body) = call("GET", &format!("{}/metrics/memory", server.url), None, None);
+        assert_eq!(status, 200, "{body}");
+        let m = json(&body);
+        (m["jobs"][0]["state_rows"].as_u64() >= Some(1)).then_some(m)
+    });
+    assert_eq!(memory["jobs"][0]["job_id"], "totals");
+    assert!(
+        memory["process_resident_bytes"].as_u64().unwrap() > 1_000_000,
+        "{memory}"
+    );
+    assert!(memory["state_bytes"].as_u64().unwrap() > 0, "{memory}");
+    let (status, body) = call("GET", &format!("{}/health/kafka", server.url), None, None);
+    assert_eq!(status, 200, "{body}");
+    let kafka = json(&body);
+    assert_eq!(kafka["status"], "ok");
+    assert!(kafka["topics"].as_u64().unwrap() >= 1, "{kafka}");
+    let (status, prometheus) = call(
+        "GET",
+        &format!("{}/metrics/prometheus", server.url),
+        None,
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(prometheus.contains("velo_active_jobs"), "{prometheus}");
 }

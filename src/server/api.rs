@@ -325,6 +325,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/health"),
     ("get", "/ready"),
     ("get", "/metrics"),
+    ("get", "/metrics/prometheus"),
+    ("get", "/metrics/memory"),
+    ("get", "/health/kafka"),
     ("get", "/openapi.json"),
     ("get", "/streams"),
     ("post", "/streams"),
@@ -355,6 +358,9 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
+        .route("/metrics/prometheus", get(metrics_text))
+        .route("/metrics/memory", get(memory_view))
+        .route("/health/kafka", get(kafka_health))
         .route("/openapi.json", get(openapi))
         .route("/streams", get(list_streams).post(create_stream))
         .route("/streams/{name}", get(get_stream).delete(delete_stream))
@@ -501,6 +507,63 @@ async fn ready(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// `GET /health/kafka`: whether the broker answers a metadata request now, and how fast.
+async fn kafka_health(State(state): State<AppState>) -> Response {
+    let client = state.metadata.clone();
+    let started = std::time::Instant::now();
+    let answer = tokio::task::spawn_blocking(move || client.topics()).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let (status, body) = match answer {
+        Ok(Ok(topics)) => (
+            StatusCode::OK,
+            json!({
+                "status": "ok",
+                "brokers": state.config.kafka.brokers,
+                "topics": topics.len(),
+                "response_ms": elapsed_ms,
+            }),
+        ),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unreachable", "brokers": state.config.kafka.brokers,
+                   "error": e.to_string(), "response_ms": elapsed_ms}),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "unreachable", "brokers": state.config.kafka.brokers,
+                   "error": e.to_string(), "response_ms": elapsed_ms}),
+        ),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// `GET /metrics/memory`: the process's resident memory and each job's operator state.
+async fn memory_view(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let jobs: Vec<serde_json::Value> = state
+        .jobs
+        .list()
+        .iter()
+        .map(|j| {
+            let s = j.status();
+            json!({"job_id": s.id, "status": s.status.name(),
+                   "state_bytes": s.state_bytes, "state_rows": s.state_rows})
+        })
+        .collect();
+    let state_bytes: u64 = jobs.iter().filter_map(|j| j["state_bytes"].as_u64()).sum();
+    axum::Json(json!({
+        "process_resident_bytes": resident_bytes(),
+        "state_bytes": state_bytes,
+        "jobs": jobs,
+    }))
+}
+
+/// The process's resident set size (Linux `/proc/self/statm`), `null` elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
