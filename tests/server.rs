@@ -493,6 +493,16 @@ fn a_job_whose_topic_does_not_exist_fails_clearly_and_the_server_stays_up() {
         "{job}"
     );
     assert_eq!(job["failures"], 1);
+    // The guide's scripts read `job_id` and `error`; `status=all` lists every job.
+    assert_eq!(job["job_id"], "lost");
+    assert_eq!(job["error"], job["last_error"]);
+    let (_, body) = call(
+        "GET",
+        &format!("{}/jobs?status=all", server.url),
+        None,
+        None,
+    );
+    assert_eq!(json(&body)["jobs"][0]["job_id"], "lost", "{body}");
     assert_eq!(
         call("GET", &format!("{}/health", server.url), None, None).0,
         200

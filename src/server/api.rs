@@ -1082,7 +1082,7 @@ async fn list_jobs(
             query
                 .status
                 .as_deref()
-                .is_none_or(|wanted| s.status.name() == wanted)
+                .is_none_or(|wanted| wanted == "all" || s.status.name() == wanted)
         })
         .collect();
     axum::Json(json!({ "jobs": jobs }))

@@ -115,6 +115,8 @@ pub struct ManagedJob {
 #[derive(Debug, Clone, Serialize)]
 pub struct JobStatus {
     pub id: String,
+    /// The same as `id`, under the name the deployment guide's scripts read.
+    pub job_id: String,
     pub name: String,
     pub status: JobState,
     pub started_at: String,
@@ -130,6 +132,8 @@ pub struct JobStatus {
     /// Runs of the job that failed.
     pub failures: u64,
     pub last_error: Option<String>,
+    /// The same as `last_error`, under the name the deployment guide's scripts read.
+    pub error: Option<String>,
     /// Records behind the end of the input topic; null while unknown.
     pub lag: Option<i64>,
     pub restarts: u32,
@@ -161,6 +165,7 @@ impl ManagedJob {
         let lag = p.lag.load(Ordering::Relaxed);
         JobStatus {
             id: self.id.clone(),
+            job_id: self.id.clone(),
             name: self.spec.name.clone(),
             status: life.state,
             started_at: life.started_at,
@@ -173,6 +178,7 @@ impl ManagedJob {
             state_rows: p.state_rows.load(Ordering::Relaxed),
             errors: p.error_counts(),
             failures: life.errors,
+            error: life.last_error.clone(),
             last_error: life.last_error,
             lag: (lag >= 0).then_some(lag),
             restarts: self.restarts.load(Ordering::Relaxed),
