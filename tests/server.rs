@@ -49,7 +49,7 @@ fn every_documented_route_answers_and_errors_are_json() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 25);
+    assert_eq!(checked, 26);
     let (status, body) = call("GET", &format!("{}/no/such/route", server.url), None, None);
     assert_eq!(
         (status, json(&body)["code"].clone()),
@@ -1288,6 +1288,23 @@ fn the_guides_monitoring_routes_answer_with_their_views() {
     let kafka = json(&body);
     assert_eq!(kafka["status"], "ok");
     assert!(kafka["topics"].as_u64().unwrap() >= 1, "{kafka}");
+    // The job's one partition, read to its end.
+    let kafka = eventually("the job's partition in /metrics/kafka", || {
+        let (_, body) = call("GET", &format!("{}/metrics/kafka", server.url), None, None);
+        let k = json(&body);
+        (k["jobs"][0]["partitions"][0]["lag"] == 0).then_some(k)
+    });
+    let partition = &kafka["jobs"][0]["partitions"][0];
+    assert_eq!(
+        (
+            partition["stream"].as_str(),
+            partition["partition"].as_i64(),
+            partition["offset"].as_i64(),
+            partition["end_offset"].as_i64()
+        ),
+        (Some("o"), Some(0), Some(1), Some(1)),
+        "{kafka}"
+    );
     let (status, prometheus) = call(
         "GET",
         &format!("{}/metrics/prometheus", server.url),

@@ -633,6 +633,30 @@ impl KafkaSource {
         self.remaining.as_ref().is_some_and(|r| r.is_empty())
     }
 
+    /// Group mode: each assigned partition's position (`read`) and end offset (`total`), asked
+    /// of the broker; `None` when it does not answer.
+    fn group_positions(&self) -> Option<Vec<crate::source::PartitionProgress>> {
+        let positions = self.consumer.position().ok()?;
+        let mut out = Vec::new();
+        for element in positions.elements_for_topic(&self.topic) {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, element.partition(), Duration::from_secs(1))
+                .ok()?;
+            let position = match element.offset() {
+                Offset::Offset(o) => o,
+                // Nothing read yet: the whole partition is behind (from its low watermark).
+                _ => low,
+            };
+            out.push(crate::source::PartitionProgress {
+                partition: element.partition(),
+                read: position,
+                total: high,
+            });
+        }
+        Some(out)
+    }
+
     /// Lets the next assignment of the group start where this source has read to.
     fn publish_positions(&self) {
         if self.mode == ModeKind::Group && !self.delivered.is_empty() {
@@ -939,26 +963,16 @@ impl Source for KafkaSource {
         if self.mode != ModeKind::Group {
             return None;
         }
-        let positions = self.consumer.position().ok()?;
-        let mut lag = 0;
-        for element in positions.elements_for_topic(&self.topic) {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&self.topic, element.partition(), Duration::from_secs(1))
-                .ok()?;
-            let position = match element.offset() {
-                Offset::Offset(o) => o,
-                // Nothing read yet: the whole partition is behind (from its low watermark).
-                _ => low,
-            };
-            lag += (high - position).max(0);
-        }
-        Some(lag)
+        let partitions = self.group_positions()?;
+        Some(partitions.iter().map(|p| (p.total - p.read).max(0)).sum())
     }
 
     fn partition_progress(&self) -> Vec<crate::source::PartitionProgress> {
         let Some(remaining) = &self.remaining else {
-            return Vec::new();
+            return match self.mode {
+                ModeKind::Group => self.group_positions().unwrap_or_default(),
+                _ => Vec::new(),
+            };
         };
         self.snapshot_starts
             .iter()

@@ -18,13 +18,15 @@ pub type Positions = BTreeMap<i32, i64>;
 /// records end a batch early, far below Arrow's 2 GiB limit on one array's values.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
-/// How far a bounded read has got in one partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How far a read has got in one partition; `total - read` is what is left (the lag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionProgress {
     pub partition: i32,
-    /// Records read so far.
+    /// A bounded read: records read so far; a continuous one: the partition's position (the
+    /// next offset it reads).
     pub read: i64,
-    /// Records the read will take in all (up to the end offset it reads to).
+    /// A bounded read: records it will take in all; a continuous one: the partition's end
+    /// offset.
     pub total: i64,
 }
 
@@ -68,7 +70,8 @@ pub trait Source: Send {
         Vec::new()
     }
 
-    /// For a bounded read: how far it has got in each partition (empty when it cannot tell).
+    /// How far the read has got in each partition (empty when it cannot tell). May ask the
+    /// broker: call it about once a second, not per poll.
     fn partition_progress(&self) -> Vec<PartitionProgress> {
         Vec::new()
     }

@@ -463,24 +463,27 @@ impl Runner {
         p.late_rows.store(operators.late_rows, Ordering::Relaxed);
         p.metrics.state_bytes.set(operators.state_bytes as f64);
         p.metrics.state_rows.set(operators.state_rows as f64);
-        let partitions: Vec<_> = self
-            .inputs
-            .iter()
-            .flat_map(|i| {
-                i.source
-                    .partition_progress()
-                    .into_iter()
-                    .map(|p| (i.name.clone(), p))
-            })
-            .collect();
+        // Each input's partitions (one round of broker calls), their sum as the lag.
+        let mut partitions = Vec::new();
+        let mut lag: Option<i64> = None;
+        for input in &self.inputs {
+            let progress = input.source.partition_progress();
+            let input_lag = if progress.is_empty() {
+                input.source.lag()
+            } else {
+                Some(progress.iter().map(|p| (p.total - p.read).max(0)).sum())
+            };
+            if let Some(l) = input_lag {
+                lag = Some(lag.unwrap_or(0) + l);
+            }
+            partitions.extend(progress.into_iter().map(|p| (input.name.clone(), p)));
+        }
         if !partitions.is_empty() {
             if let Ok(mut shown) = p.partitions.lock() {
                 *shown = partitions;
             }
         }
-        let lags: Vec<i64> = self.inputs.iter().filter_map(|i| i.source.lag()).collect();
-        if !lags.is_empty() {
-            let lag: i64 = lags.iter().sum();
+        if let Some(lag) = lag {
             p.lag.store(lag, Ordering::Relaxed);
             p.metrics.lag.set(lag as f64);
         }

@@ -327,6 +327,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/metrics/prometheus"),
     ("get", "/metrics/memory"),
+    ("get", "/metrics/kafka"),
     ("get", "/health/kafka"),
     ("get", "/openapi.json"),
     ("get", "/streams"),
@@ -360,6 +361,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/metrics/prometheus", get(metrics_text))
         .route("/metrics/memory", get(memory_view))
+        .route("/metrics/kafka", get(kafka_view))
         .route("/health/kafka", get(kafka_health))
         .route("/openapi.json", get(openapi))
         .route("/streams", get(list_streams).post(create_stream))
@@ -557,6 +559,30 @@ async fn memory_view(State(state): State<AppState>) -> axum::Json<serde_json::Va
         "state_bytes": state_bytes,
         "jobs": jobs,
     }))
+}
+
+/// `GET /metrics/kafka`: each job's consumer group and, per partition it reads, its position,
+/// the partition's end offset and the lag between them (sampled each second by the job).
+async fn kafka_view(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let jobs: Vec<serde_json::Value> = state
+        .jobs
+        .list()
+        .iter()
+        .map(|j| {
+            let s = j.status();
+            let partitions: Vec<serde_json::Value> = j
+                .partitions()
+                .into_iter()
+                .map(|(stream, p)| {
+                    json!({"stream": stream, "partition": p.partition, "offset": p.read,
+                           "end_offset": p.total, "lag": (p.total - p.read).max(0)})
+                })
+                .collect();
+            json!({"job_id": s.id, "status": s.status.name(), "consumer_group": s.consumer_group,
+                   "lag": s.lag, "partitions": partitions})
+        })
+        .collect();
+    axum::Json(json!({"brokers": state.config.kafka.brokers, "jobs": jobs}))
 }
 
 /// The process's resident set size (Linux `/proc/self/statm`), `null` elsewhere.

@@ -192,6 +192,16 @@ impl ManagedJob {
         }
     }
 
+    /// The partitions the job reads, each with its position and end offset (sampled each
+    /// second by the job).
+    pub fn partitions(&self) -> Vec<(String, velo_connectors::source::PartitionProgress)> {
+        self.progress
+            .partitions
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
     pub fn state(&self) -> JobState {
         self.lifecycle.lock().expect("job lock").state
     }
