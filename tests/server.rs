@@ -49,7 +49,7 @@ fn every_documented_route_answers_and_errors_are_json() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 26);
+    assert_eq!(checked, 30);
     let (status, body) = call("GET", &format!("{}/no/such/route", server.url), None, None);
     assert_eq!(
         (status, json(&body)["code"].clone()),
@@ -118,6 +118,33 @@ fn auth_body_size_concurrency_and_malformed_bodies_are_enforced() {
     assert_eq!(
         (status, json(&body)["code"].clone()),
         (429, "too_many_queries".into())
+    );
+    // Every refusal is in /security/events: its kind and declared route, never the token.
+    let (_, body) = call("GET", &url("/security/events"), Some("s3cret"), None);
+    let events: Vec<(String, String)> = json(&body)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["route"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for wanted in [
+        ("unauthorized", "/jobs"),
+        ("too_large", "/sql"),
+        ("too_many_queries", "/sql"),
+    ] {
+        assert!(
+            events.contains(&(wanted.0.to_string(), wanted.1.to_string())),
+            "{wanted:?} in {body}"
+        );
+    }
+    assert!(
+        !body.contains("wrong") && !body.contains("s3cret"),
+        "{body}"
     );
 }
 
@@ -1288,6 +1315,53 @@ fn the_guides_monitoring_routes_answer_with_their_views() {
     let kafka = json(&body);
     assert_eq!(kafka["status"], "ok");
     assert!(kafka["topics"].as_u64().unwrap() >= 1, "{kafka}");
+    // Ad-hoc queries are timed: one that answers, one that fails.
+    call(
+        "POST",
+        &format!("{}/sql", server.url),
+        None,
+        Some(r#"{"sql":"SELECT 1 AS x"}"#),
+    );
+    call(
+        "POST",
+        &format!("{}/sql", server.url),
+        None,
+        Some(r#"{"sql":"SELECT nope FROM nowhere"}"#),
+    );
+    let (_, body) = call(
+        "GET",
+        &format!("{}/metrics/queries/performance", server.url),
+        None,
+        None,
+    );
+    let performance = json(&body);
+    assert_eq!(
+        (
+            performance["count"].as_u64(),
+            performance["failed"].as_u64()
+        ),
+        (Some(2), Some(1)),
+        "{body}"
+    );
+    assert!(performance["p95_ms"].as_u64().is_some(), "{body}");
+    let (_, body) = call(
+        "GET",
+        &format!("{}/metrics/queries/slow", server.url),
+        None,
+        None,
+    );
+    let slow = json(&body);
+    assert_eq!(slow["queries"].as_array().unwrap().len(), 2, "{body}");
+    let (_, body) = call("GET", &format!("{}/metrics/health", server.url), None, None);
+    let health = json(&body);
+    assert_eq!(
+        (
+            health["status"].as_str(),
+            health["jobs"]["running"].as_u64()
+        ),
+        (Some("ok"), Some(1)),
+        "{body}"
+    );
     // The job's one partition, read to its end.
     let kafka = eventually("the job's partition in /metrics/kafka", || {
         let (_, body) = call("GET", &format!("{}/metrics/kafka", server.url), None, None);

@@ -55,6 +55,10 @@ pub struct AppState {
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
     /// One client asking the broker for metadata (`/ready`), made once.
     metadata: Arc<velo_connectors::kafka::MetadataClient>,
+    /// Refused requests (`/security/events`).
+    security: Arc<super::recent::Recent<super::recent::SecurityEvent>>,
+    /// Recent ad-hoc queries (`/metrics/queries/*`).
+    recent_queries: Arc<super::recent::Recent<super::recent::QueryRecord>>,
 }
 
 impl AppState {
@@ -69,6 +73,8 @@ impl AppState {
             jobs: JobManager::new(config.clone()),
             streams: Arc::default(),
             queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries)),
+            security: Arc::new(super::recent::Recent::new(200)),
+            recent_queries: Arc::new(super::recent::Recent::new(200)),
             config,
             metrics,
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
@@ -328,6 +334,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics/prometheus"),
     ("get", "/metrics/memory"),
     ("get", "/metrics/kafka"),
+    ("get", "/metrics/health"),
+    ("get", "/metrics/queries/slow"),
+    ("get", "/metrics/queries/performance"),
+    ("get", "/security/events"),
     ("get", "/health/kafka"),
     ("get", "/openapi.json"),
     ("get", "/streams"),
@@ -362,6 +372,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/prometheus", get(metrics_text))
         .route("/metrics/memory", get(memory_view))
         .route("/metrics/kafka", get(kafka_view))
+        .route("/metrics/health", get(health_view))
+        .route("/metrics/queries/slow", get(slow_queries))
+        .route("/metrics/queries/performance", get(query_performance))
+        .route("/security/events", get(security_events))
         .route("/health/kafka", get(kafka_health))
         .route("/openapi.json", get(openapi))
         .route("/streams", get(list_streams).post(create_stream))
@@ -387,7 +401,10 @@ pub fn router(state: AppState) -> Router {
             config.server.max_body_bytes,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .layer(middleware::from_fn(count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state);
     if !config.server.cors_origins.is_empty() {
         use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -456,8 +473,8 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
     next.run(request).await
 }
 
-/// Counts requests by route and status.
-async fn count_requests(request: Request, next: Next) -> Response {
+/// Counts requests by route and status, and remembers the refused ones (`/security/events`).
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -474,6 +491,20 @@ async fn count_requests(request: Request, next: Next) -> Response {
         _ => "other",
     };
     let response = next.run(request).await;
+    let kind = match response.status() {
+        StatusCode::UNAUTHORIZED => Some("unauthorized"),
+        StatusCode::PAYLOAD_TOO_LARGE => Some("too_large"),
+        StatusCode::TOO_MANY_REQUESTS => Some("too_many_queries"),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        state.security.push(super::recent::SecurityEvent {
+            at: super::recent::now(),
+            kind,
+            method: method.to_string(),
+            route: route.clone(),
+        });
+    }
     metrics::counter!(
         "velo_http_requests_total",
         "route" => route,
@@ -583,6 +614,55 @@ async fn kafka_view(State(state): State<AppState>) -> axum::Json<serde_json::Val
         })
         .collect();
     axum::Json(json!({"brokers": state.config.kafka.brokers, "jobs": jobs}))
+}
+
+/// `GET /metrics/health`: `ok`, or `degraded` when a job has failed; jobs counted by status.
+async fn health_view(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let mut by_status: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for job in state.jobs.list() {
+        *by_status.entry(job.state().name()).or_default() += 1;
+    }
+    let failed = by_status.get("failed").copied().unwrap_or(0);
+    axum::Json(json!({
+        "status": if failed > 0 { "degraded" } else { "ok" },
+        "jobs": by_status,
+        "queries_in_flight": state.config.server.max_concurrent_queries
+            .saturating_sub(state.queries.available_permits()),
+    }))
+}
+
+/// `GET /metrics/queries/slow`: the ten slowest of the recent ad-hoc queries.
+async fn slow_queries(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let mut queries = state.recent_queries.all();
+    queries.sort_by(|a, b| b.duration_ms.cmp(&a.duration_ms));
+    queries.truncate(10);
+    axum::Json(json!({"queries": queries}))
+}
+
+/// `GET /metrics/queries/performance`: how long recent ad-hoc queries took (percentiles) and
+/// how they ended.
+async fn query_performance(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let queries = state.recent_queries.all();
+    let mut durations: Vec<u64> = queries.iter().map(|q| q.duration_ms).collect();
+    durations.sort_unstable();
+    let percentile = |p: f64| -> Option<u64> {
+        (!durations.is_empty())
+            .then(|| durations[((durations.len() - 1) as f64 * p).round() as usize])
+    };
+    let failed = queries.iter().filter(|q| q.status >= 400).count();
+    axum::Json(json!({
+        "count": queries.len(),
+        "failed": failed,
+        "p50_ms": percentile(0.5),
+        "p95_ms": percentile(0.95),
+        "max_ms": durations.last(),
+        "recent": queries.iter().rev().take(20).collect::<Vec<_>>(),
+    }))
+}
+
+/// `GET /security/events`: recent refused requests (401, 413, 429), newest last.
+async fn security_events(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    axum::Json(json!({"events": state.security.all()}))
 }
 
 /// The process's resident set size (Linux `/proc/self/statm`), `null` elsewhere.
@@ -796,7 +876,33 @@ pub struct SqlRequest {
     pub follow: bool,
 }
 
+/// `POST /sql`, timed: each answered (not followed) query is remembered for
+/// `/metrics/queries/*`.
 async fn run_sql(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<SqlRequest>,
+) -> Response {
+    let started = std::time::Instant::now();
+    let sql: String = request.sql.chars().take(200).collect();
+    let format = request.format.clone().unwrap_or_else(|| "json".into());
+    let follow = request.follow;
+    let response = answer_sql(State(state.clone()), headers, JsonBody(request))
+        .await
+        .into_response();
+    if !follow {
+        state.recent_queries.push(super::recent::QueryRecord {
+            at: super::recent::now(),
+            sql,
+            format,
+            status: response.status().as_u16(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+    response
+}
+
+async fn answer_sql(
     State(state): State<AppState>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<SqlRequest>,

@@ -20,6 +20,7 @@ pub mod config;
 pub mod follow;
 pub mod jobs;
 pub mod logs;
+pub mod recent;
 pub mod state;
 
 use std::sync::Arc;
