@@ -634,7 +634,7 @@ async fn health_view(State(state): State<AppState>) -> axum::Json<serde_json::Va
 /// `GET /metrics/queries/slow`: the ten slowest of the recent ad-hoc queries.
 async fn slow_queries(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     let mut queries = state.recent_queries.all();
-    queries.sort_by(|a, b| b.duration_ms.cmp(&a.duration_ms));
+    queries.sort_by_key(|q| std::cmp::Reverse(q.duration_ms));
     queries.truncate(10);
     axum::Json(json!({"queries": queries}))
 }
