@@ -49,7 +49,7 @@ fn every_documented_route_answers_and_errors_are_json() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 30);
+    assert_eq!(checked, 32);
     let (status, body) = call("GET", &format!("{}/no/such/route", server.url), None, None);
     assert_eq!(
         (status, json(&body)["code"].clone()),
@@ -1352,6 +1352,22 @@ fn the_guides_monitoring_routes_answer_with_their_views() {
     );
     let slow = json(&body);
     assert_eq!(slow["queries"].as_array().unwrap().len(), 2, "{body}");
+    let performance = eventually("the job's latency in /metrics/performance", || {
+        let (_, body) = call(
+            "GET",
+            &format!("{}/metrics/performance", server.url),
+            None,
+            None,
+        );
+        let p = json(&body);
+        p["jobs"][0]["batch_latency_ms"]["p99"].as_f64().map(|_| p)
+    });
+    assert_eq!(performance["jobs"][0]["job_id"], "totals");
+    assert_eq!(performance["jobs"][0]["records_in"], 1);
+    let (_, body) = call("GET", &format!("{}/metrics/report", server.url), None, None);
+    let report = json(&body);
+    assert_eq!(report["jobs"][0]["job_id"], "totals", "{body}");
+    assert_eq!(report["queries"]["count"], 2, "{body}");
     let (_, body) = call("GET", &format!("{}/metrics/health", server.url), None, None);
     let health = json(&body);
     assert_eq!(

@@ -23,6 +23,11 @@ pub struct JobProgress {
     pub state_rows: AtomicU64,
     /// Records behind the end of the input's partitions; -1 while unknown.
     pub lag: AtomicI64,
+    /// The latency (poll → sink flushed → committed) of the last 256 micro-batches, in
+    /// microseconds, oldest first.
+    pub batch_latencies_us: std::sync::Mutex<std::collections::VecDeque<u64>>,
+    /// When this run started (for records per second).
+    pub started: std::time::Instant,
     /// A bounded read's progress in each partition: (stream, progress), sampled each second.
     pub partitions: std::sync::Mutex<Vec<(String, velo_connectors::source::PartitionProgress)>>,
     pub paused: AtomicBool,
@@ -92,6 +97,8 @@ impl JobProgress {
             records_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             partitions: std::sync::Mutex::default(),
+            batch_latencies_us: std::sync::Mutex::default(),
+            started: std::time::Instant::now(),
             rows_out: AtomicU64::new(0),
             bad_records: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
@@ -121,6 +128,35 @@ impl JobProgress {
     }
 
     /// Counts one bad record or row of `kind`.
+    /// Records one micro-batch's latency (kept for the last 256).
+    pub(crate) fn record_latency(&self, latency: std::time::Duration) {
+        let mut kept = self
+            .batch_latencies_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if kept.len() == 256 {
+            kept.pop_front();
+        }
+        kept.push_back(latency.as_micros() as u64);
+    }
+
+    /// The p50, p95 and p99 of the kept micro-batch latencies, in milliseconds.
+    pub fn latency_percentiles_ms(&self) -> Option<[f64; 3]> {
+        let mut kept: Vec<u64> = self
+            .batch_latencies_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        if kept.is_empty() {
+            return None;
+        }
+        kept.sort_unstable();
+        let at = |p: f64| kept[((kept.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+        Some([at(0.5), at(0.95), at(0.99)])
+    }
+
     pub(crate) fn count_error(&self, kind: ErrorKind) {
         self.count_errors(kind, 1);
     }

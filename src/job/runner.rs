@@ -265,6 +265,7 @@ impl Runner {
             .metrics
             .batch_latency
             .record(epoch_started.elapsed().as_secs_f64());
+        self.progress.record_latency(epoch_started.elapsed());
         self.check_state()?;
         Ok(if self.finished() {
             Step::Finished

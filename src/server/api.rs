@@ -335,6 +335,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics/memory"),
     ("get", "/metrics/kafka"),
     ("get", "/metrics/health"),
+    ("get", "/metrics/performance"),
+    ("get", "/metrics/report"),
     ("get", "/metrics/queries/slow"),
     ("get", "/metrics/queries/performance"),
     ("get", "/security/events"),
@@ -373,6 +375,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/memory", get(memory_view))
         .route("/metrics/kafka", get(kafka_view))
         .route("/metrics/health", get(health_view))
+        .route("/metrics/performance", get(performance_view))
+        .route("/metrics/report", get(report_view))
         .route("/metrics/queries/slow", get(slow_queries))
         .route("/metrics/queries/performance", get(query_performance))
         .route("/security/events", get(security_events))
@@ -628,6 +632,51 @@ async fn health_view(State(state): State<AppState>) -> axum::Json<serde_json::Va
         "jobs": by_status,
         "queries_in_flight": state.config.server.max_concurrent_queries
             .saturating_sub(state.queries.available_permits()),
+    }))
+}
+
+/// `GET /metrics/performance`: each job's throughput and micro-batch latency percentiles.
+async fn performance_view(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let jobs: Vec<serde_json::Value> = state
+        .jobs
+        .list()
+        .iter()
+        .map(|j| {
+            let mut view = j.performance();
+            view["job_id"] = json!(j.status().id);
+            view
+        })
+        .collect();
+    axum::Json(json!({"jobs": jobs}))
+}
+
+/// `GET /metrics/report`: one document for a person or a ticket — health, every job's status,
+/// throughput, latency, state and lag, and the ad-hoc query figures.
+async fn report_view(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let axum::Json(health) = health_view(State(state.clone())).await;
+    let axum::Json(queries) = query_performance(State(state.clone())).await;
+    let jobs: Vec<serde_json::Value> = state
+        .jobs
+        .list()
+        .iter()
+        .map(|j| {
+            let s = j.status();
+            json!({
+                "job_id": s.id, "status": s.status.name(), "error": s.error,
+                "performance": j.performance(),
+                "state_bytes": s.state_bytes, "state_rows": s.state_rows, "lag": s.lag,
+                "errors": s.errors, "dead_letters": s.dead_letters,
+                "checkpoints": s.checkpoints, "restarts": s.restarts,
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "generated_at": super::recent::now(),
+        "health": health,
+        "process_resident_bytes": resident_bytes(),
+        "jobs": jobs,
+        "queries": {"count": queries["count"], "failed": queries["failed"],
+                    "p50_ms": queries["p50_ms"], "p95_ms": queries["p95_ms"]},
     }))
 }
 

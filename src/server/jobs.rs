@@ -192,6 +192,25 @@ impl ManagedJob {
         }
     }
 
+    /// The job's throughput since this run started (records in and rows out per second) and
+    /// its recent micro-batch latency percentiles (ms).
+    pub fn performance(&self) -> serde_json::Value {
+        let p = &self.progress;
+        let seconds = p.started.elapsed().as_secs_f64().max(1e-3);
+        let records_in = p.records_in.load(Ordering::Relaxed);
+        let rows_out = p.rows_out.load(Ordering::Relaxed);
+        let latency = p.latency_percentiles_ms();
+        serde_json::json!({
+            "records_in": records_in,
+            "rows_out": rows_out,
+            "records_in_per_second": (records_in as f64 / seconds * 10.0).round() / 10.0,
+            "rows_out_per_second": (rows_out as f64 / seconds * 10.0).round() / 10.0,
+            "batch_latency_ms": latency.map(|[p50, p95, p99]| {
+                serde_json::json!({"p50": p50, "p95": p95, "p99": p99})
+            }),
+        })
+    }
+
     /// The partitions the job reads, each with its position and end offset (sampled each
     /// second by the job).
     pub fn partitions(&self) -> Vec<(String, velo_connectors::source::PartitionProgress)> {
