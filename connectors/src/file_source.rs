@@ -111,7 +111,8 @@ pub struct FileSource {
     last_scan: Option<Instant>,
     collector: RecordBatchCollector,
     errors: Vec<String>,
-    line: String,
+    /// One JSON line's bytes (reused; not checked as UTF-8 here: the JSON decoder does).
+    line: Vec<u8>,
 }
 
 /// The columns of an Avro container file: its writer schema's, as a stream of it would have.
@@ -161,7 +162,7 @@ impl FileSource {
             last_scan: None,
             collector: RecordBatchCollector::new(1024),
             errors: Vec::new(),
-            line: String::new(),
+            line: Vec::new(),
         }
     }
 
@@ -269,7 +270,7 @@ impl FileSource {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as i64);
         let reader = match format {
-            FileFormat::JsonLines => Reader::Lines(BufReader::new(file)),
+            FileFormat::JsonLines => Reader::Lines(BufReader::with_capacity(1 << 20, file)),
             FileFormat::Csv => {
                 let mut records = csv::ReaderBuilder::new().flexible(true).from_reader(file);
                 let header: Vec<String> = match records.headers() {
@@ -429,7 +430,7 @@ impl FileSource {
                 let mut ended = false;
                 while self.collector.len() < max {
                     self.line.clear();
-                    match lines.read_line(&mut self.line) {
+                    match lines.read_until(b'\n', &mut self.line) {
                         Ok(0) => {
                             ended = true;
                             break;
@@ -445,8 +446,11 @@ impl FileSource {
                             break;
                         }
                     }
-                    let text = self.line.trim_end_matches(['\r', '\n']);
-                    if text.trim().is_empty() {
+                    let mut text = self.line.as_slice();
+                    while let [rest @ .., b'\n' | b'\r'] = text {
+                        text = rest;
+                    }
+                    if text.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
                     let row = file.next;
@@ -455,7 +459,7 @@ impl FileSource {
                         continue;
                     }
                     self.collector.push(
-                        Some(text.as_bytes()),
+                        Some(text),
                         None,
                         &file.name,
                         file.partition,
