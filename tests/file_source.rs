@@ -286,3 +286,35 @@ fn avro_container_files_are_read_and_written_as_fastavro_writes_and_reads_them()
         ]
     );
 }
+
+#[test]
+fn a_json_line_that_is_not_utf8_is_a_bad_record_and_the_next_lines_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ids.jsonl");
+    std::fs::write(
+        &file,
+        b"{\"id\":1}\n{\"id\":2,\"s\":\"\xff\xfe\"}\r\n{\"id\":3}\n\n",
+    )
+    .unwrap();
+    let out = run_with(
+        &[
+            "execute",
+            "--source",
+            &format!("file:{}", file.display()),
+            "--schema",
+            "id BIGINT, s VARCHAR",
+            "--query",
+            "SELECT id FROM t",
+            "--format",
+            "csv",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "id\n1\n3\n");
+    let log = stderr(&out);
+    assert!(
+        log.contains(&format!("file {} row 2", file.display())) && log.contains("decode_errors=1"),
+        "{log}"
+    );
+}
