@@ -111,6 +111,7 @@ def main():
             bids,
         ]
     )
+    from_bids = ["--source", f"file:{bids}", "--schema", BID_COLUMNS]
     records = count_lines(bids)
     megabytes = os.path.getsize(bids) / 1e6
     print(f"{records} bids, {megabytes:.0f} MB of JSON lines ({work})\n")
@@ -121,10 +122,7 @@ def main():
         wall, cpu = velo(
             [
                 "execute",
-                "--source",
-                f"file:{bids}",
-                "--schema",
-                BID_COLUMNS,
+                *from_bids,
                 "--query",
                 query.format(t="bids"),
                 "--format",
@@ -147,10 +145,7 @@ def main():
     velo(
         [
             "execute",
-            "--source",
-            f"file:{bids}",
-            "--schema",
-            BID_COLUMNS,
+            *from_bids,
             "--query",
             "SELECT * FROM bids",
             "--output",
@@ -183,10 +178,7 @@ def main():
     wall, cpu = velo(
         [
             "execute",
-            "--source",
-            f"file:{bids}",
-            "--schema",
-            BID_COLUMNS,
+            *from_bids,
             "--query",
             "SELECT * FROM bids",
             "--output-file",

@@ -318,3 +318,43 @@ fn a_json_line_that_is_not_utf8_is_a_bad_record_and_the_next_lines_are_read() {
         "{log}"
     );
 }
+
+#[test]
+fn a_finished_file_stops_holding_the_watermark_so_windows_close_while_the_stream_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = |minute: u32, second: u32| {
+        format!(r#"{{"k":"a","ts":"2024-01-01T00:{minute:02}:{second:02}Z"}}"#)
+    };
+    drop_file(
+        dir.path(),
+        "001.jsonl",
+        &[event(0, 1), event(0, 30), event(1, 10)].join("\n"),
+    );
+    drop_file(dir.path(), "002.jsonl", &event(5, 0));
+    let source = format!("file:{}", dir.path().display());
+    let job = spawn(&[
+        "stream",
+        "--source",
+        &source,
+        "--schema",
+        "k VARCHAR, ts TIMESTAMP",
+        "--event-time-column",
+        "ts",
+        "--query",
+        "SELECT window_start, COUNT(*) AS n FROM t GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE)",
+        "--format",
+        "json-lines",
+        "--no-state",
+    ]);
+    // File 002 moved the watermark to 00:05: both windows of file 001 close while the
+    // stream runs (the finished file does not hold the watermark at its last time, 00:01:10).
+    assert_eq!(
+        job.take_lines(2),
+        [
+            r#"{"window_start":"2024-01-01T00:00:00","n":2}"#,
+            r#"{"window_start":"2024-01-01T00:01:00","n":1}"#,
+        ]
+    );
+    let (code, rest) = job.terminate();
+    assert_eq!((code, rest), (0, Vec::<String>::new()));
+}

@@ -78,9 +78,78 @@ enum Reader {
         records: csv::Reader<File>,
         header: Vec<String>,
         booleans: Vec<bool>,
+        /// The record being read (reused).
+        record: csv::StringRecord,
     },
     Parquet(ParquetRecordBatchReader),
     Avro(Box<apache_avro::Reader<'static, BufReader<File>>>),
+}
+
+/// One read of a row-by-row file.
+enum RowRead {
+    /// A row's payload is in the buffer.
+    Row,
+    /// A row that is counted but cannot be used (reported, the file goes on).
+    Bad(String),
+    /// An empty line: not a row.
+    Blank,
+    /// The file cannot be read further (reported, the rest is skipped).
+    Broken(String),
+    End,
+}
+
+impl Reader {
+    /// Reads the next row (row number `next`, 0-based) of a row-by-row file as one JSON
+    /// payload into `out` (empty).
+    fn read_row(&mut self, out: &mut Vec<u8>, next: i64) -> RowRead {
+        match self {
+            Reader::Lines(lines) => match lines.read_until(b'\n', out) {
+                Ok(0) => RowRead::End,
+                Err(e) => RowRead::Broken(format!("line {}: {e}", next + 1)),
+                Ok(_) => {
+                    while let [.., b'\n' | b'\r'] = out.as_slice() {
+                        out.pop();
+                    }
+                    match out.iter().all(u8::is_ascii_whitespace) {
+                        true => RowRead::Blank,
+                        false => RowRead::Row,
+                    }
+                }
+            },
+            Reader::Csv {
+                records,
+                header,
+                booleans,
+                record,
+            } => match records.read_record(record) {
+                Ok(false) => RowRead::End,
+                // A broken quote or bad UTF-8: the reader cannot resync.
+                Err(e) => RowRead::Broken(e.to_string()),
+                Ok(true) if record.len() != header.len() => RowRead::Bad(format!(
+                    "line {}: {} fields, the header names {}",
+                    record.position().map_or(0, |p| p.line()),
+                    record.len(),
+                    header.len()
+                )),
+                Ok(true) => {
+                    csv_row_as_json(record, header, booleans, out);
+                    RowRead::Row
+                }
+            },
+            Reader::Avro(reader) => match reader.next() {
+                None => RowRead::End,
+                Some(Err(e)) => RowRead::Broken(format!("record {}: {e}", next + 1)),
+                // As exact JSON text (decimals as digits), decoded like a topic's JSON.
+                Some(Ok(value)) => {
+                    match crate::codec::avro::write_value(out, &value, reader.writer_schema()) {
+                        Ok(()) => RowRead::Row,
+                        Err(why) => RowRead::Bad(format!("record {}: {why}", next + 1)),
+                    }
+                }
+            },
+            Reader::Parquet(_) => RowRead::End,
+        }
+    }
 }
 
 struct OpenFile {
@@ -106,6 +175,8 @@ pub struct FileSource {
     /// taken when a later scan finds both unchanged (a file still being written waits).
     settling: std::collections::HashMap<PathBuf, (u64, Option<std::time::SystemTime>)>,
     current: Option<OpenFile>,
+    /// The partition of the file read last (the one holding the watermark between files).
+    last_partition: Option<i32>,
     /// Where each file starts (a restored checkpoint's positions), by partition.
     starts: Positions,
     last_scan: Option<Instant>,
@@ -158,6 +229,7 @@ impl FileSource {
             seen: BTreeSet::new(),
             settling: std::collections::HashMap::new(),
             current: None,
+            last_partition: None,
             starts: Positions::new(),
             last_scan: None,
             collector: RecordBatchCollector::new(1024),
@@ -301,6 +373,7 @@ impl FileSource {
                     records,
                     header,
                     booleans,
+                    record: csv::StringRecord::new(),
                 }
             }
             FileFormat::Avro => match apache_avro::Reader::new(BufReader::new(file)) {
@@ -357,8 +430,8 @@ impl FileSource {
     /// Reads up to `max` rows of the current file; true when the file has ended.
     fn read_rows(&mut self, max: usize) -> Result<(Option<SourceBatch>, bool)> {
         let file = self.current.as_mut().expect("a file is open");
-        match &mut file.reader {
-            Reader::Parquet(reader) => loop {
+        if let Reader::Parquet(reader) = &mut file.reader {
+            loop {
                 match reader.next() {
                     None => return Ok((None, true)),
                     Some(Err(e)) => {
@@ -379,151 +452,48 @@ impl FileSource {
                         return Ok((Some(decoded(file, first + from as i64, batch)), false));
                     }
                 }
-            },
-            Reader::Avro(reader) => {
-                let mut ended = false;
-                let mut json = Vec::new();
-                while self.collector.len() < max {
-                    let value = match reader.next() {
-                        None => {
-                            ended = true;
-                            break;
-                        }
-                        Some(Ok(value)) => value,
-                        Some(Err(e)) => {
-                            self.errors.push(format!(
-                                "file {}: record {}: {e} (the rest of the file is skipped)",
-                                file.name,
-                                file.next + 1
-                            ));
-                            ended = true;
-                            break;
-                        }
-                    };
-                    let row = file.next;
-                    file.next += 1;
-                    if row < file.skip_to {
-                        continue;
-                    }
-                    // As exact JSON text (decimals as digits), decoded like a topic's JSON.
-                    json.clear();
-                    if let Err(why) =
-                        crate::codec::avro::write_value(&mut json, &value, reader.writer_schema())
-                    {
-                        self.errors
-                            .push(format!("file {}: record {}: {why}", file.name, row + 1));
-                        continue;
-                    }
-                    self.collector.push(
-                        Some(&json),
-                        None,
-                        &file.name,
-                        file.partition,
-                        row,
-                        file.modified_ms,
-                        std::iter::empty(),
-                    );
-                }
-                Ok((self.take_collected(), ended))
-            }
-            Reader::Lines(lines) => {
-                let mut ended = false;
-                while self.collector.len() < max {
-                    self.line.clear();
-                    match lines.read_until(b'\n', &mut self.line) {
-                        Ok(0) => {
-                            ended = true;
-                            break;
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            self.errors.push(format!(
-                                "file {}: line {}: {e} (the rest of the file is skipped)",
-                                file.name,
-                                file.next + 1
-                            ));
-                            ended = true;
-                            break;
-                        }
-                    }
-                    let mut text = self.line.as_slice();
-                    while let [rest @ .., b'\n' | b'\r'] = text {
-                        text = rest;
-                    }
-                    if text.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    let row = file.next;
-                    file.next += 1;
-                    if row < file.skip_to {
-                        continue;
-                    }
-                    self.collector.push(
-                        Some(text),
-                        None,
-                        &file.name,
-                        file.partition,
-                        row,
-                        file.modified_ms,
-                        std::iter::empty(),
-                    );
-                }
-                Ok((self.take_collected(), ended))
-            }
-            Reader::Csv {
-                records,
-                header,
-                booleans,
-            } => {
-                let mut ended = false;
-                let mut json = String::new();
-                let mut record = csv::StringRecord::new();
-                while self.collector.len() < max {
-                    match records.read_record(&mut record) {
-                        Ok(false) => {
-                            ended = true;
-                            break;
-                        }
-                        Ok(true) => {}
-                        Err(e) => {
-                            // A broken quote or bad UTF-8: the reader cannot resync.
-                            self.errors.push(format!(
-                                "file {}: {e} (the rest of the file is skipped)",
-                                file.name
-                            ));
-                            ended = true;
-                            break;
-                        }
-                    }
-                    let line = record.position().map_or(0, |p| p.line());
-                    let row = file.next;
-                    file.next += 1;
-                    if row < file.skip_to {
-                        continue;
-                    }
-                    if record.len() != header.len() {
-                        self.errors.push(format!(
-                            "file {}: line {line}: {} fields, the header names {}",
-                            file.name,
-                            record.len(),
-                            header.len()
-                        ));
-                        continue;
-                    }
-                    csv_row_as_json(&record, header, booleans, &mut json);
-                    self.collector.push(
-                        Some(json.as_bytes()),
-                        None,
-                        &file.name,
-                        file.partition,
-                        row,
-                        file.modified_ms,
-                        std::iter::empty(),
-                    );
-                }
-                Ok((self.take_collected(), ended))
             }
         }
+        // Row by row: JSON lines as they are, CSV and Avro rows as JSON text.
+        let mut ended = false;
+        while self.collector.len() < max {
+            self.line.clear();
+            let read = file.reader.read_row(&mut self.line, file.next);
+            match read {
+                RowRead::End => {
+                    ended = true;
+                    break;
+                }
+                RowRead::Broken(why) => {
+                    self.errors.push(format!(
+                        "file {}: {why} (the rest of the file is skipped)",
+                        file.name
+                    ));
+                    ended = true;
+                    break;
+                }
+                RowRead::Blank => continue,
+                RowRead::Row | RowRead::Bad(_) => {}
+            }
+            let row = file.next;
+            file.next += 1;
+            if row < file.skip_to {
+                continue;
+            }
+            match read {
+                RowRead::Bad(why) => self.errors.push(format!("file {}: {why}", file.name)),
+                _ => self.collector.push(
+                    Some(&self.line),
+                    None,
+                    &file.name,
+                    file.partition,
+                    row,
+                    file.modified_ms,
+                    std::iter::empty(),
+                ),
+            }
+        }
+        Ok((self.take_collected(), ended))
     }
 
     fn take_collected(&mut self) -> Option<SourceBatch> {
@@ -549,48 +519,45 @@ fn csv_row_as_json(
     fields: &csv::StringRecord,
     header: &[String],
     booleans: &[bool],
-    out: &mut String,
+    out: &mut Vec<u8>,
 ) {
     out.clear();
-    out.push('{');
+    out.push(b'{');
     for (i, value) in fields.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        let name = header.get(i).map_or("", String::as_str);
-        write_json_string(name, out);
-        out.push(':');
-        let lower = value.to_ascii_lowercase();
+        write_json_string(header.get(i).map_or("", String::as_str), out);
+        out.push(b':');
+        let boolean = booleans.get(i).copied().unwrap_or(false);
         if value.is_empty() {
-            out.push_str("null");
-        } else if booleans.get(i).copied().unwrap_or(false) && (lower == "true" || lower == "false")
-        {
-            out.push_str(&lower);
+            out.extend_from_slice(b"null");
+        } else if boolean && value.eq_ignore_ascii_case("true") {
+            out.extend_from_slice(b"true");
+        } else if boolean && value.eq_ignore_ascii_case("false") {
+            out.extend_from_slice(b"false");
         } else {
             write_json_string(value, out);
         }
     }
-    out.push('}');
+    out.push(b'}');
 }
 
 /// Appends `text` as a JSON string.
-fn write_json_string(text: &str, out: &mut String) {
-    use std::fmt::Write;
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+fn write_json_string(text: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for &b in text.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b if b < 0x20 => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+            b => out.push(b),
         }
     }
-    out.push('"');
+    out.push(b'"');
 }
 
 impl Source for FileSource {
@@ -624,6 +591,9 @@ impl Source for FileSource {
                 }
                 let path = self.queue.remove(0);
                 self.current = self.open_file(path)?;
+                if let Some(file) = &self.current {
+                    self.last_partition = Some(file.partition);
+                }
                 continue;
             }
             let (batch, ended) = self.read_rows(max_records.max(1))?;
@@ -657,9 +627,14 @@ impl Source for FileSource {
         !self.spec.follow
     }
 
-    /// The file being read: finished files no longer hold the watermark.
+    /// The file being read (or, between files, the one read last): finished files no longer
+    /// hold the watermark back, as files are read one after the other.
     fn assigned_partitions(&self) -> Option<Vec<i32>> {
-        self.current.as_ref().map(|f| vec![f.partition])
+        self.current
+            .as_ref()
+            .map(|f| f.partition)
+            .or(self.last_partition)
+            .map(|p| vec![p])
     }
 
     fn take_errors(&mut self) -> Vec<String> {
@@ -685,12 +660,12 @@ mod tests {
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
         let booleans = [false, false, true, false];
-        let mut out = String::new();
+        let mut out = Vec::new();
         let rows: Vec<String> = reader
             .records()
             .map(|r| {
                 csv_row_as_json(&r.unwrap(), &header, &booleans, &mut out);
-                out.clone()
+                String::from_utf8(out.clone()).unwrap()
             })
             .collect();
         assert_eq!(

@@ -523,14 +523,31 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
+/// Asks the broker for its topics now (off the async workers): how many, or why not.
+async fn broker_topics(state: &AppState) -> std::result::Result<usize, String> {
     let client = state.metadata.clone();
-    let broker = tokio::task::spawn_blocking(move || client.topics()).await;
-    let broker_error = match broker {
-        Ok(Ok(_)) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(e) => Some(e.to_string()),
-    };
+    match tokio::task::spawn_blocking(move || client.topics()).await {
+        Ok(Ok(topics)) => Ok(topics.len()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Each job's view, as `view` makes it from the job and its status.
+fn per_job(
+    state: &AppState,
+    view: impl Fn(&ManagedJob, super::jobs::JobStatus) -> serde_json::Value,
+) -> Vec<serde_json::Value> {
+    state
+        .jobs
+        .list()
+        .iter()
+        .map(|j| view(j, j.status()))
+        .collect()
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let broker_error = broker_topics(&state).await.err();
     let jobs_started = state.jobs.all_started();
     let ready = broker_error.is_none() && jobs_started;
     let body = json!({
@@ -548,29 +565,19 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 /// `GET /health/kafka`: whether the broker answers a metadata request now, and how fast.
 async fn kafka_health(State(state): State<AppState>) -> Response {
-    let client = state.metadata.clone();
     let started = std::time::Instant::now();
-    let answer = tokio::task::spawn_blocking(move || client.topics()).await;
-    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let answer = broker_topics(&state).await;
+    let response_ms = started.elapsed().as_millis() as u64;
+    let brokers = &state.config.kafka.brokers;
     let (status, body) = match answer {
-        Ok(Ok(topics)) => (
+        Ok(topics) => (
             StatusCode::OK,
-            json!({
-                "status": "ok",
-                "brokers": state.config.kafka.brokers,
-                "topics": topics.len(),
-                "response_ms": elapsed_ms,
-            }),
+            json!({"status": "ok", "brokers": brokers, "topics": topics, "response_ms": response_ms}),
         ),
-        Ok(Err(e)) => (
+        Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "unreachable", "brokers": state.config.kafka.brokers,
-                   "error": e.to_string(), "response_ms": elapsed_ms}),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "unreachable", "brokers": state.config.kafka.brokers,
-                   "error": e.to_string(), "response_ms": elapsed_ms}),
+            json!({"status": "unreachable", "brokers": brokers, "error": error,
+                   "response_ms": response_ms}),
         ),
     };
     (status, axum::Json(body)).into_response()
@@ -578,16 +585,10 @@ async fn kafka_health(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics/memory`: the process's resident memory and each job's operator state.
 async fn memory_view(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
-    let jobs: Vec<serde_json::Value> = state
-        .jobs
-        .list()
-        .iter()
-        .map(|j| {
-            let s = j.status();
-            json!({"job_id": s.id, "status": s.status.name(),
-                   "state_bytes": s.state_bytes, "state_rows": s.state_rows})
-        })
-        .collect();
+    let jobs = per_job(&state, |_, s| {
+        json!({"job_id": s.id, "status": s.status.name(),
+               "state_bytes": s.state_bytes, "state_rows": s.state_rows})
+    });
     let state_bytes: u64 = jobs.iter().filter_map(|j| j["state_bytes"].as_u64()).sum();
     axum::Json(json!({
         "process_resident_bytes": resident_bytes(),
@@ -599,24 +600,18 @@ async fn memory_view(State(state): State<AppState>) -> axum::Json<serde_json::Va
 /// `GET /metrics/kafka`: each job's consumer group and, per partition it reads, its position,
 /// the partition's end offset and the lag between them (sampled each second by the job).
 async fn kafka_view(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
-    let jobs: Vec<serde_json::Value> = state
-        .jobs
-        .list()
-        .iter()
-        .map(|j| {
-            let s = j.status();
-            let partitions: Vec<serde_json::Value> = j
-                .partitions()
-                .into_iter()
-                .map(|(stream, p)| {
-                    json!({"stream": stream, "partition": p.partition, "offset": p.read,
+    let jobs = per_job(&state, |j, s| {
+        let partitions: Vec<serde_json::Value> = j
+            .partitions()
+            .into_iter()
+            .map(|(stream, p)| {
+                json!({"stream": stream, "partition": p.partition, "offset": p.read,
                            "end_offset": p.total, "lag": (p.total - p.read).max(0)})
-                })
-                .collect();
-            json!({"job_id": s.id, "status": s.status.name(), "consumer_group": s.consumer_group,
+            })
+            .collect();
+        json!({"job_id": s.id, "status": s.status.name(), "consumer_group": s.consumer_group,
                    "lag": s.lag, "partitions": partitions})
-        })
-        .collect();
+    });
     axum::Json(json!({"brokers": state.config.kafka.brokers, "jobs": jobs}))
 }
 
@@ -637,16 +632,11 @@ async fn health_view(State(state): State<AppState>) -> axum::Json<serde_json::Va
 
 /// `GET /metrics/performance`: each job's throughput and micro-batch latency percentiles.
 async fn performance_view(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
-    let jobs: Vec<serde_json::Value> = state
-        .jobs
-        .list()
-        .iter()
-        .map(|j| {
-            let mut view = j.performance();
-            view["job_id"] = json!(j.status().id);
-            view
-        })
-        .collect();
+    let jobs = per_job(&state, |j, s| {
+        let mut view = j.performance();
+        view["job_id"] = json!(s.id);
+        view
+    });
     axum::Json(json!({"jobs": jobs}))
 }
 
@@ -655,21 +645,15 @@ async fn performance_view(State(state): State<AppState>) -> axum::Json<serde_jso
 async fn report_view(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     let axum::Json(health) = health_view(State(state.clone())).await;
     let axum::Json(queries) = query_performance(State(state.clone())).await;
-    let jobs: Vec<serde_json::Value> = state
-        .jobs
-        .list()
-        .iter()
-        .map(|j| {
-            let s = j.status();
-            json!({
-                "job_id": s.id, "status": s.status.name(), "error": s.error,
-                "performance": j.performance(),
-                "state_bytes": s.state_bytes, "state_rows": s.state_rows, "lag": s.lag,
-                "errors": s.errors, "dead_letters": s.dead_letters,
-                "checkpoints": s.checkpoints, "restarts": s.restarts,
-            })
+    let jobs = per_job(&state, |j, s| {
+        json!({
+            "job_id": s.id, "status": s.status.name(), "error": s.error,
+            "performance": j.performance(),
+            "state_bytes": s.state_bytes, "state_rows": s.state_rows, "lag": s.lag,
+            "errors": s.errors, "dead_letters": s.dead_letters,
+            "checkpoints": s.checkpoints, "restarts": s.restarts,
         })
-        .collect();
+    });
     axum::Json(json!({
         "generated_at": super::recent::now(),
         "health": health,
