@@ -104,9 +104,14 @@ pub struct DeployAppArgs {
     /// Deploy to this server instead of running the jobs in this process.
     #[arg(long)]
     pub server: Option<String>,
-    /// Kafka bootstrap servers (in-process runs).
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
+    /// Kafka bootstrap servers (in-process runs; default: the config's, KAFKA_BROKERS, or
+    /// 127.0.0.1:9092).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// A server configuration file (in-process runs): Kafka security and tuning, performance
+    /// profile, restart policy, state folder.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Input topic of jobs whose file gives none (`-- TOPIC:`).
     #[arg(long)]
     pub default_topic: Option<String>,
@@ -552,8 +557,12 @@ async fn deploy_app(args: DeployAppArgs) -> Result<()> {
         return Ok(());
     }
     // In this process: the same job manager as the server's, without HTTP.
-    let mut config = crate::server::config::Config::default();
-    config.kafka.brokers = args.brokers.clone();
+    let overrides = crate::server::config::Overrides {
+        brokers: args.brokers.clone(),
+        ..Default::default()
+    };
+    let mut config = crate::server::config::Config::load(args.config.as_deref(), &overrides)?;
+    config.warn_about_keys_without_effect();
     config.kafka.group_prefix = args.group_prefix.clone();
     if let Some(max) = args.max_jobs {
         config.sql.max_jobs = max;
@@ -742,7 +751,15 @@ impl QueryArgs {
     pub fn to_spec(&self, read: ReadSpec, flush_interval: Duration) -> Result<JobSpec> {
         let both_sides = !read.is_bounded();
         let mut spec = JobSpec::new(String::new(), read_query_text(self)?);
-        spec.kafka.brokers = self.brokers.clone();
+        // Security and tuning from the KAFKA_* variables; --kafka-property wins over them.
+        let mut kafka = crate::server::config::KafkaConfig::default();
+        kafka.apply_env(&|name: &str| std::env::var(name).ok())?;
+        let mut config = crate::server::config::Config {
+            kafka,
+            ..Default::default()
+        };
+        config.kafka.brokers = self.brokers.clone();
+        config.kafka_spec(&mut spec.kafka)?;
         spec.kafka.properties.clone_from(&self.kafka_properties);
         spec.kafka.timeout = self.timeout.max(Duration::from_millis(1));
         let columns = match (&self.schema, &self.schema_file) {

@@ -51,14 +51,70 @@ impl std::str::FromStr for StartOffset {
 }
 
 /// Connection settings shared by consumers and producers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaConnection {
     /// `host:port[,host:port…]`
     pub brokers: String,
     /// How long metadata requests and flushes may take before we report the broker unreachable.
     pub timeout: Duration,
-    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …).
+    /// librdkafka properties for consumers (security, tuning), set before [`Self::properties`].
+    pub consumer_properties: Vec<(String, String)>,
+    /// librdkafka properties for producers, set after the producer's defaults (`linger.ms`).
+    pub producer_properties: Vec<(String, String)>,
+    /// librdkafka properties for every client (`--kafka-property`), set last: they win over the
+    /// role's. What delivery depends on (manual commits, the idempotent producer with
+    /// `acks=all`) is set after them and cannot be turned off.
     pub properties: Vec<(String, String)>,
+}
+
+/// Properties shown with the values of secrets (passwords, SASL user names, keys) hidden.
+pub fn redacted_properties(properties: &[(String, String)]) -> Vec<String> {
+    properties
+        .iter()
+        .map(|(k, v)| match is_secret_property(k) {
+            true => format!("{k}=***"),
+            false => format!("{k}={v}"),
+        })
+        .collect()
+}
+
+/// True for a librdkafka property whose value is a secret.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "sasl.username",
+        "oauthbearer.config",
+        "key.pem",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+impl std::fmt::Debug for KafkaConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConnection")
+            .field("brokers", &self.brokers)
+            .field("timeout", &self.timeout)
+            .field(
+                "consumer_properties",
+                &redacted_properties(&self.consumer_properties),
+            )
+            .field(
+                "producer_properties",
+                &redacted_properties(&self.producer_properties),
+            )
+            .field("properties", &redacted_properties(&self.properties))
+            .finish()
+    }
+}
+
+/// Which kind of client a configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Consumer,
+    Producer,
 }
 
 impl KafkaConnection {
@@ -67,26 +123,41 @@ impl KafkaConnection {
         Self {
             brokers: brokers.into(),
             timeout,
+            consumer_properties: Vec::new(),
+            producer_properties: Vec::new(),
             properties: Vec::new(),
         }
     }
 
-    fn client_config(&self) -> ClientConfig {
+    /// The base settings, then `defaults`, then the role's properties, then the common ones.
+    fn client_config(&self, role: Role, defaults: &[(&str, String)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "velo-sql")
             .set("socket.connection.setup.timeout.ms", "10000")
             .set("log_level", "3");
-        for (k, v) in &self.properties {
+        for (k, v) in defaults {
+            config.set(*k, v);
+        }
+        let own = match role {
+            Role::Consumer => &self.consumer_properties,
+            Role::Producer => &self.producer_properties,
+        };
+        for (k, v) in own.iter().chain(&self.properties) {
             config.set(k, v);
         }
         config
     }
 
+    /// A consumer's base settings (metadata clients, sources).
+    fn consumer_base(&self) -> ClientConfig {
+        self.client_config(Role::Consumer, &[])
+    }
+
     /// A consumer's settings in group `group` that never commits by itself.
     pub fn consumer_config(&self, group: &str) -> ClientConfig {
-        let mut config = self.client_config();
+        let mut config = self.consumer_base();
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -174,7 +245,7 @@ impl MetadataClient {
     pub fn new(connection: &KafkaConnection) -> Result<Self> {
         Ok(Self {
             consumer: connection
-                .client_config()
+                .consumer_base()
                 .create_with_context(QuietContext)
                 .map_err(|e| ConnectorError::kafka("creating a metadata client", e))?,
             connection: connection.clone(),
@@ -431,7 +502,7 @@ impl std::fmt::Debug for KafkaSource {
 impl KafkaSource {
     /// Opens `topic`: checks the broker answers and the topic exists, then assigns or subscribes.
     pub fn open(connection: &KafkaConnection, topic: &str, mode: ReadMode) -> Result<Self> {
-        let mut config = connection.client_config();
+        let mut config = connection.consumer_base();
         config
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -1063,15 +1134,18 @@ pub struct KafkaProducer {
 impl KafkaProducer {
     /// A producer for `connection` (idempotent, acks=all).
     pub fn new(connection: &KafkaConnection) -> Result<Self> {
-        let mut config = connection.client_config();
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set(
-                "message.timeout.ms",
-                connection.timeout.as_millis().max(1000).to_string(),
-            );
+        let mut config = connection.client_config(
+            Role::Producer,
+            &[
+                ("linger.ms", "5".to_string()),
+                (
+                    "message.timeout.ms",
+                    connection.timeout.as_millis().max(1000).to_string(),
+                ),
+            ],
+        );
+        // No loss, no duplicates on retries: not for configuration to undo.
+        config.set("enable.idempotence", "true").set("acks", "all");
         let producer: BaseProducer<DeliveryTracker> = config
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| ConnectorError::kafka("creating a producer", e))?;

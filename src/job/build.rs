@@ -509,6 +509,12 @@ fn connection(spec: &JobSpec) -> KafkaConnection {
     );
     connection.properties.clone_from(&spec.kafka.properties);
     connection
+        .consumer_properties
+        .clone_from(&spec.kafka.consumer_properties);
+    connection
+        .producer_properties
+        .clone_from(&spec.kafka.producer_properties);
+    connection
 }
 
 /// Opens the sink the spec's output describes.

@@ -88,7 +88,7 @@ impl std::str::FromStr for OnError {
 }
 
 /// The broker and how the job's consumers meet their group.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaSpec {
     pub brokers: String,
     /// How long broker requests may take.
@@ -99,6 +99,25 @@ pub struct KafkaSpec {
     pub instance_id: Option<String>,
     /// Extra librdkafka properties for every client of the job (`--kafka-property k=v`).
     pub properties: Vec<(String, String)>,
+    /// librdkafka properties for the job's consumers and producers (security and tuning from
+    /// the configuration and the `KAFKA_*` variables); `properties` win over them.
+    pub consumer_properties: Vec<(String, String)>,
+    pub producer_properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use velo_connectors::kafka::redacted_properties as shown;
+        f.debug_struct("KafkaSpec")
+            .field("brokers", &self.brokers)
+            .field("timeout", &self.timeout)
+            .field("session_timeout", &self.session_timeout)
+            .field("instance_id", &self.instance_id)
+            .field("properties", &shown(&self.properties))
+            .field("consumer_properties", &shown(&self.consumer_properties))
+            .field("producer_properties", &shown(&self.producer_properties))
+            .finish()
+    }
 }
 
 /// What the settings say of the query's only input (a query over several streams declares
@@ -313,6 +332,8 @@ impl JobSpec {
                 session_timeout: None,
                 instance_id: None,
                 properties: Vec::new(),
+                consumer_properties: Vec::new(),
+                producer_properties: Vec::new(),
             },
             input: InputSpec::default(),
             read: ReadSpec::Continuous {

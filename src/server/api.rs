@@ -64,10 +64,9 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Arc<Config>, metrics: PrometheusHandle) -> crate::error::Result<Self> {
         let metadata = Arc::new(velo_connectors::kafka::MetadataClient::new(
-            &velo_connectors::kafka::KafkaConnection::new(
-                config.kafka.brokers.clone(),
-                Duration::from_secs(config.kafka.timeout_seconds.clamp(1, 5)),
-            ),
+            &config.kafka_connection(Duration::from_secs(
+                config.kafka.timeout_seconds.clamp(1, 5),
+            ))?,
         )?);
         let state = Self {
             jobs: JobManager::new(config.clone()),
@@ -969,11 +968,10 @@ async fn answer_sql(
         state.declarations()
     );
     let config = &state.config;
-    let performance = config.performance.resolve()?;
+    let performance = config.performance()?;
     let mut spec = JobSpec::new("sql", text);
     spec.conceal_file_errors = true;
-    spec.kafka.brokers = config.kafka.brokers.clone();
-    spec.kafka.timeout = Duration::from_secs(config.kafka.timeout_seconds.max(1));
+    config.kafka_spec(&mut spec.kafka)?;
     spec.runtime = RuntimeOptions {
         batch_size: performance.batch_size,
         flush_interval: Duration::from_millis(if request.follow {

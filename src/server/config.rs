@@ -19,6 +19,9 @@ pub struct Config {
     pub state: StateConfig,
     /// The seed configuration's spelling of `state.checkpoint_interval_ms`.
     pub storage: StorageConfig,
+    /// Keys of the file accepted without effect here, each with why (warned about at start).
+    #[serde(skip)]
+    pub without_effect: Vec<String>,
 }
 
 /// `state:` — where jobs keep their checkpoints and the server its deployed jobs.
@@ -65,6 +68,51 @@ impl Config {
         self.state_dir().join("jobs")
     }
 
+    /// The micro-batching settings: the profile, the explicit `performance:` keys, and the
+    /// guide's `kafka.max_poll_records` as the batch size when `performance.batch_size` is not
+    /// given.
+    pub fn performance(&self) -> Result<Performance> {
+        let mut performance = self.performance.resolve()?;
+        if let (None, Some(n)) = (self.performance.batch_size, self.kafka.max_poll_records()) {
+            performance.batch_size = n;
+        }
+        Ok(performance)
+    }
+
+    /// Sets the broker, timeout and client properties of a job's Kafka settings.
+    pub fn kafka_spec(&self, spec: &mut crate::job::spec::KafkaSpec) -> Result<()> {
+        use super::kafka_config::Role;
+        let env = |name: &str| std::env::var(name).ok();
+        spec.brokers = self.kafka.brokers.clone();
+        spec.timeout = std::time::Duration::from_secs(self.kafka.timeout_seconds.max(1));
+        spec.consumer_properties = self.kafka.client_properties(Role::Consumer, &env)?;
+        spec.producer_properties = self.kafka.client_properties(Role::Producer, &env)?;
+        Ok(())
+    }
+
+    /// A connection to the configured brokers with the consumers' properties (for metadata).
+    pub fn kafka_connection(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<velo_connectors::kafka::KafkaConnection> {
+        let mut spec = crate::job::spec::JobSpec::new("config", String::new()).kafka;
+        self.kafka_spec(&mut spec)?;
+        let mut connection = velo_connectors::kafka::KafkaConnection::new(spec.brokers, timeout);
+        connection.consumer_properties = spec.consumer_properties;
+        connection.producer_properties = spec.producer_properties;
+        Ok(connection)
+    }
+
+    /// One warning listing the file's keys that have no effect here.
+    pub fn warn_about_keys_without_effect(&self) {
+        if !self.without_effect.is_empty() {
+            tracing::warn!(
+                "configuration keys accepted without effect here: {}",
+                self.without_effect.join("; ")
+            );
+        }
+    }
+
     /// What SQL arriving over HTTP may touch.
     pub fn sandbox(&self) -> crate::job::sandbox::Sandbox {
         crate::job::sandbox::Sandbox {
@@ -79,27 +127,7 @@ impl Config {
     }
 }
 
-/// `kafka:` — the broker and the consumer groups of jobs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaConfig {
-    /// Bootstrap servers (`KAFKA_BROKERS`).
-    pub brokers: String,
-    /// Seconds allowed for broker requests.
-    pub timeout_seconds: u64,
-    /// Prefix of each job's consumer group (`<prefix><job name>`).
-    pub group_prefix: String,
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        Self {
-            brokers: "127.0.0.1:9092".into(),
-            timeout_seconds: 10,
-            group_prefix: "velo-".into(),
-        }
-    }
-}
+pub use super::kafka_config::KafkaConfig;
 
 /// `server:` — the HTTP API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -330,9 +358,22 @@ impl Config {
             .map_err(|why| VeloError::Usage(format!("config {}: {why}", path.display())))
     }
 
-    /// Parses YAML text.
+    /// Parses YAML text: the deployment guide's spellings are accepted (see
+    /// [`super::config_keys`]); keys without effect are listed in `without_effect`.
     pub fn from_yaml(text: &str) -> std::result::Result<Self, String> {
-        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+        let mut value: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        let known = serde_yaml_ng::to_value(Config::default()).map_err(|e| e.to_string())?;
+        let without_effect = super::config_keys::normalize(&mut value, &known)?;
+        let mut config: Config = match value {
+            serde_yaml_ng::Value::Null => Config::default(),
+            value => serde_yaml_ng::from_value(value).map_err(|e| e.to_string())?,
+        };
+        config.without_effect = without_effect;
+        config
+            .without_effect
+            .extend(config.kafka.keys_without_effect());
+        Ok(config)
     }
 
     /// Applies the environment variables `lookup` finds.
@@ -345,8 +386,16 @@ impl Config {
                 VeloError::Usage(format!("environment variable {name}='{value}': {e}"))
             })
         }
-        if let Some(v) = lookup("KAFKA_BROKERS") {
-            self.kafka.brokers = v;
+        self.kafka.apply_env(&lookup)?;
+        if let Some(v) = lookup("VELO_BIND_HOST") {
+            self.server.bind = v;
+        }
+        if let Some(v) = lookup("VELO_ALLOWED_ORIGINS") {
+            self.server.cors_origins = v
+                .split(',')
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect();
         }
         if let Some(v) = lookup("SQL_FILE") {
             self.sql.file = Some(PathBuf::from(v));
@@ -388,7 +437,9 @@ impl Config {
 
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<()> {
-        self.performance.resolve()?;
+        self.performance()?;
+        // Secrets named by variable or file must be there now, not at the first job.
+        self.kafka_connection(std::time::Duration::from_secs(1))?;
         if self.sql.worker_threads == 0 {
             return Err(VeloError::Usage(
                 "sql.worker_threads must be at least 1".into(),
@@ -408,9 +459,7 @@ impl Config {
                 self.server.bind
             )));
         }
-        if self.kafka.brokers.trim().is_empty() {
-            return Err(VeloError::Usage("kafka.brokers is empty".into()));
-        }
+        self.kafka.validate()?;
         for origin in &self.server.cors_origins {
             let valid = origin == "*"
                 || (origin.parse::<axum::http::HeaderValue>().is_ok()
@@ -452,7 +501,7 @@ mod tests {
     #[test]
     fn an_unknown_key_or_a_bad_value_names_it() {
         let e = Config::from_yaml("server:\n  prot: 8080\n").unwrap_err();
-        assert!(e.contains("unknown field `prot`"), "{e}");
+        assert!(e.contains("unknown key `server.prot`"), "{e}");
         let e = Config::from_yaml("server:\n  port: lots\n").unwrap_err();
         assert!(e.contains("server.port") || e.contains("invalid"), "{e}");
         let mut c = Config::default();
@@ -491,8 +540,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(both.checkpoint_interval_ms(), 500);
-        let e = Config::from_yaml("storage:\n  state_backend: rocksdb\n").unwrap_err();
-        assert!(e.contains("unknown field `state_backend`"), "{e}");
+        let e = Config::from_yaml("storage:\n  state_bakend: rocksdb\n").unwrap_err();
+        assert!(e.contains("unknown key `storage.state_bakend`"), "{e}");
         let mut c = Config::default();
         c.apply_env(|n| (n == "VELO_STATE_DIR").then(|| "/srv/velo".to_string()))
             .unwrap();

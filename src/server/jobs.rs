@@ -617,7 +617,7 @@ impl JobManager {
     /// state folder.
     pub fn job_spec(&self, job: &ManagedJob) -> Result<JobSpec> {
         let config = &self.config;
-        let performance = config.performance.resolve()?;
+        let performance = config.performance()?;
         let read = if job.continuous {
             ReadSpec::Continuous {
                 group_id: Some(job.consumer_group.clone()),
@@ -633,8 +633,7 @@ impl JobManager {
         let mut spec = JobSpec::new(job.id.clone(), job.spec.sql.clone());
         spec.conceal_file_errors = !job.trusted;
         spec.read = read;
-        spec.kafka.brokers = config.kafka.brokers.clone();
-        spec.kafka.timeout = Duration::from_secs(config.kafka.timeout_seconds.max(1));
+        config.kafka_spec(&mut spec.kafka)?;
         spec.kafka.session_timeout = performance.session_timeout;
         spec.input.topic = job.spec.input_topic.clone();
         spec.dlq_topic = job.spec.dlq_topic.clone();

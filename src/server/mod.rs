@@ -17,8 +17,10 @@ pub mod app;
 pub mod capture;
 pub mod client;
 pub mod config;
+pub mod config_keys;
 pub mod follow;
 pub mod jobs;
+pub mod kafka_config;
 pub mod logs;
 pub mod recent;
 pub mod state;
@@ -30,6 +32,7 @@ use config::Config;
 
 /// Starts the server with `config` and serves until SIGINT/SIGTERM; then stops every job.
 pub async fn serve(config: Config) -> Result<()> {
+    config.warn_about_keys_without_effect();
     let config = Arc::new(config);
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[
