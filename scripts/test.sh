@@ -5,6 +5,19 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# System packages: OpenSSL's headers and pkg-config (librdkafka's TLS), the openssl tool (the TLS
+# tests make a throwaway CA). Installed with apt when missing.
+need=()
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+if ! { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; }; then need+=(libssl-dev); fi
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  sudo=""; if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+
 # The broker binary is needed even with KAFKA_BROKERS set: the broker-restart test runs its own.
 scripts/kafka-broker.sh install
 

@@ -166,11 +166,40 @@ impl KafkaConnection {
     }
 
     fn unreachable(&self, e: &KafkaError) -> ConnectorError {
+        let mut detail = e.to_string();
+        // What librdkafka said about the connection (a TLS handshake or SASL failure, a
+        // refused connection), when it said it during this request.
+        let recent = LAST_CLIENT_ERROR.lock().ok().and_then(|last| {
+            last.as_ref()
+                .filter(|(at, _)| at.elapsed() <= self.timeout + Duration::from_secs(1))
+                .map(|(_, reason)| reason.clone())
+        });
+        match recent {
+            Some(reason) if !reason.contains("brokers are down") => {
+                detail = format!("{detail}; the client said: {reason}")
+            }
+            _ => detail.push_str(
+                " (is the address right? Does the broker require TLS or SASL: security.protocol?)",
+            ),
+        }
         ConnectorError::BrokerUnreachable {
             brokers: self.brokers.clone(),
             timeout_secs: self.timeout.as_secs().max(1),
-            detail: e.to_string(),
+            detail,
         }
+    }
+
+    /// [`Self::unreachable`] for a consumer without assigned partitions: its queue is served
+    /// first (nothing can be consumed), so librdkafka's reason for the failure is delivered.
+    fn unreachable_unassigned<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        e: &KafkaError,
+    ) -> ConnectorError {
+        if !consumer.assignment().is_ok_and(|a| a.count() > 0) {
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+        self.unreachable(e)
     }
 
     /// The partitions of `topic`, or [`ConnectorError::UnknownTopic`] listing what exists.
@@ -181,7 +210,7 @@ impl KafkaConnection {
     ) -> Result<Vec<i32>> {
         let metadata = consumer
             .fetch_metadata(None, self.timeout)
-            .map_err(|e| self.unreachable(&e))?;
+            .map_err(|e| self.unreachable_unassigned(consumer, &e))?;
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
             let mut existing: Vec<String> = metadata
                 .topics()
@@ -257,7 +286,7 @@ impl MetadataClient {
         let metadata = self
             .consumer
             .fetch_metadata(None, self.connection.timeout)
-            .map_err(|e| self.connection.unreachable(&e))?;
+            .map_err(|e| self.connection.unreachable_unassigned(&self.consumer, &e))?;
         let mut names: Vec<String> = metadata
             .topics()
             .iter()
@@ -370,12 +399,35 @@ impl ClientContext for PositionsContext {
 /// commit or a delivery failing) reaches the code that asked, which reports it once, in words.
 fn client_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
     tracing::debug!(target: "librdkafka", "{level:?} {fac}: {message}");
+    if (level as i32) <= RDKafkaLogLevel::Error as i32 {
+        remember_client_error(message);
+    }
+}
+
+/// The latest connection-level error librdkafka reported (any client), and when: named in
+/// "broker not reachable" errors, which otherwise only say "transport failure".
+static LAST_CLIENT_ERROR: Mutex<Option<(Instant, String)>> = Mutex::new(None);
+
+fn remember_client_error(reason: &str) {
+    if let Ok(mut last) = LAST_CLIENT_ERROR.lock() {
+        // "1/1 brokers are down" follows the reason why; keep the reason.
+        let summary = reason.contains("brokers are down");
+        if summary
+            && last
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < Duration::from_secs(30))
+        {
+            return;
+        }
+        *last = Some((Instant::now(), reason.to_string()));
+    }
 }
 
 /// librdkafka's client-wide errors (brokers down, transport failures): at debug level, for the
 /// same reason as [`client_log`]; polls and flushes return them to their callers.
 fn client_error(error: KafkaError, reason: &str) {
     tracing::debug!(target: "librdkafka", "{error}: {reason}");
+    remember_client_error(reason);
 }
 
 /// A client context that only routes librdkafka's logs (metadata clients, readers).

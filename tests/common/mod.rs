@@ -60,7 +60,31 @@ fn config() -> ClientConfig {
 fn config_at(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
+    if let Some(properties) = client_properties().lock().unwrap().get(brokers) {
+        for (k, v) in properties {
+            c.set(k, v);
+        }
+    }
     c
+}
+
+type PropertiesByBroker = std::collections::HashMap<String, Vec<(String, String)>>;
+
+fn client_properties() -> &'static std::sync::Mutex<PropertiesByBroker> {
+    static PROPERTIES: OnceLock<std::sync::Mutex<PropertiesByBroker>> = OnceLock::new();
+    PROPERTIES.get_or_init(Default::default)
+}
+
+/// Makes the helpers' clients of the broker at `brokers` use these librdkafka properties
+/// (e.g. TLS settings for a broker that only speaks TLS).
+pub fn use_client_properties(brokers: &str, properties: &[(&str, &str)]) {
+    client_properties().lock().unwrap().insert(
+        brokers.to_string(),
+        properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
 }
 
 /// Creates `topic` with `partitions` partitions and waits until its metadata is visible.
