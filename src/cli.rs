@@ -532,7 +532,7 @@ async fn server(args: ServerArgs) -> Result<()> {
     crate::server::serve(config).await
 }
 
-async fn deploy_app(args: DeployAppArgs) -> Result<()> {
+pub(crate) async fn deploy_app(args: DeployAppArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| VeloError::Usage(format!("cannot read {}: {e}", args.file.display())))?;
     let file = args.file.display().to_string();
@@ -663,25 +663,42 @@ async fn jobs(args: JobsArgs) -> Result<()> {
 fn export_state(args: ExportStateArgs) -> Result<()> {
     let client =
         crate::server::client::Client::new(&args.server, std::env::var("VELO_API_TOKEN").ok());
-    let path = match &args.job {
+    export_state_to(&client, args.job.as_deref(), &args.output)
+}
+
+/// Saves the server's jobs (or one) with their checkpoints to `output`.
+pub(crate) fn export_state_to(
+    client: &crate::server::client::Client,
+    job: Option<&str>,
+    output: &std::path::Path,
+) -> Result<()> {
+    let path = match job {
         Some(job) => format!("/state?job={job}"),
         None => "/state".to_string(),
     };
-    let mut file = std::fs::File::create(&args.output)
-        .map_err(|e| VeloError::Usage(format!("cannot write {}: {e}", args.output.display())))?;
+    let mut file = std::fs::File::create(output)
+        .map_err(|e| VeloError::Usage(format!("cannot write {}: {e}", output.display())))?;
     let bytes = client.download(&path, &mut file)?;
     file.sync_all()?;
-    eprintln!("wrote {} ({bytes} bytes)", args.output.display());
+    eprintln!("wrote {} ({bytes} bytes)", output.display());
     Ok(())
 }
 
 fn import_state(args: ImportStateArgs) -> Result<()> {
     let client =
         crate::server::client::Client::new(&args.server, std::env::var("VELO_API_TOKEN").ok());
-    let body = std::fs::read(&args.input)
-        .map_err(|e| VeloError::Usage(format!("cannot read {}: {e}", args.input.display())))?;
-    let path = format!("/state?replace={}", args.replace);
-    let answer = client.post_raw(&path, body)?;
+    import_state_from(&client, &args.input, args.replace)
+}
+
+/// Loads jobs saved by [`export_state_to`] into the server; prints their ids.
+pub(crate) fn import_state_from(
+    client: &crate::server::client::Client,
+    input: &std::path::Path,
+    replace: bool,
+) -> Result<()> {
+    let body = std::fs::read(input)
+        .map_err(|e| VeloError::Usage(format!("cannot read {}: {e}", input.display())))?;
+    let answer = client.post_raw(&format!("/state?replace={replace}"), body)?;
     for id in answer["jobs"].as_array().into_iter().flatten() {
         println!("{}", id.as_str().unwrap_or_default());
     }
@@ -700,7 +717,7 @@ fn parse_property(text: &str) -> std::result::Result<(String, String), String> {
 }
 
 /// `--timeout`: a number of seconds, or a duration.
-fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
+pub(crate) fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
     match text.trim().parse::<u64>() {
         Ok(seconds) => Ok(Duration::from_secs(seconds)),
         Err(_) => crate::sql::window::parse_duration(text)
@@ -904,13 +921,17 @@ impl QueryArgs {
 }
 
 async fn execute(args: ExecuteArgs) -> Result<JobStats> {
+    crate::job::run(execute_spec(&args)?, JobHooks::default()).await
+}
+
+/// The job `velo-sql execute` runs for `args`.
+pub(crate) fn execute_spec(args: &ExecuteArgs) -> Result<JobSpec> {
     let read = ReadSpec::Bounded {
         start: args.offset,
         partition: args.partition,
         group_id: args.query.group_id.clone(),
     };
-    let spec = args.query.to_spec(read, Duration::from_millis(500))?;
-    crate::job::run(spec, JobHooks::default()).await
+    args.query.to_spec(read, Duration::from_millis(500))
 }
 
 async fn stream(args: StreamArgs) -> Result<JobStats> {

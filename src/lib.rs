@@ -15,10 +15,13 @@
 //! Codecs, sources and sinks live in the `velo-connectors` crate; extra SQL functions in
 //! `velo-udfs`.
 
+pub mod bench;
 pub mod catalog;
 pub mod cli;
+pub mod entry;
 pub mod error;
 pub mod job;
+pub mod multi;
 pub mod operators;
 pub mod planner;
 pub mod replay;

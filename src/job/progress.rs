@@ -142,6 +142,12 @@ impl JobProgress {
 
     /// The p50, p95 and p99 of the kept micro-batch latencies, in milliseconds.
     pub fn latency_percentiles_ms(&self) -> Option<[f64; 3]> {
+        let v = self.latency_percentiles_at(&[50.0, 95.0, 99.0])?;
+        Some([v[0], v[1], v[2]])
+    }
+
+    /// The given percentiles (0–100) of the kept micro-batch latencies, in milliseconds.
+    pub fn latency_percentiles_at(&self, percentiles: &[f64]) -> Option<Vec<f64>> {
         let mut kept: Vec<u64> = self
             .batch_latencies_us
             .lock()
@@ -153,8 +159,11 @@ impl JobProgress {
             return None;
         }
         kept.sort_unstable();
-        let at = |p: f64| kept[((kept.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
-        Some([at(0.5), at(0.95), at(0.99)])
+        let at = |p: f64| {
+            let p = (p / 100.0).clamp(0.0, 1.0);
+            kept[((kept.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+        };
+        Some(percentiles.iter().map(|&p| at(p)).collect())
     }
 
     pub(crate) fn count_error(&self, kind: ErrorKind) {

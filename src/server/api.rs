@@ -1085,7 +1085,8 @@ async fn run_blocking(spec: JobSpec, hooks: JobHooks) -> Result<JobStats, VeloEr
 }
 
 /// The SQL spelling of a column type, for `columns` in JSON results.
-fn sql_type_name(t: &arrow::datatypes::DataType) -> String {
+/// The SQL name of a column type (`BIGINT`, `DECIMAL(18,4)`).
+pub fn sql_type_name(t: &arrow::datatypes::DataType) -> String {
     use arrow::datatypes::DataType::*;
     match t {
         Utf8 | LargeUtf8 | Utf8View => "VARCHAR".into(),

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::error::{Result, VeloError};
 
 /// A client of one server.
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: Option<String>,
@@ -121,6 +122,20 @@ impl Client {
 
     /// Copies a line stream (`/jobs/{id}/output`, `/logs`) to `out` until it ends.
     pub fn stream_lines(&self, path: &str, out: &mut impl Write) -> Result<()> {
+        self.for_each_line(path, |line| {
+            writeln!(out, "{line}")?;
+            out.flush()?;
+            Ok(())
+        })
+    }
+
+    /// Calls `each` with every line of a line stream until it ends (the server's heartbeats,
+    /// empty lines, left out).
+    pub fn for_each_line(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&str) -> Result<()>,
+    ) -> Result<()> {
         let request = self.authorized(self.agent.get(self.url(path)));
         let mut response = request.call().map_err(|e| self.unreachable(e))?;
         if !response.status().is_success() {
@@ -129,12 +144,10 @@ impl Client {
         let reader = BufReader::new(response.body_mut().as_reader());
         for line in reader.lines() {
             let line = line?;
-            // Empty lines are the server's heartbeats on a quiet follow.
             if line.is_empty() {
                 continue;
             }
-            writeln!(out, "{line}")?;
-            out.flush()?;
+            each(&line)?;
         }
         Ok(())
     }

@@ -217,6 +217,10 @@ pub struct SqlConfig {
     pub output_buffer_rows: usize,
     /// Stream declarations (`CREATE STREAM …;`) known to every query and job.
     pub streams: Vec<String>,
+    /// Prefix of the ids of jobs deployed from `sql.file` (`deploy-app --job-prefix`).
+    pub job_prefix: String,
+    /// Input topic of `sql.file` jobs that name none (`deploy-app --default-topic`).
+    pub default_topic: Option<String>,
 }
 
 impl Default for SqlConfig {
@@ -231,6 +235,8 @@ impl Default for SqlConfig {
             restart_delay_ms: 1000,
             output_buffer_rows: 1000,
             streams: Vec::new(),
+            job_prefix: String::new(),
+            default_topic: None,
         }
     }
 }

@@ -84,6 +84,9 @@ impl JobState {
 #[derive(Debug, Clone)]
 struct Lifecycle {
     state: JobState,
+    /// When the job was deployed, when its state last changed, when its current run began.
+    created_at: String,
+    updated_at: String,
     started_at: String,
     errors: u64,
     last_error: Option<String>,
@@ -119,6 +122,9 @@ pub struct JobStatus {
     pub job_id: String,
     pub name: String,
     pub status: JobState,
+    /// Deployed at; last state change at; current run started at (RFC 3339).
+    pub created_at: String,
+    pub updated_at: String,
     pub started_at: String,
     pub records_in: u64,
     pub records_out: u64,
@@ -168,6 +174,8 @@ impl ManagedJob {
             job_id: self.id.clone(),
             name: self.spec.name.clone(),
             status: life.state,
+            created_at: life.created_at,
+            updated_at: life.updated_at,
             started_at: life.started_at,
             records_in: p.records_in.load(Ordering::Relaxed),
             records_out: p.rows_out.load(Ordering::Relaxed),
@@ -226,7 +234,9 @@ impl ManagedJob {
     }
 
     fn set_state(&self, state: JobState) {
-        self.lifecycle.lock().expect("job lock").state = state;
+        let mut life = self.lifecycle.lock().expect("job lock");
+        life.state = state;
+        life.updated_at = now();
     }
 
     fn stop_flag(&self) -> Arc<AtomicBool> {
@@ -384,6 +394,8 @@ impl JobManager {
             trusted: definition.trusted,
             lifecycle: Mutex::new(Lifecycle {
                 state: JobState::Starting,
+                created_at: now(),
+                updated_at: now(),
                 started_at: now(),
                 errors: 0,
                 last_error: None,
@@ -484,6 +496,7 @@ impl JobManager {
                     JobState::Running
                 };
                 life.started_at = now();
+                life.updated_at = life.started_at.clone();
             }
             job.say(Level::INFO, "started");
             let result = self.run_once(&job, stop.clone()).await;
