@@ -168,14 +168,14 @@ pub enum MultiCommand {
         #[arg(long)]
         replace: bool,
     },
-    /// Save one job's definition (its SQL and settings) to a file.
+    /// Save one job's definition (its SQL and settings, no state) to a file.
     ExportJobConfig {
         #[arg(long)]
         job_id: String,
         #[arg(long)]
         output: PathBuf,
     },
-    /// Deploy a job saved by export-job-config.
+    /// Deploy a job saved by export-job-config (it starts without state).
     ImportJobConfig {
         #[arg(long)]
         input: PathBuf,
@@ -272,7 +272,7 @@ async fn run(cli: MultiCli) -> Result<()> {
                 &format!("/jobs/{job_id}/output?limit={tail}&follow={follow}"),
                 |line| shape.emit(&job_id, line, follow, &mut rows),
             )?;
-            shape.finish(rows);
+            shape.finish(rows)?;
         }
         MultiCommand::StreamAll {
             format,
@@ -392,41 +392,22 @@ async fn run(cli: MultiCli) -> Result<()> {
             crate::cli::import_state_from(&c, &input, replace)?;
         }
         MultiCommand::ExportJobConfig { job_id, output } => {
-            let status = c.get(&format!("/jobs/{job_id}"))?;
-            let config = json!({
-                "job_id": status["job_id"],
-                "sql": status["sql"],
-                "restart_policy": status["restart_policy"],
-                "input_topic": status["input_topic"],
-            });
-            let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+            // The job's entry of a state export, without its checkpoint: the definition only.
+            let mut buffer = Vec::new();
+            c.download(&format!("/state?job={job_id}"), &mut buffer)?;
+            let mut document: Value = serde_json::from_slice(&buffer).map_err(|e| {
+                VeloError::Execution(format!("the server's export is not JSON: {e}"))
+            })?;
+            for job in document["jobs"].as_array_mut().into_iter().flatten() {
+                job["checkpoint"] = Value::Null;
+            }
+            let text = serde_json::to_string_pretty(&document).unwrap_or_default();
             std::fs::write(&output, text + "\n")
                 .map_err(|e| VeloError::Usage(format!("cannot write {}: {e}", output.display())))?;
             eprintln!("wrote {}", output.display());
         }
         MultiCommand::ImportJobConfig { input } => {
-            let text = std::fs::read_to_string(&input)
-                .map_err(|e| VeloError::Usage(format!("cannot read {}: {e}", input.display())))?;
-            let config: Value = serde_json::from_str(&text).map_err(|e| {
-                VeloError::Usage(format!("{}: not a job configuration: {e}", input.display()))
-            })?;
-            let Some(sql) = config["sql"].as_str() else {
-                return Err(VeloError::Usage(format!(
-                    "{}: no \"sql\" (write it with export-job-config)",
-                    input.display()
-                )));
-            };
-            let mut body = json!({"sql": sql, "file": input.display().to_string()});
-            if let Some(topic) = config["input_topic"].as_str() {
-                body["default_topic"] = json!(topic);
-            }
-            if !config["restart_policy"].is_null() {
-                body["restart_policy"] = config["restart_policy"].clone();
-            }
-            let answer = c.post("/jobs", &body)?;
-            for id in answer["jobs"].as_array().into_iter().flatten() {
-                println!("{}", id.as_str().unwrap_or_default());
-            }
+            crate::cli::import_state_from(&c, &input, false)?;
         }
         MultiCommand::ValidateSchema {
             file,
@@ -500,7 +481,8 @@ async fn deploy_app(server: Option<String>, args: DeployArgs) -> Result<()> {
     crate::server::serve(config).await
 }
 
-/// How `stream-job` / `stream-all` print rows.
+/// How `stream-job` / `stream-all` print rows: each row's JSON text as the job wrote it (column
+/// order kept), optionally wrapped as `{"job_id", "result"}`.
 struct RowShape {
     format: String,
     include_metadata: bool,
@@ -514,40 +496,49 @@ impl RowShape {
         }
     }
 
-    fn value(&self, job: &str, line: &str) -> Value {
-        let row: Value = serde_json::from_str(line).unwrap_or_else(|_| Value::String(line.into()));
+    fn text(&self, job: &str, line: &str) -> String {
         match self.include_metadata {
-            true => json!({"job_id": job, "result": row}),
-            false => row,
+            true => format!(
+                "{{\"job_id\":{},\"result\":{line}}}",
+                Value::String(job.to_string())
+            ),
+            false => line.to_string(),
         }
     }
 
-    /// Prints a row now (JSON lines, or anything followed), or keeps it for one JSON document.
-    fn emit(&self, job: &str, line: &str, follow: bool, kept: &mut Vec<Value>) -> Result<()> {
-        let value = self.value(job, line);
-        if self.format == "json-lines" || follow {
-            let mut out = std::io::stdout();
-            match self.format.as_str() {
-                "json-pretty" => writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&value).unwrap_or_default()
-                )?,
-                _ => writeln!(out, "{value}")?,
+    fn write(&self, text: &str, out: &mut impl Write) -> Result<()> {
+        match self.format.as_str() {
+            "json-pretty" => {
+                velo_connectors::format::write_pretty_json(text.as_bytes(), 0, out)?;
+                writeln!(out)?;
             }
-            out.flush()?;
-        } else {
-            kept.push(value);
+            _ => writeln!(out, "{text}")?,
         }
         Ok(())
     }
 
-    fn finish(&self, kept: Vec<Value>) {
-        if self.format != "json-lines" && !kept.is_empty() {
-            print_json(&Value::Array(kept), self.format == "json-pretty");
-        } else if self.format != "json-lines" && kept.is_empty() {
-            print_json(&Value::Array(Vec::new()), false);
+    /// Prints a row now (JSON lines, or anything followed), or keeps it for one JSON document.
+    fn emit(&self, job: &str, line: &str, follow: bool, kept: &mut Vec<String>) -> Result<()> {
+        let text = self.text(job, line);
+        if self.format == "json-lines" || follow {
+            let mut out = std::io::stdout().lock();
+            self.write(&text, &mut out)?;
+            out.flush()?;
+        } else {
+            kept.push(text);
         }
+        Ok(())
+    }
+
+    /// Prints the kept rows as one JSON array.
+    fn finish(&self, kept: Vec<String>) -> Result<()> {
+        if self.format != "json-lines" {
+            self.write(
+                &format!("[{}]", kept.join(",")),
+                &mut std::io::stdout().lock(),
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -598,7 +589,7 @@ fn stream_all(
                 shape.emit(job, line, false, &mut kept)
             })?;
         }
-        shape.finish(kept);
+        shape.finish(kept)?;
         return Ok(());
     }
     // Followed: one reader per job, rows printed as they come (a line at a time).

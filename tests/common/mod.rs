@@ -384,7 +384,27 @@ pub fn run(args: &[&str]) -> Output {
 
 /// [`run`] with extra environment variables.
 pub fn run_with(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = velo_sql()
+    finish(velo_sql(), args, env)
+}
+
+/// The `velo-sql-multi` binary, set up as [`velo_sql`].
+pub fn velo_sql_multi() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_velo-sql-multi"));
+    c.env("KAFKA_BROKERS", brokers())
+        .env("RUST_LOG", "warn")
+        .env("VELO_STATE_DIR", state_root())
+        .env_remove("VELO_HOST");
+    c
+}
+
+/// Runs `velo-sql-multi ARGS` to completion (killed after 60 s).
+pub fn run_multi(args: &[&str]) -> Output {
+    finish(velo_sql_multi(), args, &[])
+}
+
+/// Runs `command ARGS` to completion (killed after 60 s).
+fn finish(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = command
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
@@ -400,7 +420,7 @@ pub fn run_with(args: &[&str], env: &[(&str, &str)]) -> Output {
             child.kill().ok();
             let out = child.wait_with_output().unwrap();
             panic!(
-                "velo-sql {args:?} did not finish in 60 s; stderr:\n{}",
+                "{command:?} {args:?} did not finish in 60 s; stderr:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
