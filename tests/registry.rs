@@ -38,8 +38,13 @@ impl Drop for Registry {
 }
 
 fn start_registry() -> Registry {
+    start_registry_with(&[], "http")
+}
+
+fn start_registry_with(args: &[&str], scheme: &str) -> Registry {
     let mut child = Command::new("python3")
         .arg(REGISTRY)
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3");
@@ -49,7 +54,7 @@ fn start_registry() -> Registry {
         .unwrap();
     Registry {
         child,
-        url: format!("http://127.0.0.1:{}", line.trim()),
+        url: format!("{scheme}://127.0.0.1:{}", line.trim()),
     }
 }
 
@@ -273,4 +278,83 @@ fn an_unreachable_registry_is_a_clear_error() {
         1,
         "schema registry http://127.0.0.1:1 is not reachable: GET http://127.0.0.1:1/schemas/ids/1 (3 attempts)",
     );
+}
+
+#[test]
+fn a_registry_over_tls_with_basic_auth_is_reached_with_its_ca_and_credentials() {
+    let certs = common::tls::Certificates::new();
+    let registry = start_registry_with(
+        &[
+            "--cert",
+            certs.path("broker.pem").to_str().unwrap(),
+            "--key",
+            certs.path("broker.key").to_str().unwrap(),
+            "--user",
+            "alice:s3cret-pw",
+        ],
+        "https",
+    );
+    let ca = certs.path("ca.pem").display().to_string();
+    let with_ca = [("SCHEMA_REGISTRY_SSL_CA_LOCATION", ca.as_str())];
+    let out_topic = unique_topic("cf-tls-out");
+    create_topic(&out_topic, 1);
+    // Credentials in the URL; the CA from the environment. The producer registers the schema.
+    let with_user = registry.url.replace("https://", "https://alice:s3cret-pw@");
+    let write = |url: &str, env: &[(&str, &str)]| {
+        run_with(
+            &[
+                "execute", "--source", "generator:trades?count=3", "--query",
+                "SELECT symbol, price, quantity, side, CAST(NULL AS VARCHAR) AS note, ts FROM trades",
+                "--format", "avro", "--output", "kafka", "--output-topic", &out_topic,
+                "--avro-schema", AVSC, "--schema-registry", url,
+            ],
+            env,
+        )
+    };
+    let out = write(&with_user, &with_ca);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Read back with the credentials from the environment instead.
+    let out = run_with(
+        &[
+            "execute",
+            "--input-format",
+            "avro",
+            "--schema-registry",
+            &registry.url,
+            "--topic",
+            &out_topic,
+            "--query",
+            "SELECT symbol, price, side FROM trades",
+            "--format",
+            "csv",
+        ],
+        &[
+            ("SCHEMA_REGISTRY_SSL_CA_LOCATION", ca.as_str()),
+            ("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "alice:s3cret-pw"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let generated = run_ok(&[
+        "execute",
+        "--source",
+        "generator:trades?count=3",
+        "--query",
+        "SELECT symbol, price, side FROM trades",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(stdout(&out), generated);
+    // A wrong password: the registry's 401, named; the password shown nowhere.
+    let wrong = registry.url.replace("https://", "https://alice:wrong-pw@");
+    let out = write(&wrong, &with_ca);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("401"), "{e}");
+    assert!(!e.contains("wrong-pw") && !e.contains("s3cret-pw"), "{e}");
+    // Without the CA: the certificate is not trusted, and that is what the error says.
+    let out = write(&with_user, &[]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    assert!(!e.contains("s3cret-pw"), "{e}");
 }

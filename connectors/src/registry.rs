@@ -23,10 +23,84 @@ pub const MAGIC: u8 = 0;
 /// How long an id the registry did not know is answered as unknown without asking again.
 pub const UNKNOWN_ID_MEMORY: Duration = Duration::from_secs(60);
 
+/// How a registry is reached beyond its URL: HTTP basic credentials and the CA that signs its
+/// TLS certificate (default: the usual public roots).
+#[derive(Clone, Default)]
+pub struct RegistryAccess {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_location: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for RegistryAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAccess")
+            .field("username", &self.username.as_ref().map(|_| "***"))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("ca_location", &self.ca_location)
+            .finish()
+    }
+}
+
+impl RegistryAccess {
+    /// From the environment: `SCHEMA_REGISTRY_USERNAME` / `SCHEMA_REGISTRY_PASSWORD` (or files
+    /// named by `…_FILE`), or Confluent's `SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO` (`user:password`);
+    /// `SCHEMA_REGISTRY_SSL_CA_LOCATION` (a PEM file).
+    pub fn from_env() -> std::result::Result<Self, String> {
+        let var = |name: &str| -> std::result::Result<Option<String>, String> {
+            if let Ok(v) = std::env::var(name) {
+                return Ok(Some(v));
+            }
+            match std::env::var(format!("{name}_FILE")) {
+                Ok(path) => std::fs::read_to_string(&path)
+                    .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
+                    .map_err(|e| format!("{name}_FILE: cannot read {path}: {e}")),
+                Err(_) => Ok(None),
+            }
+        };
+        let mut access = RegistryAccess {
+            username: var("SCHEMA_REGISTRY_USERNAME")?,
+            password: var("SCHEMA_REGISTRY_PASSWORD")?,
+            ca_location: std::env::var("SCHEMA_REGISTRY_SSL_CA_LOCATION")
+                .ok()
+                .map(Into::into),
+        };
+        if access.username.is_none() {
+            if let Some(info) = var("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO")? {
+                let (user, password) = info.split_once(':').unwrap_or((&info, ""));
+                access.username = Some(user.to_string());
+                access.password = Some(password.to_string());
+            }
+        }
+        Ok(access)
+    }
+}
+
+/// `https://user:password@host:8081/` → (`https://host:8081`, credentials): the URL kept and
+/// shown never holds the password.
+fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
+    let url = url.trim_end_matches('/');
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            let (user, password) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
+            return (
+                format!("{scheme}://{}", &rest[at + 1..]),
+                Some((user.to_string(), password.to_string())),
+            );
+        }
+    }
+    (url.to_string(), None)
+}
+
 /// A schema registry at `url`.
 pub struct SchemaRegistry {
     url: String,
     agent: ureq::Agent,
+    /// `Basic …` when credentials are given.
+    authorization: Option<String>,
+    /// Why the client cannot work (an unreadable CA file, a bad variable), said by every call.
+    setup_error: Option<String>,
     by_id: Mutex<HashMap<u32, String>>,
     /// Ids the registry said it does not know, and when.
     unknown: Mutex<HashMap<u32, std::time::Instant>>,
@@ -66,17 +140,89 @@ pub enum Lookup {
 }
 
 impl SchemaRegistry {
-    /// A client of the registry at `url` (e.g. `http://127.0.0.1:8081`).
+    /// A client of the registry at `url` (e.g. `http://127.0.0.1:8081`, or
+    /// `https://user:password@registry:8081`), with the credentials and CA the environment gives
+    /// (see [`RegistryAccess::from_env`]; credentials in the URL win).
     pub fn new(url: &str, timeout: Duration) -> Self {
+        match RegistryAccess::from_env() {
+            Ok(access) => Self::with_access(url, timeout, access),
+            Err(e) => {
+                let mut registry = Self::with_access(url, timeout, RegistryAccess::default());
+                registry.setup_error = Some(e);
+                registry
+            }
+        }
+    }
+
+    /// A client of the registry at `url` reached with `access`.
+    pub fn with_access(url: &str, timeout: Duration, mut access: RegistryAccess) -> Self {
+        let (url, credentials) = split_credentials(url);
+        if let Some((user, password)) = credentials {
+            access.username = Some(user);
+            access.password = Some(password);
+        }
+        let mut setup_error = None;
+        let mut tls = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::NativeTls);
+        if let Some(ca) = &access.ca_location {
+            let certificates = std::fs::read(ca)
+                .map_err(|e| format!("cannot read the CA file {}: {e}", ca.display()))
+                .and_then(|pem| {
+                    ureq::tls::parse_pem(&pem)
+                        .filter_map(|item| match item {
+                            Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                            Ok(_) => None,
+                            Err(e) => Some(Err(e)),
+                        })
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(|e| format!("the CA file {}: {e}", ca.display()))
+                });
+            match certificates {
+                Ok(certs) if !certs.is_empty() => {
+                    tls =
+                        tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)));
+                }
+                Ok(_) => {
+                    setup_error = Some(format!("the CA file {} holds no certificate", ca.display()))
+                }
+                Err(e) => setup_error = Some(e),
+            }
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
+            .tls_config(tls.build())
             .build()
             .into();
+        let authorization = access.username.as_ref().map(|user| {
+            use base64::Engine;
+            let pair = format!("{user}:{}", access.password.as_deref().unwrap_or(""));
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        });
         Self {
-            url: url.trim_end_matches('/').to_string(),
+            url,
             agent,
+            authorization,
+            setup_error,
             by_id: Mutex::new(HashMap::new()),
             unknown: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A GET with the credentials, if any.
+    fn get(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let request = self.agent.get(url);
+        match &self.authorization {
+            Some(authorization) => request.header("Authorization", authorization),
+            None => request,
+        }
+    }
+
+    fn check_setup(&self, url: &str) -> Result<()> {
+        match &self.setup_error {
+            Some(e) => Err(self.unreachable(url, e)),
+            None => Ok(()),
         }
     }
 
@@ -112,7 +258,10 @@ impl SchemaRegistry {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(200 << (attempt - 1)));
             }
-            match self.agent.get(&url).call() {
+            if let Some(e) = &self.setup_error {
+                return Err(Lookup::Unreachable(self.unreachable(&url, e)));
+            }
+            match self.get(&url).call() {
                 Ok(mut response) => {
                     let body: SchemaById = response
                         .body_mut()
@@ -143,8 +292,8 @@ impl SchemaRegistry {
     /// The latest schema of `subject` (id and text).
     pub fn latest(&self, subject: &str) -> Result<(u32, String)> {
         let url = format!("{}/subjects/{subject}/versions/latest", self.url);
+        self.check_setup(&url)?;
         let mut response = self
-            .agent
             .get(&url)
             .call()
             .map_err(|e| self.unreachable(&format!("GET {url}"), e))?;
@@ -163,9 +312,12 @@ impl SchemaRegistry {
         if schema_type != "AVRO" {
             body["schemaType"] = serde_json::Value::String(schema_type.to_string());
         }
-        let mut response = self
-            .agent
-            .post(&url)
+        self.check_setup(&url)?;
+        let mut request = self.agent.post(&url);
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let mut response = request
             .header("Content-Type", "application/vnd.schemaregistry.v1+json")
             .send_json(&body)
             .map_err(|e| self.unreachable(&format!("POST {url}"), e))?;
