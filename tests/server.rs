@@ -1404,3 +1404,31 @@ fn the_guides_monitoring_routes_answer_with_their_views() {
     assert_eq!(status, 200);
     assert!(prometheus.contains("velo_active_jobs"), "{prometheus}");
 }
+
+#[test]
+fn a_separate_metrics_port_serves_prometheus_text_and_nothing_else() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = start_server(&config_yaml(&format!("server:\n  metrics_port: {port}\n")));
+    // A request on the API, counted, then seen on the metrics port.
+    assert_eq!(
+        call("GET", &format!("{}/jobs", server.url), None, None).0,
+        200
+    );
+    let metrics = format!("http://127.0.0.1:{port}");
+    let text = eventually("the metrics port", || {
+        let (status, text) = call("GET", &format!("{metrics}/metrics"), None, None);
+        (status == 200 && text.contains("velo_http_requests_total")).then_some(text)
+    });
+    assert!(text.contains("route=\"/jobs\""), "{text}");
+    assert_eq!(
+        call("GET", &format!("{metrics}/metrics/prometheus"), None, None).0,
+        200
+    );
+    assert_eq!(call("GET", &format!("{metrics}/health"), None, None).0, 200);
+    // Only metrics there: the API stays on its own port.
+    assert_eq!(call("GET", &format!("{metrics}/jobs"), None, None).0, 404);
+}

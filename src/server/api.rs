@@ -364,6 +364,18 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
+/// The separate metrics listener's routes (`server.metrics_port`): Prometheus text and
+/// liveness, behind the same token as the API.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/metrics/prometheus", get(metrics_text))
+        .fallback(no_route)
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     let mut router = Router::new()

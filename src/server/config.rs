@@ -137,6 +137,9 @@ pub struct ServerConfig {
     pub bind: String,
     /// Port (`SERVER_PORT`, `--port`); 0 picks a free one.
     pub port: u16,
+    /// A second port serving only `/metrics` (and `/health`) for Prometheus
+    /// (`VELO_METRICS_PORT`); none: metrics on the API's port only.
+    pub metrics_port: Option<u16>,
     /// Bearer token every route but `/health` requires (`VELO_API_TOKEN`); none: no auth.
     pub auth_token: Option<String>,
     /// Largest request body accepted; larger ones get 413.
@@ -161,6 +164,7 @@ impl Default for ServerConfig {
         Self {
             bind: "127.0.0.1".into(),
             port: 8080,
+            metrics_port: None,
             auth_token: None,
             max_body_bytes: 1024 * 1024,
             max_import_bytes: 1024 * 1024 * 1024,
@@ -450,6 +454,9 @@ impl Config {
         }
         if let Some(v) = lookup("SERVER_PORT") {
             self.server.port = parse("SERVER_PORT", &v)?;
+        }
+        if let Some(v) = lookup("VELO_METRICS_PORT") {
+            self.server.metrics_port = Some(parse("VELO_METRICS_PORT", &v)?);
         }
         if let Some(v) = lookup("SERVER_BIND") {
             self.server.bind = v;

@@ -81,6 +81,19 @@ pub async fn serve(config: Config) -> Result<()> {
     // The first line on stdout says where the server listens (port 0 picks one).
     println!("velo-sql server listening on http://{local}");
     tracing::info!("listening on http://{local}");
+    if let Some(port) = config.server.metrics_port {
+        let address = format!("{}:{port}", config.server.bind);
+        let metrics = tokio::net::TcpListener::bind(&address)
+            .await
+            .map_err(|e| VeloError::Usage(format!("cannot listen on {address} (metrics): {e}")))?;
+        tracing::info!("metrics on http://{}/metrics", metrics.local_addr()?);
+        let routes = api::metrics_router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, routes).await {
+                tracing::error!("the metrics listener stopped: {e}");
+            }
+        });
+    }
     let jobs = state.jobs.clone();
     let (fired, stopping) = tokio::sync::oneshot::channel::<()>();
     let ending = state.clone();
