@@ -563,6 +563,7 @@ pub(crate) async fn deploy_app(args: DeployAppArgs) -> Result<()> {
     };
     let mut config = crate::server::config::Config::load(args.config.as_deref(), &overrides)?;
     config.warn_about_keys_without_effect();
+    config.apply_registry_access()?;
     config.kafka.group_prefix = args.group_prefix.clone();
     if let Some(max) = args.max_jobs {
         config.sql.max_jobs = max;

@@ -692,7 +692,7 @@ fn a_bad_config_stops_the_server_naming_the_key_and_cors_is_off_unless_configure
     run_failing(
         &["server", "--config", path.to_str().unwrap()],
         2,
-        "unknown field `prot`",
+        "unknown key `server.prot`; did you mean `server.port`?",
     );
     let out = velo_sql()
         .args(["server", "--port", "0"])

@@ -42,8 +42,18 @@ impl std::fmt::Debug for RegistryAccess {
     }
 }
 
+/// What every registry client of this process starts from (the server's `schema_registry:`
+/// configuration); set once, at start.
+static DEFAULT_ACCESS: std::sync::OnceLock<RegistryAccess> = std::sync::OnceLock::new();
+
 impl RegistryAccess {
-    /// From the environment: `SCHEMA_REGISTRY_USERNAME` / `SCHEMA_REGISTRY_PASSWORD` (or files
+    /// Makes `self` what every registry client of this process starts from (the environment
+    /// and credentials in a registry's URL win over it). Only the first call counts.
+    pub fn set_process_default(self) {
+        let _ = DEFAULT_ACCESS.set(self);
+    }
+
+    /// The process default (see [`RegistryAccess::set_process_default`]), then the environment: `SCHEMA_REGISTRY_USERNAME` / `SCHEMA_REGISTRY_PASSWORD` (or files
     /// named by `…_FILE`), or Confluent's `SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO` (`user:password`);
     /// `SCHEMA_REGISTRY_SSL_CA_LOCATION` (a PEM file).
     pub fn from_env() -> std::result::Result<Self, String> {

@@ -19,6 +19,7 @@ pub struct Config {
     pub state: StateConfig,
     /// The seed configuration's spelling of `state.checkpoint_interval_ms`.
     pub storage: StorageConfig,
+    pub schema_registry: super::kafka_config::SchemaRegistryConfig,
     /// Keys of the file accepted without effect here, each with why (warned about at start).
     #[serde(skip)]
     pub without_effect: Vec<String>,
@@ -101,6 +102,15 @@ impl Config {
         connection.consumer_properties = spec.consumer_properties;
         connection.producer_properties = spec.producer_properties;
         Ok(connection)
+    }
+
+    /// Makes the `schema_registry:` credentials and CA what every registry client of this
+    /// process starts from.
+    pub fn apply_registry_access(&self) -> Result<()> {
+        self.schema_registry
+            .access(&|name| std::env::var(name).ok())?
+            .set_process_default();
+        Ok(())
     }
 
     /// One warning listing the file's keys that have no effect here.
@@ -483,6 +493,7 @@ impl Config {
         // Secrets named by variable or file must be there now, not at the first job.
         use super::kafka_config::Role;
         self.kafka.client_properties(Role::Consumer, lookup)?;
+        self.schema_registry.access(lookup)?;
         if self.sql.worker_threads == 0 {
             return Err(VeloError::Usage(
                 "sql.worker_threads must be at least 1".into(),

@@ -147,8 +147,8 @@ pub const WITHOUT_EFFECT: &[(&str, &str)] = &[
     ),
     ("serialization.", "formats are declared per stream"),
     (
-        "schema_registry.",
-        "registries are named per stream ('schema.registry.url')",
+        "schema_registry.url",
+        "registries are named per stream ('schema.registry.url', --schema-registry)",
     ),
     (
         "storage.state_backend",

@@ -95,6 +95,78 @@ pub struct SaslConfig {
     pub password_file: Option<PathBuf>,
 }
 
+/// `schema_registry:` — how every schema registry the server's jobs name is reached (the
+/// registries themselves are named per stream, `'schema.registry.url'`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaRegistryConfig {
+    /// `none` (default) or `basic` (HTTP basic credentials below).
+    pub auth_type: Option<String>,
+    pub username: Option<String>,
+    pub username_env: Option<String>,
+    pub username_file: Option<PathBuf>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ssl: RegistrySslConfig,
+}
+
+/// `schema_registry.ssl:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySslConfig {
+    /// PEM file of the CA that signs the registry's certificate.
+    pub ca_location: Option<PathBuf>,
+}
+
+impl SchemaRegistryConfig {
+    /// The access these keys describe, secrets read now.
+    pub fn access(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<velo_connectors::registry::RegistryAccess> {
+        let username = secret(
+            "schema_registry.username",
+            &self.username,
+            &self.username_env,
+            &self.username_file,
+            lookup,
+        )?;
+        let password = secret(
+            "schema_registry.password",
+            &self.password,
+            &self.password_env,
+            &self.password_file,
+            lookup,
+        )?;
+        match self.auth_type.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("none") if username.is_none() => {}
+            None | Some("basic") if username.is_some() => {}
+            Some("basic") => {
+                return Err(VeloError::Usage(
+                    "schema_registry.auth_type basic needs a username (username, username_env or username_file)".into(),
+                ))
+            }
+            Some("none") => {
+                return Err(VeloError::Usage(
+                    "schema_registry.auth_type is none but a username is given".into(),
+                ))
+            }
+            Some(other) => {
+                return Err(VeloError::Usage(format!(
+                    "schema_registry.auth_type: '{other}' is not none or basic"
+                )))
+            }
+            None => unreachable!("the arms above cover a missing auth_type"),
+        }
+        Ok(velo_connectors::registry::RegistryAccess {
+            username,
+            password,
+            ca_location: self.ssl.ca_location.clone(),
+        })
+    }
+}
+
 /// Client tuning in the guide's names (Java client names with `_`), each mapped to librdkafka's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -569,6 +641,40 @@ mod tests {
                 ("client.rack", "r1"),
             ])
         );
+    }
+
+    #[test]
+    fn schema_registry_credentials_and_ca_come_from_the_config_and_auth_type_is_checked() {
+        let config = super::super::config::Config::from_yaml(
+            "schema_registry:\n  url: http://ignored:8081\n  auth_type: basic\n  \
+             username: svc\n  password_env: REGISTRY_PASSWORD\n  ssl:\n    ca_location: /certs/ca.pem\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.without_effect,
+            ["schema_registry.url (registries are named per stream ('schema.registry.url', --schema-registry))"]
+        );
+        let env = |n: &str| (n == "REGISTRY_PASSWORD").then(|| "pw".to_string());
+        let access = config.schema_registry.access(&env).unwrap();
+        assert_eq!(access.username.as_deref(), Some("svc"));
+        assert_eq!(access.password.as_deref(), Some("pw"));
+        assert_eq!(access.ca_location, Some(PathBuf::from("/certs/ca.pem")));
+        assert!(!format!("{access:?}").contains("pw\""), "{access:?}");
+        let none = super::super::config::Config::from_yaml("schema_registry:\n  auth_type: none\n")
+            .unwrap();
+        assert!(none
+            .schema_registry
+            .access(&no_env)
+            .unwrap()
+            .username
+            .is_none());
+        let e = super::super::config::Config::from_yaml("schema_registry:\n  auth_type: basic\n")
+            .unwrap()
+            .schema_registry
+            .access(&no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs a username"), "{e}");
     }
 
     #[test]

@@ -33,6 +33,7 @@ use config::Config;
 /// Starts the server with `config` and serves until SIGINT/SIGTERM; then stops every job.
 pub async fn serve(config: Config) -> Result<()> {
     config.warn_about_keys_without_effect();
+    config.apply_registry_access()?;
     let config = Arc::new(config);
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[
