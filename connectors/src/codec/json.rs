@@ -30,15 +30,6 @@ pub struct JsonDecoder {
     decoder: Decoder,
     /// Rows the decoder holds before it must be flushed; grown to the largest batch seen.
     capacity: usize,
-    /// Cuts the fields the schema does not name before tokenizing (see [`super::json_skip`]).
-    filter: Option<super::json_skip::FieldFilter>,
-    /// The record being fed, filtered.
-    scratch: Vec<u8>,
-    /// Batches left to decode without the filter (it gained too little on the last one).
-    filter_paused: u32,
-    /// Bytes of the records of this batch, and of what was fed for them.
-    bytes_in: usize,
-    bytes_fed: usize,
 }
 
 impl std::fmt::Debug for JsonDecoder {
@@ -56,18 +47,12 @@ impl JsonDecoder {
         let capacity = 1024;
         let text_schema = text_schema(&schema);
         let decoder = Self::build(text_schema.as_ref().unwrap_or(&schema), capacity)?;
-        let filter = super::json_skip::FieldFilter::new(text_schema.as_ref().unwrap_or(&schema));
         Ok(Self {
             schema,
             text_schema,
             rounding: DecimalRounding::Exact,
             decoder,
             capacity,
-            filter,
-            scratch: Vec::new(),
-            filter_paused: 0,
-            bytes_in: 0,
-            bytes_fed: 0,
         })
     }
 
@@ -150,17 +135,7 @@ impl JsonDecoder {
             self.capacity = payloads.len().next_power_of_two();
             self.rebuild()?;
         }
-        self.bytes_in = 0;
-        self.bytes_fed = 0;
-        let decoded = self.decode_all(payloads, None);
-        // When cutting fields saved less than a fifth of the bytes (the query reads most of
-        // them), decode the next batches without it; try again now and then.
-        if self.filter_paused > 0 {
-            self.filter_paused -= 1;
-        } else if self.bytes_fed * 5 > self.bytes_in * 4 {
-            self.filter_paused = 64;
-        }
-        match decoded {
+        match self.decode_all(payloads, None) {
             Ok(batch) => Ok(Decoded {
                 batch,
                 keep: None,
@@ -228,16 +203,8 @@ impl JsonDecoder {
         }
         let bytes = payloads.value(i);
         let before = self.decoder.len();
-        let fed = match &self.filter {
-            Some(filter) if self.filter_paused == 0 && filter.filter(bytes, &mut self.scratch) => {
-                &self.scratch[..]
-            }
-            _ => bytes,
-        };
-        self.bytes_in += bytes.len();
-        self.bytes_fed += fed.len();
         self.decoder
-            .decode(fed)
+            .decode(bytes)
             .map_err(|e| format!("invalid JSON: {}", strip_arrow_prefix(&e)))?;
         if self.decoder.has_partial_record() {
             return Err("invalid JSON: the value is truncated".to_string());
@@ -630,46 +597,6 @@ mod tests {
             Field::new("price", DataType::Decimal128(18, 4), true),
             Field::new("quantity", DataType::Int64, true),
         ]))
-    }
-
-    /// Cutting unread fields before tokenizing changes nothing a user sees: the same rows, the
-    /// same bad records with the same reasons, for tricky records good and bad.
-    #[test]
-    fn cutting_unread_fields_gives_the_same_rows_and_the_same_errors() {
-        let records = [
-            r#"{"symbol":"A","price":"150.2567","quantity":100,"url":"https://x/\"q\"","n":null}"#,
-            r#" {"note":"ü ✓","quantity":2 , "symbol":"B","nested":{"price":"9"},"list":[1,"]"]} "#,
-            r#"{"symbol":"C","price":1.5,"quantity":3,"flag":true,"other":false,"e":-1.25E+3}"#,
-            r#"{"symbol":"D","price":"1.0","quantity":4,"bad":nul}"#,
-            r#"{"symbol":"E","price":"1.0","quantity":5,"bad":01}"#,
-            r#"{"symbol":"F","price":"1.0","quantity":6,"bad":"\x"}"#,
-            r#"{"symbol":"G","price":"1.0","quantity":7,"bad":[1,,2]}"#,
-            r#"{"symbol":"H","price":"1.0","quantity":8} {"symbol":"I"}"#,
-            r#"{"symbol":"J","price":"x","quantity":9,"skip":"me"}"#,
-            r#"{"sym\u0062ol":"K","quantity":10,"skip":"me"}"#,
-            r#"{"symbol":"L","quantity":"11","skip":1}"#,
-        ];
-        let mut payloads: Vec<&[u8]> = records.iter().map(|r| r.as_bytes()).collect();
-        let bad_utf8 = b"{\"symbol\":\"M\",\"skip\":\"\xff\"}".to_vec();
-        payloads.push(&bad_utf8);
-        let payloads = BinaryArray::from_iter_values(payloads);
-        let with = JsonDecoder::new(schema())
-            .unwrap()
-            .decode(&payloads)
-            .unwrap();
-        let mut plain = JsonDecoder::new(schema()).unwrap();
-        plain.filter = None;
-        let without = plain.decode(&payloads).unwrap();
-        assert_eq!(with.batch, without.batch);
-        assert_eq!(with.failures, without.failures);
-        assert_eq!(with.keep, without.keep);
-        // Among them: nul, \x, two values, "x" as a price, bad UTF-8. (arrow-json's tokenizer
-        // lets `01` and `[1,,2]` through in a field no column reads; with or without the cut,
-        // as the equalities above show.)
-        let bad: Vec<usize> = with.failures.iter().map(|f| f.index).collect();
-        for index in [3, 5, 7, 8, 11] {
-            assert!(bad.contains(&index), "{index} not refused: {:?}", with.failures);
-        }
     }
 
     /// The encoder's own decimal and timestamp text equals arrow-json's (which goes through

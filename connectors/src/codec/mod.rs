@@ -10,7 +10,6 @@ pub mod bridge;
 pub mod cell;
 pub mod decimal;
 pub mod json;
-pub mod json_skip;
 pub mod protobuf;
 pub mod text;
 
