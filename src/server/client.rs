@@ -18,8 +18,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Self {
+        // A fresh connection per call: a command makes a few calls, and a pooled connection the
+        // server closed after a POST whose body it did not read fails the next call ("Peer
+        // disconnected"), seen under load.
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .build()
             .new_agent();
         Self {
