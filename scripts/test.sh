@@ -6,11 +6,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # System packages: OpenSSL's headers and pkg-config (librdkafka's TLS), the openssl tool (the TLS
-# tests make a throwaway CA). Installed with apt when missing.
+# tests make a throwaway CA), promtool (monitoring checks). Installed with apt when missing.
 need=()
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if ! { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; }; then need+=(libssl-dev); fi
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# promtool (Debian's prometheus package) checks the monitoring files.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   sudo=""; if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

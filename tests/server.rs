@@ -395,7 +395,7 @@ fn an_application_is_deployed_run_and_managed_from_the_cli() {
         jobs(&["list", "--status", "failed"]).lines().count() == 1,
         "header only"
     );
-    let job = [("job", id.as_str())];
+    let job = [("job_id", id.as_str())];
     assert_eq!(metric(&server, "velo_records_in_total", &job), 3.0);
     assert_eq!(metric(&server, "velo_records_out_total", &job), 2.0);
     assert!(metric(&server, "velo_batch_latency_seconds_count", &job) >= 1.0);
@@ -435,7 +435,7 @@ fn an_application_is_deployed_run_and_managed_from_the_cli() {
         metric(
             &server,
             "velo_record_errors_total",
-            &[("job", id.as_str()), ("kind", "decode")]
+            &[("job_id", id.as_str()), ("kind", "decode")]
         ),
         1.0
     );
@@ -635,7 +635,7 @@ fn a_failing_job_is_restarted_with_backoff_and_then_reported_failed() {
         "{job}"
     );
     assert_eq!(
-        metric(&server, "velo_job_restarts_total", &[("job", "retry")]),
+        metric(&server, "velo_job_restarts_total", &[("job_id", "retry")]),
         2.0
     );
     let (_, logs) = call(
@@ -964,7 +964,8 @@ fn the_grafana_dashboard_and_the_docs_name_the_metrics_the_engine_emits() {
         }
     }
     assert!(emitted.len() >= 11, "{emitted:?}");
-    let dashboard = std::fs::read_to_string(root.join("dashboards/velostream.json")).unwrap();
+    let dashboard =
+        std::fs::read_to_string(root.join("grafana/dashboards/velostream.json")).unwrap();
     json(&dashboard);
     let charted = metric_names(&dashboard);
     assert_eq!(
@@ -1009,7 +1010,7 @@ fn a_join_jobs_state_is_reported_in_its_status_and_metrics() {
     });
     assert!(status["state_bytes"].as_u64().unwrap() > 0, "{status}");
     assert_eq!(
-        metric(&server, "velo_state_rows", &[("job", "matched")]),
+        metric(&server, "velo_state_rows", &[("job_id", "matched")]),
         2.0
     );
 }

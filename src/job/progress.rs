@@ -64,7 +64,7 @@ pub(crate) struct JobMetrics {
 
 impl JobMetrics {
     fn new(job: &str) -> Self {
-        let label = || [("job", job.to_string())];
+        let label = || [("job_id", job.to_string())];
         Self {
             records_in: metrics::counter!("velo_records_in_total", &label()),
             records_out: metrics::counter!("velo_records_out_total", &label()),
@@ -79,7 +79,10 @@ impl JobMetrics {
             errors: ErrorKind::ALL.map(|kind| {
                 metrics::counter!(
                     "velo_record_errors_total",
-                    &[("job", job.to_string()), ("kind", kind.name().to_string())]
+                    &[
+                        ("job_id", job.to_string()),
+                        ("kind", kind.name().to_string())
+                    ]
                 )
             }),
         }

@@ -522,7 +522,7 @@ impl JobManager {
                     let mut life = job.lifecycle.lock().expect("job lock");
                     life.errors += 1;
                     life.last_error = Some(message.clone());
-                    metrics::counter!("velo_job_failures_total", "job" => job.id.clone())
+                    metrics::counter!("velo_job_failures_total", "job_id" => job.id.clone())
                         .increment(1);
                     Some(message)
                 }
@@ -577,7 +577,7 @@ impl JobManager {
             }
             job.restarts.fetch_add(1, Ordering::Relaxed);
             job.failure_restarts.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("velo_job_restarts_total", "job" => job.id.clone()).increment(1);
+            metrics::counter!("velo_job_restarts_total", "job_id" => job.id.clone()).increment(1);
         }
         self.publish_active();
     }
@@ -794,7 +794,7 @@ impl JobManager {
         }
         *job.stop.lock().expect("job lock") = Arc::new(AtomicBool::new(false));
         job.restarts.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("velo_job_restarts_total", "job" => job.id.clone()).increment(1);
+        metrics::counter!("velo_job_restarts_total", "job_id" => job.id.clone()).increment(1);
         job.set_state(JobState::Starting);
         self.start(job.clone());
         self.publish_active();
