@@ -201,7 +201,7 @@ fn job_status_counts_errors_by_kind_while_the_job_runs() {
     assert_eq!(job["bad_records"], 1);
     let (_, metrics) = call("GET", &format!("{}/metrics", server.url), None, None);
     assert!(
-        metrics.contains(r#"velo_record_errors_total{job="parse",kind="expression"} 2"#),
+        metrics.contains(r#"velo_record_errors_total{job_id="parse",kind="expression"} 2"#),
         "{metrics}"
     );
 }
