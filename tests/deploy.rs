@@ -71,3 +71,120 @@ fn the_images_example_application_is_a_valid_application_file() {
     assert_eq!(names, ["large_orders", "revenue_per_minute"]);
     assert_eq!(app.jobs[0].sink_topic.as_deref(), Some("large_orders"));
 }
+
+fn python(script: &str, args: &[&Path]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg(Path::new(ROOT).join(script))
+        .args(args)
+        .output()
+        .expect("python3 (pip install -r tests/interop/requirements.txt)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("Traceback"),
+        "the checker failed: {stderr}"
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_compose_stack_passes_the_offline_checks_and_the_checker_catches_mistakes() {
+    let (ok, problems) = python(
+        "tests/deploy/check_compose.py",
+        &[&Path::new(ROOT).join("docker-compose.yml")],
+    );
+    assert!(ok, "{problems}");
+    assert_eq!(problems, "");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("docker-compose.yml");
+    std::fs::write(
+        &bad,
+        "services:\n  a:\n    image: kafka:latest\n    volumes: [\"./missing:/x\", \"data:/y\"]\n  \
+         b:\n    build: {context: ., dockerfile: Nope}\n    healthcheck: {test: [\"CMD\", \"true\"]}\n    \
+         depends_on: {a: {condition: service_healthy}, c: {condition: service_started}}\n",
+    )
+    .unwrap();
+    let (ok, problems) = python("tests/deploy/check_compose.py", &[&bad]);
+    assert!(!ok);
+    assert_eq!(
+        problems.lines().collect::<Vec<_>>(),
+        [
+            "a: image kafka:latest is not pinned to a tag",
+            "a: no healthcheck",
+            "a: mounts ./missing, which does not exist",
+            "a: volume data is not declared",
+            "b: Nope does not exist",
+            "b: waits for a to be healthy, which has no healthcheck",
+            "b: depends on c, which is not a service",
+        ]
+    );
+}
+
+fn kubernetes_validate(files: &[&Path]) -> (bool, String) {
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "--kubernetes-version",
+            "1.30.0",
+        ])
+        .args(files)
+        .output()
+        .expect("python3 -m kubernetes_validate (pip install -r tests/interop/requirements.txt)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_kubernetes_manifests_validate_against_the_api_schemas_and_a_mistake_does_not() {
+    let k8s = Path::new(ROOT).join("k8s");
+    let kustomization = std::fs::read_to_string(k8s.join("kustomization.yaml")).unwrap();
+    let mut manifests = Vec::new();
+    for entry in std::fs::read_dir(&k8s).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && name != "kustomization.yaml" {
+            assert!(
+                kustomization.contains(&name),
+                "kustomization.yaml does not list {name}"
+            );
+            manifests.push(path);
+        }
+    }
+    assert_eq!(manifests.len(), 7);
+    let refs: Vec<&Path> = manifests.iter().map(|p| p.as_path()).collect();
+    let (ok, report) = kubernetes_validate(&refs);
+    assert!(ok, "{report}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  ports:\n    - port: \"eighty\"\n  sessionAffinityy: None\n",
+    )
+    .unwrap();
+    let (ok, report) = kubernetes_validate(&[&bad]);
+    assert!(!ok, "{report}");
+}
+
+#[test]
+fn the_clusters_configuration_and_application_load_as_the_server_would_load_them() {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("k8s/configmap.yaml")).unwrap();
+    let configmap: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let config = configmap["data"]["velo.yaml"].as_str().unwrap();
+    let config = velostream::server::config::Config::from_yaml(config).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.without_effect, Vec::<String>::new());
+    assert_eq!(config.server.metrics_port, Some(9091));
+    let app = configmap["data"]["app.sql"].as_str().unwrap();
+    let app = velostream::server::app::parse_application(app).unwrap();
+    assert_eq!(app.jobs.len(), 1);
+}
