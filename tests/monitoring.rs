@@ -133,7 +133,7 @@ fn every_metric_the_dashboard_and_alerts_name_is_in_a_real_scrape_labelled_job_i
     deploy(
         &server,
         &format!(
-            "CREATE STREAM s (id BIGINT) WITH ('topic' = '{topic}');\n\
+            "CREATE STREAM s (id BIGINT, ts TIMESTAMP) WITH ('topic' = '{topic}', 'event_time' = 'ts');\n\
              START JOB watched AS SELECT id FROM s;\n\
              CREATE STREAM gone (id BIGINT) WITH ('topic' = '{}');\n\
              START JOB broken AS SELECT id FROM gone;\n",
@@ -157,7 +157,9 @@ fn every_metric_the_dashboard_and_alerts_name_is_in_a_real_scrape_labelled_job_i
         let names = metric_names(&text);
         (names.contains("velo_job_failures_total")
             && names.contains("velo_job_restarts_total")
-            && names.contains("velo_checkpoint_bytes"))
+            && names.contains("velo_checkpoint_bytes")
+            && names.contains("velo_watermark_delay_seconds")
+            && names.contains("velo_partition_lag"))
         .then_some(text)
     });
     let scraped = metric_names(&scrape);

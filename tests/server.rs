@@ -952,6 +952,7 @@ fn the_grafana_dashboard_and_the_docs_name_the_metrics_the_engine_emits() {
     let mut emitted = std::collections::BTreeSet::new();
     for file in [
         "src/job/progress.rs",
+        "src/job/runner.rs",
         "src/server/jobs.rs",
         "src/server/api.rs",
     ] {

@@ -45,7 +45,7 @@ pub struct JobProgress {
     pub(crate) metrics: JobMetrics,
 }
 
-/// A job's metric handles, labelled `job = <name>`.
+/// A job's metric handles, labelled `job_id = <name>` (`job` is the scrape job's label).
 #[derive(Debug)]
 pub(crate) struct JobMetrics {
     pub(crate) records_in: metrics::Counter,
@@ -58,6 +58,10 @@ pub(crate) struct JobMetrics {
     pub(crate) checkpoints: metrics::Counter,
     pub(crate) checkpoint_duration: metrics::Histogram,
     pub(crate) checkpoint_bytes: metrics::Gauge,
+    /// Rows that came after the watermark had passed their window (total).
+    pub(crate) late_rows: metrics::Counter,
+    /// How far the watermark is behind the wall clock, in seconds.
+    pub(crate) watermark_delay: metrics::Gauge,
     /// `velo_record_errors_total{kind}`, by [`ErrorKind`].
     pub(crate) errors: [metrics::Counter; ErrorKind::ALL.len()],
 }
@@ -76,6 +80,8 @@ impl JobMetrics {
             checkpoints: metrics::counter!("velo_checkpoints_total", &label()),
             checkpoint_duration: metrics::histogram!("velo_checkpoint_duration_seconds", &label()),
             checkpoint_bytes: metrics::gauge!("velo_checkpoint_bytes", &label()),
+            late_rows: metrics::counter!("velo_late_rows_total", &label()),
+            watermark_delay: metrics::gauge!("velo_watermark_delay_seconds", &label()),
             errors: ErrorKind::ALL.map(|kind| {
                 metrics::counter!(
                     "velo_record_errors_total",

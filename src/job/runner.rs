@@ -464,6 +464,15 @@ impl Runner {
         p.late_rows.store(operators.late_rows, Ordering::Relaxed);
         p.metrics.state_bytes.set(operators.state_bytes as f64);
         p.metrics.state_rows.set(operators.state_rows as f64);
+        p.metrics.late_rows.absolute(operators.late_rows);
+        if let Some(watermark) = self.watermark.as_ref().and_then(|t| t.last()) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            p.metrics
+                .watermark_delay
+                .set(now.saturating_sub(watermark) as f64 / 1000.0);
+        }
         // Each input's partitions (one round of broker calls), their sum as the lag.
         let mut partitions = Vec::new();
         let mut lag: Option<i64> = None;
@@ -476,6 +485,15 @@ impl Runner {
             };
             if let Some(l) = input_lag {
                 lag = Some(lag.unwrap_or(0) + l);
+            }
+            for part in &progress {
+                metrics::gauge!(
+                    "velo_partition_lag",
+                    "job_id" => p.name.clone(),
+                    "stream" => input.name.clone(),
+                    "partition" => part.partition.to_string()
+                )
+                .set((part.total - part.read).max(0) as f64);
             }
             partitions.extend(progress.into_iter().map(|p| (input.name.clone(), p)));
         }
