@@ -102,7 +102,7 @@ fn the_compose_stack_passes_the_offline_checks_and_the_checker_catches_mistakes(
     std::fs::write(
         &bad,
         "services:\n  a:\n    image: kafka:latest\n    volumes: [\"./missing:/x\", \"data:/y\"]\n  \
-         b:\n    build: {context: ., dockerfile: Nope}\n    healthcheck: {test: [\"CMD\", \"true\"]}\n    \
+         b:\n    build: {context: ., dockerfile: Nope}\n    healthcheck: {test: [\"CMD\", \"true\"]}\n    helthcheck: {}\n    \
          depends_on: {a: {condition: service_healthy}, c: {condition: service_started}}\n",
     )
     .unwrap();
@@ -111,6 +111,7 @@ fn the_compose_stack_passes_the_offline_checks_and_the_checker_catches_mistakes(
     assert_eq!(
         problems.lines().collect::<Vec<_>>(),
         [
+            "services.b: schema: 'helthcheck' does not match any of the regexes: '^x-'",
             "a: image kafka:latest is not pinned to a tag",
             "a: no healthcheck",
             "a: mounts ./missing, which does not exist",
@@ -187,4 +188,40 @@ fn the_clusters_configuration_and_application_load_as_the_server_would_load_them
     let app = configmap["data"]["app.sql"].as_str().unwrap();
     let app = velostream::server::app::parse_application(app).unwrap();
     assert_eq!(app.jobs.len(), 1);
+    // Every ConfigMap key the server's pod mounts is in the ConfigMap, and the server is
+    // pointed at the files they become.
+    let text = std::fs::read_to_string(Path::new(ROOT).join("k8s/statefulset.yaml")).unwrap();
+    let statefulset: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let mut mounted = Vec::new();
+    for volume in statefulset["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+    {
+        if volume["configMap"]["name"].as_str() == Some("velostream-config") {
+            for item in volume["configMap"]["items"].as_sequence().unwrap() {
+                let key = item["key"].as_str().unwrap();
+                assert!(
+                    configmap["data"].get(key).is_some(),
+                    "the ConfigMap has no key {key}"
+                );
+                mounted.push(key.to_string());
+            }
+        }
+    }
+    assert_eq!(mounted, ["velo.yaml", "app.sql"]);
+    let container = &statefulset["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert_eq!(
+        args,
+        ["server", "--config", "/etc/velostream/config/velo.yaml"]
+    );
+    assert_eq!(
+        config.sql.file.as_deref(),
+        Some(Path::new("/etc/velostream/app/app.sql"))
+    );
 }

@@ -3,7 +3,10 @@
 
     check_compose.py COMPOSE_FILE
 
-Relative to the file's folder: every service has a pinned image or a build whose context and
+The file must follow the Compose specification's JSON schema (`compose_spec.json` beside this
+script, from the compose-spec project as shipped in docker-compose 1.29.2, Apache-2.0): what
+`docker compose config` would refuse. Then, relative to the file's folder: every service has a
+pinned image or a build whose context and
 Dockerfile exist, and a healthcheck; every `depends_on` names a service, and a
 `service_healthy` condition one with a healthcheck; every bind-mounted path exists; every named
 volume is declared. Prints one line per problem and exits 1 when there is any.
@@ -11,7 +14,12 @@ volume is declared. Prints one line per problem and exits 1 when there is any.
 import os
 import sys
 
+import json
+
+import jsonschema
 import yaml
+
+SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compose_spec.json")
 
 
 def pinned(image):
@@ -24,6 +32,11 @@ def check(path):
     with open(path) as f:
         doc = yaml.safe_load(f)
     problems = []
+    with open(SCHEMA) as f:
+        validator = jsonschema.Draft201909Validator(json.load(f))
+    for error in sorted(validator.iter_errors(doc), key=lambda e: list(e.path)):
+        where = ".".join(str(p) for p in error.path) or "(top)"
+        problems.append(f"{where}: schema: {error.message}")
     services = doc.get("services") or {}
     declared = set((doc.get("volumes") or {}).keys())
     if not services:
