@@ -532,6 +532,32 @@ async fn server(args: ServerArgs) -> Result<()> {
     crate::server::serve(config).await
 }
 
+/// Deploys the application `text` (read from `file`) to the server behind `client`, with the
+/// prefixes, default topic, restart policy and job limit of `args`; prints the job ids.
+pub(crate) fn deploy_to_server(
+    client: &crate::server::client::Client,
+    text: &str,
+    file: &str,
+    args: &DeployAppArgs,
+) -> Result<()> {
+    let answer = client.post(
+        "/jobs",
+        &serde_json::json!({
+            "sql": text,
+            "file": file,
+            "job_prefix": args.job_prefix,
+            "group_prefix": args.group_prefix,
+            "default_topic": args.default_topic,
+            "restart_policy": args.restart_policy,
+            "max_jobs": args.max_jobs,
+        }),
+    )?;
+    for id in answer["jobs"].as_array().into_iter().flatten() {
+        println!("{}", id.as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
 pub(crate) async fn deploy_app(args: DeployAppArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| VeloError::Usage(format!("cannot read {}: {e}", args.file.display())))?;
@@ -539,22 +565,7 @@ pub(crate) async fn deploy_app(args: DeployAppArgs) -> Result<()> {
     if let Some(server) = &args.server {
         let client =
             crate::server::client::Client::new(server, std::env::var("VELO_API_TOKEN").ok());
-        let answer = client.post(
-            "/jobs",
-            &serde_json::json!({
-                "sql": text,
-                "file": file,
-                "job_prefix": args.job_prefix,
-                "group_prefix": args.group_prefix,
-                "default_topic": args.default_topic,
-                "restart_policy": args.restart_policy,
-                "max_jobs": args.max_jobs,
-            }),
-        )?;
-        for id in answer["jobs"].as_array().into_iter().flatten() {
-            println!("{}", id.as_str().unwrap_or_default());
-        }
-        return Ok(());
+        return deploy_to_server(&client, &text, &file, &args);
     }
     // In this process: the same job manager as the server's, without HTTP.
     let overrides = crate::server::config::Overrides {

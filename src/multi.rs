@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::error::{Result, VeloError};
 use crate::server::client::{jobs_table, Client};
@@ -42,6 +42,21 @@ pub struct MultiCli {
     pub command: MultiCommand,
 }
 
+/// How `stream-job` and `stream-all` print rows.
+#[derive(Debug, Args)]
+pub struct RowOutput {
+    #[arg(long, default_value = "stdout", value_parser = ["stdout"])]
+    pub output: String,
+    #[arg(long, default_value = "json-lines", value_parser = ["json", "json-lines", "json-pretty"])]
+    pub format: String,
+    /// Wrap each row: {"job_id", "result"}.
+    #[arg(long)]
+    pub include_metadata: bool,
+    /// Keep printing new rows until stopped.
+    #[arg(long)]
+    pub follow: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct JobId {
     #[arg(long)]
@@ -58,36 +73,22 @@ pub enum MultiCommand {
     StreamJob {
         #[arg(long)]
         job_id: String,
-        #[arg(long, default_value = "stdout", value_parser = ["stdout"])]
-        output: String,
-        #[arg(long, default_value = "json-lines", value_parser = ["json", "json-lines", "json-pretty"])]
-        format: String,
-        /// Wrap each row: {"job_id", "result"}.
-        #[arg(long)]
-        include_metadata: bool,
-        /// Keep printing new rows until stopped.
-        #[arg(long)]
-        follow: bool,
+        #[command(flatten)]
+        rows: RowOutput,
         /// Recent rows to print first.
         #[arg(long, default_value_t = 100)]
         tail: usize,
     },
     /// Every job's result rows.
     StreamAll {
-        #[arg(long, default_value = "stdout", value_parser = ["stdout"])]
-        output: String,
-        #[arg(long, default_value = "json-lines", value_parser = ["json", "json-lines", "json-pretty"])]
-        format: String,
-        #[arg(long)]
-        include_metadata: bool,
+        #[command(flatten)]
+        rows: RowOutput,
         /// `job_name=PATTERN` (`*` and `?` wildcards).
         #[arg(long)]
         filter: Option<String>,
         /// Only jobs (re)started at or after this time (RFC 3339, or a duration back from now).
         #[arg(long)]
         since: Option<String>,
-        #[arg(long)]
-        follow: bool,
     },
     /// Run SQL over the jobs' status and recent results (table `job_results`).
     Execute {
@@ -258,15 +259,9 @@ async fn run(cli: MultiCli) -> Result<()> {
     let post = |path: String| c.post(&path, &Value::Null);
     match cli.command {
         MultiCommand::DeployApp(args) => return deploy_app(server, args).await,
-        MultiCommand::StreamJob {
-            job_id,
-            format,
-            include_metadata,
-            follow,
-            tail,
-            ..
-        } => {
-            let shape = RowShape::new(&format, include_metadata);
+        MultiCommand::StreamJob { job_id, rows, tail } => {
+            let follow = rows.follow;
+            let shape = RowShape::new(&rows.format, rows.include_metadata);
             let mut rows = Vec::new();
             c.for_each_line(
                 &format!("/jobs/{job_id}/output?limit={tail}&follow={follow}"),
@@ -275,13 +270,10 @@ async fn run(cli: MultiCli) -> Result<()> {
             shape.finish(rows)?;
         }
         MultiCommand::StreamAll {
-            format,
-            include_metadata,
+            rows,
             filter,
             since,
-            follow,
-            ..
-        } => stream_all(&c, &format, include_metadata, filter, since, follow)?,
+        } => stream_all(&c, &rows, filter, since)?,
         MultiCommand::Execute {
             query,
             format,
@@ -419,6 +411,18 @@ async fn run(cli: MultiCli) -> Result<()> {
 }
 
 async fn deploy_app(server: Option<String>, args: DeployArgs) -> Result<()> {
+    let single = crate::cli::DeployAppArgs {
+        file: args.file.clone(),
+        server: server.clone(),
+        brokers: args.brokers.clone(),
+        config: args.config.clone(),
+        default_topic: args.default_topic.clone(),
+        job_prefix: args.job_prefix.clone(),
+        group_prefix: args.group_prefix.clone(),
+        max_jobs: args.max_jobs,
+        restart_policy: args.restart_policy,
+        continuous: false,
+    };
     if server.is_some() {
         let text = std::fs::read_to_string(&args.file)
             .map_err(|e| VeloError::Usage(format!("cannot read {}: {e}", args.file.display())))?;
@@ -431,37 +435,10 @@ async fn deploy_app(server: Option<String>, args: DeployArgs) -> Result<()> {
                 let _ = c.delete(&format!("/jobs/{id}"));
             }
         }
-        let answer = c.post(
-            "/jobs",
-            &json!({
-                "sql": text,
-                "file": args.file.display().to_string(),
-                "job_prefix": args.job_prefix,
-                "group_prefix": args.group_prefix,
-                "default_topic": args.default_topic,
-                "restart_policy": args.restart_policy,
-                "max_jobs": args.max_jobs,
-            }),
-        )?;
-        for id in answer["jobs"].as_array().into_iter().flatten() {
-            println!("{}", id.as_str().unwrap_or_default());
-        }
-        return Ok(());
+        return crate::cli::deploy_to_server(&c, &text, &args.file.display().to_string(), &single);
     }
     if !args.continuous {
-        return crate::cli::deploy_app(crate::cli::DeployAppArgs {
-            file: args.file,
-            server: None,
-            brokers: args.brokers,
-            config: args.config,
-            default_topic: args.default_topic,
-            job_prefix: args.job_prefix,
-            group_prefix: args.group_prefix,
-            max_jobs: args.max_jobs,
-            restart_policy: args.restart_policy,
-            continuous: false,
-        })
-        .await;
+        return crate::cli::deploy_app(single).await;
     }
     // Here, continuously, behind the HTTP API: the server with the file deployed at start.
     let overrides = crate::server::config::Overrides {
@@ -544,12 +521,11 @@ impl RowShape {
 
 fn stream_all(
     c: &Client,
-    format: &str,
-    include_metadata: bool,
+    rows: &RowOutput,
     filter: Option<String>,
     since: Option<String>,
-    follow: bool,
 ) -> Result<()> {
+    let follow = rows.follow;
     let pattern = match &filter {
         None => None,
         Some(f) => {
@@ -581,7 +557,7 @@ fn stream_all(
         })
         .filter_map(|j| j["job_id"].as_str().map(str::to_string))
         .collect();
-    let shape = Arc::new(RowShape::new(format, include_metadata));
+    let shape = Arc::new(RowShape::new(&rows.format, rows.include_metadata));
     if !follow {
         let mut kept = Vec::new();
         for job in &jobs {

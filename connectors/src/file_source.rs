@@ -527,7 +527,7 @@ fn csv_row_as_json(
         if i > 0 {
             out.push(b',');
         }
-        write_json_string(header.get(i).map_or("", String::as_str), out);
+        crate::codec::text::write_json_string(out, header.get(i).map_or("", String::as_str));
         out.push(b':');
         let boolean = booleans.get(i).copied().unwrap_or(false);
         if value.is_empty() {
@@ -537,27 +537,10 @@ fn csv_row_as_json(
         } else if boolean && value.eq_ignore_ascii_case("false") {
             out.extend_from_slice(b"false");
         } else {
-            write_json_string(value, out);
+            crate::codec::text::write_json_string(out, value);
         }
     }
     out.push(b'}');
-}
-
-/// Appends `text` as a JSON string.
-fn write_json_string(text: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
-    for &b in text.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b if b < 0x20 => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
-            b => out.push(b),
-        }
-    }
-    out.push(b'"');
 }
 
 impl Source for FileSource {
