@@ -6,7 +6,7 @@
 //! Secrets (`ssl.key_password`, `sasl.username`, `sasl.password`) may be given in the file, by
 //! the name of an environment variable (`*_env`) or by a file holding them (`*_file`, as
 //! Kubernetes and Docker secrets are mounted). Their values never appear in logs, answers or
-//! errors: [`redacted`] is how properties are shown.
+//! errors: `velo_connectors::kafka::redacted_properties` is how properties are shown.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -288,8 +288,6 @@ const PRODUCER_ONLY: &[&str] = &[
     "queue.buffering.max.kbytes",
     "compression.type",
 ];
-
-pub use velo_connectors::kafka::redacted_properties as redacted;
 
 /// A secret given directly, by environment variable or by file (the first of these given).
 fn secret(
@@ -578,7 +576,7 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         assert_eq!(properties, expected);
-        let shown = redacted(&properties).join(" ");
+        let shown = velo_connectors::kafka::redacted_properties(&properties).join(" ");
         for secret in ["k3y", "alice", "s3cret"] {
             assert!(!shown.contains(secret), "{shown}");
         }
