@@ -91,8 +91,6 @@ enum RowRead {
     Row,
     /// A row that is counted but cannot be used (reported, the file goes on).
     Bad(String),
-    /// An empty line: not a row.
-    Blank,
     /// The file cannot be read further (reported, the rest is skipped).
     Broken(String),
     End,
@@ -103,19 +101,6 @@ impl Reader {
     /// payload into `out` (empty).
     fn read_row(&mut self, out: &mut Vec<u8>, next: i64) -> RowRead {
         match self {
-            Reader::Lines(lines) => match lines.read_until(b'\n', out) {
-                Ok(0) => RowRead::End,
-                Err(e) => RowRead::Broken(format!("line {}: {e}", next + 1)),
-                Ok(_) => {
-                    while let [.., b'\n' | b'\r'] = out.as_slice() {
-                        out.pop();
-                    }
-                    match out.iter().all(u8::is_ascii_whitespace) {
-                        true => RowRead::Blank,
-                        false => RowRead::Row,
-                    }
-                }
-            },
             Reader::Csv {
                 records,
                 header,
@@ -147,7 +132,8 @@ impl Reader {
                     }
                 }
             },
-            Reader::Parquet(_) => RowRead::End,
+            // Read by `read_json_lines` and as batches.
+            Reader::Lines(_) | Reader::Parquet(_) => RowRead::End,
         }
     }
 }
@@ -182,7 +168,8 @@ pub struct FileSource {
     last_scan: Option<Instant>,
     collector: RecordBatchCollector,
     errors: Vec<String>,
-    /// One JSON line's bytes (reused; not checked as UTF-8 here: the JSON decoder does).
+    /// One row's bytes: a CSV or Avro row as JSON, or a JSON line spanning two reads (reused;
+    /// not checked as UTF-8 here: the JSON decoder does).
     line: Vec<u8>,
 }
 
@@ -454,7 +441,33 @@ impl FileSource {
                 }
             }
         }
-        // Row by row: JSON lines as they are, CSV and Avro rows as JSON text.
+        if let OpenFile {
+            reader: Reader::Lines(lines),
+            name,
+            partition,
+            next,
+            skip_to,
+            modified_ms,
+        } = file
+        {
+            let place = LinePlace {
+                name,
+                partition: *partition,
+                next,
+                skip_to: *skip_to,
+                modified_ms: *modified_ms,
+            };
+            let ended = read_json_lines(lines, &mut self.line, place, &mut self.collector, max)
+                .unwrap_or_else(|why| {
+                    self.errors.push(format!(
+                        "file {}: {why} (the rest of the file is skipped)",
+                        file.name
+                    ));
+                    true
+                });
+            return Ok((self.take_collected(), ended));
+        }
+        // Row by row: CSV and Avro rows as JSON text.
         let mut ended = false;
         while self.collector.len() < max {
             self.line.clear();
@@ -472,7 +485,6 @@ impl FileSource {
                     ended = true;
                     break;
                 }
-                RowRead::Blank => continue,
                 RowRead::Row | RowRead::Bad(_) => {}
             }
             let row = file.next;
@@ -499,6 +511,83 @@ impl FileSource {
     fn take_collected(&mut self) -> Option<SourceBatch> {
         (!self.collector.is_empty()).then(|| self.collector.finish())
     }
+}
+
+/// Where the JSON lines being read come from and which row is next.
+struct LinePlace<'a> {
+    name: &'a str,
+    partition: i32,
+    next: &'a mut i64,
+    skip_to: i64,
+    modified_ms: Option<i64>,
+}
+
+/// Collects JSON lines into `collector` until it holds `max` records; true when the file has
+/// ended. Lines are taken straight from the reader's buffer (found with SIMD `memchr`) and
+/// copied once, into the payload column; only a line that spans two buffer fills goes through
+/// `spill`. Blank lines are not rows. An error names the line it stopped at.
+fn read_json_lines(
+    lines: &mut BufReader<File>,
+    spill: &mut Vec<u8>,
+    place: LinePlace<'_>,
+    collector: &mut RecordBatchCollector,
+    max: usize,
+) -> std::result::Result<bool, String> {
+    let LinePlace {
+        name,
+        partition,
+        next,
+        skip_to,
+        modified_ms,
+    } = place;
+    let take = |line: &[u8], next: &mut i64, collector: &mut RecordBatchCollector| {
+        let mut line = line;
+        while let [rest @ .., b'\r'] = line {
+            line = rest;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let row = *next;
+        *next += 1;
+        if row >= skip_to {
+            let meta = std::iter::empty();
+            collector.push(Some(line), None, name, partition, row, modified_ms, meta);
+        }
+    };
+    while collector.len() < max {
+        let buffer = match lines.fill_buf() {
+            Ok(buffer) => buffer,
+            Err(e) => {
+                spill.clear();
+                return Err(format!("line {}: {e}", *next + 1));
+            }
+        };
+        if buffer.is_empty() {
+            // The last line may have no newline.
+            take(spill, next, collector);
+            spill.clear();
+            return Ok(true);
+        }
+        let used = match memchr::memchr(b'\n', buffer) {
+            Some(end) if spill.is_empty() => {
+                take(&buffer[..end], next, collector);
+                end + 1
+            }
+            Some(end) => {
+                spill.extend_from_slice(&buffer[..end]);
+                take(spill, next, collector);
+                spill.clear();
+                end + 1
+            }
+            None => {
+                spill.extend_from_slice(buffer);
+                buffer.len()
+            }
+        };
+        lines.consume(used);
+    }
+    Ok(false)
 }
 
 /// A Parquet batch of `file` whose first row is row `first`.
@@ -666,5 +755,76 @@ mod tests {
         assert_eq!(a, file_partition(Path::new("/data/2024-01-01.jsonl")));
         assert_ne!(a, file_partition(Path::new("/data/2024-01-02.jsonl")));
         assert!(a >= 0);
+    }
+    /// Reads `text` as a JSON-lines file through a reader buffer of `capacity` bytes, in
+    /// batches of at most `max` records; the payloads and row numbers of every batch.
+    fn json_lines(
+        text: &str,
+        capacity: usize,
+        max: usize,
+        skip_to: i64,
+    ) -> Vec<Vec<(String, i64)>> {
+        let path = std::env::temp_dir().join(format!(
+            "velo-lines-{}-{capacity}.jsonl",
+            std::process::id()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let mut lines = BufReader::with_capacity(capacity, File::open(&path).unwrap());
+        let (mut spill, mut collector, mut next) = (Vec::new(), RecordBatchCollector::new(4), 0);
+        let mut batches = Vec::new();
+        loop {
+            let place = LinePlace {
+                name: "f",
+                partition: 0,
+                next: &mut next,
+                skip_to,
+                modified_ms: None,
+            };
+            let ended =
+                read_json_lines(&mut lines, &mut spill, place, &mut collector, max).unwrap();
+            let batch = collector.finish();
+            let Payload::Encoded(payload) = &batch.payload else {
+                panic!("encoded")
+            };
+            batches.push(
+                (0..arrow::array::Array::len(payload))
+                    .map(|i| {
+                        (
+                            String::from_utf8(payload.value(i).to_vec()).unwrap(),
+                            batch.meta.offset.value(i),
+                        )
+                    })
+                    .collect(),
+            );
+            if ended {
+                break;
+            }
+        }
+        std::fs::remove_file(&path).unwrap();
+        batches
+    }
+
+    #[test]
+    fn json_lines_split_across_buffer_fills_crlf_blank_lines_and_no_final_newline() {
+        let text = "{\"a\":1}\r\n\n   \n{\"a\":22222222222}\n{\"b\":\"x y\"}";
+        let rows = |batches: Vec<Vec<(String, i64)>>| batches.concat();
+        let expected = [
+            ("{\"a\":1}".to_string(), 0),
+            ("{\"a\":22222222222}".to_string(), 1),
+            ("{\"b\":\"x y\"}".to_string(), 2),
+        ];
+        // Every buffer size from one byte (every line spans fills) to the whole file.
+        for capacity in 1..=text.len() + 1 {
+            assert_eq!(
+                rows(json_lines(text, capacity, 100, 0)),
+                expected,
+                "capacity {capacity}"
+            );
+        }
+        // Batches stop at `max` and go on where they stopped; rows before `skip_to` are not kept.
+        let batches = json_lines(text, 5, 2, 0);
+        assert_eq!(batches[0], expected[..2]);
+        assert_eq!(rows(batches[1..].to_vec()), expected[2..]);
+        assert_eq!(rows(json_lines(text, 5, 100, 2)), expected[2..]);
     }
 }

@@ -310,8 +310,11 @@ impl RecordBatchCollector {
 
     /// Finishes the batch of encoded payloads and resets the collector.
     pub fn finish(&mut self) -> SourceBatch {
+        let payload = self.payload.finish();
+        // The next batch is likely the same size: room for it now, not by doubling as it grows.
+        self.payload = BinaryBuilder::with_capacity(payload.len(), payload.values().len());
         SourceBatch {
-            payload: Payload::Encoded(self.payload.finish()),
+            payload: Payload::Encoded(payload),
             meta: self.finish_meta(),
         }
     }
