@@ -51,6 +51,17 @@ pub enum Command {
     ExportState(ExportStateArgs),
     /// Load jobs saved by export-state into a server; they start from their checkpoints.
     ImportState(ImportStateArgs),
+    /// Measure the engine: records/s and records per CPU-second, answers checked.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `velo-sql bench`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Nexmark q0–q2 over generated bids: in this process, and with --via-broker through a
+    /// topic, next to a bare librdkafka consumer of it. Row counts are checked.
+    Nexmark(crate::bench::nexmark::NexmarkArgs),
 }
 
 /// `velo-sql export-state`.
@@ -486,6 +497,9 @@ pub async fn main_with(cli: Cli) -> i32 {
         Command::Jobs(args) => return code_of(jobs(args).await),
         Command::ExportState(args) => return code_of(export_state(args)),
         Command::ImportState(args) => return code_of(import_state(args)),
+        Command::Bench(BenchCommand::Nexmark(args)) => {
+            return code_of(crate::bench::nexmark::run(args).await)
+        }
     };
     match result {
         Ok(stats) => {
@@ -947,6 +961,11 @@ pub(crate) fn execute_spec(args: &ExecuteArgs) -> Result<JobSpec> {
 }
 
 async fn stream(args: StreamArgs) -> Result<JobStats> {
+    crate::job::run(stream_spec(&args)?, JobHooks::default()).await
+}
+
+/// The job `velo-sql stream` runs.
+pub fn stream_spec(args: &StreamArgs) -> Result<crate::job::spec::JobSpec> {
     let read = ReadSpec::Continuous {
         group_id: args.query.group_id.clone(),
         reset: args.auto_offset_reset,
@@ -975,7 +994,7 @@ async fn stream(args: StreamArgs) -> Result<JobStats> {
         state.savepoint = args.from_savepoint.clone();
         spec.state = Some(state);
     }
-    crate::job::run(spec, JobHooks::default()).await
+    Ok(spec)
 }
 
 async fn export(mut args: ExportArgs) -> Result<JobStats> {

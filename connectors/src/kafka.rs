@@ -152,7 +152,10 @@ impl KafkaConnection {
 
     /// A consumer's base settings (metadata clients, sources).
     fn consumer_base(&self) -> ClientConfig {
-        self.client_config(Role::Consumer, &[])
+        // librdkafka stops fetching a partition whose local queue is full (`queued.min.messages`)
+        // and, by default, waits a whole second before fetching it again: a consumer that
+        // drains the queue in milliseconds then idles most of its wall time.
+        self.client_config(Role::Consumer, &[("fetch.queue.backoff.ms", "10".into())])
     }
 
     /// A consumer's settings in group `group` that never commits by itself.
@@ -261,6 +264,67 @@ pub fn names_like(missing: &str, topics: &[String]) -> String {
         shown.join(", "),
         topics.len() - shown.len()
     )
+}
+
+/// Reads every message `topic` holds now, from the beginning of each partition to its end, with
+/// a bare consumer of `connection`'s settings, and counts them: nothing is decoded or kept.
+/// What librdkafka alone costs, for `velo-sql bench` to set the engine against.
+pub fn count_messages(connection: &KafkaConnection, topic: &str) -> Result<u64> {
+    let mut config = connection.consumer_config("velo-sql-count");
+    config.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer<QuietContext> = config
+        .create_with_context(QuietContext)
+        .map_err(|e| ConnectorError::kafka("creating a consumer", e))?;
+    let partitions = connection.partitions(&consumer, topic)?;
+    let mut assignment = TopicPartitionList::new();
+    for &partition in &partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .map_err(|e| ConnectorError::kafka(format!("assigning '{topic}'"), e))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| ConnectorError::kafka(format!("assigning '{topic}'"), e))?;
+    let mut open: std::collections::BTreeSet<i32> = partitions.into_iter().collect();
+    let mut count = 0;
+    while !open.is_empty() {
+        match consumer.poll(connection.timeout) {
+            Some(Ok(_)) => count += 1,
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                open.remove(&partition);
+            }
+            Some(Err(e)) => return Err(ConnectorError::kafka(format!("reading '{topic}'"), e)),
+            None => {
+                return Err(ConnectorError::Config(format!(
+                    "reading '{topic}': nothing arrived for {:?} with partitions {open:?} not at \
+                     their end",
+                    connection.timeout
+                )))
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Deletes `topic` (a benchmark's own); waits up to the connection's timeout for the answer.
+pub async fn delete_topic(connection: &KafkaConnection, topic: &str) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = connection
+        .consumer_base()
+        .create()
+        .map_err(|e| ConnectorError::kafka("creating an admin client", e))?;
+    let options = AdminOptions::new().operation_timeout(Some(connection.timeout));
+    let answers = admin
+        .delete_topics(&[topic], &options)
+        .await
+        .map_err(|e| ConnectorError::kafka(format!("deleting '{topic}'"), e))?;
+    for answer in answers {
+        if let Err((name, code)) = answer {
+            return Err(ConnectorError::Config(format!("deleting '{name}': {code}")));
+        }
+    }
+    Ok(())
 }
 
 /// One client asking the broker for metadata, kept (a health check asks often).
@@ -867,11 +931,18 @@ impl Source for KafkaSource {
             && self.collector.bytes() < crate::source::MAX_BATCH_BYTES
             && !self.exhausted()
         {
-            // Past the deadline the poll waits for nothing but still takes what has arrived:
-            // a zero wait reads everything buffered, up to `max_records`.
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some(polled) = self.consumer.poll(left) else {
-                break;
+            // What librdkafka holds already is taken without a wait (and without reading the
+            // clock); only an empty queue waits, up to the deadline. Past the deadline a batch
+            // still takes everything buffered, up to `max_records`.
+            let polled = match self.consumer.poll(Duration::ZERO) {
+                Some(polled) => polled,
+                None => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self.consumer.poll(left) {
+                        Some(polled) => polled,
+                        None => break,
+                    }
+                }
             };
             let message = match polled {
                 Ok(m) => m,
@@ -930,7 +1001,7 @@ impl Source for KafkaSource {
             self.collector.push(
                 message.payload(),
                 message.key(),
-                message.topic(),
+                &self.topic,
                 partition,
                 offset,
                 message.timestamp().to_millis(),

@@ -1,3 +1,5 @@
+//! Benchmark commands: `velo-sql bench nexmark` ([`nexmark`]) and `velo-sql-multi benchmark`.
+//!
 //! `velo-sql-multi benchmark`: the engine measured in this process, on the built-in trades
 //! generator, through the same job runtime as `velo-sql execute` (generate → JSON → SQL →
 //! JSON lines into a temporary file, removed after). Prints records/s, wall and CPU seconds per run; nothing
@@ -13,6 +15,9 @@
 //!   caps it: the run fails cleanly past it);
 //! - `scalability`: `--concurrent-jobs` copies of the throughput query at once, and their
 //!   total records/s.
+
+mod latency;
+pub mod nexmark;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,7 +91,7 @@ struct Measured {
 }
 
 /// `1M` → 1 000 000.
-fn parse_count(text: &str) -> Result<u64> {
+pub(crate) fn parse_count(text: &str) -> Result<u64> {
     let t = text.trim().to_ascii_uppercase();
     let (digits, factor) = match t.chars().last() {
         Some('K') => (&t[..t.len() - 1], 1_000),
@@ -112,6 +117,20 @@ fn cpu_seconds() -> f64 {
     }
     let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
     t(usage.ru_utime) + t(usage.ru_stime)
+}
+
+/// The job `argv` (`velo-sql execute …` or `velo-sql stream …`) describes, parsed as the
+/// command line is.
+fn spec_of(argv: &[String]) -> Result<crate::job::spec::JobSpec> {
+    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(argv)
+        .map_err(|e| VeloError::Usage(e.to_string()))?;
+    match cli.command {
+        crate::cli::Command::Execute(execute) => crate::cli::execute_spec(&execute),
+        crate::cli::Command::Stream(stream) => crate::cli::stream_spec(&stream),
+        _ => Err(VeloError::Usage(format!(
+            "not an execute or stream command: {argv:?}"
+        ))),
+    }
 }
 
 /// Runs `query` over `count` generated trades; rows go to a discarded JSON-lines file.
@@ -151,12 +170,7 @@ async fn run_one(
     if let Some(limit) = &args.memory_limit {
         argv.extend(["--max-state-memory".into(), limit.clone()]);
     }
-    let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&argv)
-        .map_err(|e| VeloError::Usage(e.to_string()))?;
-    let crate::cli::Command::Execute(execute) = cli.command else {
-        unreachable!("the argv above is an execute command");
-    };
-    let spec = crate::cli::execute_spec(&execute)?;
+    let spec = spec_of(&argv)?;
     let progress = Arc::new(JobProgress::new(name));
     let hooks = JobHooks {
         progress: Some(progress.clone()),

@@ -1,0 +1,99 @@
+//! `velo-sql bench nexmark` through the binary: every run reads every bid, and its rows out
+//! are the answers SQL gives over the generator (counted here by another path).
+
+mod common;
+
+use common::*;
+
+/// The `| run | records | … | rows out |` lines of the command's table: (run, records, rows).
+fn table(out: &str) -> Vec<(String, String, String)> {
+    out.lines()
+        .filter(|l| l.starts_with("| q") || l.starts_with("| raw"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].into(), cells[2].into(), cells[7].into())
+        })
+        .collect()
+}
+
+/// COUNT(*) of the generator's bids where `condition` holds, by `execute` over the generator.
+fn bids_where(events: u64, condition: &str) -> String {
+    let query = format!("SELECT COUNT(*) AS n FROM nexmark WHERE event_type = 2 AND {condition}");
+    let source = format!("generator:nexmark?count={events}");
+    let out = run_ok(&[
+        "execute", "--source", &source, "--query", &query, "--format", "csv",
+    ]);
+    out.lines().nth(1).unwrap().to_string()
+}
+
+#[test]
+fn bench_nexmark_runs_every_query_in_process_and_via_the_broker_with_the_right_answers() {
+    let events = 5000;
+    let bids = bids_where(events, "TRUE");
+    let q2 = bids_where(events, "bid['auction'] % 123 = 0");
+    assert_ne!(q2, "0", "the sample must select some bids");
+    let out = velo_sql()
+        .args(["bench", "nexmark", "--events", "5000", "--via-broker"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = stdout(&out);
+    let row = |run: &str, rows: &str| (run.to_string(), bids.clone(), rows.to_string());
+    assert_eq!(
+        table(&stdout),
+        vec![
+            row("q0 in-process (JSON-lines file)", &bids),
+            row("q0 via broker", &bids),
+            row("q1 in-process (JSON-lines file)", &bids),
+            row("q1 via broker", &bids),
+            row("q2 in-process (JSON-lines file)", &q2),
+            row("q2 via broker", &q2),
+            row("raw consume (librdkafka, nothing decoded)", "-"),
+        ],
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("Nexmark: 5000 events, {bids} bids")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_nexmark_runs_one_query_without_a_broker() {
+    let out = velo_sql()
+        .args(["bench", "nexmark", "--events", "2000", "--query", "q2"])
+        .env("KAFKA_BROKERS", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let runs: Vec<String> = table(&stdout(&out)).into_iter().map(|r| r.0).collect();
+    assert_eq!(runs, ["q2 in-process (JSON-lines file)"]);
+}
+
+#[test]
+fn bench_nexmark_latency_gets_every_result_once_through_a_continuous_job() {
+    let out = velo_sql()
+        .args([
+            "bench",
+            "nexmark",
+            "--latency",
+            "--events",
+            "300",
+            "--rate",
+            "500",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = stdout(&out);
+    // The first bid only creates the input topic; the other 299 are measured, each once.
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| 2"))
+        .unwrap_or_default();
+    assert!(row.starts_with("| 299 | "), "{stdout}");
+    assert!(
+        stdout.contains("Nexmark latency: 299 bids at 500/s"),
+        "{stdout}"
+    );
+}
