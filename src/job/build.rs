@@ -508,9 +508,14 @@ fn connection(spec: &JobSpec) -> KafkaConnection {
         spec.kafka.timeout.max(Duration::from_secs(1)),
     );
     connection.properties.clone_from(&spec.kafka.properties);
-    connection
-        .consumer_properties
-        .clone_from(&spec.kafka.consumer_properties);
+    // A fetch waits on the broker for new records no longer than the job waits to flush a
+    // micro-batch (librdkafka's default is 500 ms, and some brokers hold an idle fetch that
+    // long even when a record arrives meanwhile): what the job's own properties say wins.
+    let wait_ms = spec.runtime.flush_interval.as_millis().clamp(1, 500);
+    connection.consumer_properties =
+        std::iter::once(("fetch.wait.max.ms".into(), wait_ms.to_string()))
+            .chain(spec.kafka.consumer_properties.iter().cloned())
+            .collect();
     connection
         .producer_properties
         .clone_from(&spec.kafka.producer_properties);
