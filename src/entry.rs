@@ -2,9 +2,8 @@
 //! stderr (and into server jobs' logs), an async runtime, and a thread with a stack deep enough
 //! for planning.
 
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{filter_fn, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 
@@ -12,7 +11,10 @@ use tracing_subscriber::Layer;
 pub fn init_logging() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,velostream=info,velo_connectors=info"));
-    tracing_subscriber::registry()
+    // The most detailed level either layer takes (the job logs take INFO and above).
+    let most = Layer::<tracing_subscriber::Registry>::max_level_hint(&filter)
+        .map_or(LevelFilter::TRACE, |hint| hint.max(LevelFilter::INFO));
+    let subscriber = tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
@@ -28,7 +30,20 @@ pub fn init_logging() {
         .with(
             crate::server::logs::JobLogLayer
                 .with_filter(filter_fn(|meta| *meta.level() <= tracing::Level::INFO)),
-        )
+        );
+    if tracing::subscriber::set_global_default(subscriber).is_err() {
+        return;
+    }
+    // Records of the `log` crate become events, up to the level some layer takes: rdkafka
+    // writes two trace records for every message it frees, and building and filtering them
+    // cost about a microsecond a message. `librdkafka` is left out: librdkafka's own lines
+    // reach `tracing` directly (the Kafka contexts), and rdkafka only asks
+    // `log_enabled!(target: "librdkafka", …)` when it makes a client — a question with no
+    // event after it, which leaves the per-layer filters' state of that thread set, so the
+    // next event there (a warning) would be dropped from stderr.
+    let _ = tracing_log::LogTracer::builder()
+        .ignore_crate("librdkafka")
+        .with_max_level(tracing_log::AsLog::as_log(&most))
         .init();
 }
 

@@ -575,6 +575,8 @@ impl ConsumerContext for PositionsContext {
 pub struct KafkaSource {
     consumer: BaseConsumer<PositionsContext>,
     topic: String,
+    /// Whether records' headers are collected (see [`KafkaSource::without_headers`]).
+    with_headers: bool,
     collector: RecordBatchCollector,
     /// Snapshot mode: the end offset (exclusive) still to reach per partition.
     remaining: Option<BTreeMap<i32, i64>>,
@@ -782,6 +784,7 @@ impl KafkaSource {
         Ok(Self {
             consumer,
             topic: topic.to_string(),
+            with_headers: true,
             collector: RecordBatchCollector::new(1024),
             snapshot_partitions,
             snapshot_ends,
@@ -795,6 +798,13 @@ impl KafkaSource {
             checked_positions: Positions::new(),
             reset: Vec::new(),
         })
+    }
+
+    /// Records are collected without their headers (each row's `_headers` is empty): for
+    /// readers that use neither the column nor the headers of bad records.
+    pub fn without_headers(mut self) -> Self {
+        self.with_headers = false;
+        self
     }
 
     /// A snapshot of every partition of `topic` from its start to its end now.
@@ -997,7 +1007,8 @@ impl Source for KafkaSource {
                 continue;
             }
             self.delivered.insert(partition, offset + 1);
-            let headers = message.headers();
+            // Parsing headers allocates per message: only when someone reads them.
+            let headers = self.with_headers.then(|| message.headers()).flatten();
             self.collector.push(
                 message.payload(),
                 message.key(),

@@ -309,7 +309,15 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
                         partition: spec.input.partition,
                     },
                 };
-                Box::new(KafkaSource::open(&connection, topic, read_mode)?)
+                let source = KafkaSource::open(&connection, topic, read_mode)?;
+                // Headers are read by the query's `_headers` or go with bad records to the
+                // dead-letter topic; else they are not parsed at all.
+                let headers_read = adapter.reads_metadata(velo_connectors::record::HEADERS_COLUMN)
+                    || spec.dlq_topic.is_some();
+                Box::new(match headers_read {
+                    true => source,
+                    false => source.without_headers(),
+                })
             }
         };
         // Files have no consumer group keeping their positions: the checkpoint's always count.

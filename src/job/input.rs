@@ -59,6 +59,14 @@ impl InputAdapter {
         self.event_time = Some(index);
     }
 
+    /// Whether the query reads metadata column `name` of this input.
+    pub fn reads_metadata(&self, name: &str) -> bool {
+        self.layout
+            .columns
+            .iter()
+            .any(|c| matches!(c, ScanColumn::Metadata(m) if m == name))
+    }
+
     /// The schema of produced batches.
     pub fn schema(&self) -> &arrow::datatypes::SchemaRef {
         &self.layout.schema
