@@ -72,28 +72,36 @@ fn bench_nexmark_runs_one_query_without_a_broker() {
 
 #[test]
 fn bench_nexmark_latency_gets_every_result_once_through_a_continuous_job() {
-    let out = velo_sql()
-        .args([
-            "bench",
-            "nexmark",
-            "--latency",
-            "--events",
-            "300",
-            "--rate",
-            "500",
-        ])
-        .output()
-        .unwrap();
+    let bids: u64 = bids_where(300, "TRUE").parse().unwrap();
+    let args = [
+        "bench",
+        "nexmark",
+        "--latency",
+        "--events",
+        "300",
+        "--rate",
+        "500",
+    ];
+    let out = velo_sql().args(args).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = stdout(&out);
-    // The first bid only creates the input topic; the other 299 are measured, each once.
-    let row = stdout
-        .lines()
-        .find(|l| l.starts_with("| 2"))
-        .unwrap_or_default();
-    assert!(row.starts_with("| 299 | "), "{stdout}");
-    assert!(
-        stdout.contains("Nexmark latency: 299 bids at 500/s"),
-        "{stdout}"
+    // The first bid only creates the input topic; the others are measured, each once.
+    let measured = bids - 1;
+    let row = format!("| {measured} | ");
+    assert!(stdout.lines().any(|l| l.starts_with(&row)), "{stdout}");
+    let head = format!("Nexmark latency: {measured} bids at 500/s");
+    assert!(stdout.contains(&head), "{stdout}");
+}
+
+#[test]
+fn bench_nexmark_names_the_flag_of_a_count_it_cannot_read() {
+    let out = velo_sql()
+        .args(["bench", "nexmark", "--events", "lots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: --events 'lots' is not a count like 1M\n"
     );
 }

@@ -16,7 +16,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use velo_connectors::generator::nexmark::{self, Event, JsonDialect, NexmarkConfig};
+use velo_connectors::generator::nexmark::{self, JsonDialect};
 use velo_connectors::kafka::{delete_topic, KafkaConnection};
 
 use super::nexmark::NexmarkArgs;
@@ -45,7 +45,7 @@ fn kafka_error(what: &str, e: impl std::fmt::Display) -> VeloError {
 
 /// Runs a latency measurement as `args` say and prints its percentiles.
 pub async fn run(args: &NexmarkArgs, columns: &str) -> Result<()> {
-    let events = parse_count(&args.events)?;
+    let events = parse_count("--events", &args.events)?;
     let rate = args.rate.max(1);
     let (batch, flush) = low_latency_profile();
     let id = std::process::id();
@@ -58,17 +58,19 @@ pub async fn run(args: &NexmarkArgs, columns: &str) -> Result<()> {
         .set("linger.ms", "0")
         .create()
         .map_err(|e| kafka_error("creating the producer", e))?;
-    // Bids of the generator, made before the clock starts.
-    let config = NexmarkConfig::default();
-    let mut bids = Vec::new();
-    let mut n = 0;
-    while (bids.len() as u64) < events {
-        if let Event::Bid(bid) = nexmark::event(&config, n) {
+    // The bids among the generator's first `--events` events, made before the clock starts.
+    let bids: Vec<Vec<u8>> = super::nexmark::bids_of(events)
+        .map(|bid| {
             let mut json = Vec::with_capacity(256);
             nexmark::write_bid_object(&bid, JsonDialect::RisingWave, &mut json);
-            bids.push(json);
-        }
-        n += 1;
+            json
+        })
+        .collect();
+    if bids.len() < 2 {
+        return Err(VeloError::Usage(format!(
+            "--events {events} holds {} bids; a latency run needs at least 2",
+            bids.len()
+        )));
     }
     // The input topic exists before the job subscribes: one record that is not measured.
     producer

@@ -91,7 +91,7 @@ struct Measured {
 }
 
 /// `1M` → 1 000 000.
-pub(crate) fn parse_count(text: &str) -> Result<u64> {
+pub(crate) fn parse_count(flag: &str, text: &str) -> Result<u64> {
     let t = text.trim().to_ascii_uppercase();
     let (digits, factor) = match t.chars().last() {
         Some('K') => (&t[..t.len() - 1], 1_000),
@@ -105,7 +105,7 @@ pub(crate) fn parse_count(text: &str) -> Result<u64> {
         .ok()
         .filter(|n| *n > 0.0)
         .map(|n| (n * factor as f64) as u64)
-        .ok_or_else(|| VeloError::Usage(format!("--data-size '{text}' is not a count like 1M")))
+        .ok_or_else(|| VeloError::Usage(format!("{flag} '{text}' is not a count like 1M")))
 }
 
 /// CPU seconds (user + system) this process has used.
@@ -204,7 +204,7 @@ fn report(m: &Measured) {
 
 /// Runs the benchmark `args` names and prints its measurements.
 pub async fn run(args: BenchArgs) -> Result<()> {
-    let count = parse_count(&args.data_size)?;
+    let count = parse_count("--data-size", &args.data_size)?;
     let percentiles: Vec<f64> = args
         .percentiles
         .split(',')

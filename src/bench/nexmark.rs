@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use velo_connectors::generator::nexmark::{self, Event, JsonDialect, NexmarkConfig};
+use velo_connectors::generator::nexmark::{self, Bid, Event, JsonDialect, NexmarkConfig};
 use velo_connectors::kafka::{count_messages, delete_topic, KafkaConnection};
 
 use super::{cpu_seconds, parse_count};
@@ -43,11 +43,11 @@ pub struct NexmarkArgs {
     #[arg(long, default_value_t = 8192)]
     pub batch_size: usize,
     /// Measure latency instead: a continuous job (`stream`, the low-latency profile) from one
-    /// topic to another, fed `--events` bids at `--rate` per second; prints the percentiles of
+    /// topic to another, fed the bids among `--events` events at `--rate` per second; prints the percentiles of
     /// record produced → its result consumed.
     #[arg(long)]
     pub latency: bool,
-    /// Bids per second produced in a latency run.
+    /// Bids per second produced in a latency run (the bids among `--events` events).
     #[arg(long, default_value_t = 2000)]
     pub rate: u64,
 }
@@ -92,22 +92,28 @@ impl Expected {
 /// Writes the bids among the first `events` generator events to `path` as JSON lines; what the
 /// queries must answer over them.
 fn write_bids(path: &Path, events: u64) -> Result<Expected> {
-    let config = NexmarkConfig::default();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut line = Vec::with_capacity(512);
     let mut expected = Expected::default();
-    for n in 0..events as i64 {
-        if let Event::Bid(bid) = nexmark::event(&config, n) {
-            line.clear();
-            nexmark::write_bid_object(&bid, JsonDialect::RisingWave, &mut line);
-            line.push(b'\n');
-            out.write_all(&line)?;
-            expected.bids += 1;
-            expected.q2 += u64::from(bid.auction % 123 == 0);
-        }
+    for bid in bids_of(events) {
+        line.clear();
+        nexmark::write_bid_object(&bid, JsonDialect::RisingWave, &mut line);
+        line.push(b'\n');
+        out.write_all(&line)?;
+        expected.bids += 1;
+        expected.q2 += u64::from(bid.auction % 123 == 0);
     }
     out.flush()?;
     Ok(expected)
+}
+
+/// The bids among the generator's first `events` events.
+pub(super) fn bids_of(events: u64) -> impl Iterator<Item = Bid> {
+    let config = NexmarkConfig::default();
+    (0..events as i64).filter_map(move |n| match nexmark::event(&config, n) {
+        Event::Bid(bid) => Some(bid),
+        _ => None,
+    })
 }
 
 /// One timed run.
@@ -175,7 +181,7 @@ pub async fn run(args: NexmarkArgs) -> Result<()> {
     if args.latency {
         return super::latency::run(&args, BID_COLUMNS).await;
     }
-    let events = parse_count(&args.events)?;
+    let events = parse_count("--events", &args.events)?;
     let bids = TempFile::new("bids.jsonl");
     let expected = write_bids(&bids.0, events)?;
     let queries: Vec<(&str, &str)> = QUERIES
