@@ -1,9 +1,10 @@
 //! JSON ↔ Arrow.
 //!
-//! Decoding uses arrow-json's tape `Decoder`, column at a time, with the stream's schema: numbers
-//! and numeric strings bound for `Decimal128` columns are parsed from their text, never through
-//! `f64`. A batch that holds a bad record is decoded again record by record to single out the bad
-//! ones; the good ones are then decoded together, so one bad record costs one slow batch, not a
+//! Decoding takes the fast path of [`super::json_flat`] where the schema's columns are scalars and
+//! the batch's records are plain flat objects, and arrow-json's tape `Decoder` otherwise; both
+//! give the same values. Numbers and numeric strings bound for `Decimal128` columns are parsed
+//! from their text, never through `f64`. A batch that holds a bad record is decoded again record
+//! by record to single out the bad ones; the good ones are then decoded together, so one bad record costs one slow batch, not a
 //! lost batch. Encoding uses arrow-json's encoders row by row into one buffer; decimals are
 //! written as exact strings (default) or as JSON numbers with exactly the column's digits.
 
@@ -18,6 +19,7 @@ use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_json::writer::{make_encoder, Encoder, EncoderFactory, EncoderOptions, NullableEncoder};
 
 use super::decimal::{convert_text_columns, text_schema, DecimalRounding};
+use super::json_flat::FlatDecoder;
 use super::{DecodeFailure, Decoded, EncodedRows};
 use crate::{ConnectorError, Result};
 
@@ -28,6 +30,8 @@ pub struct JsonDecoder {
     text_schema: Option<SchemaRef>,
     rounding: DecimalRounding,
     decoder: Decoder,
+    /// The fast path, when every column of the decoding schema is a scalar it reads.
+    flat: Option<FlatDecoder>,
     /// Rows the decoder holds before it must be flushed; grown to the largest batch seen.
     capacity: usize,
 }
@@ -46,13 +50,25 @@ impl JsonDecoder {
     pub fn new(schema: SchemaRef) -> Result<Self> {
         let capacity = 1024;
         let text_schema = text_schema(&schema);
-        let decoder = Self::build(text_schema.as_ref().unwrap_or(&schema), capacity)?;
+        let decoding = text_schema.as_ref().unwrap_or(&schema);
+        let decoder = Self::build(decoding, capacity)?;
+        let flat = FlatDecoder::new(decoding);
         Ok(Self {
             schema,
             text_schema,
             rounding: DecimalRounding::Exact,
             decoder,
+            flat,
             capacity,
+        })
+    }
+
+    /// The same decoder without the fast path: the oracle of its tests.
+    #[cfg(test)]
+    pub(super) fn tape_only(schema: SchemaRef) -> Result<Self> {
+        Ok(Self {
+            flat: None,
+            ..Self::new(schema)?
         })
     }
 
@@ -131,6 +147,13 @@ impl JsonDecoder {
     }
 
     fn decode_records(&mut self, payloads: &BinaryArray) -> Result<Decoded> {
+        if let Some(batch) = self.flat.as_mut().and_then(|f| f.decode(payloads)) {
+            return Ok(Decoded {
+                batch,
+                keep: None,
+                failures: Vec::new(),
+            });
+        }
         if payloads.len() > self.capacity {
             self.capacity = payloads.len().next_power_of_two();
             self.rebuild()?;

@@ -10,6 +10,7 @@ pub mod bridge;
 pub mod cell;
 pub mod decimal;
 pub mod json;
+mod json_flat;
 pub mod protobuf;
 pub mod text;
 
