@@ -6,9 +6,11 @@
 //! `fixed` → `Decimal128(precision, scale)`, `timestamp-millis`/`-micros` → Timestamp,
 //! `date` → Date32, `uuid` → Utf8, `bytes`/`fixed` → Binary.
 //!
-//! Decoding reads each datum with apache-avro and bridges it through exact JSON text into the
-//! column decoder of [`super::json`] (decimals travel as their exact digits), so a record that
-//! does not match its schema is reported by index with the reason, like bad JSON. Encoding builds
+//! Decoding takes the columnar fast path of [`super::avro_columnar`] (arrow-avro) for flat
+//! records, batch by batch. Otherwise it reads each datum with apache-avro and bridges it through
+//! exact JSON text into the column decoder of [`super::json`] (decimals travel as their exact
+//! digits), so a record that does not match its schema is reported by index with the reason,
+//! like bad JSON. Encoding builds
 //! one Avro datum per row; decimals are rescaled exactly to the output schema's scale, and a
 //! value that would lose digits or does not fit the precision is an error for that row, never
 //! a silent truncation.
@@ -25,6 +27,7 @@ use arrow::datatypes::{
     SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampNanosecondType,
 };
 
+use super::avro_columnar::ColumnarAvro;
 use super::bridge::JsonBridge;
 use super::cell::{epoch_nanos_at, float_at, integer_at};
 use super::text::{
@@ -243,6 +246,10 @@ pub struct AvroDecoder {
     /// Confluent wire format: writer schemas come from the registry by id.
     registry: Option<Arc<SchemaRegistry>>,
     writers: HashMap<u32, AvroSchema>,
+    /// The columnar path for `writer` (raw datums), where its records are flat.
+    columnar: Option<ColumnarAvro>,
+    /// The columnar path per registry schema id, where its records are flat.
+    columnar_by_id: HashMap<u32, Option<ColumnarAvro>>,
 }
 
 /// The longest byte string, string, array or map block an Avro datum may announce: a length
@@ -257,10 +264,21 @@ impl AvroDecoder {
         // The library's limit is process-wide and set once.
         apache_avro::util::max_allocation_bytes(MAX_AVRO_LENGTH);
         Ok(Self {
+            columnar: ColumnarAvro::new(&writer, &columns),
             writer,
             bridge: JsonBridge::new(columns)?,
             registry: None,
             writers: HashMap::new(),
+            columnar_by_id: HashMap::new(),
+        })
+    }
+
+    /// The same decoder without the columnar path: the oracle of its tests.
+    #[cfg(test)]
+    pub(super) fn values_only(writer: AvroSchema, columns: SchemaRef) -> Result<Self> {
+        Ok(Self {
+            columnar: None,
+            ..Self::new(writer, columns)?
         })
     }
 
@@ -277,6 +295,38 @@ impl AvroDecoder {
 
     /// Decodes one datum per payload; bad ones are reported and left out.
     pub fn decode(&mut self, payloads: &BinaryArray) -> Result<Decoded> {
+        if let Some(batch) = self.decode_columnar(payloads) {
+            return Ok(Decoded {
+                batch,
+                keep: None,
+                failures: Vec::new(),
+            });
+        }
+        self.decode_values(payloads)
+    }
+
+    /// The columnar path: the whole batch, or `None` when the value-tree path must decide.
+    fn decode_columnar(&mut self, payloads: &BinaryArray) -> Option<RecordBatch> {
+        let count = payloads.len();
+        if self.registry.is_none() {
+            return self.columnar.as_mut()?.decode(count, payloads.iter());
+        }
+        // Registry framing: every record must carry the same schema id, already fetched.
+        let id = split_frame(payloads.iter().next()??).ok()?.0;
+        let columns = self.bridge.columns();
+        let columnar = self
+            .columnar_by_id
+            .entry(id)
+            .or_insert_with(|| ColumnarAvro::new(self.writers.get(&id)?, columns))
+            .as_mut()?;
+        let bodies = payloads.iter().map(|p| match split_frame(p?) {
+            Ok((this, body)) if this == id => Some(body),
+            _ => None,
+        });
+        columnar.decode(count, bodies)
+    }
+
+    fn decode_values(&mut self, payloads: &BinaryArray) -> Result<Decoded> {
         for i in 0..payloads.len() {
             if payloads.is_null(i) {
                 self.bridge

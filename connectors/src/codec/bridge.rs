@@ -32,6 +32,11 @@ impl JsonBridge {
         })
     }
 
+    /// The columns of decoded batches.
+    pub fn columns(&self) -> &SchemaRef {
+        self.json.schema()
+    }
+
     /// See [`JsonDecoder::set_decimal_rounding`].
     pub fn set_decimal_rounding(&mut self, rounding: super::decimal::DecimalRounding) {
         self.json.set_decimal_rounding(rounding);

@@ -6,6 +6,7 @@
 //! batch. An encoder turns a `RecordBatch` into one encoded message per row.
 
 pub mod avro;
+mod avro_columnar;
 pub mod bridge;
 pub mod cell;
 pub mod decimal;

@@ -1,0 +1,462 @@
+//! The fast path of Avro decoding: arrow-avro's columnar decoder, for flat records.
+//!
+//! [`super::avro`] reads each datum into an apache-avro value tree and bridges it through JSON
+//! text; that tree is most of its cost. arrow-avro decodes datums straight into Arrow arrays.
+//! This module runs it for writer schemas that are records of scalars (primitives, enums, fixed,
+//! decimals, dates, times, timestamps, each possibly in a union with null) whose Arrow types are
+//! the stream's columns' types, or one cheap conversion away (a UTC timestamp → a timestamp
+//! without zone, a dictionary of strings → strings, fixed → binary). Arrays, maps, nested records
+//! and other unions stay on the value-tree path; so does any batch arrow-avro does not decode
+//! whole — a bad datum, trailing bytes, a decimal wider than its precision — so the errors users
+//! see are the value-tree path's, record by record.
+//!
+//! arrow-avro reads some bytes more leniently than apache-avro: a boolean byte other than 0 or
+//! 1 is `true`, and the UTF-8 of a string is checked when its column is built. Datums written by
+//! an Avro library never contain either.
+
+use std::sync::Arc;
+
+use apache_avro::schema::Schema as AvroSchema;
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow_avro::reader::{Decoder, ReaderBuilder};
+use arrow_avro::schema::{AvroSchema as ArrowAvroSchema, Fingerprint, SchemaStore};
+
+use crate::registry::frame_header;
+
+/// The schema id the datums of one writer schema are framed with for arrow-avro.
+const FRAME_ID: u32 = 0;
+
+/// Decodes datums of one writer schema into batches of the stream's columns.
+pub(super) struct ColumnarAvro {
+    columns: SchemaRef,
+    writer: String,
+    /// For each column: its index in arrow-avro's batch and how it is converted.
+    take: Vec<(usize, Convert)>,
+    /// `None` after a batch it could not decode whole (its builders then hold part of a row).
+    decoder: Option<Decoder>,
+    capacity: usize,
+    /// One datum behind the Confluent frame arrow-avro's streaming decoder reads.
+    frame: Vec<u8>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Convert {
+    Same,
+    /// A timestamp in UTC → the same instants without a zone.
+    DropZone,
+    /// Dictionary-encoded enum symbols or fixed bytes → the column's type, by `cast`.
+    Cast,
+    /// A decimal whose digits are checked against its precision.
+    CheckPrecision(u8),
+}
+
+impl ColumnarAvro {
+    /// A decoder for datums written with `writer`, or `None` when its records are not ones this
+    /// path reads.
+    pub(super) fn new(writer: &AvroSchema, columns: &SchemaRef) -> Option<Self> {
+        if !flat_record(writer) {
+            return None;
+        }
+        // Through a JSON value: apache-avro writes some keys of a fixed decimal twice.
+        let text = serde_json::to_value(writer).ok()?.to_string();
+        let decoder = build(&text, 1).ok()?;
+        let decoded = decoder.schema();
+        let take = columns
+            .fields()
+            .iter()
+            .map(|column| {
+                let (index, field) = decoded.column_with_name(column.name())?;
+                let convert = match (field.data_type(), column.data_type()) {
+                    (DataType::Decimal128(p, s), DataType::Decimal128(q, t))
+                        if (p, s) == (q, t) =>
+                    {
+                        Convert::CheckPrecision(*p)
+                    }
+                    (from, to) if from == to => Convert::Same,
+                    (DataType::Timestamp(u, Some(tz)), DataType::Timestamp(v, None))
+                        if u == v && matches!(tz.as_ref(), "+00:00" | "UTC") =>
+                    {
+                        Convert::DropZone
+                    }
+                    (DataType::Dictionary(_, v), DataType::Utf8) if **v == DataType::Utf8 => {
+                        Convert::Cast
+                    }
+                    (DataType::FixedSizeBinary(_), DataType::Binary) => Convert::Cast,
+                    _ => return None,
+                };
+                Some((index, convert))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            columns: columns.clone(),
+            writer: text,
+            take,
+            decoder: Some(decoder),
+            capacity: 1,
+            frame: frame_header(FRAME_ID).to_vec(),
+        })
+    }
+
+    /// The batch of `datums` (unframed Avro bodies, one row each), or `None` when the value-tree
+    /// path must decide.
+    pub(super) fn decode<'a>(
+        &mut self,
+        count: usize,
+        datums: impl Iterator<Item = Option<&'a [u8]>>,
+    ) -> Option<RecordBatch> {
+        let batch = self.decode_whole(count, datums);
+        if batch.is_none() {
+            self.decoder = None;
+        }
+        batch
+    }
+
+    fn decode_whole<'a>(
+        &mut self,
+        count: usize,
+        datums: impl Iterator<Item = Option<&'a [u8]>>,
+    ) -> Option<RecordBatch> {
+        if count > self.capacity || self.decoder.is_none() {
+            self.capacity = self.capacity.max(count.next_power_of_two());
+            self.decoder = Some(build(&self.writer, self.capacity).ok()?);
+        }
+        let decoder = self.decoder.as_mut()?;
+        for datum in datums {
+            self.frame.truncate(5);
+            self.frame.extend_from_slice(datum?);
+            let room = decoder.capacity();
+            let read = decoder.decode(&self.frame).ok()?;
+            if read != self.frame.len() || decoder.capacity() + 1 != room {
+                return None;
+            }
+        }
+        let Some(decoded) = decoder.flush().ok()? else {
+            return Some(RecordBatch::new_empty(self.columns.clone()));
+        };
+        let arrays = self
+            .take
+            .iter()
+            .zip(self.columns.fields())
+            .map(|(&(index, convert), column)| {
+                let array = decoded.column(index);
+                Some(match convert {
+                    Convert::Same => array.clone(),
+                    Convert::DropZone => drop_zone(array),
+                    Convert::Cast => cast(array, column.data_type()).ok()?,
+                    Convert::CheckPrecision(p) => {
+                        let decimals = array.as_primitive::<arrow::datatypes::Decimal128Type>();
+                        decimals.validate_decimal_precision(p).ok()?;
+                        array.clone()
+                    }
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        RecordBatch::try_new(self.columns.clone(), arrays).ok()
+    }
+}
+
+fn build(writer: &str, capacity: usize) -> Result<Decoder, arrow::error::ArrowError> {
+    let mut store = SchemaStore::new_with_type(arrow_avro::schema::FingerprintAlgorithm::Id);
+    store.set(
+        Fingerprint::Id(FRAME_ID),
+        ArrowAvroSchema::new(writer.to_string()),
+    )?;
+    ReaderBuilder::new()
+        .with_batch_size(capacity)
+        .with_writer_schema_store(store)
+        .build_decoder()
+}
+
+fn drop_zone(array: &ArrayRef) -> ArrayRef {
+    use arrow::datatypes::{
+        TimestampMicrosecondType as Us, TimestampMillisecondType as Ms,
+        TimestampNanosecondType as Ns, TimestampSecondType as S,
+    };
+    match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => Arc::new(
+            array
+                .as_primitive::<S>()
+                .clone()
+                .with_timezone_opt(None::<String>),
+        ),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Arc::new(
+            array
+                .as_primitive::<Ms>()
+                .clone()
+                .with_timezone_opt(None::<String>),
+        ),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => Arc::new(
+            array
+                .as_primitive::<Us>()
+                .clone()
+                .with_timezone_opt(None::<String>),
+        ),
+        _ => Arc::new(
+            array
+                .as_primitive::<Ns>()
+                .clone()
+                .with_timezone_opt(None::<String>),
+        ),
+    }
+}
+
+/// A record whose fields are scalars, or unions of null and one scalar.
+fn flat_record(schema: &AvroSchema) -> bool {
+    fn scalar(schema: &AvroSchema) -> bool {
+        use AvroSchema as S;
+        matches!(
+            schema,
+            S::Boolean
+                | S::Int
+                | S::Long
+                | S::Float
+                | S::Double
+                | S::Bytes
+                | S::String
+                | S::Enum(_)
+                | S::Fixed(_)
+                | S::Decimal(_)
+                | S::Date
+                | S::TimeMillis
+                | S::TimeMicros
+                | S::TimestampMillis
+                | S::TimestampMicros
+                | S::TimestampNanos
+                | S::LocalTimestampMillis
+                | S::LocalTimestampMicros
+                | S::LocalTimestampNanos
+        )
+    }
+    let AvroSchema::Record(record) = schema else {
+        return false;
+    };
+    record.fields.iter().all(|f| match &f.schema {
+        AvroSchema::Union(u) => {
+            let v = u.variants();
+            v.len() == 2
+                && v.iter().any(|s| matches!(s, AvroSchema::Null))
+                && v.iter().all(|s| matches!(s, AvroSchema::Null) || scalar(s))
+        }
+        other => scalar(other),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::avro::{arrow_schema, parse_schema, AvroDecoder};
+    use apache_avro::types::Value;
+    use arrow::array::BinaryArray;
+    use arrow::datatypes::Schema;
+
+    const FLAT: &str = r#"{"type":"record","name":"Everything","fields":[
+        {"name":"flag","type":"boolean"},
+        {"name":"small","type":"int"},
+        {"name":"big","type":"long"},
+        {"name":"ratio","type":"float"},
+        {"name":"score","type":["null","double"],"default":null},
+        {"name":"blob","type":"bytes"},
+        {"name":"name","type":"string"},
+        {"name":"note","type":["string","null"]},
+        {"name":"side","type":{"type":"enum","name":"Side","symbols":["BUY","SELL"]}},
+        {"name":"tag","type":{"type":"fixed","name":"Tag","size":3}},
+        {"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}},
+        {"name":"cost","type":["null",{"type":"fixed","name":"Cost","size":8,"logicalType":"decimal","precision":18,"scale":4}]},
+        {"name":"day","type":{"type":"int","logicalType":"date"}},
+        {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},
+        {"name":"at_us","type":["null",{"type":"long","logicalType":"timestamp-micros"}]},
+        {"name":"local","type":{"type":"long","logicalType":"local-timestamp-millis"}},
+        {"name":"clock","type":{"type":"int","logicalType":"time-millis"}}]}"#;
+
+    /// A small deterministic generator (xorshift).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+        fn signed(&mut self) -> i64 {
+            match self.next(4) {
+                0 => 0,
+                1 => i64::MIN + self.next(3) as i64,
+                2 => i64::MAX - self.next(3) as i64,
+                _ => self.next(2_000_001) as i64 - 1_000_000,
+            }
+        }
+    }
+
+    /// `digits` as big-endian two's complement: `size` bytes, or as few as hold it.
+    fn decimal(digits: i128, size: Option<usize>) -> Value {
+        let bytes = digits.to_be_bytes();
+        let mut start = 16 - size.unwrap_or(16);
+        if size.is_none() {
+            let sign = if digits < 0 { 0xff } else { 0 };
+            while start < 15 && bytes[start] == sign && (bytes[start + 1] ^ sign) & 0x80 == 0 {
+                start += 1;
+            }
+        }
+        Value::Decimal(apache_avro::Decimal::from(bytes[start..].to_vec()))
+    }
+
+    fn record(rng: &mut Rng) -> Value {
+        let nullable = |rng: &mut Rng, v: Value| {
+            if rng.next(3) == 0 {
+                Value::Union(0, Box::new(Value::Null))
+            } else {
+                Value::Union(1, Box::new(v))
+            }
+        };
+        let note = if rng.next(3) == 0 {
+            Value::Union(1, Box::new(Value::Null))
+        } else {
+            Value::Union(
+                0,
+                Box::new(Value::String("é\"\\".repeat(rng.next(3) as usize))),
+            )
+        };
+        let score = Value::Double(rng.signed() as f64 / 7.0);
+        let score = nullable(rng, score);
+        let cost = decimal(rng.signed() as i128 % 10i128.pow(17), Some(8));
+        let cost = nullable(rng, cost);
+        let at_us = Value::TimestampMicros(rng.signed() / 3);
+        let at_us = nullable(rng, at_us);
+        Value::Record(vec![
+            ("flag".into(), Value::Boolean(rng.next(2) == 1)),
+            ("small".into(), Value::Int(rng.signed() as i32)),
+            ("big".into(), Value::Long(rng.signed())),
+            ("ratio".into(), Value::Float(rng.signed() as f32 / 3.0)),
+            ("score".into(), score),
+            (
+                "blob".into(),
+                Value::Bytes(vec![0xff; rng.next(4) as usize]),
+            ),
+            ("name".into(), Value::String(format!("n{}", rng.next(1000)))),
+            ("note".into(), note),
+            ("side".into(), {
+                let i = rng.next(2) as u32;
+                Value::Enum(i, ["BUY", "SELL"][i as usize].into())
+            }),
+            (
+                "tag".into(),
+                Value::Fixed(3, vec![rng.next(256) as u8, 0, 7]),
+            ),
+            (
+                "price".into(),
+                decimal(rng.signed() as i128 % 1_000_000_000, None),
+            ),
+            ("cost".into(), cost),
+            ("day".into(), Value::Date(rng.signed() as i32 % 100_000)),
+            ("at".into(), Value::TimestampMillis(rng.signed() / 1000)),
+            ("at_us".into(), at_us),
+            (
+                "local".into(),
+                Value::LocalTimestampMillis(rng.signed() / 1000),
+            ),
+            (
+                "clock".into(),
+                Value::TimeMillis(rng.next(86_400_000) as i32),
+            ),
+        ])
+    }
+
+    fn datum(schema: &AvroSchema, value: Value) -> Vec<u8> {
+        apache_avro::to_avro_datum(schema, value).unwrap()
+    }
+
+    /// The property that makes the columnar path safe: the decoder gives exactly what the
+    /// value-tree path alone gives, batch, failures and all. Returns whether it was taken.
+    fn check(schema: &AvroSchema, columns: &SchemaRef, payloads: &[&[u8]]) -> bool {
+        let input = BinaryArray::from_iter_values(payloads.iter().copied());
+        let both = AvroDecoder::new(schema.clone(), columns.clone())
+            .unwrap()
+            .decode(&input)
+            .unwrap();
+        let values = AvroDecoder::values_only(schema.clone(), columns.clone())
+            .unwrap()
+            .decode(&input)
+            .unwrap();
+        assert_eq!(both.batch, values.batch);
+        assert_eq!(both.keep, values.keep);
+        assert_eq!(both.failures, values.failures);
+        ColumnarAvro::new(schema, columns)
+            .unwrap()
+            .decode(input.len(), input.iter())
+            .is_some()
+    }
+
+    #[test]
+    fn flat_records_decode_columnar_to_the_value_paths_batch() {
+        let schema = parse_schema(FLAT).unwrap();
+        let columns = arrow_schema(&schema).unwrap();
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let rows: Vec<Vec<u8>> = (0..500).map(|_| datum(&schema, record(&mut rng))).collect();
+        let rows: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
+        assert!(check(&schema, &columns, &rows));
+        assert!(check(&schema, &columns, &rows[..1]));
+        assert!(check(&schema, &columns, &[]));
+        // A projection: the columns a query reads, in its order.
+        let some = Arc::new(Schema::new(vec![
+            columns.field_with_name("price").unwrap().clone(),
+            columns.field_with_name("name").unwrap().clone(),
+            columns.field_with_name("at").unwrap().clone(),
+        ]));
+        assert!(check(&schema, &some, &rows));
+    }
+
+    #[test]
+    fn a_batch_with_a_bad_datum_is_left_to_the_value_path() {
+        let schema = parse_schema(FLAT).unwrap();
+        let columns = arrow_schema(&schema).unwrap();
+        let mut rng = Rng(7);
+        let good = datum(&schema, record(&mut rng));
+        let mut bad: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            good[..good.len() - 1].to_vec(),
+            [good.as_slice(), &[0]].concat(),
+            b"\x02not avro at all".to_vec(),
+        ];
+        // A decimal wider than its precision (9 digits): 10^9.
+        let mut wide = record(&mut rng);
+        if let Value::Record(fields) = &mut wide {
+            fields[10].1 = decimal(1_000_000_000, None);
+        }
+        bad.push(datum(&schema, wide));
+        for datum in &bad {
+            assert!(
+                !check(&schema, &columns, &[good.as_slice(), datum]),
+                "{datum:?}"
+            );
+        }
+        // Every truncation of a good datum.
+        for end in 0..good.len() {
+            assert!(!check(&schema, &columns, &[&good[..end]]), "{end}");
+        }
+        assert!(check(&schema, &columns, &[good.as_slice()]));
+    }
+
+    #[test]
+    fn records_with_arrays_maps_nested_records_or_uuids_have_no_columnar_path() {
+        for field in [
+            r#"{"type":"array","items":"long"}"#,
+            r#"{"type":"map","values":"long"}"#,
+            r#"{"type":"record","name":"In","fields":[{"name":"x","type":"long"}]}"#,
+            r#"{"type":"string","logicalType":"uuid"}"#,
+            r#"["null","long","string"]"#,
+        ] {
+            let text = format!(
+                r#"{{"type":"record","name":"R","fields":[{{"name":"a","type":"long"}},{{"name":"f","type":{field}}}]}}"#
+            );
+            let schema = parse_schema(&text).unwrap();
+            let columns = Arc::new(Schema::new(vec![arrow::datatypes::Field::new(
+                "a",
+                DataType::Int64,
+                false,
+            )]));
+            assert!(ColumnarAvro::new(&schema, &columns).is_none(), "{field}");
+        }
+    }
+}
