@@ -31,7 +31,7 @@ pub struct JsonDecoder {
     rounding: DecimalRounding,
     decoder: Decoder,
     /// The fast path, when every column of the decoding schema is a scalar it reads.
-    flat: Option<FlatDecoder>,
+    flat: Option<Box<FlatDecoder>>,
     /// Rows the decoder holds before it must be flushed; grown to the largest batch seen.
     capacity: usize,
 }
@@ -52,7 +52,7 @@ impl JsonDecoder {
         let text_schema = text_schema(&schema);
         let decoding = text_schema.as_ref().unwrap_or(&schema);
         let decoder = Self::build(decoding, capacity)?;
-        let flat = FlatDecoder::new(decoding);
+        let flat = FlatDecoder::new(decoding).map(Box::new);
         Ok(Self {
             schema,
             text_schema,

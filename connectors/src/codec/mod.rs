@@ -13,6 +13,7 @@ pub mod decimal;
 pub mod json;
 mod json_flat;
 pub mod protobuf;
+mod protobuf_columnar;
 pub mod text;
 
 pub use json::{DecimalFormat, JsonDecoder, JsonEncoder};

@@ -10,7 +10,9 @@
 //! undeclared, it is `DECIMAL(38, 10)`. Values are converted exactly; one that would lose digits
 //! is an error for its record.
 //!
-//! Decoding bridges each message through exact JSON text into [`super::json`], like Avro.
+//! Decoding reads flat messages straight from the wire into Arrow ([`super::protobuf_columnar`]),
+//! batch by batch; other messages, and batches that path gives back, are bridged through exact
+//! JSON text into [`super::json`], like Avro.
 //! Encoding builds one `DynamicMessage` per row; decimals are written with the column's scale.
 
 use std::path::Path;
@@ -28,6 +30,7 @@ use prost_reflect::{
 use super::avro::EncodeFailure;
 use super::bridge::JsonBridge;
 use super::cell::{epoch_nanos_at, float_at, integer_at};
+use super::protobuf_columnar::ColumnarProtobuf;
 use super::text::{rescale, write_decimal, write_hex, write_json_string};
 use super::{Decoded, EncodedRows};
 use crate::registry::{
@@ -334,15 +337,27 @@ pub struct ProtobufDecoder {
     bridge: JsonBridge,
     /// Confluent wire format: records carry a registry schema id and message indexes.
     registry: Option<Arc<SchemaRegistry>>,
+    /// The columnar path, where the columns are ones it reads.
+    columnar: Option<ColumnarProtobuf>,
 }
 
 impl ProtobufDecoder {
     /// A decoder of `message` payloads producing `columns`.
     pub fn new(message: MessageDescriptor, columns: SchemaRef) -> Result<Self> {
         Ok(Self {
+            columnar: ColumnarProtobuf::new(&message, &columns),
             message,
             bridge: JsonBridge::new(columns)?,
             registry: None,
+        })
+    }
+
+    /// The same decoder without the columnar path: the oracle of its tests.
+    #[cfg(test)]
+    pub(super) fn values_only(message: MessageDescriptor, columns: SchemaRef) -> Result<Self> {
+        Ok(Self {
+            columnar: None,
+            ..Self::new(message, columns)?
         })
     }
 
@@ -376,6 +391,38 @@ impl ProtobufDecoder {
 
     /// Decodes one message per payload; bad ones are reported and left out.
     pub fn decode(&mut self, payloads: &BinaryArray) -> Result<Decoded> {
+        if let Some(batch) = self.decode_columnar(payloads)? {
+            return Ok(Decoded {
+                batch,
+                keep: None,
+                failures: Vec::new(),
+            });
+        }
+        self.decode_values(payloads)
+    }
+
+    /// The columnar path: the whole batch, or `None` when the value-tree path must decide.
+    fn decode_columnar(&mut self, payloads: &BinaryArray) -> Result<Option<RecordBatch>> {
+        if self.columnar.is_none() {
+            return Ok(None);
+        }
+        let count = payloads.len();
+        if self.registry.is_none() {
+            let columnar = self.columnar.as_mut().expect("checked above");
+            return Ok(columnar.decode(count, payloads.iter()));
+        }
+        let mut messages = Vec::with_capacity(count);
+        for payload in payloads.iter() {
+            match payload.map(|p| self.unframe(p)).transpose()? {
+                Some(Ok(message)) => messages.push(Some(message)),
+                _ => return Ok(None),
+            }
+        }
+        let columnar = self.columnar.as_mut().expect("checked above");
+        Ok(columnar.decode(count, messages.into_iter()))
+    }
+
+    fn decode_values(&mut self, payloads: &BinaryArray) -> Result<Decoded> {
         for i in 0..payloads.len() {
             if payloads.is_null(i) {
                 self.bridge

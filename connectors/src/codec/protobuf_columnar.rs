@@ -1,0 +1,836 @@
+//! The fast path of Protobuf decoding: flat messages read from the wire straight into Arrow.
+//!
+//! [`super::protobuf`] decodes each message into a prost-reflect `DynamicMessage` and bridges it
+//! through JSON text; this module reads the wire format itself, driven by the descriptor, into
+//! one builder per column, for messages whose fields are singular scalars, enums, the decimal
+//! message or `google.protobuf.Timestamp` (columns of the natural types, any decimal precision
+//! and scale, any timestamp unit). It gives the same values as the JSON bridge: proto3 defaults
+//! for absent fields without presence, null for absent fields with presence, the last value of a
+//! field written twice, an enum's name (its number when unknown), null for a NaN or infinite
+//! float. Anything else in a batch — a malformed message, a wire type that does not fit its
+//! field, a decimal that does not fit its column exactly, a repeated message field — makes it
+//! give the batch back (`None`), and the value-tree path decides, errors included.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Decimal128Builder, Float32Builder, Float64Builder, Int32Builder,
+    Int64Builder, RecordBatch, StringBuilder, UInt32Builder, UInt64Builder,
+};
+use arrow::datatypes::{
+    DataType, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
+};
+use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
+
+use super::text::{fits_precision, rescale};
+
+/// Field numbers above this leave the message to the value-tree path (the lookup is a table).
+const MAX_FIELD_NUMBER: u32 = 4096;
+
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LEN: u8 = 2;
+const FIXED32: u8 = 5;
+
+/// Decodes messages of one type into batches of the stream's columns.
+pub(super) struct ColumnarProtobuf {
+    columns: SchemaRef,
+    /// What each field number of the message is to this path (numbers past the end: unknown).
+    fields: Vec<Entry>,
+    reads: Vec<Read>,
+    /// The current row's value of each column.
+    slots: Vec<Slot>,
+    /// The current row's last field number set in each oneof (0: none).
+    winners: Vec<u32>,
+}
+
+/// A field number of the message.
+#[derive(Clone)]
+struct Entry {
+    role: Role,
+    /// The oneof it belongs to, if any.
+    oneof: Option<u16>,
+}
+
+#[derive(Clone)]
+enum Role {
+    /// Not in the message: skipped, as prost-reflect keeps it unread.
+    Unknown,
+    /// Read into this column.
+    Column(u16),
+    /// Not read, but checked as prost-reflect checks it (wire type, UTF-8, a decimal's or a
+    /// timestamp's fields).
+    Check(Scalar),
+    /// Repeated, map or other message fields: when present, the batch goes to the value path.
+    Bail,
+}
+
+/// How a column's field is read.
+#[derive(Clone)]
+struct Read {
+    kind: Scalar,
+    /// Absent means null (proto2 optional, proto3 `optional`, oneof members, messages);
+    /// otherwise absent means the type's default.
+    presence: bool,
+    number: u32,
+    oneof: Option<u16>,
+}
+
+#[derive(Clone)]
+enum Scalar {
+    Int32,
+    Sint32,
+    Sfixed32,
+    Int64,
+    Sint64,
+    Sfixed64,
+    Uint32,
+    Fixed32,
+    Uint64,
+    Fixed64,
+    Bool,
+    Float,
+    Double,
+    String,
+    /// Only checked, never a column here (the JSON bridge writes bytes as hex text).
+    Bytes,
+    Enum(EnumDescriptor),
+    /// `Decimal { units; scale }`: the field numbers and kinds of its two fields (the column's
+    /// builder knows its precision and scale).
+    Decimal {
+        units: (u32, Kind),
+        scale: (u32, Kind),
+    },
+    /// `google.protobuf.Timestamp` (the column's builder knows its unit).
+    Timestamp,
+}
+
+/// One value read from the wire, before it goes to its column.
+#[derive(Clone, Copy)]
+enum Slot {
+    Absent,
+    Null,
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    /// A string's bytes in the message, already checked to be UTF-8.
+    Text(usize, usize),
+    /// An enum's number.
+    Enum(i32),
+    /// A decimal message's units and scale.
+    Decimal(i64, i32),
+    /// A timestamp message's nanoseconds since the epoch (every second fits an `i128`).
+    Nanos(i128),
+}
+
+impl ColumnarProtobuf {
+    /// A decoder of `message` into `columns`, or `None` when a column is not one this path reads.
+    pub(super) fn new(message: &MessageDescriptor, columns: &SchemaRef) -> Option<Self> {
+        let mut fields = Vec::new();
+        let mut oneofs: Vec<String> = Vec::new();
+        for field in message.fields() {
+            let number = field.number();
+            if number > MAX_FIELD_NUMBER {
+                return None;
+            }
+            let role = match (field.is_list() || field.is_map(), field.kind()) {
+                (true, _) => Role::Bail,
+                (false, Kind::Message(_)) => match scalar(&field, &DataType::Null, false) {
+                    Some(kind) => Role::Check(kind),
+                    None => Role::Bail,
+                },
+                (false, _) => Role::Check(scalar(&field, &DataType::Null, false)?),
+            };
+            let oneof = field.containing_oneof().map(|o| {
+                let name = o.full_name().to_string();
+                match oneofs.iter().position(|n| *n == name) {
+                    Some(i) => i as u16,
+                    None => {
+                        oneofs.push(name);
+                        (oneofs.len() - 1) as u16
+                    }
+                }
+            });
+            if fields.len() <= number as usize {
+                fields.resize(
+                    number as usize + 1,
+                    Entry {
+                        role: Role::Unknown,
+                        oneof: None,
+                    },
+                );
+            }
+            fields[number as usize] = Entry { role, oneof };
+        }
+        let mut reads = Vec::new();
+        for (index, column) in columns.fields().iter().enumerate() {
+            let field = message.get_field_by_name(column.name())?;
+            if field.is_list() || field.is_map() || !column.is_nullable() {
+                return None;
+            }
+            let kind = scalar(&field, column.data_type(), true)?;
+            let entry = &mut fields[field.number() as usize];
+            entry.role = Role::Column(index as u16);
+            reads.push(Read {
+                kind,
+                presence: field.supports_presence(),
+                number: field.number(),
+                oneof: entry.oneof,
+            });
+        }
+        Some(Self {
+            columns: columns.clone(),
+            fields,
+            slots: vec![Slot::Absent; reads.len()],
+            reads,
+            winners: vec![0; oneofs.len()],
+        })
+    }
+
+    /// The batch of `messages` (one row each), or `None` when the value-tree path must decide.
+    pub(super) fn decode<'a>(
+        &mut self,
+        count: usize,
+        messages: impl Iterator<Item = Option<&'a [u8]>>,
+    ) -> Option<RecordBatch> {
+        let mut builders: Vec<Builder> = self
+            .columns
+            .fields()
+            .iter()
+            .map(|f| Builder::new(f.data_type(), count))
+            .collect::<Option<_>>()?;
+        for message in messages {
+            let message = message?;
+            self.read(message)?;
+            for ((slot, read), builder) in self.slots.iter().zip(&self.reads).zip(&mut builders) {
+                builder.push(*slot, read, message)?;
+            }
+        }
+        let arrays: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
+        RecordBatch::try_new(self.columns.clone(), arrays).ok()
+    }
+
+    /// Reads one message's fields into `slots`.
+    fn read(&mut self, message: &[u8]) -> Option<()> {
+        self.slots.fill(Slot::Absent);
+        self.winners.fill(0);
+        let mut at = 0;
+        while at < message.len() {
+            let (number, wire) = key(message, &mut at)?;
+            let Some(entry) = self.fields.get(number as usize) else {
+                skip(message, &mut at, wire)?;
+                continue;
+            };
+            match &entry.role {
+                Role::Unknown => skip(message, &mut at, wire)?,
+                Role::Bail => return None,
+                Role::Check(kind) => {
+                    value(kind, wire, message, &mut at)?;
+                }
+                Role::Column(column) => {
+                    let column = *column as usize;
+                    let kind = &self.reads[column].kind;
+                    if matches!(kind, Scalar::Decimal { .. } | Scalar::Timestamp)
+                        && !matches!(self.slots[column], Slot::Absent)
+                    {
+                        return None; // a message field written twice is merged: rare
+                    }
+                    self.slots[column] = value(kind, wire, message, &mut at)?;
+                }
+            }
+            if let Some(oneof) = entry.oneof {
+                self.winners[oneof as usize] = number;
+            }
+        }
+        // A oneof holds only the member set last.
+        for (slot, read) in self.slots.iter_mut().zip(&self.reads) {
+            if read
+                .oneof
+                .is_some_and(|o| self.winners[o as usize] != read.number)
+            {
+                *slot = Slot::Absent;
+            }
+        }
+        Some(())
+    }
+}
+
+/// The value of a field of kind `kind` at `at`, sent with wire type `wire`.
+fn value(kind: &Scalar, wire: u8, message: &[u8], at: &mut usize) -> Option<Slot> {
+    Some(match (kind, wire) {
+        (Scalar::Int32, VARINT) => Slot::I64(varint(message, at)? as i32 as i64),
+        (Scalar::Int64, VARINT) => Slot::I64(varint(message, at)? as i64),
+        (Scalar::Sint32, VARINT) => {
+            let v = varint(message, at)? as u32;
+            Slot::I64(((v >> 1) as i32 ^ -((v & 1) as i32)) as i64)
+        }
+        (Scalar::Sint64, VARINT) => {
+            let v = varint(message, at)?;
+            Slot::I64((v >> 1) as i64 ^ -((v & 1) as i64))
+        }
+        (Scalar::Uint32, VARINT) => Slot::U64(varint(message, at)? as u32 as u64),
+        (Scalar::Uint64, VARINT) => Slot::U64(varint(message, at)?),
+        (Scalar::Bool, VARINT) => Slot::Bool(varint(message, at)? != 0),
+        (Scalar::Enum(_), VARINT) => Slot::Enum(varint(message, at)? as i32),
+        (Scalar::Sfixed32, FIXED32) => Slot::I64(fixed32(message, at)? as i32 as i64),
+        (Scalar::Fixed32, FIXED32) => Slot::U64(fixed32(message, at)? as u64),
+        (Scalar::Float, FIXED32) => float(f32::from_bits(fixed32(message, at)?) as f64),
+        (Scalar::Sfixed64, FIXED64) => Slot::I64(fixed64(message, at)? as i64),
+        (Scalar::Fixed64, FIXED64) => Slot::U64(fixed64(message, at)?),
+        (Scalar::Double, FIXED64) => float(f64::from_bits(fixed64(message, at)?)),
+        (Scalar::String, LEN) => {
+            let (start, end) = len(message, at)?;
+            std::str::from_utf8(&message[start..end]).ok()?;
+            Slot::Text(start, end)
+        }
+        (Scalar::Bytes, LEN) => len(message, at).map(|_| Slot::Null)?,
+        (Scalar::Decimal { units, scale }, LEN) => {
+            let (start, end) = len(message, at)?;
+            decimal(&message[start..end], units, scale)?
+        }
+        (Scalar::Timestamp, LEN) => {
+            let (start, end) = len(message, at)?;
+            timestamp(&message[start..end])?
+        }
+        _ => return None,
+    })
+}
+
+/// A float as the JSON bridge writes it: null unless finite.
+fn float(v: f64) -> Slot {
+    if v.is_finite() {
+        Slot::F64(v)
+    } else {
+        Slot::Null
+    }
+}
+
+/// The kind of `field`, when this path reads it into `column` (or, unless `typed`, reads it at
+/// all).
+fn scalar(field: &FieldDescriptor, column: &DataType, typed: bool) -> Option<Scalar> {
+    let kind = match field.kind() {
+        Kind::Int32 => Scalar::Int32,
+        Kind::Sint32 => Scalar::Sint32,
+        Kind::Sfixed32 => Scalar::Sfixed32,
+        Kind::Int64 => Scalar::Int64,
+        Kind::Sint64 => Scalar::Sint64,
+        Kind::Sfixed64 => Scalar::Sfixed64,
+        Kind::Uint32 => Scalar::Uint32,
+        Kind::Fixed32 => Scalar::Fixed32,
+        Kind::Uint64 => Scalar::Uint64,
+        Kind::Fixed64 => Scalar::Fixed64,
+        Kind::Bool => Scalar::Bool,
+        Kind::Float => Scalar::Float,
+        Kind::Double => Scalar::Double,
+        Kind::String => Scalar::String,
+        Kind::Enum(e) => Scalar::Enum(e),
+        Kind::Bytes if typed => return None,
+        Kind::Bytes => Scalar::Bytes,
+        Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
+            if typed && !matches!(column, DataType::Timestamp(_, None)) {
+                return None;
+            }
+            let number = |name: &str| m.get_field_by_name(name).map(|f| f.number());
+            if number("seconds")? != 1 || number("nanos")? != 2 {
+                return None;
+            }
+            Scalar::Timestamp
+        }
+        Kind::Message(m) => {
+            if typed && !matches!(column, DataType::Decimal128(..)) {
+                return None;
+            }
+            let units = m.get_field_by_name("units")?;
+            let scale = m.get_field_by_name("scale")?;
+            if m.fields().count() != 2 {
+                return None;
+            }
+            Scalar::Decimal {
+                units: (units.number(), units.kind()),
+                scale: (scale.number(), scale.kind()),
+            }
+        }
+    };
+    let natural = match &kind {
+        Scalar::Int32 | Scalar::Sint32 | Scalar::Sfixed32 => DataType::Int32,
+        Scalar::Int64 | Scalar::Sint64 | Scalar::Sfixed64 => DataType::Int64,
+        Scalar::Uint32 | Scalar::Fixed32 => DataType::UInt32,
+        Scalar::Uint64 | Scalar::Fixed64 => DataType::UInt64,
+        Scalar::Bool => DataType::Boolean,
+        Scalar::Float => DataType::Float32,
+        Scalar::Double => DataType::Float64,
+        Scalar::String | Scalar::Enum(_) => DataType::Utf8,
+        Scalar::Bytes => DataType::Binary,
+        Scalar::Decimal { .. } | Scalar::Timestamp => column.clone(),
+    };
+    (!typed || natural == *column).then_some(kind)
+}
+
+/// A `Decimal` message's value at its column's scale, exactly; `None` when it does not fit
+/// exactly (the value-tree path then reports it or rounds it).
+fn decimal(bytes: &[u8], units: &(u32, Kind), scale: &(u32, Kind)) -> Option<Slot> {
+    let (mut u, mut s) = (0i64, 0i32);
+    let mut at = 0;
+    while at < bytes.len() {
+        let (number, wire) = key(bytes, &mut at)?;
+        if number == units.0 {
+            u = signed(bytes, &mut at, wire, &units.1)?;
+        } else if number == scale.0 {
+            s = signed(bytes, &mut at, wire, &scale.1)? as i32;
+        } else {
+            skip(bytes, &mut at, wire)?;
+        }
+    }
+    if !(-38..=38).contains(&s) {
+        return None;
+    }
+    Some(Slot::Decimal(u, s))
+}
+
+/// A signed integer field of kind `kind` (int, sint or sfixed, 32 or 64 bits).
+fn signed(bytes: &[u8], at: &mut usize, wire: u8, kind: &Kind) -> Option<i64> {
+    Some(match (kind, wire) {
+        (Kind::Int64, VARINT) => varint(bytes, at)? as i64,
+        (Kind::Int32, VARINT) => varint(bytes, at)? as i32 as i64,
+        (Kind::Sint64, VARINT) => {
+            let v = varint(bytes, at)?;
+            (v >> 1) as i64 ^ -((v & 1) as i64)
+        }
+        (Kind::Sint32, VARINT) => {
+            let v = varint(bytes, at)? as u32;
+            ((v >> 1) as i32 ^ -((v & 1) as i32)) as i64
+        }
+        (Kind::Sfixed64, FIXED64) => fixed64(bytes, at)? as i64,
+        (Kind::Sfixed32, FIXED32) => fixed32(bytes, at)? as i32 as i64,
+        _ => return None,
+    })
+}
+
+/// A `google.protobuf.Timestamp`, when chrono can represent it.
+fn timestamp(bytes: &[u8]) -> Option<Slot> {
+    let (mut seconds, mut nanos) = (0i64, 0i32);
+    let mut at = 0;
+    while at < bytes.len() {
+        match key(bytes, &mut at)? {
+            (1, VARINT) => seconds = varint(bytes, &mut at)? as i64,
+            (2, VARINT) => nanos = varint(bytes, &mut at)? as i32,
+            (1 | 2, _) => return None,
+            (_, wire) => skip(bytes, &mut at, wire)?,
+        }
+    }
+    if !(0..1_000_000_000).contains(&nanos) {
+        return None;
+    }
+    chrono::DateTime::from_timestamp(seconds, nanos as u32)?;
+    Some(Slot::Nanos(seconds as i128 * 1_000_000_000 + nanos as i128))
+}
+
+fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        if shift == 63 && b > 1 {
+            return None;
+        }
+        value |= ((b & 0x7f) as u64) << shift;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+fn fixed32(bytes: &[u8], at: &mut usize) -> Option<u32> {
+    let v = u32::from_le_bytes(bytes.get(*at..*at + 4)?.try_into().ok()?);
+    *at += 4;
+    Some(v)
+}
+
+fn fixed64(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let v = u64::from_le_bytes(bytes.get(*at..*at + 8)?.try_into().ok()?);
+    *at += 8;
+    Some(v)
+}
+
+/// The range of a length-delimited field's bytes.
+fn len(bytes: &[u8], at: &mut usize) -> Option<(usize, usize)> {
+    let n = usize::try_from(varint(bytes, at)?).ok()?;
+    let start = *at;
+    let end = start.checked_add(n).filter(|e| *e <= bytes.len())?;
+    *at = end;
+    Some((start, end))
+}
+
+fn key(bytes: &[u8], at: &mut usize) -> Option<(u32, u8)> {
+    let key = varint(bytes, at)?;
+    let number = u32::try_from(key >> 3).ok()?;
+    if number == 0 || key > u32::MAX as u64 {
+        return None;
+    }
+    Some((number, (key & 7) as u8))
+}
+
+/// Skips a field this path does not read (groups are left to the value-tree path).
+fn skip(bytes: &[u8], at: &mut usize, wire: u8) -> Option<()> {
+    match wire {
+        VARINT => varint(bytes, at).map(drop),
+        FIXED64 => fixed64(bytes, at).map(drop),
+        LEN => len(bytes, at).map(drop),
+        FIXED32 => fixed32(bytes, at).map(drop),
+        _ => None,
+    }
+}
+
+/// The builder of one column.
+enum Builder {
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    UInt32(UInt32Builder),
+    UInt64(UInt64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Boolean(BooleanBuilder),
+    Utf8(StringBuilder),
+    Decimal(Decimal128Builder, u8, i8),
+    Timestamp(TimeUnit, Int64Builder),
+}
+
+impl Builder {
+    fn new(data_type: &DataType, rows: usize) -> Option<Self> {
+        Some(match data_type {
+            DataType::Int32 => Builder::Int32(Int32Builder::with_capacity(rows)),
+            DataType::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
+            DataType::UInt32 => Builder::UInt32(UInt32Builder::with_capacity(rows)),
+            DataType::UInt64 => Builder::UInt64(UInt64Builder::with_capacity(rows)),
+            DataType::Float32 => Builder::Float32(Float32Builder::with_capacity(rows)),
+            DataType::Float64 => Builder::Float64(Float64Builder::with_capacity(rows)),
+            DataType::Boolean => Builder::Boolean(BooleanBuilder::with_capacity(rows)),
+            DataType::Utf8 => Builder::Utf8(StringBuilder::with_capacity(rows, rows * 8)),
+            DataType::Decimal128(p, s) => Builder::Decimal(
+                Decimal128Builder::with_capacity(rows)
+                    .with_precision_and_scale(*p, *s)
+                    .ok()?,
+                *p,
+                *s,
+            ),
+            DataType::Timestamp(unit, None) => {
+                Builder::Timestamp(*unit, Int64Builder::with_capacity(rows))
+            }
+            _ => return None,
+        })
+    }
+
+    /// Appends a row's value: `slot`, or the field's default when it is absent.
+    fn push(&mut self, slot: Slot, read: &Read, message: &[u8]) -> Option<()> {
+        let slot = match slot {
+            Slot::Absent if read.presence => Slot::Null,
+            Slot::Absent => match &read.kind {
+                Scalar::String => Slot::Text(0, 0),
+                Scalar::Enum(e) => Slot::Enum(e.default_value().number()),
+                Scalar::Bool => Slot::Bool(false),
+                Scalar::Float | Scalar::Double => Slot::F64(0.0),
+                Scalar::Uint32 | Scalar::Uint64 | Scalar::Fixed32 | Scalar::Fixed64 => Slot::U64(0),
+                Scalar::Decimal { .. } | Scalar::Timestamp => Slot::Null,
+                _ => Slot::I64(0),
+            },
+            other => other,
+        };
+        match (self, slot) {
+            (Builder::Int32(b), Slot::Null) => b.append_null(),
+            (Builder::Int64(b), Slot::Null) => b.append_null(),
+            (Builder::UInt32(b), Slot::Null) => b.append_null(),
+            (Builder::UInt64(b), Slot::Null) => b.append_null(),
+            (Builder::Float32(b), Slot::Null) => b.append_null(),
+            (Builder::Float64(b), Slot::Null) => b.append_null(),
+            (Builder::Boolean(b), Slot::Null) => b.append_null(),
+            (Builder::Utf8(b), Slot::Null) => b.append_null(),
+            (Builder::Decimal(b, ..), Slot::Null) => b.append_null(),
+            (Builder::Timestamp(_, b), Slot::Null) => b.append_null(),
+            (Builder::Int32(b), Slot::I64(v)) => b.append_value(v as i32),
+            (Builder::Int64(b), Slot::I64(v)) => b.append_value(v),
+            (Builder::UInt32(b), Slot::U64(v)) => b.append_value(v as u32),
+            (Builder::UInt64(b), Slot::U64(v)) => b.append_value(v),
+            (Builder::Float32(b), Slot::F64(v)) => b.append_value(v as f32),
+            (Builder::Float64(b), Slot::F64(v)) => b.append_value(v),
+            (Builder::Boolean(b), Slot::Bool(v)) => b.append_value(v),
+            (Builder::Utf8(b), Slot::Text(start, end)) => {
+                b.append_value(std::str::from_utf8(&message[start..end]).ok()?)
+            }
+            (Builder::Utf8(b), Slot::Enum(n)) => match &read.kind {
+                Scalar::Enum(e) => match e.get_value(n) {
+                    Some(value) => b.append_value(value.name()),
+                    None => b.append_value(n.to_string()),
+                },
+                _ => return None,
+            },
+            (Builder::Decimal(b, precision, column_scale), Slot::Decimal(units, scale)) => {
+                let v = rescale(units as i128, scale, *column_scale as i32)?;
+                if !fits_precision(v, *precision as u32) {
+                    return None;
+                }
+                b.append_value(v)
+            }
+            (Builder::Timestamp(unit, b), Slot::Nanos(nanos)) => {
+                let v = match unit {
+                    TimeUnit::Second => nanos.div_euclid(1_000_000_000),
+                    TimeUnit::Millisecond => nanos.div_euclid(1_000_000),
+                    TimeUnit::Microsecond => nanos.div_euclid(1_000),
+                    TimeUnit::Nanosecond => nanos,
+                };
+                b.append_value(i64::try_from(v).ok()?)
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Builder::Int32(mut b) => Arc::new(b.finish()),
+            Builder::Int64(mut b) => Arc::new(b.finish()),
+            Builder::UInt32(mut b) => Arc::new(b.finish()),
+            Builder::UInt64(mut b) => Arc::new(b.finish()),
+            Builder::Float32(mut b) => Arc::new(b.finish()),
+            Builder::Float64(mut b) => Arc::new(b.finish()),
+            Builder::Boolean(mut b) => Arc::new(b.finish()),
+            Builder::Utf8(mut b) => Arc::new(b.finish()),
+            Builder::Decimal(mut b, ..) => Arc::new(b.finish()),
+            Builder::Timestamp(unit, mut b) => {
+                let v = b.finish();
+                match unit {
+                    TimeUnit::Second => Arc::new(v.reinterpret_cast::<TimestampSecondType>()),
+                    TimeUnit::Millisecond => {
+                        Arc::new(v.reinterpret_cast::<TimestampMillisecondType>())
+                    }
+                    TimeUnit::Microsecond => {
+                        Arc::new(v.reinterpret_cast::<TimestampMicrosecondType>())
+                    }
+                    TimeUnit::Nanosecond => {
+                        Arc::new(v.reinterpret_cast::<TimestampNanosecondType>())
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::protobuf::{arrow_schema, load_message, ProtobufDecoder};
+    use arrow::array::{Array, BinaryArray};
+    use arrow::datatypes::{Field, Schema};
+
+    const PROTO: &str = r#"syntax = "proto3";
+package flat;
+import "google/protobuf/timestamp.proto";
+message Decimal { int64 units = 1; int32 scale = 2; }
+enum Side { SIDE_UNKNOWN = 0; BUY = 1; SELL = 2; }
+message Inner { int32 x = 1; }
+message Flat {
+  int32 i32 = 1; sint32 s32 = 2; sfixed32 f32 = 3; int64 i64 = 4; sint64 s64 = 5;
+  sfixed64 f64 = 6; uint32 u32 = 7; fixed32 x32 = 8; uint64 u64 = 9; fixed64 x64 = 10;
+  bool flag = 11; float ratio = 12; double score = 13; string name = 14; Side side = 15;
+  Decimal price = 16; google.protobuf.Timestamp at = 17; optional int64 maybe = 18;
+  oneof choice { string text = 19; int32 number = 20; }
+  bytes blob = 21; repeated int32 many = 22; Inner inner = 23;
+}
+"#;
+
+    fn message() -> MessageDescriptor {
+        let dir = std::env::temp_dir().join(format!("velo-flat-proto-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("flat.proto");
+        std::fs::write(&path, PROTO).unwrap();
+        load_message(&path, "flat.Flat").unwrap()
+    }
+
+    /// The message's columns the columnar path reads, the decimal as DECIMAL(18,4) and the
+    /// timestamp in milliseconds.
+    fn columns(message: &MessageDescriptor) -> SchemaRef {
+        let fields: Vec<Field> = arrow_schema(message)
+            .fields()
+            .iter()
+            .filter(|f| !matches!(f.name().as_str(), "blob" | "many" | "inner"))
+            .map(|f| match f.name().as_str() {
+                "price" => Field::new("price", DataType::Decimal128(18, 4), true),
+                "at" => Field::new("at", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+        fn wide(&mut self) -> u64 {
+            match self.next(5) {
+                0 => 0,
+                1 => u64::MAX - self.next(3),
+                2 => (i64::MIN as u64) + self.next(3),
+                3 => (u32::MAX as u64) + self.next(3),
+                _ => self.next(100_000),
+            }
+        }
+    }
+
+    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn put_key(out: &mut Vec<u8>, number: u32, wire: u8) {
+        put_varint(out, ((number as u64) << 3) | wire as u64);
+    }
+
+    /// One field of `Flat` with a random value (sometimes of the wrong wire type).
+    fn field(rng: &mut Rng, out: &mut Vec<u8>) {
+        let number = 1 + rng.next(24) as u32;
+        let mut wire = match number {
+            3 | 8 | 12 => FIXED32,
+            6 | 10 | 13 => FIXED64,
+            14 | 16 | 17 | 19 | 21 | 22 | 23 => LEN,
+            24 => VARINT, // not in the message
+            _ => VARINT,
+        };
+        if rng.next(40) == 0 {
+            wire = [VARINT, FIXED64, LEN, FIXED32][rng.next(4) as usize];
+        }
+        put_key(out, number, wire);
+        match wire {
+            VARINT => put_varint(out, rng.wide()),
+            FIXED64 => {
+                let v = [rng.wide(), f64::NAN.to_bits(), (-2.5f64).to_bits()][rng.next(3) as usize];
+                out.extend_from_slice(&v.to_le_bytes())
+            }
+            FIXED32 => {
+                let v = [rng.wide() as u32, f32::INFINITY.to_bits(), 0.1f32.to_bits()]
+                    [rng.next(3) as usize];
+                out.extend_from_slice(&v.to_le_bytes())
+            }
+            _ => {
+                let mut inner = Vec::new();
+                match number {
+                    16 => {
+                        // Decimal: units, scale (sometimes absurd or inexact for scale 4)
+                        put_key(&mut inner, 1, VARINT);
+                        put_varint(&mut inner, rng.wide());
+                        put_key(&mut inner, 2, VARINT);
+                        put_varint(&mut inner, [0, 2, 4, 6, 40, u64::MAX][rng.next(6) as usize]);
+                    }
+                    17 => {
+                        put_key(&mut inner, 1, VARINT);
+                        put_varint(
+                            &mut inner,
+                            [0, 1_704_067_200, u64::MAX - 86_400 * 400][rng.next(3) as usize],
+                        );
+                        put_key(&mut inner, 2, VARINT);
+                        put_varint(
+                            &mut inner,
+                            [0, 5, 999_999_999, 1_500_000_000, u64::MAX][rng.next(5) as usize],
+                        );
+                    }
+                    14 | 19 => inner.extend_from_slice(
+                        [&b"abc"[..], "é\"".as_bytes(), b"\xff\xfe", b""][rng.next(4) as usize],
+                    ),
+                    _ => inner.extend_from_slice(&[8, 1]),
+                }
+                put_varint(out, inner.len() as u64);
+                out.extend_from_slice(&inner);
+            }
+        }
+    }
+
+    /// The property that makes the columnar path safe: the decoder gives exactly what the
+    /// value-tree path alone gives, batch, failures and all. Returns whether it was taken.
+    fn check(message: &MessageDescriptor, columns: &SchemaRef, payloads: &[&[u8]]) -> bool {
+        let input = BinaryArray::from_iter_values(payloads.iter().copied());
+        let both = ProtobufDecoder::new(message.clone(), columns.clone())
+            .unwrap()
+            .decode(&input)
+            .unwrap();
+        let values = ProtobufDecoder::values_only(message.clone(), columns.clone())
+            .unwrap()
+            .decode(&input)
+            .unwrap();
+        for (i, f) in values.batch.schema().fields().iter().enumerate() {
+            if both.batch.num_columns() == values.batch.num_columns() {
+                assert_eq!(
+                    both.batch.column(i),
+                    values.batch.column(i),
+                    "column {} of {payloads:?}",
+                    f.name()
+                );
+            }
+        }
+        assert_eq!(both.batch, values.batch, "{payloads:?}");
+        assert_eq!(both.keep, values.keep, "{payloads:?}");
+        assert_eq!(both.failures, values.failures, "{payloads:?}");
+        ColumnarProtobuf::new(message, columns)
+            .unwrap()
+            .decode(input.len(), input.iter())
+            .is_some()
+    }
+
+    #[test]
+    fn random_messages_decode_columnar_to_the_value_paths_batch() {
+        let message = message();
+        let columns = columns(&message);
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut taken, total) = (0, 6000);
+        let mut good = Vec::new();
+        for _ in 0..total {
+            let mut bytes = Vec::new();
+            for _ in 0..rng.next(12) {
+                field(&mut rng, &mut bytes);
+            }
+            if rng.next(15) == 0 {
+                bytes.truncate(rng.next(bytes.len() as u64 + 1) as usize);
+            }
+            if check(&message, &columns, &[&bytes]) {
+                taken += 1;
+                good.push(bytes);
+            }
+        }
+        assert!(taken > total / 5 && taken < total, "{taken} of {total}");
+        // The accepted messages as one batch, and a projection of three columns.
+        let good: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
+        assert!(check(&message, &columns, &good));
+        let some = Arc::new(Schema::new(vec![
+            columns.field_with_name("price").unwrap().clone(),
+            columns.field_with_name("side").unwrap().clone(),
+            columns.field_with_name("maybe").unwrap().clone(),
+        ]));
+        assert!(check(&message, &some, &good));
+        assert!(check(&message, &columns, &[]));
+        assert!(check(&message, &columns, &[b""]));
+    }
+
+    #[test]
+    fn bytes_lists_and_nested_columns_have_no_columnar_path() {
+        let message = message();
+        let all = arrow_schema(&message);
+        for name in ["blob", "many", "inner"] {
+            let one = Arc::new(Schema::new(vec![all
+                .field_with_name(name)
+                .unwrap()
+                .clone()]));
+            assert!(ColumnarProtobuf::new(&message, &one).is_none(), "{name}");
+        }
+        // A column declared with another type than the field's.
+        let wrong = Arc::new(Schema::new(vec![Field::new("i32", DataType::Int64, true)]));
+        assert!(ColumnarProtobuf::new(&message, &wrong).is_none());
+    }
+}
