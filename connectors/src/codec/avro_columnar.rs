@@ -50,6 +50,8 @@ enum Convert {
     Cast,
     /// A decimal whose digits are checked against its precision.
     CheckPrecision(u8),
+    /// A column the writer's record has no field of: null, as on the value-tree path.
+    Null,
 }
 
 impl ColumnarAvro {
@@ -67,7 +69,9 @@ impl ColumnarAvro {
             .fields()
             .iter()
             .map(|column| {
-                let (index, field) = decoded.column_with_name(column.name())?;
+                let Some((index, field)) = decoded.column_with_name(column.name()) else {
+                    return column.is_nullable().then_some((0, Convert::Null));
+                };
                 let convert = match (field.data_type(), column.data_type()) {
                     (DataType::Decimal128(p, s), DataType::Decimal128(q, t))
                         if (p, s) == (q, t) =>
@@ -140,9 +144,13 @@ impl ColumnarAvro {
             .iter()
             .zip(self.columns.fields())
             .map(|(&(index, convert), column)| {
+                if convert == Convert::Null {
+                    let rows = decoded.num_rows();
+                    return Some(arrow::array::new_null_array(column.data_type(), rows));
+                }
                 let array = decoded.column(index);
                 Some(match convert {
-                    Convert::Same => array.clone(),
+                    Convert::Same | Convert::Null => array.clone(),
                     Convert::DropZone => drop_zone(array),
                     Convert::Cast => cast(array, column.data_type()).ok()?,
                     Convert::CheckPrecision(p) => {
@@ -405,6 +413,12 @@ mod tests {
             columns.field_with_name("at").unwrap().clone(),
         ]));
         assert!(check(&schema, &some, &rows));
+        // A declared column the writer's record has no field of is null.
+        let extra = Arc::new(Schema::new(vec![
+            columns.field_with_name("name").unwrap().clone(),
+            arrow::datatypes::Field::new("trade_id", DataType::Utf8, true),
+        ]));
+        assert!(check(&schema, &extra, &rows));
     }
 
     #[test]

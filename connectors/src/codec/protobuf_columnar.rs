@@ -104,6 +104,8 @@ enum Scalar {
     },
     /// `google.protobuf.Timestamp` (the column's builder knows its unit).
     Timestamp,
+    /// A column the message has no field of: always null, as in the JSON bridge.
+    Missing,
 }
 
 /// One value read from the wire, before it goes to its column.
@@ -166,7 +168,18 @@ impl ColumnarProtobuf {
         }
         let mut reads = Vec::new();
         for (index, column) in columns.fields().iter().enumerate() {
-            let field = message.get_field_by_name(column.name())?;
+            if !column.is_nullable() || Builder::new(column.data_type(), 0).is_none() {
+                return None;
+            }
+            let Some(field) = message.get_field_by_name(column.name()) else {
+                reads.push(Read {
+                    kind: Scalar::Missing,
+                    presence: true,
+                    number: 0,
+                    oneof: None,
+                });
+                continue;
+            };
             if field.is_list() || field.is_map() || !column.is_nullable() {
                 return None;
             }
@@ -363,7 +376,7 @@ fn scalar(field: &FieldDescriptor, column: &DataType, typed: bool) -> Option<Sca
         Scalar::Double => DataType::Float64,
         Scalar::String | Scalar::Enum(_) => DataType::Utf8,
         Scalar::Bytes => DataType::Binary,
-        Scalar::Decimal { .. } | Scalar::Timestamp => column.clone(),
+        Scalar::Decimal { .. } | Scalar::Timestamp | Scalar::Missing => column.clone(),
     };
     (!typed || natural == *column).then_some(kind)
 }
@@ -533,7 +546,7 @@ impl Builder {
                 Scalar::Bool => Slot::Bool(false),
                 Scalar::Float | Scalar::Double => Slot::F64(0.0),
                 Scalar::Uint32 | Scalar::Uint64 | Scalar::Fixed32 | Scalar::Fixed64 => Slot::U64(0),
-                Scalar::Decimal { .. } | Scalar::Timestamp => Slot::Null,
+                Scalar::Decimal { .. } | Scalar::Timestamp | Scalar::Missing => Slot::Null,
                 _ => Slot::I64(0),
             },
             other => other,
@@ -814,6 +827,12 @@ message Flat {
             columns.field_with_name("maybe").unwrap().clone(),
         ]));
         assert!(check(&message, &some, &good));
+        // A declared column the message has no field of is null.
+        let extra = Arc::new(Schema::new(vec![
+            columns.field_with_name("name").unwrap().clone(),
+            Field::new("trade_id", DataType::Utf8, true),
+        ]));
+        assert!(check(&message, &extra, &good));
         assert!(check(&message, &columns, &[]));
         assert!(check(&message, &columns, &[b""]));
     }
