@@ -27,7 +27,7 @@ use arrow::datatypes::{
     SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampNanosecondType,
 };
 
-use super::avro_columnar::ColumnarAvro;
+use super::avro_columnar::{write_field, ColumnarAvro};
 use super::bridge::JsonBridge;
 use super::cell::{epoch_nanos_at, float_at, integer_at};
 use super::text::{
@@ -452,41 +452,52 @@ impl AvroEncoder {
         &self.schema
     }
 
-    /// Calls `f` with each row's Avro record value, or the reason it cannot be one.
-    pub fn for_each_value(
-        &self,
-        batch: &RecordBatch,
-        mut f: impl FnMut(usize, std::result::Result<Value, String>),
-    ) {
-        let AvroSchema::Record(record) = &self.schema else {
-            unreachable!("checked in new")
-        };
-        let columns: Vec<Option<&ArrayRef>> = record
-            .fields
-            .iter()
-            .map(|field| batch.column_by_name(&field.name))
-            .collect();
+    /// Appends one datum per row to `out`; rows that cannot be encoded are returned and left
+    /// out (their place in `out` is empty). Flat records are written straight from the arrays
+    /// ([`super::avro_columnar::write_field`]); a row that path does not write (a nested value,
+    /// a value that does not fit) is built as an apache-avro value, which also names what is
+    /// wrong with it.
+    pub fn encode(&self, batch: &RecordBatch, out: &mut EncodedRows) -> Result<Vec<EncodeFailure>> {
+        let (record, columns) = self.columns(batch);
+        let mut failures = Vec::new();
+        out.bytes
+            .reserve(batch.num_rows() * (self.prefix.len() + 16 * columns.len()));
         for row in 0..batch.num_rows() {
-            let fields: std::result::Result<Vec<(String, Value)>, String> = record
-                .fields
-                .iter()
-                .zip(&columns)
-                .map(|(field, c)| {
-                    let v = match c {
-                        Some(array) => to_value(array.as_ref(), row, &field.schema)
-                            .map_err(|why| format!("column '{}': {why}", field.name))?,
-                        None => null_for(&field.schema),
-                    };
-                    Ok((field.name.clone(), v))
-                })
-                .collect();
-            f(row, fields.map(Value::Record));
+            let start = out.bytes.len();
+            out.bytes.extend_from_slice(&self.prefix);
+            let direct = record.fields.iter().zip(&columns).all(|(field, column)| {
+                write_field(
+                    column.map(|c| c.as_ref()),
+                    row,
+                    &field.schema,
+                    &mut out.bytes,
+                )
+            });
+            if !direct {
+                out.bytes.truncate(start);
+                let encoded = record_value(record, &columns, row).and_then(|value| {
+                    apache_avro::to_avro_datum(&self.schema, value).map_err(|e| e.to_string())
+                });
+                match encoded {
+                    Ok(bytes) => {
+                        out.bytes.extend_from_slice(&self.prefix);
+                        out.bytes.extend_from_slice(&bytes);
+                    }
+                    Err(reason) => failures.push(EncodeFailure { row, reason }),
+                }
+            }
+            out.ends.push(out.bytes.len());
         }
+        Ok(failures)
     }
 
-    /// Appends one datum per row to `out`; rows that cannot be encoded are returned and left
-    /// out (their place in `out` is empty).
-    pub fn encode(&self, batch: &RecordBatch, out: &mut EncodedRows) -> Result<Vec<EncodeFailure>> {
+    /// [`AvroEncoder::encode`] through apache-avro values only: the oracle of its tests.
+    #[cfg(test)]
+    pub(super) fn encode_values(
+        &self,
+        batch: &RecordBatch,
+        out: &mut EncodedRows,
+    ) -> Vec<EncodeFailure> {
         let mut failures = Vec::new();
         self.for_each_value(batch, |row, value| {
             let encoded = value.and_then(|value| {
@@ -501,8 +512,56 @@ impl AvroEncoder {
             }
             out.ends.push(out.bytes.len());
         });
-        Ok(failures)
+        failures
     }
+
+    /// Calls `f` with each row's Avro record value, or the reason it cannot be one.
+    pub fn for_each_value(
+        &self,
+        batch: &RecordBatch,
+        mut f: impl FnMut(usize, std::result::Result<Value, String>),
+    ) {
+        let (record, columns) = self.columns(batch);
+        for row in 0..batch.num_rows() {
+            f(row, record_value(record, &columns, row));
+        }
+    }
+
+    /// The output record, and the result column of each of its fields (`None`: not there).
+    fn columns<'a>(&self, batch: &'a RecordBatch) -> (&RecordSchema, Vec<Option<&'a ArrayRef>>) {
+        let AvroSchema::Record(record) = &self.schema else {
+            unreachable!("checked in new")
+        };
+        let columns = record
+            .fields
+            .iter()
+            .map(|field| batch.column_by_name(&field.name))
+            .collect();
+        (record, columns)
+    }
+}
+
+/// Row `row` of `columns` (one per field of `record`; `None`: not in the result) as an Avro
+/// record value, or the reason it cannot be one.
+fn record_value(
+    record: &RecordSchema,
+    columns: &[Option<&ArrayRef>],
+    row: usize,
+) -> std::result::Result<Value, String> {
+    record
+        .fields
+        .iter()
+        .zip(columns)
+        .map(|(field, c)| {
+            let v = match c {
+                Some(array) => to_value(array.as_ref(), row, &field.schema)
+                    .map_err(|why| format!("column '{}': {why}", field.name))?,
+                None => null_for(&field.schema),
+            };
+            Ok((field.name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()
+        .map(Value::Record)
 }
 
 fn null_for(schema: &AvroSchema) -> Value {
