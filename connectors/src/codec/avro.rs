@@ -458,6 +458,25 @@ impl AvroEncoder {
     /// a value that does not fit) is built as an apache-avro value, which also names what is
     /// wrong with it.
     pub fn encode(&self, batch: &RecordBatch, out: &mut EncodedRows) -> Result<Vec<EncodeFailure>> {
+        Ok(self.encode_rows(batch, out, true))
+    }
+
+    /// [`AvroEncoder::encode`] through apache-avro values only: the oracle of its tests.
+    #[cfg(test)]
+    pub(super) fn encode_values(
+        &self,
+        batch: &RecordBatch,
+        out: &mut EncodedRows,
+    ) -> Vec<EncodeFailure> {
+        self.encode_rows(batch, out, false)
+    }
+
+    fn encode_rows(
+        &self,
+        batch: &RecordBatch,
+        out: &mut EncodedRows,
+        direct: bool,
+    ) -> Vec<EncodeFailure> {
         let (record, columns) = self.columns(batch);
         let mut failures = Vec::new();
         out.bytes
@@ -465,15 +484,16 @@ impl AvroEncoder {
         for row in 0..batch.num_rows() {
             let start = out.bytes.len();
             out.bytes.extend_from_slice(&self.prefix);
-            let direct = record.fields.iter().zip(&columns).all(|(field, column)| {
-                write_field(
-                    column.map(|c| c.as_ref()),
-                    row,
-                    &field.schema,
-                    &mut out.bytes,
-                )
-            });
-            if !direct {
+            let written = direct
+                && record.fields.iter().zip(&columns).all(|(field, column)| {
+                    write_field(
+                        column.map(|c| c.as_ref()),
+                        row,
+                        &field.schema,
+                        &mut out.bytes,
+                    )
+                });
+            if !written {
                 out.bytes.truncate(start);
                 let encoded = record_value(record, &columns, row).and_then(|value| {
                     apache_avro::to_avro_datum(&self.schema, value).map_err(|e| e.to_string())
@@ -488,30 +508,6 @@ impl AvroEncoder {
             }
             out.ends.push(out.bytes.len());
         }
-        Ok(failures)
-    }
-
-    /// [`AvroEncoder::encode`] through apache-avro values only: the oracle of its tests.
-    #[cfg(test)]
-    pub(super) fn encode_values(
-        &self,
-        batch: &RecordBatch,
-        out: &mut EncodedRows,
-    ) -> Vec<EncodeFailure> {
-        let mut failures = Vec::new();
-        self.for_each_value(batch, |row, value| {
-            let encoded = value.and_then(|value| {
-                apache_avro::to_avro_datum(&self.schema, value).map_err(|e| e.to_string())
-            });
-            match encoded {
-                Ok(bytes) => {
-                    out.bytes.extend_from_slice(&self.prefix);
-                    out.bytes.extend_from_slice(&bytes);
-                }
-                Err(reason) => failures.push(EncodeFailure { row, reason }),
-            }
-            out.ends.push(out.bytes.len());
-        });
         failures
     }
 

@@ -10,6 +10,10 @@
 //! whole — a bad datum, trailing bytes, a decimal wider than its precision — so the errors users
 //! see are the value-tree path's, record by record.
 //!
+//! Encoding ([`write_field`]) writes flat records straight from the arrays, byte for byte what
+//! apache-avro writes for the value the value path builds; a row it cannot write goes through
+//! that path, which also names what is wrong with it.
+//!
 //! arrow-avro reads some bytes more leniently than apache-avro: a boolean byte other than 0 or
 //! 1 is `true`, and the UTF-8 of a string is checked when its column is built. Datums written by
 //! an Avro library never contain either.

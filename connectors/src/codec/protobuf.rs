@@ -30,7 +30,7 @@ use prost_reflect::{
 use super::avro::EncodeFailure;
 use super::bridge::JsonBridge;
 use super::cell::{epoch_nanos_at, float_at, integer_at};
-use super::protobuf_columnar::ColumnarProtobuf;
+use super::protobuf_columnar::{ColumnarProtobuf, RowWriter};
 use super::text::{rescale, write_decimal, write_hex, write_json_string};
 use super::{Decoded, EncodedRows};
 use crate::registry::{
@@ -493,6 +493,27 @@ impl ProtobufEncoder {
     /// Appends one message per row to `out`; rows that cannot be encoded are returned and
     /// left out (their place in `out` is empty).
     pub fn encode(&self, batch: &RecordBatch, out: &mut EncodedRows) -> Result<Vec<EncodeFailure>> {
+        self.encode_rows(batch, out, true)
+    }
+
+    /// [`ProtobufEncoder::encode`] through `DynamicMessage`s only: the oracle of its tests.
+    #[cfg(test)]
+    pub(super) fn encode_values(
+        &self,
+        batch: &RecordBatch,
+        out: &mut EncodedRows,
+    ) -> Result<Vec<EncodeFailure>> {
+        self.encode_rows(batch, out, false)
+    }
+
+    /// Rows are written straight from the arrays where [`RowWriter`] can (`direct`), through a
+    /// `DynamicMessage` otherwise, which also names what is wrong with a row.
+    fn encode_rows(
+        &self,
+        batch: &RecordBatch,
+        out: &mut EncodedRows,
+        direct: bool,
+    ) -> Result<Vec<EncodeFailure>> {
         let columns: Vec<(FieldDescriptor, Option<&ArrayRef>)> = self
             .message
             .fields()
@@ -501,8 +522,19 @@ impl ProtobufEncoder {
                 (f, c)
             })
             .collect();
+        let writer = direct.then(|| RowWriter::new(&self.message, batch));
         let mut failures = Vec::new();
         for row in 0..batch.num_rows() {
+            let start = out.bytes.len();
+            out.bytes.extend_from_slice(&self.prefix);
+            if writer
+                .as_ref()
+                .is_some_and(|w| w.write(row, &mut out.bytes))
+            {
+                out.ends.push(out.bytes.len());
+                continue;
+            }
+            out.bytes.truncate(start);
             let mut m = DynamicMessage::new(self.message.clone());
             let mut failed = None;
             for (f, c) in &columns {

@@ -10,6 +10,11 @@
 //! float. Anything else in a batch — a malformed message, a wire type that does not fit its
 //! field, a decimal that does not fit its column exactly, a repeated message field — makes it
 //! give the batch back (`None`), and the value-tree path decides, errors included.
+//!
+//! Encoding ([`RowWriter`]) is the same idea the other way: each row is written from the arrays
+//! as the bytes prost-reflect writes for the `DynamicMessage` the value path builds (fields in
+//! number order, defaults of fields without presence left out); a row it cannot write goes
+//! through that path, which also names what is wrong with it.
 
 use std::sync::Arc;
 
@@ -630,10 +635,288 @@ impl Builder {
     }
 }
 
+/// The fields of an output message in number order (the order prost-reflect writes them), with
+/// their result columns, for writing rows straight from the arrays.
+pub(super) struct RowWriter<'a> {
+    fields: Vec<(FieldDescriptor, Option<&'a ArrayRef>)>,
+    /// Indexes in `fields` of the members of each real oneof.
+    oneofs: Vec<Vec<usize>>,
+}
+
+impl<'a> RowWriter<'a> {
+    pub(super) fn new(message: &MessageDescriptor, batch: &'a RecordBatch) -> Self {
+        let mut fields: Vec<_> = message
+            .fields()
+            .map(|f| {
+                let column = batch.column_by_name(f.name());
+                (f, column)
+            })
+            .collect();
+        fields.sort_by_key(|(f, _)| f.number());
+        let oneofs = message
+            .oneofs()
+            .filter(|o| !o.is_synthetic())
+            .map(|o| {
+                let members: Vec<u32> = o.fields().map(|f| f.number()).collect();
+                (0..fields.len())
+                    .filter(|&i| members.contains(&fields[i].0.number()))
+                    .collect()
+            })
+            .collect();
+        Self { fields, oneofs }
+    }
+
+    /// Writes row `row` as the message bytes prost-reflect writes for the `DynamicMessage`
+    /// [`super::protobuf`] builds; `false` (with `out` partly written) where that path must
+    /// decide: lists, maps, nested messages, text conversions, values that do not fit, two
+    /// members of one oneof set.
+    pub(super) fn write(&self, row: usize, out: &mut Vec<u8>) -> bool {
+        let set = |i: usize| self.fields[i].1.is_some_and(|c| !c.is_null(row));
+        if self
+            .oneofs
+            .iter()
+            .any(|members| members.iter().filter(|&&i| set(i)).count() > 1)
+        {
+            return false;
+        }
+        self.fields.iter().all(|(field, column)| match column {
+            Some(array) if !array.is_null(row) => {
+                !field.is_list() && !field.is_map() && write_value(array.as_ref(), row, field, out)
+            }
+            _ => true,
+        })
+    }
+}
+
+/// Writes field `field` with the value of `array[row]`; a field without presence holding its
+/// default is not written, as prost-reflect does.
+fn write_value(
+    array: &dyn arrow::array::Array,
+    row: usize,
+    field: &FieldDescriptor,
+    out: &mut Vec<u8>,
+) -> bool {
+    use super::cell::{epoch_nanos_at, float_at, integer_at};
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Decimal128Type, UInt64Type};
+    let (number, presence) = (field.number(), field.supports_presence());
+    let int = || integer_at(array, row);
+    match field.kind() {
+        Kind::Double => match float_at(array, row) {
+            Some(v) if presence || v != 0.0 => {
+                put_key(out, number, FIXED64);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Some(_) => {}
+            None => return false,
+        },
+        Kind::Float => match float_at(array, row).map(|v| v as f32) {
+            Some(v) if presence || v != 0.0 => {
+                put_key(out, number, FIXED32);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Some(_) => {}
+            None => return false,
+        },
+        kind @ (Kind::Int32
+        | Kind::Sint32
+        | Kind::Sfixed32
+        | Kind::Int64
+        | Kind::Sint64
+        | Kind::Sfixed64) => {
+            let Some(v) = int() else { return false };
+            if matches!(kind, Kind::Int32 | Kind::Sint32 | Kind::Sfixed32)
+                && i32::try_from(v).is_err()
+            {
+                return false;
+            }
+            put_signed(out, number, &kind, v, presence);
+        }
+        Kind::Uint32 | Kind::Fixed32 => {
+            let Some(v) = int().and_then(|v| u32::try_from(v).ok()) else {
+                return false;
+            };
+            if presence || v != 0 {
+                if field.kind() == Kind::Uint32 {
+                    put_key(out, number, VARINT);
+                    put_varint(out, v as u64);
+                } else {
+                    put_key(out, number, FIXED32);
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        Kind::Uint64 | Kind::Fixed64 => {
+            let v = match array.data_type() {
+                DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row),
+                _ => match int().and_then(|v| u64::try_from(v).ok()) {
+                    Some(v) => v,
+                    None => return false,
+                },
+            };
+            if presence || v != 0 {
+                if field.kind() == Kind::Uint64 {
+                    put_key(out, number, VARINT);
+                    put_varint(out, v);
+                } else {
+                    put_key(out, number, FIXED64);
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        Kind::Bool => match array.as_boolean_opt().map(|b| b.value(row)) {
+            Some(v) if presence || v => {
+                put_key(out, number, VARINT);
+                out.push(v as u8);
+            }
+            Some(_) => {}
+            None => return false,
+        },
+        Kind::String => match array.as_string_opt::<i32>().map(|s| s.value(row)) {
+            Some(v) if presence || !v.is_empty() => put_bytes(out, number, v.as_bytes()),
+            Some(_) => {}
+            None => return false,
+        },
+        Kind::Bytes => match array.as_binary_opt::<i32>().map(|b| b.value(row)) {
+            Some(v) if presence || !v.is_empty() => put_bytes(out, number, v),
+            Some(_) => {}
+            None => return false,
+        },
+        Kind::Enum(e) => {
+            let Some(name) = array.as_string_opt::<i32>().map(|s| s.value(row)) else {
+                return false;
+            };
+            let Some(value) = e.get_value_by_name(name) else {
+                return false;
+            };
+            if presence || value.number() != e.default_value().number() {
+                put_key(out, number, VARINT);
+                put_varint(out, value.number() as i64 as u64);
+            }
+        }
+        Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
+            let Some(nanos) = epoch_nanos_at(array, row) else {
+                return false;
+            };
+            let (Some(seconds), Some(nanos_field)) =
+                (m.get_field_by_name("seconds"), m.get_field_by_name("nanos"))
+            else {
+                return false;
+            };
+            let mut inner = Vec::new();
+            let s = nanos.div_euclid(1_000_000_000) as i64;
+            let n = nanos.rem_euclid(1_000_000_000) as i64;
+            put_signed(
+                &mut inner,
+                seconds.number(),
+                &seconds.kind(),
+                s,
+                seconds.supports_presence(),
+            );
+            put_signed(
+                &mut inner,
+                nanos_field.number(),
+                &nanos_field.kind(),
+                n,
+                nanos_field.supports_presence(),
+            );
+            put_bytes(out, number, &inner);
+        }
+        Kind::Message(m) => {
+            let (Some(units), Some(scale)) =
+                (m.get_field_by_name("units"), m.get_field_by_name("scale"))
+            else {
+                return false;
+            };
+            if m.fields().count() != 2 {
+                return false;
+            }
+            let (unscaled, s) = match array.data_type() {
+                DataType::Decimal128(_, s) => {
+                    (array.as_primitive::<Decimal128Type>().value(row), *s as i64)
+                }
+                _ => match int() {
+                    Some(v) => (v as i128, 0),
+                    None => return false,
+                },
+            };
+            let Ok(u) = i64::try_from(unscaled) else {
+                return false;
+            };
+            let mut inner = Vec::new();
+            put_signed(
+                &mut inner,
+                units.number(),
+                &units.kind(),
+                u,
+                units.supports_presence(),
+            );
+            put_signed(
+                &mut inner,
+                scale.number(),
+                &scale.kind(),
+                s,
+                scale.supports_presence(),
+            );
+            put_bytes(out, number, &inner);
+        }
+    }
+    true
+}
+
+/// A signed integer field (int, sint or sfixed; 32 or 64 bits; `v` fits the width).
+fn put_signed(out: &mut Vec<u8>, number: u32, kind: &Kind, v: i64, presence: bool) {
+    if !presence && v == 0 {
+        return;
+    }
+    match kind {
+        Kind::Int32 | Kind::Int64 => {
+            put_key(out, number, VARINT);
+            put_varint(out, v as u64);
+        }
+        Kind::Sint32 => {
+            put_key(out, number, VARINT);
+            let v = v as i32;
+            put_varint(out, ((v << 1) ^ (v >> 31)) as u32 as u64);
+        }
+        Kind::Sint64 => {
+            put_key(out, number, VARINT);
+            put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+        }
+        Kind::Sfixed32 => {
+            put_key(out, number, FIXED32);
+            out.extend_from_slice(&(v as i32).to_le_bytes());
+        }
+        _ => {
+            put_key(out, number, FIXED64);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_key(out: &mut Vec<u8>, number: u32, wire: u8) {
+    put_varint(out, ((number as u64) << 3) | wire as u64);
+}
+
+fn put_bytes(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
+    put_key(out, number, LEN);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::protobuf::{arrow_schema, load_message, ProtobufDecoder};
+    use crate::codec::protobuf::{arrow_schema, load_message, ProtobufDecoder, ProtobufEncoder};
+    use crate::codec::EncodedRows;
     use arrow::array::{Array, BinaryArray};
     use arrow::datatypes::{Field, Schema};
 
@@ -694,18 +977,6 @@ message Flat {
                 _ => self.next(100_000),
             }
         }
-    }
-
-    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-
-    fn put_key(out: &mut Vec<u8>, number: u32, wire: u8) {
-        put_varint(out, ((number as u64) << 3) | wire as u64);
     }
 
     /// One field of `Flat` with a random value (sometimes of the wrong wire type).
@@ -835,6 +1106,161 @@ message Flat {
         assert!(check(&message, &extra, &good));
         assert!(check(&message, &columns, &[]));
         assert!(check(&message, &columns, &[b""]));
+    }
+
+    /// Encodes `batch` both ways; the bytes, row ends and failures must be identical.
+    /// Returns the rows and which of them failed.
+    fn check_encode(message: &MessageDescriptor, batch: &RecordBatch) -> (EncodedRows, Vec<usize>) {
+        let encoder = ProtobufEncoder::new(message.clone());
+        let (mut direct, mut values) = (EncodedRows::default(), EncodedRows::default());
+        let failures = encoder.encode(batch, &mut direct).unwrap();
+        assert_eq!(failures, encoder.encode_values(batch, &mut values).unwrap());
+        assert_eq!(direct.ends, values.ends);
+        assert_eq!(direct.bytes, values.bytes);
+        (direct, failures.iter().map(|f| f.row).collect())
+    }
+
+    #[test]
+    fn rows_encode_straight_from_arrays_to_prost_reflects_bytes() {
+        let message = message();
+        let columns = columns(&message);
+        let mut rng = Rng(0x0123_4567_89AB_CDEF);
+        let mut good = Vec::new();
+        while good.len() < 300 {
+            let mut bytes = Vec::new();
+            for _ in 0..rng.next(12) {
+                field(&mut rng, &mut bytes);
+            }
+            let one = BinaryArray::from_iter_values([&bytes]);
+            if ColumnarProtobuf::new(&message, &columns)
+                .unwrap()
+                .decode(1, one.iter())
+                .is_some()
+            {
+                good.push(bytes);
+            }
+        }
+        let input = BinaryArray::from_iter_values(good.iter());
+        let batch = ProtobufDecoder::new(message.clone(), columns.clone())
+            .unwrap()
+            .decode(&input)
+            .unwrap()
+            .batch;
+        let (out, failed) = check_encode(&message, &batch);
+        // Every row but those no path can write (an enum number the enum does not name, read
+        // back as its digits) was written straight from the arrays.
+        assert!(failed.len() < batch.num_rows() / 4, "{failed:?}");
+        let writer = RowWriter::new(&message, &batch);
+        for row in (0..batch.num_rows()).filter(|r| !failed.contains(r)) {
+            let mut bytes = Vec::new();
+            assert!(writer.write(row, &mut bytes), "row {row}");
+            assert_eq!(bytes, out.row(row));
+        }
+    }
+
+    #[test]
+    fn conversions_oneofs_and_values_that_do_not_fit_encode_as_the_value_path_does() {
+        use arrow::array::{
+            BooleanArray, Decimal128Array, Float64Array, Int64Array, StringArray,
+            TimestampMillisecondArray, UInt64Array,
+        };
+        let message = message();
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "i32",
+                Arc::new(Int64Array::from(vec![
+                    Some(0),
+                    Some(i64::MAX),
+                    None,
+                    Some(-7),
+                ])) as ArrayRef,
+            ),
+            (
+                "s32",
+                Arc::new(Int64Array::from(vec![-1, 0, i32::MIN as i64, 5])),
+            ),
+            (
+                "u32",
+                Arc::new(Int64Array::from(vec![0, -1, 4_000_000_000, 1])),
+            ),
+            ("u64", Arc::new(UInt64Array::from(vec![u64::MAX, 0, 1, 2]))),
+            ("x64", Arc::new(Int64Array::from(vec![1, 0, -1, 3]))),
+            (
+                "flag",
+                Arc::new(BooleanArray::from(vec![
+                    Some(false),
+                    Some(true),
+                    None,
+                    Some(true),
+                ])),
+            ),
+            (
+                "ratio",
+                Arc::new(Float64Array::from(vec![-0.0, 0.1, f64::NAN, 1e300])),
+            ),
+            (
+                "score",
+                Arc::new(Float64Array::from(vec![0.0, -0.0, f64::INFINITY, 2.5])),
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from(vec![
+                    Some(""),
+                    Some("é"),
+                    None,
+                    Some("x"),
+                ])),
+            ),
+            (
+                "side",
+                Arc::new(StringArray::from(vec![
+                    Some("SIDE_UNKNOWN"),
+                    Some("SELL"),
+                    Some("HOLD"),
+                    None,
+                ])),
+            ),
+            (
+                "price",
+                Arc::new(
+                    Decimal128Array::from(vec![Some(0), Some(-12345), Some(i128::MAX / 10), None])
+                        .with_precision_and_scale(38, 4)
+                        .unwrap(),
+                ),
+            ),
+            (
+                "at",
+                Arc::new(TimestampMillisecondArray::from(vec![
+                    Some(0),
+                    Some(-1),
+                    None,
+                    Some(1_704_067_200_123),
+                ])),
+            ),
+            (
+                "maybe",
+                Arc::new(Int64Array::from(vec![Some(0), None, Some(3), Some(0)])),
+            ),
+            (
+                "text",
+                Arc::new(StringArray::from(vec![
+                    Some("t"),
+                    None,
+                    Some(""),
+                    Some("both"),
+                ])),
+            ),
+            (
+                "number",
+                Arc::new(Int64Array::from(vec![None, Some(0), None, Some(9)])),
+            ),
+        ])
+        .unwrap();
+        let (out, failed) = check_encode(&message, &batch);
+        assert_eq!(out.len(), 4);
+        // i32 too large (row 1) and an unknown enum name (row 2) fail on both paths; row 3 sets
+        // two members of a oneof, which only the value path writes (the last one wins).
+        assert_eq!(failed, vec![1, 2]);
     }
 
     #[test]
