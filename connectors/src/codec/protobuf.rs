@@ -522,13 +522,13 @@ impl ProtobufEncoder {
                 (f, c)
             })
             .collect();
-        let writer = direct.then(|| RowWriter::new(&self.message, batch));
+        let mut writer = direct.then(|| RowWriter::new(&self.message, batch));
         let mut failures = Vec::new();
         for row in 0..batch.num_rows() {
             let start = out.bytes.len();
             out.bytes.extend_from_slice(&self.prefix);
             if writer
-                .as_ref()
+                .as_mut()
                 .is_some_and(|w| w.write(row, &mut out.bytes))
             {
                 out.ends.push(out.bytes.len());

@@ -636,41 +636,126 @@ impl Builder {
 }
 
 /// The fields of an output message in number order (the order prost-reflect writes them), with
-/// their result columns, for writing rows straight from the arrays.
+/// their result columns and how each is written, for writing rows straight from the arrays.
 pub(super) struct RowWriter<'a> {
-    fields: Vec<(FieldDescriptor, Option<&'a ArrayRef>)>,
+    fields: Vec<(Plan, Option<&'a ArrayRef>)>,
     /// Indexes in `fields` of the members of each real oneof.
     oneofs: Vec<Vec<usize>>,
+    /// A nested message's bytes, before its length is known.
+    scratch: Vec<u8>,
+}
+
+/// How one field is written, worked out once per batch.
+enum Plan {
+    /// Lists, maps, other messages: rows holding a value go to the value path.
+    ValuePath,
+    Double(Head),
+    Float(Head),
+    /// int, sint or sfixed; `narrow`: 32 bits.
+    Signed(Head, Kind, bool),
+    /// uint or fixed; `wide`: 64 bits, `fixed`: fixed-width.
+    Unsigned(Head, bool, bool),
+    Bool(Head),
+    String(Head),
+    Bytes(Head),
+    /// The enum and its default value's number.
+    Enum(Head, EnumDescriptor, i32),
+    /// `google.protobuf.Timestamp`'s seconds and nanos.
+    Timestamp(Head, Sub, Sub),
+    /// The decimal message's units and scale.
+    Decimal(Head, Sub, Sub),
+}
+
+/// A field's number and whether it has presence (without it, a default is not written).
+#[derive(Clone, Copy)]
+struct Head {
+    number: u32,
+    presence: bool,
+}
+
+/// A signed integer field of a nested message.
+struct Sub {
+    head: Head,
+    kind: Kind,
+}
+
+impl Plan {
+    fn of(field: &FieldDescriptor) -> Plan {
+        let head = Head {
+            number: field.number(),
+            presence: field.supports_presence(),
+        };
+        let sub = |m: &MessageDescriptor, name: &str| {
+            m.get_field_by_name(name).map(|f| Sub {
+                head: Head {
+                    number: f.number(),
+                    presence: f.supports_presence(),
+                },
+                kind: f.kind(),
+            })
+        };
+        if field.is_list() || field.is_map() {
+            return Plan::ValuePath;
+        }
+        match field.kind() {
+            Kind::Double => Plan::Double(head),
+            Kind::Float => Plan::Float(head),
+            k @ (Kind::Int32 | Kind::Sint32 | Kind::Sfixed32) => Plan::Signed(head, k, true),
+            k @ (Kind::Int64 | Kind::Sint64 | Kind::Sfixed64) => Plan::Signed(head, k, false),
+            Kind::Uint32 => Plan::Unsigned(head, false, false),
+            Kind::Fixed32 => Plan::Unsigned(head, false, true),
+            Kind::Uint64 => Plan::Unsigned(head, true, false),
+            Kind::Fixed64 => Plan::Unsigned(head, true, true),
+            Kind::Bool => Plan::Bool(head),
+            Kind::String => Plan::String(head),
+            Kind::Bytes => Plan::Bytes(head),
+            Kind::Enum(e) => {
+                let default = e.default_value().number();
+                Plan::Enum(head, e, default)
+            }
+            Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
+                match (sub(&m, "seconds"), sub(&m, "nanos")) {
+                    (Some(s), Some(n)) => Plan::Timestamp(head, s, n),
+                    _ => Plan::ValuePath,
+                }
+            }
+            Kind::Message(m) => match (sub(&m, "units"), sub(&m, "scale")) {
+                (Some(u), Some(s)) if m.fields().count() == 2 => Plan::Decimal(head, u, s),
+                _ => Plan::ValuePath,
+            },
+        }
+    }
 }
 
 impl<'a> RowWriter<'a> {
     pub(super) fn new(message: &MessageDescriptor, batch: &'a RecordBatch) -> Self {
-        let mut fields: Vec<_> = message
-            .fields()
-            .map(|f| {
-                let column = batch.column_by_name(f.name());
-                (f, column)
-            })
-            .collect();
-        fields.sort_by_key(|(f, _)| f.number());
+        let mut fields: Vec<_> = message.fields().collect();
+        fields.sort_by_key(|f| f.number());
         let oneofs = message
             .oneofs()
             .filter(|o| !o.is_synthetic())
             .map(|o| {
                 let members: Vec<u32> = o.fields().map(|f| f.number()).collect();
                 (0..fields.len())
-                    .filter(|&i| members.contains(&fields[i].0.number()))
+                    .filter(|&i| members.contains(&fields[i].number()))
                     .collect()
             })
             .collect();
-        Self { fields, oneofs }
+        Self {
+            fields: fields
+                .iter()
+                .map(|f| (Plan::of(f), batch.column_by_name(f.name())))
+                .collect(),
+            oneofs,
+            scratch: Vec::new(),
+        }
     }
 
     /// Writes row `row` as the message bytes prost-reflect writes for the `DynamicMessage`
     /// [`super::protobuf`] builds; `false` (with `out` partly written) where that path must
     /// decide: lists, maps, nested messages, text conversions, values that do not fit, two
     /// members of one oneof set.
-    pub(super) fn write(&self, row: usize, out: &mut Vec<u8>) -> bool {
+    pub(super) fn write(&mut self, row: usize, out: &mut Vec<u8>) -> bool {
         let set = |i: usize| self.fields[i].1.is_some_and(|c| !c.is_null(row));
         if self
             .oneofs
@@ -679,158 +764,125 @@ impl<'a> RowWriter<'a> {
         {
             return false;
         }
-        self.fields.iter().all(|(field, column)| match column {
+        let scratch = &mut self.scratch;
+        self.fields.iter().all(|(plan, column)| match column {
             Some(array) if !array.is_null(row) => {
-                !field.is_list() && !field.is_map() && write_value(array.as_ref(), row, field, out)
+                write_value(plan, array.as_ref(), row, out, scratch)
             }
             _ => true,
         })
     }
 }
 
-/// Writes field `field` with the value of `array[row]`; a field without presence holding its
-/// default is not written, as prost-reflect does.
+/// Writes a field with the value of `array[row]` as `plan` says; a field without presence
+/// holding its default is not written, as prost-reflect does.
 fn write_value(
+    plan: &Plan,
     array: &dyn arrow::array::Array,
     row: usize,
-    field: &FieldDescriptor,
     out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
 ) -> bool {
     use super::cell::{epoch_nanos_at, float_at, integer_at};
     use arrow::array::AsArray;
     use arrow::datatypes::{Decimal128Type, UInt64Type};
-    let (number, presence) = (field.number(), field.supports_presence());
     let int = || integer_at(array, row);
-    match field.kind() {
-        Kind::Double => match float_at(array, row) {
-            Some(v) if presence || v != 0.0 => {
-                put_key(out, number, FIXED64);
+    match plan {
+        Plan::ValuePath => return false,
+        Plan::Double(h) => match float_at(array, row) {
+            Some(v) if h.presence || v != 0.0 => {
+                put_key(out, h.number, FIXED64);
                 out.extend_from_slice(&v.to_le_bytes());
             }
             Some(_) => {}
             None => return false,
         },
-        Kind::Float => match float_at(array, row).map(|v| v as f32) {
-            Some(v) if presence || v != 0.0 => {
-                put_key(out, number, FIXED32);
+        Plan::Float(h) => match float_at(array, row).map(|v| v as f32) {
+            Some(v) if h.presence || v != 0.0 => {
+                put_key(out, h.number, FIXED32);
                 out.extend_from_slice(&v.to_le_bytes());
             }
             Some(_) => {}
             None => return false,
         },
-        kind @ (Kind::Int32
-        | Kind::Sint32
-        | Kind::Sfixed32
-        | Kind::Int64
-        | Kind::Sint64
-        | Kind::Sfixed64) => {
+        Plan::Signed(h, kind, narrow) => {
             let Some(v) = int() else { return false };
-            if matches!(kind, Kind::Int32 | Kind::Sint32 | Kind::Sfixed32)
-                && i32::try_from(v).is_err()
-            {
+            if *narrow && i32::try_from(v).is_err() {
                 return false;
             }
-            put_signed(out, number, &kind, v, presence);
+            put_signed(out, *h, kind, v);
         }
-        Kind::Uint32 | Kind::Fixed32 => {
-            let Some(v) = int().and_then(|v| u32::try_from(v).ok()) else {
-                return false;
-            };
-            if presence || v != 0 {
-                if field.kind() == Kind::Uint32 {
-                    put_key(out, number, VARINT);
-                    put_varint(out, v as u64);
-                } else {
-                    put_key(out, number, FIXED32);
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
-            }
-        }
-        Kind::Uint64 | Kind::Fixed64 => {
-            let v = match array.data_type() {
-                DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row),
-                _ => match int().and_then(|v| u64::try_from(v).ok()) {
+        Plan::Unsigned(h, wide, fixed) => {
+            let v = match (wide, array.data_type()) {
+                (true, DataType::UInt64) => array.as_primitive::<UInt64Type>().value(row),
+                (true, _) => match int().and_then(|v| u64::try_from(v).ok()) {
                     Some(v) => v,
                     None => return false,
                 },
+                (false, _) => match int().and_then(|v| u32::try_from(v).ok()) {
+                    Some(v) => v as u64,
+                    None => return false,
+                },
             };
-            if presence || v != 0 {
-                if field.kind() == Kind::Uint64 {
-                    put_key(out, number, VARINT);
-                    put_varint(out, v);
-                } else {
-                    put_key(out, number, FIXED64);
-                    out.extend_from_slice(&v.to_le_bytes());
+            if h.presence || v != 0 {
+                match (wide, fixed) {
+                    (_, false) => {
+                        put_key(out, h.number, VARINT);
+                        put_varint(out, v);
+                    }
+                    (false, true) => {
+                        put_key(out, h.number, FIXED32);
+                        out.extend_from_slice(&(v as u32).to_le_bytes());
+                    }
+                    (true, true) => {
+                        put_key(out, h.number, FIXED64);
+                        out.extend_from_slice(&v.to_le_bytes());
+                    }
                 }
             }
         }
-        Kind::Bool => match array.as_boolean_opt().map(|b| b.value(row)) {
-            Some(v) if presence || v => {
-                put_key(out, number, VARINT);
+        Plan::Bool(h) => match array.as_boolean_opt().map(|b| b.value(row)) {
+            Some(v) if h.presence || v => {
+                put_key(out, h.number, VARINT);
                 out.push(v as u8);
             }
             Some(_) => {}
             None => return false,
         },
-        Kind::String => match array.as_string_opt::<i32>().map(|s| s.value(row)) {
-            Some(v) if presence || !v.is_empty() => put_bytes(out, number, v.as_bytes()),
+        Plan::String(h) => match array.as_string_opt::<i32>().map(|s| s.value(row)) {
+            Some(v) if h.presence || !v.is_empty() => put_bytes(out, h.number, v.as_bytes()),
             Some(_) => {}
             None => return false,
         },
-        Kind::Bytes => match array.as_binary_opt::<i32>().map(|b| b.value(row)) {
-            Some(v) if presence || !v.is_empty() => put_bytes(out, number, v),
+        Plan::Bytes(h) => match array.as_binary_opt::<i32>().map(|b| b.value(row)) {
+            Some(v) if h.presence || !v.is_empty() => put_bytes(out, h.number, v),
             Some(_) => {}
             None => return false,
         },
-        Kind::Enum(e) => {
+        Plan::Enum(h, e, default) => {
             let Some(name) = array.as_string_opt::<i32>().map(|s| s.value(row)) else {
                 return false;
             };
             let Some(value) = e.get_value_by_name(name) else {
                 return false;
             };
-            if presence || value.number() != e.default_value().number() {
-                put_key(out, number, VARINT);
+            if h.presence || value.number() != *default {
+                put_key(out, h.number, VARINT);
                 put_varint(out, value.number() as i64 as u64);
             }
         }
-        Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
-            let Some(nanos) = epoch_nanos_at(array, row) else {
+        Plan::Timestamp(h, seconds, nanos) => {
+            let Some(t) = epoch_nanos_at(array, row) else {
                 return false;
             };
-            let (Some(seconds), Some(nanos_field)) =
-                (m.get_field_by_name("seconds"), m.get_field_by_name("nanos"))
-            else {
-                return false;
-            };
-            let mut inner = Vec::new();
-            let s = nanos.div_euclid(1_000_000_000) as i64;
-            let n = nanos.rem_euclid(1_000_000_000) as i64;
-            put_signed(
-                &mut inner,
-                seconds.number(),
-                &seconds.kind(),
-                s,
-                seconds.supports_presence(),
-            );
-            put_signed(
-                &mut inner,
-                nanos_field.number(),
-                &nanos_field.kind(),
-                n,
-                nanos_field.supports_presence(),
-            );
-            put_bytes(out, number, &inner);
+            scratch.clear();
+            let s = t.div_euclid(1_000_000_000) as i64;
+            let n = t.rem_euclid(1_000_000_000) as i64;
+            put_signed(scratch, seconds.head, &seconds.kind, s);
+            put_signed(scratch, nanos.head, &nanos.kind, n);
+            put_bytes(out, h.number, scratch);
         }
-        Kind::Message(m) => {
-            let (Some(units), Some(scale)) =
-                (m.get_field_by_name("units"), m.get_field_by_name("scale"))
-            else {
-                return false;
-            };
-            if m.fields().count() != 2 {
-                return false;
-            }
+        Plan::Decimal(h, units, scale) => {
             let (unscaled, s) = match array.data_type() {
                 DataType::Decimal128(_, s) => {
                     (array.as_primitive::<Decimal128Type>().value(row), *s as i64)
@@ -843,29 +895,18 @@ fn write_value(
             let Ok(u) = i64::try_from(unscaled) else {
                 return false;
             };
-            let mut inner = Vec::new();
-            put_signed(
-                &mut inner,
-                units.number(),
-                &units.kind(),
-                u,
-                units.supports_presence(),
-            );
-            put_signed(
-                &mut inner,
-                scale.number(),
-                &scale.kind(),
-                s,
-                scale.supports_presence(),
-            );
-            put_bytes(out, number, &inner);
+            scratch.clear();
+            put_signed(scratch, units.head, &units.kind, u);
+            put_signed(scratch, scale.head, &scale.kind, s);
+            put_bytes(out, h.number, scratch);
         }
     }
     true
 }
 
 /// A signed integer field (int, sint or sfixed; 32 or 64 bits; `v` fits the width).
-fn put_signed(out: &mut Vec<u8>, number: u32, kind: &Kind, v: i64, presence: bool) {
+fn put_signed(out: &mut Vec<u8>, head: Head, kind: &Kind, v: i64) {
+    let Head { number, presence } = head;
     if !presence && v == 0 {
         return;
     }
@@ -1150,7 +1191,7 @@ message Flat {
         // Every row but those no path can write (an enum number the enum does not name, read
         // back as its digits) was written straight from the arrays.
         assert!(failed.len() < batch.num_rows() / 4, "{failed:?}");
-        let writer = RowWriter::new(&message, &batch);
+        let mut writer = RowWriter::new(&message, &batch);
         for row in (0..batch.num_rows()).filter(|r| !failed.contains(r)) {
             let mut bytes = Vec::new();
             assert!(writer.write(row, &mut bytes), "row {row}");
