@@ -314,10 +314,12 @@ impl AvroDecoder {
         // Registry framing: every record must carry the same schema id, already fetched.
         let id = split_frame(payloads.iter().next()??).ok()?.0;
         let columns = self.bridge.columns();
+        // A schema id not fetched yet is fetched by the value path first.
+        let writer = self.writers.get(&id)?;
         let columnar = self
             .columnar_by_id
             .entry(id)
-            .or_insert_with(|| ColumnarAvro::new(self.writers.get(&id)?, columns))
+            .or_insert_with(|| ColumnarAvro::new(writer, columns))
             .as_mut()?;
         let bodies = payloads.iter().map(|p| match split_frame(p?) {
             Ok((this, body)) if this == id => Some(body),
@@ -705,7 +707,10 @@ fn to_value(
                     .as_primitive::<TimestampNanosecondType>()
                     .value(row)
                     .div_euclid(1000),
-                _ => millis(array).ok_or_else(mismatch)? * 1000,
+                _ => millis(array)
+                    .ok_or_else(mismatch)?
+                    .checked_mul(1000)
+                    .ok_or("the timestamp is out of range for microseconds")?,
             };
             if matches!(schema, AvroSchema::TimestampMicros) {
                 Value::TimestampMicros(micros)

@@ -14,9 +14,9 @@
 //! apache-avro writes for the value the value path builds; a row it cannot write goes through
 //! that path, which also names what is wrong with it.
 //!
-//! arrow-avro reads some bytes more leniently than apache-avro: a boolean byte other than 0 or
-//! 1 is `true`, and the UTF-8 of a string is checked when its column is built. Datums written by
-//! an Avro library never contain either.
+//! arrow-avro reads some bytes more leniently than apache-avro (a boolean byte of 2 is `true`,
+//! a union branch of −1 is not null, no length limit), so each datum is first checked as
+//! apache-avro would read it ([`valid`]); one that fails sends the batch to the value path.
 
 use std::sync::Arc;
 
@@ -35,6 +35,8 @@ const FRAME_ID: u32 = 0;
 /// Decodes datums of one writer schema into batches of the stream's columns.
 pub(super) struct ColumnarAvro {
     columns: SchemaRef,
+    /// Each datum is checked first (see [`valid`]).
+    checks: Vec<Check>,
     writer: String,
     /// For each column: its index in arrow-avro's batch and how it is converted.
     take: Vec<(usize, Convert)>,
@@ -62,9 +64,7 @@ impl ColumnarAvro {
     /// A decoder for datums written with `writer`, or `None` when its records are not ones this
     /// path reads.
     pub(super) fn new(writer: &AvroSchema, columns: &SchemaRef) -> Option<Self> {
-        if !flat_record(writer) {
-            return None;
-        }
+        let checks = checks(writer)?;
         // Through a JSON value: apache-avro writes some keys of a fixed decimal twice.
         let text = serde_json::to_value(writer).ok()?.to_string();
         let decoder = build(&text, 1).ok()?;
@@ -99,6 +99,7 @@ impl ColumnarAvro {
             .collect::<Option<Vec<_>>>()?;
         Some(Self {
             columns: columns.clone(),
+            checks,
             writer: text,
             take,
             decoder: Some(decoder),
@@ -132,8 +133,12 @@ impl ColumnarAvro {
         }
         let decoder = self.decoder.as_mut()?;
         for datum in datums {
+            let datum = datum?;
+            if !valid(&self.checks, datum) {
+                return None;
+            }
             self.frame.truncate(5);
-            self.frame.extend_from_slice(datum?);
+            self.frame.extend_from_slice(datum);
             let room = decoder.capacity();
             let read = decoder.decode(&self.frame).ok()?;
             if read != self.frame.len() || decoder.capacity() + 1 != room {
@@ -214,45 +219,152 @@ fn drop_zone(array: &ArrayRef) -> ArrayRef {
     }
 }
 
-/// A record whose fields are scalars, or unions of null and one scalar.
-fn flat_record(schema: &AvroSchema) -> bool {
-    fn scalar(schema: &AvroSchema) -> bool {
+/// How one field of a datum is checked before arrow-avro reads it: as strictly as apache-avro
+/// reads it (and the value path takes it), so that arrow-avro's leniencies never decide.
+enum Check {
+    Boolean,
+    Int,
+    Long,
+    Float,
+    Double,
+    Bytes,
+    String,
+    /// An enum of this many symbols.
+    Enum(usize),
+    /// Fixed bytes of this size (a decimal's too).
+    Fixed(usize),
+    /// A decimal on `bytes`: at most 16 of them.
+    DecimalBytes,
+    /// A union of null (branch `null`) and one scalar.
+    Nullable {
+        null: u64,
+        inner: Box<Check>,
+    },
+}
+
+/// The checks of a record whose fields are scalars, or unions of null and one scalar; `None`
+/// for any other schema.
+fn checks(schema: &AvroSchema) -> Option<Vec<Check>> {
+    fn scalar(schema: &AvroSchema) -> Option<Check> {
         use AvroSchema as S;
-        matches!(
-            schema,
-            S::Boolean
-                | S::Int
-                | S::Long
-                | S::Float
-                | S::Double
-                | S::Bytes
-                | S::String
-                | S::Enum(_)
-                | S::Fixed(_)
-                | S::Decimal(_)
-                | S::Date
-                | S::TimeMillis
-                | S::TimeMicros
-                | S::TimestampMillis
-                | S::TimestampMicros
-                | S::TimestampNanos
-                | S::LocalTimestampMillis
-                | S::LocalTimestampMicros
-                | S::LocalTimestampNanos
-        )
+        Some(match schema {
+            S::Boolean => Check::Boolean,
+            S::Int | S::Date | S::TimeMillis => Check::Int,
+            S::Long
+            | S::TimeMicros
+            | S::TimestampMillis
+            | S::TimestampMicros
+            | S::TimestampNanos
+            | S::LocalTimestampMillis
+            | S::LocalTimestampMicros
+            | S::LocalTimestampNanos => Check::Long,
+            S::Float => Check::Float,
+            S::Double => Check::Double,
+            S::Bytes => Check::Bytes,
+            S::String => Check::String,
+            S::Enum(e) => Check::Enum(e.symbols.len()),
+            S::Fixed(f) => Check::Fixed(f.size),
+            S::Decimal(d) => match d.inner.as_ref() {
+                S::Fixed(f) if f.size <= 16 => Check::Fixed(f.size),
+                S::Bytes => Check::DecimalBytes,
+                _ => return None,
+            },
+            _ => return None,
+        })
     }
     let AvroSchema::Record(record) = schema else {
-        return false;
+        return None;
     };
-    record.fields.iter().all(|f| match &f.schema {
-        AvroSchema::Union(u) => {
-            let v = u.variants();
-            v.len() == 2
-                && v.iter().any(|s| matches!(s, AvroSchema::Null))
-                && v.iter().all(|s| matches!(s, AvroSchema::Null) || scalar(s))
+    record
+        .fields
+        .iter()
+        .map(|f| match &f.schema {
+            AvroSchema::Union(u) => {
+                let v = u.variants();
+                let null = v.iter().position(|s| matches!(s, AvroSchema::Null))?;
+                if v.len() != 2 {
+                    return None;
+                }
+                Some(Check::Nullable {
+                    null: null as u64,
+                    inner: Box::new(scalar(&v[1 - null])?),
+                })
+            }
+            other => scalar(other),
+        })
+        .collect()
+}
+
+/// Whether `datum` is exactly one record of `checks`, read as apache-avro reads it: union
+/// branches and enum indexes in range, booleans 0 or 1, ints within 32 bits, lengths within
+/// the datum and [`super::avro::MAX_AVRO_LENGTH`], strings UTF-8, floats finite (the value path
+/// turns a NaN into null), nothing after the end.
+fn valid(checks: &[Check], datum: &[u8]) -> bool {
+    fn long(b: &[u8], at: &mut usize) -> Option<i64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            if shift == 63 && byte > 1 {
+                return None;
+            }
+            value |= ((byte & 0x7f) as u64) << shift;
+            if byte & 0x80 == 0 {
+                return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+            }
         }
-        other => scalar(other),
-    })
+        None
+    }
+    fn take<'a>(b: &'a [u8], at: &mut usize, n: usize) -> Option<&'a [u8]> {
+        let bytes = b.get(*at..at.checked_add(n)?)?;
+        *at += n;
+        Some(bytes)
+    }
+    fn length(b: &[u8], at: &mut usize) -> Option<usize> {
+        usize::try_from(long(b, at)?)
+            .ok()
+            .filter(|n| *n <= super::avro::MAX_AVRO_LENGTH)
+    }
+    fn one(check: &Check, b: &[u8], at: &mut usize) -> Option<()> {
+        match check {
+            Check::Boolean => (take(b, at, 1)?[0] <= 1).then_some(()),
+            Check::Int => i32::try_from(long(b, at)?).ok().map(drop),
+            Check::Long => long(b, at).map(drop),
+            Check::Float => {
+                let v = f32::from_le_bytes(take(b, at, 4)?.try_into().ok()?);
+                v.is_finite().then_some(())
+            }
+            Check::Double => {
+                let v = f64::from_le_bytes(take(b, at, 8)?.try_into().ok()?);
+                v.is_finite().then_some(())
+            }
+            Check::Bytes => {
+                let n = length(b, at)?;
+                take(b, at, n).map(drop)
+            }
+            Check::String => {
+                let n = length(b, at)?;
+                std::str::from_utf8(take(b, at, n)?).ok().map(drop)
+            }
+            Check::Enum(symbols) => {
+                let i = long(b, at)?;
+                (0..*symbols as i64).contains(&i).then_some(())
+            }
+            Check::Fixed(size) => take(b, at, *size).map(drop),
+            Check::DecimalBytes => {
+                let n = length(b, at)?;
+                ((1..=16).contains(&n)).then_some(())?;
+                take(b, at, n).map(drop)
+            }
+            Check::Nullable { null, inner } => match long(b, at)? {
+                branch if branch as u64 == *null => Some(()),
+                branch if branch as u64 == 1 - *null => one(inner, b, at),
+                _ => None,
+            },
+        }
+    }
+    let mut at = 0;
+    checks.iter().all(|c| one(c, datum, &mut at).is_some()) && at == datum.len()
 }
 
 /// Writes `array[row]` (`None`: a field the result has no column of) as the Avro binary of
@@ -386,8 +498,8 @@ pub(super) fn write_field(
                     .as_primitive::<TimestampNanosecondType>()
                     .value(row)
                     .div_euclid(1000),
-                _ => match millis() {
-                    Some(ms) => ms * 1000,
+                _ => match millis().and_then(|ms| ms.checked_mul(1000)) {
+                    Some(us) => us,
                     None => return false,
                 },
             };
@@ -743,6 +855,43 @@ mod tests {
             assert!(!check(&schema, &columns, &[&good[..end]]), "{end}");
         }
         assert!(check(&schema, &columns, &[good.as_slice()]));
+    }
+
+    /// Bytes arrow-avro would read leniently are checked first, so the value path decides.
+    #[test]
+    fn datums_apache_avro_refuses_or_the_value_path_nulls_are_left_to_it() {
+        let schema = parse_schema(
+            r#"{"type":"record","name":"S","fields":[{"name":"b","type":"boolean"},
+            {"name":"n","type":["null","long"]},{"name":"d","type":"double"},
+            {"name":"s","type":"string"}]}"#,
+        )
+        .unwrap();
+        let columns = arrow_schema(&schema).unwrap();
+        let datum = |b: u8, branch: u8, d: f64, s: &[u8]| {
+            let mut out = vec![b, branch, 0x04];
+            out.extend_from_slice(&d.to_le_bytes());
+            super::bytes(&mut out, s);
+            out
+        };
+        let ok = datum(1, 2, 1.5, b"x");
+        assert!(check(&schema, &columns, &[&ok]));
+        let trailing = [ok.as_slice(), &[0, 0, 0, 0, 0]].concat();
+        for bad in [
+            datum(2, 2, 1.5, b"x"),                       // a boolean byte of 2
+            datum(1, 1, 1.5, b"x"),                       // union branch -1
+            datum(1, 4, 1.5, b"x"),                       // union branch 2
+            datum(1, 2, f64::NAN, b"x"),                  // NaN: null on the value path
+            datum(1, 2, f64::INFINITY, b"x"),             // so is infinity
+            datum(1, 2, 1.5, b"\xff"),                    // not UTF-8
+            datum(1, 2, 1.5, &vec![b'a'; (1 << 20) + 1]), // over the length limit
+            trailing,                                     // read as a next frame's header
+        ] {
+            assert!(
+                !check(&schema, &columns, &[&ok, &ok, &bad]),
+                "{:?}",
+                &bad[..4]
+            );
+        }
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub fn descriptor_set(proto_file: &Path) -> Result<Vec<u8>> {
     Ok(compiler.file_descriptor_set().encode_to_vec())
 }
 
-fn is_decimal(m: &MessageDescriptor) -> bool {
+pub(super) fn is_decimal(m: &MessageDescriptor) -> bool {
     let fields: Vec<FieldDescriptor> = m.fields().collect();
     fields.len() == 2
         && fields.iter().any(|f| {
@@ -147,7 +147,7 @@ fn is_decimal(m: &MessageDescriptor) -> bool {
         })
 }
 
-fn is_timestamp(m: &MessageDescriptor) -> bool {
+pub(super) fn is_timestamp(m: &MessageDescriptor) -> bool {
     m.full_name() == "google.protobuf.Timestamp"
 }
 

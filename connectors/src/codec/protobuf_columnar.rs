@@ -28,6 +28,7 @@ use arrow::datatypes::{
 };
 use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
 
+use super::protobuf::{is_decimal, is_timestamp};
 use super::text::{fits_precision, rescale};
 
 /// Field numbers above this leave the message to the value-tree path (the lookup is a table).
@@ -135,6 +136,10 @@ enum Slot {
 impl ColumnarProtobuf {
     /// A decoder of `message` into `columns`, or `None` when a column is not one this path reads.
     pub(super) fn new(message: &MessageDescriptor, columns: &SchemaRef) -> Option<Self> {
+        // Extensions are decoded (and checked) by prost-reflect; left to it.
+        if message.extensions().len() > 0 {
+            return None;
+        }
         let mut fields = Vec::new();
         let mut oneofs: Vec<String> = Vec::new();
         for field in message.fields() {
@@ -346,7 +351,7 @@ fn scalar(field: &FieldDescriptor, column: &DataType, typed: bool) -> Option<Sca
         Kind::Enum(e) => Scalar::Enum(e),
         Kind::Bytes if typed => return None,
         Kind::Bytes => Scalar::Bytes,
-        Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
+        Kind::Message(m) if is_timestamp(&m) => {
             if typed && !matches!(column, DataType::Timestamp(_, None)) {
                 return None;
             }
@@ -356,20 +361,18 @@ fn scalar(field: &FieldDescriptor, column: &DataType, typed: bool) -> Option<Sca
             }
             Scalar::Timestamp
         }
-        Kind::Message(m) => {
+        Kind::Message(m) if is_decimal(&m) => {
             if typed && !matches!(column, DataType::Decimal128(..)) {
                 return None;
             }
             let units = m.get_field_by_name("units")?;
             let scale = m.get_field_by_name("scale")?;
-            if m.fields().count() != 2 {
-                return None;
-            }
             Scalar::Decimal {
                 units: (units.number(), units.kind()),
                 scale: (scale.number(), scale.kind()),
             }
         }
+        Kind::Message(_) => return None,
     };
     let natural = match &kind {
         Scalar::Int32 | Scalar::Sint32 | Scalar::Sfixed32 => DataType::Int32,
@@ -438,7 +441,10 @@ fn timestamp(bytes: &[u8]) -> Option<Slot> {
             (_, wire) => skip(bytes, &mut at, wire)?,
         }
     }
-    if !(0..1_000_000_000).contains(&nanos) {
+    // The value path goes through RFC 3339 text, which arrow-cast reads for years 1–9999 only.
+    const FIRST: i64 = -62_135_596_800; // 0001-01-01T00:00:00Z
+    const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    if !(0..1_000_000_000).contains(&nanos) || !(FIRST..=LAST).contains(&seconds) {
         return None;
     }
     chrono::DateTime::from_timestamp(seconds, nanos as u32)?;
@@ -713,16 +719,15 @@ impl Plan {
                 let default = e.default_value().number();
                 Plan::Enum(head, e, default)
             }
-            Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
-                match (sub(&m, "seconds"), sub(&m, "nanos")) {
-                    (Some(s), Some(n)) => Plan::Timestamp(head, s, n),
-                    _ => Plan::ValuePath,
-                }
-            }
-            Kind::Message(m) => match (sub(&m, "units"), sub(&m, "scale")) {
-                (Some(u), Some(s)) if m.fields().count() == 2 => Plan::Decimal(head, u, s),
+            Kind::Message(m) if is_timestamp(&m) => match (sub(&m, "seconds"), sub(&m, "nanos")) {
+                (Some(s), Some(n)) => Plan::Timestamp(head, s, n),
                 _ => Plan::ValuePath,
             },
+            Kind::Message(m) if is_decimal(&m) => match (sub(&m, "units"), sub(&m, "scale")) {
+                (Some(u), Some(s)) => Plan::Decimal(head, u, s),
+                _ => Plan::ValuePath,
+            },
+            Kind::Message(_) => Plan::ValuePath,
         }
     }
 }
@@ -896,8 +901,12 @@ fn write_value(
                 return false;
             };
             scratch.clear();
-            put_signed(scratch, units.head, &units.kind, u);
-            put_signed(scratch, scale.head, &scale.kind, s);
+            // In field-number order, as prost-reflect writes them.
+            let mut fields = [(units, u), (scale, s)];
+            fields.sort_by_key(|(sub, _)| sub.head.number);
+            for (sub, v) in fields {
+                put_signed(scratch, sub.head, &sub.kind, v);
+            }
             put_bytes(out, h.number, scratch);
         }
     }
@@ -978,11 +987,15 @@ message Flat {
 "#;
 
     fn message() -> MessageDescriptor {
-        let dir = std::env::temp_dir().join(format!("velo-flat-proto-{}", std::process::id()));
+        load(PROTO, "flat", "flat.Flat")
+    }
+
+    fn load(text: &str, file: &str, message: &str) -> MessageDescriptor {
+        let dir = std::env::temp_dir().join(format!("velo-{file}-proto-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("flat.proto");
-        std::fs::write(&path, PROTO).unwrap();
-        load_message(&path, "flat.Flat").unwrap()
+        let path = dir.join(format!("{file}.proto"));
+        std::fs::write(&path, text).unwrap();
+        load_message(&path, message).unwrap()
     }
 
     /// The message's columns the columnar path reads, the decimal as DECIMAL(18,4) and the
@@ -1302,6 +1315,71 @@ message Flat {
         // i32 too large (row 1) and an unknown enum name (row 2) fail on both paths; row 3 sets
         // two members of a oneof, which only the value path writes (the last one wins).
         assert_eq!(failed, vec![1, 2]);
+    }
+
+    /// Messages shaped like the decimal message but not one, a decimal message with its fields
+    /// in the other order, and timestamps past what RFC 3339 text carries.
+    #[test]
+    fn look_alike_messages_field_order_and_far_timestamps_follow_the_value_path() {
+        use arrow::array::Decimal128Array;
+        let odd = load(
+            r#"syntax = "proto3";
+package odd;
+import "google/protobuf/timestamp.proto";
+message NotDecimal { int32 units = 1; int32 scale = 2; }
+message Decimal { int32 scale = 1; int64 units = 2; }
+message Odd { NotDecimal nd = 1; Decimal d = 2; google.protobuf.Timestamp at = 3; }
+"#,
+            "odd",
+            "odd.Odd",
+        );
+        let decimal = |name: &str| Field::new(name, DataType::Decimal128(18, 4), true);
+        let nd = Arc::new(Schema::new(vec![decimal("nd")]));
+        assert!(ColumnarProtobuf::new(&odd, &nd).is_none());
+        let columns = Arc::new(Schema::new(vec![
+            decimal("d"),
+            Field::new("at", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        let message = |seconds: u64| {
+            let mut d = Vec::new();
+            put_key(&mut d, 1, VARINT);
+            put_varint(&mut d, 2); // scale 2
+            put_key(&mut d, 2, VARINT);
+            put_varint(&mut d, 12345); // units
+            let mut at = Vec::new();
+            put_key(&mut at, 1, VARINT);
+            put_varint(&mut at, seconds);
+            let mut out = Vec::new();
+            put_bytes(&mut out, 2, &d);
+            put_bytes(&mut out, 3, &at);
+            out
+        };
+        let near = message(1_704_067_200);
+        assert!(check(&odd, &columns, &[&near]));
+        for far in [253_402_300_800u64, (-62_135_596_801i64) as u64] {
+            assert!(!check(&odd, &columns, &[&near, &message(far)]), "{far}");
+        }
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "d",
+                Arc::new(
+                    Decimal128Array::from(vec![Some(-12345), Some(0), None])
+                        .with_precision_and_scale(18, 4)
+                        .unwrap(),
+                ) as ArrayRef,
+            ),
+            (
+                "nd",
+                Arc::new(
+                    Decimal128Array::from(vec![None, Some(7), None])
+                        .with_precision_and_scale(18, 4)
+                        .unwrap(),
+                ),
+            ),
+        ])
+        .unwrap();
+        let (_, failed) = check_encode(&odd, &batch);
+        assert_eq!(failed, vec![1]); // a DECIMAL column is no NotDecimal message
     }
 
     #[test]
