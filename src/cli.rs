@@ -429,6 +429,11 @@ pub struct StreamArgs {
     /// Longest wait, in ms, before a micro-batch runs with the records it has.
     #[arg(long, default_value_t = 200)]
     pub flush_interval_ms: u64,
+    /// Run a micro-batch as soon as the consumer has nothing more buffered, instead of waiting
+    /// up to the flush interval for it to fill: lowest latency (the low-latency profile's
+    /// setting); under load batches still fill to --batch-size.
+    #[arg(long)]
+    pub eager_batches: bool,
     /// Root of the jobs' state folders (checkpoints); the job's is `<dir>/<job name>`.
     /// Default `$VELO_STATE_DIR`, else the user's data dir (`~/.local/share/velostream/state`).
     #[arg(long)]
@@ -940,6 +945,7 @@ impl QueryArgs {
         Ok(RuntimeOptions {
             batch_size: self.batch_size,
             flush_interval,
+            eager_batches: false,
             max_state_bytes,
             max_event_time_skew: (skew > 0).then(|| Duration::from_millis(skew as u64)),
         })
@@ -974,6 +980,7 @@ pub fn stream_spec(args: &StreamArgs) -> Result<crate::job::spec::JobSpec> {
         .query
         .to_spec(read, Duration::from_millis(args.flush_interval_ms.max(1)))?;
     spec.name = args.job_name.clone().unwrap_or_default();
+    spec.runtime.eager_batches = args.eager_batches;
     spec.input.partition = args.partition;
     spec.delivery = args.delivery;
     spec.kafka.session_timeout = args

@@ -281,3 +281,34 @@ fn stream_partition_reads_one_partition_and_resumes_from_its_committed_offset() 
     numbers(&topic, 6..10, 2);
     assert_eq!(run_lines("2"), "{\"n\":7,\"p\":1}\n{\"n\":9,\"p\":1}\n");
 }
+
+/// With `--eager-batches` a record runs as soon as nothing more is buffered: with a flush
+/// interval of ten minutes, a lone record still comes out (`take_lines` gives up after 30 s).
+#[test]
+fn an_eager_batch_runs_without_waiting_out_the_flush_interval() {
+    let topic = unique_topic("eager");
+    create_topic(&topic, 1);
+    numbers(&topic, 0..1, 1);
+    let job = spawn(&[
+        "stream",
+        "--query",
+        "SELECT n FROM eager",
+        "--input-topic",
+        &topic,
+        "--schema",
+        "n BIGINT, price DECIMAL(10,2)",
+        "--format",
+        "json-lines",
+        "--flush-interval-ms",
+        "600000",
+        "--eager-batches",
+        "--group-id",
+        &unique_topic("g"),
+    ]);
+    assert_eq!(job.take_lines(1), vec![r#"{"n":0}"#]);
+    // Records produced later run in their own batches, without waiting either.
+    numbers(&topic, 1..3, 1);
+    assert_eq!(job.take_lines(2), vec![r#"{"n":1}"#, r#"{"n":2}"#]);
+    let (code, rest) = job.terminate();
+    assert_eq!((code, rest), (0, Vec::<String>::new()));
+}

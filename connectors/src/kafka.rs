@@ -577,6 +577,8 @@ pub struct KafkaSource {
     topic: String,
     /// Whether records' headers are collected (see [`KafkaSource::without_headers`]).
     with_headers: bool,
+    /// A batch closes once nothing more is buffered (see [`KafkaSource::eager`]).
+    eager: bool,
     collector: RecordBatchCollector,
     /// Snapshot mode: the end offset (exclusive) still to reach per partition.
     remaining: Option<BTreeMap<i32, i64>>,
@@ -785,6 +787,7 @@ impl KafkaSource {
             consumer,
             topic: topic.to_string(),
             with_headers: true,
+            eager: false,
             collector: RecordBatchCollector::new(1024),
             snapshot_partitions,
             snapshot_ends,
@@ -804,6 +807,14 @@ impl KafkaSource {
     /// readers that use neither the column nor the headers of bad records.
     pub fn without_headers(mut self) -> Self {
         self.with_headers = false;
+        self
+    }
+
+    /// A batch closes as soon as librdkafka has nothing more buffered for it, instead of waiting
+    /// up to the poll's wait for more records: the wait then only bounds how long a batch waits
+    /// for its first record (lowest latency; batches still fill up to their size under load).
+    pub fn eager(mut self) -> Self {
+        self.eager = true;
         self
     }
 
@@ -942,10 +953,12 @@ impl Source for KafkaSource {
             && !self.exhausted()
         {
             // What librdkafka holds already is taken without a wait (and without reading the
-            // clock); only an empty queue waits, up to the deadline. Past the deadline a batch
-            // still takes everything buffered, up to `max_records`.
+            // clock); only an empty queue waits, up to the deadline (an eager source's batch
+            // with records in it closes instead). Past the deadline a batch still takes
+            // everything buffered, up to `max_records`.
             let polled = match self.consumer.poll(Duration::ZERO) {
                 Some(polled) => polled,
+                None if self.eager && !self.collector.is_empty() => break,
                 None => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match self.consumer.poll(left) {

@@ -24,13 +24,13 @@ use super::{parse_count, spec_of};
 use crate::error::{Result, VeloError};
 use crate::job::spec::JobHooks;
 
-/// The low-latency profile's micro-batching (batch size, flush interval in ms).
-fn low_latency_profile() -> (usize, u64) {
-    let (_, batch, flush, _) = crate::server::config::PROFILES
+/// The low-latency profile's micro-batching (batch size, flush interval in ms, eager batches).
+fn low_latency_profile() -> (usize, u64, bool) {
+    let (_, batch, flush, _, eager) = crate::server::config::PROFILES
         .iter()
         .find(|p| p.0 == "low-latency")
         .expect("the low-latency profile exists");
-    (*batch, *flush)
+    (*batch, *flush, *eager)
 }
 
 fn now_ms() -> i64 {
@@ -47,7 +47,7 @@ fn kafka_error(what: &str, e: impl std::fmt::Display) -> VeloError {
 pub async fn run(args: &NexmarkArgs, columns: &str) -> Result<()> {
     let events = parse_count("--events", &args.events)?;
     let rate = args.rate.max(1);
-    let (batch, flush) = low_latency_profile();
+    let (batch, flush, eager) = low_latency_profile();
     let id = std::process::id();
     let (input, output) = (
         format!("velo-bench-latency-in-{id}"),
@@ -106,6 +106,7 @@ pub async fn run(args: &NexmarkArgs, columns: &str) -> Result<()> {
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(eager.then(|| "--eager-batches".to_string()))
     .collect();
     let spec = spec_of(&argv)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -139,7 +140,8 @@ pub async fn run(args: &NexmarkArgs, columns: &str) -> Result<()> {
     let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p / 100.0).round() as usize];
     println!(
         "Nexmark latency: {sent} bids at {rate}/s through the broker, q0 as a continuous job \
-         (low-latency profile: {batch} records per batch, {flush} ms flush interval)"
+         (low-latency profile: {batch} records per batch, {flush} ms flush interval{})",
+        if eager { ", eager batches" } else { "" }
     );
     println!();
     println!("| results measured | p50 | p95 | p99 | max |");

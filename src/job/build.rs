@@ -314,6 +314,10 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
                 // dead-letter topic; else they are not parsed at all.
                 let headers_read = adapter.reads_metadata(velo_connectors::record::HEADERS_COLUMN)
                     || spec.dlq_topic.is_some();
+                let source = match spec.runtime.eager_batches {
+                    true => source.eager(),
+                    false => source,
+                };
                 Box::new(match headers_read {
                     true => source,
                     false => source.without_headers(),

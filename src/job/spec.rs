@@ -296,6 +296,9 @@ pub struct RuntimeOptions {
     pub batch_size: usize,
     /// Longest wait for records before a micro-batch runs with what it has.
     pub flush_interval: Duration,
+    /// A micro-batch from Kafka runs as soon as the consumer has nothing more buffered, rather
+    /// than waiting up to `flush_interval` to fill (the low-latency profile's setting).
+    pub eager_batches: bool,
     /// Most bytes operator state may hold; the job fails with
     /// [`crate::VeloError::StateLimit`] past it. Checked about once a second.
     pub max_state_bytes: Option<u64>,
@@ -313,6 +316,7 @@ impl Default for RuntimeOptions {
         Self {
             batch_size: 8192,
             flush_interval: Duration::from_millis(200),
+            eager_batches: false,
             max_state_bytes: None,
             max_event_time_skew: Some(DEFAULT_MAX_EVENT_TIME_SKEW),
         }

@@ -266,6 +266,8 @@ pub struct PerformanceConfig {
     pub batch_size: Option<usize>,
     /// Longest wait before a micro-batch runs with what it has.
     pub flush_interval_ms: Option<u64>,
+    /// Run a micro-batch as soon as the consumer has nothing more buffered.
+    pub eager_batches: Option<bool>,
     /// JSON decimals as `string` (exact text) or `number`.
     pub decimal_format: Option<String>,
 }
@@ -275,18 +277,20 @@ pub struct PerformanceConfig {
 pub struct Performance {
     pub batch_size: usize,
     pub flush_interval_ms: u64,
+    /// See [`crate::job::spec::RuntimeOptions::eager_batches`].
+    pub eager_batches: bool,
     pub decimals_as_numbers: bool,
     /// How long a job's consumer group waits for a silent member before reassigning its
     /// partitions (`None`: Kafka's default, 45 s).
     pub session_timeout: Option<std::time::Duration>,
 }
 
-/// The presets: (name, batch size, flush interval ms, decimals as numbers).
-pub const PROFILES: &[(&str, usize, u64, bool)] = &[
-    ("default", 8192, 200, false),
-    ("low-latency", 256, 10, false),
-    ("high-throughput", 65_536, 1000, false),
-    ("financial", 1024, 50, false),
+/// The presets: (name, batch size, flush interval ms, decimals as numbers, eager batches).
+pub const PROFILES: &[(&str, usize, u64, bool, bool)] = &[
+    ("default", 8192, 200, false, false),
+    ("low-latency", 256, 10, false, true),
+    ("high-throughput", 65_536, 1000, false, false),
+    ("financial", 1024, 50, false, false),
 ];
 
 impl PerformanceConfig {
@@ -303,7 +307,7 @@ impl PerformanceConfig {
             other => other.to_string(),
         };
         let name = name.as_str();
-        let &(_, batch_size, flush_interval_ms, numbers) = PROFILES
+        let &(_, batch_size, flush_interval_ms, numbers, eager) = PROFILES
             .iter()
             .find(|p| p.0 == name)
             .ok_or_else(|| {
@@ -330,6 +334,7 @@ impl PerformanceConfig {
         Ok(Performance {
             batch_size,
             flush_interval_ms: self.flush_interval_ms.unwrap_or(flush_interval_ms).max(1),
+            eager_batches: self.eager_batches.unwrap_or(eager),
             decimals_as_numbers,
             // Low latency also means a killed job's partitions move on quickly.
             session_timeout: (name == "low-latency").then(|| std::time::Duration::from_secs(6)),

@@ -689,6 +689,7 @@ impl JobManager {
         spec.runtime = RuntimeOptions {
             batch_size: performance.batch_size,
             flush_interval: Duration::from_millis(performance.flush_interval_ms),
+            eager_batches: performance.eager_batches,
             max_state_bytes: Some(match &job.spec.memory_limit {
                 Some(text) => text
                     .parse::<bytesize::ByteSize>()
