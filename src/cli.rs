@@ -430,8 +430,8 @@ pub struct StreamArgs {
     #[arg(long, default_value_t = 200)]
     pub flush_interval_ms: u64,
     /// Run a micro-batch as soon as the consumer has nothing more buffered, instead of waiting
-    /// up to the flush interval for it to fill: lowest latency (the low-latency profile's
-    /// setting); under load batches still fill to --batch-size.
+    /// up to the flush interval for it to fill: lower latency at low rates; under load, more
+    /// and smaller batches.
     #[arg(long)]
     pub eager_batches: bool,
     /// Root of the jobs' state folders (checkpoints); the job's is `<dir>/<job name>`.

@@ -812,7 +812,8 @@ impl KafkaSource {
 
     /// A batch closes as soon as librdkafka has nothing more buffered for it, instead of waiting
     /// up to the poll's wait for more records: the wait then only bounds how long a batch waits
-    /// for its first record (lowest latency; batches still fill up to their size under load).
+    /// for its first record (lower latency at low rates; under load, more and smaller batches,
+    /// each flushed and committed: see docs/performance.md).
     pub fn eager(mut self) -> Self {
         self.eager = true;
         self

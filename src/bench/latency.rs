@@ -48,6 +48,7 @@ pub async fn run(args: &NexmarkArgs, columns: &str) -> Result<()> {
     let events = parse_count("--events", &args.events)?;
     let rate = args.rate.max(1);
     let (batch, flush, eager) = low_latency_profile();
+    let eager = eager || args.eager_batches;
     let id = std::process::id();
     let (input, output) = (
         format!("velo-bench-latency-in-{id}"),

@@ -50,6 +50,9 @@ pub struct NexmarkArgs {
     /// Bids per second produced in a latency run (the bids among `--events` events).
     #[arg(long, default_value_t = 2000)]
     pub rate: u64,
+    /// In a latency run, the job runs eager micro-batches (`stream --eager-batches`).
+    #[arg(long)]
+    pub eager_batches: bool,
 }
 
 /// The bid stream's columns.

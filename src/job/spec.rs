@@ -297,7 +297,7 @@ pub struct RuntimeOptions {
     /// Longest wait for records before a micro-batch runs with what it has.
     pub flush_interval: Duration,
     /// A micro-batch from Kafka runs as soon as the consumer has nothing more buffered, rather
-    /// than waiting up to `flush_interval` to fill (the low-latency profile's setting).
+    /// than waiting up to `flush_interval` to fill.
     pub eager_batches: bool,
     /// Most bytes operator state may hold; the job fails with
     /// [`crate::VeloError::StateLimit`] past it. Checked about once a second.
