@@ -24,12 +24,12 @@ use apache_avro::types::Value;
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Field, Fields, Float32Type, Float64Type, Schema,
-    SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampNanosecondType,
+    SchemaRef, TimeUnit,
 };
 
 use super::avro_columnar::{write_field, ColumnarAvro};
 use super::bridge::JsonBridge;
-use super::cell::{epoch_nanos_at, float_at, integer_at};
+use super::cell::{epoch_micros_at, epoch_nanos_at, float_at, integer_at};
 use super::text::{
     fits_precision, i128_from_be_bytes, i128_to_be_bytes, rescale, write_decimal, write_hex,
     write_json_string,
@@ -480,37 +480,25 @@ impl AvroEncoder {
         direct: bool,
     ) -> Vec<EncodeFailure> {
         let (record, columns) = self.columns(batch);
-        let mut failures = Vec::new();
         out.bytes
             .reserve(batch.num_rows() * (self.prefix.len() + 16 * columns.len()));
-        for row in 0..batch.num_rows() {
-            let start = out.bytes.len();
-            out.bytes.extend_from_slice(&self.prefix);
-            let written = direct
-                && record.fields.iter().zip(&columns).all(|(field, column)| {
-                    write_field(
-                        column.map(|c| c.as_ref()),
-                        row,
-                        &field.schema,
-                        &mut out.bytes,
-                    )
-                });
-            if !written {
-                out.bytes.truncate(start);
-                let encoded = record_value(record, &columns, row).and_then(|value| {
-                    apache_avro::to_avro_datum(&self.schema, value).map_err(|e| e.to_string())
-                });
-                match encoded {
-                    Ok(bytes) => {
-                        out.bytes.extend_from_slice(&self.prefix);
-                        out.bytes.extend_from_slice(&bytes);
-                    }
-                    Err(reason) => failures.push(EncodeFailure { row, reason }),
-                }
-            }
-            out.ends.push(out.bytes.len());
-        }
-        failures
+        out.push_rows(
+            batch.num_rows(),
+            &self.prefix,
+            |row, bytes| {
+                direct
+                    && record.fields.iter().zip(&columns).all(|(field, column)| {
+                        write_field(column.map(|c| c.as_ref()), row, &field.schema, bytes)
+                    })
+            },
+            |row, bytes| {
+                let value = record_value(record, &columns, row)?;
+                let datum =
+                    apache_avro::to_avro_datum(&self.schema, value).map_err(|e| e.to_string())?;
+                bytes.extend_from_slice(&datum);
+                Ok(())
+            },
+        )
     }
 
     /// Calls `f` with each row's Avro record value, or the reason it cannot be one.
@@ -699,19 +687,9 @@ fn to_value(
             Value::LocalTimestampMillis(millis(array).ok_or_else(mismatch)?)
         }
         AvroSchema::TimestampMicros | AvroSchema::LocalTimestampMicros => {
-            let micros = match array.data_type() {
-                DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                    array.as_primitive::<TimestampMicrosecondType>().value(row)
-                }
-                DataType::Timestamp(TimeUnit::Nanosecond, _) => array
-                    .as_primitive::<TimestampNanosecondType>()
-                    .value(row)
-                    .div_euclid(1000),
-                _ => millis(array)
-                    .ok_or_else(mismatch)?
-                    .checked_mul(1000)
-                    .ok_or("the timestamp is out of range for microseconds")?,
-            };
+            let micros = epoch_micros_at(array, row).ok_or_else(mismatch)?;
+            let micros = i64::try_from(micros)
+                .map_err(|_| "the timestamp is out of range for microseconds")?;
             if matches!(schema, AvroSchema::TimestampMicros) {
                 Value::TimestampMicros(micros)
             } else {

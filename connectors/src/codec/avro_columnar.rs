@@ -377,12 +377,9 @@ pub(super) fn write_field(
     schema: &AvroSchema,
     out: &mut Vec<u8>,
 ) -> bool {
-    use super::cell::{epoch_nanos_at, float_at, integer_at};
+    use super::cell::{epoch_micros_at, epoch_nanos_at, float_at, integer_at};
     use super::text::{fits_precision, i128_to_be_bytes, rescale};
-    use arrow::datatypes::{
-        Date32Type, Decimal128Type, Float32Type, Float64Type, TimestampMicrosecondType,
-        TimestampNanosecondType,
-    };
+    use arrow::datatypes::{Date32Type, Decimal128Type, Float32Type, Float64Type};
     let null = array.is_none_or(|a| a.is_null(row));
     if let AvroSchema::Union(u) = schema {
         let variants = u.variants();
@@ -490,18 +487,9 @@ pub(super) fn write_field(
             None => return false,
         },
         AvroSchema::TimestampMicros | AvroSchema::LocalTimestampMicros => {
-            let micros = match array.data_type() {
-                DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                    array.as_primitive::<TimestampMicrosecondType>().value(row)
-                }
-                DataType::Timestamp(TimeUnit::Nanosecond, _) => array
-                    .as_primitive::<TimestampNanosecondType>()
-                    .value(row)
-                    .div_euclid(1000),
-                _ => match millis().and_then(|ms| ms.checked_mul(1000)) {
-                    Some(us) => us,
-                    None => return false,
-                },
+            let micros = epoch_micros_at(array, row).and_then(|us| i64::try_from(us).ok());
+            let Some(micros) = micros else {
+                return false;
             };
             long(out, micros)
         }
@@ -530,6 +518,7 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
 mod tests {
     use super::*;
     use crate::codec::avro::{arrow_schema, parse_schema, AvroDecoder};
+    use crate::codec::testing::Rng;
     use crate::codec::EncodedRows;
     use apache_avro::types::Value;
     use arrow::array::BinaryArray;
@@ -553,25 +542,6 @@ mod tests {
         {"name":"at_us","type":["null",{"type":"long","logicalType":"timestamp-micros"}]},
         {"name":"local","type":{"type":"long","logicalType":"local-timestamp-millis"}},
         {"name":"clock","type":{"type":"int","logicalType":"time-millis"}}]}"#;
-
-    /// A small deterministic generator (xorshift).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-        fn signed(&mut self) -> i64 {
-            match self.next(4) {
-                0 => 0,
-                1 => i64::MIN + self.next(3) as i64,
-                2 => i64::MAX - self.next(3) as i64,
-                _ => self.next(2_000_001) as i64 - 1_000_000,
-            }
-        }
-    }
 
     /// `digits` as big-endian two's complement: `size` bytes, or as few as hold it.
     fn decimal(digits: i128, size: Option<usize>) -> Value {

@@ -56,6 +56,12 @@ pub fn epoch_nanos_at(array: &dyn Array, row: usize) -> Option<i128> {
     })
 }
 
+/// The instant at `row` as microseconds since the epoch (finer units floored), as
+/// [`epoch_nanos_at`] gives it.
+pub fn epoch_micros_at(array: &dyn Array, row: usize) -> Option<i128> {
+    epoch_nanos_at(array, row).map(|n| n.div_euclid(1000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

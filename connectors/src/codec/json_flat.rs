@@ -11,19 +11,13 @@
 //! in a non-nullable column — makes it give the batch back (`None`), and the tape decoder
 //! decides, errors included. Whether a batch took this path never changes what comes out.
 
-use std::sync::Arc;
-
-use arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanBuilder, PrimitiveBuilder, RecordBatch, StringBuilder,
-};
+use arrow::array::{Array, BinaryArray, RecordBatch};
 use arrow::compute::kernels::cast_utils::string_to_datetime;
-use arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, SchemaRef,
-    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
-};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use chrono::Utc;
 use lexical_core::FromLexical;
+
+use super::scalar_builder::ScalarBuilder;
 
 /// Nesting deeper than this in a skipped value gives the batch back to the tape decoder.
 const MAX_DEPTH: u32 = 64;
@@ -32,7 +26,7 @@ const MAX_DEPTH: u32 = 64;
 pub(super) struct FlatDecoder {
     schema: SchemaRef,
     names: Vec<Box<[u8]>>,
-    kinds: Vec<Kind>,
+    types: Vec<DataType>,
     nullable: Vec<bool>,
     /// `stamp[j] == r` when column `j` got a value in row number `r` (counted from 1).
     stamp: Vec<u32>,
@@ -40,44 +34,6 @@ pub(super) struct FlatDecoder {
     scratch: String,
     /// String bytes of the last batch, to size the next one's builders.
     text_bytes: usize,
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    UInt8,
-    UInt16,
-    UInt32,
-    UInt64,
-    Float32,
-    Float64,
-    Boolean,
-    Utf8,
-    Timestamp(TimeUnit),
-}
-
-impl Kind {
-    fn of(data_type: &DataType) -> Option<Self> {
-        Some(match data_type {
-            DataType::Int8 => Kind::Int8,
-            DataType::Int16 => Kind::Int16,
-            DataType::Int32 => Kind::Int32,
-            DataType::Int64 => Kind::Int64,
-            DataType::UInt8 => Kind::UInt8,
-            DataType::UInt16 => Kind::UInt16,
-            DataType::UInt32 => Kind::UInt32,
-            DataType::UInt64 => Kind::UInt64,
-            DataType::Float32 => Kind::Float32,
-            DataType::Float64 => Kind::Float64,
-            DataType::Boolean => Kind::Boolean,
-            DataType::Utf8 => Kind::Utf8,
-            DataType::Timestamp(unit, None) => Kind::Timestamp(*unit),
-            _ => return None,
-        })
-    }
 }
 
 /// One scalar JSON value as the tape decoder would see it.
@@ -91,133 +47,42 @@ enum Value<'a> {
     Num(&'a str),
 }
 
-/// The builder of one column.
-enum Column {
-    Int8(PrimitiveBuilder<Int8Type>),
-    Int16(PrimitiveBuilder<Int16Type>),
-    Int32(PrimitiveBuilder<Int32Type>),
-    Int64(PrimitiveBuilder<Int64Type>),
-    UInt8(PrimitiveBuilder<UInt8Type>),
-    UInt16(PrimitiveBuilder<UInt16Type>),
-    UInt32(PrimitiveBuilder<UInt32Type>),
-    UInt64(PrimitiveBuilder<UInt64Type>),
-    Float32(PrimitiveBuilder<Float32Type>),
-    Float64(PrimitiveBuilder<Float64Type>),
-    Boolean(BooleanBuilder),
-    Utf8(StringBuilder),
-    Timestamp(TimeUnit, PrimitiveBuilder<Int64Type>),
-}
-
-impl Column {
-    fn new(kind: Kind, rows: usize, text_bytes: usize) -> Self {
-        match kind {
-            Kind::Int8 => Column::Int8(PrimitiveBuilder::with_capacity(rows)),
-            Kind::Int16 => Column::Int16(PrimitiveBuilder::with_capacity(rows)),
-            Kind::Int32 => Column::Int32(PrimitiveBuilder::with_capacity(rows)),
-            Kind::Int64 => Column::Int64(PrimitiveBuilder::with_capacity(rows)),
-            Kind::UInt8 => Column::UInt8(PrimitiveBuilder::with_capacity(rows)),
-            Kind::UInt16 => Column::UInt16(PrimitiveBuilder::with_capacity(rows)),
-            Kind::UInt32 => Column::UInt32(PrimitiveBuilder::with_capacity(rows)),
-            Kind::UInt64 => Column::UInt64(PrimitiveBuilder::with_capacity(rows)),
-            Kind::Float32 => Column::Float32(PrimitiveBuilder::with_capacity(rows)),
-            Kind::Float64 => Column::Float64(PrimitiveBuilder::with_capacity(rows)),
-            Kind::Boolean => Column::Boolean(BooleanBuilder::with_capacity(rows)),
-            Kind::Utf8 => Column::Utf8(StringBuilder::with_capacity(rows, text_bytes)),
-            Kind::Timestamp(unit) => Column::Timestamp(unit, PrimitiveBuilder::with_capacity(rows)),
-        }
+/// Appends `value` to `column` as arrow-json's decoder for its type would; `None` where that
+/// decoder would do anything but take the plain path (parse a number's text, take a string).
+fn push(column: &mut ScalarBuilder, value: Value<'_>) -> Option<()> {
+    use ScalarBuilder as B;
+    if let Value::Null = value {
+        column.push_null();
+        return Some(());
     }
-
-    /// Appends `value` as arrow-json's decoder for this type would; `None` where that decoder
-    /// would do anything but take the plain path (parse a number's text, take a string).
-    fn push(&mut self, value: Value<'_>) -> Option<()> {
-        if let Value::Null = value {
-            self.push_null();
-            return Some(());
-        }
-        match self {
-            Column::Int8(b) => b.append_value(number(value)?),
-            Column::Int16(b) => b.append_value(number(value)?),
-            Column::Int32(b) => b.append_value(number(value)?),
-            Column::Int64(b) => b.append_value(number(value)?),
-            Column::UInt8(b) => b.append_value(number(value)?),
-            Column::UInt16(b) => b.append_value(number(value)?),
-            Column::UInt32(b) => b.append_value(number(value)?),
-            Column::UInt64(b) => b.append_value(number(value)?),
-            Column::Float32(b) => b.append_value(number(value)?),
-            Column::Float64(b) => b.append_value(number(value)?),
-            Column::Boolean(b) => match value {
-                Value::True => b.append_value(true),
-                Value::False => b.append_value(false),
-                _ => return None,
-            },
-            // Primitives are coerced to their text, as `with_coerce_primitive(true)` does.
-            Column::Utf8(b) => match value {
-                Value::Str(s) | Value::Num(s) => b.append_value(s),
-                Value::True => b.append_value("true"),
-                Value::False => b.append_value("false"),
-                Value::Null => unreachable!(),
-            },
-            Column::Timestamp(unit, b) => b.append_value(timestamp(*unit, value)?),
-        }
-        Some(())
+    match column {
+        B::Int8(b) => b.append_value(number(value)?),
+        B::Int16(b) => b.append_value(number(value)?),
+        B::Int32(b) => b.append_value(number(value)?),
+        B::Int64(b) => b.append_value(number(value)?),
+        B::UInt8(b) => b.append_value(number(value)?),
+        B::UInt16(b) => b.append_value(number(value)?),
+        B::UInt32(b) => b.append_value(number(value)?),
+        B::UInt64(b) => b.append_value(number(value)?),
+        B::Float32(b) => b.append_value(number(value)?),
+        B::Float64(b) => b.append_value(number(value)?),
+        B::Boolean(b) => match value {
+            Value::True => b.append_value(true),
+            Value::False => b.append_value(false),
+            _ => return None,
+        },
+        // Primitives are coerced to their text, as `with_coerce_primitive(true)` does.
+        B::Utf8(b) => match value {
+            Value::Str(s) | Value::Num(s) => b.append_value(s),
+            Value::True => b.append_value("true"),
+            Value::False => b.append_value("false"),
+            Value::Null => unreachable!(),
+        },
+        B::Timestamp(unit, b) => b.append_value(timestamp(*unit, value)?),
+        // Decimals reach the JSON decoder as text columns.
+        B::Decimal128(..) => return None,
     }
-
-    fn push_null(&mut self) {
-        match self {
-            Column::Int8(b) => b.append_null(),
-            Column::Int16(b) => b.append_null(),
-            Column::Int32(b) => b.append_null(),
-            Column::Int64(b) => b.append_null(),
-            Column::UInt8(b) => b.append_null(),
-            Column::UInt16(b) => b.append_null(),
-            Column::UInt32(b) => b.append_null(),
-            Column::UInt64(b) => b.append_null(),
-            Column::Float32(b) => b.append_null(),
-            Column::Float64(b) => b.append_null(),
-            Column::Boolean(b) => b.append_null(),
-            Column::Utf8(b) => b.append_null(),
-            Column::Timestamp(_, b) => b.append_null(),
-        }
-    }
-
-    fn finish(self) -> ArrayRef {
-        match self {
-            Column::Int8(mut b) => Arc::new(b.finish()),
-            Column::Int16(mut b) => Arc::new(b.finish()),
-            Column::Int32(mut b) => Arc::new(b.finish()),
-            Column::Int64(mut b) => Arc::new(b.finish()),
-            Column::UInt8(mut b) => Arc::new(b.finish()),
-            Column::UInt16(mut b) => Arc::new(b.finish()),
-            Column::UInt32(mut b) => Arc::new(b.finish()),
-            Column::UInt64(mut b) => Arc::new(b.finish()),
-            Column::Float32(mut b) => Arc::new(b.finish()),
-            Column::Float64(mut b) => Arc::new(b.finish()),
-            Column::Boolean(mut b) => Arc::new(b.finish()),
-            Column::Utf8(mut b) => Arc::new(b.finish()),
-            Column::Timestamp(unit, mut b) => {
-                let v = b.finish();
-                match unit {
-                    TimeUnit::Second => Arc::new(v.reinterpret_cast::<TimestampSecondType>()),
-                    TimeUnit::Millisecond => {
-                        Arc::new(v.reinterpret_cast::<TimestampMillisecondType>())
-                    }
-                    TimeUnit::Microsecond => {
-                        Arc::new(v.reinterpret_cast::<TimestampMicrosecondType>())
-                    }
-                    TimeUnit::Nanosecond => {
-                        Arc::new(v.reinterpret_cast::<TimestampNanosecondType>())
-                    }
-                }
-            }
-        }
-    }
-
-    fn text_bytes(&self) -> usize {
-        match self {
-            Column::Utf8(b) => b.values_slice().len(),
-            _ => 0,
-        }
-    }
+    Some(())
 }
 
 /// A number column's value: the number's text parsed by lexical-core, as arrow-json does first.
@@ -255,14 +120,17 @@ impl FlatDecoder {
     /// A decoder for `schema`, or `None` when a column is not a scalar this path reads.
     pub(super) fn new(schema: &SchemaRef) -> Option<Self> {
         let fields = schema.fields();
-        let kinds = fields
+        let types: Vec<DataType> = fields.iter().map(|f| f.data_type().clone()).collect();
+        if types
             .iter()
-            .map(|f| Kind::of(f.data_type()))
-            .collect::<Option<Vec<_>>>()?;
+            .any(|t| matches!(t, DataType::Decimal128(..)) || ScalarBuilder::new(t, 0, 0).is_none())
+        {
+            return None;
+        }
         Some(Self {
             schema: schema.clone(),
             names: fields.iter().map(|f| f.name().as_bytes().into()).collect(),
-            kinds,
+            types,
             nullable: fields.iter().map(|f| f.is_nullable()).collect(),
             stamp: vec![0; fields.len()],
             scratch: String::new(),
@@ -273,12 +141,12 @@ impl FlatDecoder {
     /// The batch of `payloads`, one row each, or `None` when the tape decoder must decide.
     pub(super) fn decode(&mut self, payloads: &BinaryArray) -> Option<RecordBatch> {
         let rows = payloads.len();
-        let per_column = self.text_bytes / self.kinds.len().max(1) + 16;
-        let mut columns: Vec<Column> = self
-            .kinds
+        let per_column = self.text_bytes / self.types.len().max(1) + 16;
+        let mut columns: Vec<ScalarBuilder> = self
+            .types
             .iter()
-            .map(|&k| Column::new(k, rows, per_column))
-            .collect();
+            .map(|t| ScalarBuilder::new(t, rows, per_column))
+            .collect::<Option<_>>()?;
         self.stamp.fill(0);
         for i in 0..rows {
             if payloads.is_null(i) {
@@ -288,13 +156,13 @@ impl FlatDecoder {
             // Row numbers start at 1 so that a fresh stamp of 0 matches none.
             self.row(text, i as u32 + 1, &mut columns)?;
         }
-        self.text_bytes = columns.iter().map(Column::text_bytes).sum();
-        let arrays = columns.into_iter().map(Column::finish).collect();
+        self.text_bytes = columns.iter().map(ScalarBuilder::text_bytes).sum();
+        let arrays = columns.into_iter().map(ScalarBuilder::finish).collect();
         RecordBatch::try_new(self.schema.clone(), arrays).ok()
     }
 
     /// Reads one object into `columns`; `None` when it is not one this path takes.
-    fn row(&mut self, text: &str, row: u32, columns: &mut [Column]) -> Option<()> {
+    fn row(&mut self, text: &str, row: u32, columns: &mut [ScalarBuilder]) -> Option<()> {
         let b = text.as_bytes();
         let mut i = ws(b, 0);
         if at(b, i)? != b'{' {
@@ -328,7 +196,7 @@ impl FlatDecoder {
                         if matches!(value, Value::Null) && !self.nullable[j] {
                             return None;
                         }
-                        columns[j].push(value)?;
+                        push(&mut columns[j], value)?;
                         i = next;
                     }
                     None => i = skip(b, i, 0)?,
@@ -511,6 +379,7 @@ mod tests {
     use crate::codec::json::JsonDecoder;
     use arrow::array::AsArray;
     use arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -622,13 +491,8 @@ mod tests {
     /// accepts is decoded exactly as the tape decoder decodes it.
     #[test]
     fn random_records_decode_as_the_tape_decoder_decodes_them() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut rng = crate::codec::testing::Rng(0x9E37_79B9_7F4A_7C15);
+        let mut next = move |n: usize| rng.next(n as u64) as usize;
         let values = [
             "0",
             "-0",

@@ -14,6 +14,7 @@ pub mod json;
 mod json_flat;
 pub mod protobuf;
 mod protobuf_columnar;
+mod scalar_builder;
 pub mod text;
 
 pub use json::{DecimalFormat, JsonDecoder, JsonEncoder};
@@ -128,6 +129,33 @@ pub struct EncodedRows {
 }
 
 impl EncodedRows {
+    /// Appends one message per row for `rows` rows: `prefix`, then the row as `direct` writes
+    /// it (straight from the arrays) or, where it cannot (`false`), as `value` writes it
+    /// (through the format library's values). A row `value` refuses is left empty and
+    /// returned with the reason.
+    pub(crate) fn push_rows(
+        &mut self,
+        rows: usize,
+        prefix: &[u8],
+        mut direct: impl FnMut(usize, &mut Vec<u8>) -> bool,
+        mut value: impl FnMut(usize, &mut Vec<u8>) -> std::result::Result<(), String>,
+    ) -> Vec<avro::EncodeFailure> {
+        let mut failures = Vec::new();
+        for row in 0..rows {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(prefix);
+            if !direct(row, &mut self.bytes) {
+                self.bytes.truncate(start + prefix.len());
+                if let Err(reason) = value(row, &mut self.bytes) {
+                    self.bytes.truncate(start);
+                    failures.push(avro::EncodeFailure { row, reason });
+                }
+            }
+            self.ends.push(self.bytes.len());
+        }
+        failures
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -153,5 +181,43 @@ impl EncodedRows {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
+    }
+}
+
+/// What the codecs' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A small deterministic generator (xorshift) for the differential tests.
+    pub(crate) struct Rng(pub u64);
+
+    impl Rng {
+        /// A number below `n`.
+        pub(crate) fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+
+        /// A signed number, often at an edge of `i64`.
+        pub(crate) fn signed(&mut self) -> i64 {
+            match self.next(4) {
+                0 => 0,
+                1 => i64::MIN + self.next(3) as i64,
+                2 => i64::MAX - self.next(3) as i64,
+                _ => self.next(2_000_001) as i64 - 1_000_000,
+            }
+        }
+
+        /// A 64-bit pattern, often at an edge of `u64`, `i64` or `u32`.
+        pub(crate) fn wide(&mut self) -> u64 {
+            match self.next(5) {
+                0 => 0,
+                1 => u64::MAX - self.next(3),
+                2 => (i64::MIN as u64) + self.next(3),
+                3 => (u32::MAX as u64) + self.next(3),
+                _ => self.next(100_000),
+            }
+        }
     }
 }

@@ -523,44 +523,25 @@ impl ProtobufEncoder {
             })
             .collect();
         let mut writer = direct.then(|| RowWriter::new(&self.message, batch));
-        let mut failures = Vec::new();
-        for row in 0..batch.num_rows() {
-            let start = out.bytes.len();
-            out.bytes.extend_from_slice(&self.prefix);
-            if writer
-                .as_mut()
-                .is_some_and(|w| w.write(row, &mut out.bytes))
-            {
-                out.ends.push(out.bytes.len());
-                continue;
-            }
-            out.bytes.truncate(start);
-            let mut m = DynamicMessage::new(self.message.clone());
-            let mut failed = None;
-            for (f, c) in &columns {
-                let Some(array) = c else { continue };
-                if array.is_null(row) {
-                    continue;
-                }
-                match to_value(array.as_ref(), row, f) {
-                    Ok(v) => m.set_field(f, v),
-                    Err(why) => {
-                        failed = Some(format!("column '{}': {why}", f.name()));
-                        break;
+        Ok(out.push_rows(
+            batch.num_rows(),
+            &self.prefix,
+            |row, bytes| writer.as_mut().is_some_and(|w| w.write(row, bytes)),
+            |row, bytes| {
+                let mut m = DynamicMessage::new(self.message.clone());
+                for (f, c) in &columns {
+                    let Some(array) = c else { continue };
+                    if array.is_null(row) {
+                        continue;
                     }
+                    let v = to_value(array.as_ref(), row, f)
+                        .map_err(|why| format!("column '{}': {why}", f.name()))?;
+                    m.set_field(f, v);
                 }
-            }
-            match failed {
-                None => {
-                    out.bytes.extend_from_slice(&self.prefix);
-                    m.encode(&mut out.bytes)
-                        .map_err(|e| ConnectorError::Config(e.to_string()))?
-                }
-                Some(reason) => failures.push(EncodeFailure { row, reason }),
-            }
-            out.ends.push(out.bytes.len());
-        }
-        Ok(failures)
+                // Writing into a `Vec` cannot run out of room.
+                m.encode(bytes).map_err(|e| e.to_string())
+            },
+        ))
     }
 }
 

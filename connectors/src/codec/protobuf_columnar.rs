@@ -16,19 +16,12 @@
 //! number order, defaults of fields without presence left out); a row it cannot write goes
 //! through that path, which also names what is wrong with it.
 
-use std::sync::Arc;
-
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Decimal128Builder, Float32Builder, Float64Builder, Int32Builder,
-    Int64Builder, RecordBatch, StringBuilder, UInt32Builder, UInt64Builder,
-};
-use arrow::datatypes::{
-    DataType, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
-};
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
 
 use super::protobuf::{is_decimal, is_timestamp};
+use super::scalar_builder::ScalarBuilder;
 use super::text::{fits_precision, rescale};
 
 /// Field numbers above this leave the message to the value-tree path (the lookup is a table).
@@ -178,7 +171,7 @@ impl ColumnarProtobuf {
         }
         let mut reads = Vec::new();
         for (index, column) in columns.fields().iter().enumerate() {
-            if !column.is_nullable() || Builder::new(column.data_type(), 0).is_none() {
+            if !column.is_nullable() || ScalarBuilder::new(column.data_type(), 0, 0).is_none() {
                 return None;
             }
             let Some(field) = message.get_field_by_name(column.name()) else {
@@ -218,20 +211,20 @@ impl ColumnarProtobuf {
         count: usize,
         messages: impl Iterator<Item = Option<&'a [u8]>>,
     ) -> Option<RecordBatch> {
-        let mut builders: Vec<Builder> = self
+        let mut builders: Vec<ScalarBuilder> = self
             .columns
             .fields()
             .iter()
-            .map(|f| Builder::new(f.data_type(), count))
+            .map(|f| ScalarBuilder::new(f.data_type(), count, count * 8))
             .collect::<Option<_>>()?;
         for message in messages {
             let message = message?;
             self.read(message)?;
             for ((slot, read), builder) in self.slots.iter().zip(&self.reads).zip(&mut builders) {
-                builder.push(*slot, read, message)?;
+                push(builder, *slot, read, message)?;
             }
         }
-        let arrays: Vec<ArrayRef> = builders.into_iter().map(Builder::finish).collect();
+        let arrays: Vec<ArrayRef> = builders.into_iter().map(ScalarBuilder::finish).collect();
         RecordBatch::try_new(self.columns.clone(), arrays).ok()
     }
 
@@ -508,137 +501,68 @@ fn skip(bytes: &[u8], at: &mut usize, wire: u8) -> Option<()> {
     }
 }
 
-/// The builder of one column.
-enum Builder {
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    UInt32(UInt32Builder),
-    UInt64(UInt64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Boolean(BooleanBuilder),
-    Utf8(StringBuilder),
-    Decimal(Decimal128Builder, u8, i8),
-    Timestamp(TimeUnit, Int64Builder),
-}
-
-impl Builder {
-    fn new(data_type: &DataType, rows: usize) -> Option<Self> {
-        Some(match data_type {
-            DataType::Int32 => Builder::Int32(Int32Builder::with_capacity(rows)),
-            DataType::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
-            DataType::UInt32 => Builder::UInt32(UInt32Builder::with_capacity(rows)),
-            DataType::UInt64 => Builder::UInt64(UInt64Builder::with_capacity(rows)),
-            DataType::Float32 => Builder::Float32(Float32Builder::with_capacity(rows)),
-            DataType::Float64 => Builder::Float64(Float64Builder::with_capacity(rows)),
-            DataType::Boolean => Builder::Boolean(BooleanBuilder::with_capacity(rows)),
-            DataType::Utf8 => Builder::Utf8(StringBuilder::with_capacity(rows, rows * 8)),
-            DataType::Decimal128(p, s) => Builder::Decimal(
-                Decimal128Builder::with_capacity(rows)
-                    .with_precision_and_scale(*p, *s)
-                    .ok()?,
-                *p,
-                *s,
-            ),
-            DataType::Timestamp(unit, None) => {
-                Builder::Timestamp(*unit, Int64Builder::with_capacity(rows))
-            }
-            _ => return None,
-        })
-    }
-
-    /// Appends a row's value: `slot`, or the field's default when it is absent.
-    fn push(&mut self, slot: Slot, read: &Read, message: &[u8]) -> Option<()> {
-        let slot = match slot {
-            Slot::Absent if read.presence => Slot::Null,
-            Slot::Absent => match &read.kind {
-                Scalar::String => Slot::Text(0, 0),
-                Scalar::Enum(e) => Slot::Enum(e.default_value().number()),
-                Scalar::Bool => Slot::Bool(false),
-                Scalar::Float | Scalar::Double => Slot::F64(0.0),
-                Scalar::Uint32 | Scalar::Uint64 | Scalar::Fixed32 | Scalar::Fixed64 => Slot::U64(0),
-                Scalar::Decimal { .. } | Scalar::Timestamp | Scalar::Missing => Slot::Null,
-                _ => Slot::I64(0),
-            },
-            other => other,
-        };
-        match (self, slot) {
-            (Builder::Int32(b), Slot::Null) => b.append_null(),
-            (Builder::Int64(b), Slot::Null) => b.append_null(),
-            (Builder::UInt32(b), Slot::Null) => b.append_null(),
-            (Builder::UInt64(b), Slot::Null) => b.append_null(),
-            (Builder::Float32(b), Slot::Null) => b.append_null(),
-            (Builder::Float64(b), Slot::Null) => b.append_null(),
-            (Builder::Boolean(b), Slot::Null) => b.append_null(),
-            (Builder::Utf8(b), Slot::Null) => b.append_null(),
-            (Builder::Decimal(b, ..), Slot::Null) => b.append_null(),
-            (Builder::Timestamp(_, b), Slot::Null) => b.append_null(),
-            (Builder::Int32(b), Slot::I64(v)) => b.append_value(v as i32),
-            (Builder::Int64(b), Slot::I64(v)) => b.append_value(v),
-            (Builder::UInt32(b), Slot::U64(v)) => b.append_value(v as u32),
-            (Builder::UInt64(b), Slot::U64(v)) => b.append_value(v),
-            (Builder::Float32(b), Slot::F64(v)) => b.append_value(v as f32),
-            (Builder::Float64(b), Slot::F64(v)) => b.append_value(v),
-            (Builder::Boolean(b), Slot::Bool(v)) => b.append_value(v),
-            (Builder::Utf8(b), Slot::Text(start, end)) => {
-                b.append_value(std::str::from_utf8(&message[start..end]).ok()?)
-            }
-            (Builder::Utf8(b), Slot::Enum(n)) => match &read.kind {
-                Scalar::Enum(e) => match e.get_value(n) {
-                    Some(value) => b.append_value(value.name()),
-                    None => b.append_value(n.to_string()),
-                },
-                _ => return None,
-            },
-            (Builder::Decimal(b, precision, column_scale), Slot::Decimal(units, scale)) => {
-                let v = rescale(units as i128, scale, *column_scale as i32)?;
-                if !fits_precision(v, *precision as u32) {
-                    return None;
-                }
-                b.append_value(v)
-            }
-            (Builder::Timestamp(unit, b), Slot::Nanos(nanos)) => {
-                let v = match unit {
-                    TimeUnit::Second => nanos.div_euclid(1_000_000_000),
-                    TimeUnit::Millisecond => nanos.div_euclid(1_000_000),
-                    TimeUnit::Microsecond => nanos.div_euclid(1_000),
-                    TimeUnit::Nanosecond => nanos,
-                };
-                b.append_value(i64::try_from(v).ok()?)
-            }
-            _ => return None,
+/// Appends a row's value to `builder`: `slot`, or the field's default when it is absent.
+fn push(builder: &mut ScalarBuilder, slot: Slot, read: &Read, message: &[u8]) -> Option<()> {
+    let slot = match slot {
+        Slot::Absent if read.presence => Slot::Null,
+        Slot::Absent => match &read.kind {
+            Scalar::String => Slot::Text(0, 0),
+            Scalar::Enum(e) => Slot::Enum(e.default_value().number()),
+            Scalar::Bool => Slot::Bool(false),
+            Scalar::Float | Scalar::Double => Slot::F64(0.0),
+            Scalar::Uint32 | Scalar::Uint64 | Scalar::Fixed32 | Scalar::Fixed64 => Slot::U64(0),
+            Scalar::Decimal { .. } | Scalar::Timestamp | Scalar::Missing => Slot::Null,
+            _ => Slot::I64(0),
+        },
+        other => other,
+    };
+    match (builder, slot) {
+        (ScalarBuilder::Int32(b), Slot::Null) => b.append_null(),
+        (ScalarBuilder::Int64(b), Slot::Null) => b.append_null(),
+        (ScalarBuilder::UInt32(b), Slot::Null) => b.append_null(),
+        (ScalarBuilder::UInt64(b), Slot::Null) => b.append_null(),
+        (ScalarBuilder::Float32(b), Slot::Null) => b.append_null(),
+        (ScalarBuilder::Float64(b), Slot::Null) => b.append_null(),
+        (ScalarBuilder::Boolean(b), Slot::Null) => b.append_null(),
+        (ScalarBuilder::Utf8(b), Slot::Null) => b.append_null(),
+        (ScalarBuilder::Decimal128(b, ..), Slot::Null) => b.append_null(),
+        (ScalarBuilder::Timestamp(_, b), Slot::Null) => b.append_null(),
+        (ScalarBuilder::Int32(b), Slot::I64(v)) => b.append_value(v as i32),
+        (ScalarBuilder::Int64(b), Slot::I64(v)) => b.append_value(v),
+        (ScalarBuilder::UInt32(b), Slot::U64(v)) => b.append_value(v as u32),
+        (ScalarBuilder::UInt64(b), Slot::U64(v)) => b.append_value(v),
+        (ScalarBuilder::Float32(b), Slot::F64(v)) => b.append_value(v as f32),
+        (ScalarBuilder::Float64(b), Slot::F64(v)) => b.append_value(v),
+        (ScalarBuilder::Boolean(b), Slot::Bool(v)) => b.append_value(v),
+        (ScalarBuilder::Utf8(b), Slot::Text(start, end)) => {
+            b.append_value(std::str::from_utf8(&message[start..end]).ok()?)
         }
-        Some(())
-    }
-
-    fn finish(self) -> ArrayRef {
-        match self {
-            Builder::Int32(mut b) => Arc::new(b.finish()),
-            Builder::Int64(mut b) => Arc::new(b.finish()),
-            Builder::UInt32(mut b) => Arc::new(b.finish()),
-            Builder::UInt64(mut b) => Arc::new(b.finish()),
-            Builder::Float32(mut b) => Arc::new(b.finish()),
-            Builder::Float64(mut b) => Arc::new(b.finish()),
-            Builder::Boolean(mut b) => Arc::new(b.finish()),
-            Builder::Utf8(mut b) => Arc::new(b.finish()),
-            Builder::Decimal(mut b, ..) => Arc::new(b.finish()),
-            Builder::Timestamp(unit, mut b) => {
-                let v = b.finish();
-                match unit {
-                    TimeUnit::Second => Arc::new(v.reinterpret_cast::<TimestampSecondType>()),
-                    TimeUnit::Millisecond => {
-                        Arc::new(v.reinterpret_cast::<TimestampMillisecondType>())
-                    }
-                    TimeUnit::Microsecond => {
-                        Arc::new(v.reinterpret_cast::<TimestampMicrosecondType>())
-                    }
-                    TimeUnit::Nanosecond => {
-                        Arc::new(v.reinterpret_cast::<TimestampNanosecondType>())
-                    }
-                }
+        (ScalarBuilder::Utf8(b), Slot::Enum(n)) => match &read.kind {
+            Scalar::Enum(e) => match e.get_value(n) {
+                Some(value) => b.append_value(value.name()),
+                None => b.append_value(n.to_string()),
+            },
+            _ => return None,
+        },
+        (ScalarBuilder::Decimal128(b, precision, column_scale), Slot::Decimal(units, scale)) => {
+            let v = rescale(units as i128, scale, *column_scale as i32)?;
+            if !fits_precision(v, *precision as u32) {
+                return None;
             }
+            b.append_value(v)
         }
+        (ScalarBuilder::Timestamp(unit, b), Slot::Nanos(nanos)) => {
+            let v = match unit {
+                TimeUnit::Second => nanos.div_euclid(1_000_000_000),
+                TimeUnit::Millisecond => nanos.div_euclid(1_000_000),
+                TimeUnit::Microsecond => nanos.div_euclid(1_000),
+                TimeUnit::Nanosecond => nanos,
+            };
+            b.append_value(i64::try_from(v).ok()?)
+        }
+        _ => return None,
     }
+    Some(())
 }
 
 /// The fields of an output message in number order (the order prost-reflect writes them), with
@@ -966,9 +890,11 @@ fn put_bytes(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
 mod tests {
     use super::*;
     use crate::codec::protobuf::{arrow_schema, load_message, ProtobufDecoder, ProtobufEncoder};
+    use crate::codec::testing::Rng;
     use crate::codec::EncodedRows;
     use arrow::array::{Array, BinaryArray};
     use arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
 
     const PROTO: &str = r#"syntax = "proto3";
 package flat;
@@ -1012,25 +938,6 @@ message Flat {
             })
             .collect();
         Arc::new(Schema::new(fields))
-    }
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-        fn wide(&mut self) -> u64 {
-            match self.next(5) {
-                0 => 0,
-                1 => u64::MAX - self.next(3),
-                2 => (i64::MIN as u64) + self.next(3),
-                3 => (u32::MAX as u64) + self.next(3),
-                _ => self.next(100_000),
-            }
-        }
     }
 
     /// One field of `Flat` with a random value (sometimes of the wrong wire type).
