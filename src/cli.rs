@@ -327,6 +327,10 @@ pub struct QueryArgs {
     /// Most records per micro-batch.
     #[arg(long, default_value_t = 8192)]
     pub batch_size: usize,
+    /// Worker threads a stateless query's micro-batches are split across (default: one per
+    /// core). A query with state runs on one.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: Option<u16>,
     /// Event-time column of the only input (default: the Kafka record timestamp, or the
     /// column of `WATERMARK FOR`).
     #[arg(long)]
@@ -946,6 +950,9 @@ impl QueryArgs {
             batch_size: self.batch_size,
             flush_interval,
             eager_batches: false,
+            parallelism: self
+                .parallelism
+                .map_or_else(crate::job::lanes::default_parallelism, usize::from),
             max_state_bytes,
             max_event_time_skew: (skew > 0).then(|| Duration::from_millis(skew as u64)),
         })

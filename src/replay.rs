@@ -210,7 +210,7 @@ impl Replay {
 
     /// The operators' counters and state size now.
     pub fn metrics(&self) -> crate::operators::OperatorMetrics {
-        self.runner.pipeline.metrics()
+        self.runner.operator_metrics()
     }
 
     /// The offset the next pushed record gets.

@@ -83,6 +83,8 @@ struct Scenario {
     /// Records that let every window close (not part of the result).
     closers: Vec<(String, Vec<Rec>)>,
     compare: Compare,
+    /// More flags for the job.
+    extra: Vec<&'static str>,
 }
 
 fn topic_pair(name: &str) -> String {
@@ -92,8 +94,18 @@ fn topic_pair(name: &str) -> String {
 }
 
 fn events_scenario(name: &'static str, select: &str, gaps: bool, compare: Compare) -> Scenario {
+    events_scenario_of(name, select, gaps, compare, 1200)
+}
+
+fn events_scenario_of(
+    name: &'static str,
+    select: &str,
+    gaps: bool,
+    compare: Compare,
+    events: i64,
+) -> Scenario {
     let topic = topic_pair(&name.replace(' ', "-"));
-    let records: Vec<Rec> = (0..1200)
+    let records: Vec<Rec> = (0..events)
         .map(|i| {
             // Session scenario: a 5 s silence after every 100 records.
             let ms = i * 50 + if gaps { (i / 100) * 5000 } else { 0 };
@@ -108,6 +120,7 @@ fn events_scenario(name: &'static str, select: &str, gaps: bool, compare: Compar
         feeds: vec![(topic.clone(), records)],
         closers: vec![(topic, closer(10_000_000))],
         compare,
+        extra: Vec::new(),
     }
 }
 
@@ -140,6 +153,7 @@ fn join_scenario() -> Scenario {
         ],
         closers: vec![],
         compare: Compare::Rows,
+        extra: Vec::new(),
     }
 }
 
@@ -175,6 +189,7 @@ fn run_scenario(scenario: Scenario, delivery: &str) {
         "50",
     ]
     .iter()
+    .chain(&scenario.extra)
     .map(|s| s.to_string())
     .collect();
     let argv = || args.iter().map(String::as_str).collect::<Vec<_>>();
@@ -302,6 +317,19 @@ fn filter() -> Scenario {
     )
 }
 
+/// A backlog big enough that micro-batches are split across four worker lanes.
+fn filter_on_lanes() -> Scenario {
+    let mut scenario = events_scenario_of(
+        "stateless filter on four lanes",
+        "SELECT id, k, v FROM ev WHERE v % 3 <> 0",
+        false,
+        Compare::Rows,
+        30_000,
+    );
+    scenario.extra = vec!["--parallelism", "4", "--batch-size", "8192"];
+    scenario
+}
+
 fn tumbling() -> Scenario {
     events_scenario(
         "tumbling window",
@@ -339,6 +367,37 @@ fn a_stateless_filter_killed_at_random_loses_nothing() {
 #[test]
 fn a_stateless_filter_killed_at_random_writes_each_result_once_with_exactly_once() {
     run_scenario(filter(), "exactly-once");
+}
+
+#[test]
+fn a_stateless_filter_on_four_lanes_killed_at_random_loses_nothing() {
+    run_scenario(filter_on_lanes(), "at-least-once");
+}
+
+#[test]
+fn a_stateless_filter_on_four_lanes_killed_at_random_writes_each_result_once_with_exactly_once() {
+    run_scenario(filter_on_lanes(), "exactly-once");
+}
+
+/// `scenario` on four lanes: rows change lanes by key, each lane's state is checkpointed.
+fn on_four_lanes(mut scenario: Scenario) -> Scenario {
+    scenario.extra = vec!["--parallelism", "4"];
+    scenario
+}
+
+#[test]
+fn a_tumbling_window_on_four_lanes_killed_at_random_writes_each_result_once_with_exactly_once() {
+    run_scenario(on_four_lanes(tumbling()), "exactly-once");
+}
+
+#[test]
+fn session_windows_on_four_lanes_killed_at_random_lose_nothing_and_repeat_nothing() {
+    run_scenario(on_four_lanes(sessions()), "exactly-once");
+}
+
+#[test]
+fn an_updating_aggregate_on_four_lanes_killed_at_random_ends_with_every_keys_exact_total() {
+    run_scenario(on_four_lanes(updating()), "at-least-once");
 }
 
 #[test]

@@ -28,9 +28,13 @@ use crate::job::spec::JobHooks;
 /// `velo-sql bench nexmark`'s flags.
 #[derive(Debug, Args)]
 pub struct NexmarkArgs {
-    /// The query: q0 (pass-through), q1 (currency conversion), q2 (selection), or all.
-    #[arg(long, default_value = "all", value_parser = ["q0", "q1", "q2", "all"])]
+    /// The query: q0 (pass-through), q1 (currency conversion), q2 (selection), q11 (bid
+    /// sessions per bidder), count10s (bids per auction in 10 s tumbling windows), or all.
+    #[arg(long, default_value = "all", value_parser = ["q0", "q1", "q2", "q11", "count10s", "all"])]
     pub query: String,
+    /// Worker lanes each timed run uses (`execute --parallelism`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
     /// Generator events (bids are 46 in 50 of them): `1M`, `500K`, `20000`.
     #[arg(long, default_value = "1M")]
     pub events: String,
@@ -60,7 +64,7 @@ const BID_COLUMNS: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel 
                            url VARCHAR, date_time TIMESTAMP, extra VARCHAR";
 
 /// The queries, as the Nexmark suite (Flink's, Arroyo's, RisingWave's) writes them over `bid`.
-const QUERIES: [(&str, &str); 3] = [
+const QUERIES: [(&str, &str); 5] = [
     (
         "q0",
         "SELECT auction, bidder, price, date_time, extra FROM bid",
@@ -73,6 +77,16 @@ const QUERIES: [(&str, &str); 3] = [
         "q2",
         "SELECT auction, price FROM bid WHERE auction % 123 = 0",
     ),
+    (
+        "q11",
+        "SELECT bidder, COUNT(*) AS bid_count, window_start, window_end FROM bid \
+         GROUP BY bidder, SESSION(date_time, INTERVAL '10' SECOND)",
+    ),
+    (
+        "count10s",
+        "SELECT auction, window_start, COUNT(*) AS bids FROM bid \
+         GROUP BY auction WINDOW TUMBLING(date_time, 10s)",
+    ),
 ];
 
 /// What the generated bids must give: rows out per query.
@@ -81,12 +95,18 @@ struct Expected {
     bids: u64,
     /// Bids of auctions whose id is a multiple of 123 (q2).
     q2: u64,
+    /// Sessions of bids less than 10 s apart, per bidder (q11).
+    q11: u64,
+    /// Distinct (auction, 10 s window) pairs (count10s).
+    count10s: u64,
 }
 
 impl Expected {
     fn rows(&self, query: &str) -> u64 {
         match query {
             "q2" => self.q2,
+            "q11" => self.q11,
+            "count10s" => self.count10s,
             _ => self.bids,
         }
     }
@@ -98,7 +118,15 @@ fn write_bids(path: &Path, events: u64) -> Result<Expected> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut line = Vec::with_capacity(512);
     let mut expected = Expected::default();
+    // Per bidder, the time of its last bid; per auction and window, seen.
+    let mut last_bid: std::collections::HashMap<i64, i64> = Default::default();
+    let mut windows: std::collections::HashSet<(i64, i64)> = Default::default();
     for bid in bids_of(events) {
+        match last_bid.insert(bid.bidder, bid.date_time) {
+            Some(last) if bid.date_time - last < 10_000 => {}
+            _ => expected.q11 += 1,
+        }
+        windows.insert((bid.auction, bid.date_time.div_euclid(10_000)));
         line.clear();
         nexmark::write_bid_object(&bid, JsonDialect::RisingWave, &mut line);
         line.push(b'\n');
@@ -107,6 +135,7 @@ fn write_bids(path: &Path, events: u64) -> Result<Expected> {
         expected.q2 += u64::from(bid.auction % 123 == 0);
     }
     out.flush()?;
+    expected.count10s = windows.len() as u64;
     Ok(expected)
 }
 
@@ -205,6 +234,8 @@ pub async fn run(args: NexmarkArgs) -> Result<()> {
             out.arg(),
             "--batch-size".into(),
             args.batch_size.to_string(),
+            "--parallelism".into(),
+            args.parallelism.to_string(),
         ]
     };
     let topic = format!("velo-bench-nexmark-{}", std::process::id());
@@ -229,10 +260,13 @@ pub async fn run(args: NexmarkArgs) -> Result<()> {
         execute("load".into(), &load).await?;
     }
     println!(
-        "Nexmark: {events} events, {} bids ({:.0} MB of JSON), {} records per batch, one worker",
+        "Nexmark: {events} events, {} bids ({:.0} MB of JSON), {} records per batch, {} worker \
+         lane{}",
         expected.bids,
         std::fs::metadata(&bids.0)?.len() as f64 / 1e6,
-        args.batch_size
+        args.batch_size,
+        args.parallelism,
+        if args.parallelism == 1 { "" } else { "s" }
     );
     println!();
     println!("| run | records | records/s | per CPU-second | wall | CPU | rows out |");

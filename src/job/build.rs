@@ -25,6 +25,7 @@ use velo_connectors::source::Source;
 
 use super::checkpoint::{self, Acknowledge, Checkpoint, CheckpointStore, Checkpointer, LocalStore};
 use super::input::{InputAdapter, JobInput, TableFollower};
+use super::lanes::{Lane, Lanes, Split};
 use super::progress::ErrorKind;
 use super::progress::{JobProgress, JobStats};
 use super::runner::Runner;
@@ -54,6 +55,17 @@ pub(crate) struct PlannedInput {
     pub adapter: InputAdapter,
     /// The scan column holding event time.
     pub event_time: Option<usize>,
+}
+
+impl PlannedInput {
+    /// The adapter, told its event-time column.
+    fn into_adapter(self) -> InputAdapter {
+        let mut adapter = self.adapter;
+        if let Some(column) = self.event_time {
+            adapter.set_event_time(column);
+        }
+        adapter
+    }
 }
 
 /// The scans of a planned query as job inputs (without sources yet), and the watermark
@@ -156,6 +168,7 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
     };
     let planned = plan_query(&ctx, &catalog, &request).await?;
     tracing::debug!("plan:\n{}", planned.logical_plan);
+    let idle_timeout = Duration::from_millis(spec.idle_timeout_ms.max(1) as u64);
     let fingerprint = fingerprint(&planned);
     let described = describe_query(&spec.sql, &planned);
     let mut spec = spec;
@@ -258,11 +271,43 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
         .as_ref()
         .is_some_and(|c| c.acknowledge == Acknowledge::WithCheckpoints);
 
+    // The further lanes: the same query planned again for each. A keyed query restored from
+    // a checkpoint keeps the checkpoint's lane count (each lane holds its keys' state).
+    let split = match table_feeds.is_empty() {
+        true => Split::of(&pipeline),
+        false => None,
+    };
+    let mut lane_count = spec.runtime.parallelism.max(1);
+    if let (Some(Split::Keyed(_)), Some(checkpoint)) = (&split, &restored) {
+        let saved = checkpoint.lanes.max(1);
+        if saved != lane_count {
+            tracing::info!(
+                "job '{}': runs on {saved} lanes, as its checkpoint was taken (a keyed query's \
+                 state is split by key across lanes); --ignore-state starts afresh on \
+                 {lane_count}",
+                spec.name
+            );
+            lane_count = saved;
+        }
+    }
+    let mut lanes = Lanes::default();
+    if let Some(split) = split.filter(|_| lane_count > 1) {
+        for _ in 1..lane_count {
+            let copy = plan_query(&ctx, &catalog, &request).await?;
+            let (inputs, _) = scan_inputs(copy.scans, idle_timeout)?;
+            lanes.extra.push(Lane {
+                adapters: inputs.into_iter().map(PlannedInput::into_adapter).collect(),
+                pipeline: copy.pipeline,
+            });
+        }
+        lanes.exchange = match split {
+            Split::Keyed(exchange) => Some(exchange),
+            Split::Rows => None,
+        };
+    }
+
     let several = scans.len() > 1;
-    let (adapters, watermark) = scan_inputs(
-        scans,
-        Duration::from_millis(spec.idle_timeout_ms.max(1) as u64),
-    )?;
+    let (adapters, watermark) = scan_inputs(scans, idle_timeout)?;
     let mut inputs = Vec::new();
     for PlannedInput {
         name,
@@ -433,6 +478,18 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
             (None, None) => OnError::Skip,
         };
     runner.dead_letters = dead_letters;
+    if !lanes.extra.is_empty() {
+        tracing::debug!(
+            "job '{}': runs on {} lanes ({})",
+            spec.name,
+            lanes.extra.len() + 1,
+            match lanes.exchange {
+                Some(_) => "rows exchanged by key",
+                None => "micro-batches split by range",
+            }
+        );
+    }
+    runner.lanes = lanes;
     for table in catalog.iter() {
         runner
             .progress

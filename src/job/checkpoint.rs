@@ -68,7 +68,10 @@ pub struct Checkpoint {
     pub query: String,
     pub created_at: String,
     pub acknowledge: Acknowledge,
+    /// Every operator's state, lane after lane (see [`crate::job::lanes`]).
     pub operators: Vec<OperatorState>,
+    /// How many lanes' states `operators` holds (a keyed query's lanes each hold their keys').
+    pub lanes: usize,
     pub watermark: Option<WatermarkState>,
     pub inputs: Vec<InputPosition>,
     /// Table topics followed for lookup joins.
@@ -89,6 +92,9 @@ struct Manifest {
     created_at: String,
     acknowledge: Acknowledge,
     operators: Vec<ManifestOperator>,
+    /// Absent in checkpoints from before lanes: one.
+    #[serde(default = "one_lane")]
+    lanes: usize,
     watermark: Option<WatermarkState>,
     inputs: Vec<InputPosition>,
     tables: Vec<InputPosition>,
@@ -96,6 +102,10 @@ struct Manifest {
     sink_files: Vec<String>,
     carry_files: Vec<String>,
     files: BTreeMap<String, FileEntry>,
+}
+
+fn one_lane() -> usize {
+    1
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -303,6 +313,7 @@ impl Checkpoint {
             created_at: self.created_at.clone(),
             acknowledge: self.acknowledge,
             operators,
+            lanes: self.lanes,
             watermark: self.watermark.clone(),
             inputs: self.inputs.clone(),
             tables: self.tables.clone(),
@@ -370,6 +381,7 @@ impl Checkpoint {
             created_at: manifest.created_at,
             acknowledge: manifest.acknowledge,
             operators,
+            lanes: manifest.lanes,
             watermark: manifest.watermark,
             inputs: manifest.inputs,
             tables: manifest.tables,
@@ -548,6 +560,7 @@ mod tests {
                     batches: vec![batch(1), batch(10)],
                 },
             ],
+            lanes: 1,
             watermark: None,
             inputs: vec![InputPosition {
                 stream: "trades".into(),

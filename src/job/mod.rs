@@ -11,6 +11,7 @@
 pub mod build;
 pub mod checkpoint;
 pub mod input;
+pub mod lanes;
 pub mod progress;
 pub mod runner;
 pub mod sandbox;

@@ -24,11 +24,12 @@ use velo_connectors::sink::Sink;
 
 use super::checkpoint::{Acknowledge, Checkpoint, Checkpointer, InputPosition, OperatorState};
 use super::input::{BadRecord, JobInput, TableFollower};
+use super::lanes::{self, Lanes};
 use super::progress::ErrorKind;
 use super::progress::{count, JobProgress, JobStats};
 use super::spec::{OnError, RuntimeOptions};
 use crate::error::{Result, VeloError};
-use crate::operators::{Pipeline, Watermark};
+use crate::operators::{OperatorMetrics, Pipeline, PipelineRowError, Watermark};
 use crate::watermark::WatermarkTracker;
 
 /// How often state size and lag are published and the state limit checked.
@@ -52,6 +53,8 @@ pub struct Runner {
     /// Input `i` feeds pipeline input `i`.
     pub inputs: Vec<JobInput>,
     pub pipeline: Pipeline,
+    /// Further lanes the query runs on, and how rows are shared among them (see [`lanes`]).
+    pub lanes: Lanes,
     pub sink: Box<dyn Sink>,
     pub dead_letters: Option<DeadLetterQueue>,
     /// What a bad record or row does (see [`OnError`]).
@@ -94,6 +97,7 @@ impl Runner {
         Self {
             inputs,
             pipeline,
+            lanes: Lanes::default(),
             sink,
             dead_letters: None,
             on_error: OnError::Skip,
@@ -127,13 +131,32 @@ impl Runner {
     /// Restores the state of `checkpoint` (operators, watermark, results held past a limit);
     /// the inputs were already started at its offsets and the sink restored by the builder.
     pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        self.pipeline.restore_named(
-            &checkpoint
-                .operators
-                .iter()
-                .map(|o| (o.name.clone(), o.batches.clone()))
-                .collect::<Vec<_>>(),
-        )?;
+        // The checkpoint holds each lane's operators, lane after lane: every lane of a keyed
+        // query (the builder gives it the checkpoint's lane count), the first of any other.
+        let lanes = 1 + self.lanes.extra.len();
+        let saved = checkpoint.lanes.max(1);
+        let keyed = self.lanes.exchange.is_some();
+        if saved > lanes || (keyed && saved != lanes) {
+            return Err(VeloError::State(format!(
+                "the checkpoint holds the state of {saved} lanes, this job runs on {lanes}"
+            )));
+        }
+        let per_lane = self.pipeline.len().max(1);
+        let states: Vec<_> = checkpoint.operators.chunks(per_lane).collect();
+        if states.len() > saved {
+            return Err(VeloError::State(format!(
+                "the checkpoint holds {} operator states for {saved} lanes of {per_lane}",
+                checkpoint.operators.len()
+            )));
+        }
+        for (pipeline, state) in self.pipelines().into_iter().zip(states) {
+            pipeline.restore_named(
+                &state
+                    .iter()
+                    .map(|o| (o.name.clone(), o.batches.clone()))
+                    .collect::<Vec<_>>(),
+            )?;
+        }
         if let (Some(tracker), Some(state)) = (self.watermark.as_mut(), &checkpoint.watermark) {
             tracker.restore(state);
         }
@@ -156,7 +179,9 @@ impl Runner {
     /// Runs until the input ends, the query completes (LIMIT), or `stop` is set.
     pub fn run(&mut self) -> Result<JobStats> {
         if self.late_rows.is_some() {
-            self.pipeline.keep_late_rows();
+            self.pipelines()
+                .into_iter()
+                .for_each(Pipeline::keep_late_rows);
         }
         let carried = std::mem::take(&mut self.carry);
         self.emit(carried)?;
@@ -297,7 +322,7 @@ impl Runner {
         }
         self.count_rows_out();
         self.stats.rows_out = self.sink.rows_written();
-        self.stats.operators = self.pipeline.metrics();
+        self.stats.operators = self.operator_metrics();
         Ok(self.stats)
     }
 
@@ -305,7 +330,7 @@ impl Runner {
     pub fn end_of_input(&mut self) -> Result<()> {
         // The last sample of state, lag and partition progress (what a progress bar ends on).
         self.report_state();
-        let out = self.pipeline.advance_watermark(Watermark::END)?;
+        let out = self.advance_lanes(Watermark::END)?;
         self.emit(out)
     }
 
@@ -340,24 +365,42 @@ impl Runner {
     }
 
     /// Decodes a batch of input `input`, reports its bad records, tracks its event time and
-    /// runs it through the pipeline. Returns how many records were bad.
+    /// runs it through the pipeline: on several lanes when the batch is large enough and the
+    /// query stateless (see [`super::lanes`]). Returns how many records were bad.
     fn process_batch(&mut self, input: usize, batch: &SourceBatch) -> Result<u64> {
-        let mut bad = Vec::new();
         let horizon = self.event_time_horizon();
-        let this = &mut self.inputs[input];
-        let (rows, partitions) = this
-            .adapter
-            .adapt_with_partitions(batch, &mut bad, horizon)?;
-        if let (Some(column), Some(tracker)) = (this.event_time, self.watermark.as_mut()) {
-            tracker.observe_input(input, &partitions, rows.column(column))?;
+        let before = self.rows_left.map(|_| self.inputs[input].positions.clone());
+        let wanted = self.rows_left;
+        // Under --limit the records behind the last row written must be found: a row-wise
+        // query runs on one lane. A keyed one always uses all: each holds its keys' state.
+        let mut parts = vec![(&mut self.inputs[input].adapter, &mut self.pipeline)];
+        if self.lanes.exchange.is_some() || self.rows_left.is_none() {
+            for lane in &mut self.lanes.extra {
+                parts.push((&mut lane.adapters[input], &mut lane.pipeline));
+            }
         }
+        let processed = lanes::process(parts, self.lanes.exchange.as_ref(), input, batch, horizon)?;
+        let mut bad = Vec::new();
+        let mut failed_records = Vec::new();
+        let mut failed_rows = Vec::new();
+        for part in processed.parts {
+            if let (Some(column), Some(tracker)) =
+                (self.inputs[input].event_time, self.watermark.as_mut())
+            {
+                tracker.observe_input(input, &part.partitions, part.rows.column(column))?;
+            }
+            bad.extend(part.bad);
+            failed_records.extend(part.failed_records);
+            failed_rows.extend(part.failed_rows);
+        }
+        let out = processed.out;
         if !bad.is_empty() {
             self.handle_bad_records(batch, &bad)?;
         }
-        let before = self.rows_left.map(|_| self.inputs[input].positions.clone());
-        let wanted = self.rows_left;
-        let out = self.pipeline.process_input(input, rows)?;
-        self.handle_row_errors(Some((input, batch)))?;
+        self.handle_row_errors(failed_rows)?;
+        if !failed_records.is_empty() {
+            self.handle_bad_records(batch, &failed_records)?;
+        }
         batch
             .meta
             .advance(&mut self.inputs[input].positions, batch.len());
@@ -456,7 +499,7 @@ impl Runner {
     }
 
     fn report_state(&self) {
-        let operators = self.pipeline.metrics();
+        let operators = self.operator_metrics();
         let p = &self.progress;
         p.state_bytes
             .store(operators.state_bytes, Ordering::Relaxed);
@@ -513,11 +556,15 @@ impl Runner {
         let Some(limit) = self.options.max_state_bytes else {
             return Ok(());
         };
-        let bytes = self.pipeline.metrics().state_bytes;
+        let bytes = self.operator_metrics().state_bytes;
         if bytes <= limit {
             return Ok(());
         }
-        let operator = self.pipeline.largest_state().map_or("?", |(name, _)| name);
+        let operator = std::iter::once(&self.pipeline)
+            .chain(self.lanes.extra.iter().map(|l| &l.pipeline))
+            .filter_map(Pipeline::largest_state)
+            .max_by_key(|(_, bytes)| *bytes)
+            .map_or("?", |(name, _)| name);
         Err(VeloError::StateLimit {
             bytes,
             limit,
@@ -525,12 +572,35 @@ impl Runner {
         })
     }
 
+    /// Every lane's pipeline, the runner's first.
+    fn pipelines(&mut self) -> Vec<&mut Pipeline> {
+        std::iter::once(&mut self.pipeline)
+            .chain(self.lanes.extra.iter_mut().map(|l| &mut l.pipeline))
+            .collect()
+    }
+
+    /// The sum of every lane's operator metrics.
+    pub fn operator_metrics(&self) -> OperatorMetrics {
+        self.lanes
+            .extra
+            .iter()
+            .fold(self.pipeline.metrics(), |sum, l| sum + l.pipeline.metrics())
+    }
+
+    /// Every lane's pipeline to `watermark`: what they emit, lane after lane.
+    fn advance_lanes(&mut self, watermark: Watermark) -> Result<Vec<RecordBatch>> {
+        let pipelines = std::iter::once(&mut self.pipeline)
+            .chain(self.lanes.extra.iter_mut().map(|l| &mut l.pipeline))
+            .collect();
+        lanes::advance_watermark(pipelines, self.lanes.exchange.as_ref(), watermark)
+    }
+
     /// Moves the pipeline's watermark to the tracker's; returns the rows this emitted.
     fn advance_watermark(&mut self) -> Result<usize> {
         let Some(watermark) = self.watermark.as_mut().and_then(|t| t.current()) else {
             return Ok(0);
         };
-        let out = self.pipeline.advance_watermark(Watermark(watermark))?;
+        let out = self.advance_lanes(Watermark(watermark))?;
         let rows = out.iter().map(|b| b.num_rows()).sum();
         self.emit(out)?;
         Ok(rows)
@@ -553,10 +623,21 @@ impl Runner {
     /// sink and the dead-letter queue.
     fn flush_epoch(&mut self) -> Result<()> {
         self.dirty = true;
-        self.handle_row_errors(None)?;
+        let errors = self
+            .pipelines()
+            .into_iter()
+            .flat_map(Pipeline::take_row_errors)
+            .collect();
+        self.handle_row_errors(errors)?;
         self.route_rejected()?;
-        if let Some(late) = self.late_rows.as_mut() {
-            for rows in self.pipeline.drain_late_rows() {
+        if self.late_rows.is_some() {
+            let rows: Vec<RecordBatch> = self
+                .pipelines()
+                .into_iter()
+                .flat_map(Pipeline::drain_late_rows)
+                .collect();
+            let late = self.late_rows.as_mut().expect("checked above");
+            for rows in rows {
                 late.write(&rows)?;
             }
             late.flush()?;
@@ -583,46 +664,21 @@ impl Runner {
         Ok(())
     }
 
-    /// Reports the rows the pipeline's expressions could not evaluate: a row traced back to
-    /// its record (through filters and projections of `source`'s batch) as that record, any
-    /// other as the row itself.
-    fn handle_row_errors(&mut self, source: Option<(usize, &SourceBatch)>) -> Result<()> {
-        let errors = self.pipeline.take_row_errors();
-        if errors.is_empty() {
-            return Ok(());
-        }
-        let mut records = Vec::new();
+    /// Rows an operator could not evaluate that were not traced back to a record of the batch
+    /// being processed (rows of windows, joins): each as a bad row of its own.
+    fn handle_row_errors(&mut self, errors: Vec<PipelineRowError>) -> Result<()> {
         for e in errors {
-            let record = match (source, e.origin) {
-                (Some((input, _)), Some(row)) if input == e.input => {
-                    self.inputs[input].adapter.source_index(row)
-                }
-                _ => None,
-            };
-            match record {
-                Some(index) => records.push(BadRecord {
-                    index,
-                    kind: ErrorKind::Expression,
-                    reason: e.reason,
-                }),
-                None => {
-                    let mut json = velo_connectors::codec::EncodedRows::default();
-                    velo_connectors::codec::JsonEncoder::default().encode(&e.row, &mut json)?;
-                    let row = json.iter().next().unwrap_or(b"{}").to_vec();
-                    let what = format!("a row of {}", e.operator);
-                    self.bad_row(
-                        ErrorKind::Expression,
-                        &what,
-                        &row,
-                        &e.reason,
-                        &[("velo.operator", e.operator)],
-                    )?;
-                }
-            }
-        }
-        if let (Some((_, batch)), false) = (source, records.is_empty()) {
-            records.sort_by_key(|r| r.index);
-            self.handle_bad_records(batch, &records)?;
+            let mut json = velo_connectors::codec::EncodedRows::default();
+            velo_connectors::codec::JsonEncoder::default().encode(&e.row, &mut json)?;
+            let row = json.iter().next().unwrap_or(b"{}").to_vec();
+            let what = format!("a row of {}", e.operator);
+            self.bad_row(
+                ErrorKind::Expression,
+                &what,
+                &row,
+                &e.reason,
+                &[("velo.operator", e.operator)],
+            )?;
         }
         Ok(())
     }
@@ -691,15 +747,22 @@ impl Runner {
     /// The job's state now, at a micro-batch boundary, as checkpoint `id` (the sink's part
     /// taken too). Nothing is written.
     pub fn take_checkpoint(&mut self, id: u64) -> Result<Checkpoint> {
-        let operators = self
-            .pipeline
-            .snapshot_named()?
-            .into_iter()
-            .map(|(name, batches)| OperatorState {
-                name: name.to_string(),
-                batches,
-            })
-            .collect();
+        // A keyed query's lanes each hold their keys' state; a row-wise query's hold nothing.
+        let keyed = self.lanes.exchange.is_some();
+        let mut pipelines = self.pipelines();
+        if !keyed {
+            pipelines.truncate(1);
+        }
+        let lanes = pipelines.len();
+        let mut operators = Vec::new();
+        for pipeline in pipelines {
+            for (name, batches) in pipeline.snapshot_named()? {
+                operators.push(OperatorState {
+                    name: name.to_string(),
+                    batches,
+                });
+            }
+        }
         let sink = self.sink.checkpoint(id)?;
         Ok(Checkpoint {
             id,
@@ -709,6 +772,7 @@ impl Runner {
             created_at: chrono::Utc::now().to_rfc3339(),
             acknowledge: self.acknowledge(),
             operators,
+            lanes,
             watermark: self.watermark.as_ref().map(|t| t.snapshot()),
             inputs: self
                 .inputs

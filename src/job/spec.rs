@@ -299,6 +299,9 @@ pub struct RuntimeOptions {
     /// A micro-batch from Kafka runs as soon as the consumer has nothing more buffered, rather
     /// than waiting up to `flush_interval` to fill.
     pub eager_batches: bool,
+    /// Worker lanes a stateless query's micro-batches are split across (see
+    /// [`crate::job::lanes`]); 1: the runner's thread alone.
+    pub parallelism: usize,
     /// Most bytes operator state may hold; the job fails with
     /// [`crate::VeloError::StateLimit`] past it. Checked about once a second.
     pub max_state_bytes: Option<u64>,
@@ -317,6 +320,7 @@ impl Default for RuntimeOptions {
             batch_size: 8192,
             flush_interval: Duration::from_millis(200),
             eager_batches: false,
+            parallelism: crate::job::lanes::default_parallelism(),
             max_state_bytes: None,
             max_event_time_skew: Some(DEFAULT_MAX_EVENT_TIME_SKEW),
         }

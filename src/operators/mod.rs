@@ -32,7 +32,11 @@ pub use stateless::{FilterExec, ProjectionExec};
 pub use stream_join::{JoinSide, JoinTime, StreamJoinExec, StreamJoinSpec};
 pub use window_aggregate::{FixedWindows, Grouping, WindowAggregateExec};
 
-use arrow::array::RecordBatch;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{Result, VeloError};
 
@@ -126,6 +130,27 @@ pub trait StreamOperator: Send {
     /// How the rows of the last output map to the rows of the last input (see [`RowMapping`]).
     fn row_mapping(&self) -> RowMapping {
         RowMapping::Lost
+    }
+
+    /// True when each output row comes from one input row and in input order, whatever came
+    /// before (filters, projections): the operator may run on any cut of its input.
+    fn row_wise(&self) -> bool {
+        false
+    }
+
+    /// The expressions (over the operator's input) its state is keyed by, when every key's
+    /// rows may be processed apart from the others' (GROUP BY keys): `None` when the state is
+    /// one whole (a global aggregate, a LIMIT, a join of streams). An operator giving keys
+    /// gives an [`StreamOperator::emission_order`] too.
+    fn partition_keys(&self) -> Option<Vec<Arc<dyn PhysicalExpr>>> {
+        None
+    }
+
+    /// The columns the rows of an emitted `batch` are ordered by (see [`order_rows`]): the
+    /// operator emits in this order, so that what copies of it emit on several lanes merges
+    /// back into exactly what one emits.
+    fn emission_order(&self, _batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        Ok(Vec::new())
     }
 
     /// Applies changes of the table fed as `feed` (see [`crate::planner::TableFeed`]):
@@ -272,6 +297,30 @@ pub struct Pipeline {
     row_errors: Vec<PipelineRowError>,
 }
 
+/// `batch`'s rows ordered by `columns` (one per row each): ascending, NULLs first, in the
+/// byte order of arrow's row format; rows that tie keep their order.
+pub(crate) fn order_rows(batch: &RecordBatch, columns: &[ArrayRef]) -> Result<RecordBatch> {
+    if batch.num_rows() < 2 || columns.is_empty() {
+        return Ok(batch.clone());
+    }
+    let converter = RowConverter::new(
+        columns
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
+    let rows = converter.convert_columns(columns)?;
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    order.sort_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
+    if order.iter().enumerate().all(|(i, &row)| i as u32 == row) {
+        return Ok(batch.clone());
+    }
+    Ok(arrow::compute::take_record_batch(
+        batch,
+        &UInt32Array::from(order),
+    )?)
+}
+
 /// Row `row` of a batch that went through `masks` (in order) as a row of the batch before them.
 pub(crate) fn trace_back(masks: &[arrow::array::BooleanArray], mut row: usize) -> Option<usize> {
     for mask in masks.iter().rev() {
@@ -291,9 +340,14 @@ impl Pipeline {
         self.operators.iter().map(|o| o.name()).collect()
     }
 
-    fn run_from(&mut self, first: usize, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    fn run_range(
+        &mut self,
+        first: usize,
+        end: usize,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
         let mut current = batches;
-        for op in self.operators.iter_mut().skip(first) {
+        for op in self.operators[..end].iter_mut().skip(first) {
             let mut next = Vec::new();
             for batch in current {
                 next.extend(op.process(batch)?);
@@ -328,9 +382,63 @@ impl Pipeline {
         self.operators.first().map_or(1, |o| o.inputs())
     }
 
+    /// True when every operator is row-wise (see [`StreamOperator::row_wise`]): any cut of
+    /// the input gives the same rows in the same order.
+    pub fn is_row_wise(&self) -> bool {
+        self.operators.iter().all(|o| o.row_wise())
+    }
+
+    /// Where the pipeline may be split by key: the index of its one keyed operator and the
+    /// key expressions over that operator's input, when the operators before and after it are
+    /// row-wise and the pipeline reads one input.
+    pub fn exchange_point(&self) -> Option<(usize, Vec<Arc<dyn PhysicalExpr>>)> {
+        if self.inputs() != 1 {
+            return None;
+        }
+        let at = self.operators.iter().position(|o| !o.row_wise())?;
+        let keys = self.operators[at].partition_keys()?;
+        let rest_row_wise = self.operators[at + 1..].iter().all(|o| o.row_wise());
+        (rest_row_wise && !keys.is_empty()).then_some((at, keys))
+    }
+
     /// Runs one batch of input `input` through every operator.
     pub fn process_input(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        let Some(first) = self.operators.first_mut() else {
+        self.process_until(input, batch, self.operators.len())
+    }
+
+    /// Runs the rows operator `first` receives through the operators from `first` to before
+    /// `end`: what the one before `end` emits comes out.
+    pub fn process_range(
+        &mut self,
+        first: usize,
+        end: usize,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
+        let end = end.min(self.operators.len());
+        self.run_range(first, end, batches)
+    }
+
+    /// Puts what copies of operator `at` emitted (on several lanes) into the one order one
+    /// copy emits it in (see [`StreamOperator::emission_order`]).
+    pub fn merge_emitted(&self, at: usize, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        if batches.len() < 2 {
+            return Ok(batches);
+        }
+        let all = arrow::compute::concat_batches(&batches[0].schema(), &batches)?;
+        let columns = self.operators[at].emission_order(&all)?;
+        Ok(vec![order_rows(&all, &columns)?])
+    }
+
+    /// Runs one batch of input `input` through the operators before `end`; what the operator
+    /// before `end` emits comes out.
+    pub fn process_until(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        end: usize,
+    ) -> Result<Vec<RecordBatch>> {
+        let end = end.min(self.operators.len());
+        let Some(first) = self.operators[..end].first_mut() else {
             if input != 0 {
                 return Err(VeloError::Execution(format!("no input {input}")));
             }
@@ -365,25 +473,37 @@ impl Pipeline {
                 _ => None,
             };
             k += 1;
-            if masks.is_none() || k == self.operators.len() || current.len() != 1 {
+            if masks.is_none() || k == end || current.len() != 1 {
                 break;
             }
             let batch = current.pop().expect("one batch");
             current = self.operators[k].process(batch)?;
         }
-        if k == self.operators.len() {
+        if k == end {
             return Ok(current.into_iter().filter(|b| b.num_rows() > 0).collect());
         }
-        self.run_from(k, current)
+        self.run_range(k, end, current)
     }
 
     /// Advances the watermark through the chain; what an operator emits flows downstream.
     pub fn advance_watermark(&mut self, watermark: Watermark) -> Result<Vec<RecordBatch>> {
+        self.advance_watermark_range(0, self.operators.len(), watermark)
+    }
+
+    /// Advances the watermark through the operators from `first` to before `end`; what one
+    /// emits flows on up to `end`.
+    pub fn advance_watermark_range(
+        &mut self,
+        first: usize,
+        end: usize,
+        watermark: Watermark,
+    ) -> Result<Vec<RecordBatch>> {
+        let end = end.min(self.operators.len());
         let mut out = Vec::new();
-        for i in 0..self.operators.len() {
+        for i in first..end {
             let emitted = self.operators[i].on_watermark(watermark)?;
             if !emitted.is_empty() {
-                let downstream = self.run_from(i + 1, emitted)?;
+                let downstream = self.run_range(i + 1, end, emitted)?;
                 // Downstream operators see the flushed rows before the watermark reaches them.
                 out.extend(downstream);
             }

@@ -24,7 +24,8 @@ use super::window_aggregate::{
     assemble_output, evaluate_keys, evaluate_time, key_schema, window_overflow, Grouping,
 };
 use super::{
-    counters_batch, read_counters, LateRows, OperatorMetrics, RowError, StreamOperator, Watermark,
+    counters_batch, order_rows, read_counters, LateRows, OperatorMetrics, RowError, StreamOperator,
+    Watermark,
 };
 use crate::error::{Result, VeloError};
 use crate::sql::window::EmitMode;
@@ -179,14 +180,15 @@ impl SessionWindowExec {
             })
             .collect::<Result<Vec<_>>>()?;
         let window: ArrayRef = Arc::new(window_struct(starts, ends, None));
-        Ok(vec![assemble_output(
+        let batch = assemble_output(
             &self.output_schema,
             &self.grouping,
             Some(window),
             key_columns,
             aggs,
             n,
-        )?])
+        )?;
+        Ok(vec![order_rows(&batch, &self.emission_order(&batch)?)?])
     }
 
     /// Emits the sessions whose end is at or before the watermark.
@@ -256,6 +258,19 @@ impl StreamOperator for SessionWindowExec {
 
     fn holds_input(&self) -> bool {
         true
+    }
+
+    fn partition_keys(&self) -> Option<Vec<Arc<dyn PhysicalExpr>>> {
+        (!self.grouping.keys.is_empty()).then(|| self.grouping.keys.clone())
+    }
+
+    /// Session end, then start, then the keys (event-time order: the output does not depend on
+    /// hashing, nor on how many lanes held the sessions).
+    fn emission_order(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        Ok(self.grouping.ordered_columns(batch, |window| {
+            let window = window.as_struct();
+            vec![window.column(1).clone(), window.column(0).clone()]
+        }))
     }
 
     fn metrics(&self) -> OperatorMetrics {

@@ -88,6 +88,10 @@ impl StreamOperator for FilterExec {
         std::mem::take(&mut self.evaluation.errors)
     }
 
+    fn row_wise(&self) -> bool {
+        true
+    }
+
     fn row_mapping(&self) -> RowMapping {
         match &self.evaluation.kept {
             Some(mask) => RowMapping::Kept(mask.clone()),
@@ -146,6 +150,10 @@ impl StreamOperator for ProjectionExec {
 
     fn drain_row_errors(&mut self) -> Vec<RowError> {
         std::mem::take(&mut self.evaluation.errors)
+    }
+
+    fn row_wise(&self) -> bool {
+        true
     }
 
     fn row_mapping(&self) -> RowMapping {

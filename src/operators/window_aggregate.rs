@@ -29,7 +29,8 @@ use velo_udfs::window::window_struct;
 
 use super::aggregate::AggregateSpec;
 use super::{
-    counters_batch, read_counters, LateRows, OperatorMetrics, RowError, StreamOperator, Watermark,
+    counters_batch, order_rows, read_counters, LateRows, OperatorMetrics, RowError, StreamOperator,
+    Watermark,
 };
 use crate::error::{Result, VeloError};
 use crate::sql::window::EmitMode;
@@ -79,6 +80,28 @@ pub struct Grouping {
     /// Index of the window struct among the GROUP BY expressions (the output columns); `None`
     /// for a GROUP BY without a window.
     pub window_position: Option<usize>,
+}
+
+impl Grouping {
+    /// The GROUP BY columns of an output batch in emission order: what `window` (the window
+    /// column, when there is one) gives, then the keys.
+    pub(crate) fn ordered_columns(
+        &self,
+        batch: &RecordBatch,
+        window: impl Fn(&ArrayRef) -> Vec<ArrayRef>,
+    ) -> Vec<ArrayRef> {
+        let groups = self.key_fields.len() + usize::from(self.window_position.is_some());
+        let mut columns = match self.window_position {
+            Some(w) => window(batch.column(w)),
+            None => Vec::new(),
+        };
+        columns.extend(
+            (0..groups)
+                .filter(|i| Some(*i) != self.window_position)
+                .map(|i| batch.column(i).clone()),
+        );
+        columns
+    }
 }
 
 struct WindowState {
@@ -176,14 +199,15 @@ impl WindowAggregateExec {
         for acc in state.accumulators.iter_mut() {
             aggs.push(acc.evaluate(EmitTo::All)?);
         }
-        assemble_output(
+        let batch = assemble_output(
             &self.output_schema,
             &self.grouping,
             self.window_column(start, n),
             keys,
             aggs,
             n,
-        )
+        )?;
+        order_rows(&batch, &self.emission_order(&batch)?)
     }
 
     /// The current rows of the groups `changed` of window `start` (`EMIT CHANGES`). `keys` are
@@ -231,14 +255,15 @@ impl WindowAggregateExec {
             aggs.push(temp.evaluate(EmitTo::All)?);
         }
         let n = changed.len();
-        assemble_output(
+        let batch = assemble_output(
             &self.output_schema,
             &self.grouping,
             self.window_column(start, n),
             keys,
             aggs,
             n,
-        )
+        )?;
+        order_rows(&batch, &self.emission_order(&batch)?)
     }
 }
 
@@ -359,6 +384,17 @@ impl StreamOperator for WindowAggregateExec {
 
     fn holds_input(&self) -> bool {
         true
+    }
+
+    fn partition_keys(&self) -> Option<Vec<Arc<dyn PhysicalExpr>>> {
+        (!self.grouping.keys.is_empty()).then(|| self.grouping.keys.clone())
+    }
+
+    /// The window, then the keys: windows come out in order, each window's rows by key.
+    fn emission_order(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        Ok(self
+            .grouping
+            .ordered_columns(batch, |window| vec![window.clone()]))
     }
 
     fn metrics(&self) -> OperatorMetrics {

@@ -992,6 +992,7 @@ async fn answer_sql(
             50
         }),
         max_state_bytes: Some(config.sql.memory_limit_mb.saturating_mul(1024 * 1024)),
+        parallelism: config.sql.worker_threads,
         ..RuntimeOptions::default()
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -216,7 +216,8 @@ impl std::str::FromStr for RestartPolicy {
 pub struct SqlConfig {
     /// An application file deployed at start (`SQL_FILE`).
     pub file: Option<PathBuf>,
-    /// Threads of the async runtime (`SQL_WORKER_THREADS`).
+    /// Threads of the async runtime, and the lanes each job's stateless queries run on
+    /// (`SQL_WORKER_THREADS`; default one per core).
     pub worker_threads: usize,
     /// Most operator state a query or job may hold, in MiB (`SQL_MEMORY_LIMIT_MB`).
     pub memory_limit_mb: u64,
@@ -241,7 +242,7 @@ impl Default for SqlConfig {
     fn default() -> Self {
         Self {
             file: None,
-            worker_threads: 2,
+            worker_threads: crate::job::lanes::default_parallelism(),
             memory_limit_mb: 512,
             max_jobs: 16,
             restart_policy: RestartPolicy::OnFailure,

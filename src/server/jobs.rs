@@ -690,6 +690,7 @@ impl JobManager {
             batch_size: performance.batch_size,
             flush_interval: Duration::from_millis(performance.flush_interval_ms),
             eager_batches: performance.eager_batches,
+            parallelism: config.sql.worker_threads,
             max_state_bytes: Some(match &job.spec.memory_limit {
                 Some(text) => text
                     .parse::<bytesize::ByteSize>()

@@ -403,29 +403,29 @@ pub fn run_multi(args: &[&str]) -> Output {
     finish(velo_sql_multi(), args, &[])
 }
 
-/// Runs `command ARGS` to completion (killed after 60 s).
+/// Runs `command ARGS` to completion (killed after 60 s). Its output is read while it runs,
+/// so a large one never blocks it on a full pipe.
 fn finish(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = command
+    let child = command
         .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start velo-sql");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            let out = child.wait_with_output().unwrap();
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match finished.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let out = finished.recv().unwrap().unwrap();
             panic!(
                 "{command:?} {args:?} did not finish in 60 s; stderr:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -1,0 +1,577 @@
+//! Worker lanes: one job's micro-batches decoded and run on several threads.
+//!
+//! A job runs on `parallelism` lanes. The runner's own adapters and pipeline are lane 0; each
+//! further lane has its own, planned from the same query. Which queries, and how:
+//!
+//! - **Row-wise queries** (filters, projections, expressions, UDFs: every operator row-wise).
+//!   A polled batch of at least [`MIN_LANE_RECORDS`] records per lane is cut into one
+//!   contiguous range per lane; every lane decodes its range and runs it through its pipeline
+//!   on its own thread, and the outputs are put back together in range order. Output rows, bad
+//!   records and row errors are exactly those one lane gives, in the same order.
+//! - **Keyed queries** (one GROUP BY, session window or OVER … PARTITION BY, with row-wise
+//!   operators before and after it). The ranges are decoded and run up to the keyed operator
+//!   as above; then every row goes to the lane its key hashes to (an exchange), and each lane
+//!   runs the keyed operator and the rest of its pipeline on the rows of its keys. A key's rows
+//!   always meet in the same lane, in input order, so each key's results are those of one lane;
+//!   the rows one watermark emits come out lane after lane rather than in one lane's order.
+//!   Every lane is given the same watermark (the runner tracks one over all input), and a
+//!   checkpoint holds every lane's state, taken between micro-batches when nothing is in flight.
+//!   The hash ([`stable_hashes`]) is this crate's own, the same on every machine and release,
+//!   so a restored lane gets back exactly its keys; a job restored from a checkpoint keeps the
+//!   checkpoint's lane count.
+//! - Anything else (a global aggregate, LIMIT, joins of streams, lookup tables, two keyed
+//!   operators) runs on one lane.
+//!
+//! Contiguous ranges rather than a partition per lane: a batch's records are split evenly
+//! whatever the topic's partition count (one partition still uses every core). The watermark,
+//! the sink, the dead-letter queue and the acknowledged offsets stay with the runner's thread.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, UInt32Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type};
+use datafusion::physical_expr::PhysicalExpr;
+use velo_connectors::record::SourceBatch;
+
+use super::input::{BadRecord, InputAdapter};
+use super::progress::ErrorKind;
+use crate::error::{Result, VeloError};
+use crate::operators::{Pipeline, PipelineRowError, Watermark};
+
+/// Fewest records a lane is given: smaller batches (a trickle of records, the latency path)
+/// are decoded on the runner's thread alone, where a thread hand-off would cost more than it
+/// saves.
+pub const MIN_LANE_RECORDS: usize = 1024;
+
+/// A further lane: its own adapter per input and its own copy of the pipeline.
+pub struct Lane {
+    /// Adapter `i` decodes input `i`.
+    pub adapters: Vec<InputAdapter>,
+    pub pipeline: Pipeline,
+}
+
+/// A job's lanes beyond the runner's own, and how rows are shared among them.
+#[derive(Default)]
+pub struct Lanes {
+    pub extra: Vec<Lane>,
+    /// Where rows change lanes by key (a keyed query); `None`: a row-wise query.
+    pub exchange: Option<Exchange>,
+}
+
+/// The keyed operator of a keyed query and what its state is keyed by.
+pub struct Exchange {
+    /// The operator's index in the pipeline.
+    pub at: usize,
+    /// Its key expressions, over its input.
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+}
+
+/// How a pipeline may run on several lanes, if it may.
+pub enum Split {
+    /// Every operator is row-wise.
+    Rows,
+    /// One keyed operator between row-wise ones.
+    Keyed(Exchange),
+}
+
+impl Split {
+    /// How `pipeline` may be split; `None`: it runs on one lane.
+    pub fn of(pipeline: &Pipeline) -> Option<Split> {
+        if pipeline.is_row_wise() {
+            return Some(Split::Rows);
+        }
+        let (at, keys) = pipeline.exchange_point()?;
+        Some(Split::Keyed(Exchange { at, keys }))
+    }
+}
+
+/// The parallelism a job gets when none is given: one lane per core.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// What one lane made of its range of a source batch, up to the exchange. Record indices are
+/// in the whole batch.
+pub(crate) struct LaneOutput {
+    /// The rows the range decoded to (the scan layout), and each row's partition.
+    pub rows: RecordBatch,
+    pub partitions: Int32Array,
+    /// Records that could not be decoded (or had no event time).
+    pub bad: Vec<BadRecord>,
+    /// Rows an expression failed on, traced back to their records…
+    pub failed_records: Vec<BadRecord>,
+    /// …and those that could not be traced back.
+    pub failed_rows: Vec<PipelineRowError>,
+}
+
+/// A source batch processed on the lanes: each range's part, in range order, and what the
+/// pipelines emitted.
+pub(crate) struct Processed {
+    pub parts: Vec<LaneOutput>,
+    pub out: Vec<RecordBatch>,
+}
+
+/// Decodes `part` (the records of a source batch from `offset` on) and runs it through the
+/// operators of `pipeline` before `end` as input `input`; returns what they emit.
+pub(crate) fn run_lane(
+    adapter: &mut InputAdapter,
+    pipeline: &mut Pipeline,
+    input: usize,
+    part: &SourceBatch,
+    offset: usize,
+    horizon: Option<i64>,
+    end: usize,
+) -> Result<(LaneOutput, Vec<RecordBatch>)> {
+    let mut bad = Vec::new();
+    let (rows, partitions) = adapter.adapt_with_partitions(part, &mut bad, horizon)?;
+    let out = pipeline.process_until(input, rows.clone(), end)?;
+    let mut failed_records = Vec::new();
+    let mut failed_rows = Vec::new();
+    for e in pipeline.take_row_errors() {
+        let traced = match e.origin {
+            Some(row) if e.input == input => adapter.source_index(row),
+            _ => None,
+        };
+        match traced {
+            Some(index) => failed_records.push(BadRecord {
+                index: index + offset,
+                kind: ErrorKind::Expression,
+                reason: e.reason,
+            }),
+            None => failed_rows.push(e),
+        }
+    }
+    failed_records.sort_by_key(|r| r.index);
+    for record in &mut bad {
+        record.index += offset;
+    }
+    let output = LaneOutput {
+        rows,
+        partitions,
+        bad,
+        failed_records,
+        failed_rows,
+    };
+    Ok((output, out))
+}
+
+/// How many lanes a batch of `records` records is decoded on, with `lanes` available.
+pub(crate) fn lanes_for(records: usize, lanes: usize) -> usize {
+    (records / MIN_LANE_RECORDS).clamp(1, lanes.max(1))
+}
+
+/// Runs `work` for each item, on a thread each (the first on this one) when `parallel`, and
+/// returns the results in item order.
+fn on_threads<T: Send, R: Send>(
+    items: Vec<T>,
+    parallel: bool,
+    work: impl Fn(usize, T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    if !parallel || items.len() < 2 {
+        return items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| work(i, item))
+            .collect();
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let mut items = items.into_iter().enumerate();
+        let first = items.next();
+        let mut handles = Vec::new();
+        for (i, item) in items {
+            // Expressions are evaluated recursively: the same stack as the runner's thread.
+            let handle = std::thread::Builder::new()
+                .name(format!("velo-lane-{i}"))
+                .stack_size(crate::sql::PLANNING_STACK_BYTES)
+                .spawn_scoped(scope, move || work(i, item))
+                .map_err(|e| VeloError::Execution(format!("cannot start worker lane {i}: {e}")))?;
+            handles.push(handle);
+        }
+        let mut results = Vec::with_capacity(handles.len() + 1);
+        if let Some((i, item)) = first {
+            results.push(work(i, item)?);
+        }
+        for (i, handle) in handles.into_iter().enumerate() {
+            let result = handle.join().map_err(|_| {
+                VeloError::Execution(format!("worker lane {} stopped on a panic", i + 1))
+            })??;
+            results.push(result);
+        }
+        Ok(results)
+    })
+}
+
+/// Processes `batch` of input `input` on `lanes` (the runner's first) as `exchange` says:
+/// without one, each lane decodes and runs a range of the batch; with one, rows change lanes
+/// by key before the keyed operator. A keyed query always goes through the exchange, however
+/// small the batch: a key's state lives in one lane only.
+pub(crate) fn process(
+    mut lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
+    exchange: Option<&Exchange>,
+    input: usize,
+    batch: &SourceBatch,
+    horizon: Option<i64>,
+) -> Result<Processed> {
+    let count = lanes.len();
+    let deciders = lanes_for(batch.len(), count);
+    let chunk = batch.len().div_ceil(deciders);
+    let range = |i: usize| {
+        let start = (i * chunk).min(batch.len());
+        (start, chunk.min(batch.len() - start))
+    };
+    let end = exchange.map_or(usize::MAX, |e| e.at);
+    let decoding: Vec<_> = lanes
+        .iter_mut()
+        .take(deciders)
+        .map(|(a, p)| (&mut **a, &mut **p))
+        .collect();
+    let decoded = on_threads(decoding, deciders > 1, |i, (adapter, pipeline)| {
+        let (start, len) = range(i);
+        let part = if len == batch.len() {
+            batch.clone()
+        } else {
+            batch.slice(start, len)
+        };
+        let (output, emitted) = run_lane(adapter, pipeline, input, &part, start, horizon, end)?;
+        let routed = match exchange {
+            Some(exchange) => route(emitted, &exchange.keys, count)?,
+            None => vec![emitted],
+        };
+        Ok((output, routed))
+    })?;
+    let Some(exchange) = exchange else {
+        let (parts, outs): (Vec<_>, Vec<_>) = decoded.into_iter().unzip();
+        let out = outs.into_iter().flatten().flatten().collect();
+        return Ok(Processed { parts, out });
+    };
+    // The exchange: lane j gets the rows of its keys from every range, in range order.
+    let mut received: Vec<Vec<RecordBatch>> = (0..count).map(|_| Vec::new()).collect();
+    let mut parts = Vec::with_capacity(decoded.len());
+    for (output, routed) in decoded {
+        parts.push(output);
+        for (j, batches) in routed.into_iter().enumerate() {
+            received[j].extend(batches);
+        }
+    }
+    let rows: usize = received.iter().flatten().map(|b| b.num_rows()).sum();
+    let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
+    let work: Vec<_> = pipelines
+        .iter_mut()
+        .map(|p| &mut **p)
+        .zip(received)
+        .collect();
+    let at = exchange.at;
+    let emitted = on_threads(
+        work,
+        rows >= 2 * MIN_LANE_RECORDS,
+        |_, (pipeline, batches)| {
+            // One batch, as one lane would have had: an operator emitting per batch (EMIT
+            // CHANGES) then emits what it would at parallelism 1.
+            let batches = match batches.len() {
+                0 | 1 => batches,
+                _ => vec![arrow::compute::concat_batches(
+                    &batches[0].schema(),
+                    &batches,
+                )?],
+            };
+            let out = pipeline.process_range(at, at + 1, batches)?;
+            Ok((out, pipeline.take_row_errors()))
+        },
+    )?;
+    let mut merged = Vec::new();
+    for (batches, errors) in emitted {
+        merged.extend(batches);
+        if let Some(first) = parts.first_mut() {
+            first.failed_rows.extend(errors);
+        }
+    }
+    let out = downstream(&mut pipelines, at, merged)?;
+    if let Some(first) = parts.first_mut() {
+        first.failed_rows.extend(pipelines[0].take_row_errors());
+    }
+    Ok(Processed { parts, out })
+}
+
+/// What the keyed operator at `at` emitted on every lane, merged into the order one copy
+/// emits it in, through the row-wise operators after it (those of the first lane: they keep
+/// no state, any copy gives the same).
+fn downstream(
+    pipelines: &mut [&mut Pipeline],
+    at: usize,
+    emitted: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    let first = &mut pipelines[0];
+    let merged = first.merge_emitted(at, emitted)?;
+    first.process_range(at + 1, usize::MAX, merged)
+}
+
+/// Advances every lane's pipeline to `watermark`: what they emit, in the order one lane would
+/// emit it. A keyed query's lanes close their windows in parallel; what closes is merged.
+pub(crate) fn advance_watermark(
+    mut pipelines: Vec<&mut Pipeline>,
+    exchange: Option<&Exchange>,
+    watermark: Watermark,
+) -> Result<Vec<RecordBatch>> {
+    let Some(exchange) = exchange else {
+        let mut out = Vec::new();
+        for pipeline in pipelines {
+            out.extend(pipeline.advance_watermark(watermark)?);
+        }
+        return Ok(out);
+    };
+    let at = exchange.at;
+    let work: Vec<&mut Pipeline> = pipelines.iter_mut().map(|p| &mut **p).collect();
+    let emitted = on_threads(work, true, |_, pipeline| {
+        pipeline.advance_watermark_range(0, at + 1, watermark)
+    })?;
+    let mut out = downstream(&mut pipelines, at, emitted.into_iter().flatten().collect())?;
+    out.extend(pipelines[0].advance_watermark_range(at + 1, usize::MAX, watermark)?);
+    Ok(out)
+}
+
+/// Splits `batches` by the lane each row's key hashes to, keeping row order within a lane.
+fn route(
+    batches: Vec<RecordBatch>,
+    keys: &[Arc<dyn PhysicalExpr>],
+    lanes: usize,
+) -> Result<Vec<Vec<RecordBatch>>> {
+    let mut routed: Vec<Vec<RecordBatch>> = (0..lanes).map(|_| Vec::new()).collect();
+    for batch in batches {
+        let rows = batch.num_rows();
+        let columns = keys
+            .iter()
+            .map(|k| Ok(k.evaluate(&batch)?.into_array(rows)?))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let mut picks: Vec<Vec<u32>> = (0..lanes).map(|_| Vec::new()).collect();
+        for (row, hash) in stable_hashes(&columns, rows)?.into_iter().enumerate() {
+            picks[(hash % lanes as u64) as usize].push(row as u32);
+        }
+        for (lane, picked) in picks.into_iter().enumerate() {
+            if picked.len() == rows {
+                routed[lane].push(batch.clone());
+            } else if !picked.is_empty() {
+                let indices = UInt32Array::from(picked);
+                routed[lane].push(arrow::compute::take_record_batch(&batch, &indices)?);
+            }
+        }
+    }
+    Ok(routed)
+}
+
+/// A hash of each row of `keys` that is the same on every machine, in every run and every
+/// release (a key's lane must not move between a checkpoint and the run restoring it). Equal
+/// keys hash equally; values that group together (-0.0 and 0.0, any NaN, one string in two
+/// dictionaries) hash equally too. A column of a type without a hash of its own here (lists,
+/// structs) adds nothing: its rows share lanes by the other keys — coarser, never wrong.
+pub fn stable_hashes(keys: &[ArrayRef], rows: usize) -> Result<Vec<u64>> {
+    let mut hashes = vec![0x243F_6A88_85A3_08D3_u64; rows];
+    for key in keys {
+        hash_column(key, &mut hashes)?;
+    }
+    Ok(hashes.into_iter().map(mix).collect())
+}
+
+/// What a NULL key value hashes as.
+const NULL_HASH: u64 = 0x6A09_E667_F3BC_C909;
+
+fn hash_column(array: &ArrayRef, hashes: &mut [u64]) -> Result<()> {
+    let array = match array.data_type() {
+        DataType::Dictionary(_, values) => cast(array, values)?,
+        _ => array.clone(),
+    };
+    let mut add = |row: usize, value: Option<u64>| {
+        hashes[row] = mix(hashes[row] ^ value.unwrap_or(NULL_HASH));
+    };
+    match array.data_type() {
+        DataType::Decimal128(_, _) => {
+            let values = array.as_primitive::<arrow::datatypes::Decimal128Type>();
+            for (row, v) in values.iter().enumerate() {
+                add(row, v.map(|v| mix(v as u64) ^ ((v >> 64) as u64)));
+            }
+        }
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+            let values = cast(&array, &DataType::Float64)?;
+            for (row, v) in values
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .iter()
+                .enumerate()
+            {
+                add(
+                    row,
+                    v.map(|v| {
+                        if v.is_nan() {
+                            f64::NAN.to_bits()
+                        } else if v == 0.0 {
+                            0 // -0.0 too
+                        } else {
+                            v.to_bits()
+                        }
+                    }),
+                );
+            }
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let values = cast(&array, &DataType::Utf8)?;
+            for (row, v) in values.as_string::<i32>().iter().enumerate() {
+                add(row, v.map(|v| fnv1a(v.as_bytes())));
+            }
+        }
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => {
+            let values = cast(&array, &DataType::Binary)?;
+            for (row, v) in values.as_binary::<i32>().iter().enumerate() {
+                add(row, v.map(fnv1a));
+            }
+        }
+        t if t.is_integer() || t.is_temporal() || *t == DataType::Boolean => {
+            // Each value as an integer (UInt64 past i64::MAX becomes NULL: a shared lane).
+            let values = arrow::compute::cast_with_options(
+                &array,
+                &DataType::Int64,
+                &arrow::compute::CastOptions {
+                    safe: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|_| arrow::array::new_null_array(&DataType::Int64, array.len()));
+            for (row, v) in values.as_primitive::<Int64Type>().iter().enumerate() {
+                add(row, v.map(|v| v as u64));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// FNV-1a over bytes.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// SplitMix64's finaliser: every input bit moves every output bit.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{
+        BooleanArray, Decimal128Array, DictionaryArray, Float64Array, Int32Array, Int64Array,
+        StringArray, StringViewArray, TimestampMillisecondArray,
+    };
+    use arrow::datatypes::Int32Type;
+
+    fn hashes(column: ArrayRef) -> Vec<u64> {
+        let rows = column.len();
+        stable_hashes(&[column], rows).unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_decoded_on_a_lane_per_thousand_records_up_to_the_lanes_there_are() {
+        assert_eq!(lanes_for(0, 4), 1);
+        assert_eq!(lanes_for(1023, 4), 1);
+        assert_eq!(lanes_for(2048, 4), 2);
+        assert_eq!(lanes_for(8192, 4), 4);
+        assert_eq!(lanes_for(8192, 1), 1);
+        assert_eq!(lanes_for(8192, 0), 1);
+    }
+
+    #[test]
+    fn the_hash_of_a_key_is_fixed_forever() {
+        // Checkpointed lanes depend on these numbers: changing them moves keys between lanes.
+        let ints = hashes(Arc::new(Int64Array::from(vec![Some(1), Some(42), None])));
+        let text = hashes(Arc::new(StringArray::from(vec![
+            Some("AAPL"),
+            Some(""),
+            None,
+        ])));
+        assert_eq!(
+            (ints, text),
+            (
+                vec![
+                    7681546532107669364,
+                    7911826700007728909,
+                    6083959279791358403
+                ],
+                vec![
+                    3227678021014607317,
+                    2052185907237200167,
+                    6083959279791358403
+                ],
+            )
+        );
+    }
+
+    #[test]
+    fn values_that_group_together_hash_together() {
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![7, -3]));
+        let narrow: ArrayRef = Arc::new(Int32Array::from(vec![7, -3]));
+        assert_eq!(
+            hashes(ints),
+            hashes(narrow),
+            "the same number in another width"
+        );
+        let floats = hashes(Arc::new(Float64Array::from(vec![
+            0.0,
+            -0.0,
+            f64::NAN,
+            -f64::NAN,
+        ])));
+        assert_eq!(floats[0], floats[1], "0.0 and -0.0");
+        assert_eq!(floats[2], floats[3], "NaNs");
+        let plain = hashes(Arc::new(StringArray::from(vec!["b", "a", "b"])));
+        let view = hashes(Arc::new(StringViewArray::from(vec!["b", "a", "b"])));
+        let keys = Int32Array::from(vec![1, 0, 1]);
+        let dictionary: DictionaryArray<Int32Type> =
+            DictionaryArray::try_new(keys, Arc::new(StringArray::from(vec!["a", "b"]))).unwrap();
+        assert_eq!(plain, view);
+        assert_eq!(plain, hashes(Arc::new(dictionary)));
+        assert_eq!(plain[0], plain[2]);
+        assert_ne!(plain[0], plain[1]);
+    }
+
+    #[test]
+    fn distinct_keys_of_every_type_spread_over_the_lanes() {
+        let n = 4000;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(0..n)),
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("k{i}")),
+            )),
+            Arc::new(
+                Decimal128Array::from_iter_values((0..n).map(|i| i as i128 * 1_000_003))
+                    .with_precision_and_scale(20, 2)
+                    .unwrap(),
+            ),
+            Arc::new(TimestampMillisecondArray::from_iter_values(
+                (0..n).map(|i| i * 60_000),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                (0..n).map(|i| i as f64 / 3.0),
+            )),
+        ];
+        for column in columns {
+            let what = column.data_type().clone();
+            let mut per_lane = [0usize; 4];
+            for h in hashes(column) {
+                per_lane[(h % 4) as usize] += 1;
+            }
+            assert!(
+                per_lane.iter().all(|&c| c > 800),
+                "{what}: {per_lane:?} of {n} keys per lane"
+            );
+        }
+        let flags = hashes(Arc::new(BooleanArray::from(vec![true, false, true])));
+        assert_eq!(flags[0], flags[2]);
+        assert_ne!(flags[0], flags[1]);
+    }
+}

@@ -1,0 +1,443 @@
+//! Worker lanes (`--parallelism`): a stateless query's micro-batches split across threads give
+//! exactly what one thread gives — the same rows in the same order, the same bad records and
+//! row errors, the same dead letters — and that equals an answer computed here, not by SQL.
+
+mod common;
+
+use common::*;
+
+const SCHEMA: &str = "id BIGINT, price DECIMAL(12,2), qty INT, sym VARCHAR";
+/// Decimal arithmetic, an expression that fails on some rows (qty 0), and a filter.
+const QUERY: &str = "SELECT id, price * 1.5 AS p, 100 / qty AS per, sym FROM s WHERE id % 3 <> 1";
+const RECORDS: u64 = 30_000;
+
+/// Record `i`: every 997th is broken JSON; the others have a price with cents and a qty in
+/// 0..5 (0 makes `100 / qty` fail).
+fn record(i: u64) -> String {
+    if i.is_multiple_of(997) {
+        return format!(r#"{{"id": {i}, "price": oops}}"#);
+    }
+    let cents = (i * 7919) % 100_000_000;
+    format!(
+        r#"{{"id":{i},"price":"{}.{:02}","qty":{},"sym":"{}"}}"#,
+        cents / 100,
+        cents % 100,
+        (i * 31) % 5,
+        ["A", "B", "C"][(i % 3) as usize]
+    )
+}
+
+/// What the query must give, computed without SQL: output lines, and the ids of the records
+/// that are bad (broken) or fail (qty 0), in order.
+fn oracle() -> (String, Vec<u64>) {
+    let mut out = String::new();
+    let mut bad = Vec::new();
+    for i in 0..RECORDS {
+        if i.is_multiple_of(997) {
+            bad.push(i);
+            continue;
+        }
+        if i % 3 == 1 {
+            continue;
+        }
+        let qty = (i * 31) % 5;
+        if qty == 0 {
+            bad.push(i);
+            continue;
+        }
+        // price × 1.5 with three decimals: cents × 15, in thousandths.
+        let thousandths = ((i * 7919) % 100_000_000) * 15;
+        out.push_str(&format!(
+            "{{\"id\":{i},\"p\":\"{}.{:03}\",\"per\":{},\"sym\":\"{}\"}}\n",
+            thousandths / 1000,
+            thousandths % 1000,
+            100 / qty,
+            ["A", "B", "C"][(i % 3) as usize]
+        ));
+    }
+    (out, bad)
+}
+
+/// The warnings of a run's stderr without their timestamps.
+fn warnings(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("WARN"))
+        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).to_string())
+        .collect()
+}
+
+#[test]
+fn a_file_gives_the_same_rows_and_warnings_in_the_same_order_at_parallelism_1_2_and_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    let text: String = (0..RECORDS).map(|i| record(i) + "\n").collect();
+    std::fs::write(&path, text).unwrap();
+    let (expected, bad) = oracle();
+    let source = format!("file:{}", path.display());
+    let mut first: Option<Vec<String>> = None;
+    for parallelism in ["1", "2", "4"] {
+        let output = run(&[
+            "execute",
+            "--source",
+            &source,
+            "--schema",
+            SCHEMA,
+            "--query",
+            QUERY,
+            "--format",
+            "json-lines",
+            "--parallelism",
+            parallelism,
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(stdout(&output), expected, "parallelism {parallelism}");
+        let warned = warnings(&stderr(&output));
+        // Within a micro-batch, records that do not decode are reported before rows that fail.
+        let mut rows: Vec<u64> = warned
+            .iter()
+            .map(|w| {
+                let row = w.split(" row ").nth(1).expect("a record position");
+                row.split(':').next().unwrap().parse::<u64>().unwrap() - 1
+            })
+            .collect();
+        rows.sort_unstable();
+        assert_eq!(
+            rows, bad,
+            "parallelism {parallelism}: every bad record named once"
+        );
+        match &first {
+            None => first = Some(warned),
+            Some(one) => assert_eq!(&warned, one, "parallelism {parallelism}: the same warnings"),
+        }
+    }
+}
+
+#[test]
+fn a_topic_gives_the_same_rows_and_dead_letters_at_parallelism_1_2_and_4() {
+    let topic = unique_topic("par-in");
+    create_topic(&topic, 1);
+    let records: Vec<Rec> = (0..RECORDS).map(|i| Rec::value(record(i))).collect();
+    produce(&topic, &records);
+    let (expected, bad) = oracle();
+    for parallelism in ["1", "2", "4"] {
+        let dlq = unique_topic("par-dlq");
+        create_topic(&dlq, 1);
+        let out = run_ok(&[
+            "execute",
+            "--topic",
+            &topic,
+            "--brokers",
+            brokers(),
+            "--schema",
+            SCHEMA,
+            "--query",
+            QUERY,
+            "--format",
+            "json-lines",
+            "--dlq-topic",
+            &dlq,
+            "--parallelism",
+            parallelism,
+        ]);
+        assert_eq!(out, expected, "parallelism {parallelism}");
+        let letters = consume(&dlq, bad.len());
+        let mut letters: Vec<(u64, String)> = letters
+            .into_iter()
+            .map(|m| (m.headers["velo.source.offset"].parse().unwrap(), m.value))
+            .collect();
+        letters.sort();
+        let want: Vec<(u64, String)> = bad.iter().map(|&i| (i, record(i))).collect();
+        assert_eq!(
+            letters, want,
+            "parallelism {parallelism}: each bad record dead-lettered once, as it was"
+        );
+    }
+}
+
+#[test]
+fn parallelism_zero_is_refused_with_the_flag_named() {
+    run_failing(
+        &[
+            "execute",
+            "--source",
+            "file:/dev/null",
+            "--schema",
+            SCHEMA,
+            "--query",
+            QUERY,
+            "--parallelism",
+            "0",
+        ],
+        2,
+        "--parallelism",
+    );
+}
+
+/// Trades for the keyed queries: 40 symbols, prices with cents, event times 0–40 ms apart
+/// (about 17 minutes in all), and a broken record now and then.
+fn trade(i: u64) -> String {
+    if i % 4999 == 7 {
+        return r#"{"sym": "S1", "price": broken"#.to_string();
+    }
+    format!(
+        r#"{{"sym":"S{}","price":"{}.{:02}","ts":"{}"}}"#,
+        (i * 7 + i / 13) % 40,
+        (i * 7919) % 100_000,
+        (i * 31) % 100,
+        iso(trade_ms(i))
+    )
+}
+
+const TRADES: u64 = 24_000;
+const TRADE_SCHEMA: &str = "sym VARCHAR, price DECIMAL(12,2), ts TIMESTAMP";
+
+fn trade_ms(i: u64) -> u64 {
+    i * 40 + (i * 17) % 23
+}
+
+/// 2024-01-01 plus `ms`, as the CSV output prints a TIMESTAMP (no fraction when whole).
+fn iso(ms: u64) -> String {
+    let (s, frac) = (ms / 1000, ms % 1000);
+    let text = format!(
+        "2024-01-01T{:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    );
+    match frac {
+        0 => text,
+        f => format!("{text}.{f:03}"),
+    }
+}
+
+fn trades_file() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trades.jsonl");
+    let text: String = (0..TRADES).map(|i| trade(i) + "\n").collect();
+    std::fs::write(&path, text).unwrap();
+    let source = format!("file:{}", path.display());
+    (dir, source)
+}
+
+/// Runs `query` over the trades at parallelism 1, 2 and 4; the output, the same at each.
+fn same_at_every_parallelism(source: &str, query: &str) -> String {
+    let mut outputs = Vec::new();
+    for parallelism in ["1", "2", "4"] {
+        outputs.push(run_ok(&[
+            "execute",
+            "--source",
+            source,
+            "--schema",
+            TRADE_SCHEMA,
+            "--query",
+            query,
+            "--format",
+            "csv",
+            "--parallelism",
+            parallelism,
+        ]));
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "{query}: parallelism 2 differs from 1"
+    );
+    assert_eq!(
+        outputs[0], outputs[2],
+        "{query}: parallelism 4 differs from 1"
+    );
+    outputs.remove(0)
+}
+
+/// The good trades: (symbol, cents, event time in ms).
+fn good_trades() -> Vec<(String, u64, u64)> {
+    (0..TRADES)
+        .filter(|i| i % 4999 != 7)
+        .map(|i| {
+            let cents = (i * 7919) % 100_000 * 100 + (i * 31) % 100;
+            (format!("S{}", (i * 7 + i / 13) % 40), cents, trade_ms(i))
+        })
+        .collect()
+}
+
+fn money(cents: u64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+#[test]
+fn a_tumbling_window_gives_the_same_exact_totals_at_parallelism_1_2_and_4() {
+    let (_dir, source) = trades_file();
+    let out = same_at_every_parallelism(
+        &source,
+        "SELECT window_start, sym, COUNT(*) AS n, SUM(price) AS total, MAX(price) AS hi \
+         FROM trades GROUP BY sym WINDOW TUMBLING(ts, 10s)",
+    );
+    // The oracle: windows in order, each window's symbols in order.
+    let mut windows: std::collections::BTreeMap<(u64, String), (u64, u64, u64)> =
+        Default::default();
+    for (sym, cents, ms) in good_trades() {
+        let entry = windows.entry((ms / 10_000 * 10_000, sym)).or_default();
+        entry.0 += 1;
+        entry.1 += cents;
+        entry.2 = entry.2.max(cents);
+    }
+    let mut expected = String::from("window_start,sym,n,total,hi\n");
+    for ((start, sym), (n, total, hi)) in &windows {
+        expected += &format!(
+            "{},{sym},{n},{},{}\n",
+            iso(*start),
+            money(*total),
+            money(*hi)
+        );
+    }
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn an_aggregate_without_a_window_gives_each_symbols_exact_total_at_parallelism_1_2_and_4() {
+    let (_dir, source) = trades_file();
+    let out = same_at_every_parallelism(
+        &source,
+        "SELECT sym, COUNT(*) AS n, SUM(price) AS total FROM trades GROUP BY sym",
+    );
+    let mut totals: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for (sym, cents, _) in good_trades() {
+        let entry = totals.entry(sym).or_default();
+        entry.0 += 1;
+        entry.1 += cents;
+    }
+    let mut expected = String::from("sym,n,total\n");
+    for (sym, (n, total)) in &totals {
+        expected += &format!("{sym},{n},{}\n", money(*total));
+    }
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn sessions_hopping_windows_and_changes_are_the_same_at_parallelism_1_2_and_4() {
+    let (_dir, source) = trades_file();
+    for query in [
+        "SELECT sym, window_start, window_end, COUNT(*) AS n, SUM(price) AS total FROM trades \
+         WHERE price > 500 GROUP BY sym, SESSION(ts, INTERVAL '2' SECOND)",
+        "SELECT window_start, sym, COUNT(*) AS n FROM trades \
+         GROUP BY sym WINDOW HOPPING(ts, 20s, 5s) HAVING COUNT(*) > 11",
+        "SELECT sym, window_start, COUNT(*) AS n, MIN(price) AS lo FROM trades \
+         GROUP BY sym WINDOW TUMBLING(ts, 30s) EMIT CHANGES",
+    ] {
+        let out = same_at_every_parallelism(&source, query);
+        assert!(
+            out.lines().count() > 100,
+            "{query}: a meaningful answer:\n{out}"
+        );
+    }
+}
+
+/// The `lanes` of the newest checkpoint of job `job` under state root `root`.
+fn newest_checkpoint_lanes(root: &std::path::Path, job: &str) -> u64 {
+    let folder = root.join(job).join("checkpoints");
+    let newest = std::fs::read_dir(&folder)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("chk-"))
+        .max()
+        .expect("a checkpoint");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(newest.join("manifest.json")).unwrap()).unwrap();
+    manifest["lanes"].as_u64().expect("lanes in the manifest")
+}
+
+#[test]
+fn a_keyed_job_restarted_at_another_parallelism_keeps_its_checkpoints_lanes_and_counts() {
+    let topic = unique_topic("par-keyed");
+    create_topic(&topic, 2);
+    let group = unique_topic("par-keyed-g");
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().display().to_string();
+    let query = "SELECT window_start, k, COUNT(*) AS n, SUM(v) AS total FROM t \
+                 WHERE k <> 'end' GROUP BY k WINDOW TUMBLING(ts, 1m)";
+    let schema = "k VARCHAR, v BIGINT, ts TIMESTAMP";
+    let rec = |k: &str, i: u64, second: u64| {
+        Rec::value(format!(
+            r#"{{"k":"{k}","v":{i},"ts":"2024-01-01T00:{:02}:{:02}Z"}}"#,
+            second / 60,
+            second % 60
+        ))
+        .partition((i % 2) as i32)
+    };
+    let key = |i: u64| format!("k{}", i % 8);
+    let args = |parallelism: &'static str| {
+        vec![
+            "stream".to_string(),
+            "--query".into(),
+            query.into(),
+            "--topic".into(),
+            topic.clone(),
+            "--schema".into(),
+            schema.into(),
+            "--format".into(),
+            "json-lines".into(),
+            "--group-id".into(),
+            group.clone(),
+            "--job-name".into(),
+            "keyed".into(),
+            "--state-dir".into(),
+            state_dir.clone(),
+            "--parallelism".into(),
+            parallelism.into(),
+        ]
+    };
+    // Window 0 gets 5000 records before the stop (in batches big enough for every lane) and
+    // 3000 after; window 1 only after.
+    produce(
+        &topic,
+        &(0..5000)
+            .map(|i| rec(&key(i), i, i % 60))
+            .collect::<Vec<_>>(),
+    );
+    let first = args("2");
+    let job = spawn(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (code, rest) = job.terminate();
+    assert_eq!(code, 0);
+    assert!(rest.is_empty(), "window 0 is still open: {rest:?}");
+    assert_eq!(newest_checkpoint_lanes(state.path(), "keyed"), 2);
+    let mut second: Vec<Rec> = (5000..8000)
+        .map(|i| rec(&key(i), i, (i - 5000) % 90))
+        .collect();
+    // Records far ahead on both partitions close both windows.
+    second.extend([rec("end", 0, 1000), rec("end", 1, 1000)]);
+    produce(&topic, &second);
+    let expected = sorted_lines(&run_ok(&[
+        "execute",
+        "--query",
+        query,
+        "--topic",
+        &topic,
+        "--schema",
+        schema,
+        "--format",
+        "json-lines",
+        "--parallelism",
+        "1",
+    ]));
+    assert_eq!(expected.len(), 16, "8 keys in 2 windows: {expected:?}");
+    // Asked for 4 lanes, the job goes on with its checkpoint's 2: each holds its keys' counts.
+    let again = args("4");
+    let job = spawn(&again.iter().map(String::as_str).collect::<Vec<_>>());
+    let got = sorted_lines(&job.take_lines(16).join("\n"));
+    let (code, rest) = job.terminate();
+    assert_eq!(code, 0);
+    assert_eq!(
+        got, expected,
+        "the restored lanes count what came before the stop"
+    );
+    assert!(rest.is_empty(), "nothing twice: {rest:?}");
+    assert_eq!(newest_checkpoint_lanes(state.path(), "keyed"), 2);
+}
+
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
