@@ -327,8 +327,9 @@ pub struct QueryArgs {
     /// Most records per micro-batch.
     #[arg(long, default_value_t = 8192)]
     pub batch_size: usize,
-    /// Worker threads a stateless query's micro-batches are split across (default: one per
-    /// core). A query with state runs on one.
+    /// Worker lanes (threads) the job runs on (default: one per core): a row-wise query's
+    /// micro-batches are split across them, a GROUP BY's keys shared among them; other queries
+    /// run on one.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallelism: Option<u16>,
     /// Event-time column of the only input (default: the Kafka record timestamp, or the

@@ -8,7 +8,7 @@ use common::*;
 /// The `| run | records | … | rows out |` lines of the command's table: (run, records, rows).
 fn table(out: &str) -> Vec<(String, String, String)> {
     out.lines()
-        .filter(|l| l.starts_with("| q") || l.starts_with("| raw"))
+        .filter(|l| ["| q", "| count", "| raw"].iter().any(|p| l.starts_with(p)))
         .map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
             (cells[1].into(), cells[2].into(), cells[7].into())
@@ -26,14 +26,42 @@ fn bids_where(events: u64, condition: &str) -> String {
     out.lines().nth(1).unwrap().to_string()
 }
 
+/// The rows `execute` gives for `query` over the generator's first `events` events.
+fn rows_over_generator(events: u64, query: &str) -> String {
+    let source = format!("generator:nexmark?count={events}");
+    let out = run_ok(&[
+        "execute", "--source", &source, "--query", query, "--format", "csv",
+    ]);
+    (out.lines().count() - 1).to_string()
+}
+
 #[test]
 fn bench_nexmark_runs_every_query_in_process_and_via_the_broker_with_the_right_answers() {
     let events = 5000;
     let bids = bids_where(events, "TRUE");
     let q2 = bids_where(events, "bid['auction'] % 123 = 0");
     assert_ne!(q2, "0", "the sample must select some bids");
+    let q11 = rows_over_generator(
+        events,
+        "SELECT bid['bidder'] AS b, COUNT(*) AS n FROM nexmark WHERE event_type = 2 \
+         GROUP BY bid['bidder'], SESSION(date_time, INTERVAL '10' SECOND)",
+    );
+    let count10s = rows_over_generator(
+        events,
+        "SELECT bid['auction'] AS a, window_start, COUNT(*) AS n FROM nexmark \
+         WHERE event_type = 2 GROUP BY bid['auction'] WINDOW TUMBLING(date_time, 10s)",
+    );
+    // Two worker lanes: the keyed queries exchange rows between them.
     let out = velo_sql()
-        .args(["bench", "nexmark", "--events", "5000", "--via-broker"])
+        .args([
+            "bench",
+            "nexmark",
+            "--events",
+            "5000",
+            "--via-broker",
+            "--parallelism",
+            "2",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -48,6 +76,10 @@ fn bench_nexmark_runs_every_query_in_process_and_via_the_broker_with_the_right_a
             row("q1 via broker", &bids),
             row("q2 in-process (JSON-lines file)", &q2),
             row("q2 via broker", &q2),
+            row("q11 in-process (JSON-lines file)", &q11),
+            row("q11 via broker", &q11),
+            row("count10s in-process (JSON-lines file)", &count10s),
+            row("count10s via broker", &count10s),
             row("raw consume (librdkafka, nothing decoded)", "-"),
         ],
         "{stdout}"

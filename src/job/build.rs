@@ -130,6 +130,8 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
     let mut request = QueryRequest::from_script(&script);
     request.bounded = bounded;
     request.state_ttl_ms = spec.state_ttl_ms;
+    // One `now()` for the query and every copy of it planned for a worker lane.
+    request.start_time = Some(chrono::Utc::now());
     if let (None, Some(seconds)) = (&request.window, spec.window_size_s) {
         request.window = Some(WindowClause {
             kind: WindowKind::Tumbling {

@@ -8,19 +8,20 @@
 //!   contiguous range per lane; every lane decodes its range and runs it through its pipeline
 //!   on its own thread, and the outputs are put back together in range order. Output rows, bad
 //!   records and row errors are exactly those one lane gives, in the same order.
-//! - **Keyed queries** (one GROUP BY, session window or OVER … PARTITION BY, with row-wise
-//!   operators before and after it). The ranges are decoded and run up to the keyed operator
-//!   as above; then every row goes to the lane its key hashes to (an exchange), and each lane
-//!   runs the keyed operator and the rest of its pipeline on the rows of its keys. A key's rows
-//!   always meet in the same lane, in input order, so each key's results are those of one lane;
-//!   the rows one watermark emits come out lane after lane rather than in one lane's order.
-//!   Every lane is given the same watermark (the runner tracks one over all input), and a
+//! - **Keyed queries** (one GROUP BY with keys — windowed, session or updating — with
+//!   row-wise operators before and after it, and no volatile key). The ranges are decoded and
+//!   run up to the keyed operator as above; then every row goes to the lane its key hashes to
+//!   (an exchange), and each lane runs the keyed operator on the rows of its keys, in input
+//!   order, as one batch. What the lanes emit is merged into the operator's own emission order
+//!   (windows in order, each window's rows by key), and the operators after it run once: the
+//!   output is the output of one lane, row for row. Late rows come out lane after lane. Every
+//!   lane is given the same watermark (the runner tracks one over all input), and a
 //!   checkpoint holds every lane's state, taken between micro-batches when nothing is in flight.
 //!   The hash ([`stable_hashes`]) is this crate's own, the same on every machine and release,
 //!   so a restored lane gets back exactly its keys; a job restored from a checkpoint keeps the
 //!   checkpoint's lane count.
-//! - Anything else (a global aggregate, LIMIT, joins of streams, lookup tables, two keyed
-//!   operators) runs on one lane.
+//! - Anything else (a global aggregate, LIMIT, ORDER BY, OVER, joins of streams, lookup tables,
+//!   two keyed operators) runs on one lane.
 //!
 //! Contiguous ranges rather than a partition per lane: a batch's records are split evenly
 //! whatever the topic's partition count (one partition still uses every core). The watermark,
@@ -57,6 +58,52 @@ pub struct Lanes {
     pub extra: Vec<Lane>,
     /// Where rows change lanes by key (a keyed query); `None`: a row-wise query.
     pub exchange: Option<Exchange>,
+    /// The watermark every lane was last advanced to.
+    advanced: Option<Watermark>,
+}
+
+impl Lanes {
+    /// Every lane's pipeline, `first` (the runner's) first.
+    pub fn pipelines<'a>(&'a self, first: &'a Pipeline) -> impl Iterator<Item = &'a Pipeline> {
+        std::iter::once(first).chain(self.extra.iter().map(|l| &l.pipeline))
+    }
+
+    /// Every lane's pipeline, `first` (the runner's) first, to change.
+    pub fn pipelines_mut<'a>(&'a mut self, first: &'a mut Pipeline) -> Vec<&'a mut Pipeline> {
+        std::iter::once(first)
+            .chain(self.extra.iter_mut().map(|l| &mut l.pipeline))
+            .collect()
+    }
+
+    /// Advances every lane's pipeline (`first`, the runner's, and the others) to `watermark`:
+    /// what they emit, in the order one lane would emit it. A keyed query's lanes close their
+    /// windows in parallel when the watermark moved; what closes is merged.
+    pub(crate) fn advance_watermark(
+        &mut self,
+        first: &mut Pipeline,
+        watermark: Watermark,
+    ) -> Result<Vec<RecordBatch>> {
+        let moved = self.advanced.is_none_or(|last| watermark > last);
+        self.advanced = Some(watermark);
+        let exchange = self.exchange.as_ref().map(|e| e.at);
+        let mut pipelines: Vec<&mut Pipeline> = std::iter::once(first)
+            .chain(self.extra.iter_mut().map(|l| &mut l.pipeline))
+            .collect();
+        let Some(at) = exchange else {
+            let mut out = Vec::new();
+            for pipeline in pipelines {
+                out.extend(pipeline.advance_watermark(watermark)?);
+            }
+            return Ok(out);
+        };
+        let work: Vec<&mut Pipeline> = pipelines.iter_mut().map(|p| &mut **p).collect();
+        let emitted = on_threads(work, moved, |_, pipeline| {
+            pipeline.advance_watermark_range(0, at + 1, watermark)
+        })?;
+        let mut out = downstream(&mut pipelines, at, emitted.into_iter().flatten().collect())?;
+        out.extend(pipelines[0].advance_watermark_range(at + 1, usize::MAX, watermark)?);
+        Ok(out)
+    }
 }
 
 /// The keyed operator of a keyed query and what its state is keyed by.
@@ -189,17 +236,21 @@ fn on_threads<T: Send, R: Send>(
                 .map_err(|e| VeloError::Execution(format!("cannot start worker lane {i}: {e}")))?;
             handles.push(handle);
         }
+        // Every lane is joined before any error is returned: a lane that panicked is then an
+        // error of the job, not a panic of the scope.
         let mut results = Vec::with_capacity(handles.len() + 1);
         if let Some((i, item)) = first {
-            results.push(work(i, item)?);
+            results.push(work(i, item));
         }
         for (i, handle) in handles.into_iter().enumerate() {
-            let result = handle.join().map_err(|_| {
-                VeloError::Execution(format!("worker lane {} stopped on a panic", i + 1))
-            })??;
-            results.push(result);
+            results.push(handle.join().unwrap_or_else(|_| {
+                Err(VeloError::Execution(format!(
+                    "worker lane {} stopped on a panic",
+                    i + 1
+                )))
+            }));
         }
-        Ok(results)
+        results.into_iter().collect()
     })
 }
 
@@ -305,30 +356,6 @@ fn downstream(
     let first = &mut pipelines[0];
     let merged = first.merge_emitted(at, emitted)?;
     first.process_range(at + 1, usize::MAX, merged)
-}
-
-/// Advances every lane's pipeline to `watermark`: what they emit, in the order one lane would
-/// emit it. A keyed query's lanes close their windows in parallel; what closes is merged.
-pub(crate) fn advance_watermark(
-    mut pipelines: Vec<&mut Pipeline>,
-    exchange: Option<&Exchange>,
-    watermark: Watermark,
-) -> Result<Vec<RecordBatch>> {
-    let Some(exchange) = exchange else {
-        let mut out = Vec::new();
-        for pipeline in pipelines {
-            out.extend(pipeline.advance_watermark(watermark)?);
-        }
-        return Ok(out);
-    };
-    let at = exchange.at;
-    let work: Vec<&mut Pipeline> = pipelines.iter_mut().map(|p| &mut **p).collect();
-    let emitted = on_threads(work, true, |_, pipeline| {
-        pipeline.advance_watermark_range(0, at + 1, watermark)
-    })?;
-    let mut out = downstream(&mut pipelines, at, emitted.into_iter().flatten().collect())?;
-    out.extend(pipelines[0].advance_watermark_range(at + 1, usize::MAX, watermark)?);
-    Ok(out)
 }
 
 /// Splits `batches` by the lane each row's key hashes to, keeping row order within a lane.

@@ -143,10 +143,11 @@ impl Runner {
         }
         let per_lane = self.pipeline.len().max(1);
         let states: Vec<_> = checkpoint.operators.chunks(per_lane).collect();
-        if states.len() > saved {
+        if checkpoint.operators.len() != saved * self.pipeline.len() {
             return Err(VeloError::State(format!(
-                "the checkpoint holds {} operator states for {saved} lanes of {per_lane}",
-                checkpoint.operators.len()
+                "the checkpoint holds {} operator states, not {saved} lanes of {}",
+                checkpoint.operators.len(),
+                self.pipeline.len()
             )));
         }
         for (pipeline, state) in self.pipelines().into_iter().zip(states) {
@@ -365,8 +366,8 @@ impl Runner {
     }
 
     /// Decodes a batch of input `input`, reports its bad records, tracks its event time and
-    /// runs it through the pipeline: on several lanes when the batch is large enough and the
-    /// query stateless (see [`super::lanes`]). Returns how many records were bad.
+    /// runs it through the pipeline, on the job's lanes (see [`super::lanes`]). Returns how
+    /// many records were bad.
     fn process_batch(&mut self, input: usize, batch: &SourceBatch) -> Result<u64> {
         let horizon = self.event_time_horizon();
         let before = self.rows_left.map(|_| self.inputs[input].positions.clone());
@@ -560,8 +561,9 @@ impl Runner {
         if bytes <= limit {
             return Ok(());
         }
-        let operator = std::iter::once(&self.pipeline)
-            .chain(self.lanes.extra.iter().map(|l| &l.pipeline))
+        let operator = self
+            .lanes
+            .pipelines(&self.pipeline)
             .filter_map(Pipeline::largest_state)
             .max_by_key(|(_, bytes)| *bytes)
             .map_or("?", |(name, _)| name);
@@ -574,25 +576,20 @@ impl Runner {
 
     /// Every lane's pipeline, the runner's first.
     fn pipelines(&mut self) -> Vec<&mut Pipeline> {
-        std::iter::once(&mut self.pipeline)
-            .chain(self.lanes.extra.iter_mut().map(|l| &mut l.pipeline))
-            .collect()
+        self.lanes.pipelines_mut(&mut self.pipeline)
     }
 
     /// The sum of every lane's operator metrics.
     pub fn operator_metrics(&self) -> OperatorMetrics {
         self.lanes
-            .extra
-            .iter()
-            .fold(self.pipeline.metrics(), |sum, l| sum + l.pipeline.metrics())
+            .pipelines(&self.pipeline)
+            .map(Pipeline::metrics)
+            .fold(OperatorMetrics::default(), |sum, m| sum + m)
     }
 
-    /// Every lane's pipeline to `watermark`: what they emit, lane after lane.
+    /// Every lane's pipeline to `watermark`: what they emit, in one lane's order.
     fn advance_lanes(&mut self, watermark: Watermark) -> Result<Vec<RecordBatch>> {
-        let pipelines = std::iter::once(&mut self.pipeline)
-            .chain(self.lanes.extra.iter_mut().map(|l| &mut l.pipeline))
-            .collect();
-        lanes::advance_watermark(pipelines, self.lanes.exchange.as_ref(), watermark)
+        self.lanes.advance_watermark(&mut self.pipeline, watermark)
     }
 
     /// Moves the pipeline's watermark to the tracker's; returns the rows this emitted.

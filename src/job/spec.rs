@@ -299,8 +299,8 @@ pub struct RuntimeOptions {
     /// A micro-batch from Kafka runs as soon as the consumer has nothing more buffered, rather
     /// than waiting up to `flush_interval` to fill.
     pub eager_batches: bool,
-    /// Worker lanes a stateless query's micro-batches are split across (see
-    /// [`crate::job::lanes`]); 1: the runner's thread alone.
+    /// Worker lanes the job runs on (see [`crate::job::lanes`]); 1: the runner's thread
+    /// alone.
     pub parallelism: usize,
     /// Most bytes operator state may hold; the job fails with
     /// [`crate::VeloError::StateLimit`] past it. Checked about once a second.

@@ -390,7 +390,8 @@ impl Pipeline {
 
     /// Where the pipeline may be split by key: the index of its one keyed operator and the
     /// key expressions over that operator's input, when the operators before and after it are
-    /// row-wise and the pipeline reads one input.
+    /// row-wise, the pipeline reads one input, and no key is volatile (`random()`: a row's key
+    /// must come out the same when the exchange computes it and when the operator does).
     pub fn exchange_point(&self) -> Option<(usize, Vec<Arc<dyn PhysicalExpr>>)> {
         if self.inputs() != 1 {
             return None;
@@ -398,7 +399,10 @@ impl Pipeline {
         let at = self.operators.iter().position(|o| !o.row_wise())?;
         let keys = self.operators[at].partition_keys()?;
         let rest_row_wise = self.operators[at + 1..].iter().all(|o| o.row_wise());
-        (rest_row_wise && !keys.is_empty()).then_some((at, keys))
+        let stable = !keys
+            .iter()
+            .any(datafusion::physical_expr_common::physical_expr::is_volatile);
+        (rest_row_wise && stable && !keys.is_empty()).then_some((at, keys))
     }
 
     /// Runs one batch of input `input` through every operator.

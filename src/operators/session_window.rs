@@ -222,16 +222,8 @@ impl SessionWindowExec {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        // Emit in event-time order (end, start, key) so the output does not depend on hashing.
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_by(|&a, &b| (ends[a], starts[a], &keys[a]).cmp(&(ends[b], starts[b], &keys[b])));
-        let keys: Vec<Box<[u8]>> = order.iter().map(|&i| keys[i].clone()).collect();
-        let starts: Vec<i64> = order.iter().map(|&i| starts[i]).collect();
-        let ends: Vec<i64> = order.iter().map(|&i| ends[i]).collect();
-        let values: Vec<Vec<ScalarValue>> = values
-            .into_iter()
-            .map(|v| order.iter().map(|&i| v[i].clone()).collect())
-            .collect();
+        // `assemble` puts them in event-time order (end, start, key): the output depends
+        // neither on hashing nor on how many lanes held the sessions.
         self.assemble(keys, starts, ends, values)
     }
 }

@@ -155,6 +155,9 @@ pub struct QueryRequest {
     /// Lets a join of two streams without a window or a time bound run as an updating join
     /// that keeps each row this many milliseconds (`--state-ttl`).
     pub state_ttl_ms: Option<i64>,
+    /// The query's start time (`now()`), when given: copies of one query planned for several
+    /// worker lanes must agree on it. `None`: the time of planning.
+    pub start_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl QueryRequest {
@@ -167,6 +170,7 @@ impl QueryRequest {
             within: script.within,
             bounded: true,
             state_ttl_ms: None,
+            start_time: None,
         }
     }
 }
@@ -220,7 +224,10 @@ pub async fn plan_query(
         let schema = catalog.get(name)?.schema.clone()?;
         Some(schema.fields().iter().map(|f| f.name().clone()).collect())
     });
-    let state = ctx.state();
+    let mut state = ctx.state();
+    if let Some(start) = request.start_time {
+        state.execution_props_mut().query_execution_start_time = Some(start);
+    }
     let plan = loop {
         match state
             .statement_to_plan(DFStatement::Statement(Box::new(statement.clone())))
