@@ -29,7 +29,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::physical_expr::PhysicalExpr;
@@ -287,26 +287,35 @@ pub(crate) fn process(
         };
         let (output, emitted) = run_lane(adapter, pipeline, input, &part, start, horizon, end)?;
         let routed = match exchange {
-            Some(exchange) => route(emitted, &exchange.keys, count)?,
-            None => vec![emitted],
+            Some(exchange) => route(&emitted, &exchange.keys, count)?,
+            None => Vec::new(),
         };
-        Ok((output, routed))
+        Ok((output, emitted, routed))
     })?;
     let Some(exchange) = exchange else {
-        let (parts, outs): (Vec<_>, Vec<_>) = decoded.into_iter().unzip();
-        let out = outs.into_iter().flatten().flatten().collect();
+        let mut parts = Vec::with_capacity(decoded.len());
+        let mut out = Vec::new();
+        for (output, emitted, _) in decoded {
+            parts.push(output);
+            out.extend(emitted);
+        }
         return Ok(Processed { parts, out });
     };
-    // The exchange: lane j gets the rows of its keys from every range, in range order.
-    let mut received: Vec<Vec<RecordBatch>> = (0..count).map(|_| Vec::new()).collect();
+    // The exchange: lane j gets the rows of its keys from every range, in range order, as
+    // one batch (as one lane would have had it: an operator emitting per batch, EMIT CHANGES,
+    // then emits what it would at parallelism 1), copied once.
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let mut received: Vec<Vec<(usize, usize)>> = (0..count).map(|_| Vec::new()).collect();
     let mut parts = Vec::with_capacity(decoded.len());
-    for (output, routed) in decoded {
+    for (output, emitted, routed) in decoded {
         parts.push(output);
-        for (j, batches) in routed.into_iter().enumerate() {
-            received[j].extend(batches);
+        let first = batches.len();
+        batches.extend(emitted);
+        for (j, picks) in routed.into_iter().enumerate() {
+            received[j].extend(picks.into_iter().map(|(b, row)| (first + b, row)));
         }
     }
-    let rows: usize = received.iter().flatten().map(|b| b.num_rows()).sum();
+    let rows: usize = received.iter().map(Vec::len).sum();
     let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
     let work: Vec<_> = pipelines
         .iter_mut()
@@ -314,20 +323,18 @@ pub(crate) fn process(
         .zip(received)
         .collect();
     let at = exchange.at;
+    let sources: Vec<&RecordBatch> = batches.iter().collect();
     let emitted = on_threads(
         work,
         rows >= 2 * MIN_LANE_RECORDS,
-        |_, (pipeline, batches)| {
-            // One batch, as one lane would have had: an operator emitting per batch (EMIT
-            // CHANGES) then emits what it would at parallelism 1.
-            let batches = match batches.len() {
-                0 | 1 => batches,
-                _ => vec![arrow::compute::concat_batches(
-                    &batches[0].schema(),
-                    &batches,
-                )?],
+        |_, (pipeline, picks)| {
+            let batch = match (sources.as_slice(), picks.len()) {
+                (_, 0) => Vec::new(),
+                // Every row of the one batch there is, in order: no copy.
+                ([only], n) if n == only.num_rows() => vec![(*only).clone()],
+                _ => vec![arrow::compute::interleave_record_batch(&sources, &picks)?],
             };
-            let out = pipeline.process_range(at, at + 1, batches)?;
+            let out = pipeline.process_range(at, at + 1, batch)?;
             Ok((out, pipeline.take_row_errors()))
         },
     )?;
@@ -358,30 +365,22 @@ fn downstream(
     first.process_range(at + 1, usize::MAX, merged)
 }
 
-/// Splits `batches` by the lane each row's key hashes to, keeping row order within a lane.
+/// The lane of each row of `batches`, by its key's hash: per lane, its rows as (batch, row)
+/// in order.
 fn route(
-    batches: Vec<RecordBatch>,
+    batches: &[RecordBatch],
     keys: &[Arc<dyn PhysicalExpr>],
     lanes: usize,
-) -> Result<Vec<Vec<RecordBatch>>> {
-    let mut routed: Vec<Vec<RecordBatch>> = (0..lanes).map(|_| Vec::new()).collect();
-    for batch in batches {
+) -> Result<Vec<Vec<(usize, usize)>>> {
+    let mut routed: Vec<Vec<(usize, usize)>> = (0..lanes).map(|_| Vec::new()).collect();
+    for (b, batch) in batches.iter().enumerate() {
         let rows = batch.num_rows();
         let columns = keys
             .iter()
-            .map(|k| Ok(k.evaluate(&batch)?.into_array(rows)?))
+            .map(|k| Ok(k.evaluate(batch)?.into_array(rows)?))
             .collect::<Result<Vec<ArrayRef>>>()?;
-        let mut picks: Vec<Vec<u32>> = (0..lanes).map(|_| Vec::new()).collect();
         for (row, hash) in stable_hashes(&columns, rows)?.into_iter().enumerate() {
-            picks[(hash % lanes as u64) as usize].push(row as u32);
-        }
-        for (lane, picked) in picks.into_iter().enumerate() {
-            if picked.len() == rows {
-                routed[lane].push(batch.clone());
-            } else if !picked.is_empty() {
-                let indices = UInt32Array::from(picked);
-                routed[lane].push(arrow::compute::take_record_batch(&batch, &indices)?);
-            }
+            routed[(hash % lanes as u64) as usize].push((b, row));
         }
     }
     Ok(routed)
