@@ -386,6 +386,14 @@ fn on_four_lanes(mut scenario: Scenario) -> Scenario {
 }
 
 #[test]
+fn a_stateless_filter_with_eager_batches_killed_at_random_loses_nothing() {
+    // Eager batches commit once the output is delivered, not at the end of each batch.
+    let mut scenario = filter();
+    scenario.extra = vec!["--eager-batches"];
+    run_scenario(scenario, "at-least-once");
+}
+
+#[test]
 fn a_tumbling_window_on_four_lanes_killed_at_random_writes_each_result_once_with_exactly_once() {
     run_scenario(on_four_lanes(tumbling()), "exactly-once");
 }

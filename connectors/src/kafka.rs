@@ -1336,16 +1336,19 @@ impl KafkaProducer {
         }
     }
 
-    /// Waits until every queued message is acknowledged; fails if any was not.
-    pub fn flush(&mut self) -> Result<()> {
+    /// Sends what is queued without waiting for acknowledgements: true when every message
+    /// produced so far is acknowledged; fails if one was refused.
+    pub fn send_queued(&mut self) -> Result<bool> {
+        // Sends at once what waits for `linger.ms` ("timed out" at once: ignored), and serves
+        // the delivery reports that have come.
+        let _ = self.producer.flush(Duration::ZERO);
         self.producer.poll(Duration::ZERO);
-        if let Err(e) = flush_promptly(&self.producer, self.timeout) {
-            return Err(ConnectorError::Delivery {
-                topic: self.tracker_topic.clone(),
-                failed: self.producer.in_flight_count().max(1) as usize,
-                first_error: e.to_string(),
-            });
-        }
+        self.take_failures()?;
+        Ok(self.producer.in_flight_count() == 0)
+    }
+
+    /// The deliveries that failed since the last call, as an error.
+    fn take_failures(&mut self) -> Result<()> {
         let mut failures = self
             .producer
             .context()
@@ -1362,6 +1365,19 @@ impl KafkaProducer {
             });
         }
         Ok(())
+    }
+
+    /// Waits until every queued message is acknowledged; fails if any was not.
+    pub fn flush(&mut self) -> Result<()> {
+        self.producer.poll(Duration::ZERO);
+        if let Err(e) = flush_promptly(&self.producer, self.timeout) {
+            return Err(ConnectorError::Delivery {
+                topic: self.tracker_topic.clone(),
+                failed: self.producer.in_flight_count().max(1) as usize,
+                first_error: e.to_string(),
+            });
+        }
+        self.take_failures()
     }
 }
 

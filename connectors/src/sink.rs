@@ -35,6 +35,12 @@ pub trait Sink: Send {
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Sends everything written so far on its way without waiting for it to be delivered:
+    /// true when all of it is delivered (what [`Sink::flush`] waits for). A job acknowledging
+    /// per micro-batch with eager batches commits its input only once this says so.
+    fn send_written(&mut self) -> Result<bool> {
+        self.flush().map(|()| true)
+    }
     /// Ends the output (closes documents) after the last batch.
     fn finish(&mut self) -> Result<()> {
         Ok(())
@@ -547,6 +553,9 @@ impl Sink for KafkaSink {
     }
     fn flush(&mut self) -> Result<()> {
         self.producer.flush()
+    }
+    fn send_written(&mut self) -> Result<bool> {
+        self.producer.send_queued()
     }
     fn finish(&mut self) -> Result<()> {
         self.producer.flush()

@@ -35,6 +35,10 @@ use crate::watermark::WatermarkTracker;
 /// How often state size and lag are published and the state limit checked.
 pub const STATE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// With eager batches, the longest a job goes on without its output delivered and its offsets
+/// committed before it waits for them (see [`Runner::end_epoch`]).
+pub const UNDELIVERED_AT_MOST: Duration = Duration::from_secs(1);
+
 /// What one epoch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -78,6 +82,9 @@ pub struct Runner {
     limit_reached: bool,
     /// Something changed since the last checkpoint.
     dirty: bool,
+    /// Since when output written is not known to be delivered, nor the offsets committed
+    /// (eager batches).
+    undelivered_since: Option<Instant>,
     stats: JobStats,
     state_checked: Instant,
 }
@@ -112,6 +119,7 @@ impl Runner {
             carry: Vec::new(),
             limit_reached: false,
             dirty: false,
+            undelivered_since: None,
             stats: JobStats::default(),
             state_checked: Instant::now(),
         }
@@ -212,6 +220,7 @@ impl Runner {
     /// and acknowledges.
     pub fn step(&mut self) -> Result<Step> {
         let epoch_started = Instant::now();
+        self.commit_delivered()?;
         for follower in &mut self.table_followers {
             for failure in follower.poll(&mut self.pipeline)? {
                 self.progress.count_error(ErrorKind::Decode);
@@ -604,21 +613,52 @@ impl Runner {
     }
 
     /// Flushes everything the epoch wrote, then acknowledges: with a checkpoint when one is
-    /// due, else per epoch when the job acknowledges per epoch.
+    /// due, else per epoch when the job acknowledges per epoch. With eager batches a job
+    /// acknowledging per epoch does not wait for its output to be delivered: the next batch
+    /// starts at once, and the offsets are committed once everything written so far is
+    /// delivered ([`Runner::commit_delivered`]), or after a blocking flush at the latest
+    /// [`UNDELIVERED_AT_MOST`] later.
     fn end_epoch(&mut self) -> Result<()> {
-        self.flush_epoch()?;
-        if self.checkpoints.as_ref().is_some_and(|c| c.due()) {
-            self.checkpoint()?;
-        } else if self.acknowledge() == Acknowledge::PerEpoch {
-            self.commit_positions()?;
+        let due = self.checkpoints.as_ref().is_some_and(|c| c.due());
+        let eager = self.options.eager_batches && self.acknowledge() == Acknowledge::PerEpoch;
+        let overdue = self
+            .undelivered_since
+            .is_some_and(|t| t.elapsed() >= UNDELIVERED_AT_MOST);
+        if eager && !due && !overdue {
+            self.send_epoch(false)?;
+            self.undelivered_since.get_or_insert_with(Instant::now);
+            self.commit_delivered()?;
+        } else {
+            self.flush_epoch()?;
+            if due {
+                self.checkpoint()?;
+            } else if self.acknowledge() == Acknowledge::PerEpoch {
+                self.commit_positions()?;
+            }
+            self.undelivered_since = None;
         }
         self.count_rows_out();
+        Ok(())
+    }
+
+    /// Commits the offsets processed so far when every output row written so far is
+    /// delivered (eager batches: see [`Runner::end_epoch`]).
+    fn commit_delivered(&mut self) -> Result<()> {
+        if self.undelivered_since.is_some() && self.sink.send_written()? {
+            self.undelivered_since = None;
+            self.commit_positions()?;
+        }
         Ok(())
     }
 
     /// Sends what the epoch produced on its way: rejected rows and late rows, then flushes the
     /// sink and the dead-letter queue.
     fn flush_epoch(&mut self) -> Result<()> {
+        self.send_epoch(true)
+    }
+
+    /// [`Runner::flush_epoch`], waiting for the sink's delivery only when `wait`.
+    fn send_epoch(&mut self, wait: bool) -> Result<()> {
         self.dirty = true;
         let errors = self
             .pipelines()
@@ -639,7 +679,12 @@ impl Runner {
             }
             late.flush()?;
         }
-        self.sink.flush()?;
+        match wait {
+            true => self.sink.flush()?,
+            false => {
+                self.sink.send_written()?;
+            }
+        }
         if let Some(dlq) = self.dead_letters.as_mut() {
             dlq.flush()?;
         }
@@ -720,6 +765,11 @@ impl Runner {
     /// is not fatal: what was processed is safe in the sink or the checkpoint, and the next
     /// commit covers it.
     fn commit_positions(&mut self) -> Result<()> {
+        // Never an offset whose results may still be undelivered (eager batches): a record is
+        // acknowledged only once what it produced is.
+        if self.undelivered_since.take().is_some() {
+            self.sink.flush()?;
+        }
         for input in &mut self.inputs {
             if let Err(e) = input.source.commit(&input.positions) {
                 tracing::warn!(
