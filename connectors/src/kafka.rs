@@ -961,8 +961,17 @@ impl Source for KafkaSource {
                 Some(polled) => polled,
                 None if self.eager && !self.collector.is_empty() => break,
                 None => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match self.consumer.poll(left) {
+                    // Whole milliseconds: librdkafka waits in milliseconds, and the `rdkafka`
+                    // crate polls again, with a zero wait, for what is left of a fraction
+                    // until it has passed — a spin of up to a millisecond per poll (10 % of a
+                    // core for an idle job polling every 10 ms).
+                    let left = deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_millis();
+                    if left == 0 {
+                        break;
+                    }
+                    match self.consumer.poll(Duration::from_millis(left as u64)) {
                         Some(polled) => polled,
                         None => break,
                     }
