@@ -222,26 +222,32 @@ fn trades_file() -> (tempfile::TempDir, String) {
     (dir, source)
 }
 
+/// `execute` of `query` over the trades file `source` on `parallelism` lanes, with the job
+/// layer's debug lines (which say how many lanes it runs on) in stderr.
+fn run_trades(source: &str, query: &str, parallelism: &str) -> std::process::Output {
+    run_with(
+        &[
+            "execute",
+            "--source",
+            source,
+            "--schema",
+            TRADE_SCHEMA,
+            "--query",
+            query,
+            "--format",
+            "csv",
+            "--parallelism",
+            parallelism,
+        ],
+        &[("RUST_LOG", "warn,velostream::job=debug")],
+    )
+}
+
 /// Runs `query` over the trades at parallelism 1, 2 and 4; the output, the same at each.
 fn same_at_every_parallelism(source: &str, query: &str) -> String {
     let mut outputs = Vec::new();
     for parallelism in ["1", "2", "4"] {
-        let output = run_with(
-            &[
-                "execute",
-                "--source",
-                source,
-                "--schema",
-                TRADE_SCHEMA,
-                "--query",
-                query,
-                "--format",
-                "csv",
-                "--parallelism",
-                parallelism,
-            ],
-            &[("RUST_LOG", "warn,velostream::job=debug")],
-        );
+        let output = run_trades(source, query, parallelism);
         assert!(output.status.success(), "{query}: {}", stderr(&output));
         if parallelism != "1" {
             // The keyed operator really ran on the lanes, its rows exchanged by key.
@@ -463,21 +469,10 @@ fn a_group_by_a_volatile_key_runs_on_one_lane() {
     let (_dir, source) = trades_file();
     // `random()` would come out one way when the exchange picks a lane and another when the
     // aggregate groups: such a query is not split.
-    let output = run_with(
-        &[
-            "execute",
-            "--source",
-            &source,
-            "--schema",
-            TRADE_SCHEMA,
-            "--query",
-            "SELECT random() < 2.0 AS b, COUNT(*) AS n FROM trades GROUP BY random() < 2.0",
-            "--format",
-            "csv",
-            "--parallelism",
-            "4",
-        ],
-        &[("RUST_LOG", "warn,velostream::job=debug")],
+    let output = run_trades(
+        &source,
+        "SELECT random() < 2.0 AS b, COUNT(*) AS n FROM trades GROUP BY random() < 2.0",
+        "4",
     );
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(

@@ -52,20 +52,10 @@ pub async fn run(spec: JobSpec, hooks: JobHooks) -> Result<JobStats> {
 /// A stream the planned query reads, before it has a source.
 pub(crate) struct PlannedInput {
     pub name: String,
+    /// Told its event-time column.
     pub adapter: InputAdapter,
     /// The scan column holding event time.
     pub event_time: Option<usize>,
-}
-
-impl PlannedInput {
-    /// The adapter, told its event-time column.
-    fn into_adapter(self) -> InputAdapter {
-        let mut adapter = self.adapter;
-        if let Some(column) = self.event_time {
-            adapter.set_event_time(column);
-        }
-        adapter
-    }
 }
 
 /// The scans of a planned query as job inputs (without sources yet), and the watermark
@@ -86,9 +76,14 @@ pub(crate) fn scan_inputs(
             None => None,
         };
         delays.push(scan.stream.watermark_delay_ms);
+        let name = scan.stream.name.clone();
+        let mut adapter = InputAdapter::new(scan)?;
+        if let Some(column) = event_time {
+            adapter.set_event_time(column);
+        }
         inputs.push(PlannedInput {
-            name: scan.stream.name.clone(),
-            adapter: InputAdapter::new(scan)?,
+            name,
+            adapter,
             event_time,
         });
     }
@@ -298,7 +293,7 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
             let copy = plan_query(&ctx, &catalog, &request).await?;
             let (inputs, _) = scan_inputs(copy.scans, idle_timeout)?;
             lanes.extra.push(Lane {
-                adapters: inputs.into_iter().map(PlannedInput::into_adapter).collect(),
+                adapters: inputs.into_iter().map(|i| i.adapter).collect(),
                 pipeline: copy.pipeline,
             });
         }

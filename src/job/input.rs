@@ -286,15 +286,14 @@ pub struct JobInput {
 }
 
 impl JobInput {
+    /// An input reading `source` through `adapter` (told its event-time column already, see
+    /// [`InputAdapter::set_event_time`]); `event_time` drives the watermark.
     pub fn new(
         name: impl Into<String>,
         source: Box<dyn Source>,
-        mut adapter: InputAdapter,
+        adapter: InputAdapter,
         event_time: Option<usize>,
     ) -> Self {
-        if let Some(column) = event_time {
-            adapter.set_event_time(column);
-        }
         Self {
             name: name.into(),
             source,

@@ -161,7 +161,7 @@ pub(crate) struct Processed {
 
 /// Decodes `part` (the records of a source batch from `offset` on) and runs it through the
 /// operators of `pipeline` before `end` as input `input`; returns what they emit.
-pub(crate) fn run_lane(
+fn run_lane(
     adapter: &mut InputAdapter,
     pipeline: &mut Pipeline,
     input: usize,
@@ -204,7 +204,7 @@ pub(crate) fn run_lane(
 }
 
 /// How many lanes a batch of `records` records is decoded on, with `lanes` available.
-pub(crate) fn lanes_for(records: usize, lanes: usize) -> usize {
+fn lanes_for(records: usize, lanes: usize) -> usize {
     (records / MIN_LANE_RECORDS).clamp(1, lanes.max(1))
 }
 

@@ -679,11 +679,9 @@ impl Runner {
             }
             late.flush()?;
         }
-        match wait {
-            true => self.sink.flush()?,
-            false => {
-                self.sink.send_written()?;
-            }
+        // Without waiting, [`Runner::commit_delivered`] sends what is written right after.
+        if wait {
+            self.sink.flush()?;
         }
         if let Some(dlq) = self.dead_letters.as_mut() {
             dlq.flush()?;
