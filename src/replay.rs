@@ -104,14 +104,22 @@ impl Replay {
     }
 
     /// Runs one micro-batch of payloads of the stream `stream` (a query reading several).
+    /// Every input reading that stream gets the batch, as every reference of a stream in a
+    /// query reads its topic (a self-join reads it twice).
     pub fn push_to(&mut self, stream: &str, payloads: &[&[u8]]) -> Result<Vec<RecordBatch>> {
-        let input = self
-            .queues
-            .iter()
-            .position(|(name, _)| name == stream)
-            .ok_or_else(|| VeloError::Usage(format!("the query does not read '{stream}'")))?;
-        let batch = self.collect(input, payloads);
-        self.push_input(input, &batch)
+        let inputs: Vec<usize> = (0..self.queues.len())
+            .filter(|&i| self.queues[i].0 == stream)
+            .collect();
+        let Some(&first) = inputs.first() else {
+            return Err(VeloError::Usage(format!(
+                "the query does not read '{stream}'"
+            )));
+        };
+        let batch = self.collect(first, payloads);
+        for &input in &inputs[1..] {
+            self.queues[input].1.push(batch.clone());
+        }
+        self.push_input(first, &batch)
     }
 
     fn collect(&mut self, input: usize, payloads: &[&[u8]]) -> SourceBatch {

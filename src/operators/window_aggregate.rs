@@ -1,5 +1,7 @@
 //! `WindowAggregateExec`: GROUP BY over tumbling and sliding (hopping) event-time windows, and
-//! GROUP BY without a window (an updating aggregate: one window that never closes).
+//! GROUP BY without a window (an updating aggregate: one window that never closes), and GROUP BY
+//! a window bound of the window aggregate below (a cascaded window: groups close with the
+//! window their key names).
 //!
 //! State is one group table per open window (DataFusion's `GroupValues`, Arrow row format) with
 //! one `GroupsAccumulator` per aggregate, so a batch updates its windows column-at-a-time.
@@ -115,6 +117,10 @@ pub struct WindowAggregateExec {
     windows: Option<FixedWindows>,
     /// The event time (`None` without a window).
     time: Option<Arc<dyn PhysicalExpr>>,
+    /// Without a window of its own: the key (index into `grouping.keys`) holding a window
+    /// bound of the rows below, and the ms that take it to the window's end. Rows are then
+    /// grouped per window end, and a window's groups are emitted when the watermark passes it.
+    closing: Option<(usize, i64)>,
     emit: EmitMode,
     grouping: Grouping,
     /// Schema of the interned keys (a constant column when there are no keys).
@@ -148,6 +154,7 @@ impl WindowAggregateExec {
         Self {
             windows,
             time,
+            closing: None,
             emit,
             grouping,
             key_schema,
@@ -159,6 +166,14 @@ impl WindowAggregateExec {
             late: LateRows::default(),
             errors: Vec::new(),
         }
+    }
+
+    /// A cascaded window (see [`WindowAggregateExec::closing`]): key `key` plus `offset_ms`
+    /// is the end of the window each row belongs to. Only for an aggregate without a window.
+    pub fn closing_with(mut self, key: usize, offset_ms: i64) -> Self {
+        debug_assert!(self.windows.is_none() && key < self.grouping.keys.len());
+        self.closing = Some((key, offset_ms));
+        self
     }
 
     /// Counters, with the state size measured now.
@@ -390,11 +405,17 @@ impl StreamOperator for WindowAggregateExec {
         (!self.grouping.keys.is_empty()).then(|| self.grouping.keys.clone())
     }
 
-    /// The window, then the keys: windows come out in order, each window's rows by key.
+    /// The window, then the keys: windows come out in order, each window's rows by key. A
+    /// cascaded window's key column goes first.
     fn emission_order(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-        Ok(self
+        let mut columns = self
             .grouping
-            .ordered_columns(batch, |window| vec![window.clone()]))
+            .ordered_columns(batch, |window| vec![window.clone()]);
+        if let Some((key, _)) = self.closing {
+            let column = columns.remove(key);
+            columns.insert(0, column);
+        }
+        Ok(columns)
     }
 
     fn metrics(&self) -> OperatorMetrics {
@@ -450,9 +471,28 @@ impl StreamOperator for WindowAggregateExec {
                     }
                 }
             }
-            _ => {
-                assignment.insert(0, (0..rows as u32).collect());
-            }
+            _ => match self.closing {
+                Some((key, offset)) => {
+                    let ends = evaluate_time(&self.grouping.keys[key], &batch)?;
+                    let ends = ends.as_primitive::<TimestampMillisecondType>();
+                    for row in 0..rows {
+                        if ends.is_null(row) {
+                            self.metrics.null_time_rows += 1;
+                            continue;
+                        }
+                        let end = ends.value(row).saturating_add(offset);
+                        if end <= self.watermark {
+                            self.metrics.late_rows += 1;
+                            late_rows.push(row as u32);
+                        } else {
+                            assignment.entry(end).or_default().push(row as u32);
+                        }
+                    }
+                }
+                None => {
+                    assignment.insert(0, (0..rows as u32).collect());
+                }
+            },
         }
         self.late.push(&batch, late_rows)?;
         if assignment.is_empty() {
@@ -521,15 +561,17 @@ impl StreamOperator for WindowAggregateExec {
 
     fn on_watermark(&mut self, watermark: Watermark) -> Result<Vec<RecordBatch>> {
         self.watermark = self.watermark.max(watermark.0);
-        let size = match self.windows {
-            Some(w) => w.size,
+        // Group tables are keyed by window start, or by window end for a cascaded window.
+        let size = match (self.windows, self.closing) {
+            (Some(w), _) => Some(w.size),
+            (None, Some(_)) => Some(0),
             // Without a window, the only group table "closes" when the input ends.
-            None if watermark == Watermark::END => 0,
-            None => return Ok(Vec::new()),
+            (None, None) if watermark == Watermark::END => None,
+            (None, None) => return Ok(Vec::new()),
         };
         let mut out = Vec::new();
         while let Some((&start, _)) = self.open.first_key_value() {
-            if self.windows.is_some() && start.saturating_add(size) > self.watermark {
+            if size.is_some_and(|size| start.saturating_add(size) > self.watermark) {
                 break;
             }
             let state = self.open.remove(&start).expect("first key exists");

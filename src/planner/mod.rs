@@ -39,6 +39,7 @@ use crate::operators::{
 use crate::sql::window::{apply_window, EmitMode, WindowClause, WindowKind};
 
 mod stream_join;
+mod window_columns;
 
 /// A DataFusion session configured for VeloStream, with its extra functions.
 pub fn new_session() -> Result<SessionContext> {
@@ -811,7 +812,7 @@ fn updating_group_keys(plan: &LogicalPlan) -> Vec<String> {
         if let LogicalPlan::Aggregate(a) = node {
             let windowed = a.group_expr.iter().any(|e| {
                 matches!(e, Expr::ScalarFunction(f) if WindowFunction::from_name(f.name()).is_some())
-            });
+            }) || window_columns::cascaded_window(a).is_some();
             if !windowed {
                 keys = a
                     .group_expr
@@ -879,6 +880,24 @@ fn window_aggregate(
         })
         .collect::<Result<Vec<_>>>()?;
     let Some((window_position, kind, args)) = window else {
+        if let Some((key, offset_ms)) = window_columns::cascaded_window(aggregate) {
+            // Grouped by a window bound of the rows below: its groups close with that window.
+            let grouping = Grouping {
+                keys,
+                key_fields,
+                window_position: None,
+            };
+            return Ok(Box::new(
+                WindowAggregateExec::new(
+                    None,
+                    request.emit.unwrap_or_default(),
+                    grouping,
+                    aggregates,
+                    output_schema,
+                )
+                .closing_with(key, offset_ms),
+            ));
+        }
         // An updating aggregate: changes per micro-batch on a stream, final rows when bounded.
         let emit = match request.emit {
             Some(mode) => mode,
@@ -1017,7 +1036,8 @@ fn emits_per_window(plan: &LogicalPlan) -> bool {
     let mut windowed = false;
     let _ = plan.apply(|node| {
         if let LogicalPlan::Aggregate(a) = node {
-            windowed |= window_time_column(a).is_some();
+            windowed |=
+                window_time_column(a).is_some() || window_columns::cascaded_window(a).is_some();
         }
         Ok(TreeNodeRecursion::Continue)
     });

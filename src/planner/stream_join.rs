@@ -16,8 +16,9 @@ use arrow::datatypes::DataType;
 use datafusion::common::{Column, DFSchema, ExprSchema, ScalarValue};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{lit, BinaryExpr, Expr, Join, JoinType, LogicalPlan, Operator};
-use velo_udfs::window::{interval_millis, WindowFunction};
+use velo_udfs::window::interval_millis;
 
+use super::window_columns::{trace_window_column, WindowColumn};
 use super::{lower, plan_error, set_event_time, Lowering, ScanLayout, TableFeed};
 use crate::error::{Result, VeloError};
 use crate::operators::{JoinTime, Pipeline, StreamJoinExec, StreamJoinSpec};
@@ -155,88 +156,6 @@ pub(super) fn lower_stream_join(
         output_schema: Arc::new(join.schema.as_arrow().clone()),
     })?));
     Ok(())
-}
-
-/// What a column of a plan's output is, seen from a window aggregate below it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum WindowColumn {
-    /// The window struct itself (a `TUMBLE(…)` GROUP BY column); `size` when fixed.
-    Window { size: Option<i64>, slide: i64 },
-    /// `window_start` or `window_end` of such a window.
-    Bound {
-        end: bool,
-        size: Option<i64>,
-        slide: i64,
-    },
-}
-
-fn strip_alias(e: &Expr) -> &Expr {
-    match e {
-        Expr::Alias(a) => strip_alias(&a.expr),
-        other => other,
-    }
-}
-
-/// Traces column `index` of `plan`'s output down to a window aggregate.
-fn trace_window_column(plan: &LogicalPlan, index: usize) -> Option<WindowColumn> {
-    match plan {
-        LogicalPlan::SubqueryAlias(a) => trace_window_column(&a.input, index),
-        LogicalPlan::Filter(f) => trace_window_column(&f.input, index),
-        LogicalPlan::Projection(p) => trace_expr(strip_alias(p.expr.get(index)?), &p.input),
-        LogicalPlan::Aggregate(a) => {
-            let Expr::ScalarFunction(f) = strip_alias(a.group_expr.get(index)?) else {
-                return None;
-            };
-            let millis = |i: usize| match f.args.get(i) {
-                Some(Expr::Literal(v, _)) => interval_millis(v).ok(),
-                _ => None,
-            };
-            match WindowFunction::from_name(f.name())? {
-                WindowFunction::Tumble => {
-                    let size = millis(1)?;
-                    Some(WindowColumn::Window {
-                        size: Some(size),
-                        slide: size,
-                    })
-                }
-                WindowFunction::Hop => Some(WindowColumn::Window {
-                    size: Some(millis(2)?),
-                    slide: millis(1)?,
-                }),
-                WindowFunction::Session => Some(WindowColumn::Window {
-                    size: None,
-                    slide: millis(1)?,
-                }),
-            }
-        }
-        _ => None,
-    }
-}
-
-/// Traces an expression over `input`'s columns down to a window aggregate.
-fn trace_expr(e: &Expr, input: &LogicalPlan) -> Option<WindowColumn> {
-    match e {
-        Expr::Column(c) => {
-            let index = input.schema().index_of_column(c).ok()?;
-            trace_window_column(input, index)
-        }
-        Expr::ScalarFunction(f) if f.name() == "get_field" => {
-            let Some(WindowColumn::Window { size, slide }) = trace_expr(f.args.first()?, input)
-            else {
-                return None;
-            };
-            let end = match f.args.get(1)? {
-                Expr::Literal(ScalarValue::Utf8(Some(name)), _) => match name.as_str() {
-                    "window_start" => false,
-                    "window_end" => true,
-                    _ => return None,
-                },
-                _ => return None,
-            };
-            Some(WindowColumn::Bound { end, size, slide })
-        }
-        _ => None,
-    }
 }
 
 /// For a window join, the expressions giving each side's window end.
