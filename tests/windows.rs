@@ -204,6 +204,30 @@ fn window_specs_that_cannot_work_are_refused_at_plan_time() {
 }
 
 #[test]
+fn an_aggregate_over_a_group_by_without_a_window_is_exact_on_execute_and_refused_on_a_stream() {
+    let topic = trades_topic();
+    // Per symbol the largest quantity (AAPL 100, MSFT 3); then over those rows.
+    let query = "SELECT COUNT(*) AS symbols, SUM(biggest) AS total FROM \
+                 (SELECT symbol, MAX(quantity) AS biggest FROM trades GROUP BY symbol) q";
+    assert_eq!(
+        run_ok(&[
+            "execute", "--query", query, "--topic", &topic, "--schema", SCHEMA, "--format", "csv"
+        ]),
+        "symbols,total\n2,103\n"
+    );
+    // On a stream the inner GROUP BY emits a row per change: counting those would be wrong.
+    let group = unique_topic("g");
+    run_failing(
+        &[
+            "stream", "--query", query, "--topic", &topic, "--schema", SCHEMA, "--group-id",
+            &group,
+        ],
+        2,
+        "an aggregate over the rows of a GROUP BY without a window cannot run on a stream",
+    );
+}
+
+#[test]
 fn a_group_by_without_a_window_gives_final_rows_when_bounded_and_keyed_changes_when_continuous() {
     let topic = unique_topic("upd");
     create_topic(&topic, 1);

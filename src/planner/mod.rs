@@ -489,6 +489,7 @@ pub(crate) fn lower(
         }
         LogicalPlan::SubqueryAlias(alias) => lower(&alias.input, cx, feeds, pipeline, scans),
         LogicalPlan::Aggregate(aggregate) => {
+            refuse_over_updating(&aggregate.input, request, "an aggregate")?;
             let first = scans.len();
             lower(&aggregate.input, cx, feeds, pipeline, scans)?;
             if let Some(column) = window_time_column(aggregate) {
@@ -803,6 +804,39 @@ fn frame_needs(frame: &WindowFrame, name: &str, needs: &mut FrameNeeds) -> Resul
             "{name}(…) OVER: GROUPS frames are not supported on a stream; use ROWS or RANGE"
         ))),
     }
+}
+
+/// True when `plan` holds an updating aggregate (a GROUP BY whose groups never close).
+fn holds_updating_aggregate(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Aggregate(a) = node {
+            found |= window_time_column(a).is_none()
+                && !a.group_expr.iter().any(|e| {
+                    matches!(e, Expr::ScalarFunction(f) if WindowFunction::from_name(f.name()).is_some())
+                })
+                && window_columns::cascaded_window(a).is_none();
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// Refuses `what` over the rows of an updating aggregate where that aggregate emits changes
+/// (on a stream, or with EMIT CHANGES): each change would count as a new row, and taking the
+/// old one back (retraction) is not built.
+pub(super) fn refuse_over_updating(input: &LogicalPlan, request: &QueryRequest, what: &str) -> Result<()> {
+    let changes = !request.bounded || request.emit == Some(EmitMode::Changes);
+    if changes && holds_updating_aggregate(input) {
+        return Err(VeloError::Unsupported(format!(
+            "{what} over the rows of a GROUP BY without a window cannot run on a stream: that \
+             GROUP BY emits a new row for a key every time the key changes, and {what} would \
+             count each of them as a new row (taking the old row back is not supported yet). \
+             Window the inner GROUP BY (TUMBLE, HOP or SESSION), or run the query with execute, \
+             which emits each key's final row once"
+        )));
+    }
+    Ok(())
 }
 
 /// Names of the GROUP BY keys of an aggregate without a window in `plan`.

@@ -55,6 +55,9 @@ pub(super) fn lower_stream_join(
             )))
         }
     };
+    for side in [&join.left, &join.right] {
+        super::refuse_over_updating(side, cx.request, "a join of two streams")?;
+    }
     let state = cx.state;
     let first = scans.len();
     let mut left = Pipeline::default();
