@@ -447,69 +447,79 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// Writes `event` as one line of JSON (no newline) in the envelope
 /// `{"event_type":…,"person":…,"auction":…,"bid":…}`.
 pub fn write_json(event: &Event, dialect: JsonDialect, out: &mut Vec<u8>) {
-    let flink = dialect == JsonDialect::Flink;
-    let name = |camel: &'static str, snake: &'static str| if flink { camel } else { snake };
     let _ = write!(out, "{{\"event_type\":{},\"person\":", event.event_type());
     match event {
-        Event::Person(p) => {
-            let _ = write!(out, "{{\"id\":{},\"name\":", p.id);
-            write_json_string(out, &p.name);
-            let _ = write!(out, ",\"{}\":", name("emailAddress", "email_address"));
-            write_json_string(out, &p.email_address);
-            let _ = write!(out, ",\"{}\":", name("creditCard", "credit_card"));
-            write_json_string(out, &p.credit_card);
-            out.extend_from_slice(b",\"city\":");
-            write_json_string(out, p.city);
-            out.extend_from_slice(b",\"state\":");
-            write_json_string(out, p.state);
-            let _ = write!(out, ",\"{}\":", name("dateTime", "date_time"));
-            write_timestamp(out, p.date_time, dialect);
-            out.extend_from_slice(b",\"extra\":");
-            write_json_string(out, &p.extra);
-            out.push(b'}');
-        }
+        Event::Person(p) => write_person_object(p, dialect, out),
         _ => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"auction\":");
     match event {
-        Event::Auction(a) => {
-            let _ = write!(
-                out,
-                "{{\"id\":{},\"{}\":",
-                a.id,
-                name("itemName", "item_name")
-            );
-            write_json_string(out, &a.item_name);
-            out.extend_from_slice(b",\"description\":");
-            write_json_string(out, &a.description);
-            let _ = write!(
-                out,
-                ",\"{}\":{},\"reserve\":{},\"{}\":",
-                name("initialBid", "initial_bid"),
-                a.initial_bid,
-                a.reserve,
-                name("dateTime", "date_time")
-            );
-            write_timestamp(out, a.date_time, dialect);
-            out.extend_from_slice(b",\"expires\":");
-            write_timestamp(out, a.expires, dialect);
-            let _ = write!(
-                out,
-                ",\"seller\":{},\"category\":{},\"extra\":",
-                a.seller, a.category
-            );
-            write_json_string(out, &a.extra);
-            out.push(b'}');
-        }
+        Event::Auction(a) => write_auction_object(a, dialect, out),
         _ => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"bid\":");
     match event {
-        Event::Bid(b) => {
-            write_bid_object(b, dialect, out);
-        }
+        Event::Bid(b) => write_bid_object(b, dialect, out),
         _ => out.extend_from_slice(b"null"),
     }
+    out.push(b'}');
+}
+
+/// The field name of `dialect`: camelCase for Flink, snake_case for RisingWave.
+fn field_namer(dialect: JsonDialect) -> impl Fn(&'static str, &'static str) -> &'static str {
+    move |camel, snake| if dialect == JsonDialect::Flink { camel } else { snake }
+}
+
+/// Writes a person alone as a flat JSON object (the `person` topic of a separate-topics layout).
+pub fn write_person_object(p: &Person, dialect: JsonDialect, out: &mut Vec<u8>) {
+    let name = field_namer(dialect);
+    let _ = write!(out, "{{\"id\":{},\"name\":", p.id);
+    write_json_string(out, &p.name);
+    let _ = write!(out, ",\"{}\":", name("emailAddress", "email_address"));
+    write_json_string(out, &p.email_address);
+    let _ = write!(out, ",\"{}\":", name("creditCard", "credit_card"));
+    write_json_string(out, &p.credit_card);
+    out.extend_from_slice(b",\"city\":");
+    write_json_string(out, p.city);
+    out.extend_from_slice(b",\"state\":");
+    write_json_string(out, p.state);
+    let _ = write!(out, ",\"{}\":", name("dateTime", "date_time"));
+    write_timestamp(out, p.date_time, dialect);
+    out.extend_from_slice(b",\"extra\":");
+    write_json_string(out, &p.extra);
+    out.push(b'}');
+}
+
+/// Writes an auction alone as a flat JSON object (the `auction` topic of a separate-topics
+/// layout).
+pub fn write_auction_object(a: &Auction, dialect: JsonDialect, out: &mut Vec<u8>) {
+    let name = field_namer(dialect);
+    let _ = write!(
+        out,
+        "{{\"id\":{},\"{}\":",
+        a.id,
+        name("itemName", "item_name")
+    );
+    write_json_string(out, &a.item_name);
+    out.extend_from_slice(b",\"description\":");
+    write_json_string(out, &a.description);
+    let _ = write!(
+        out,
+        ",\"{}\":{},\"reserve\":{},\"{}\":",
+        name("initialBid", "initial_bid"),
+        a.initial_bid,
+        a.reserve,
+        name("dateTime", "date_time")
+    );
+    write_timestamp(out, a.date_time, dialect);
+    out.extend_from_slice(b",\"expires\":");
+    write_timestamp(out, a.expires, dialect);
+    let _ = write!(
+        out,
+        ",\"seller\":{},\"category\":{},\"extra\":",
+        a.seller, a.category
+    );
+    write_json_string(out, &a.extra);
     out.push(b'}');
 }
 
@@ -523,15 +533,7 @@ pub fn write_bid_object(b: &Bid, dialect: JsonDialect, out: &mut Vec<u8>) {
     write_json_string(out, b.channel);
     out.extend_from_slice(b",\"url\":");
     write_json_string(out, b.url);
-    let _ = write!(
-        out,
-        ",\"{}\":",
-        if dialect == JsonDialect::Flink {
-            "dateTime"
-        } else {
-            "date_time"
-        }
-    );
+    let _ = write!(out, ",\"{}\":", field_namer(dialect)("dateTime", "date_time"));
     write_timestamp(out, b.date_time, dialect);
     out.extend_from_slice(b",\"extra\":");
     write_json_string(out, &b.extra);
