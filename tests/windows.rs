@@ -219,7 +219,14 @@ fn an_aggregate_over_a_group_by_without_a_window_is_exact_on_execute_and_refused
     let group = unique_topic("g");
     run_failing(
         &[
-            "stream", "--query", query, "--topic", &topic, "--schema", SCHEMA, "--group-id",
+            "stream",
+            "--query",
+            query,
+            "--topic",
+            &topic,
+            "--schema",
+            SCHEMA,
+            "--group-id",
             &group,
         ],
         2,

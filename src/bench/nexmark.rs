@@ -249,7 +249,8 @@ impl Oracle {
             Event::Person(p) => {
                 self.persons += 1;
                 self.state_of.insert(p.id, p.state);
-                self.registered.insert((p.id, p.date_time.div_euclid(10_000)));
+                self.registered
+                    .insert((p.id, p.date_time.div_euclid(10_000)));
             }
             Event::Auction(a) => {
                 self.auctions += 1;
@@ -330,7 +331,10 @@ impl Oracle {
             })
             .sum();
         rows.insert("q7", q7);
-        rows.insert("q8", self.registered.intersection(&self.selling).count() as u64);
+        rows.insert(
+            "q8",
+            self.registered.intersection(&self.selling).count() as u64,
+        );
         rows.insert("q11", self.q11);
         rows.insert("count10s", self.auction_windows.len() as u64);
         Expected {

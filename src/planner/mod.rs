@@ -829,7 +829,11 @@ fn holds_updating_aggregate(plan: &LogicalPlan) -> bool {
 /// Refuses `what` over the rows of an updating aggregate where that aggregate emits changes
 /// (on a stream, or with EMIT CHANGES): each change would count as a new row, and taking the
 /// old one back (retraction) is not built.
-pub(super) fn refuse_over_updating(input: &LogicalPlan, request: &QueryRequest, what: &str) -> Result<()> {
+pub(super) fn refuse_over_updating(
+    input: &LogicalPlan,
+    request: &QueryRequest,
+    what: &str,
+) -> Result<()> {
     let changes = !request.bounded || request.emit == Some(EmitMode::Changes);
     if changes && holds_updating_aggregate(input) {
         return Err(VeloError::Unsupported(format!(

@@ -467,7 +467,13 @@ pub fn write_json(event: &Event, dialect: JsonDialect, out: &mut Vec<u8>) {
 
 /// The field name of `dialect`: camelCase for Flink, snake_case for RisingWave.
 fn field_namer(dialect: JsonDialect) -> impl Fn(&'static str, &'static str) -> &'static str {
-    move |camel, snake| if dialect == JsonDialect::Flink { camel } else { snake }
+    move |camel, snake| {
+        if dialect == JsonDialect::Flink {
+            camel
+        } else {
+            snake
+        }
+    }
 }
 
 /// Writes a person alone as a flat JSON object (the `person` topic of a separate-topics layout).
@@ -533,7 +539,11 @@ pub fn write_bid_object(b: &Bid, dialect: JsonDialect, out: &mut Vec<u8>) {
     write_json_string(out, b.channel);
     out.extend_from_slice(b",\"url\":");
     write_json_string(out, b.url);
-    let _ = write!(out, ",\"{}\":", field_namer(dialect)("dateTime", "date_time"));
+    let _ = write!(
+        out,
+        ",\"{}\":",
+        field_namer(dialect)("dateTime", "date_time")
+    );
     write_timestamp(out, b.date_time, dialect);
     out.extend_from_slice(b",\"extra\":");
     write_json_string(out, &b.extra);
