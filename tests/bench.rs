@@ -3,6 +3,7 @@
 //! generator's events (decoded by another path).
 
 mod common;
+#[allow(dead_code)] // bench uses only the JSON tables of the shared oracle helpers
 mod oracle;
 
 use common::*;

@@ -289,3 +289,66 @@ fn a_left_join_with_an_empty_stream_keeps_every_row_with_nulls() {
         "order_id,carrier\n1,\n2,\n"
     );
 }
+
+#[test]
+fn a_continuous_self_join_of_the_busiest_keys_reads_every_partition_and_keeps_windows_across_a_stop(
+) {
+    // Nexmark q5's shape: each key's count per window joined with the window's maximum count.
+    // The stream is read twice (two inputs), each by its own consumer group.
+    let topic = unique_topic("live-busiest");
+    create_topic(&topic, 2);
+    let counts = "SELECT k, COUNT(*) AS n, window_start, window_end FROM t \
+                  GROUP BY k, TUMBLE(ts, INTERVAL '10' SECOND)";
+    let sql = format!(
+        "CREATE STREAM t (k VARCHAR, ts TIMESTAMP) WITH ('topic' = '{topic}');\n\
+         SELECT a.k, a.n, a.window_start FROM ({counts}) a \
+         JOIN (SELECT MAX(c.n) AS maxn, c.window_start, c.window_end FROM ({counts}) c \
+               GROUP BY c.window_start, c.window_end) m \
+         ON a.window_start = m.window_start AND a.window_end = m.window_end AND a.n >= m.maxn"
+    );
+    let group = unique_topic("g");
+    let args = [
+        "stream",
+        "--query",
+        &sql,
+        "--format",
+        "json-lines",
+        "--group-id",
+        &group,
+        "--flush-interval-ms",
+        "100",
+        "--idle-timeout",
+        "60s",
+    ];
+    let rec = |k: &str, s: u32, partition: i32| {
+        Rec::value(format!(r#"{{"k":"{k}","ts":"2024-01-01T00:00:{s:02}Z"}}"#)).partition(partition)
+    };
+    let job = spawn(&args);
+    // Window 0–10 s: a three times (over both partitions), b once.
+    produce(
+        &topic,
+        &[
+            rec("a", 1, 0),
+            rec("a", 2, 0),
+            rec("b", 3, 1),
+            rec("a", 4, 1),
+        ],
+    );
+    // Both partitions reach 15 s: the first window closes; c twice in the second.
+    produce(&topic, &[rec("c", 15, 0), rec("c", 15, 1)]);
+    assert_eq!(
+        job.take_lines(1),
+        vec![r#"{"k":"a","n":3,"window_start":"2024-01-01T00:00:00"}"#]
+    );
+    let (code, rest) = job.terminate();
+    assert_eq!((code, rest), (0, vec![]));
+    // Restarted, both inputs still hold c's two rows of the open window: c (2) beats b (1).
+    let job = spawn(&args);
+    produce(&topic, &[rec("b", 16, 0), rec("x", 25, 0), rec("x", 25, 1)]);
+    assert_eq!(
+        job.take_lines(1),
+        vec![r#"{"k":"c","n":2,"window_start":"2024-01-01T00:00:10"}"#]
+    );
+    let (code, rest) = job.terminate();
+    assert_eq!((code, rest), (0, vec![]));
+}

@@ -4,6 +4,7 @@
 //! checkpoint when it has one — operators, watermark, the sink's position and the inputs'
 //! offsets together, or none of them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -306,12 +307,23 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
     let several = scans.len() > 1;
     let (adapters, watermark) = scan_inputs(scans, idle_timeout)?;
     let mut inputs = Vec::new();
-    for PlannedInput {
-        name,
-        adapter,
-        event_time,
-    } in adapters
+    // How often each stream was read by the inputs so far: a stream the query reads twice (a
+    // self-join) is two inputs, each with a consumer group of its own.
+    let mut references: HashMap<String, usize> = HashMap::new();
+    for (
+        index,
+        PlannedInput {
+            name,
+            adapter,
+            event_time,
+        },
+    ) in adapters.into_iter().enumerate()
     {
+        let reference = {
+            let seen = references.entry(name.clone()).or_default();
+            *seen += 1;
+            *seen
+        };
         let stream = catalog.get(&name).expect("planned from the catalog");
         let mut source: Box<dyn Source> = match &stream.source {
             StreamSource::File { path, .. } if stream.is_table => {
@@ -340,13 +352,18 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
                         group_id: group_id.clone(),
                     },
                     ReadSpec::Continuous { group_id, reset } => ReadMode::Group {
-                        group_id: group_id_of(group_id.as_deref(), &stream.name, several),
+                        group_id: group_id_of(
+                            group_id.as_deref(),
+                            &stream.name,
+                            several,
+                            reference,
+                        ),
                         reset: *reset,
                         instance_id: spec
                             .kafka
                             .instance_id
                             .as_ref()
-                            .map(|id| group_id_of(Some(id), &stream.name, several)),
+                            .map(|id| group_id_of(Some(id), &stream.name, several, reference)),
                         session_timeout: spec.kafka.session_timeout,
                         partition: spec.input.partition,
                     },
@@ -369,7 +386,8 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
         // Files have no consumer group keeping their positions: the checkpoint's always count.
         let seek = seek_inputs || source.positions_only_in_checkpoints();
         if let (true, Some(checkpoint)) = (seek, &restored) {
-            if let Some(saved) = checkpoint.inputs.iter().find(|i| i.stream == name) {
+            // Inputs are saved in the query's order, which the checkpoint's query shares.
+            if let Some(saved) = checkpoint.inputs.get(index).filter(|i| i.stream == name) {
                 source.seek(&saved.positions)?;
             }
         }
@@ -559,12 +577,18 @@ fn describe_query(sql: &str, planned: &PlannedQuery) -> String {
 
 /// The consumer group of a continuous input: the given one (default `velo-sql-<stream>`); a
 /// query reading several streams gives each its own, `<group>.<stream>`, so each input's
-/// offsets are committed on their own.
-pub fn group_id_of(given: Option<&str>, stream: &str, several: bool) -> String {
-    match (given, several) {
+/// offsets are committed on their own. The second and later `reference` of one stream (a
+/// self-join reads it twice) get `.2`, `.3`, … after that: two inputs in one group would
+/// split the topic's partitions between them instead of each reading all of them.
+pub fn group_id_of(given: Option<&str>, stream: &str, several: bool, reference: usize) -> String {
+    let group = match (given, several) {
         (Some(group), false) => group.to_string(),
         (Some(group), true) => format!("{group}.{stream}"),
         (None, _) => format!("velo-sql-{stream}"),
+    };
+    match reference {
+        0 | 1 => group,
+        n => format!("{group}.{n}"),
     }
 }
 

@@ -173,11 +173,16 @@ impl Runner {
         // them (or nothing else keeps them: files); a job acknowledging per micro-batch reads
         // on from its group's newer offsets, and tracks its positions from what it reads.
         let with_checkpoints = checkpoint.acknowledge == Acknowledge::WithCheckpoints;
-        for input in &mut self.inputs {
+        for (index, input) in self.inputs.iter_mut().enumerate() {
             if !with_checkpoints && !input.source.positions_only_in_checkpoints() {
                 continue;
             }
-            if let Some(saved) = checkpoint.inputs.iter().find(|s| s.stream == input.name) {
+            // Inputs are saved in the query's order (a stream read twice is two inputs).
+            if let Some(saved) = checkpoint
+                .inputs
+                .get(index)
+                .filter(|s| s.stream == input.name)
+            {
                 input.positions = saved.positions.clone();
             }
         }
