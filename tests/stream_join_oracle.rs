@@ -422,3 +422,48 @@ fn an_interval_join_enriched_by_a_table_equals_datafusion() {
         assert_same(&got, &want, &format!("seed {seed}"));
     }
 }
+
+#[test]
+fn a_windowed_count_enriched_by_an_aggregated_table_runs_and_equals_datafusion() {
+    // The table side's GROUP BY is a batch query run once, not an updating aggregate.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("levels.csv");
+    std::fs::write(&path, "k,level\nhot,1\nhot,5\nk5,2\nk7,3\n").unwrap();
+    let mut rng = Rng(9100);
+    let mut events = events(&mut rng, 240);
+    events.retain(|(stream, _)| *stream == "o");
+    let query = |streaming: bool| {
+        let (window, start) = if streaming {
+            ("TUMBLE(o.ts, INTERVAL '10' SECOND)", "window_start")
+        } else {
+            let bin = "date_bin(INTERVAL '10 seconds', o.ts, TIMESTAMP '1970-01-01T00:00:00')";
+            (bin, "date_bin(INTERVAL '10 seconds', o.ts, TIMESTAMP '1970-01-01T00:00:00') AS window_start")
+        };
+        format!(
+            "SELECT o.k, t.top, COUNT(*) AS n, {start} FROM o \
+             JOIN (SELECT k, MAX(level) AS top FROM t GROUP BY k) t ON o.k = t.k \
+             GROUP BY o.k, t.top, {window}"
+        )
+    };
+    let sql = format!(
+        "{}CREATE TABLE t (k VARCHAR, level BIGINT) WITH ('path' = '{}', 'format' = 'csv');\n{}",
+        declarations(),
+        path.display(),
+        query(true)
+    );
+    let replay = Replay::plan(&sql).unwrap_or_else(|e| panic!("{e}\n{sql}"));
+    let (got, _) = streamed_keeping(replay, &events, &mut rng, 3);
+    let want = batch_answer_with(&events, &query(false), &[("t", &path)]);
+    assert_same(&got, &want, "aggregated table");
+}
+
+#[test]
+fn emit_changes_is_refused_for_an_aggregate_over_a_windows_rows() {
+    let sql = format!(
+        "{}SELECT MAX(c.n) AS most, c.window_end FROM {} c GROUP BY c.window_end EMIT CHANGES",
+        declarations(),
+        windowed("o", "COUNT(*) AS n", true)
+    );
+    let error = Replay::plan(&sql).err().expect("refused").to_string();
+    assert!(error.contains("remove EMIT CHANGES"), "{error}");
+}

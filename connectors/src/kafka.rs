@@ -136,6 +136,9 @@ impl KafkaConnection {
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "velo-sql")
             .set("socket.connection.setup.timeout.ms", "10000")
+            // TCP_NODELAY, as Kafka's Java clients set it: with Nagle's algorithm a small
+            // request (one record, one fetch) can wait for the previous one's ACK.
+            .set("socket.nagle.disable", "true")
             .set("log_level", "3");
         for (k, v) in defaults {
             config.set(*k, v);

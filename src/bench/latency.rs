@@ -57,6 +57,7 @@ pub async fn run(args: &NexmarkArgs, columns: &str) -> Result<()> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
         .set("linger.ms", "0")
+        .set("socket.nagle.disable", "true")
         .create()
         .map_err(|e| kafka_error("creating the producer", e))?;
     // The bids among the generator's first `--events` events, made before the clock starts.
@@ -182,7 +183,10 @@ fn measure(
         .set("group.id", format!("{output}-reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
+        // The measuring consumer asks every millisecond: a waiting fetch of the local broker
+        // is answered only when its wait is out, and this side's wait is not the job's latency.
+        .set("fetch.wait.max.ms", "1")
+        .set("socket.nagle.disable", "true")
         .create()
         .map_err(|e| kafka_error("creating the consumer", e))?;
     // Warm-up: the job has joined its group and answered once when a result arrives.

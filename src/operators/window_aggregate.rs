@@ -393,8 +393,14 @@ pub(crate) fn relaxed(schema: &SchemaRef) -> SchemaRef {
 }
 
 impl StreamOperator for WindowAggregateExec {
+    /// A cascaded window has a name of its own: it keeps its state per window end, so a
+    /// checkpoint of the other kind (whose pipeline description names the operators) must not
+    /// restore into it.
     fn name(&self) -> &'static str {
-        "WindowAggregateExec"
+        match self.closing {
+            Some(_) => "CascadedWindowAggregateExec",
+            None => "WindowAggregateExec",
+        }
     }
 
     fn holds_input(&self) -> bool {

@@ -493,7 +493,7 @@ pub(crate) fn lower(
         }
         LogicalPlan::SubqueryAlias(alias) => lower(&alias.input, cx, feeds, pipeline, scans),
         LogicalPlan::Aggregate(aggregate) => {
-            refuse_over_updating(&aggregate.input, request, "an aggregate")?;
+            refuse_over_updating(&aggregate.input, cx, "an aggregate")?;
             let first = scans.len();
             lower(&aggregate.input, cx, feeds, pipeline, scans)?;
             if let Some(column) = window_time_column(aggregate) {
@@ -810,20 +810,23 @@ fn frame_needs(frame: &WindowFrame, name: &str, needs: &mut FrameNeeds) -> Resul
     }
 }
 
-/// True when `plan` holds an updating aggregate (a GROUP BY whose groups never close).
-fn holds_updating_aggregate(plan: &LogicalPlan) -> bool {
-    let mut found = false;
-    let _ = plan.apply(|node| {
-        if let LogicalPlan::Aggregate(a) = node {
-            found |= window_time_column(a).is_none()
-                && !a.group_expr.iter().any(|e| {
-                    matches!(e, Expr::ScalarFunction(f) if WindowFunction::from_name(f.name()).is_some())
-                })
-                && window_columns::cascaded_window(a).is_none();
+/// True when `plan` holds an updating aggregate (a GROUP BY whose groups never close) on its
+/// stream side; a table side is a batch query DataFusion runs once.
+fn holds_updating_aggregate(plan: &LogicalPlan, catalog: &Catalog) -> bool {
+    if is_table_side(plan, catalog) {
+        return false;
+    }
+    if let LogicalPlan::Aggregate(a) = plan {
+        let windowed = a.group_expr.iter().any(|e| {
+            matches!(e, Expr::ScalarFunction(f) if WindowFunction::from_name(f.name()).is_some())
+        });
+        if !windowed && window_columns::cascaded_window(a).is_none() {
+            return true;
         }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    found
+    }
+    plan.inputs()
+        .into_iter()
+        .any(|input| holds_updating_aggregate(input, catalog))
 }
 
 /// Refuses `what` over the rows of an updating aggregate where that aggregate emits changes
@@ -831,17 +834,18 @@ fn holds_updating_aggregate(plan: &LogicalPlan) -> bool {
 /// old one back (retraction) is not built.
 pub(super) fn refuse_over_updating(
     input: &LogicalPlan,
-    request: &QueryRequest,
+    cx: &Lowering<'_>,
     what: &str,
 ) -> Result<()> {
-    let changes = !request.bounded || request.emit == Some(EmitMode::Changes);
-    if changes && holds_updating_aggregate(input) {
+    let changes = !cx.request.bounded || cx.request.emit == Some(EmitMode::Changes);
+    if changes && holds_updating_aggregate(input, cx.catalog) {
         return Err(VeloError::Unsupported(format!(
             "{what} over the rows of a GROUP BY without a window cannot run on a stream: that \
              GROUP BY emits a new row for a key every time the key changes, and {what} would \
-             count each of them as a new row (taking the old row back is not supported yet). \
-             Window the inner GROUP BY (TUMBLE, HOP or SESSION), or run the query with execute, \
-             which emits each key's final row once"
+             count each of them as a new row (taking the old row back is not supported yet; \
+             COUNT(DISTINCT …) and other DISTINCT aggregates are planned as such a pair of \
+             GROUP BYs). Window the inner GROUP BY (TUMBLE, HOP or SESSION), or run the query \
+             with execute, which emits each key's final row once"
         )));
     }
     Ok(())
@@ -924,6 +928,15 @@ fn window_aggregate(
     let Some((window_position, kind, args)) = window else {
         if let Some((key, offset_ms)) = window_columns::cascaded_window(aggregate) {
             // Grouped by a window bound of the rows below: its groups close with that window.
+            if request.emit == Some(EmitMode::Changes) {
+                return Err(VeloError::Unsupported(
+                    "an aggregate over a window's rows (grouped by their window_start or \
+                     window_end) aggregates each window's final rows; with EMIT CHANGES the \
+                     window below emits a row per change, which it would count again and again: \
+                     remove EMIT CHANGES"
+                        .into(),
+                ));
+            }
             let grouping = Grouping {
                 keys,
                 key_fields,

@@ -56,7 +56,7 @@ pub(super) fn lower_stream_join(
         }
     };
     for side in [&join.left, &join.right] {
-        super::refuse_over_updating(side, cx.request, "a join of two streams")?;
+        super::refuse_over_updating(side, cx, "a join of two streams")?;
     }
     let state = cx.state;
     let first = scans.len();

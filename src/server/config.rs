@@ -289,7 +289,7 @@ pub struct Performance {
 /// The presets: (name, batch size, flush interval ms, decimals as numbers, eager batches).
 pub const PROFILES: &[(&str, usize, u64, bool, bool)] = &[
     ("default", 8192, 200, false, false),
-    ("low-latency", 256, 10, false, false),
+    ("low-latency", 256, 10, false, true),
     ("high-throughput", 65_536, 1000, false, false),
     ("financial", 1024, 50, false, false),
 ];

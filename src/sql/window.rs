@@ -561,6 +561,10 @@ fn apply_window_to_query(
         .next()
         .unwrap_or_default()
         .trim()
+        // A qualified column (`o.ts` over a join) names the stream's column `ts`.
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
         .trim_matches('"')
         .to_string();
     Ok(Some(column))
