@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod memory;
 pub mod parquet_file;
 pub mod part_files;
+pub mod prefetch;
 pub mod record;
 pub mod registry;
 pub mod sink;

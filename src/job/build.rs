@@ -20,6 +20,7 @@ use velo_connectors::file_source::{FileFormat, FileSource, FileSourceSpec};
 use velo_connectors::format::OutputFormat;
 use velo_connectors::generator::{GeneratorSource, GeneratorSpec};
 use velo_connectors::kafka::{DeadLetterQueue, KafkaConnection, KafkaSource, ReadMode};
+use velo_connectors::prefetch::Prefetch;
 use velo_connectors::record::Payload;
 use velo_connectors::sink::{FileSink, KafkaSink, MessageFormat, Sink, TextSink};
 use velo_connectors::source::Source;
@@ -390,6 +391,12 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
             if let Some(saved) = checkpoint.inputs.get(index).filter(|i| i.stream == name) {
                 source.seek(&saved.positions)?;
             }
+        }
+        // A bounded read is read one batch ahead on a thread of its own, while the job works
+        // on the batch before (not a continuous one yet: its consumer group may take
+        // partitions away from under a batch read ahead).
+        if bounded && source.is_bounded() {
+            source = Box::new(Prefetch::new(source));
         }
         inputs.push(JobInput::new(name, source, adapter, event_time));
     }
