@@ -350,6 +350,24 @@ fn sessions() -> Scenario {
     )
 }
 
+/// Nexmark q5's shape: each key's total per window joined with the window's largest total
+/// (a cascaded window, a window join, the stream read twice).
+fn busiest_per_window() -> Scenario {
+    let totals = "SELECT k, SUM(v) AS total, window_start, window_end FROM ev WHERE k <> 'end' \
+                  GROUP BY k, TUMBLE(ts, INTERVAL '5' SECOND)";
+    events_scenario(
+        "busiest key per window",
+        &format!(
+            "SELECT a.k, a.total, a.window_start FROM ({totals}) a \
+             JOIN (SELECT MAX(c.total) AS top, c.window_start, c.window_end FROM ({totals}) c \
+                   GROUP BY c.window_start, c.window_end) m \
+             ON a.window_start = m.window_start AND a.window_end = m.window_end AND a.total >= m.top"
+        ),
+        false,
+        Compare::Rows,
+    )
+}
+
 fn updating() -> Scenario {
     events_scenario(
         "updating aggregate",
@@ -431,4 +449,10 @@ fn an_interval_join_killed_at_random_loses_nothing_and_repeats_nothing_with_exac
 #[test]
 fn an_updating_aggregate_killed_at_random_ends_with_every_keys_exact_total() {
     run_scenario(updating(), "at-least-once");
+}
+
+#[test]
+fn the_busiest_key_per_window_killed_at_random_loses_nothing_and_repeats_nothing_with_exactly_once(
+) {
+    run_scenario(busiest_per_window(), "exactly-once");
 }
