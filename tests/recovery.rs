@@ -452,7 +452,7 @@ fn an_updating_aggregate_killed_at_random_ends_with_every_keys_exact_total() {
 }
 
 #[test]
-fn the_busiest_key_per_window_killed_at_random_loses_nothing_and_repeats_nothing_with_exactly_once(
-) {
+fn the_busiest_key_per_window_killed_at_random_loses_nothing_and_repeats_nothing_with_exactly_once()
+{
     run_scenario(busiest_per_window(), "exactly-once");
 }
