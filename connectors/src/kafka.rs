@@ -136,9 +136,6 @@ impl KafkaConnection {
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "velo-sql")
             .set("socket.connection.setup.timeout.ms", "10000")
-            // TCP_NODELAY, as Kafka's Java clients set it: with Nagle's algorithm a small
-            // request (one record, one fetch) can wait for the previous one's ACK.
-            .set("socket.nagle.disable", "true")
             .set("log_level", "3");
         for (k, v) in defaults {
             config.set(*k, v);
@@ -1351,9 +1348,8 @@ impl KafkaProducer {
     /// Sends what is queued without waiting for acknowledgements: true when every message
     /// produced so far is acknowledged; fails if one was refused.
     pub fn send_queued(&mut self) -> Result<bool> {
-        // Wakes the broker threads ("timed out" at once: ignored); what waits for `linger.ms`
-        // may still wait for it (eager jobs, the users of this, produce with no linger), and
-        // serves the delivery reports that have come.
+        // Sends at once what waits for `linger.ms` ("timed out" at once: ignored), and serves
+        // the delivery reports that have come.
         let _ = self.producer.flush(Duration::ZERO);
         self.producer.poll(Duration::ZERO);
         self.take_failures()?;
@@ -1403,24 +1399,14 @@ fn flush_promptly<C: ProducerContext>(
     timeout: Duration,
 ) -> rdkafka::error::KafkaResult<()> {
     let deadline = Instant::now() + timeout;
+    // Sends at once what waits for `linger.ms` (reports "timed out" at once: ignored).
+    let _ = producer.flush(Duration::ZERO);
     while producer.in_flight_count() > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if Instant::now() >= deadline {
             return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
         }
-        // librdkafka's own flush, with a wait: messages waiting for `linger.ms` go out at once
-        // only while a flush call lasts (after a flush without a wait returns, the broker
-        // thread may still linger: 5 ms more per micro-batch). With the event API it waits
-        // until the broker acknowledged everything, and serves no delivery report.
-        // SAFETY: the producer's handle is valid while `producer` lives.
-        unsafe {
-            rdkafka::bindings::rd_kafka_flush(
-                producer.client().native_ptr(),
-                left.as_millis().clamp(1, 100) as i32,
-            );
-        }
         // Serves the delivery reports that have come.
-        producer.poll(Duration::ZERO);
+        producer.poll(Duration::from_millis(1));
     }
     Ok(())
 }

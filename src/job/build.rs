@@ -613,16 +613,9 @@ fn connection(spec: &JobSpec) -> KafkaConnection {
         std::iter::once(("fetch.wait.max.ms".into(), wait_ms.to_string()))
             .chain(spec.kafka.consumer_properties.iter().cloned())
             .collect();
-    // Eager batches hand their output to the producer without waiting for it: a producer that
-    // lingers (librdkafka's 5 ms) would hold every batch's rows that long. Micro-batches give
-    // the producer their rows at once anyway. What the job's own properties say wins.
-    connection.producer_properties = spec
-        .runtime
-        .eager_batches
-        .then(|| ("linger.ms".to_string(), "0".to_string()))
-        .into_iter()
-        .chain(spec.kafka.producer_properties.iter().cloned())
-        .collect();
+    connection
+        .producer_properties
+        .clone_from(&spec.kafka.producer_properties);
     connection
 }
 
