@@ -467,3 +467,23 @@ fn emit_changes_is_refused_for_an_aggregate_over_a_windows_rows() {
     let error = Replay::plan(&sql).err().expect("refused").to_string();
     assert!(error.contains("remove EMIT CHANGES"), "{error}");
 }
+
+#[test]
+fn a_windowed_count_distinct_runs_on_a_stream_and_equals_datafusion() {
+    // DataFusion plans COUNT(DISTINCT …) as a GROUP BY over a windowed GROUP BY.
+    for seed in 0..3u64 {
+        let mut rng = Rng(9300 + seed);
+        let mut events = events(&mut rng, 300);
+        events.retain(|(stream, _)| *stream == "o");
+        let query = |streaming: bool| {
+            let (window, start) = if streaming {
+                ("TUMBLE(ts, INTERVAL '10' SECOND)", "window_start")
+            } else {
+                let bin = "date_bin(INTERVAL '10 seconds', ts, TIMESTAMP '1970-01-01T00:00:00')";
+                (bin, "date_bin(INTERVAL '10 seconds', ts, TIMESTAMP '1970-01-01T00:00:00') AS window_start")
+            };
+            format!("SELECT k, COUNT(DISTINCT d) AS amounts, {start} FROM o GROUP BY k, {window}")
+        };
+        compare_windowed_while_running(&events, &mut rng, query, seed);
+    }
+}

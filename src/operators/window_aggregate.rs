@@ -329,6 +329,22 @@ pub(crate) fn evaluate_time(time: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -
     Ok(t)
 }
 
+/// A cascaded window's closing key as times in ms: a window bound, or the window struct itself
+/// (its `window_end`).
+fn window_end(key: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    let value = key.evaluate(batch)?.into_array(batch.num_rows())?;
+    if let Some(window) = value.as_struct_opt() {
+        let end = window
+            .column_by_name("window_end")
+            .ok_or_else(|| VeloError::Execution("the window column has no window_end".into()))?;
+        return Ok(cast(
+            end,
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?);
+    }
+    evaluate_time(key, batch)
+}
+
 /// Builds an output batch: GROUP BY columns in order (the window at its position, the keys
 /// around it), then the aggregates.
 pub(crate) fn assemble_output(
@@ -479,7 +495,7 @@ impl StreamOperator for WindowAggregateExec {
             }
             _ => match self.closing {
                 Some((key, offset)) => {
-                    let ends = evaluate_time(&self.grouping.keys[key], &batch)?;
+                    let ends = window_end(&self.grouping.keys[key], &batch)?;
                     let ends = ends.as_primitive::<TimestampMillisecondType>();
                     for row in 0..rows {
                         if ends.is_null(row) {

@@ -817,7 +817,13 @@ fn holds_updating_aggregate(plan: &LogicalPlan, catalog: &Catalog) -> bool {
         return false;
     }
     if let LogicalPlan::Aggregate(a) = plan {
+        // DataFusion may alias a GROUP BY expression (COUNT(DISTINCT …) is planned as a GROUP
+        // BY over a GROUP BY whose keys are aliased).
         let windowed = a.group_expr.iter().any(|e| {
+            let e = match e {
+                Expr::Alias(alias) => alias.expr.as_ref(),
+                other => other,
+            };
             matches!(e, Expr::ScalarFunction(f) if WindowFunction::from_name(f.name()).is_some())
         });
         if !windowed && window_columns::cascaded_window(a).is_none() {

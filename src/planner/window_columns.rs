@@ -101,7 +101,7 @@ pub(super) fn trace_expr(e: &Expr, input: &LogicalPlan) -> Option<WindowColumn> 
 /// that GROUP BY expression and what to add to its value, in ms, to get the window's end.
 /// Such an aggregate sees each window's rows once, when the window closes below, so its
 /// groups close with the window too. `window_end` is preferred; `window_start` needs a
-/// window of fixed size.
+/// window of fixed size. A GROUP BY on the window column itself closes with its end too.
 pub(super) fn cascaded_window(aggregate: &Aggregate) -> Option<(usize, i64)> {
     let mut found = None;
     for (i, e) in aggregate.group_expr.iter().enumerate() {
@@ -110,7 +110,11 @@ pub(super) fn cascaded_window(aggregate: &Aggregate) -> Option<(usize, i64)> {
             return None;
         }
         match trace_expr(e, &aggregate.input) {
-            Some(WindowColumn::Bound { end: true, .. }) => return Some((i, 0)),
+            // The window itself (DataFusion plans COUNT(DISTINCT …) per window as a GROUP BY
+            // over the window's GROUP BY): the operator reads its `window_end`.
+            Some(WindowColumn::Bound { end: true, .. } | WindowColumn::Window { .. }) => {
+                return Some((i, 0))
+            }
             Some(WindowColumn::Bound {
                 end: false,
                 size: Some(size),
