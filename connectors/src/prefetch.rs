@@ -7,8 +7,8 @@
 //! reading.
 //!
 //! The job sees the same batches, in the same order, with the same reset partitions and
-//! problems (each delivered with the batch whose poll found them). At most one batch waits
-//! ready, plus the one being read. For bounded reads only (`execute`): a read that ends by
+//! problems (each delivered with the batch whose poll found them). One batch is read ahead
+//! (read, or being read), never more. For bounded reads only (`execute`): a read that ends by
 //! itself, has no consumer group to rebalance, and is positioned (`seek`) before its first
 //! poll. A batch read ahead but never taken (the job stopped, a LIMIT was reached) is simply
 //! dropped: the job's positions count only the batches it processed.
@@ -86,7 +86,9 @@ impl Prefetch {
     /// Starts the reading thread: it polls, hands the batch over (waiting while one is still
     /// untaken), and polls again, until the source ends, fails, or the job lets go.
     fn start(&mut self) -> Result<()> {
-        let (ready_tx, ready) = sync_channel::<Polled>(1);
+        // No slot: the thread holds the batch it read until the job takes it, so one batch is
+        // read ahead, never more (a batch may be up to `MAX_BATCH_BYTES`).
+        let (ready_tx, ready) = sync_channel::<Polled>(0);
         let stop = Arc::new(AtomicBool::new(false));
         let (inner, request, stopping) = (self.inner.clone(), self.request.clone(), stop.clone());
         let thread = std::thread::Builder::new()
