@@ -193,6 +193,28 @@ fn windowed(stream: &str, aggregate: &str, streaming: bool) -> String {
     format!("(SELECT k, {aggregate}, {start}, {end} FROM {stream} GROUP BY k, {group})")
 }
 
+/// A 10 s tumbling window over `time`: the GROUP BY expression and the SELECT item of its start,
+/// as `TUMBLE` when `streaming`, as `date_bin` for DataFusion's batch form.
+fn window_10s(time: &str, streaming: bool) -> (String, String) {
+    if streaming {
+        (
+            format!("TUMBLE({time}, INTERVAL '10' SECOND)"),
+            "window_start".into(),
+        )
+    } else {
+        let bin =
+            format!("date_bin(INTERVAL '10 seconds', {time}, TIMESTAMP '1970-01-01T00:00:00')");
+        (bin.clone(), format!("{bin} AS window_start"))
+    }
+}
+
+/// `count` events of stream `o` only.
+fn o_events(rng: &mut Rng, count: usize) -> Vec<(&'static str, String)> {
+    let mut all = events(rng, count);
+    all.retain(|(stream, _)| *stream == "o");
+    all
+}
+
 /// Streams `query(true)` (TUMBLE windows) and compares with DataFusion's `query(false)`
 /// (`date_bin`) over the same events.
 fn compare_windowed(
@@ -258,8 +280,7 @@ fn compare_windowed_while_running(
 fn an_aggregate_grouped_by_window_bounds_closes_with_the_window() {
     for seed in 0..4u64 {
         let mut rng = Rng(8600 + seed);
-        let mut events = events(&mut rng, 300);
-        events.retain(|(stream, _)| *stream == "o");
+        let events = o_events(&mut rng, 300);
         let query = |streaming: bool| {
             format!(
                 "SELECT c.window_end AS ends, COUNT(*) AS keys, MAX(c.n) AS most, SUM(c.n) AS all_rows \
@@ -275,8 +296,7 @@ fn an_aggregate_grouped_by_window_bounds_closes_with_the_window() {
 fn the_busiest_keys_of_each_window_joined_back_like_nexmark_q5_equal_datafusion() {
     for seed in 0..6u64 {
         let mut rng = Rng(8800 + seed);
-        let mut events = events(&mut rng, 300);
-        events.retain(|(stream, _)| *stream == "o");
+        let events = o_events(&mut rng, 300);
         let query = |streaming: bool| {
             let counts = windowed("o", "COUNT(*) AS n", streaming);
             format!(
@@ -430,15 +450,9 @@ fn a_windowed_count_enriched_by_an_aggregated_table_runs_and_equals_datafusion()
     let path = dir.path().join("levels.csv");
     std::fs::write(&path, "k,level\nhot,1\nhot,5\nk5,2\nk7,3\n").unwrap();
     let mut rng = Rng(9100);
-    let mut events = events(&mut rng, 240);
-    events.retain(|(stream, _)| *stream == "o");
+    let events = o_events(&mut rng, 240);
     let query = |streaming: bool| {
-        let (window, start) = if streaming {
-            ("TUMBLE(o.ts, INTERVAL '10' SECOND)", "window_start")
-        } else {
-            let bin = "date_bin(INTERVAL '10 seconds', o.ts, TIMESTAMP '1970-01-01T00:00:00')";
-            (bin, "date_bin(INTERVAL '10 seconds', o.ts, TIMESTAMP '1970-01-01T00:00:00') AS window_start")
-        };
+        let (window, start) = window_10s("o.ts", streaming);
         format!(
             "SELECT o.k, t.top, COUNT(*) AS n, {start} FROM o \
              JOIN (SELECT k, MAX(level) AS top FROM t GROUP BY k) t ON o.k = t.k \
@@ -473,15 +487,9 @@ fn a_windowed_count_distinct_runs_on_a_stream_and_equals_datafusion() {
     // DataFusion plans COUNT(DISTINCT …) as a GROUP BY over a windowed GROUP BY.
     for seed in 0..3u64 {
         let mut rng = Rng(9300 + seed);
-        let mut events = events(&mut rng, 300);
-        events.retain(|(stream, _)| *stream == "o");
+        let events = o_events(&mut rng, 300);
         let query = |streaming: bool| {
-            let (window, start) = if streaming {
-                ("TUMBLE(ts, INTERVAL '10' SECOND)", "window_start")
-            } else {
-                let bin = "date_bin(INTERVAL '10 seconds', ts, TIMESTAMP '1970-01-01T00:00:00')";
-                (bin, "date_bin(INTERVAL '10 seconds', ts, TIMESTAMP '1970-01-01T00:00:00') AS window_start")
-            };
+            let (window, start) = window_10s("ts", streaming);
             format!("SELECT k, COUNT(DISTINCT d) AS amounts, {start} FROM o GROUP BY k, {window}")
         };
         compare_windowed_while_running(&events, &mut rng, query, seed);

@@ -810,25 +810,28 @@ fn frame_needs(frame: &WindowFrame, name: &str, needs: &mut FrameNeeds) -> Resul
     }
 }
 
+/// True when `aggregate` is an updating aggregate: no window call in its GROUP BY (DataFusion
+/// may alias one: COUNT(DISTINCT …) is planned as a GROUP BY over a GROUP BY with aliased
+/// keys), and no window bound of the rows below (a cascaded window).
+fn is_updating(aggregate: &Aggregate) -> bool {
+    let windowed = aggregate.group_expr.iter().any(|e| {
+        let e = match e {
+            Expr::Alias(alias) => alias.expr.as_ref(),
+            other => other,
+        };
+        matches!(e, Expr::ScalarFunction(f) if WindowFunction::from_name(f.name()).is_some())
+    });
+    !windowed && window_columns::cascaded_window(aggregate).is_none()
+}
+
 /// True when `plan` holds an updating aggregate (a GROUP BY whose groups never close) on its
 /// stream side; a table side is a batch query DataFusion runs once.
 fn holds_updating_aggregate(plan: &LogicalPlan, catalog: &Catalog) -> bool {
     if is_table_side(plan, catalog) {
         return false;
     }
-    if let LogicalPlan::Aggregate(a) = plan {
-        // DataFusion may alias a GROUP BY expression (COUNT(DISTINCT …) is planned as a GROUP
-        // BY over a GROUP BY whose keys are aliased).
-        let windowed = a.group_expr.iter().any(|e| {
-            let e = match e {
-                Expr::Alias(alias) => alias.expr.as_ref(),
-                other => other,
-            };
-            matches!(e, Expr::ScalarFunction(f) if WindowFunction::from_name(f.name()).is_some())
-        });
-        if !windowed && window_columns::cascaded_window(a).is_none() {
-            return true;
-        }
+    if matches!(plan, LogicalPlan::Aggregate(a) if is_updating(a)) {
+        return true;
     }
     plan.inputs()
         .into_iter()
@@ -862,10 +865,7 @@ fn updating_group_keys(plan: &LogicalPlan) -> Vec<String> {
     let mut keys = Vec::new();
     let _ = plan.apply(|node| {
         if let LogicalPlan::Aggregate(a) = node {
-            let windowed = a.group_expr.iter().any(|e| {
-                matches!(e, Expr::ScalarFunction(f) if WindowFunction::from_name(f.name()).is_some())
-            }) || window_columns::cascaded_window(a).is_some();
-            if !windowed {
+            if is_updating(a) {
                 keys = a
                     .group_expr
                     .iter()

@@ -37,18 +37,19 @@ pub(super) fn trace_window_column(plan: &LogicalPlan, index: usize) -> Option<Wi
         LogicalPlan::Projection(p) => trace_expr(strip_alias(p.expr.get(index)?), &p.input),
         LogicalPlan::Aggregate(a) => {
             let group = strip_alias(a.group_expr.get(index)?);
-            let Expr::ScalarFunction(f) = group else {
+            let window = match group {
+                Expr::ScalarFunction(f) => WindowFunction::from_name(f.name()).map(|w| (f, w)),
+                _ => None,
+            };
+            let Some((f, window)) = window else {
                 // A GROUP BY on a window bound of the rows below keeps that bound.
                 return trace_expr(group, &a.input);
             };
-            if WindowFunction::from_name(f.name()).is_none() {
-                return trace_expr(group, &a.input);
-            }
             let millis = |i: usize| match f.args.get(i) {
                 Some(Expr::Literal(v, _)) => interval_millis(v).ok(),
                 _ => None,
             };
-            match WindowFunction::from_name(f.name())? {
+            match window {
                 WindowFunction::Tumble => {
                     let size = millis(1)?;
                     Some(WindowColumn::Window {
