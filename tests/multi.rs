@@ -478,13 +478,101 @@ fn validate_schema_reads_avro_protobuf_and_column_lists_and_the_security_check_r
 }
 
 #[test]
-fn benchmark_runs_each_test_type_and_prints_records_per_second() {
-    for (test_type, extra) in [
-        ("throughput", vec![]),
-        (
-            "latency",
-            vec!["--target-rps", "20000", "--percentiles", "50,95,99"],
+fn benchmark_throughput_runs_nexmark_in_process_and_via_the_broker_with_the_right_answers() {
+    // `bench nexmark` fails the command when a run's records in or rows out differ from the
+    // answer computed from the generated events, so success means every count was right.
+    let out = ok(&[
+        "benchmark",
+        "--test-type",
+        "throughput",
+        "--data-size",
+        "5K",
+        "--query",
+        "q2",
+        "--via-broker",
+        "--parallelism",
+        "2",
+        "--batch-size",
+        "1000",
+    ]);
+    assert!(
+        out.starts_with(
+            "Nexmark: 5000 events (100 persons, 300 auctions, 4600 bids; 1 MB of JSON), 1000 \
+             records per batch, 2 worker lanes\n"
         ),
+        "{out}"
+    );
+    let runs: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| run"))
+        .map(|l| l.split(" | ").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            "| q2 in-process (JSON-lines files)",
+            "| q2 via broker",
+            "| raw consume of the bids (librdkafka, nothing decoded)"
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn benchmark_latency_measures_every_bid_through_the_broker_at_the_guides_percentiles() {
+    let out = ok(&[
+        "benchmark",
+        "--test-type",
+        "latency",
+        "--duration",
+        "1",
+        "--target-rps",
+        "400",
+        "--percentiles",
+        "50,90,99.9",
+    ]);
+    // One second at 400/s: at least 400 bids, every one measured once (a missing or doubled
+    // result fails the run).
+    let head = out
+        .lines()
+        .find(|l| l.starts_with("Nexmark latency: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let bids: usize = head["Nexmark latency: ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(bids >= 400, "{out}");
+    assert!(head.contains(" bids at 400/s"), "{out}");
+    assert!(
+        out.contains("| results measured | p50 | p90 | p99.9 | max |"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with(&format!("| {bids} | "))),
+        "{out}"
+    );
+}
+
+#[test]
+fn benchmark_names_a_percentile_list_it_cannot_read() {
+    let out = run_multi(&[
+        "benchmark",
+        "--test-type",
+        "latency",
+        "--percentiles",
+        "50,ninety",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: --percentiles '50,ninety' is not a list of percentiles like 50,95,99\n"
+    );
+}
+
+#[test]
+fn benchmark_runs_each_trades_test_type_and_prints_records_per_second() {
+    for (test_type, extra) in [
         ("query_performance", vec!["--concurrent-queries", "4"]),
         ("memory_stress", vec!["--memory-limit", "512MB"]),
         ("scalability", vec!["--concurrent-jobs", "2"]),
@@ -515,7 +603,7 @@ fn benchmark_runs_each_test_type_and_prints_records_per_second() {
             assert!(run.contains(" 5000 records"), "{out}");
         }
         assert!(out.contains("records/CPU-s"), "{out}");
-        if test_type == "latency" {
+        if test_type == "query_performance" {
             assert!(out.contains("p50=") && out.contains("p99="), "{out}");
         }
     }

@@ -315,3 +315,42 @@ fn an_eager_batch_runs_without_waiting_out_the_flush_interval() {
     assert_eq!(code, 0);
     assert_eq!(rest, vec![r#"{"n":1}"#, r#"{"n":2}"#]);
 }
+
+#[test]
+fn handed_over_output_is_sent_without_waiting_out_the_producers_linger() {
+    use velo_connectors::kafka::{KafkaConnection, KafkaProducer};
+    let topic = unique_topic("send-queued");
+    create_topic(&topic, 1);
+    let mut connection = KafkaConnection::new(brokers(), std::time::Duration::from_secs(10));
+    // A linger far longer than the reader waits (20 s): only the producer's own sending thread
+    // can have sent the rows in time, since nothing here waits for them.
+    connection.producer_properties = vec![
+        ("linger.ms".into(), "60000".into()),
+        ("message.timeout.ms".into(), "120000".into()),
+    ];
+    let mut producer = KafkaProducer::new(&connection).unwrap();
+    // The first row waits for the topic's metadata (a flush waits for that too); from then on,
+    // as in a running job, rows go to a partition the producer knows.
+    producer.send(&topic, None, b"first", None).unwrap();
+    producer.flush().unwrap();
+    for n in 0..3 {
+        producer
+            .send(&topic, None, format!("row {n}").as_bytes(), None)
+            .unwrap();
+    }
+    // Not acknowledged yet: the call hands over and returns at once.
+    assert!(!producer.send_queued().unwrap());
+    let values: Vec<String> = consume(&topic, 4).into_iter().map(|c| c.value).collect();
+    assert_eq!(values, ["first", "row 0", "row 1", "row 2"]);
+    // Everything is acknowledged now, once the delivery reports are served.
+    let mut acknowledged = false;
+    for _ in 0..200 {
+        acknowledged = producer.send_queued().unwrap();
+        if acknowledged {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(acknowledged);
+    delete_topic(&topic);
+}

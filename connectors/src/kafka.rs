@@ -6,7 +6,7 @@
 //! after the sink has acknowledged an epoch's output, which gives at-least-once delivery.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -1283,9 +1283,92 @@ impl ProducerContext for DeliveryTracker {
 /// A producer that sends messages and, on [`KafkaProducer::flush`], waits until the broker has
 /// acknowledged every one of them (or reports which failed).
 pub struct KafkaProducer {
-    producer: BaseProducer<DeliveryTracker>,
+    /// Started by the first [`KafkaProducer::send_queued`]; declared first so that its thread
+    /// has stopped before the producer is dropped.
+    sender: Option<Sender>,
+    producer: Arc<BaseProducer<DeliveryTracker>>,
     timeout: Duration,
     tracker_topic: String,
+    /// Messages queued since the last [`KafkaProducer::send_queued`].
+    queued: usize,
+}
+
+/// How long the [`Sender`]'s flush lasts: while it does, librdkafka sends what is queued
+/// without waiting out `linger.ms`.
+const SEND_WINDOW_MS: i32 = 1;
+
+/// A thread of the producer's own that sends what the job has handed over, without the job
+/// waiting: librdkafka skips `linger.ms` only while a flush call lasts, and a flush without a
+/// wait returns before its broker thread has looked (the output then waits the whole linger);
+/// a flush with a wait, made by the job, blocks it for that wait on every micro-batch (with the
+/// event API a message counts until the job serves its delivery report). Requests made while
+/// one flush runs are folded into the next.
+struct Sender {
+    wanted: Arc<(Mutex<SenderState>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct SenderState {
+    pending: bool,
+    stop: bool,
+}
+
+impl Sender {
+    fn start(producer: Arc<BaseProducer<DeliveryTracker>>) -> std::io::Result<Self> {
+        let wanted = Arc::new((
+            Mutex::new(SenderState::default()),
+            std::sync::Condvar::new(),
+        ));
+        let shared = wanted.clone();
+        let thread = std::thread::Builder::new()
+            .name("velo-producer-send".into())
+            .spawn(move || {
+                let (state, wake) = &*shared;
+                loop {
+                    {
+                        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+                        while !s.pending && !s.stop {
+                            s = wake.wait(s).unwrap_or_else(|p| p.into_inner());
+                        }
+                        if s.stop {
+                            return;
+                        }
+                        s.pending = false;
+                    }
+                    // SAFETY: the pointer is the live producer this thread holds an `Arc` of;
+                    // librdkafka's flush may be called from any thread. It only waits (the
+                    // delivery reports stay queued for the job to serve).
+                    unsafe {
+                        rdkafka::bindings::rd_kafka_flush(
+                            producer.client().native_ptr(),
+                            SEND_WINDOW_MS,
+                        );
+                    }
+                }
+            })?;
+        Ok(Self {
+            wanted,
+            thread: Some(thread),
+        })
+    }
+
+    fn request(&self) {
+        let (state, wake) = &*self.wanted;
+        state.lock().unwrap_or_else(|p| p.into_inner()).pending = true;
+        wake.notify_one();
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let (state, wake) = &*self.wanted;
+        state.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
+        wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl KafkaProducer {
@@ -1307,9 +1390,11 @@ impl KafkaProducer {
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| ConnectorError::kafka("creating a producer", e))?;
         Ok(Self {
-            producer,
+            producer: Arc::new(producer),
             timeout: connection.timeout,
             tracker_topic: String::new(),
+            sender: None,
+            queued: 0,
         })
     }
 
@@ -1333,7 +1418,10 @@ impl KafkaProducer {
         }
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.queued += 1;
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     self.producer.poll(Duration::from_millis(50));
@@ -1347,13 +1435,39 @@ impl KafkaProducer {
 
     /// Sends what is queued without waiting for acknowledgements: true when every message
     /// produced so far is acknowledged; fails if one was refused.
+    ///
+    /// Like Nagle's algorithm the other way round: what was queued since the last call is sent
+    /// at once when nothing sent before is still unacknowledged (the latency of a trickle), and
+    /// otherwise left to `linger.ms` to gather with what follows (fewer, larger requests for a
+    /// broker that is busy answering the earlier ones).
     pub fn send_queued(&mut self) -> Result<bool> {
-        // Sends at once what waits for `linger.ms` ("timed out" at once: ignored), and serves
-        // the delivery reports that have come.
-        let _ = self.producer.flush(Duration::ZERO);
+        // Serves the delivery reports that have come.
         self.producer.poll(Duration::ZERO);
+        let queued = std::mem::take(&mut self.queued);
+        let in_flight = usize::try_from(self.producer.in_flight_count()).unwrap_or(0);
+        if queued > 0 && in_flight <= queued {
+            self.send_now();
+        }
         self.take_failures()?;
-        Ok(self.producer.in_flight_count() == 0)
+        Ok(in_flight == 0)
+    }
+
+    /// Has what waits for `linger.ms` sent at once, by the producer's own thread.
+    fn send_now(&mut self) {
+        if self.sender.is_none() {
+            match Sender::start(self.producer.clone()) {
+                Ok(sender) => self.sender = Some(sender),
+                Err(e) => {
+                    // Without the thread, a flush without a wait does what it can.
+                    tracing::warn!("cannot start the producer's sending thread: {e}");
+                    let _ = self.producer.flush(Duration::ZERO);
+                    return;
+                }
+            }
+        }
+        if let Some(sender) = &self.sender {
+            sender.request();
+        }
     }
 
     /// The deliveries that failed since the last call, as an error.
@@ -1379,7 +1493,8 @@ impl KafkaProducer {
     /// Waits until every queued message is acknowledged; fails if any was not.
     pub fn flush(&mut self) -> Result<()> {
         self.producer.poll(Duration::ZERO);
-        if let Err(e) = flush_promptly(&self.producer, self.timeout) {
+        self.queued = 0;
+        if let Err(e) = self.flush_promptly() {
             return Err(ConnectorError::Delivery {
                 topic: self.tracker_topic.clone(),
                 failed: self.producer.in_flight_count().max(1) as usize,
@@ -1388,27 +1503,25 @@ impl KafkaProducer {
         }
         self.take_failures()
     }
-}
 
-/// Waits until every message `producer` holds is acknowledged, up to `timeout`. Not
-/// `BaseProducer::flush`: rdkafka 0.39 polls there 100 ms at a time and its poll waits out the
-/// whole interval even when the acknowledgement came first, so every flush (one per
-/// micro-batch) took at least 100 ms.
-fn flush_promptly<C: ProducerContext>(
-    producer: &BaseProducer<C>,
-    timeout: Duration,
-) -> rdkafka::error::KafkaResult<()> {
-    let deadline = Instant::now() + timeout;
-    // Sends at once what waits for `linger.ms` (reports "timed out" at once: ignored).
-    let _ = producer.flush(Duration::ZERO);
-    while producer.in_flight_count() > 0 {
-        if Instant::now() >= deadline {
-            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+    /// Waits until every message is acknowledged, up to the connection's timeout, keeping the
+    /// sending thread flushing meanwhile (a message whose partition was not known yet, at the
+    /// first flush, is queued for `linger.ms` once it is). Not `BaseProducer::flush`: rdkafka
+    /// 0.39 polls there 100 ms at a time and its poll waits out the whole interval even when
+    /// the acknowledgement came first, so every flush (one per micro-batch) took at least
+    /// 100 ms.
+    fn flush_promptly(&mut self) -> rdkafka::error::KafkaResult<()> {
+        let deadline = Instant::now() + self.timeout;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+            }
+            self.send_now();
+            // Serves the delivery reports that have come.
+            self.producer.poll(Duration::from_millis(1));
         }
-        // Serves the delivery reports that have come.
-        producer.poll(Duration::from_millis(1));
+        Ok(())
     }
-    Ok(())
 }
 
 /// What a job does when a dead letter cannot be written (too large for the broker, the topic

@@ -51,8 +51,8 @@ fn kafka_error(what: &str, e: impl std::fmt::Display) -> VeloError {
     VeloError::Execution(format!("{what}: {e}"))
 }
 
-/// Runs a latency measurement as `args` say and prints its percentiles.
-pub async fn run(args: &NexmarkArgs, columns: &str) -> Result<()> {
+/// Runs a latency measurement as `args` say and prints its `percentiles`.
+pub async fn run(args: &NexmarkArgs, columns: &str, percentiles: &[f64]) -> Result<()> {
     let events = parse_count("--events", &args.events)?;
     let rate = args.rate.max(1);
     let (batch, flush, eager) = low_latency_profile();
@@ -153,22 +153,29 @@ pub async fn run(args: &NexmarkArgs, columns: &str) -> Result<()> {
         if eager { ", eager batches" } else { "" }
     );
     println!();
-    println!("| results measured | p50 | p95 | p99 | max |");
-    println!("|---|---|---|---|---|");
+    let named: Vec<String> = percentiles.iter().map(|p| format!("p{p}")).collect();
+    println!("| results measured | {} | max |", named.join(" | "));
+    println!("|---|{}---|", "---|".repeat(percentiles.len()));
+    let values: Vec<String> = percentiles
+        .iter()
+        .map(|&p| format!("{} ms", at(p)))
+        .collect();
     println!(
-        "| {} | {} ms | {} ms | {} ms | {} ms |",
+        "| {} | {} | {} ms |",
         latencies.len(),
-        at(50.0),
-        at(95.0),
-        at(99.0),
+        values.join(" | "),
         latencies.last().copied().unwrap_or(0)
     );
-    if let Some(inside) = progress.latency_percentiles_at(&[50.0, 95.0, 99.0]) {
+    if let Some(inside) = progress.latency_percentiles_at(percentiles) {
+        let shown: Vec<String> = named
+            .iter()
+            .zip(inside)
+            .map(|(p, v)| format!("{p} {v:.1} ms"))
+            .collect();
         println!();
         println!(
-            "of which inside the job (a micro-batch's poll → its output flushed): p50 {:.1} ms, \
-             p95 {:.1} ms, p99 {:.1} ms",
-            inside[0], inside[1], inside[2]
+            "of which inside the job (a micro-batch's poll → its output flushed): {}",
+            shown.join(", ")
         );
     }
     Ok(())
@@ -249,7 +256,14 @@ fn measure(
             if left.is_zero() {
                 break;
             }
-            if let Some(Ok(message)) = consumer.poll(left) {
+            // librdkafka waits in whole milliseconds, and the `rdkafka` crate polls again
+            // without a wait until a fraction of one has passed: a spin that takes a core from
+            // the broker and the job. Below a millisecond this thread sleeps instead.
+            if left < Duration::from_millis(1) {
+                std::thread::sleep(left);
+            } else if let Some(Ok(message)) =
+                consumer.poll(Duration::from_millis(left.as_millis() as u64))
+            {
                 take(&message, &mut latencies);
             }
         }

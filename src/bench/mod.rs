@@ -1,14 +1,14 @@
 //! Benchmark commands: `velo-sql bench nexmark` ([`nexmark`]) and `velo-sql-multi benchmark`.
 //!
-//! `velo-sql-multi benchmark`: the engine measured in this process, on the built-in trades
-//! generator, through the same job runtime as `velo-sql execute` (generate → JSON → SQL →
-//! JSON lines into a temporary file, removed after). Prints records/s, wall and CPU seconds per run; nothing
-//! is asserted on time.
+//! `velo-sql-multi benchmark`, test types (the deployment guide's names):
+//! - `throughput`: `bench nexmark` over `--data-size` events (`--query`, `--via-broker`,
+//!   `--parallelism` as there);
+//! - `latency`: `bench nexmark --latency` at `--target-rps` (default 2 000 bids/s) for
+//!   `--duration`, printing the `--percentiles` of record produced → result consumed.
 //!
-//! Test types (the deployment guide's names):
-//! - `throughput`: a filter and projection over `--data-size` trades;
-//! - `latency`: the same at `--target-rps` (default 10 000/s) with small micro-batches, and the
-//!   `--percentiles` of micro-batch latency (poll → output written);
+//! The other types run the engine in this process on the built-in trades generator, through
+//! the same job runtime as `velo-sql execute` (generate → JSON → SQL → JSON lines into a
+//! temporary file, removed after), and print records/s, wall and CPU seconds per run:
 //! - `query_performance`: `--concurrent-queries` different queries (filter, tumbling window,
 //!   GROUP BY, OVER) at once, each timed;
 //! - `memory_stress`: a GROUP BY over many keys, reporting the state held (`--memory-limit`
@@ -54,6 +54,71 @@ pub struct BenchArgs {
     /// Latency percentiles to print.
     #[arg(long, default_value = "50,95,99")]
     pub percentiles: String,
+    /// The Nexmark query of a `throughput` run (as `bench nexmark --query`).
+    #[arg(long, default_value = "all", value_parser = nexmark::QUERY_NAMES)]
+    pub query: String,
+    /// A `throughput` run also reads every stream from topics of the broker.
+    #[arg(long)]
+    pub via_broker: bool,
+    /// Worker lanes of a `throughput` run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+}
+
+/// The guide's `--percentiles 50,95,99`.
+fn parse_percentiles(text: &str) -> Result<Vec<f64>> {
+    text.split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| (0.0..=100.0).contains(p))
+        })
+        .collect::<Option<Vec<f64>>>()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            VeloError::Usage(format!(
+                "--percentiles '{text}' is not a list of percentiles like 50,95,99"
+            ))
+        })
+}
+
+/// `throughput` and `latency`: the Nexmark benchmark, with the guide's flags mapped onto
+/// `bench nexmark`'s.
+async fn run_nexmark(args: BenchArgs) -> Result<()> {
+    let percentiles = parse_percentiles(&args.percentiles)?;
+    let latency = args.test_type == "latency";
+    let rate = args.target_rps.unwrap_or(2_000).max(1);
+    let events = if latency {
+        // Enough events for `--duration` of bids at `rate` (46 events in 50 are bids).
+        let seconds = crate::cli::parse_timeout(&args.duration)
+            .map_err(|e| VeloError::Usage(format!("--duration '{}': {e}", args.duration)))?
+            .as_secs_f64();
+        let bids = (rate as f64 * seconds).ceil().max(2.0);
+        ((bids * 50.0 / 46.0).ceil() as u64 + 50).to_string()
+    } else {
+        if args.target_rps.is_some() {
+            println!("(--target-rps paces latency runs; a throughput run reads as fast as it can)");
+        }
+        args.data_size.clone()
+    };
+    let nexmark_args = nexmark::NexmarkArgs {
+        query: if latency { "q0".into() } else { args.query },
+        parallelism: args.parallelism,
+        events,
+        via_broker: args.via_broker,
+        brokers: args.brokers,
+        batch_size: args.batch_size,
+        latency,
+        rate,
+        eager_batches: false,
+    };
+    match latency {
+        true => latency::run(&nexmark_args, nexmark::BID_COLUMNS, &percentiles).await,
+        false => nexmark::run(nexmark_args).await,
+    }
 }
 
 const THROUGHPUT: &str =
@@ -204,23 +269,14 @@ fn report(m: &Measured) {
 
 /// Runs the benchmark `args` names and prints its measurements.
 pub async fn run(args: BenchArgs) -> Result<()> {
+    if matches!(args.test_type.as_str(), "throughput" | "latency") {
+        return run_nexmark(args).await;
+    }
     let count = parse_count("--data-size", &args.data_size)?;
-    let percentiles: Vec<f64> = args
-        .percentiles
-        .split(',')
-        .map(|p| p.trim().parse::<f64>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| VeloError::Usage(format!("--percentiles '{}': {e}", args.percentiles)))?;
+    let percentiles = parse_percentiles(&args.percentiles)?;
     let cpu = cpu_seconds();
     let started = Instant::now();
     let runs: Vec<Measured> = match args.test_type.as_str() {
-        "throughput" => {
-            vec![run_one("throughput", THROUGHPUT, count, args.target_rps, &args).await?]
-        }
-        "latency" => {
-            let rate = args.target_rps.unwrap_or(10_000);
-            vec![run_one("latency", THROUGHPUT, count, Some(rate), &args).await?]
-        }
         "query_performance" => {
             let runs = QUERIES
                 .iter()
@@ -252,7 +308,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     println!("benchmark {} ({} records per run)", args.test_type, count);
     for m in &runs {
         report(m);
-        if args.test_type == "latency" || args.test_type == "query_performance" {
+        if args.test_type == "query_performance" {
             if let Some(values) = m.progress.latency_percentiles_at(&percentiles) {
                 let shown: Vec<String> = percentiles
                     .iter()

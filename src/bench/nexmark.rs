@@ -36,7 +36,7 @@ pub struct NexmarkArgs {
     /// window), q8 (new sellers: persons who opened an auction in the window they registered
     /// in), q11 (bid sessions per bidder), count10s (bids per auction in 10 s tumbling
     /// windows), or all.
-    #[arg(long, default_value = "all", value_parser = ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q11", "count10s", "all"])]
+    #[arg(long, default_value = "all", value_parser = QUERY_NAMES)]
     pub query: String,
     /// Worker lanes each timed run uses (`execute --parallelism`).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -65,8 +65,13 @@ pub struct NexmarkArgs {
     pub eager_batches: bool,
 }
 
+/// What `--query` takes.
+pub const QUERY_NAMES: [&str; 11] = [
+    "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q11", "count10s", "all",
+];
+
 /// The bid stream's columns.
-const BID_COLUMNS: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
+pub const BID_COLUMNS: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
                            url VARCHAR, date_time TIMESTAMP, extra VARCHAR";
 
 /// The three streams of the Nexmark model and their columns (the generator's flat objects).
@@ -474,7 +479,7 @@ fn script(query: &Query, source: impl Fn(&str) -> String) -> String {
 /// Runs the benchmark; an error when a query's answer has the wrong number of rows.
 pub async fn run(args: NexmarkArgs) -> Result<()> {
     if args.latency {
-        return super::latency::run(&args, BID_COLUMNS).await;
+        return super::latency::run(&args, BID_COLUMNS, &[50.0, 95.0, 99.0]).await;
     }
     let events = parse_count("--events", &args.events)?;
     let files = STREAMS.map(|(name, _)| TempFile::new(&format!("{name}.jsonl")));
