@@ -322,8 +322,8 @@ fn handed_over_output_is_sent_without_waiting_out_the_producers_linger() {
     let topic = unique_topic("send-queued");
     create_topic(&topic, 1);
     let mut connection = KafkaConnection::new(brokers(), std::time::Duration::from_secs(10));
-    // A linger far longer than the reader waits (20 s): only the producer's own sending thread
-    // can have sent the rows in time, since nothing here waits for them.
+    // A linger far longer than this test waits (10 s): only the producer's own sending thread
+    // can have sent the rows in time.
     connection.producer_properties = vec![
         ("linger.ms".into(), "60000".into()),
         ("message.timeout.ms".into(), "120000".into()),
@@ -340,11 +340,10 @@ fn handed_over_output_is_sent_without_waiting_out_the_producers_linger() {
     }
     // Not acknowledged yet: the call hands over and returns at once.
     assert!(!producer.send_queued().unwrap());
-    let values: Vec<String> = consume(&topic, 4).into_iter().map(|c| c.value).collect();
-    assert_eq!(values, ["first", "row 0", "row 1", "row 2"]);
-    // Everything is acknowledged now, once the delivery reports are served.
+    // As the job does between micro-batches: handing over again until everything is
+    // acknowledged, which the 60 s linger alone would not do within 10 s.
     let mut acknowledged = false;
-    for _ in 0..200 {
+    for _ in 0..1000 {
         acknowledged = producer.send_queued().unwrap();
         if acknowledged {
             break;
@@ -352,5 +351,58 @@ fn handed_over_output_is_sent_without_waiting_out_the_producers_linger() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert!(acknowledged);
+    let values: Vec<String> = consume(&topic, 4).into_iter().map(|c| c.value).collect();
+    assert_eq!(values, ["first", "row 0", "row 1", "row 2"]);
     delete_topic(&topic);
+}
+
+#[test]
+fn an_eager_job_commits_its_last_batch_while_no_records_come() {
+    let (input, output) = (
+        unique_topic("eager-idle-in"),
+        unique_topic("eager-idle-out"),
+    );
+    create_topic(&input, 1);
+    create_topic(&output, 1);
+    let group = unique_topic("eager-idle");
+    let job = spawn(&[
+        "stream",
+        "--query",
+        "SELECT n FROM source",
+        "--input-topic",
+        &input,
+        "--schema",
+        "n BIGINT, price DECIMAL(10,2)",
+        "--output",
+        "kafka",
+        "--output-topic",
+        &output,
+        "--format",
+        "json",
+        "--flush-interval-ms",
+        "50",
+        "--eager-batches",
+        // No checkpoints, which would commit too.
+        "--no-state",
+        "--group-id",
+        &group,
+    ]);
+    numbers(&input, 0..5, 1);
+    let values: Vec<String> = consume(&output, 5).into_iter().map(|c| c.value).collect();
+    assert_eq!(values.len(), 5, "{values:?}");
+    // No more records come: the offsets of the last batch are committed all the same, once
+    // its output is acknowledged (the sending thread sends it; nothing flushes it otherwise).
+    let mut committed = None;
+    for _ in 0..100 {
+        committed = committed_offset(&group, &input, 0);
+        if committed == Some(5) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(committed, Some(5));
+    let (code, _) = job.terminate();
+    assert_eq!(code, 0);
+    delete_topic(&input);
+    delete_topic(&output);
 }

@@ -1254,10 +1254,11 @@ fn is_fatal(e: &KafkaError) -> bool {
     )
 }
 
-/// Collects delivery failures reported by librdkafka.
+/// Collects delivery failures reported by librdkafka, and counts every delivery report.
 #[derive(Default)]
 pub struct DeliveryTracker {
     failures: Mutex<(usize, Option<String>)>,
+    reports: std::sync::atomic::AtomicU64,
 }
 
 impl ClientContext for DeliveryTracker {
@@ -1272,6 +1273,8 @@ impl ClientContext for DeliveryTracker {
 impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        self.reports
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err((e, _)) = result {
             let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
             failures.0 += 1;
@@ -1283,15 +1286,30 @@ impl ProducerContext for DeliveryTracker {
 /// A producer that sends messages and, on [`KafkaProducer::flush`], waits until the broker has
 /// acknowledged every one of them (or reports which failed).
 pub struct KafkaProducer {
-    /// Started by the first [`KafkaProducer::send_queued`]; declared first so that its thread
-    /// has stopped before the producer is dropped.
+    /// Started by the first send that cannot wait for the linger; declared first so that its
+    /// thread has stopped before the producer is dropped.
     sender: Option<Sender>,
+    /// The sending thread could not be started (not tried again).
+    no_sender: bool,
     producer: Arc<BaseProducer<DeliveryTracker>>,
     timeout: Duration,
     tracker_topic: String,
     /// Messages queued since the last [`KafkaProducer::send_queued`].
     queued: usize,
+    /// Messages [`KafkaProducer::send_queued`] left to the linger, behind unacknowledged ones.
+    held: usize,
+    /// When the sending thread was last asked, and the delivery reports served by then.
+    requested: Option<(Instant, u64)>,
+    /// The producer's `linger.ms`.
+    linger: Duration,
 }
+
+/// A send asked of the [`Sender`] is asked again when no delivery report has come this long
+/// after it while messages are outstanding, if the producer's linger is longer still (its
+/// window can miss messages whose partition was not known yet, or a broker thread not
+/// scheduled in time; with a shorter linger the linger sends them first). Long enough not to
+/// fire because a busy broker is slow to acknowledge.
+const RESEND_AFTER: Duration = Duration::from_millis(50);
 
 /// How long the [`Sender`]'s flush lasts: while it does, librdkafka sends what is queued
 /// without waiting out `linger.ms`.
@@ -1386,6 +1404,12 @@ impl KafkaProducer {
         );
         // No loss, no duplicates on retries: not for configuration to undo.
         config.set("enable.idempotence", "true").set("acks", "all");
+        let linger = config
+            .get("linger.ms")
+            .and_then(|ms| ms.trim().parse::<f64>().ok())
+            .map_or(Duration::ZERO, |ms| {
+                Duration::from_secs_f64(ms.max(0.0) / 1000.0)
+            });
         let producer: BaseProducer<DeliveryTracker> = config
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| ConnectorError::kafka("creating a producer", e))?;
@@ -1394,7 +1418,11 @@ impl KafkaProducer {
             timeout: connection.timeout,
             tracker_topic: String::new(),
             sender: None,
+            no_sender: false,
             queued: 0,
+            held: 0,
+            requested: None,
+            linger,
         })
     }
 
@@ -1440,33 +1468,68 @@ impl KafkaProducer {
     /// at once when nothing sent before is still unacknowledged (the latency of a trickle), and
     /// otherwise left to `linger.ms` to gather with what follows (fewer, larger requests for a
     /// broker that is busy answering the earlier ones).
+    ///
+    /// A send asked for is asked again when no delivery report followed it within
+    /// [`RESEND_AFTER`], so calling this while waiting (the job does, between micro-batches)
+    /// never leaves messages to a long linger.
     pub fn send_queued(&mut self) -> Result<bool> {
-        // Serves the delivery reports that have come.
-        self.producer.poll(Duration::ZERO);
-        let queued = std::mem::take(&mut self.queued);
+        self.serve_reports();
+        self.held += std::mem::take(&mut self.queued);
         let in_flight = usize::try_from(self.producer.in_flight_count()).unwrap_or(0);
-        if queued > 0 && in_flight <= queued {
+        // Held messages the linger has since sent and the broker acknowledged are gone.
+        self.held = self.held.min(in_flight);
+        let only_ours = self.held > 0 && in_flight <= self.held;
+        let reports = self.reports();
+        let missed = in_flight > 0
+            && self.linger > RESEND_AFTER
+            && self
+                .requested
+                .is_some_and(|(at, seen)| at.elapsed() >= RESEND_AFTER && reports == seen);
+        if only_ours || missed {
             self.send_now();
         }
         self.take_failures()?;
         Ok(in_flight == 0)
     }
 
+    /// Delivery reports served so far.
+    fn reports(&self) -> u64 {
+        self.producer
+            .context()
+            .reports
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Serves every delivery report that has come (one poll without a wait serves one event).
+    fn serve_reports(&self) {
+        loop {
+            let before = self.producer.in_flight_count();
+            self.producer.poll(Duration::ZERO);
+            if self.producer.in_flight_count() >= before {
+                return;
+            }
+        }
+    }
+
     /// Has what waits for `linger.ms` sent at once, by the producer's own thread.
     fn send_now(&mut self) {
-        if self.sender.is_none() {
+        self.held = 0;
+        self.requested = Some((Instant::now(), self.reports()));
+        if self.sender.is_none() && !self.no_sender {
             match Sender::start(self.producer.clone()) {
                 Ok(sender) => self.sender = Some(sender),
                 Err(e) => {
-                    // Without the thread, a flush without a wait does what it can.
                     tracing::warn!("cannot start the producer's sending thread: {e}");
-                    let _ = self.producer.flush(Duration::ZERO);
-                    return;
+                    self.no_sender = true;
                 }
             }
         }
-        if let Some(sender) = &self.sender {
-            sender.request();
+        match &self.sender {
+            Some(sender) => sender.request(),
+            // Without the thread, a flush without a wait does what it can.
+            None => {
+                let _ = self.producer.flush(Duration::ZERO);
+            }
         }
     }
 
@@ -1492,7 +1555,7 @@ impl KafkaProducer {
 
     /// Waits until every queued message is acknowledged; fails if any was not.
     pub fn flush(&mut self) -> Result<()> {
-        self.producer.poll(Duration::ZERO);
+        self.serve_reports();
         self.queued = 0;
         if let Err(e) = self.flush_promptly() {
             return Err(ConnectorError::Delivery {

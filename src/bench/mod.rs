@@ -33,7 +33,8 @@ use crate::job::spec::JobHooks;
 pub struct BenchArgs {
     #[arg(long, value_parser = ["throughput", "latency", "query_performance", "memory_stress", "scalability"])]
     pub test_type: String,
-    /// Longest a run may take, in seconds or with a unit; a run stops there.
+    /// How long a `latency` run produces bids; the longest a trades run may take (it stops
+    /// there). In seconds or with a unit. A `throughput` run reads its `--data-size` events.
     #[arg(long, default_value = "60")]
     pub duration: String,
     #[arg(long, default_value_t = 4)]
@@ -41,7 +42,8 @@ pub struct BenchArgs {
     /// Records per run: `1M`, `500K`, `20000`.
     #[arg(long, default_value = "1M")]
     pub data_size: String,
-    /// Records per second the generator paces at (latency test; default 10 000 there).
+    /// Bids per second a `latency` run produces (default 2 000); trades runs are paced at it
+    /// when given. A `throughput` run reads as fast as it can.
     #[arg(long)]
     pub target_rps: Option<u64>,
     #[arg(long, default_value_t = 8192)]

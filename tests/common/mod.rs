@@ -294,6 +294,20 @@ pub fn consume(topic: &str, expected: usize) -> Vec<Consumed> {
     out
 }
 
+/// The offset `group` has committed for `partition` of `topic`, if any.
+pub fn committed_offset(group: &str, topic: &str, partition: i32) -> Option<i64> {
+    let consumer: BaseConsumer = config().set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .ok()?;
+    match committed.find_partition(topic, partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
 /// Every record of `topic` up to the end of each partition now, in (partition, offset) order.
 pub fn consume_now(topic: &str) -> Vec<Consumed> {
     consume_now_at(brokers(), topic)
