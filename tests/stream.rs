@@ -391,7 +391,7 @@ fn an_eager_job_commits_its_last_batch_while_no_records_come() {
     let values: Vec<String> = consume(&output, 5).into_iter().map(|c| c.value).collect();
     assert_eq!(values.len(), 5, "{values:?}");
     // No more records come: the offsets of the last batch are committed all the same, once
-    // its output is acknowledged (the sending thread sends it; nothing flushes it otherwise).
+    // its output is acknowledged.
     let mut committed = None;
     for _ in 0..100 {
         committed = committed_offset(&group, &input, 0);
