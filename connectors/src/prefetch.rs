@@ -176,10 +176,16 @@ impl Source for Prefetch {
                 return Ok(Some(RecordBatchCollector::new(0).finish()))
             }
             Err(RecvTimeoutError::Disconnected) => {
+                // The thread has returned or panicked (its end of the channel is gone).
+                let joined = self.reader.as_mut().and_then(|r| r.thread.take());
+                let why = match joined.map(JoinHandle::join) {
+                    Some(Err(panic)) => format!("stopped on a panic: {}", panic_text(&*panic)),
+                    _ => "ended without a last batch".to_string(),
+                };
                 return Err(ConnectorError::Config(format!(
-                    "the reading thread of {} ended without a last batch",
+                    "the reading thread of {} {why}",
                     self.description
-                )))
+                )));
             }
         };
         self.reset.extend(polled.reset);
@@ -237,6 +243,15 @@ impl Source for Prefetch {
     }
 }
 
+/// What a panic said, when it said it with text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +296,40 @@ mod tests {
         fn is_bounded(&self) -> bool {
             true
         }
+    }
+
+    /// A source whose read panics.
+    struct Panicking;
+
+    impl Source for Panicking {
+        fn poll_batch(&mut self, _max: usize, _wait: Duration) -> Result<Option<SourceBatch>> {
+            panic!("the disk caught fire at offset 7")
+        }
+
+        fn describe(&self) -> String {
+            "a panicking source".into()
+        }
+
+        fn is_bounded(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_panic_on_the_reading_thread_is_an_error_that_says_what_it_said() {
+        let mut source = Prefetch::new(Box::new(Panicking));
+        let error = loop {
+            match source.poll_batch(10, Duration::from_secs(5)) {
+                // Nothing handed over within the wait: ask again.
+                Ok(Some(batch)) if batch.is_empty() => continue,
+                other => break other.unwrap_err(),
+            }
+        };
+        assert_eq!(
+            error.to_string(),
+            "the reading thread of a panicking source stopped on a panic: the disk caught fire \
+             at offset 7"
+        );
     }
 
     fn payloads(batch: &SourceBatch) -> Vec<String> {
