@@ -961,17 +961,12 @@ impl Source for KafkaSource {
                 Some(polled) => polled,
                 None if self.eager && !self.collector.is_empty() => break,
                 None => {
-                    // Whole milliseconds: librdkafka waits in milliseconds, and the `rdkafka`
-                    // crate polls again, with a zero wait, for what is left of a fraction
-                    // until it has passed — a spin of up to a millisecond per poll (10 % of a
-                    // core for an idle job polling every 10 ms).
-                    let left = deadline
-                        .saturating_duration_since(Instant::now())
-                        .as_millis();
-                    if left == 0 {
+                    // (A spin here took 10 % of a core for an idle job polling every 10 ms.)
+                    let left = poll_wait(deadline.saturating_duration_since(Instant::now()));
+                    if left.is_zero() {
                         break;
                     }
-                    match self.consumer.poll(Duration::from_millis(left as u64)) {
+                    match self.consumer.poll(left) {
                         Some(polled) => polled,
                         None => break,
                     }
@@ -1252,6 +1247,14 @@ fn is_fatal(e: &KafkaError) -> bool {
             | Some(RDKafkaErrorCode::GroupAuthorizationFailed)
             | Some(RDKafkaErrorCode::Fatal)
     )
+}
+
+/// `left` in whole milliseconds, rounded down: the wait to give an `rdkafka` poll. librdkafka
+/// waits in whole milliseconds, and the `rdkafka` crate polls again, with a zero wait, for what
+/// is left of a fraction until it has passed — a spin of up to a millisecond per poll. Below a
+/// millisecond this is zero: the caller stops waiting, or sleeps.
+pub fn poll_wait(left: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Collects delivery failures reported by librdkafka, and counts every delivery report.

@@ -17,7 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use velo_connectors::generator::nexmark::{self, JsonDialect};
-use velo_connectors::kafka::{delete_topic, KafkaConnection};
+use velo_connectors::kafka::{delete_topic, poll_wait, KafkaConnection};
 
 use super::nexmark::NexmarkArgs;
 use super::{parse_count, spec_of};
@@ -256,14 +256,12 @@ fn measure(
             if left.is_zero() {
                 break;
             }
-            // librdkafka waits in whole milliseconds, and the `rdkafka` crate polls again
-            // without a wait until a fraction of one has passed: a spin that takes a core from
-            // the broker and the job. Below a millisecond this thread sleeps instead.
-            if left < Duration::from_millis(1) {
+            // Below a millisecond this thread sleeps: a poll would spin (see `poll_wait`),
+            // taking a core from the broker and the job.
+            let wait = poll_wait(left);
+            if wait.is_zero() {
                 std::thread::sleep(left);
-            } else if let Some(Ok(message)) =
-                consumer.poll(Duration::from_millis(left.as_millis() as u64))
-            {
+            } else if let Some(Ok(message)) = consumer.poll(wait) {
                 take(&message, &mut latencies);
             }
         }
