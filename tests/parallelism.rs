@@ -245,9 +245,15 @@ fn run_trades(source: &str, query: &str, parallelism: &str) -> std::process::Out
 
 /// Runs `query` over the trades at parallelism 1, 2 and 4; the output, the same at each.
 fn same_at_every_parallelism(source: &str, query: &str) -> String {
+    same_on_lanes(query, |parallelism| run_trades(source, query, parallelism))
+}
+
+/// `run` at parallelism 1, 2 and 4 (`query` names it in messages): the output, the same at
+/// each, where at 2 and 4 the query ran on that many lanes, its rows exchanged by key.
+fn same_on_lanes(query: &str, run: impl Fn(&str) -> std::process::Output) -> String {
     let mut outputs = Vec::new();
     for parallelism in ["1", "2", "4"] {
-        let output = run_trades(source, query, parallelism);
+        let output = run(parallelism);
         assert!(output.status.success(), "{query}: {}", stderr(&output));
         if parallelism != "1" {
             // The keyed operator really ran on the lanes, its rows exchanged by key.
@@ -456,6 +462,183 @@ fn a_keyed_job_restarted_at_another_parallelism_keeps_its_checkpoints_lanes_and_
     );
     assert!(rest.is_empty(), "nothing twice: {rest:?}");
     assert_eq!(newest_checkpoint_lanes(state.path(), "keyed"), 2);
+}
+
+/// Orders and payments for the join: order `i` (every 211th without an id) has `i % 3`
+/// payments, each 2 s before, 5 s after or 12 s after it; every 307th payment names no order.
+/// Both files are in event-time order. Returns the folder, the SQL declaring both streams, and
+/// the FULL join's rows computed here (CSV lines, sorted).
+fn orders_and_payments() -> (tempfile::TempDir, String, Vec<String>) {
+    const ORDERS: u64 = 12_000;
+    let dir = tempfile::tempdir().unwrap();
+    let order_id = |i: u64| (i % 211 != 5).then_some(i);
+    let amount = |i: u64| (i * 7919) % 1_000_000;
+    let order_ms = |i: u64| 10_000 + i * 20;
+    let mut orders = String::new();
+    for i in 0..ORDERS {
+        let id = order_id(i).map_or("null".to_string(), |id| id.to_string());
+        orders.push_str(&format!(
+            "{{\"id\":{id},\"amount\":\"{}\",\"ts\":\"{}\"}}\n",
+            money(amount(i)),
+            iso(order_ms(i))
+        ));
+    }
+    // (payment ms, pid, order, paid cents, matches)
+    let mut payments = Vec::new();
+    for i in 0..ORDERS {
+        for k in 0..i % 3 {
+            let pid = i * 3 + k;
+            let order = (pid % 307 != 11).then_some(i);
+            let delta = [-2_000i64, 5_000, 12_000][((i + k) % 3) as usize];
+            let ms = (order_ms(i) as i64 + delta) as u64;
+            let matches = delta == 5_000 && order.is_some() && order_id(i).is_some();
+            payments.push((ms, pid, order, (i * 31 + k * 17) % 100_000, matches));
+        }
+    }
+    payments.sort();
+    let mut text = String::new();
+    let mut expected = Vec::new();
+    let mut paid_orders = std::collections::HashSet::new();
+    for &(ms, pid, order, paid, matches) in &payments {
+        let order_field = order.map_or("null".to_string(), |o| o.to_string());
+        text.push_str(&format!(
+            "{{\"pid\":{pid},\"order_id\":{order_field},\"paid\":\"{}\",\"ts\":\"{}\"}}\n",
+            money(paid),
+            iso(ms)
+        ));
+        let i = pid / 3;
+        if matches {
+            paid_orders.insert(i);
+            expected.push(format!("{i},{},{pid},{}", money(amount(i)), money(paid)));
+        } else {
+            expected.push(format!(",,{pid},{}", money(paid)));
+        }
+    }
+    for i in (0..ORDERS).filter(|i| !paid_orders.contains(i)) {
+        let id = order_id(i).map_or(String::new(), |id| id.to_string());
+        expected.push(format!("{id},{},,", money(amount(i))));
+    }
+    expected.sort();
+    let orders_path = dir.path().join("orders.jsonl");
+    let payments_path = dir.path().join("payments.jsonl");
+    std::fs::write(&orders_path, orders).unwrap();
+    std::fs::write(&payments_path, text).unwrap();
+    let sql = format!(
+        "CREATE STREAM orders (id BIGINT, amount DECIMAL(12,2), ts TIMESTAMP) \
+         WITH ('path' = '{}', 'format' = 'json');\n\
+         CREATE STREAM payments (pid BIGINT, order_id BIGINT, paid DECIMAL(12,2), ts TIMESTAMP) \
+         WITH ('path' = '{}', 'format' = 'json');\n",
+        orders_path.display(),
+        payments_path.display()
+    );
+    (dir, sql, expected)
+}
+
+#[test]
+fn an_interval_join_gives_the_same_rows_in_the_same_order_at_parallelism_1_2_and_4() {
+    let (_dir, streams, expected) = orders_and_payments();
+    // FULL: pairs as payments arrive, rows with a NULL key at once, and every row that never
+    // matched once the watermark passes its bound.
+    let query = "SELECT o.id AS oid, o.amount, p.pid, p.paid FROM orders o FULL JOIN payments p \
+                 ON o.id = p.order_id AND p.ts BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND";
+    let sql = format!("{streams}{query}");
+    let out = same_on_lanes(query, |parallelism| {
+        run_with(
+            &[
+                "execute",
+                "--query",
+                &sql,
+                "--format",
+                "csv",
+                "--batch-size",
+                "4096",
+                "--parallelism",
+                parallelism,
+            ],
+            &[("RUST_LOG", "warn,velostream::job=debug")],
+        )
+    });
+    let mut lines = sorted_lines(&out);
+    assert_eq!(lines.pop().as_deref(), Some("oid,amount,pid,paid"));
+    assert_eq!(lines.len(), expected.len());
+    assert_eq!(lines, expected);
+}
+
+#[test]
+fn a_row_a_joins_input_cannot_evaluate_is_reported_with_its_record_at_parallelism_1_2_and_4() {
+    // `100 / q` runs in the join's left input: rows with q = 0 fail there. They were once left
+    // out without a word.
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.jsonl");
+    let b = dir.path().join("b.jsonl");
+    let second = |s: u64| iso(s * 1000);
+    let mut a_text = String::new();
+    let mut b_text = String::new();
+    for i in 0..3000u64 {
+        a_text.push_str(&format!(
+            "{{\"id\":{i},\"q\":{},\"ts\":\"{}\"}}\n",
+            i % 3,
+            second(i)
+        ));
+        b_text.push_str(&format!("{{\"id\":{i},\"ts\":\"{}\"}}\n", second(i + 1)));
+    }
+    std::fs::write(&a, a_text).unwrap();
+    std::fs::write(&b, b_text).unwrap();
+    let query = "SELECT x.id, x.r FROM (SELECT id, 100 / q AS r, ts FROM a) x JOIN b \
+                 ON x.id = b.id AND b.ts BETWEEN x.ts AND x.ts + INTERVAL '1' MINUTE";
+    let sql = format!(
+        "CREATE STREAM a (id BIGINT, q INT, ts TIMESTAMP) WITH ('path' = '{}', 'format' = 'json');\n\
+         CREATE STREAM b (id BIGINT, ts TIMESTAMP) WITH ('path' = '{}', 'format' = 'json');\n{query}",
+        a.display(),
+        b.display()
+    );
+    let expected: String = std::iter::once("id,r\n".to_string())
+        .chain(
+            (0..3000u64)
+                .filter(|i| i % 3 != 0)
+                .map(|i| format!("{i},{}\n", 100 / (i % 3))),
+        )
+        .collect();
+    let failing: Vec<String> = (0..3000u64)
+        .filter(|i| i % 3 == 0)
+        .map(|i| format!("{} row {}:", a.display(), i + 1))
+        .collect();
+    let out = same_on_lanes(query, |parallelism| {
+        let output = run_with(
+            &[
+                "execute",
+                "--query",
+                &sql,
+                "--format",
+                "csv",
+                "--batch-size",
+                "4096",
+                "--parallelism",
+                parallelism,
+            ],
+            &[("RUST_LOG", "warn,velostream::job=debug")],
+        );
+        let warned = warnings(&stderr(&output));
+        let named: Vec<String> = failing
+            .iter()
+            .filter(|f| warned.iter().any(|w| w.contains(f.as_str())))
+            .cloned()
+            .collect();
+        assert_eq!(
+            named, failing,
+            "parallelism {parallelism}: every failing row named"
+        );
+        assert_eq!(
+            warned
+                .iter()
+                .filter(|w| w.contains("Divide by zero"))
+                .count(),
+            failing.len(),
+            "parallelism {parallelism}: each failing row named once"
+        );
+        output
+    });
+    assert_eq!(out, expected);
 }
 
 fn sorted_lines(text: &str) -> Vec<String> {

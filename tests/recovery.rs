@@ -447,6 +447,12 @@ fn an_interval_join_killed_at_random_loses_nothing_and_repeats_nothing_with_exac
 }
 
 #[test]
+fn an_interval_join_on_four_lanes_killed_at_random_loses_nothing_and_repeats_nothing() {
+    // Each lane's copy of the join holds its keys' rows; every lane's is checkpointed.
+    run_scenario(on_four_lanes(join_scenario()), "exactly-once");
+}
+
+#[test]
 fn an_updating_aggregate_killed_at_random_ends_with_every_keys_exact_total() {
     run_scenario(updating(), "at-least-once");
 }

@@ -38,7 +38,7 @@ use velo_connectors::record::SourceBatch;
 use super::input::{BadRecord, InputAdapter};
 use super::progress::ErrorKind;
 use crate::error::{Result, VeloError};
-use crate::operators::{Pipeline, PipelineRowError, Watermark};
+use crate::operators::{Ordered, Pipeline, PipelineRowError, StreamJoinExec, Watermark};
 
 /// Fewest records a lane is given: smaller batches (a trickle of records, the latency path)
 /// are decoded on the runner's thread alone, where a thread hand-off would cost more than it
@@ -85,40 +85,64 @@ impl Lanes {
     ) -> Result<Vec<RecordBatch>> {
         let moved = self.advanced.is_none_or(|last| watermark > last);
         self.advanced = Some(watermark);
-        let exchange = self.exchange.as_ref().map(|e| e.at);
         let mut pipelines: Vec<&mut Pipeline> = std::iter::once(first)
             .chain(self.extra.iter_mut().map(|l| &mut l.pipeline))
             .collect();
-        let Some(at) = exchange else {
+        let Some(exchange) = self.exchange.as_ref() else {
             let mut out = Vec::new();
             for pipeline in pipelines {
                 out.extend(pipeline.advance_watermark(watermark)?);
             }
             return Ok(out);
         };
+        let at = exchange.at();
         let work: Vec<&mut Pipeline> = pipelines.iter_mut().map(|p| &mut **p).collect();
-        let emitted = on_threads(work, moved, |_, pipeline| {
-            pipeline.advance_watermark_range(0, at + 1, watermark)
-        })?;
-        let mut out = downstream(&mut pipelines, at, emitted.into_iter().flatten().collect())?;
+        let emitted = match exchange {
+            Exchange::Keyed { .. } => on_threads(work, moved, |_, pipeline| {
+                pipeline.advance_watermark_range(0, at + 1, watermark)
+            })?
+            .into_iter()
+            .flatten()
+            .collect(),
+            Exchange::Join => merge_ordered(on_threads(work, moved, |_, pipeline| {
+                joined(pipeline)?.advance_ordered(watermark)
+            })?)?,
+        };
+        let mut out = downstream(&mut pipelines, exchange, emitted)?;
         out.extend(pipelines[0].advance_watermark_range(at + 1, usize::MAX, watermark)?);
         Ok(out)
     }
 }
 
-/// The keyed operator of a keyed query and what its state is keyed by.
-pub struct Exchange {
-    /// The operator's index in the pipeline.
-    pub at: usize,
-    /// Its key expressions, over its input.
-    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+/// Where a keyed query's rows change lanes, and by what.
+pub enum Exchange {
+    /// Before the keyed operator at index `at` of the pipeline, by its key expressions (over
+    /// its input).
+    Keyed {
+        at: usize,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+    },
+    /// The pipeline opens with a join of streams: the rows arriving at the join (after its
+    /// row-wise branches) change lanes by join key.
+    Join,
+}
+
+impl Exchange {
+    /// The index of the operator whose copies hold the keys' state.
+    fn at(&self) -> usize {
+        match self {
+            Exchange::Keyed { at, .. } => *at,
+            Exchange::Join => 0,
+        }
+    }
 }
 
 /// How a pipeline may run on several lanes, if it may.
 pub enum Split {
     /// Every operator is row-wise.
     Rows,
-    /// One keyed operator between row-wise ones.
+    /// One keyed operator between row-wise ones, or a join of streams fed by row-wise
+    /// operators ahead of any others.
     Keyed(Exchange),
 }
 
@@ -128,8 +152,11 @@ impl Split {
         if pipeline.is_row_wise() {
             return Some(Split::Rows);
         }
+        if pipeline.split_join().is_some() {
+            return Some(Split::Keyed(Exchange::Join));
+        }
         let (at, keys) = pipeline.exchange_point()?;
-        Some(Split::Keyed(Exchange { at, keys }))
+        Some(Split::Keyed(Exchange::Keyed { at, keys }))
     }
 }
 
@@ -159,8 +186,8 @@ pub(crate) struct Processed {
     pub out: Vec<RecordBatch>,
 }
 
-/// Decodes `part` (the records of a source batch from `offset` on) and runs it through the
-/// operators of `pipeline` before `end` as input `input`; returns what they emit.
+/// Decodes `part` (the records of a source batch from `offset` on) and runs it through `run`
+/// (the first operators of `pipeline`) as input `input`; returns what they emit.
 fn run_lane(
     adapter: &mut InputAdapter,
     pipeline: &mut Pipeline,
@@ -168,11 +195,11 @@ fn run_lane(
     part: &SourceBatch,
     offset: usize,
     horizon: Option<i64>,
-    end: usize,
+    run: impl FnOnce(&mut Pipeline, RecordBatch) -> Result<Vec<RecordBatch>>,
 ) -> Result<(LaneOutput, Vec<RecordBatch>)> {
     let mut bad = Vec::new();
     let (rows, partitions) = adapter.adapt_with_partitions(part, &mut bad, horizon)?;
-    let out = pipeline.process_until(input, rows.clone(), end)?;
+    let out = run(pipeline, rows.clone())?;
     let mut failed_records = Vec::new();
     let mut failed_rows = Vec::new();
     for e in pipeline.take_row_errors() {
@@ -254,10 +281,54 @@ fn on_threads<T: Send, R: Send>(
     })
 }
 
+/// Decodes `batch` on as many of `lanes` as its size calls for (one contiguous range each,
+/// on a thread each) and runs each range through `run` there; then `then` on the same lane
+/// and thread. Per range, in order: what the lane made of it, what `run` emitted, and what
+/// `then` gave.
+fn decode_on_lanes<R: Send>(
+    lanes: &mut [(&mut InputAdapter, &mut Pipeline)],
+    input: usize,
+    batch: &SourceBatch,
+    horizon: Option<i64>,
+    run: impl Fn(&mut Pipeline, RecordBatch) -> Result<Vec<RecordBatch>> + Sync,
+    then: impl Fn(&mut Pipeline, &[RecordBatch]) -> Result<R> + Sync,
+) -> Result<Vec<(LaneOutput, Vec<RecordBatch>, R)>> {
+    let deciders = lanes_for(batch.len(), lanes.len());
+    let chunk = batch.len().div_ceil(deciders);
+    let range = |i: usize| {
+        let start = (i * chunk).min(batch.len());
+        (start, chunk.min(batch.len() - start))
+    };
+    let decoding: Vec<_> = lanes
+        .iter_mut()
+        .take(deciders)
+        .map(|(a, p)| (&mut **a, &mut **p))
+        .collect();
+    on_threads(decoding, deciders > 1, |i, (adapter, pipeline)| {
+        let (start, len) = range(i);
+        let part = if len == batch.len() {
+            batch.clone()
+        } else {
+            batch.slice(start, len)
+        };
+        let (output, emitted) = run_lane(
+            adapter,
+            pipeline,
+            input,
+            &part,
+            start,
+            horizon,
+            |p, rows| run(p, rows),
+        )?;
+        let extra = then(pipeline, &emitted)?;
+        Ok((output, emitted, extra))
+    })
+}
+
 /// Processes `batch` of input `input` on `lanes` (the runner's first) as `exchange` says:
 /// without one, each lane decodes and runs a range of the batch; with one, rows change lanes
-/// by key before the keyed operator. A keyed query always goes through the exchange, however
-/// small the batch: a key's state lives in one lane only.
+/// by key before the keyed operator (or the join). A keyed query always goes through the
+/// exchange, however small the batch: a key's state lives in one lane only.
 pub(crate) fn process(
     mut lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
     exchange: Option<&Exchange>,
@@ -266,33 +337,24 @@ pub(crate) fn process(
     horizon: Option<i64>,
 ) -> Result<Processed> {
     let count = lanes.len();
-    let deciders = lanes_for(batch.len(), count);
-    let chunk = batch.len().div_ceil(deciders);
-    let range = |i: usize| {
-        let start = (i * chunk).min(batch.len());
-        (start, chunk.min(batch.len() - start))
+    let keys = match exchange {
+        None => None,
+        Some(Exchange::Keyed { at, keys }) => Some((*at, keys)),
+        Some(Exchange::Join) => return process_join(lanes, input, batch, horizon),
     };
-    let end = exchange.map_or(usize::MAX, |e| e.at);
-    let decoding: Vec<_> = lanes
-        .iter_mut()
-        .take(deciders)
-        .map(|(a, p)| (&mut **a, &mut **p))
-        .collect();
-    let decoded = on_threads(decoding, deciders > 1, |i, (adapter, pipeline)| {
-        let (start, len) = range(i);
-        let part = if len == batch.len() {
-            batch.clone()
-        } else {
-            batch.slice(start, len)
-        };
-        let (output, emitted) = run_lane(adapter, pipeline, input, &part, start, horizon, end)?;
-        let routed = match exchange {
-            Some(exchange) => route(&emitted, &exchange.keys, count)?,
-            None => Vec::new(),
-        };
-        Ok((output, emitted, routed))
-    })?;
-    let Some(exchange) = exchange else {
+    let end = keys.map_or(usize::MAX, |(at, _)| at);
+    let decoded = decode_on_lanes(
+        &mut lanes,
+        input,
+        batch,
+        horizon,
+        |pipeline, rows| pipeline.process_until(input, rows, end),
+        |_, emitted| match keys {
+            Some((_, keys)) => route(emitted, count, |b| evaluate(keys, b)),
+            None => Ok(Vec::new()),
+        },
+    )?;
+    let Some((at, _)) = keys else {
         let mut parts = Vec::with_capacity(decoded.len());
         let mut out = Vec::new();
         for (output, emitted, _) in decoded {
@@ -304,8 +366,105 @@ pub(crate) fn process(
     // The exchange: lane j gets the rows of its keys from every range, in range order, as
     // one batch (as one lane would have had it: an operator emitting per batch, EMIT CHANGES,
     // then emits what it would at parallelism 1), copied once.
+    let (parts, batches, received) = gather(decoded, count);
+    let rows: usize = received.iter().map(Vec::len).sum();
+    let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
+    let work: Vec<_> = pipelines
+        .iter_mut()
+        .map(|p| &mut **p)
+        .zip(received)
+        .collect();
+    let sources: Vec<&RecordBatch> = batches.iter().collect();
+    let emitted = on_threads(
+        work,
+        rows >= 2 * MIN_LANE_RECORDS,
+        |_, (pipeline, picks)| {
+            let batch = picked(&sources, &picks)?.into_iter().collect();
+            let out = pipeline.process_range(at, at + 1, batch)?;
+            Ok((out, pipeline.take_row_errors()))
+        },
+    )?;
+    let mut merged = Vec::new();
+    let mut errors = Vec::new();
+    for (batches, lane_errors) in emitted {
+        merged.extend(batches);
+        errors.extend(lane_errors);
+    }
+    let exchange = exchange.expect("a keyed query");
+    finish(parts, pipelines, exchange, merged, errors)
+}
+
+/// A query opening with a join of streams on its lanes: each range is decoded and run through
+/// its side's branch, the rows arriving at the join change lanes by join key, every lane's
+/// copy of the join takes its rows (with their positions in the whole arrival) and what the
+/// copies emit is merged into what one copy emits, then run through the operators after the
+/// join on the first lane.
+fn process_join(
+    mut lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
+    input: usize,
+    batch: &SourceBatch,
+    horizon: Option<i64>,
+) -> Result<Processed> {
+    let count = lanes.len();
+    let side = joined(lanes[0].1)?.side_of(input).0;
+    let decoded = decode_on_lanes(
+        &mut lanes,
+        input,
+        batch,
+        horizon,
+        |pipeline, rows| pipeline.enter_join(input, rows),
+        |pipeline, arrived| {
+            let join = joined(pipeline)?;
+            route(arrived, count, |b| join.join_keys(side, b))
+        },
+    )?;
+    let (parts, batches, received) = gather(decoded, count);
+    // A row's position in the arrival: rows in range order, as one lane would have them.
+    let mut first_row = Vec::with_capacity(batches.len());
+    let mut rows = 0;
+    for b in &batches {
+        first_row.push(rows);
+        rows += b.num_rows();
+    }
+    let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
+    if rows == 0 {
+        // Nothing arrives: no lane counts an arrival (nor would one lane).
+        return finish(parts, pipelines, &Exchange::Join, Vec::new(), Vec::new());
+    }
+    let work: Vec<_> = pipelines
+        .iter_mut()
+        .map(|p| &mut **p)
+        .zip(received)
+        .collect();
+    let sources: Vec<&RecordBatch> = batches.iter().collect();
+    let schema = batches[0].schema();
+    // Every lane takes the arrival, its rows or none: the copies number arrivals alike.
+    let emitted = on_threads(
+        work,
+        rows >= 2 * MIN_LANE_RECORDS,
+        |_, (pipeline, picks)| {
+            let positions: Vec<u32> = picks
+                .iter()
+                .map(|&(b, row)| (first_row[b] + row) as u32)
+                .collect();
+            let rows =
+                picked(&sources, &picks)?.unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+            joined(pipeline)?.arrive_at(side, rows, Some(&positions))
+        },
+    )?;
+    let merged = merge_ordered(emitted)?;
+    finish(parts, pipelines, &Exchange::Join, merged, Vec::new())
+}
+
+/// The decoded ranges' parts, their emitted batches (all ranges', in order) and, per lane, the
+/// rows routed to it as (batch, row) in those batches.
+#[allow(clippy::type_complexity)]
+fn gather(
+    decoded: Vec<(LaneOutput, Vec<RecordBatch>, Vec<Vec<(usize, usize)>>)>,
+    lanes: usize,
+) -> (Vec<LaneOutput>, Vec<RecordBatch>, Vec<Vec<(usize, usize)>>) {
     let mut batches: Vec<RecordBatch> = Vec::new();
-    let mut received: Vec<Vec<(usize, usize)>> = (0..count).map(|_| Vec::new()).collect();
+    let mut received: Vec<Vec<(usize, usize)>> = (0..lanes).map(|_| Vec::new()).collect();
     let mut parts = Vec::with_capacity(decoded.len());
     for (output, emitted, routed) in decoded {
         parts.push(output);
@@ -315,71 +474,114 @@ pub(crate) fn process(
             received[j].extend(picks.into_iter().map(|(b, row)| (first + b, row)));
         }
     }
-    let rows: usize = received.iter().map(Vec::len).sum();
-    let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
-    let work: Vec<_> = pipelines
-        .iter_mut()
-        .map(|p| &mut **p)
-        .zip(received)
-        .collect();
-    let at = exchange.at;
-    let sources: Vec<&RecordBatch> = batches.iter().collect();
-    let emitted = on_threads(
-        work,
-        rows >= 2 * MIN_LANE_RECORDS,
-        |_, (pipeline, picks)| {
-            let batch = match (sources.as_slice(), picks.len()) {
-                (_, 0) => Vec::new(),
-                // Every row of the one batch there is, in order: no copy.
-                ([only], n) if n == only.num_rows() => vec![(*only).clone()],
-                _ => vec![arrow::compute::interleave_record_batch(&sources, &picks)?],
-            };
-            let out = pipeline.process_range(at, at + 1, batch)?;
-            Ok((out, pipeline.take_row_errors()))
-        },
-    )?;
-    let mut merged = Vec::new();
-    for (batches, errors) in emitted {
-        merged.extend(batches);
-        if let Some(first) = parts.first_mut() {
-            first.failed_rows.extend(errors);
-        }
-    }
-    let out = downstream(&mut pipelines, at, merged)?;
+    (parts, batches, received)
+}
+
+/// The rows `picks` of `sources` as one batch (`None`: no rows).
+fn picked(sources: &[&RecordBatch], picks: &[(usize, usize)]) -> Result<Option<RecordBatch>> {
+    Ok(match (sources, picks.len()) {
+        (_, 0) => None,
+        // Every row of the one batch there is, in order: no copy.
+        ([only], n) if n == only.num_rows() => Some((*only).clone()),
+        _ => Some(arrow::compute::interleave_record_batch(sources, picks)?),
+    })
+}
+
+/// The end of a batch on the lanes: what the keyed operator's copies emitted (`merged`) run
+/// through the operators after it on the first lane; row errors of the lanes (`errors`) and of
+/// those operators reported with the first range.
+fn finish(
+    mut parts: Vec<LaneOutput>,
+    mut pipelines: Vec<&mut Pipeline>,
+    exchange: &Exchange,
+    merged: Vec<RecordBatch>,
+    errors: Vec<PipelineRowError>,
+) -> Result<Processed> {
+    let out = downstream(&mut pipelines, exchange, merged)?;
     if let Some(first) = parts.first_mut() {
+        first.failed_rows.extend(errors);
         first.failed_rows.extend(pipelines[0].take_row_errors());
     }
     Ok(Processed { parts, out })
 }
 
-/// What the keyed operator at `at` emitted on every lane, merged into the order one copy
-/// emits it in, through the row-wise operators after it (those of the first lane: they keep
-/// no state, any copy gives the same).
+/// The join of streams heading `pipeline` (a query split as [`Exchange::Join`]).
+fn joined(pipeline: &mut Pipeline) -> Result<&mut StreamJoinExec> {
+    pipeline
+        .stream_join_mut()
+        .ok_or_else(|| VeloError::Execution("a lane's pipeline lost its join".into()))
+}
+
+/// Each lane's copy of a join emitted its parts (see [`Ordered`]): part k of every copy,
+/// merged by order key into part k of one copy, parts in order.
+fn merge_ordered<const N: usize>(emitted: Vec<[Ordered; N]>) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    for k in 0..N {
+        let pieces: Vec<&Ordered> = emitted
+            .iter()
+            .map(|parts| &parts[k])
+            .filter(|o| o.batch.num_rows() > 0)
+            .collect();
+        match pieces.as_slice() {
+            [] => {}
+            [one] => out.push(one.batch.clone()),
+            _ => {
+                let mut order: Vec<((u64, u32), usize, usize)> = pieces
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(p, o)| o.order.iter().enumerate().map(move |(r, &k)| (k, p, r)))
+                    .collect();
+                // Stable: rows with one key come from one row, on one lane, in order.
+                order.sort_by_key(|&(k, _, _)| k);
+                let picks: Vec<(usize, usize)> = order.iter().map(|&(_, p, r)| (p, r)).collect();
+                let sources: Vec<&RecordBatch> = pieces.iter().map(|o| &o.batch).collect();
+                out.push(arrow::compute::interleave_record_batch(&sources, &picks)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What the keyed operator (or join) emitted on every lane, merged into the order one copy
+/// emits it in, through the operators after it (those of the first lane: row-wise ones keep
+/// no state, and the others run there only).
 fn downstream(
     pipelines: &mut [&mut Pipeline],
-    at: usize,
+    exchange: &Exchange,
     emitted: Vec<RecordBatch>,
 ) -> Result<Vec<RecordBatch>> {
     let first = &mut pipelines[0];
-    let merged = first.merge_emitted(at, emitted)?;
+    let at = exchange.at();
+    let merged = match exchange {
+        Exchange::Keyed { .. } => first.merge_emitted(at, emitted)?,
+        // Merged already, by order key.
+        Exchange::Join => emitted,
+    };
     first.process_range(at + 1, usize::MAX, merged)
 }
 
-/// The lane of each row of `batches`, by its key's hash: per lane, its rows as (batch, row)
-/// in order.
+/// Each key expression evaluated over `batch`.
+fn evaluate(keys: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    let rows = batch.num_rows();
+    keys.iter()
+        .map(|k| Ok(k.evaluate(batch)?.into_array(rows)?))
+        .collect()
+}
+
+/// The lane of each row of `batches`, by the hash of its key (`keys` of a batch): per lane,
+/// its rows as (batch, row) in order.
 fn route(
     batches: &[RecordBatch],
-    keys: &[Arc<dyn PhysicalExpr>],
     lanes: usize,
+    keys: impl Fn(&RecordBatch) -> Result<Vec<ArrayRef>>,
 ) -> Result<Vec<Vec<(usize, usize)>>> {
     let mut routed: Vec<Vec<(usize, usize)>> = (0..lanes).map(|_| Vec::new()).collect();
     for (b, batch) in batches.iter().enumerate() {
-        let rows = batch.num_rows();
-        let columns = keys
-            .iter()
-            .map(|k| Ok(k.evaluate(batch)?.into_array(rows)?))
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        for (row, hash) in stable_hashes(&columns, rows)?.into_iter().enumerate() {
+        let columns = keys(batch)?;
+        for (row, hash) in stable_hashes(&columns, batch.num_rows())?
+            .into_iter()
+            .enumerate()
+        {
             routed[(hash % lanes as u64) as usize].push((b, row));
         }
     }

@@ -29,7 +29,7 @@ pub use over_window::{FrameNeeds, OverFunction, OverWindowExec};
 pub use session_window::SessionWindowExec;
 pub use sort::{SortExec, SortKey, SortMode};
 pub use stateless::{FilterExec, ProjectionExec};
-pub use stream_join::{JoinSide, JoinTime, StreamJoinExec, StreamJoinSpec};
+pub use stream_join::{JoinSide, JoinTime, Ordered, StreamJoinExec, StreamJoinSpec};
 pub use window_aggregate::{FixedWindows, Grouping, WindowAggregateExec};
 
 use std::sync::Arc;
@@ -125,6 +125,22 @@ pub trait StreamOperator: Send {
     /// were left out of its output).
     fn drain_row_errors(&mut self) -> Vec<RowError> {
         Vec::new()
+    }
+
+    /// The rows operator chains nested in this one (a join's branches) could not evaluate since
+    /// the last call, as those chains report them (inputs numbered as this operator's).
+    fn drain_nested_row_errors(&mut self) -> Vec<PipelineRowError> {
+        Vec::new()
+    }
+
+    /// This operator as a join of streams, for running its copies on several lanes.
+    fn as_stream_join(&self) -> Option<&StreamJoinExec> {
+        None
+    }
+
+    /// This operator as a join of streams, to run.
+    fn as_stream_join_mut(&mut self) -> Option<&mut StreamJoinExec> {
+        None
     }
 
     /// How the rows of the last output map to the rows of the last input (see [`RowMapping`]).
@@ -360,6 +376,7 @@ impl Pipeline {
                         reason: e.reason,
                     });
                 }
+                self.row_errors.extend(op.drain_nested_row_errors());
             }
             current = next;
         }
@@ -403,6 +420,31 @@ impl Pipeline {
             .iter()
             .any(datafusion::physical_expr_common::physical_expr::is_volatile);
         (rest_row_wise && stable && !keys.is_empty()).then_some((at, keys))
+    }
+
+    /// The join of streams heading the pipeline, when its copies may run on several lanes each
+    /// with some keys' rows (see [`StreamJoinExec::splits_by_key`]).
+    pub fn split_join(&self) -> Option<&StreamJoinExec> {
+        let join = self.operators.first()?.as_stream_join()?;
+        join.splits_by_key().then_some(join)
+    }
+
+    /// The join of streams heading the pipeline, to run.
+    pub fn stream_join_mut(&mut self) -> Option<&mut StreamJoinExec> {
+        self.operators.first_mut()?.as_stream_join_mut()
+    }
+
+    /// Runs a batch of input `input` through its side's branch of the join heading the
+    /// pipeline: the rows arriving at the join (see [`StreamJoinExec::enter`]). What the
+    /// branch could not evaluate is kept with the pipeline's row errors.
+    pub fn enter_join(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let join = self.stream_join_mut().ok_or_else(|| {
+            VeloError::Execution("the pipeline does not open with a join of streams".into())
+        })?;
+        let (_, arrived) = join.enter(input, batch)?;
+        let errors = join.drain_nested_row_errors();
+        self.row_errors.extend(errors);
+        Ok(arrived.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
     /// Runs one batch of input `input` through every operator.
@@ -458,6 +500,8 @@ impl Pipeline {
         let mut k = 0;
         loop {
             let op = &mut self.operators[k];
+            // A join's branches read the pipeline's inputs: their errors are traced already.
+            self.row_errors.extend(op.drain_nested_row_errors());
             for e in op.drain_row_errors() {
                 let origin = masks.as_deref().and_then(|m| trace_back(m, e.input_row));
                 self.row_errors.push(PipelineRowError {
@@ -506,6 +550,8 @@ impl Pipeline {
         let mut out = Vec::new();
         for i in first..end {
             let emitted = self.operators[i].on_watermark(watermark)?;
+            let nested = self.operators[i].drain_nested_row_errors();
+            self.row_errors.extend(nested);
             if !emitted.is_empty() {
                 let downstream = self.run_range(i + 1, end, emitted)?;
                 // Downstream operators see the flushed rows before the watermark reaches them.

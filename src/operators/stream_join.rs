@@ -38,7 +38,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::window_aggregate::{evaluate_time, relaxed};
-use super::{LateRows, OperatorMetrics, Pipeline, StreamOperator, Watermark};
+use super::{LateRows, OperatorMetrics, Pipeline, PipelineRowError, StreamOperator, Watermark};
 use crate::error::{Result, VeloError};
 
 /// What bounds a stream join's state.
@@ -93,6 +93,25 @@ pub struct StreamJoinSpec {
     pub output_schema: SchemaRef,
 }
 
+/// Rows a join emitted, each with its order key: the arrival (on its side) and the position in
+/// that arrival of the row that made it. Copies of the join on several lanes, each given the
+/// rows of some keys with their positions in the whole arrival, emit parts that merge by these
+/// keys into what one copy given every row emits (see `crate::job::lanes`): rows with equal
+/// keys come from one row, so from one copy, already in order.
+pub struct Ordered {
+    pub batch: RecordBatch,
+    pub order: Vec<(u64, u32)>,
+}
+
+impl Ordered {
+    fn empty(schema: SchemaRef) -> Ordered {
+        Ordered {
+            batch: RecordBatch::new_empty(schema),
+            order: Vec::new(),
+        }
+    }
+}
+
 /// A row held in state: where it is.
 #[derive(Debug, Clone, Copy)]
 struct RowRef {
@@ -103,6 +122,8 @@ struct RowRef {
 /// Rows of one arrival, with what the join tracks per row.
 struct StoredBatch {
     batch: RecordBatch,
+    /// Each row's position in its arrival (the rows kept are a subset, see [`Ordered`]).
+    positions: Vec<u32>,
     /// When the row leaves the state: watermark (or processing time, for a TTL) reaching it.
     expires_at: Vec<i64>,
     matched: Vec<bool>,
@@ -111,11 +132,12 @@ struct StoredBatch {
     min_expiry: i64,
 }
 
-/// The rows one side keeps.
+/// The rows one side keeps, by arrival.
 #[derive(Default)]
 struct SideState {
     batches: BTreeMap<u64, StoredBatch>,
-    next_batch: u64,
+    /// The number the next arrival on this side gets (every arrival counts, kept rows or not).
+    next_arrival: u64,
     index: HashMap<Box<[u8]>, Vec<RowRef>>,
     live_rows: usize,
     /// Index entries that point at rows gone from the state (cleaned when they pile up).
@@ -130,9 +152,14 @@ impl SideState {
             .filter(|b| b.alive[r.row as usize])
     }
 
+    /// Keeps `batch`, rows of arrival `id` (at `positions` in it); `key_rows[i]` is row i's key
+    /// in `keys`.
+    #[allow(clippy::too_many_arguments)]
     fn insert(
         &mut self,
+        id: u64,
         batch: RecordBatch,
+        positions: Vec<u32>,
         keys: &arrow::row::Rows,
         key_rows: &[usize],
         expires_at: Vec<i64>,
@@ -142,8 +169,6 @@ impl SideState {
         if n == 0 {
             return;
         }
-        let id = self.next_batch;
-        self.next_batch += 1;
         for (row, &k) in key_rows.iter().enumerate() {
             let key = keys.row(k);
             let entry = RowRef {
@@ -164,6 +189,7 @@ impl SideState {
             id,
             StoredBatch {
                 batch,
+                positions,
                 expires_at,
                 matched,
                 alive: vec![true; n],
@@ -443,13 +469,35 @@ impl StreamJoinExec {
         )?)
     }
 
-    /// A batch arrived on `side` (after its branch): probe, emit, keep.
-    fn arrive(&mut self, side: JoinSide, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+    /// A batch arrived on `side` (after its branch): probe, emit, keep. `positions` are the
+    /// rows' positions in the whole arrival when this copy is given some keys' rows of it (on
+    /// a lane), `None` when it is given all. Returns the matched pairs, then the preserved rows
+    /// with a NULL key, each ordered by the position of the row arriving.
+    pub fn arrive_at(
+        &mut self,
+        side: JoinSide,
+        batch: RecordBatch,
+        positions: Option<&[u32]>,
+    ) -> Result<[Ordered; 2]> {
         let n = batch.num_rows();
+        let arrival = self.sides[side as usize].next_arrival;
+        self.sides[side as usize].next_arrival += 1;
+        let position = |i: usize| positions.map_or(i as u32, |p| p[i]);
+        let ordered = |rows: &[u32], batch: RecordBatch| Ordered {
+            batch,
+            order: rows
+                .iter()
+                .map(|&r| (arrival, position(r as usize)))
+                .collect(),
+        };
+        let schema = self.output_schema.clone();
+        let empty = || Ordered::empty(schema.clone());
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok([empty(), empty()]);
         }
         if let JoinTime::Ttl { .. } = self.time {
+            // An updating join is INNER only (the planner refuses the others): rows leaving
+            // the state here emit nothing.
             self.expire(Self::now_ms())?;
         }
         let (times, expires_at) = self.timing(side, &batch)?;
@@ -493,9 +541,10 @@ impl StreamJoinExec {
                 }
             }
         }
-        let mut out = Vec::new();
         let mut matched = vec![false; n];
-        if !probe_rows.is_empty() {
+        let pairs = if probe_rows.is_empty() {
+            empty()
+        } else {
             let mut pairs = self.assemble(side, &batch, &probe_rows, &stored_rows)?;
             if let Some(filter) = &self.filter {
                 let mask = filter.evaluate(&pairs)?.into_array(pairs.num_rows())?;
@@ -524,16 +573,18 @@ impl StreamJoinExec {
                     b.matched[r.row as usize] = true;
                 }
             }
-            out.push(pairs);
-        }
+            ordered(&probe_rows, pairs)
+        };
         // Rows with a NULL key can never match: a preserved one is emitted now, NULL-padded.
+        let mut unmatchable = empty();
         if self.preserve[side as usize] {
             let never: Vec<u32> = (0..n as u32)
                 .filter(|&i| usable[i as usize] && !has_key[i as usize])
                 .collect();
             if !never.is_empty() {
                 let nulls = vec![None; never.len()];
-                out.push(self.assemble(side, &batch, &never, &nulls)?);
+                let rows = self.assemble(side, &batch, &never, &nulls)?;
+                unmatchable = ordered(&never, rows);
             }
         }
         // Keep the rows that may match rows still to come.
@@ -545,17 +596,30 @@ impl StreamJoinExec {
                 let mask: BooleanArray = has_key.iter().map(|&k| Some(k)).collect();
                 filter_record_batch(&batch, &mask)?
             };
+            let kept_positions = keep.iter().map(|&i| position(i)).collect();
             let expires = keep.iter().map(|&i| expires_at[i]).collect();
             let was_matched = keep.iter().map(|&i| matched[i]).collect();
-            self.sides[side as usize].insert(kept, &key_rows, &keep, expires, was_matched);
+            self.sides[side as usize].insert(
+                arrival,
+                kept,
+                kept_positions,
+                &key_rows,
+                &keep,
+                expires,
+                was_matched,
+            );
         }
-        Ok(out)
+        Ok([pairs, unmatchable])
     }
 
     /// Drops the rows that can match nothing more at `now` (watermark, or processing time for
-    /// a TTL); returns the preserved ones that never matched, NULL-padded.
-    fn expire(&mut self, now: i64) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
+    /// a TTL); returns the preserved ones that never matched, NULL-padded: the left side's,
+    /// then the right side's, each in arrival order.
+    fn expire(&mut self, now: i64) -> Result<[Ordered; 2]> {
+        let mut out = [
+            Ordered::empty(self.output_schema.clone()),
+            Ordered::empty(self.output_schema.clone()),
+        ];
         for side in [JoinSide::Left, JoinSide::Right] {
             let want = self.preserve[side as usize];
             let gone = self.sides[side as usize].expire(now, want);
@@ -566,6 +630,11 @@ impl StreamJoinExec {
                     .collect();
                 // Read while their batches are still held (`compact` drops them below).
                 let columns = self.gather(side, &rows)?;
+                let state = &self.sides[side as usize];
+                let order = gone
+                    .iter()
+                    .map(|&(batch, row)| (batch, state.batches[&batch].positions[row as usize]))
+                    .collect();
                 let nulls = self.input_schemas[side.other() as usize]
                     .fields()
                     .iter()
@@ -575,14 +644,65 @@ impl StreamJoinExec {
                     JoinSide::Left => columns.into_iter().chain(nulls).collect(),
                     JoinSide::Right => nulls.into_iter().chain(columns).collect(),
                 };
-                out.push(self.output(columns, rows.len())?);
+                out[side as usize] = Ordered {
+                    batch: self.output(columns, rows.len())?,
+                    order,
+                };
             }
             self.sides[side as usize].compact();
         }
         Ok(out)
     }
 
-    fn side_of(&self, input: usize) -> (JoinSide, usize) {
+    /// Advances the watermark of a join whose branches emit nothing on a watermark (row-wise
+    /// ones: see [`StreamJoinExec::splits_by_key`]); returns what leaves the state, as
+    /// [`StreamJoinExec::expire`] does.
+    pub fn advance_ordered(&mut self, watermark: Watermark) -> Result<[Ordered; 2]> {
+        self.watermark = self.watermark.max(watermark.0);
+        let now = match self.time {
+            JoinTime::Ttl { .. } if watermark == Watermark::END => i64::MAX,
+            JoinTime::Ttl { .. } => Self::now_ms(),
+            _ => self.watermark,
+        };
+        self.expire(now)
+    }
+
+    /// True when copies of this join, each given the rows of some join keys (and every copy
+    /// every watermark), emit between them what one copy given every row emits: its inputs
+    /// reach it through row-wise operators only (a window join's windows are not split), and
+    /// it has equality keys, none volatile.
+    pub fn splits_by_key(&self) -> bool {
+        let volatile = self
+            .keys
+            .iter()
+            .flatten()
+            .any(datafusion::physical_expr_common::physical_expr::is_volatile);
+        self.branches.iter().all(Pipeline::is_row_wise)
+            && !self.keys[0].is_empty()
+            && !volatile
+            && !matches!(self.time, JoinTime::Window { .. })
+    }
+
+    /// Runs a batch of input `input` through its side's branch: the side, and the rows arriving
+    /// at the join. What the branch could not evaluate is in
+    /// [`StreamOperator::drain_nested_row_errors`].
+    pub fn enter(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+    ) -> Result<(JoinSide, Vec<RecordBatch>)> {
+        let (side, local) = self.side_of(input);
+        let arrived = self.branches[side as usize].process_input(local, batch)?;
+        Ok((side, arrived))
+    }
+
+    /// The join key of each row of `batch` arriving on `side`, as the join compares them.
+    pub fn join_keys(&self, side: JoinSide, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        self.key_columns(side, batch)
+    }
+
+    /// The side input `input` of the query feeds, and its number among that side's inputs.
+    pub fn side_of(&self, input: usize) -> (JoinSide, usize) {
         if input < self.left_inputs {
             (JoinSide::Left, input)
         } else {
@@ -595,6 +715,8 @@ impl StreamJoinExec {
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new("__expires_at", DataType::Int64, false));
         fields.push(Field::new("__matched", DataType::Boolean, false));
+        fields.push(Field::new("__arrival", DataType::Int64, false));
+        fields.push(Field::new("__position", DataType::Int64, false));
         let state_schema = Arc::new(Schema::new(fields));
         let state = &self.sides[side as usize];
         let rows: Vec<Option<RowRef>> = state
@@ -632,6 +754,16 @@ impl StreamJoinExec {
             let (b, i) = held(r);
             Some(b.matched[i])
         }))));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            rows.iter()
+                .map(|r| r.expect("state rows are present").batch as i64),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(rows.iter().map(
+            |r| {
+                let (b, i) = held(r);
+                i64::from(b.positions[i])
+            },
+        ))));
         Ok(RecordBatch::try_new_with_options(
             state_schema,
             columns,
@@ -639,13 +771,16 @@ impl StreamJoinExec {
         )?)
     }
 
+    /// Restores one side's rows from a [`StreamJoinExec::state_batch`]: by arrival, or as one
+    /// arrival when the checkpoint is older than arrivals (no `__arrival` column).
     fn restore_side(&mut self, side: JoinSide, state: &RecordBatch) -> Result<()> {
         let width = self.input_schemas[side as usize].fields().len();
-        if state.num_columns() != width + 2 {
+        let with_arrivals = state.num_columns() == width + 4;
+        if !with_arrivals && state.num_columns() != width + 2 {
             return Err(VeloError::Execution(format!(
                 "StreamJoinExec: the {side:?} state has {} columns, expected {}",
                 state.num_columns(),
-                width + 2
+                width + 4
             )));
         }
         let rows = RecordBatch::try_new_with_options(
@@ -653,22 +788,41 @@ impl StreamJoinExec {
             state.columns()[..width].to_vec(),
             &RecordBatchOptions::new().with_row_count(Some(state.num_rows())),
         )?;
-        let expires = state
-            .column(width)
-            .as_primitive::<Int64Type>()
-            .values()
-            .to_vec();
-        let matched = state
-            .column(width + 1)
-            .as_boolean()
-            .iter()
-            .map(|m| m == Some(true))
-            .collect();
+        let n = rows.num_rows();
+        let expires = state.column(width).as_primitive::<Int64Type>().values();
+        let matched = state.column(width + 1).as_boolean();
+        let (arrivals, positions): (Vec<u64>, Vec<u32>) = if with_arrivals {
+            let a = state.column(width + 2).as_primitive::<Int64Type>().values();
+            let p = state.column(width + 3).as_primitive::<Int64Type>().values();
+            (
+                a.iter().map(|&a| a as u64).collect(),
+                p.iter().map(|&p| p as u32).collect(),
+            )
+        } else {
+            (vec![0; n], (0..n as u32).collect())
+        };
         let keys = self.key_columns(side, &rows)?;
         let key_rows = self.converter.convert_columns(&keys)?;
-        let all: Vec<usize> = (0..rows.num_rows()).collect();
-        self.sides[side as usize] = SideState::default();
-        self.sides[side as usize].insert(rows, &key_rows, &all, expires, matched);
+        let mut restored = SideState::default();
+        // Rows are listed arrival after arrival: each run of one arrival is one stored batch.
+        let mut start = 0;
+        while start < n {
+            let arrival = arrivals[start];
+            let end = (start..n).find(|&i| arrivals[i] != arrival).unwrap_or(n);
+            let picked: Vec<usize> = (start..end).collect();
+            restored.insert(
+                arrival,
+                rows.slice(start, end - start),
+                positions[start..end].to_vec(),
+                &key_rows,
+                &picked,
+                expires[start..end].to_vec(),
+                (start..end).map(|i| matched.value(i)).collect(),
+            );
+            start = end;
+        }
+        restored.next_arrival = arrivals.iter().max().map_or(0, |a| a + 1);
+        self.sides[side as usize] = restored;
         Ok(())
     }
 }
@@ -691,13 +845,12 @@ impl StreamOperator for StreamJoinExec {
     }
 
     fn process_input(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        let (side, local) = self.side_of(input);
-        let arrived = self.branches[side as usize].process_input(local, batch)?;
+        let (side, arrived) = self.enter(input, batch)?;
         let mut out = Vec::new();
         for b in arrived {
-            out.extend(self.arrive(side, b)?);
+            out.extend(self.arrive_at(side, b, None)?.map(|o| o.batch));
         }
-        Ok(out)
+        Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
     fn on_watermark(&mut self, watermark: Watermark) -> Result<Vec<RecordBatch>> {
@@ -705,17 +858,29 @@ impl StreamOperator for StreamJoinExec {
         // What the branches close at this watermark arrives first (window joins).
         for side in [JoinSide::Left, JoinSide::Right] {
             for b in self.branches[side as usize].advance_watermark(watermark)? {
-                out.extend(self.arrive(side, b)?);
+                out.extend(self.arrive_at(side, b, None)?.map(|o| o.batch));
             }
         }
-        self.watermark = self.watermark.max(watermark.0);
-        let now = match self.time {
-            JoinTime::Ttl { .. } if watermark == Watermark::END => i64::MAX,
-            JoinTime::Ttl { .. } => Self::now_ms(),
-            _ => self.watermark,
-        };
-        out.extend(self.expire(now)?);
-        Ok(out)
+        out.extend(self.advance_ordered(watermark)?.map(|o| o.batch));
+        Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+
+    fn as_stream_join(&self) -> Option<&StreamJoinExec> {
+        Some(self)
+    }
+
+    fn as_stream_join_mut(&mut self) -> Option<&mut StreamJoinExec> {
+        Some(self)
+    }
+
+    fn drain_nested_row_errors(&mut self) -> Vec<PipelineRowError> {
+        let left_inputs = self.left_inputs;
+        let mut errors = self.branches[0].take_row_errors();
+        errors.extend(self.branches[1].take_row_errors().into_iter().map(|mut e| {
+            e.input += left_inputs;
+            e
+        }));
+        errors
     }
 
     fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
@@ -744,6 +909,18 @@ impl StreamOperator for StreamJoinExec {
             vec![Arc::new(Int64Array::from(counts))],
         )?);
         out.extend(nested);
+        // Last, each side's next arrival number: copies of the join on several lanes number
+        // arrivals alike, whichever rows each keeps.
+        out.push(RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                "next_arrival",
+                DataType::Int64,
+                false,
+            )])),
+            vec![Arc::new(Int64Array::from_iter_values(
+                self.sides.iter().map(|s| s.next_arrival as i64),
+            ))],
+        )?);
         Ok(out)
     }
 
@@ -771,6 +948,13 @@ impl StreamOperator for StreamJoinExec {
                 states.push((0..n).filter_map(|_| rest.next().cloned()).collect());
             }
             branch.restore(&states)?;
+        }
+        // Absent from checkpoints older than arrivals: then numbered on from the rows held.
+        if let Some(next) = rest.next() {
+            let next = next.column(0).as_primitive::<Int64Type>();
+            for (side, n) in self.sides.iter_mut().zip(next.values()) {
+                side.next_arrival = side.next_arrival.max(*n as u64);
+            }
         }
         Ok(())
     }
