@@ -342,6 +342,40 @@ fn an_aggregate_without_a_window_gives_each_symbols_exact_total_at_parallelism_1
 }
 
 #[test]
+fn an_aggregate_over_a_windowed_aggregate_gives_the_same_exact_answer_at_parallelism_1_2_and_4() {
+    // The per-symbol windows are split by symbol across lanes; the per-window aggregate over
+    // them runs on the first lane.
+    let (_dir, source) = trades_file();
+    let out = same_at_every_parallelism(
+        &source,
+        "SELECT c.starttime, MAX(c.n) AS busiest, SUM(c.total) AS total FROM \
+         (SELECT sym, COUNT(*) AS n, SUM(price) AS total, window_start AS starttime, \
+          window_end AS endtime FROM trades GROUP BY sym, TUMBLE(ts, INTERVAL '10' SECOND)) c \
+         GROUP BY c.starttime, c.endtime",
+    );
+    let mut windows: std::collections::BTreeMap<
+        u64,
+        std::collections::BTreeMap<String, (u64, u64)>,
+    > = Default::default();
+    for (sym, cents, ms) in good_trades() {
+        let per_sym = windows
+            .entry(ms / 10_000)
+            .or_default()
+            .entry(sym)
+            .or_default();
+        per_sym.0 += 1;
+        per_sym.1 += cents;
+    }
+    let mut expected = String::from("starttime,busiest,total\n");
+    for (w, syms) in &windows {
+        let busiest = syms.values().map(|s| s.0).max().unwrap();
+        let total: u64 = syms.values().map(|s| s.1).sum();
+        expected.push_str(&format!("{},{busiest},{}\n", iso(w * 10_000), money(total)));
+    }
+    assert_eq!(out, expected);
+}
+
+#[test]
 fn sessions_hopping_windows_and_changes_are_the_same_at_parallelism_1_2_and_4() {
     let (_dir, source) = trades_file();
     for query in [
