@@ -328,6 +328,14 @@ fn an_interval_join_restored_from_a_snapshot_continues_exactly() {
         let state = before.snapshot().unwrap();
         let mut after = Replay::plan(&sql).unwrap();
         after.restore(&state, before.next_offset()).unwrap();
+        // The restored rows are counted once each: no more state than was held.
+        assert_eq!(after.metrics().state_rows, before.metrics().state_rows);
+        assert!(
+            after.metrics().state_bytes <= before.metrics().state_bytes,
+            "seed {seed}: {} bytes restored from {}",
+            after.metrics().state_bytes,
+            before.metrics().state_bytes
+        );
         got.extend(feed(&mut after, second, &mut Rng(seed + 1)));
         got.extend(after.finish().unwrap());
         assert_eq!(

@@ -8,15 +8,13 @@
 //!   contiguous range per lane; every lane decodes its range and runs it through its pipeline
 //!   on its own thread, and the outputs are put back together in range order. Output rows, bad
 //!   records and row errors are exactly those one lane gives, in the same order.
-//! - **Keyed queries** (a GROUP BY with keys — windowed, session or updating — with row-wise
-//!   operators before it, and no volatile key). The ranges are decoded and run up to the keyed
-//!   operator as above; then every row goes to the lane its key hashes to (an exchange), and
-//!   each lane runs the keyed operator on the rows of its keys, in input order, as one batch.
-//!   What the lanes emit is merged into the operator's own emission order (windows in order,
-//!   each window's rows by key), and the operators after it run once, on the first lane —
-//!   row-wise ones, and stateful ones too (a second GROUP BY, ORDER BY, LIMIT, OVER), whose
-//!   state then lives on the first lane only: the output is the output of one lane, row for
-//!   row. Late rows come out lane after lane. Every lane is given the same watermark (the
+//! - **Keyed queries** (one GROUP BY with keys — windowed, session or updating — with
+//!   row-wise operators before and after it, and no volatile key). The ranges are decoded and
+//!   run up to the keyed operator as above; then every row goes to the lane its key hashes to
+//!   (an exchange), and each lane runs the keyed operator on the rows of its keys, in input
+//!   order, as one batch. What the lanes emit is merged into the operator's own emission order
+//!   (windows in order, each window's rows by key), and the operators after it run once: the
+//!   output is the output of one lane, row for row. Late rows come out lane after lane. Every lane is given the same watermark (the
 //!   runner tracks one over all input), and a checkpoint holds every lane's state, taken
 //!   between micro-batches when nothing is in flight. The hash ([`stable_hashes`]) is this
 //!   crate's own, the same on every machine and release, so a restored lane gets back exactly
@@ -29,9 +27,11 @@
 //!   the copies number arrivals alike; a row keeps its position in the whole arrival. What the
 //!   copies emit (pairs as rows arrive, unmatched rows of an outer join as the watermark passes
 //!   their bound) is merged by (arrival, position) into the order one copy emits it in (see
-//!   [`Ordered`]); the operators after the join run on the first lane, as above.
-//! - Anything else (a global aggregate or LIMIT first, ORDER BY, OVER, window joins, lookup
-//!   tables) runs on one lane.
+//!   [`Ordered`]), in the same batches (pairs, then unmatchable rows, per arrival; each side's
+//!   expired rows per watermark). The operators after the join, stateful ones too (q4's GROUP
+//!   BYs), run on the first lane only, and see exactly the batches one lane's would.
+//! - Anything else (a global aggregate, LIMIT, ORDER BY, OVER, window joins, lookup tables,
+//!   two keyed operators) runs on one lane.
 //!
 //! Contiguous ranges rather than a partition per lane: a batch's records are split evenly
 //! whatever the topic's partition count (one partition still uses every core). The watermark,
@@ -115,7 +115,7 @@ impl Lanes {
             .flatten()
             .collect(),
             Exchange::Join => merge_ordered(on_threads(work, moved, |_, pipeline| {
-                joined(pipeline)?.advance_ordered(watermark)
+                joined(pipeline)?.advance_ordered(watermark, true)
             })?)?,
         };
         let mut out = downstream(&mut pipelines, exchange, emitted)?;
@@ -553,8 +553,8 @@ fn merge_ordered<const N: usize>(emitted: Vec<[Ordered; N]>) -> Result<Vec<Recor
 }
 
 /// What the keyed operator (or join) emitted on every lane, merged into the order one copy
-/// emits it in, through the operators after it (those of the first lane: row-wise ones keep
-/// no state, and the others run there only).
+/// emits it in, through the operators after it (those of the first lane: row-wise ones after
+/// a keyed operator keep no state; after a join, any operator runs there only).
 fn downstream(
     pipelines: &mut [&mut Pipeline],
     exchange: &Exchange,

@@ -405,21 +405,24 @@ impl Pipeline {
         self.operators.iter().all(|o| o.row_wise())
     }
 
-    /// Where the pipeline may be split by key: the index of its first keyed operator and the
-    /// key expressions over that operator's input, when the operators before it are row-wise,
-    /// the pipeline reads one input, and no key is volatile (`random()`: a row's key must come
-    /// out the same when the exchange computes it and when the operator does). The operators
-    /// after it, stateful or not, run on one lane (see `crate::job::lanes`).
+    /// Where the pipeline may be split by key: the index of its one keyed operator and the
+    /// key expressions over that operator's input, when the operators before and after it are
+    /// row-wise, the pipeline reads one input, and no key is volatile (`random()`: a row's key
+    /// must come out the same when the exchange computes it and when the operator does).
+    /// Stateful operators after it are refused: the lanes' emissions are merged into one batch
+    /// where one lane emits a batch per window, and an ORDER BY or an updating GROUP BY after
+    /// it would see other batches than at parallelism 1.
     pub fn exchange_point(&self) -> Option<(usize, Vec<Arc<dyn PhysicalExpr>>)> {
         if self.inputs() != 1 {
             return None;
         }
         let at = self.operators.iter().position(|o| !o.row_wise())?;
         let keys = self.operators[at].partition_keys()?;
+        let rest_row_wise = self.operators[at + 1..].iter().all(|o| o.row_wise());
         let stable = !keys
             .iter()
             .any(datafusion::physical_expr_common::physical_expr::is_volatile);
-        (stable && !keys.is_empty()).then_some((at, keys))
+        (rest_row_wise && stable && !keys.is_empty()).then_some((at, keys))
     }
 
     /// The join of streams heading the pipeline, when its copies may run on several lanes each

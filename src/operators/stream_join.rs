@@ -482,23 +482,28 @@ impl StreamJoinExec {
         let n = batch.num_rows();
         let arrival = self.sides[side as usize].next_arrival;
         self.sides[side as usize].next_arrival += 1;
+        if let JoinTime::Ttl { .. } = self.time {
+            // An updating join is INNER only (the planner refuses the others): rows leaving
+            // the state here emit nothing. Before anything else: a lane given no rows of an
+            // arrival forgets its old rows too.
+            self.expire(Self::now_ms(), false)?;
+        }
         let position = |i: usize| positions.map_or(i as u32, |p| p[i]);
+        // Order keys only for copies on lanes (given positions): one copy's output is in order.
         let ordered = |rows: &[u32], batch: RecordBatch| Ordered {
             batch,
-            order: rows
-                .iter()
-                .map(|&r| (arrival, position(r as usize)))
-                .collect(),
+            order: match positions {
+                Some(_) => rows
+                    .iter()
+                    .map(|&r| (arrival, position(r as usize)))
+                    .collect(),
+                None => Vec::new(),
+            },
         };
         let schema = self.output_schema.clone();
         let empty = || Ordered::empty(schema.clone());
         if n == 0 {
             return Ok([empty(), empty()]);
-        }
-        if let JoinTime::Ttl { .. } = self.time {
-            // An updating join is INNER only (the planner refuses the others): rows leaving
-            // the state here emit nothing.
-            self.expire(Self::now_ms())?;
         }
         let (times, expires_at) = self.timing(side, &batch)?;
         let keys = self.key_columns(side, &batch)?;
@@ -614,8 +619,8 @@ impl StreamJoinExec {
 
     /// Drops the rows that can match nothing more at `now` (watermark, or processing time for
     /// a TTL); returns the preserved ones that never matched, NULL-padded: the left side's,
-    /// then the right side's, each in arrival order.
-    fn expire(&mut self, now: i64) -> Result<[Ordered; 2]> {
+    /// then the right side's, each in arrival order (with order keys when `keyed`).
+    fn expire(&mut self, now: i64, keyed: bool) -> Result<[Ordered; 2]> {
         let mut out = [
             Ordered::empty(self.output_schema.clone()),
             Ordered::empty(self.output_schema.clone()),
@@ -631,10 +636,13 @@ impl StreamJoinExec {
                 // Read while their batches are still held (`compact` drops them below).
                 let columns = self.gather(side, &rows)?;
                 let state = &self.sides[side as usize];
-                let order = gone
-                    .iter()
-                    .map(|&(batch, row)| (batch, state.batches[&batch].positions[row as usize]))
-                    .collect();
+                let order = match keyed {
+                    true => gone
+                        .iter()
+                        .map(|&(batch, row)| (batch, state.batches[&batch].positions[row as usize]))
+                        .collect(),
+                    false => Vec::new(),
+                };
                 let nulls = self.input_schemas[side.other() as usize]
                     .fields()
                     .iter()
@@ -656,15 +664,15 @@ impl StreamJoinExec {
 
     /// Advances the watermark of a join whose branches emit nothing on a watermark (row-wise
     /// ones: see [`StreamJoinExec::splits_by_key`]); returns what leaves the state, as
-    /// [`StreamJoinExec::expire`] does.
-    pub fn advance_ordered(&mut self, watermark: Watermark) -> Result<[Ordered; 2]> {
+    /// [`StreamJoinExec::expire`] does, with order keys when `keyed` (a copy on a lane).
+    pub fn advance_ordered(&mut self, watermark: Watermark, keyed: bool) -> Result<[Ordered; 2]> {
         self.watermark = self.watermark.max(watermark.0);
         let now = match self.time {
             JoinTime::Ttl { .. } if watermark == Watermark::END => i64::MAX,
             JoinTime::Ttl { .. } => Self::now_ms(),
             _ => self.watermark,
         };
-        self.expire(now)
+        self.expire(now, keyed)
     }
 
     /// True when copies of this join, each given the rows of some join keys (and every copy
@@ -810,9 +818,11 @@ impl StreamJoinExec {
             let arrival = arrivals[start];
             let end = (start..n).find(|&i| arrivals[i] != arrival).unwrap_or(n);
             let picked: Vec<usize> = (start..end).collect();
+            // A copy of the run, not a slice: a slice's memory size counts the whole buffer.
+            let run = UInt32Array::from_iter_values(start as u32..end as u32);
             restored.insert(
                 arrival,
-                rows.slice(start, end - start),
+                arrow::compute::take_record_batch(&rows, &run)?,
                 positions[start..end].to_vec(),
                 &key_rows,
                 &picked,
@@ -861,7 +871,7 @@ impl StreamOperator for StreamJoinExec {
                 out.extend(self.arrive_at(side, b, None)?.map(|o| o.batch));
             }
         }
-        out.extend(self.advance_ordered(watermark)?.map(|o| o.batch));
+        out.extend(self.advance_ordered(watermark, false)?.map(|o| o.batch));
         Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
