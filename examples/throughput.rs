@@ -3,7 +3,8 @@
 //!   Nexmark bids, for q1 and q2;
 //! - a tumbling GROUP BY and a 5-row moving average (OVER) over decoded batches with 10 000
 //!   distinct keys;
-//! - decoding and encoding the `trades` record as JSON, Avro and Protobuf.
+//! - decoding and encoding the `trades` record as JSON, Avro and Protobuf;
+//! - decoding an order with arrays and nested records as JSON and as Avro.
 //!
 //! `cargo run --release --example throughput -- [RECORDS] [BATCH_SIZE] [checkpoints]`
 
@@ -14,7 +15,8 @@ mod fixtures;
 
 use fixtures::{
     lookup_query, nexmark_bid_batches, payload_bytes, state_batches, tick_batches, CodecBench,
-    HotPath, CODECS, INTERVAL_JOIN_QUERY, NEXMARK_QUERIES, OVER_QUERY, STATE_QUERY, WINDOW_QUERY,
+    HotPath, NestedBench, CODECS, INTERVAL_JOIN_QUERY, NEXMARK_QUERIES, OVER_QUERY, STATE_QUERY,
+    WINDOW_QUERY,
 };
 
 fn best_of_three(
@@ -212,6 +214,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "trades {codec:<8}: decode {:>10.0} records/s, encode {:>10.0} records/s",
             records as f64 / secs,
             records as f64 / secs_encode
+        );
+    }
+    let mut nested = NestedBench::new(records, batch_size)?;
+    for (codec, avro) in [("json", false), ("avro", true)] {
+        let (secs, rows) = best_of_three(|| Ok(nested.decode_all(avro)?))?;
+        println!(
+            "nested orders {codec:<4}: decode {:>10.0} records/s  ({rows} rows)",
+            records as f64 / secs
         );
     }
     Ok(())

@@ -1,12 +1,14 @@
-//! The fast path of Avro decoding: arrow-avro's columnar decoder, for flat records.
+//! The fast path of Avro decoding: arrow-avro's columnar decoder.
 //!
 //! [`super::avro`] reads each datum into an apache-avro value tree and bridges it through JSON
 //! text; that tree is most of its cost. arrow-avro decodes datums straight into Arrow arrays.
 //! This module runs it for writer schemas that are records of scalars (primitives, enums, fixed,
-//! decimals, dates, times, timestamps, each possibly in a union with null) whose Arrow types are
-//! the stream's columns' types, or one cheap conversion away (a UTC timestamp → a timestamp
-//! without zone, a dictionary of strings → strings, fixed → binary). Arrays, maps, nested records
-//! and other unions stay on the value-tree path; so does any batch arrow-avro does not decode
+//! decimals, dates, times, timestamps), arrays and nested records of those, each possibly in a
+//! union with null, whose Arrow types are the stream's columns' types or one cheap conversion
+//! away (a UTC timestamp → a timestamp without zone, a dictionary of strings → strings, fixed →
+//! binary; inside arrays and records too, with the value path's field names: [`retype`]). Maps
+//! (the value path orders their entries by key and keeps the last of a repeated key), other
+//! unions and uuids stay on the value-tree path; so does any batch arrow-avro does not decode
 //! whole — a bad datum, trailing bytes, a decimal wider than its precision — so the errors users
 //! see are the value-tree path's, record by record.
 //!
@@ -58,6 +60,9 @@ enum Convert {
     CheckPrecision(u8),
     /// A column the writer's record has no field of: null, as on the value-tree path.
     Null,
+    /// An array or a record: the same layout with the column's field names and types, each
+    /// value converted as a column would be ([`retype`]).
+    Retype,
 }
 
 impl ColumnarAvro {
@@ -77,6 +82,8 @@ impl ColumnarAvro {
                     return column.is_nullable().then_some((0, Convert::Null));
                 };
                 let convert = match (field.data_type(), column.data_type()) {
+                    (DataType::List(_), DataType::List(_))
+                    | (DataType::Struct(_), DataType::Struct(_)) => Convert::Retype,
                     (DataType::Decimal128(p, s), DataType::Decimal128(q, t))
                         if (p, s) == (q, t) =>
                     {
@@ -167,6 +174,7 @@ impl ColumnarAvro {
                         decimals.validate_decimal_precision(p).ok()?;
                         array.clone()
                     }
+                    Convert::Retype => retype(array, column.data_type())?,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -184,6 +192,61 @@ fn build(writer: &str, capacity: usize) -> Result<Decoder, arrow::error::ArrowEr
         .with_batch_size(capacity)
         .with_writer_schema_store(store)
         .build_decoder()
+}
+
+/// `array` (an array or record column as arrow-avro decodes it) as type `to`, the value path's:
+/// the same offsets and validity, items and fields converted as columns are (a UTC timestamp
+/// loses its zone, enum symbols become strings, fixed bytes binary, decimals are checked
+/// against their precision); `None` when they do not fit (the value path then decides).
+fn retype(array: &ArrayRef, to: &DataType) -> Option<ArrayRef> {
+    use arrow::array::{ListArray, StructArray};
+    Some(match (array.data_type(), to) {
+        (DataType::List(_), DataType::List(item)) => {
+            let list = array.as_list::<i32>();
+            let values = retype(list.values(), item.data_type())?;
+            Arc::new(
+                ListArray::try_new(
+                    item.clone(),
+                    list.offsets().clone(),
+                    values,
+                    list.nulls().cloned(),
+                )
+                .ok()?,
+            )
+        }
+        (DataType::Struct(from), DataType::Struct(fields)) => {
+            let record = array.as_struct();
+            let same_names = from.len() == fields.len()
+                && from.iter().zip(fields).all(|(a, b)| a.name() == b.name());
+            if !same_names {
+                return None;
+            }
+            let columns = record
+                .columns()
+                .iter()
+                .zip(fields)
+                .map(|(c, f)| retype(c, f.data_type()))
+                .collect::<Option<Vec<_>>>()?;
+            // Refuses NULLs in a field the value path has as not nullable.
+            Arc::new(StructArray::try_new(fields.clone(), columns, record.nulls().cloned()).ok()?)
+        }
+        (DataType::Decimal128(p, s), DataType::Decimal128(q, t)) if (p, s) == (q, t) => {
+            let decimals = array.as_primitive::<arrow::datatypes::Decimal128Type>();
+            decimals.validate_decimal_precision(*p).ok()?;
+            array.clone()
+        }
+        (DataType::Timestamp(u, Some(tz)), DataType::Timestamp(v, None))
+            if u == v && matches!(tz.as_ref(), "+00:00" | "UTC") =>
+        {
+            drop_zone(array)
+        }
+        (DataType::Dictionary(_, v), DataType::Utf8) if **v == DataType::Utf8 => {
+            cast(array, to).ok()?
+        }
+        (DataType::FixedSizeBinary(_), DataType::Binary) => cast(array, to).ok()?,
+        (from, to) if from == to && !from.is_nested() => array.clone(),
+        _ => return None,
+    })
 }
 
 fn drop_zone(array: &ArrayRef) -> ArrayRef {
@@ -235,17 +298,22 @@ enum Check {
     Fixed(usize),
     /// A decimal on `bytes`: at most 16 of them.
     DecimalBytes,
-    /// A union of null (branch `null`) and one scalar.
+    /// A union of null (branch `null`) and one other type.
     Nullable {
         null: u64,
         inner: Box<Check>,
     },
+    /// An array of items, in blocks.
+    Array(Box<Check>),
+    /// A record of these fields, in order.
+    Record(Vec<Check>),
 }
 
-/// The checks of a record whose fields are scalars, or unions of null and one scalar; `None`
-/// for any other schema.
+/// The checks of a record whose fields are scalars, arrays, records, or unions of null and
+/// one of those; `None` for any other schema. Maps are left to the value path: it orders a
+/// map's entries by key (and keeps the last of a repeated key), arrow-avro as written.
 fn checks(schema: &AvroSchema) -> Option<Vec<Check>> {
-    fn scalar(schema: &AvroSchema) -> Option<Check> {
+    fn check(schema: &AvroSchema) -> Option<Check> {
         use AvroSchema as S;
         Some(match schema {
             S::Boolean => Check::Boolean,
@@ -269,30 +337,31 @@ fn checks(schema: &AvroSchema) -> Option<Vec<Check>> {
                 S::Bytes => Check::DecimalBytes,
                 _ => return None,
             },
+            S::Array(a) => Check::Array(Box::new(check(&a.items)?)),
+            S::Record(r) => Check::Record(
+                r.fields
+                    .iter()
+                    .map(|f| check(&f.schema))
+                    .collect::<Option<_>>()?,
+            ),
+            S::Union(u) => {
+                let v = u.variants();
+                let null = v.iter().position(|s| matches!(s, AvroSchema::Null))?;
+                if v.len() != 2 {
+                    return None;
+                }
+                Check::Nullable {
+                    null: null as u64,
+                    inner: Box::new(check(&v[1 - null])?),
+                }
+            }
             _ => return None,
         })
     }
     let AvroSchema::Record(record) = schema else {
         return None;
     };
-    record
-        .fields
-        .iter()
-        .map(|f| match &f.schema {
-            AvroSchema::Union(u) => {
-                let v = u.variants();
-                let null = v.iter().position(|s| matches!(s, AvroSchema::Null))?;
-                if v.len() != 2 {
-                    return None;
-                }
-                Some(Check::Nullable {
-                    null: null as u64,
-                    inner: Box::new(scalar(&v[1 - null])?),
-                })
-            }
-            other => scalar(other),
-        })
-        .collect()
+    record.fields.iter().map(|f| check(&f.schema)).collect()
 }
 
 /// Whether `datum` is exactly one record of `checks`, read as apache-avro reads it: union
@@ -361,6 +430,28 @@ fn valid(checks: &[Check], datum: &[u8]) -> bool {
                 branch if branch as u64 == 1 - *null => one(inner, b, at),
                 _ => None,
             },
+            Check::Array(item) => {
+                // Blocks of `count` items (a negative count is followed by the block's size
+                // in bytes), until a count of 0.
+                let mut items = 0usize;
+                loop {
+                    let count = long(b, at)?;
+                    if count == 0 {
+                        return Some(());
+                    }
+                    if count < 0 {
+                        length(b, at)?;
+                    }
+                    items = items.checked_add(count.unsigned_abs() as usize)?;
+                    if items > super::avro::MAX_AVRO_LENGTH {
+                        return None;
+                    }
+                    for _ in 0..count.unsigned_abs() {
+                        one(item, b, at)?;
+                    }
+                }
+            }
+            Check::Record(fields) => fields.iter().try_for_each(|f| one(f, b, at)),
         }
     }
     let mut at = 0;
@@ -864,12 +955,126 @@ mod tests {
         }
     }
 
+    const NESTED: &str = r#"{"type":"record","name":"Order","fields":[
+        {"name":"id","type":"long"},
+        {"name":"tags","type":{"type":"array","items":"string"}},
+        {"name":"maybe","type":["null",{"type":"array","items":["null","double"]}]},
+        {"name":"ship_to","type":{"type":"record","name":"Address","fields":[
+            {"name":"city","type":"string"},
+            {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},
+            {"name":"fee","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}},
+            {"name":"kind","type":{"type":"enum","name":"Kind","symbols":["HOME","WORK"]}},
+            {"name":"code","type":{"type":"fixed","name":"Code","size":2}}]}},
+        {"name":"lines","type":{"type":"array","items":{"type":"record","name":"Line","fields":[
+            {"name":"sku","type":"string"},
+            {"name":"qty","type":"int"},
+            {"name":"price","type":["null",{"type":"fixed","name":"P","size":8,"logicalType":"decimal","precision":12,"scale":2}]}]}}},
+        {"name":"note","type":["null",{"type":"record","name":"Note","fields":[{"name":"text","type":"string"}]}]}]}"#;
+
+    /// A random `NESTED` order; `wide` puts a fee of 10 digits in a DECIMAL(9,2).
+    fn order(rng: &mut Rng, wide: bool) -> Value {
+        let null = || Value::Union(0, Box::new(Value::Null));
+        let some = |v: Value| Value::Union(1, Box::new(v));
+        let tags = (0..rng.next(4))
+            .map(|i| Value::String(format!("t{i}é")))
+            .collect();
+        let maybe = match rng.next(3) {
+            0 => null(),
+            _ => some(Value::Array(
+                (0..rng.next(4))
+                    .map(|_| match rng.next(3) {
+                        0 => null(),
+                        _ => some(Value::Double(rng.signed() as f64 / 9.0)),
+                    })
+                    .collect(),
+            )),
+        };
+        let fee = match wide {
+            true => 1_000_000_000,
+            false => rng.signed() as i128 % 1_000_000_000,
+        };
+        let kind = rng.next(2) as u32;
+        let ship_to = Value::Record(vec![
+            ("city".into(), Value::String(format!("c{}", rng.next(50)))),
+            ("at".into(), Value::TimestampMillis(rng.signed() / 1000)),
+            ("fee".into(), decimal(fee, None)),
+            (
+                "kind".into(),
+                Value::Enum(kind, ["HOME", "WORK"][kind as usize].into()),
+            ),
+            ("code".into(), Value::Fixed(2, vec![rng.next(256) as u8, 9])),
+        ]);
+        let lines = (0..rng.next(4))
+            .map(|i| {
+                let price = match rng.next(3) {
+                    0 => null(),
+                    _ => some(decimal(rng.signed() as i128 % 10i128.pow(12), Some(8))),
+                };
+                Value::Record(vec![
+                    ("sku".into(), Value::String(format!("s{i}"))),
+                    ("qty".into(), Value::Int(rng.signed() as i32)),
+                    ("price".into(), price),
+                ])
+            })
+            .collect();
+        let note = match rng.next(2) {
+            0 => null(),
+            _ => some(Value::Record(vec![(
+                "text".into(),
+                Value::String("\"quoted\"".into()),
+            )])),
+        };
+        Value::Record(vec![
+            ("id".into(), Value::Long(rng.signed())),
+            ("tags".into(), Value::Array(tags)),
+            ("maybe".into(), maybe),
+            ("ship_to".into(), ship_to),
+            ("lines".into(), Value::Array(lines)),
+            ("note".into(), note),
+        ])
+    }
+
     #[test]
-    fn records_with_arrays_maps_nested_records_or_uuids_have_no_columnar_path() {
+    fn arrays_and_nested_records_decode_columnar_to_the_value_paths_batch() {
+        let schema = parse_schema(NESTED).unwrap();
+        let columns = arrow_schema(&schema).unwrap();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let rows: Vec<Vec<u8>> = (0..500)
+            .map(|_| datum(&schema, order(&mut rng, false)))
+            .collect();
+        let rows: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
+        assert!(check(&schema, &columns, &rows));
+        assert!(check(&schema, &columns, &rows[..1]));
+        // The nested columns alone, and a scalar beside one.
+        for names in [vec!["lines", "ship_to"], vec!["maybe", "id"]] {
+            let some = Arc::new(Schema::new(
+                names
+                    .iter()
+                    .map(|n| columns.field_with_name(n).unwrap().clone())
+                    .collect::<Vec<_>>(),
+            ));
+            assert!(check(&schema, &some, &rows), "{names:?}");
+        }
+        // Broken datums and a nested decimal wider than its precision: the value path decides.
+        let good = rows[3];
+        let wide = datum(&schema, order(&mut rng, true));
+        let mut huge_block = vec![0x02]; // id 1
+        huge_block.extend([0xfe, 0xff, 0xff, 0xff, 0x0f]); // a block of 2^31 - 1 tags
+        for bad in [
+            &good[..good.len() - 1],
+            &[good, &[0]].concat()[..],
+            &wide[..],
+            &huge_block[..],
+        ] {
+            assert!(!check(&schema, &columns, &[good, bad]), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn records_with_maps_uuids_or_wider_unions_have_no_columnar_path() {
         for field in [
-            r#"{"type":"array","items":"long"}"#,
             r#"{"type":"map","values":"long"}"#,
-            r#"{"type":"record","name":"In","fields":[{"name":"x","type":"long"}]}"#,
+            r#"{"type":"array","items":{"type":"map","values":"long"}}"#,
             r#"{"type":"string","logicalType":"uuid"}"#,
             r#"["null","long","string"]"#,
         ] {
