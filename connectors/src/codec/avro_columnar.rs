@@ -305,13 +305,16 @@ enum Check {
     },
     /// An array of items, in blocks.
     Array(Box<Check>),
+    /// A map: blocks of string keys, each with a value.
+    Map(Box<Check>),
     /// A record of these fields, in order.
     Record(Vec<Check>),
 }
 
-/// The checks of a record whose fields are scalars, arrays, records, or unions of null and
-/// one of those; `None` for any other schema. Maps are left to the value path: it orders a
-/// map's entries by key (and keeps the last of a repeated key), arrow-avro as written.
+/// The checks of a record whose fields are scalars, arrays, maps, records, or unions of null
+/// and one of those; `None` for any other schema. A map column is left to the value path (see
+/// `new`): it orders a map's entries by key (and keeps the last of a repeated key), arrow-avro
+/// as written.
 fn checks(schema: &AvroSchema) -> Option<Vec<Check>> {
     fn check(schema: &AvroSchema) -> Option<Check> {
         use AvroSchema as S;
@@ -338,6 +341,9 @@ fn checks(schema: &AvroSchema) -> Option<Vec<Check>> {
                 _ => return None,
             },
             S::Array(a) => Check::Array(Box::new(check(&a.items)?)),
+            // Checked, so that a record holding one decodes columnar when the query does not
+            // read the map; a map column itself has no columnar conversion (`new`).
+            S::Map(m) => Check::Map(Box::new(check(&m.types)?)),
             S::Record(r) => Check::Record(
                 r.fields
                     .iter()
@@ -430,9 +436,14 @@ fn valid(checks: &[Check], datum: &[u8]) -> bool {
                 branch if branch as u64 == 1 - *null => one(inner, b, at),
                 _ => None,
             },
-            Check::Array(item) => {
+            Check::Array(_) | Check::Map(_) => {
                 // Blocks of `count` items (a negative count is followed by the block's size
-                // in bytes), until a count of 0.
+                // in bytes), until a count of 0; a map's items are a string key and a value.
+                let (item, keyed) = match check {
+                    Check::Array(item) => (item, false),
+                    Check::Map(value) => (value, true),
+                    _ => unreachable!("an array or a map"),
+                };
                 let mut items = 0usize;
                 loop {
                     let count = long(b, at)?;
@@ -447,6 +458,9 @@ fn valid(checks: &[Check], datum: &[u8]) -> bool {
                         return None;
                     }
                     for _ in 0..count.unsigned_abs() {
+                        if keyed {
+                            one(&Check::String, b, at)?;
+                        }
                         one(item, b, at)?;
                     }
                 }
@@ -1071,10 +1085,70 @@ mod tests {
     }
 
     #[test]
-    fn records_with_maps_uuids_or_wider_unions_have_no_columnar_path() {
+    fn a_record_with_maps_decodes_columnar_unless_a_map_is_read() {
+        let schema = parse_schema(
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"},
+                {"name":"m","type":{"type":"map","values":"long"}},
+                {"name":"xs","type":{"type":"array","items":{"type":"map","values":["null","string"]}}}]}"#,
+        )
+        .unwrap();
+        let all = arrow_schema(&schema).unwrap();
+        let only_a = Arc::new(Schema::new(vec![all.field(0).clone()]));
+        let mut rng = Rng(11);
+        let rows: Vec<Vec<u8>> = (0..300)
+            .map(|i| {
+                let map = |rng: &mut Rng, n: u64| -> Value {
+                    Value::Map(
+                        (0..n)
+                            .map(|k| (format!("k{k}"), Value::Long(rng.signed())))
+                            .collect(),
+                    )
+                };
+                let xs = (0..rng.next(3))
+                    .map(|_| {
+                        Value::Map(
+                            (0..rng.next(3))
+                                .map(|k| {
+                                    let v = match k % 2 {
+                                        0 => Value::Union(0, Box::new(Value::Null)),
+                                        _ => Value::Union(1, Box::new(Value::String("v".into()))),
+                                    };
+                                    (format!("x{k}"), v)
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                let m = map(&mut rng, i % 4);
+                datum(
+                    &schema,
+                    Value::Record(vec![
+                        ("a".into(), Value::Long(i as i64)),
+                        ("m".into(), m),
+                        ("xs".into(), Value::Array(xs)),
+                    ]),
+                )
+            })
+            .collect();
+        let rows: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
+        assert!(
+            check(&schema, &only_a, &rows),
+            "the map is not read: columnar"
+        );
+        assert!(
+            ColumnarAvro::new(&schema, &all).is_none(),
+            "a map column: the value path"
+        );
+        // A map whose key is not UTF-8: the value path decides.
+        let mut bad = vec![0x02, 0x02, 0x02, 0xff, 0x04, 0x00, 0x00];
+        assert!(!check(&schema, &only_a, &[rows[0], &bad]));
+        bad[3] = b'k';
+        assert!(check(&schema, &only_a, &[rows[0], &bad]), "{bad:?}");
+    }
+
+    #[test]
+    fn records_with_uuids_or_wider_unions_have_no_columnar_path() {
         for field in [
-            r#"{"type":"map","values":"long"}"#,
-            r#"{"type":"array","items":{"type":"map","values":"long"}}"#,
             r#"{"type":"string","logicalType":"uuid"}"#,
             r#"["null","long","string"]"#,
         ] {
