@@ -1,15 +1,18 @@
-//! The fast path of Protobuf decoding: flat messages read from the wire straight into Arrow.
+//! The fast path of Protobuf decoding: messages read from the wire straight into Arrow.
 //!
 //! [`super::protobuf`] decodes each message into a prost-reflect `DynamicMessage` and bridges it
 //! through JSON text; this module reads the wire format itself, driven by the descriptor, into
-//! one builder per column, for messages whose fields are singular scalars, enums, the decimal
-//! message or `google.protobuf.Timestamp` (columns of the natural types, any decimal precision
-//! and scale, any timestamp unit). It gives the same values as the JSON bridge: proto3 defaults
-//! for absent fields without presence, null for absent fields with presence, the last value of a
-//! field written twice, an enum's name (its number when unknown), null for a NaN or infinite
-//! float. Anything else in a batch — a malformed message, a wire type that does not fit its
-//! field, a decimal that does not fit its column exactly, a repeated message field — makes it
-//! give the batch back (`None`), and the value-tree path decides, errors included.
+//! one builder per column, for columns of singular scalars, enums, the decimal message or
+//! `google.protobuf.Timestamp` (columns of the natural types, any decimal precision and scale,
+//! any timestamp unit). It gives the same values as the JSON bridge: proto3 defaults for absent
+//! fields without presence, null for absent fields with presence, the last value of a field
+//! written twice, an enum's name (its number when unknown), null for a NaN or infinite float.
+//! Fields the query does not read — repeated ones (packed or not), maps, nested messages at any
+//! depth — are checked as prost-reflect decodes them and the JSON bridge writes them
+//! ([`Nested`]), not decoded. Anything else in a batch — a malformed message, a wire type that
+//! does not fit its field, a decimal that does not fit its column exactly, a group — makes it
+//! give the batch back (`None`), and the value-tree path decides, errors included. Columns of
+//! repeated, map or message fields are the value-tree path's.
 //!
 //! Encoding ([`RowWriter`]) is the same idea the other way: each row is written from the arrays
 //! as the bytes prost-reflect writes for the `DynamicMessage` the value path builds (fields in
@@ -61,8 +64,117 @@ enum Role {
     /// Not read, but checked as prost-reflect checks it (wire type, UTF-8, a decimal's or a
     /// timestamp's fields).
     Check(Scalar),
-    /// Repeated, map or other message fields: when present, the batch goes to the value path.
+    /// A repeated, map or message field not read: checked as prost-reflect decodes it (and the
+    /// JSON bridge writes it), element by element, message by message.
+    Nested(Nested),
+    /// Fields this path cannot check (groups, messages nested too deep, extensions): when
+    /// present, the batch goes to the value path.
     Bail,
+}
+
+/// How a field not read as a column is checked, at any depth.
+#[derive(Clone)]
+enum Nested {
+    /// A scalar, a decimal or a timestamp: as [`value`] reads it.
+    Scalar(Scalar),
+    /// A repeated number, bool or enum: one element per field, or packed in one LEN field.
+    Packable(Scalar),
+    /// A message (repeated or not; a map's entries are messages of a key and a value): its
+    /// fields by number (`None`: unknown, skipped).
+    Message(std::sync::Arc<Vec<Option<Nested>>>),
+}
+
+/// Messages nested deeper than this (recursive types) are left to the value path.
+const MAX_CHECK_DEPTH: usize = 16;
+
+/// How field `field` is checked when not read, or `None` when this path cannot check it.
+fn nested(field: &FieldDescriptor, depth: usize) -> Option<Nested> {
+    if field.is_group() {
+        return None;
+    }
+    if let Kind::Message(m) = field.kind() {
+        if !is_decimal(&m) && !is_timestamp(&m) {
+            return Some(Nested::Message(message_checks(&m, depth + 1)?));
+        }
+    }
+    let kind = scalar(field, &DataType::Null, false)?;
+    let packable = field.is_list() && element_wire(&kind).is_some();
+    Some(match packable {
+        true => Nested::Packable(kind),
+        false => Nested::Scalar(kind),
+    })
+}
+
+/// The checks of each field of `message`, by number.
+fn message_checks(
+    message: &MessageDescriptor,
+    depth: usize,
+) -> Option<std::sync::Arc<Vec<Option<Nested>>>> {
+    if depth > MAX_CHECK_DEPTH || message.extensions().len() > 0 {
+        return None;
+    }
+    let mut fields: Vec<Option<Nested>> = Vec::new();
+    for field in message.fields() {
+        let number = field.number() as usize;
+        if number > MAX_FIELD_NUMBER as usize {
+            return None;
+        }
+        if fields.len() <= number {
+            fields.resize(number + 1, None);
+        }
+        fields[number] = Some(nested(&field, depth)?);
+    }
+    Some(std::sync::Arc::new(fields))
+}
+
+/// The wire type of one element of a packed field of `kind` (`None`: it cannot be packed).
+fn element_wire(kind: &Scalar) -> Option<u8> {
+    Some(match kind {
+        Scalar::Int32
+        | Scalar::Sint32
+        | Scalar::Int64
+        | Scalar::Sint64
+        | Scalar::Uint32
+        | Scalar::Uint64
+        | Scalar::Bool
+        | Scalar::Enum(_) => VARINT,
+        Scalar::Sfixed32 | Scalar::Fixed32 | Scalar::Float => FIXED32,
+        Scalar::Sfixed64 | Scalar::Fixed64 | Scalar::Double => FIXED64,
+        _ => return None,
+    })
+}
+
+/// Checks one occurrence of a field (sent with wire type `wire`) at `at`.
+fn check(nested: &Nested, wire: u8, bytes: &[u8], at: &mut usize) -> Option<()> {
+    match nested {
+        Nested::Scalar(kind) => value(kind, wire, bytes, at).map(drop),
+        Nested::Packable(kind) if wire == LEN => {
+            let (start, end) = len(bytes, at)?;
+            let (packed, element) = (&bytes[..end], element_wire(kind)?);
+            let mut p = start;
+            while p < end {
+                value(kind, element, packed, &mut p)?;
+            }
+            Some(())
+        }
+        Nested::Packable(kind) => value(kind, wire, bytes, at).map(drop),
+        Nested::Message(fields) => {
+            if wire != LEN {
+                return None;
+            }
+            let (start, end) = len(bytes, at)?;
+            let message = &bytes[start..end];
+            let mut p = 0;
+            while p < message.len() {
+                let (number, wire) = key(message, &mut p)?;
+                match fields.get(number as usize).and_then(Option::as_ref) {
+                    Some(field) => check(field, wire, message, &mut p)?,
+                    None => skip(message, &mut p, wire)?,
+                }
+            }
+            Some(())
+        }
+    }
 }
 
 /// How a column's field is read.
@@ -141,12 +253,16 @@ impl ColumnarProtobuf {
                 return None;
             }
             let role = match (field.is_list() || field.is_map(), field.kind()) {
-                (true, _) => Role::Bail,
-                (false, Kind::Message(_)) => match scalar(&field, &DataType::Null, false) {
-                    Some(kind) => Role::Check(kind),
-                    None => Role::Bail,
-                },
-                (false, _) => Role::Check(scalar(&field, &DataType::Null, false)?),
+                (false, Kind::Message(m)) if is_decimal(&m) || is_timestamp(&m) => {
+                    match scalar(&field, &DataType::Null, false) {
+                        Some(kind) => Role::Check(kind),
+                        None => Role::Bail,
+                    }
+                }
+                (false, kind) if !matches!(kind, Kind::Message(_)) => {
+                    Role::Check(scalar(&field, &DataType::Null, false)?)
+                }
+                _ => nested(&field, 0).map_or(Role::Bail, Role::Nested),
             };
             let oneof = field.containing_oneof().map(|o| {
                 let name = o.full_name().to_string();
@@ -245,6 +361,7 @@ impl ColumnarProtobuf {
                 Role::Check(kind) => {
                     value(kind, wire, message, &mut at)?;
                 }
+                Role::Nested(nested) => check(nested, wire, message, &mut at)?,
                 Role::Column(column) => {
                     let column = *column as usize;
                     let kind = &self.reads[column].kind;
@@ -909,6 +1026,7 @@ message Flat {
   Decimal price = 16; google.protobuf.Timestamp at = 17; optional int64 maybe = 18;
   oneof choice { string text = 19; int32 number = 20; }
   bytes blob = 21; repeated int32 many = 22; Inner inner = 23;
+  map<string, int64> counts = 24; repeated Inner inners = 25;
 }
 "#;
 
@@ -917,11 +1035,17 @@ message Flat {
     }
 
     fn load(text: &str, file: &str, message: &str) -> MessageDescriptor {
-        let dir = std::env::temp_dir().join(format!("velo-{file}-proto-{}", std::process::id()));
+        // A folder per call: tests running at once must not read each other's half-written file.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("velo-{file}-proto-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{file}.proto"));
         std::fs::write(&path, text).unwrap();
-        load_message(&path, message).unwrap()
+        let loaded = load_message(&path, message).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
     }
 
     /// The message's columns the columnar path reads, the decimal as DECIMAL(18,4) and the
@@ -930,7 +1054,12 @@ message Flat {
         let fields: Vec<Field> = arrow_schema(message)
             .fields()
             .iter()
-            .filter(|f| !matches!(f.name().as_str(), "blob" | "many" | "inner"))
+            .filter(|f| {
+                !matches!(
+                    f.name().as_str(),
+                    "blob" | "many" | "inner" | "counts" | "inners"
+                )
+            })
             .map(|f| match f.name().as_str() {
                 "price" => Field::new("price", DataType::Decimal128(18, 4), true),
                 "at" => Field::new("at", DataType::Timestamp(TimeUnit::Millisecond, None), true),
@@ -942,12 +1071,14 @@ message Flat {
 
     /// One field of `Flat` with a random value (sometimes of the wrong wire type).
     fn field(rng: &mut Rng, out: &mut Vec<u8>) {
-        let number = 1 + rng.next(24) as u32;
+        let number = 1 + rng.next(26) as u32;
         let mut wire = match number {
             3 | 8 | 12 => FIXED32,
             6 | 10 | 13 => FIXED64,
-            14 | 16 | 17 | 19 | 21 | 22 | 23 => LEN,
-            24 => VARINT, // not in the message
+            14 | 16 | 17 | 19 | 21 | 23 | 24 | 25 => LEN,
+            // Repeated numbers: packed or one by one.
+            22 if rng.next(2) == 0 => LEN,
+            26 => VARINT, // not in the message
             _ => VARINT,
         };
         if rng.next(40) == 0 {
@@ -990,6 +1121,33 @@ message Flat {
                     14 | 19 => inner.extend_from_slice(
                         [&b"abc"[..], "é\"".as_bytes(), b"\xff\xfe", b""][rng.next(4) as usize],
                     ),
+                    22 => {
+                        // Packed varints, sometimes cut inside the last one.
+                        for _ in 0..rng.next(4) {
+                            put_varint(&mut inner, rng.wide());
+                        }
+                        if rng.next(6) == 0 {
+                            inner.push(0x80);
+                        }
+                    }
+                    23 | 25 => inner.extend_from_slice(
+                        [
+                            &[8, 1][..],
+                            &[8, 0x96, 0x01, 0x12, 1, b'z'], // x, then an unknown string
+                            &[0x0d, 1, 2, 3, 4],             // x as fixed32: wrong wire type
+                            &[8],                            // cut
+                            &[],
+                        ][rng.next(5) as usize],
+                    ),
+                    24 => {
+                        // A map entry: key (a string, sometimes not UTF-8), value.
+                        let key: &[u8] = [&b"k"[..], b"\xc3", b""][rng.next(3) as usize];
+                        put_key(&mut inner, 1, LEN);
+                        put_varint(&mut inner, key.len() as u64);
+                        inner.extend_from_slice(key);
+                        put_key(&mut inner, 2, [VARINT, LEN][rng.next(2) as usize]);
+                        put_varint(&mut inner, 0);
+                    }
                     _ => inner.extend_from_slice(&[8, 1]),
                 }
                 put_varint(out, inner.len() as u64);
@@ -1290,10 +1448,52 @@ message Odd { NotDecimal nd = 1; Decimal d = 2; google.protobuf.Timestamp at = 3
     }
 
     #[test]
+    fn unread_repeated_map_and_message_fields_are_checked_not_sent_to_the_value_path() {
+        let message = message();
+        let columns = columns(&message);
+        let with = |field: u32, wire: u8, body: &[u8]| {
+            let mut out = vec![8, 7]; // i32 = 7
+            put_key(&mut out, field, wire);
+            if wire == LEN {
+                put_varint(&mut out, body.len() as u64);
+            }
+            out.extend_from_slice(body);
+            out
+        };
+        let map_entry = |key: &[u8]| {
+            let mut e = vec![0x0a, key.len() as u8];
+            e.extend_from_slice(key);
+            e.extend_from_slice(&[0x10, 5]);
+            e
+        };
+        let good = [
+            with(22, LEN, &[1, 0x96, 0x01, 3]),    // packed
+            with(22, VARINT, &[0x96, 0x01]),       // one by one
+            with(23, LEN, &[8, 1, 0x12, 1, b'z']), // an unknown field inside
+            with(24, LEN, &map_entry(b"key")),
+            with(25, LEN, &[8, 0x7f]),
+        ];
+        for bytes in &good {
+            assert!(check(&message, &columns, &[bytes]), "{bytes:?}");
+        }
+        let bad = [
+            with(22, LEN, &[1, 0x96]),          // a packed varint cut short
+            with(22, FIXED32, &[1, 2, 3, 4]),   // an int32 as fixed32
+            with(23, LEN, &[0x0d, 1, 2, 3, 4]), // Inner.x as fixed32
+            with(23, VARINT, &[1]),             // a message as a varint
+            with(24, LEN, &map_entry(b"\xff")), // a key that is not UTF-8
+            with(25, LEN, &[8]),                // cut inside
+        ];
+        for bytes in &bad {
+            assert!(!check(&message, &columns, &[bytes]), "{bytes:?}");
+        }
+    }
+
+    #[test]
     fn bytes_lists_and_nested_columns_have_no_columnar_path() {
         let message = message();
         let all = arrow_schema(&message);
-        for name in ["blob", "many", "inner"] {
+        for name in ["blob", "many", "inner", "counts", "inners"] {
             let one = Arc::new(Schema::new(vec![all
                 .field_with_name(name)
                 .unwrap()
