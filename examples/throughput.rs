@@ -225,6 +225,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             records as f64 / secs
         );
     }
+    let (secs, rows) = best_of_three(|| Ok(nested.decode_protobuf()?))?;
+    println!(
+        "nested orders protobuf: decode {:>10.0} records/s  ({rows} rows; every column but the map)",
+        records as f64 / secs
+    );
     for (format, codec) in ["json", "avro", "protobuf"].into_iter().enumerate() {
         let (secs, rows) = best_of_three(|| Ok(nested.decode_flat(format)?))?;
         println!(

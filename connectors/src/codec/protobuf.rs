@@ -168,7 +168,7 @@ fn kind_type(kind: &Kind) -> DataType {
     }
 }
 
-fn field_type(f: &FieldDescriptor) -> (DataType, bool) {
+pub(super) fn field_type(f: &FieldDescriptor) -> (DataType, bool) {
     if f.is_map() {
         let Kind::Message(entry) = f.kind() else {
             unreachable!("maps are messages")

@@ -2,17 +2,20 @@
 //!
 //! [`super::protobuf`] decodes each message into a prost-reflect `DynamicMessage` and bridges it
 //! through JSON text; this module reads the wire format itself, driven by the descriptor, into
-//! one builder per column, for columns of singular scalars, enums, the decimal message or
-//! `google.protobuf.Timestamp` (columns of the natural types, any decimal precision and scale,
-//! any timestamp unit). It gives the same values as the JSON bridge: proto3 defaults for absent
-//! fields without presence, null for absent fields with presence, the last value of a field
-//! written twice, an enum's name (its number when unknown), null for a NaN or infinite float.
-//! Fields the query does not read — repeated ones (packed or not), maps, nested messages at any
+//! one builder per column ([`Level`], at any depth), for columns of singular scalars, enums, the
+//! decimal message or `google.protobuf.Timestamp` (the natural types, any decimal precision and
+//! scale, any timestamp unit), repeated fields (lists, packed or not) and nested messages
+//! (structs, of the types the value path gives them). It gives the same values as the JSON
+//! bridge: proto3 defaults for absent fields without presence, null for absent fields with
+//! presence (a nested message too), an empty list for an absent repeated field, the last value
+//! of a field written twice, an enum's name (its number when unknown), null for a NaN or
+//! infinite float. Fields the query does not read — repeated ones, maps, nested messages at any
 //! depth — are checked as prost-reflect decodes them and the JSON bridge writes them
 //! ([`Nested`]), not decoded. Anything else in a batch — a malformed message, a wire type that
-//! does not fit its field, a decimal that does not fit its column exactly, a group — makes it
-//! give the batch back (`None`), and the value-tree path decides, errors included. Columns of
-//! repeated, map or message fields are the value-tree path's.
+//! does not fit its field, a decimal that does not fit its column exactly, a group, a nested
+//! message written twice (prost-reflect merges the two) — makes it give the batch back
+//! (`None`), and the value-tree path decides, errors included. Map columns are the value-tree
+//! path's.
 //!
 //! Encoding ([`RowWriter`]) is the same idea the other way: each row is written from the arrays
 //! as the bytes prost-reflect writes for the `DynamicMessage` the value path builds (fields in
@@ -38,13 +41,131 @@ const FIXED32: u8 = 5;
 /// Decodes messages of one type into batches of the stream's columns.
 pub(super) struct ColumnarProtobuf {
     columns: SchemaRef,
+    /// The message's fields read into the columns.
+    top: Level,
+}
+
+/// One message's fields read into columns: the stream's columns (the top level), or every
+/// field of a nested message (a Struct column, or the Struct items of a list column).
+struct Level {
     /// What each field number of the message is to this path (numbers past the end: unknown).
     fields: Vec<Entry>,
     reads: Vec<Read>,
-    /// The current row's value of each column.
+    /// How each column is read.
+    shapes: Vec<Shape>,
+    /// The current message's value of each scalar column.
     slots: Vec<Slot>,
-    /// The current row's last field number set in each oneof (0: none).
+    /// The current message's occurrences of each list or struct column: where each value
+    /// starts (after its key) and its wire type.
+    seen: Vec<Vec<(usize, u8)>>,
+    /// The current message's last field number set in each oneof (0: none).
     winners: Vec<u32>,
+}
+
+/// How a column is read.
+enum Shape {
+    Scalar,
+    /// A repeated field: its items are scalars of the column's kind (`None`), or messages.
+    List(Option<Box<Level>>),
+    /// A message field.
+    Struct(Box<Level>),
+}
+
+/// The builder of one column, at any depth.
+enum Builder {
+    Scalar(ScalarBuilder),
+    List {
+        item: arrow::datatypes::FieldRef,
+        offsets: Vec<i32>,
+        valid: Vec<bool>,
+        items: Box<Builder>,
+    },
+    Struct {
+        fields: arrow::datatypes::Fields,
+        valid: Vec<bool>,
+        children: Vec<Builder>,
+    },
+}
+
+impl Builder {
+    /// A builder of `rows` values of `data_type`, or `None` for a type this path does not build.
+    fn new(data_type: &DataType, rows: usize) -> Option<Builder> {
+        Some(match data_type {
+            DataType::List(item) => Builder::List {
+                item: item.clone(),
+                offsets: {
+                    let mut o = Vec::with_capacity(rows + 1);
+                    o.push(0);
+                    o
+                },
+                valid: Vec::with_capacity(rows),
+                items: Box::new(Builder::new(item.data_type(), rows)?),
+            },
+            DataType::Struct(fields) => Builder::Struct {
+                fields: fields.clone(),
+                valid: Vec::with_capacity(rows),
+                children: fields
+                    .iter()
+                    .map(|f| Builder::new(f.data_type(), rows))
+                    .collect::<Option<_>>()?,
+            },
+            other => Builder::Scalar(ScalarBuilder::new(other, rows, rows * 8)?),
+        })
+    }
+
+    fn push_null(&mut self) {
+        match self {
+            Builder::Scalar(b) => b.push_null(),
+            Builder::List { offsets, valid, .. } => {
+                offsets.push(*offsets.last().unwrap_or(&0));
+                valid.push(false);
+            }
+            Builder::Struct {
+                valid, children, ..
+            } => {
+                valid.push(false);
+                children.iter_mut().for_each(Builder::push_null);
+            }
+        }
+    }
+
+    fn finish(self) -> Option<ArrayRef> {
+        let nulls = |valid: Vec<bool>| {
+            (!valid.iter().all(|v| *v)).then(|| arrow::buffer::NullBuffer::from(valid))
+        };
+        Some(match self {
+            Builder::Scalar(b) => b.finish(),
+            Builder::List {
+                item,
+                offsets,
+                valid,
+                items,
+            } => std::sync::Arc::new(
+                arrow::array::ListArray::try_new(
+                    item,
+                    arrow::buffer::OffsetBuffer::new(offsets.into()),
+                    items.finish()?,
+                    nulls(valid),
+                )
+                .ok()?,
+            ),
+            Builder::Struct {
+                fields,
+                valid,
+                children,
+            } => std::sync::Arc::new(
+                arrow::array::StructArray::try_new(
+                    fields,
+                    children
+                        .into_iter()
+                        .map(Builder::finish)
+                        .collect::<Option<_>>()?,
+                    nulls(valid),
+                )
+                .ok()?,
+            ),
+        })
+    }
 }
 
 /// A field number of the message.
@@ -241,6 +362,47 @@ enum Slot {
 impl ColumnarProtobuf {
     /// A decoder of `message` into `columns`, or `None` when a column is not one this path reads.
     pub(super) fn new(message: &MessageDescriptor, columns: &SchemaRef) -> Option<Self> {
+        Some(Self {
+            columns: columns.clone(),
+            top: Level::new(message, columns.fields(), true)?,
+        })
+    }
+
+    /// The batch of `messages` (one row each), or `None` when the value-tree path must decide.
+    pub(super) fn decode<'a>(
+        &mut self,
+        count: usize,
+        messages: impl Iterator<Item = Option<&'a [u8]>>,
+    ) -> Option<RecordBatch> {
+        let mut builders: Vec<Builder> = self
+            .columns
+            .fields()
+            .iter()
+            .map(|f| Builder::new(f.data_type(), count))
+            .collect::<Option<_>>()?;
+        for message in messages {
+            let message = message?;
+            self.top.read(message)?;
+            self.top.push(&mut builders, message)?;
+        }
+        let arrays: Vec<ArrayRef> = builders
+            .into_iter()
+            .map(Builder::finish)
+            .collect::<Option<_>>()?;
+        RecordBatch::try_new(self.columns.clone(), arrays).ok()
+    }
+}
+
+impl Level {
+    /// The reading of `message` into `columns`: the stream's columns (`top`: a column may name
+    /// no field, and be declared with another decimal precision or timestamp unit), or a
+    /// nested message's fields, of their natural types. `None` when a column is not one this
+    /// path reads.
+    fn new(
+        message: &MessageDescriptor,
+        columns: &arrow::datatypes::Fields,
+        top: bool,
+    ) -> Option<Self> {
         // Extensions are decoded (and checked) by prost-reflect; left to it.
         if message.extensions().len() > 0 {
             return None;
@@ -286,23 +448,56 @@ impl ColumnarProtobuf {
             fields[number as usize] = Entry { role, oneof };
         }
         let mut reads = Vec::new();
-        for (index, column) in columns.fields().iter().enumerate() {
-            if !column.is_nullable() || ScalarBuilder::new(column.data_type(), 0, 0).is_none() {
+        let mut shapes = Vec::new();
+        for (index, column) in columns.iter().enumerate() {
+            if !column.is_nullable() || Builder::new(column.data_type(), 0).is_none() {
                 return None;
             }
             let Some(field) = message.get_field_by_name(column.name()) else {
+                if !top {
+                    return None;
+                }
                 reads.push(Read {
                     kind: Scalar::Missing,
                     presence: true,
                     number: 0,
                     oneof: None,
                 });
+                shapes.push(Shape::Scalar);
                 continue;
             };
-            if field.is_list() || field.is_map() || !column.is_nullable() {
+            if field.is_map() || field.is_group() {
                 return None;
             }
-            let kind = scalar(&field, column.data_type(), true)?;
+            let message_kind = match field.kind() {
+                Kind::Message(m) if !is_decimal(&m) && !is_timestamp(&m) => Some(m),
+                _ => None,
+            };
+            let (kind, shape) = if field.is_list() || message_kind.is_some() {
+                // Lists and structs: of the field's own type, as the value path has them.
+                if *column.data_type() != super::protobuf::field_type(&field).0 {
+                    return None;
+                }
+                let level = |data_type: &DataType, m: &MessageDescriptor| match data_type {
+                    DataType::Struct(fields) => Level::new(m, fields, false).map(Box::new),
+                    _ => None,
+                };
+                match (column.data_type(), &message_kind) {
+                    (DataType::List(item), Some(m)) => (
+                        Scalar::Missing,
+                        Shape::List(Some(level(item.data_type(), m)?)),
+                    ),
+                    (DataType::List(item), None) => {
+                        (scalar(&field, item.data_type(), true)?, Shape::List(None))
+                    }
+                    (struct_type, Some(m)) => {
+                        (Scalar::Missing, Shape::Struct(level(struct_type, m)?))
+                    }
+                    _ => return None,
+                }
+            } else {
+                (scalar(&field, column.data_type(), true)?, Shape::Scalar)
+            };
             let entry = &mut fields[field.number() as usize];
             entry.role = Role::Column(index as u16);
             reads.push(Read {
@@ -311,42 +506,22 @@ impl ColumnarProtobuf {
                 number: field.number(),
                 oneof: entry.oneof,
             });
+            shapes.push(shape);
         }
         Some(Self {
-            columns: columns.clone(),
             fields,
             slots: vec![Slot::Absent; reads.len()],
+            seen: vec![Vec::new(); reads.len()],
             reads,
+            shapes,
             winners: vec![0; oneofs.len()],
         })
     }
 
-    /// The batch of `messages` (one row each), or `None` when the value-tree path must decide.
-    pub(super) fn decode<'a>(
-        &mut self,
-        count: usize,
-        messages: impl Iterator<Item = Option<&'a [u8]>>,
-    ) -> Option<RecordBatch> {
-        let mut builders: Vec<ScalarBuilder> = self
-            .columns
-            .fields()
-            .iter()
-            .map(|f| ScalarBuilder::new(f.data_type(), count, count * 8))
-            .collect::<Option<_>>()?;
-        for message in messages {
-            let message = message?;
-            self.read(message)?;
-            for ((slot, read), builder) in self.slots.iter().zip(&self.reads).zip(&mut builders) {
-                push(builder, *slot, read, message)?;
-            }
-        }
-        let arrays: Vec<ArrayRef> = builders.into_iter().map(ScalarBuilder::finish).collect();
-        RecordBatch::try_new(self.columns.clone(), arrays).ok()
-    }
-
-    /// Reads one message's fields into `slots`.
+    /// Reads one message's fields into `slots` and `seen`.
     fn read(&mut self, message: &[u8]) -> Option<()> {
         self.slots.fill(Slot::Absent);
+        self.seen.iter_mut().for_each(Vec::clear);
         self.winners.fill(0);
         let mut at = 0;
         while at < message.len() {
@@ -365,12 +540,26 @@ impl ColumnarProtobuf {
                 Role::Column(column) => {
                     let column = *column as usize;
                     let kind = &self.reads[column].kind;
-                    if matches!(kind, Scalar::Decimal { .. } | Scalar::Timestamp)
-                        && !matches!(self.slots[column], Slot::Absent)
-                    {
-                        return None; // a message field written twice is merged: rare
+                    match &self.shapes[column] {
+                        Shape::Scalar => {
+                            if matches!(kind, Scalar::Decimal { .. } | Scalar::Timestamp)
+                                && !matches!(self.slots[column], Slot::Absent)
+                            {
+                                return None; // a message field written twice is merged: rare
+                            }
+                            self.slots[column] = value(kind, wire, message, &mut at)?;
+                        }
+                        // Read when the row is pushed; here only found and stepped over.
+                        Shape::List(None) if wire != LEN => {
+                            self.seen[column].push((at, wire));
+                            value(kind, wire, message, &mut at)?;
+                        }
+                        _ if wire == LEN => {
+                            self.seen[column].push((at, wire));
+                            len(message, &mut at)?;
+                        }
+                        _ => return None,
                     }
-                    self.slots[column] = value(kind, wire, message, &mut at)?;
                 }
             }
             if let Some(oneof) = entry.oneof {
@@ -378,12 +567,106 @@ impl ColumnarProtobuf {
             }
         }
         // A oneof holds only the member set last.
-        for (slot, read) in self.slots.iter_mut().zip(&self.reads) {
+        for ((slot, seen), read) in self.slots.iter_mut().zip(&mut self.seen).zip(&self.reads) {
             if read
                 .oneof
                 .is_some_and(|o| self.winners[o as usize] != read.number)
             {
                 *slot = Slot::Absent;
+                seen.clear();
+            }
+        }
+        Some(())
+    }
+
+    /// Appends the message last [`Level::read`] to `builders`, a value per column.
+    fn push(&mut self, builders: &mut [Builder], message: &[u8]) -> Option<()> {
+        let Level {
+            reads,
+            shapes,
+            slots,
+            seen,
+            ..
+        } = self;
+        for (c, builder) in builders.iter_mut().enumerate() {
+            match (&mut shapes[c], builder) {
+                (Shape::Scalar, Builder::Scalar(b)) => push(b, slots[c], &reads[c], message)?,
+                (
+                    Shape::List(items),
+                    Builder::List {
+                        offsets,
+                        valid,
+                        items: item_builder,
+                        ..
+                    },
+                ) => {
+                    let mut count = 0usize;
+                    for &(at, wire) in &seen[c] {
+                        let mut p = at;
+                        match (items.as_deref_mut(), &mut **item_builder) {
+                            (None, Builder::Scalar(b)) => {
+                                let kind = &reads[c].kind;
+                                match (wire, element_wire(kind)) {
+                                    (LEN, Some(element)) => {
+                                        let (start, end) = len(message, &mut p)?;
+                                        let packed = &message[..end];
+                                        let mut q = start;
+                                        while q < end {
+                                            let slot = value(kind, element, packed, &mut q)?;
+                                            push(b, slot, &reads[c], message)?;
+                                            count += 1;
+                                        }
+                                    }
+                                    _ => {
+                                        let slot = value(kind, wire, message, &mut p)?;
+                                        push(b, slot, &reads[c], message)?;
+                                        count += 1;
+                                    }
+                                }
+                            }
+                            (
+                                Some(level),
+                                Builder::Struct {
+                                    valid, children, ..
+                                },
+                            ) => {
+                                let (start, end) = len(message, &mut p)?;
+                                let item = &message[start..end];
+                                level.read(item)?;
+                                level.push(children, item)?;
+                                valid.push(true);
+                                count += 1;
+                            }
+                            _ => return None,
+                        }
+                    }
+                    let last = *offsets.last()?;
+                    offsets.push(last.checked_add(i32::try_from(count).ok()?)?);
+                    // A repeated field is never null: absent, it is empty.
+                    valid.push(true);
+                }
+                (
+                    Shape::Struct(level),
+                    Builder::Struct {
+                        valid, children, ..
+                    },
+                ) => match seen[c].as_slice() {
+                    [] => {
+                        valid.push(false);
+                        children.iter_mut().for_each(Builder::push_null);
+                    }
+                    &[(at, _)] => {
+                        let mut p = at;
+                        let (start, end) = len(message, &mut p)?;
+                        let item = &message[start..end];
+                        level.read(item)?;
+                        level.push(children, item)?;
+                        valid.push(true);
+                    }
+                    // A message field written twice is merged by prost-reflect: rare.
+                    _ => return None,
+                },
+                _ => return None,
             }
         }
         Some(())
@@ -1027,6 +1310,12 @@ message Flat {
   oneof choice { string text = 19; int32 number = 20; }
   bytes blob = 21; repeated int32 many = 22; Inner inner = 23;
   map<string, int64> counts = 24; repeated Inner inners = 25;
+  Deep deep = 26; repeated Deep deeps = 27;
+}
+message Deep {
+  string s = 1; repeated double ds = 2; Inner in = 3; optional int64 o = 4; Side side = 5;
+  Decimal d = 6; google.protobuf.Timestamp t = 7; repeated Inner ins = 8;
+  repeated string names = 9; oneof pick { int32 a = 10; string b = 11; }
 }
 "#;
 
@@ -1057,7 +1346,7 @@ message Flat {
             .filter(|f| {
                 !matches!(
                     f.name().as_str(),
-                    "blob" | "many" | "inner" | "counts" | "inners"
+                    "blob" | "many" | "inner" | "counts" | "inners" | "deep" | "deeps"
                 )
             })
             .map(|f| match f.name().as_str() {
@@ -1071,14 +1360,14 @@ message Flat {
 
     /// One field of `Flat` with a random value (sometimes of the wrong wire type).
     fn field(rng: &mut Rng, out: &mut Vec<u8>) {
-        let number = 1 + rng.next(26) as u32;
+        let number = 1 + rng.next(28) as u32;
         let mut wire = match number {
             3 | 8 | 12 => FIXED32,
             6 | 10 | 13 => FIXED64,
-            14 | 16 | 17 | 19 | 21 | 23 | 24 | 25 => LEN,
+            14 | 16 | 17 | 19 | 21 | 23 | 24 | 25 | 26 | 27 => LEN,
             // Repeated numbers: packed or one by one.
             22 if rng.next(2) == 0 => LEN,
-            26 => VARINT, // not in the message
+            28 => VARINT, // not in the message
             _ => VARINT,
         };
         if rng.next(40) == 0 {
@@ -1148,7 +1437,73 @@ message Flat {
                         put_key(&mut inner, 2, [VARINT, LEN][rng.next(2) as usize]);
                         put_varint(&mut inner, 0);
                     }
+                    26 | 27 => {
+                        for _ in 0..rng.next(6) {
+                            deep_field(rng, &mut inner);
+                        }
+                    }
                     _ => inner.extend_from_slice(&[8, 1]),
+                }
+                put_varint(out, inner.len() as u64);
+                out.extend_from_slice(&inner);
+            }
+        }
+    }
+
+    /// One field of `Deep` with a random value (sometimes of the wrong wire type, or cut).
+    fn deep_field(rng: &mut Rng, out: &mut Vec<u8>) {
+        let number = 1 + rng.next(12) as u32;
+        let mut wire = match number {
+            1 | 3 | 6 | 7 | 8 | 9 | 11 => LEN,
+            2 if rng.next(2) == 0 => LEN,
+            2 => FIXED64,
+            _ => VARINT, // 4, 5, 10, and 12: not in the message
+        };
+        if rng.next(50) == 0 {
+            wire = [VARINT, FIXED64, LEN, FIXED32][rng.next(4) as usize];
+        }
+        put_key(out, number, wire);
+        match wire {
+            VARINT => put_varint(out, [rng.wide(), 1, 0][rng.next(3) as usize]),
+            FIXED64 => {
+                let v = [(rng.signed() as f64 / 3.0).to_bits(), f64::NAN.to_bits()]
+                    [rng.next(2) as usize];
+                out.extend_from_slice(&v.to_le_bytes())
+            }
+            FIXED32 => out.extend_from_slice(&(rng.wide() as u32).to_le_bytes()),
+            _ => {
+                let mut inner = Vec::new();
+                match number {
+                    2 => {
+                        for _ in 0..rng.next(3) {
+                            inner.extend_from_slice(&(rng.signed() as f64 / 7.0).to_le_bytes());
+                        }
+                        if rng.next(8) == 0 {
+                            inner.push(1); // not a whole double
+                        }
+                    }
+                    3 | 8 => inner.extend_from_slice(
+                        [
+                            &[8, 1][..],
+                            &[8, 0xff, 0x01],
+                            &[],
+                            &[0x0d, 1, 2, 3, 4],
+                            &[8],
+                        ][rng.next(5) as usize],
+                    ),
+                    6 => {
+                        put_key(&mut inner, 1, VARINT);
+                        put_varint(&mut inner, rng.next(1_000_000));
+                        put_key(&mut inner, 2, VARINT);
+                        put_varint(&mut inner, [2, 4, 40][rng.next(3) as usize]);
+                    }
+                    7 => {
+                        put_key(&mut inner, 1, VARINT);
+                        put_varint(&mut inner, [0, 1_704_067_200][rng.next(2) as usize]);
+                    }
+                    _ => inner.extend_from_slice(
+                        [&b"abc"[..], "é".as_bytes(), b"\xff", b""][rng.next(4) as usize],
+                    ),
                 }
                 put_varint(out, inner.len() as u64);
                 out.extend_from_slice(&inner);
@@ -1448,6 +1803,41 @@ message Odd { NotDecimal nd = 1; Decimal d = 2; google.protobuf.Timestamp at = 3
     }
 
     #[test]
+    fn list_and_struct_columns_decode_columnar_to_the_value_paths_batch() {
+        let message = message();
+        let all = arrow_schema(&message);
+        let nested = Arc::new(Schema::new(
+            ["i32", "many", "inner", "inners", "deep", "deeps", "name"]
+                .iter()
+                .map(|n| all.field_with_name(n).unwrap().clone())
+                .collect::<Vec<_>>(),
+        ));
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let (mut taken, total) = (0, 4000);
+        let mut good = Vec::new();
+        for _ in 0..total {
+            let mut bytes = Vec::new();
+            for _ in 0..rng.next(10) {
+                field(&mut rng, &mut bytes);
+            }
+            if check(&message, &nested, &[&bytes]) {
+                taken += 1;
+                good.push(bytes);
+            }
+        }
+        assert!(taken > total / 10 && taken < total, "{taken} of {total}");
+        let good: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
+        assert!(check(&message, &nested, &good));
+        // A struct column written twice (merged by prost-reflect) goes to the value path.
+        let mut twice = Vec::new();
+        for _ in 0..2 {
+            put_key(&mut twice, 23, LEN);
+            twice.extend_from_slice(&[2, 8, 1]);
+        }
+        assert!(!check(&message, &nested, &[&twice]));
+    }
+
+    #[test]
     fn unread_repeated_map_and_message_fields_are_checked_not_sent_to_the_value_path() {
         let message = message();
         let columns = columns(&message);
@@ -1490,18 +1880,25 @@ message Odd { NotDecimal nd = 1; Decimal d = 2; google.protobuf.Timestamp at = 3
     }
 
     #[test]
-    fn bytes_lists_and_nested_columns_have_no_columnar_path() {
+    fn bytes_and_map_columns_have_no_columnar_path() {
         let message = message();
         let all = arrow_schema(&message);
-        for name in ["blob", "many", "inner", "counts", "inners"] {
+        for name in ["blob", "counts"] {
             let one = Arc::new(Schema::new(vec![all
                 .field_with_name(name)
                 .unwrap()
                 .clone()]));
             assert!(ColumnarProtobuf::new(&message, &one).is_none(), "{name}");
         }
-        // A column declared with another type than the field's.
+        // A column declared with another type than the field's, at the top or inside a list.
         let wrong = Arc::new(Schema::new(vec![Field::new("i32", DataType::Int64, true)]));
+        assert!(ColumnarProtobuf::new(&message, &wrong).is_none());
+        let item = Arc::new(Field::new("item", DataType::Int64, true));
+        let wrong = Arc::new(Schema::new(vec![Field::new(
+            "many",
+            DataType::List(item),
+            true,
+        )]));
         assert!(ColumnarProtobuf::new(&message, &wrong).is_none());
     }
 }
