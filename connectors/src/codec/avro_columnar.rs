@@ -225,7 +225,13 @@ fn retype(array: &ArrayRef, to: &DataType) -> Option<ArrayRef> {
                 .columns()
                 .iter()
                 .zip(fields)
-                .map(|(c, f)| retype(c, f.data_type()))
+                .map(|(c, f)| {
+                    let c = retype(c, f.data_type())?;
+                    match record.nulls() {
+                        Some(parent) => null_under(c, parent),
+                        None => Some(c),
+                    }
+                })
                 .collect::<Option<Vec<_>>>()?;
             // Refuses NULLs in a field the value path has as not nullable.
             Arc::new(StructArray::try_new(fields.clone(), columns, record.nulls().cloned()).ok()?)
@@ -246,6 +252,33 @@ fn retype(array: &ArrayRef, to: &DataType) -> Option<ArrayRef> {
         (DataType::FixedSizeBinary(_), DataType::Binary) => cast(array, to).ok()?,
         (from, to) if from == to && !from.is_nested() => array.clone(),
         _ => return None,
+    })
+}
+
+/// `array`, a field of a record, NULL wherever the record is (`parent`), at any depth: the
+/// value path has every field of a NULL record NULL, where arrow-avro leaves defaults.
+fn null_under(array: ArrayRef, parent: &arrow::buffer::NullBuffer) -> Option<ArrayRef> {
+    let nulls = arrow::buffer::NullBuffer::union(array.nulls(), Some(parent))?;
+    Some(match array.data_type() {
+        DataType::Struct(fields) => {
+            let record = array.as_struct();
+            let children = record
+                .columns()
+                .iter()
+                .map(|c| null_under(c.clone(), &nulls))
+                .collect::<Option<Vec<_>>>()?;
+            Arc::new(
+                arrow::array::StructArray::try_new(fields.clone(), children, Some(nulls)).ok()?,
+            )
+        }
+        _ => arrow::array::make_array(
+            array
+                .to_data()
+                .into_builder()
+                .nulls(Some(nulls))
+                .build()
+                .ok()?,
+        ),
     })
 }
 
@@ -294,10 +327,14 @@ enum Check {
     String,
     /// An enum of this many symbols.
     Enum(usize),
-    /// Fixed bytes of this size (a decimal's too).
+    /// Fixed bytes of this size.
     Fixed(usize),
-    /// A decimal on `bytes`: at most 16 of them.
-    DecimalBytes,
+    /// A decimal on fixed bytes of `size`, or on `bytes` (at most 16 of them), whose digits
+    /// fit `precision`.
+    Decimal {
+        size: Option<usize>,
+        precision: u32,
+    },
     /// A union of null (branch `null`) and one other type.
     Nullable {
         null: u64,
@@ -335,9 +372,17 @@ fn checks(schema: &AvroSchema) -> Option<Vec<Check>> {
             S::String => Check::String,
             S::Enum(e) => Check::Enum(e.symbols.len()),
             S::Fixed(f) => Check::Fixed(f.size),
+            // Its digits are checked against its precision wherever it is, read or not: the
+            // value path writes every field and refuses a record with a decimal too wide.
             S::Decimal(d) => match d.inner.as_ref() {
-                S::Fixed(f) if f.size <= 16 => Check::Fixed(f.size),
-                S::Bytes => Check::DecimalBytes,
+                S::Fixed(f) if f.size <= 16 => Check::Decimal {
+                    size: Some(f.size),
+                    precision: d.precision as u32,
+                },
+                S::Bytes => Check::Decimal {
+                    size: None,
+                    precision: d.precision as u32,
+                },
                 _ => return None,
             },
             S::Array(a) => Check::Array(Box::new(check(&a.items)?)),
@@ -426,10 +471,13 @@ fn valid(checks: &[Check], datum: &[u8]) -> bool {
                 (0..*symbols as i64).contains(&i).then_some(())
             }
             Check::Fixed(size) => take(b, at, *size).map(drop),
-            Check::DecimalBytes => {
-                let n = length(b, at)?;
-                ((1..=16).contains(&n)).then_some(())?;
-                take(b, at, n).map(drop)
+            Check::Decimal { size, precision } => {
+                let n = match size {
+                    Some(size) => *size,
+                    None => length(b, at).filter(|n| (1..=16).contains(n))?,
+                };
+                let digits = super::text::i128_from_be_bytes(take(b, at, n)?)?;
+                super::text::fits_precision(digits, *precision).then_some(())
             }
             Check::Nullable { null, inner } => match long(b, at)? {
                 branch if branch as u64 == *null => Some(()),
@@ -620,7 +668,7 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::codec::avro::{arrow_schema, parse_schema, AvroDecoder};
     use crate::codec::testing::Rng;
@@ -739,12 +787,33 @@ mod tests {
             .decode(&input)
             .unwrap();
         assert_eq!(both.batch, values.batch);
+        for (a, b) in both.batch.columns().iter().zip(values.batch.columns()) {
+            assert_children_equal(a, b);
+        }
         assert_eq!(both.keep, values.keep);
         assert_eq!(both.failures, values.failures);
         ColumnarAvro::new(schema, columns)
             .unwrap()
             .decode(input.len(), input.iter())
             .is_some()
+    }
+
+    /// The fields of records and the items of lists of `a` and `b` compared as arrays of their
+    /// own: array equality skips what lies under a NULL record, a query reading the field does
+    /// not.
+    pub(crate) fn assert_children_equal(a: &ArrayRef, b: &ArrayRef) {
+        match (a.data_type(), b.data_type()) {
+            (DataType::Struct(_), DataType::Struct(_)) => {
+                for (x, y) in a.as_struct().columns().iter().zip(b.as_struct().columns()) {
+                    assert_eq!(x, y);
+                    assert_children_equal(x, y);
+                }
+            }
+            (DataType::List(_), DataType::List(_)) => {
+                assert_children_equal(a.as_list::<i32>().values(), b.as_list::<i32>().values())
+            }
+            _ => {}
+        }
     }
 
     #[test]
@@ -1072,6 +1141,10 @@ mod tests {
         // Broken datums and a nested decimal wider than its precision: the value path decides.
         let good = rows[3];
         let wide = datum(&schema, order(&mut rng, true));
+        // Too wide in a field the query does not read: the value path refuses it all the same.
+        let only_id = Arc::new(Schema::new(vec![columns.field(0).clone()]));
+        assert!(!check(&schema, &only_id, &[good, &wide]));
+        assert!(check(&schema, &only_id, &[good]));
         let mut huge_block = vec![0x02]; // id 1
         huge_block.extend([0xfe, 0xff, 0xff, 0xff, 0x0f]); // a block of 2^31 - 1 tags
         for bad in [

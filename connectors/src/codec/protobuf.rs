@@ -151,7 +151,7 @@ pub(super) fn is_timestamp(m: &MessageDescriptor) -> bool {
     m.full_name() == "google.protobuf.Timestamp"
 }
 
-fn kind_type(kind: &Kind) -> DataType {
+pub(super) fn kind_type(kind: &Kind) -> DataType {
     match kind {
         Kind::Double => DataType::Float64,
         Kind::Float => DataType::Float32,
@@ -168,7 +168,7 @@ fn kind_type(kind: &Kind) -> DataType {
     }
 }
 
-pub(super) fn field_type(f: &FieldDescriptor) -> (DataType, bool) {
+fn field_type(f: &FieldDescriptor) -> (DataType, bool) {
     if f.is_map() {
         let Kind::Message(entry) = f.kind() else {
             unreachable!("maps are messages")

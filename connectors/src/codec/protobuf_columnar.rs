@@ -208,14 +208,18 @@ enum Nested {
 /// Messages nested deeper than this (recursive types) are left to the value path.
 const MAX_CHECK_DEPTH: usize = 16;
 
+/// The checks of each message type met, by full name (`None`: not checkable, or still being
+/// built: a type met again inside itself is recursive, and left to the value path).
+type Checked = std::collections::HashMap<String, Option<std::sync::Arc<Vec<Option<Nested>>>>>;
+
 /// How field `field` is checked when not read, or `None` when this path cannot check it.
-fn nested(field: &FieldDescriptor, depth: usize) -> Option<Nested> {
+fn nested(field: &FieldDescriptor, depth: usize, checked: &mut Checked) -> Option<Nested> {
     if field.is_group() {
         return None;
     }
     if let Kind::Message(m) = field.kind() {
         if !is_decimal(&m) && !is_timestamp(&m) {
-            return Some(Nested::Message(message_checks(&m, depth + 1)?));
+            return Some(Nested::Message(message_checks(&m, depth + 1, checked)?));
         }
     }
     let kind = scalar(field, &DataType::Null, false)?;
@@ -226,26 +230,70 @@ fn nested(field: &FieldDescriptor, depth: usize) -> Option<Nested> {
     })
 }
 
-/// The checks of each field of `message`, by number.
+/// The checks of each field of `message`, by number; each type built once (`checked`), so a
+/// schema reusing types costs its size, not its fan-out to the power of its depth.
 fn message_checks(
     message: &MessageDescriptor,
     depth: usize,
+    checked: &mut Checked,
 ) -> Option<std::sync::Arc<Vec<Option<Nested>>>> {
+    if let Some(done) = checked.get(message.full_name()) {
+        return done.clone();
+    }
     if depth > MAX_CHECK_DEPTH || message.extensions().len() > 0 {
         return None;
     }
-    let mut fields: Vec<Option<Nested>> = Vec::new();
-    for field in message.fields() {
-        let number = field.number() as usize;
-        if number > MAX_FIELD_NUMBER as usize {
-            return None;
+    checked.insert(message.full_name().to_string(), None);
+    let build = |checked: &mut Checked| {
+        let mut fields: Vec<Option<Nested>> = Vec::new();
+        for field in message.fields() {
+            let number = field.number() as usize;
+            if number > MAX_FIELD_NUMBER as usize {
+                return None;
+            }
+            if fields.len() <= number {
+                fields.resize(number + 1, None);
+            }
+            fields[number] = Some(nested(&field, depth, checked)?);
         }
-        if fields.len() <= number {
-            fields.resize(number + 1, None);
-        }
-        fields[number] = Some(nested(&field, depth)?);
+        Some(std::sync::Arc::new(fields))
+    };
+    let built = build(checked);
+    checked.insert(message.full_name().to_string(), built.clone());
+    built
+}
+
+/// Whether `data_type` is the type the value path gives `field` (`protobuf::field_type`),
+/// walked together with the declared type: bounded by its depth, so that a message type
+/// holding itself ends.
+fn value_type(data_type: &DataType, field: &FieldDescriptor) -> bool {
+    if field.is_map() {
+        return false;
     }
-    Some(std::sync::Arc::new(fields))
+    if field.is_list() {
+        return matches!(data_type, DataType::List(item)
+            if item.name() == "item" && item.is_nullable() && kind_type(item.data_type(), &field.kind()));
+    }
+    kind_type(data_type, &field.kind())
+}
+
+/// Whether `data_type` is the value path's type of a value of `kind`.
+fn kind_type(data_type: &DataType, kind: &Kind) -> bool {
+    match kind {
+        Kind::Message(m) if !is_decimal(m) && !is_timestamp(m) => match data_type {
+            DataType::Struct(fields) => {
+                fields.len() == m.fields().len()
+                    && fields.iter().zip(m.fields()).all(|(f, field)| {
+                        f.name() == field.name()
+                            && f.is_nullable()
+                            && value_type(f.data_type(), &field)
+                    })
+            }
+            _ => false,
+        },
+        // Not a plain message: the value path's type of it is not recursive.
+        other => *data_type == super::protobuf::kind_type(other),
+    }
 }
 
 /// The wire type of one element of a packed field of `kind` (`None`: it cannot be packed).
@@ -409,6 +457,7 @@ impl Level {
         }
         let mut fields = Vec::new();
         let mut oneofs: Vec<String> = Vec::new();
+        let mut checked = Checked::new();
         for field in message.fields() {
             let number = field.number();
             if number > MAX_FIELD_NUMBER {
@@ -424,7 +473,7 @@ impl Level {
                 (false, kind) if !matches!(kind, Kind::Message(_)) => {
                     Role::Check(scalar(&field, &DataType::Null, false)?)
                 }
-                _ => nested(&field, 0).map_or(Role::Bail, Role::Nested),
+                _ => nested(&field, 0, &mut checked).map_or(Role::Bail, Role::Nested),
             };
             let oneof = field.containing_oneof().map(|o| {
                 let name = o.full_name().to_string();
@@ -475,7 +524,7 @@ impl Level {
             };
             let (kind, shape) = if field.is_list() || message_kind.is_some() {
                 // Lists and structs: of the field's own type, as the value path has them.
-                if *column.data_type() != super::protobuf::field_type(&field).0 {
+                if !value_type(column.data_type(), &field) {
                     return None;
                 }
                 let level = |data_type: &DataType, m: &MessageDescriptor| match data_type {
@@ -1534,6 +1583,9 @@ message Deep {
             }
         }
         assert_eq!(both.batch, values.batch, "{payloads:?}");
+        for (a, b) in both.batch.columns().iter().zip(values.batch.columns()) {
+            crate::codec::avro_columnar::tests::assert_children_equal(a, b);
+        }
         assert_eq!(both.keep, values.keep, "{payloads:?}");
         assert_eq!(both.failures, values.failures, "{payloads:?}");
         ColumnarProtobuf::new(message, columns)
@@ -1877,6 +1929,34 @@ message Odd { NotDecimal nd = 1; Decimal d = 2; google.protobuf.Timestamp at = 3
         for bytes in &bad {
             assert!(!check(&message, &columns, &[bytes]), "{bytes:?}");
         }
+    }
+
+    #[test]
+    fn a_message_type_holding_itself_is_left_to_the_value_path_without_recursing_forever() {
+        let text = r#"syntax = "proto3";
+package tree;
+message Node { int64 id = 1; Node parent = 2; repeated Node kids = 3; }
+message Wide {
+  Wide a = 1; Wide b = 2; Wide c = 3; Wide d = 4; Wide e = 5; Wide f = 6; Wide g = 7;
+  Wide h = 8; Wide i = 9; Wide j = 10; int64 x = 11;
+}
+"#;
+        let node = load(text, "tree", "tree.Node");
+        let id = Field::new("id", DataType::Int64, true);
+        let parent = Field::new("parent", DataType::Struct(vec![id.clone()].into()), true);
+        let declared = Arc::new(Schema::new(vec![id.clone(), parent]));
+        assert!(ColumnarProtobuf::new(&node, &declared).is_none());
+        // Reading `id` alone: a message with a parent goes to the value path, one without
+        // does not.
+        let only_id = Arc::new(Schema::new(vec![id]));
+        let alone = [8, 5];
+        let with_parent = [8, 5, 0x12, 2, 8, 4];
+        assert!(check(&node, &only_id, &[&alone]));
+        assert!(!check(&node, &only_id, &[&alone, &with_parent]));
+        // Ten fields of its own type: built once, not ten to the sixteenth times.
+        let wide = load(text, "tree", "tree.Wide");
+        let x = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        assert!(check(&wide, &x, &[&[0x58, 3]]));
     }
 
     #[test]
