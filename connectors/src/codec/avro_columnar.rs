@@ -3,14 +3,16 @@
 //! [`super::avro`] reads each datum into an apache-avro value tree and bridges it through JSON
 //! text; that tree is most of its cost. arrow-avro decodes datums straight into Arrow arrays.
 //! This module runs it for writer schemas that are records of scalars (primitives, enums, fixed,
-//! decimals, dates, times, timestamps), arrays and nested records of those, each possibly in a
-//! union with null, whose Arrow types are the stream's columns' types or one cheap conversion
-//! away (a UTC timestamp → a timestamp without zone, a dictionary of strings → strings, fixed →
-//! binary; inside arrays and records too, with the value path's field names: [`retype`]). Maps
-//! (the value path orders their entries by key and keeps the last of a repeated key), other
-//! unions and uuids stay on the value-tree path; so does any batch arrow-avro does not decode
-//! whole — a bad datum, trailing bytes, a decimal wider than its precision — so the errors users
-//! see are the value-tree path's, record by record.
+//! decimals, dates, times, timestamps), arrays, maps and nested records of those, each possibly
+//! in a union with null, whose Arrow types are the stream's columns' types or one cheap
+//! conversion away (a UTC timestamp → a timestamp without zone, a dictionary of strings →
+//! strings, fixed → binary; inside arrays, maps and records too, with the value path's field
+//! names: [`retype`]). The value path's semantics are kept where arrow-avro differs: the fields
+//! of a NULL record are NULL, a map's entries are ordered by key with the last of a repeated key
+//! ([`sorted_map`]), a decimal too wide for its precision refuses the record wherever it is.
+//! Other unions and uuids stay on the value-tree path; so does any batch arrow-avro does not
+//! decode whole — a bad datum, trailing bytes, a decimal wider than its precision — so the
+//! errors users see are the value-tree path's, record by record.
 //!
 //! Encoding ([`write_field`]) writes flat records straight from the arrays, byte for byte what
 //! apache-avro writes for the value the value path builds; a row it cannot write goes through
@@ -83,7 +85,8 @@ impl ColumnarAvro {
                 };
                 let convert = match (field.data_type(), column.data_type()) {
                     (DataType::List(_), DataType::List(_))
-                    | (DataType::Struct(_), DataType::Struct(_)) => Convert::Retype,
+                    | (DataType::Struct(_), DataType::Struct(_))
+                    | (DataType::Map(..), DataType::Map(..)) => Convert::Retype,
                     (DataType::Decimal128(p, s), DataType::Decimal128(q, t))
                         if (p, s) == (q, t) =>
                     {
@@ -236,6 +239,7 @@ fn retype(array: &ArrayRef, to: &DataType) -> Option<ArrayRef> {
             // Refuses NULLs in a field the value path has as not nullable.
             Arc::new(StructArray::try_new(fields.clone(), columns, record.nulls().cloned()).ok()?)
         }
+        (DataType::Map(..), DataType::Map(entries, sorted)) => sorted_map(array, entries, *sorted)?,
         (DataType::Decimal128(p, s), DataType::Decimal128(q, t)) if (p, s) == (q, t) => {
             let decimals = array.as_primitive::<arrow::datatypes::Decimal128Type>();
             decimals.validate_decimal_precision(*p).ok()?;
@@ -253,6 +257,62 @@ fn retype(array: &ArrayRef, to: &DataType) -> Option<ArrayRef> {
         (from, to) if from == to && !from.is_nested() => array.clone(),
         _ => return None,
     })
+}
+
+/// A map column as the value path has it: each map's entries ordered by key, and of a key
+/// written twice the last value only (apache-avro reads a map into a hash map, and the JSON
+/// bridge writes its keys in order); entries named as `entries` names them.
+fn sorted_map(
+    array: &ArrayRef,
+    entries: &arrow::datatypes::FieldRef,
+    sorted: bool,
+) -> Option<ArrayRef> {
+    use arrow::array::{MapArray, StructArray, UInt32Array};
+    let map = array.as_map();
+    let DataType::Struct(names) = entries.data_type() else {
+        return None;
+    };
+    let keys = map.keys().as_string_opt::<i32>()?;
+    let offsets = map.value_offsets();
+    let mut order: Vec<u32> = Vec::with_capacity(keys.len());
+    let mut ends: Vec<i32> = Vec::with_capacity(map.len() + 1);
+    ends.push(0);
+    let mut run: Vec<usize> = Vec::new();
+    for row in 0..map.len() {
+        run.clear();
+        run.extend(offsets[row] as usize..offsets[row + 1] as usize);
+        // Stable: a key written twice keeps its wire order, and the last one stays.
+        run.sort_by(|a, b| keys.value(*a).cmp(keys.value(*b)));
+        for (i, &entry) in run.iter().enumerate() {
+            let later_twin = run
+                .get(i + 1)
+                .is_some_and(|&next| keys.value(next) == keys.value(entry));
+            if !later_twin {
+                order.push(entry as u32);
+            }
+        }
+        ends.push(i32::try_from(order.len()).ok()?);
+    }
+    let picked = arrow::compute::take(map.entries(), &UInt32Array::from(order), None).ok()?;
+    let picked = picked.as_struct();
+    if picked.num_columns() != 2 || names.len() != 2 {
+        return None;
+    }
+    let columns = vec![
+        retype(picked.column(0), names[0].data_type())?,
+        retype(picked.column(1), names[1].data_type())?,
+    ];
+    let entries_array = StructArray::try_new(names.clone(), columns, None).ok()?;
+    Some(Arc::new(
+        MapArray::try_new(
+            entries.clone(),
+            arrow::buffer::OffsetBuffer::new(ends.into()),
+            entries_array,
+            map.nulls().cloned(),
+            sorted,
+        )
+        .ok()?,
+    ))
 }
 
 /// `array`, a field of a record, NULL wherever the record is (`parent`), at any depth: the
@@ -349,9 +409,7 @@ enum Check {
 }
 
 /// The checks of a record whose fields are scalars, arrays, maps, records, or unions of null
-/// and one of those; `None` for any other schema. A map column is left to the value path (see
-/// `new`): it orders a map's entries by key (and keeps the last of a repeated key), arrow-avro
-/// as written.
+/// and one of those; `None` for any other schema.
 fn checks(schema: &AvroSchema) -> Option<Vec<Check>> {
     fn check(schema: &AvroSchema) -> Option<Check> {
         use AvroSchema as S;
@@ -386,8 +444,6 @@ fn checks(schema: &AvroSchema) -> Option<Vec<Check>> {
                 _ => return None,
             },
             S::Array(a) => Check::Array(Box::new(check(&a.items)?)),
-            // Checked, so that a record holding one decodes columnar when the query does not
-            // read the map; a map column itself has no columnar conversion (`new`).
             S::Map(m) => Check::Map(Box::new(check(&m.types)?)),
             S::Record(r) => Check::Record(
                 r.fields
@@ -1158,7 +1214,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_record_with_maps_decodes_columnar_unless_a_map_is_read() {
+    fn maps_decode_columnar_ordered_by_key_with_the_last_of_a_repeated_key() {
         let schema = parse_schema(
             r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"},
                 {"name":"m","type":{"type":"map","values":"long"}},
@@ -1209,9 +1265,31 @@ pub(crate) mod tests {
             "the map is not read: columnar"
         );
         assert!(
-            ColumnarAvro::new(&schema, &all).is_none(),
-            "a map column: the value path"
+            check(&schema, &all, &rows),
+            "the maps are read: columnar too"
         );
+        // Keys out of order and one written twice (the last value counts), then a block with
+        // its size in bytes.
+        let unordered: &[u8] = &[
+            0x02, // a = 1
+            0x06, 0x02, b'b', 0x02, 0x02, b'a', 0x04, 0x02, b'b', 0x06,
+            0x00, // {b:1, a:2, b:3}
+            // One map in a block of −1 items and 11 bytes: {z: null} then {y: "v"} in two blocks.
+            0x01, 0x16, 0x02, 0x02, b'z', 0x00, 0x02, 0x02, b'y', 0x02, 0x02, b'v', 0x00, 0x00,
+        ];
+        assert!(check(&schema, &all, &[rows[1], unordered, rows[2]]));
+        let decoded = ColumnarAvro::new(&schema, &all)
+            .unwrap()
+            .decode(1, [Some(unordered)].into_iter())
+            .unwrap();
+        let m = decoded.column(1).as_map();
+        let keys: Vec<&str> = m.keys().as_string::<i32>().iter().flatten().collect();
+        let values: Vec<i64> = m
+            .values()
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec();
+        assert_eq!((keys, values), (vec!["a", "b"], vec![2, 3]));
         // A map whose key is not UTF-8: the value path decides.
         let mut bad = vec![0x02, 0x02, 0x02, 0xff, 0x04, 0x00, 0x00];
         assert!(!check(&schema, &only_a, &[rows[0], &bad]));
