@@ -37,8 +37,32 @@ impl Replay {
         Self::plan_with(sql, |_| {})
     }
 
+    /// Plans `sql` to run on `lanes` worker lanes where the query can be split (see
+    /// [`crate::job::lanes`]), as `--parallelism` does: the same input gives exactly what one
+    /// lane gives.
+    pub fn plan_on_lanes(sql: &str, lanes: usize) -> Result<Self> {
+        Self::plan_inner(sql, |_| {}, lanes)
+    }
+
+    /// [`Replay::plan_on_lanes`] with the request changed first, as [`Replay::plan_with`].
+    pub fn plan_on_lanes_with(
+        sql: &str,
+        lanes: usize,
+        configure: impl FnOnce(&mut QueryRequest),
+    ) -> Result<Self> {
+        Self::plan_inner(sql, configure, lanes)
+    }
+
     /// Plans `sql`, letting `configure` change the request first (e.g. a state TTL).
     pub fn plan_with(sql: &str, configure: impl FnOnce(&mut QueryRequest)) -> Result<Self> {
+        Self::plan_inner(sql, configure, 1)
+    }
+
+    fn plan_inner(
+        sql: &str,
+        configure: impl FnOnce(&mut QueryRequest),
+        lanes: usize,
+    ) -> Result<Self> {
         let script = parse_script(sql)?;
         let mut catalog = Catalog::default();
         for decl in &script.streams {
@@ -75,8 +99,25 @@ impl Replay {
                 input.event_time,
             ));
         }
+        let split = crate::job::lanes::Split::of(&planned.pipeline).filter(|_| lanes > 1);
+        let mut extra = crate::job::lanes::Lanes::default();
+        if let Some(split) = split {
+            for _ in 1..lanes {
+                let copy = runtime.block_on(plan_query(&ctx, &catalog, &request))?;
+                let (copies, _) =
+                    crate::job::build::scan_inputs(copy.scans, Duration::from_secs(86_400))?;
+                extra.extra.push(crate::job::lanes::Lane {
+                    adapters: copies.into_iter().map(|i| i.adapter).collect(),
+                    pipeline: copy.pipeline,
+                });
+            }
+            extra.exchange = match split {
+                crate::job::lanes::Split::Keyed(exchange) => Some(exchange),
+                crate::job::lanes::Split::Rows => None,
+            };
+        }
         let collected: Collected = Arc::new(Mutex::new(Vec::new()));
-        let runner = Runner::new(
+        let mut runner = Runner::new(
             inputs,
             planned.pipeline,
             Box::new(CollectingSink::new(collected.clone())),
@@ -88,6 +129,7 @@ impl Replay {
             Arc::new(AtomicBool::new(false)),
             Arc::new(JobProgress::new("replay")),
         );
+        runner.lanes = extra;
         Ok(Self {
             runner,
             queues,
@@ -95,6 +137,11 @@ impl Replay {
             next_offset: 0,
             bad_records: 0,
         })
+    }
+
+    /// The worker lanes the query runs on (1 when it is not split).
+    pub fn lanes(&self) -> usize {
+        1 + self.runner.lanes.extra.len()
     }
 
     /// Runs one micro-batch of payloads of the (first) input; returns what the query emitted.

@@ -53,17 +53,21 @@ impl Rng {
 
 /// The rows of `batches` as JSON lines, sorted.
 pub fn sorted_json_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = json_rows(batches);
+    out.sort();
+    out
+}
+
+/// Every row of `batches` as a JSON object, in order.
+pub fn json_rows(batches: &[RecordBatch]) -> Vec<String> {
     let encoder = JsonEncoder::default();
     let mut rows = EncodedRows::default();
     for b in batches {
         encoder.encode(b, &mut rows).unwrap();
     }
-    let mut out: Vec<String> = rows
-        .iter()
+    rows.iter()
         .map(|r| String::from_utf8_lossy(r).into_owned())
-        .collect();
-    out.sort();
-    out
+        .collect()
 }
 
 /// Asserts two sorted row lists are equal, naming the first rows that differ (not dumping both).
