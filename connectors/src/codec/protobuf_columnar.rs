@@ -14,8 +14,10 @@
 //! ([`Nested`]), not decoded. Anything else in a batch — a malformed message, a wire type that
 //! does not fit its field, a decimal that does not fit its column exactly, a group, a nested
 //! message written twice (prost-reflect merges the two) — makes it give the batch back
-//! (`None`), and the value-tree path decides, errors included. Map columns are the value-tree
-//! path's.
+//! (`None`), and the value-tree path decides, errors included. Map columns of scalar values are
+//! read too, as the value path has them: each entry's key and value defaulted when absent, one
+//! value per key (the last written), entries ordered by the key's text ([`Key`]); maps of
+//! messages are the value-tree path's.
 //!
 //! Encoding ([`RowWriter`]) is the same idea the other way: each row is written from the arrays
 //! as the bytes prost-reflect writes for the `DynamicMessage` the value path builds (fields in
@@ -60,6 +62,8 @@ struct Level {
     seen: Vec<Vec<(usize, u8)>>,
     /// The current message's last field number set in each oneof (0: none).
     winners: Vec<u32>,
+    /// A map column's entries of the current message, to order by key (reused).
+    entries: Vec<(Key, Slot)>,
 }
 
 /// How a column is read.
@@ -69,6 +73,52 @@ enum Shape {
     List(Option<Box<Level>>),
     /// A message field.
     Struct(Box<Level>),
+    /// A map field of scalar values (the column's kind), with keys of this kind.
+    Map(Scalar),
+}
+
+/// A map entry's key as the value path writes it, to order entries by: a string key's bytes in
+/// the message, or a number's or a bool's text.
+#[derive(Clone, Copy)]
+enum Key {
+    Range(usize, usize),
+    Inline([u8; 24], u8),
+}
+
+impl Key {
+    /// The key a map entry's slot holds (a key field's value, or `Slot::Absent`: the default).
+    fn of(slot: Slot, kind: &Scalar) -> Option<Key> {
+        let inline = |text: &[u8]| {
+            let mut buf = [0u8; 24];
+            buf[..text.len()].copy_from_slice(text);
+            Key::Inline(buf, text.len() as u8)
+        };
+        let mut digits = [0u8; 24];
+        let mut number = |v: &dyn std::fmt::Display| {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut digits[..]);
+            write!(cursor, "{v}").ok()?;
+            let n = cursor.position() as usize;
+            Some(inline(&digits[..n]))
+        };
+        Some(match (slot, kind) {
+            (Slot::Text(start, end), _) => Key::Range(start, end),
+            (Slot::I64(v), _) => number(&v)?,
+            (Slot::U64(v), _) => number(&v)?,
+            (Slot::Bool(b), _) => inline(if b { b"true" } else { b"false" }),
+            (Slot::Absent, Scalar::String) => Key::Range(0, 0),
+            (Slot::Absent, Scalar::Bool) => inline(b"false"),
+            (Slot::Absent, _) => inline(b"0"),
+            _ => return None,
+        })
+    }
+
+    fn bytes<'a>(&'a self, message: &'a [u8]) -> &'a [u8] {
+        match self {
+            Key::Range(start, end) => &message[*start..*end],
+            Key::Inline(buf, n) => &buf[..*n as usize],
+        }
+    }
 }
 
 /// The builder of one column, at any depth.
@@ -84,6 +134,13 @@ enum Builder {
         fields: arrow::datatypes::Fields,
         valid: Vec<bool>,
         children: Vec<Builder>,
+    },
+    Map {
+        entries: arrow::datatypes::FieldRef,
+        offsets: Vec<i32>,
+        valid: Vec<bool>,
+        keys: ScalarBuilder,
+        values: Box<Builder>,
     },
 }
 
@@ -109,6 +166,21 @@ impl Builder {
                     .map(|f| Builder::new(f.data_type(), rows))
                     .collect::<Option<_>>()?,
             },
+            DataType::Map(entries, false) => {
+                let DataType::Struct(pair) = entries.data_type() else {
+                    return None;
+                };
+                if pair.len() != 2 || *pair[0].data_type() != DataType::Utf8 {
+                    return None;
+                }
+                Builder::Map {
+                    entries: entries.clone(),
+                    offsets: vec![0],
+                    valid: Vec::with_capacity(rows),
+                    keys: ScalarBuilder::new(&DataType::Utf8, rows, rows * 8)?,
+                    values: Box::new(Builder::new(pair[1].data_type(), rows)?),
+                }
+            }
             other => Builder::Scalar(ScalarBuilder::new(other, rows, rows * 8)?),
         })
     }
@@ -116,7 +188,7 @@ impl Builder {
     fn push_null(&mut self) {
         match self {
             Builder::Scalar(b) => b.push_null(),
-            Builder::List { offsets, valid, .. } => {
+            Builder::List { offsets, valid, .. } | Builder::Map { offsets, valid, .. } => {
                 offsets.push(*offsets.last().unwrap_or(&0));
                 valid.push(false);
             }
@@ -149,6 +221,33 @@ impl Builder {
                 )
                 .ok()?,
             ),
+            Builder::Map {
+                entries,
+                offsets,
+                valid,
+                keys,
+                values,
+            } => {
+                let DataType::Struct(pair) = entries.data_type() else {
+                    return None;
+                };
+                let pairs = arrow::array::StructArray::try_new(
+                    pair.clone(),
+                    vec![keys.finish(), values.finish()?],
+                    None,
+                )
+                .ok()?;
+                std::sync::Arc::new(
+                    arrow::array::MapArray::try_new(
+                        entries,
+                        arrow::buffer::OffsetBuffer::new(offsets.into()),
+                        pairs,
+                        nulls(valid),
+                        false,
+                    )
+                    .ok()?,
+                )
+            }
             Builder::Struct {
                 fields,
                 valid,
@@ -268,7 +367,29 @@ fn message_checks(
 /// holding itself ends.
 fn value_type(data_type: &DataType, field: &FieldDescriptor) -> bool {
     if field.is_map() {
-        return false;
+        let Kind::Message(entry) = field.kind() else {
+            return false;
+        };
+        let value = entry.map_entry_value_field().kind();
+        return match data_type {
+            DataType::Map(entries, false)
+                if entries.name() == "entries" && !entries.is_nullable() =>
+            {
+                match entries.data_type() {
+                    DataType::Struct(pair) => {
+                        pair.len() == 2
+                            && pair[0].name() == "keys"
+                            && *pair[0].data_type() == DataType::Utf8
+                            && !pair[0].is_nullable()
+                            && pair[1].name() == "values"
+                            && pair[1].is_nullable()
+                            && kind_type(pair[1].data_type(), &value)
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
     }
     if field.is_list() {
         return matches!(data_type, DataType::List(item)
@@ -515,8 +636,39 @@ impl Level {
                 shapes.push(Shape::Scalar);
                 continue;
             };
-            if field.is_map() || field.is_group() {
+            if field.is_group() {
                 return None;
+            }
+            if field.is_map() {
+                // Scalar values only: an absent message value is a default message on the
+                // value path, not NULL.
+                let Kind::Message(entry) = field.kind() else {
+                    return None;
+                };
+                let (key, value) = (entry.map_entry_key_field(), entry.map_entry_value_field());
+                if matches!(value.kind(), Kind::Message(_))
+                    || !value_type(column.data_type(), &field)
+                {
+                    return None;
+                }
+                let DataType::Map(entries, _) = column.data_type() else {
+                    return None;
+                };
+                let DataType::Struct(pair) = entries.data_type() else {
+                    return None;
+                };
+                let value_kind = scalar(&value, pair[1].data_type(), true)?;
+                let key_kind = scalar(&key, &DataType::Null, false)?;
+                let entry_number = &mut fields[field.number() as usize];
+                entry_number.role = Role::Column(index as u16);
+                reads.push(Read {
+                    kind: value_kind,
+                    presence: false,
+                    number: field.number(),
+                    oneof: None,
+                });
+                shapes.push(Shape::Map(key_kind));
+                continue;
             }
             let message_kind = match field.kind() {
                 Kind::Message(m) if !is_decimal(&m) && !is_timestamp(&m) => Some(m),
@@ -564,6 +716,7 @@ impl Level {
             reads,
             shapes,
             winners: vec![0; oneofs.len()],
+            entries: Vec::new(),
         })
     }
 
@@ -635,6 +788,7 @@ impl Level {
             shapes,
             slots,
             seen,
+            entries,
             ..
         } = self;
         for (c, builder) in builders.iter_mut().enumerate() {
@@ -715,6 +869,60 @@ impl Level {
                     // A message field written twice is merged by prost-reflect: rare.
                     _ => return None,
                 },
+                (
+                    Shape::Map(key_kind),
+                    Builder::Map {
+                        offsets,
+                        valid,
+                        keys,
+                        values,
+                        ..
+                    },
+                ) => {
+                    let Builder::Scalar(values) = &mut **values else {
+                        return None;
+                    };
+                    entries.clear();
+                    for &(at, _) in &seen[c] {
+                        // An entry: its key (field 1) and value (field 2), the last of each
+                        // written, defaults when absent; other fields skipped.
+                        let mut p = at;
+                        let (start, end) = len(message, &mut p)?;
+                        let entry = &message[..end];
+                        let (mut k, mut v) = (Slot::Absent, Slot::Absent);
+                        let mut q = start;
+                        while q < end {
+                            match key(entry, &mut q)? {
+                                (1, wire) => k = value(key_kind, wire, entry, &mut q)?,
+                                (2, wire) => v = value(&reads[c].kind, wire, entry, &mut q)?,
+                                (_, wire) => skip(entry, &mut q, wire)?,
+                            }
+                        }
+                        entries.push((Key::of(k, key_kind)?, v));
+                    }
+                    // As the value path: one value per key (the last written), keys in order.
+                    entries.sort_by(|a, b| a.0.bytes(message).cmp(b.0.bytes(message)));
+                    let mut count = 0usize;
+                    for i in 0..entries.len() {
+                        let (k, v) = entries[i];
+                        let later_twin = entries
+                            .get(i + 1)
+                            .is_some_and(|next| next.0.bytes(message) == k.bytes(message));
+                        if later_twin {
+                            continue;
+                        }
+                        let ScalarBuilder::Utf8(names) = keys else {
+                            return None;
+                        };
+                        names.append_value(std::str::from_utf8(k.bytes(message)).ok()?);
+                        push(values, v, &reads[c], message)?;
+                        count += 1;
+                    }
+                    let last = *offsets.last()?;
+                    offsets.push(last.checked_add(i32::try_from(count).ok()?)?);
+                    // A map field is never null: absent, it is empty.
+                    valid.push(true);
+                }
                 _ => return None,
             }
         }
@@ -1341,7 +1549,7 @@ mod tests {
     use crate::codec::protobuf::{arrow_schema, load_message, ProtobufDecoder, ProtobufEncoder};
     use crate::codec::testing::Rng;
     use crate::codec::EncodedRows;
-    use arrow::array::{Array, BinaryArray};
+    use arrow::array::{Array, AsArray, BinaryArray};
     use arrow::datatypes::{Field, Schema};
     use std::sync::Arc;
 
@@ -1360,6 +1568,7 @@ message Flat {
   bytes blob = 21; repeated int32 many = 22; Inner inner = 23;
   map<string, int64> counts = 24; repeated Inner inners = 25;
   Deep deep = 26; repeated Deep deeps = 27;
+  map<int32, string> labels = 28; map<bool, Side> flags = 29; map<string, Inner> by_name = 30;
 }
 message Deep {
   string s = 1; repeated double ds = 2; Inner in = 3; optional int64 o = 4; Side side = 5;
@@ -1395,7 +1604,16 @@ message Deep {
             .filter(|f| {
                 !matches!(
                     f.name().as_str(),
-                    "blob" | "many" | "inner" | "counts" | "inners" | "deep" | "deeps"
+                    "blob"
+                        | "many"
+                        | "inner"
+                        | "counts"
+                        | "inners"
+                        | "deep"
+                        | "deeps"
+                        | "labels"
+                        | "flags"
+                        | "by_name"
                 )
             })
             .map(|f| match f.name().as_str() {
@@ -1409,14 +1627,14 @@ message Deep {
 
     /// One field of `Flat` with a random value (sometimes of the wrong wire type).
     fn field(rng: &mut Rng, out: &mut Vec<u8>) {
-        let number = 1 + rng.next(28) as u32;
+        let number = 1 + rng.next(31) as u32;
         let mut wire = match number {
             3 | 8 | 12 => FIXED32,
             6 | 10 | 13 => FIXED64,
-            14 | 16 | 17 | 19 | 21 | 23 | 24 | 25 | 26 | 27 => LEN,
+            14 | 16 | 17 | 19 | 21 | 23..=30 => LEN,
             // Repeated numbers: packed or one by one.
             22 if rng.next(2) == 0 => LEN,
-            28 => VARINT, // not in the message
+            31 => VARINT, // not in the message
             _ => VARINT,
         };
         if rng.next(40) == 0 {
@@ -1477,14 +1695,60 @@ message Deep {
                             &[],
                         ][rng.next(5) as usize],
                     ),
-                    24 => {
-                        // A map entry: key (a string, sometimes not UTF-8), value.
-                        let key: &[u8] = [&b"k"[..], b"\xc3", b""][rng.next(3) as usize];
-                        put_key(&mut inner, 1, LEN);
-                        put_varint(&mut inner, key.len() as u64);
-                        inner.extend_from_slice(key);
-                        put_key(&mut inner, 2, [VARINT, LEN][rng.next(2) as usize]);
-                        put_varint(&mut inner, 0);
+                    24 | 28 | 29 | 30 => {
+                        // A map entry: key and value, each sometimes absent, written twice,
+                        // of the wrong wire type or not UTF-8; sometimes an unknown field.
+                        for _ in 0..rng.next(3) {
+                            match (number, rng.next(5)) {
+                                (_, 0) => {}
+                                (24, _) => {
+                                    let key: &[u8] =
+                                        [&b"k"[..], b"j", b"\xc3", b""][rng.next(4) as usize];
+                                    put_key(&mut inner, 1, LEN);
+                                    put_varint(&mut inner, key.len() as u64);
+                                    inner.extend_from_slice(key);
+                                }
+                                (28, _) => {
+                                    put_key(&mut inner, 1, VARINT);
+                                    put_varint(
+                                        &mut inner,
+                                        [9, 10, u64::MAX, 100][rng.next(4) as usize],
+                                    );
+                                }
+                                (_, _) => {
+                                    put_key(&mut inner, 1, VARINT);
+                                    put_varint(&mut inner, rng.next(3));
+                                }
+                            }
+                        }
+                        for _ in 0..rng.next(3) {
+                            match (number, rng.next(6)) {
+                                (_, 0) => {
+                                    put_key(&mut inner, 2, FIXED32); // the wrong wire type
+                                    inner.extend_from_slice(&[0; 4]);
+                                }
+                                (_, 1) => {
+                                    put_key(&mut inner, 3, VARINT); // not in an entry
+                                    put_varint(&mut inner, 1);
+                                }
+                                (28, _) => {
+                                    let text: &[u8] =
+                                        [&b"x"[..], b"", b"\xff"][rng.next(3) as usize];
+                                    put_key(&mut inner, 2, LEN);
+                                    put_varint(&mut inner, text.len() as u64);
+                                    inner.extend_from_slice(text);
+                                }
+                                (30, _) => {
+                                    put_key(&mut inner, 2, LEN);
+                                    put_varint(&mut inner, 2);
+                                    inner.extend_from_slice(&[8, 3]);
+                                }
+                                (_, _) => {
+                                    put_key(&mut inner, 2, VARINT);
+                                    put_varint(&mut inner, rng.next(4));
+                                }
+                            }
+                        }
                     }
                     26 | 27 => {
                         for _ in 0..rng.next(6) {
@@ -1859,10 +2123,13 @@ message Odd { NotDecimal nd = 1; Decimal d = 2; google.protobuf.Timestamp at = 3
         let message = message();
         let all = arrow_schema(&message);
         let nested = Arc::new(Schema::new(
-            ["i32", "many", "inner", "inners", "deep", "deeps", "name"]
-                .iter()
-                .map(|n| all.field_with_name(n).unwrap().clone())
-                .collect::<Vec<_>>(),
+            [
+                "i32", "many", "inner", "inners", "deep", "deeps", "name", "counts", "labels",
+                "flags",
+            ]
+            .iter()
+            .map(|n| all.field_with_name(n).unwrap().clone())
+            .collect::<Vec<_>>(),
         ));
         let mut rng = Rng(0xD1B5_4A32_D192_ED03);
         let (mut taken, total) = (0, 4000);
@@ -1932,6 +2199,37 @@ message Odd { NotDecimal nd = 1; Decimal d = 2; google.protobuf.Timestamp at = 3
     }
 
     #[test]
+    fn map_columns_order_keys_as_text_and_keep_the_last_value_of_a_key() {
+        let message = message();
+        let all = arrow_schema(&message);
+        let labels = Arc::new(Schema::new(vec![all
+            .field_with_name("labels")
+            .unwrap()
+            .clone()]));
+        let mut bytes = Vec::new();
+        for (key, text) in [(9u64, "a"), (10, "b"), (9, "c")] {
+            let mut entry = Vec::new();
+            put_key(&mut entry, 1, VARINT);
+            put_varint(&mut entry, key);
+            put_key(&mut entry, 2, LEN);
+            put_varint(&mut entry, 1);
+            entry.extend_from_slice(text.as_bytes());
+            put_key(&mut bytes, 28, LEN);
+            put_varint(&mut bytes, entry.len() as u64);
+            bytes.extend_from_slice(&entry);
+        }
+        assert!(check(&message, &labels, &[&bytes, b""]));
+        let batch = ColumnarProtobuf::new(&message, &labels)
+            .unwrap()
+            .decode(1, [Some(bytes.as_slice())].into_iter())
+            .unwrap();
+        let map = batch.column(0).as_map();
+        let keys: Vec<&str> = map.keys().as_string::<i32>().iter().flatten().collect();
+        let values: Vec<&str> = map.values().as_string::<i32>().iter().flatten().collect();
+        assert_eq!((keys, values), (vec!["10", "9"], vec!["b", "c"]));
+    }
+
+    #[test]
     fn a_message_type_holding_itself_is_left_to_the_value_path_without_recursing_forever() {
         let text = r#"syntax = "proto3";
 package tree;
@@ -1960,10 +2258,10 @@ message Wide {
     }
 
     #[test]
-    fn bytes_and_map_columns_have_no_columnar_path() {
+    fn bytes_and_message_valued_map_columns_have_no_columnar_path() {
         let message = message();
         let all = arrow_schema(&message);
-        for name in ["blob", "counts"] {
+        for name in ["blob", "by_name"] {
             let one = Arc::new(Schema::new(vec![all
                 .field_with_name(name)
                 .unwrap()
