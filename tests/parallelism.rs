@@ -603,22 +603,7 @@ fn an_interval_join_gives_the_same_rows_at_parallelism_1_2_and_4() {
     let query = "SELECT o.id AS oid, o.amount, p.pid, p.paid FROM orders o FULL JOIN payments p \
                  ON o.id = p.order_id AND p.ts BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND";
     let sql = format!("{streams}{query}");
-    let out = same_rows_on_lanes(query, false, |parallelism| {
-        run_with(
-            &[
-                "execute",
-                "--query",
-                &sql,
-                "--format",
-                "csv",
-                "--batch-size",
-                "4096",
-                "--parallelism",
-                parallelism,
-            ],
-            &[("RUST_LOG", "warn,velostream::job=debug")],
-        )
-    });
+    let out = same_rows_on_lanes(query, false, |parallelism| execute_csv(&sql, parallelism));
     let mut lines = sorted_lines(&out);
     assert_eq!(lines.pop().as_deref(), Some("oid,amount,pid,paid"));
     assert_eq!(lines.len(), expected.len());
@@ -665,20 +650,7 @@ fn a_row_a_joins_input_cannot_evaluate_is_reported_with_its_record_at_parallelis
         .map(|i| format!("{} row {}:", a.display(), i + 1))
         .collect();
     let out = same_rows_on_lanes(query, false, |parallelism| {
-        let output = run_with(
-            &[
-                "execute",
-                "--query",
-                &sql,
-                "--format",
-                "csv",
-                "--batch-size",
-                "4096",
-                "--parallelism",
-                parallelism,
-            ],
-            &[("RUST_LOG", "warn,velostream::job=debug")],
-        );
+        let output = execute_csv(&sql, parallelism);
         let warned = warnings(&stderr(&output));
         let named: Vec<String> = failing
             .iter()
@@ -700,6 +672,25 @@ fn a_row_a_joins_input_cannot_evaluate_is_reported_with_its_record_at_parallelis
         output
     });
     assert_eq!(sorted_lines(&out), sorted_lines(&expected));
+}
+
+/// `execute` of the script `sql` as CSV on `parallelism` lanes, in batches of 4096 records,
+/// with the job layer's debug lines (which say how many lanes it runs on) in stderr.
+fn execute_csv(sql: &str, parallelism: &str) -> std::process::Output {
+    run_with(
+        &[
+            "execute",
+            "--query",
+            sql,
+            "--format",
+            "csv",
+            "--batch-size",
+            "4096",
+            "--parallelism",
+            parallelism,
+        ],
+        &[("RUST_LOG", "warn,velostream::job=debug")],
+    )
 }
 
 fn sorted_lines(text: &str) -> Vec<String> {

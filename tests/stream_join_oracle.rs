@@ -346,38 +346,51 @@ fn interval_and_ttl_joins_on_four_lanes_give_one_lanes_rows_in_one_lanes_order()
     assert_eq!(json_rows(&got), json_rows(&one), "TTL join");
 }
 
+/// Interval join `seed` of [`INTERVAL_JOINS`] (from `shape` on) over 240 events, stopped
+/// after 120: its snapshot changed by `change` (an older format), restored into a fresh plan
+/// that reads on. Asserts the rows equal an uninterrupted run's; returns the state (rows,
+/// bytes) held before the stop and after the restore.
+fn restored_midway(
+    seed: u64,
+    shape: usize,
+    change: impl Fn(&mut velostream::job::checkpoint::Checkpoint),
+) -> ((u64, u64), (u64, u64)) {
+    let events = events(&mut Rng(seed * 1000 + 100), 240);
+    let (join, on) = INTERVAL_JOINS[(seed as usize + shape) % INTERVAL_JOINS.len()];
+    let sql = format!(
+        "{}SELECT o.k, o.v, s.v AS sv FROM o {join} s ON {on}",
+        declarations()
+    );
+    let whole = streamed(&sql, &events, &mut Rng(seed));
+    let (first, second) = events.split_at(120);
+    let mut before = Replay::plan(&sql).unwrap();
+    let mut got = feed(&mut before, first, &mut Rng(seed));
+    let mut state = before.snapshot().unwrap();
+    change(&mut state);
+    let mut after = Replay::plan(&sql).unwrap();
+    after.restore(&state, before.next_offset()).unwrap();
+    let held = |r: &Replay| (r.metrics().state_rows, r.metrics().state_bytes);
+    let states = (held(&before), held(&after));
+    got.extend(feed(&mut after, second, &mut Rng(seed + 1)));
+    got.extend(after.finish().unwrap());
+    assert_eq!(
+        sorted_json_rows(&got),
+        sorted_json_rows(&whole),
+        "seed {seed}: {sql}"
+    );
+    states
+}
+
 #[test]
 fn an_interval_join_restored_from_a_snapshot_continues_exactly() {
     for seed in 0..6u64 {
-        let mut rng = Rng(3100 + seed);
-        let events = events(&mut rng, 240);
-        let (join, on) = INTERVAL_JOINS[seed as usize % INTERVAL_JOINS.len()];
-        let sql = format!(
-            "{}SELECT o.k, o.v, s.v AS sv FROM o {join} s ON {on}",
-            declarations()
-        );
-        let whole = streamed(&sql, &events, &mut Rng(seed));
-
-        let (first, second) = events.split_at(120);
-        let mut before = Replay::plan(&sql).unwrap();
-        let mut got = feed(&mut before, first, &mut Rng(seed));
-        let state = before.snapshot().unwrap();
-        let mut after = Replay::plan(&sql).unwrap();
-        after.restore(&state, before.next_offset()).unwrap();
+        let ((rows, bytes), (rows_after, bytes_after)) = restored_midway(seed, 0, |_| {});
+        assert!(rows > 0, "seed {seed}: rows held across the checkpoint");
         // The restored rows are counted once each: no more state than was held.
-        assert_eq!(after.metrics().state_rows, before.metrics().state_rows);
+        assert_eq!(rows_after, rows);
         assert!(
-            after.metrics().state_bytes <= before.metrics().state_bytes,
-            "seed {seed}: {} bytes restored from {}",
-            after.metrics().state_bytes,
-            before.metrics().state_bytes
-        );
-        got.extend(feed(&mut after, second, &mut Rng(seed + 1)));
-        got.extend(after.finish().unwrap());
-        assert_eq!(
-            sorted_json_rows(&got),
-            sorted_json_rows(&whole),
-            "seed {seed}"
+            bytes_after <= bytes,
+            "seed {seed}: {bytes_after} bytes restored from {bytes}"
         );
     }
 }
@@ -387,47 +400,24 @@ fn an_interval_join_restored_from_a_checkpoint_older_than_arrival_numbers_contin
     // Checkpoints written before joins numbered their arrivals hold each side's rows without
     // `__arrival` and `__position`, and no next arrival number.
     for seed in 0..4u64 {
-        let mut rng = Rng(4100 + seed);
-        let events = events(&mut rng, 240);
-        let (join, on) = INTERVAL_JOINS[(seed as usize + 1) % INTERVAL_JOINS.len()];
-        let sql = format!(
-            "{}SELECT o.k, o.v, s.v AS sv FROM o {join} s ON {on}",
-            declarations()
-        );
-        let whole = streamed(&sql, &events, &mut Rng(seed));
-
-        let (first, second) = events.split_at(120);
-        let mut before = Replay::plan(&sql).unwrap();
-        let mut got = feed(&mut before, first, &mut Rng(seed));
-        let mut state = before.snapshot().unwrap();
-        let join_state = &mut state.operators[0].batches;
-        for side in [1, 2] {
-            let columns = join_state[side].num_columns();
+        let ((rows, _), _) = restored_midway(seed, 1, |state| {
+            let join_state = &mut state.operators[0].batches;
+            for side in [1, 2] {
+                let columns = join_state[side].num_columns();
+                assert_eq!(
+                    join_state[side].schema().field(columns - 1).name(),
+                    "__position"
+                );
+                join_state[side] = join_state[side]
+                    .project(&(0..columns - 2).collect::<Vec<_>>())
+                    .unwrap();
+            }
             assert_eq!(
-                join_state[side].schema().field(columns - 1).name(),
-                "__position"
+                join_state.pop().unwrap().schema().field(0).name(),
+                "next_arrival"
             );
-            join_state[side] = join_state[side]
-                .project(&(0..columns - 2).collect::<Vec<_>>())
-                .unwrap();
-        }
-        assert_eq!(
-            join_state.pop().unwrap().schema().field(0).name(),
-            "next_arrival"
-        );
-        assert!(
-            join_state[1].num_rows() + join_state[2].num_rows() > 0,
-            "seed {seed}: rows held across the checkpoint"
-        );
-        let mut after = Replay::plan(&sql).unwrap();
-        after.restore(&state, before.next_offset()).unwrap();
-        got.extend(feed(&mut after, second, &mut Rng(seed + 1)));
-        got.extend(after.finish().unwrap());
-        assert_eq!(
-            sorted_json_rows(&got),
-            sorted_json_rows(&whole),
-            "seed {seed}"
-        );
+        });
+        assert!(rows > 0, "seed {seed}: rows held across the checkpoint");
     }
 }
 

@@ -162,7 +162,7 @@ impl Split {
         if pipeline.is_row_wise() {
             return Some(Split::Rows);
         }
-        if pipeline.split_join().is_some() {
+        if pipeline.splits_join() {
             return Some(Split::Keyed(Exchange::Join));
         }
         let (at, keys) = pipeline.exchange_point()?;
@@ -379,11 +379,7 @@ pub(crate) fn process(
     let (parts, batches, received) = gather(decoded, count);
     let rows: usize = received.iter().map(Vec::len).sum();
     let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
-    let work: Vec<_> = pipelines
-        .iter_mut()
-        .map(|p| &mut **p)
-        .zip(received)
-        .collect();
+    let work = paired(&mut pipelines, received);
     let sources: Vec<&RecordBatch> = batches.iter().collect();
     let emitted = on_threads(
         work,
@@ -425,7 +421,7 @@ fn process_join(
         |pipeline, rows| pipeline.enter_join(input, rows),
         |pipeline, arrived| {
             let join = joined(pipeline)?;
-            route(arrived, count, |b| join.join_keys(side, b))
+            route(arrived, count, |b| join.key_columns(side, b))
         },
     )?;
     let (parts, batches, received) = gather(decoded, count);
@@ -441,11 +437,7 @@ fn process_join(
         // Nothing arrives: no lane counts an arrival (nor would one lane).
         return finish(parts, pipelines, &Exchange::Join, Vec::new(), Vec::new());
     }
-    let work: Vec<_> = pipelines
-        .iter_mut()
-        .map(|p| &mut **p)
-        .zip(received)
-        .collect();
+    let work = paired(&mut pipelines, received);
     let sources: Vec<&RecordBatch> = batches.iter().collect();
     let schema = batches[0].schema();
     // Every lane takes the arrival, its rows or none: the copies number arrivals alike.
@@ -485,6 +477,19 @@ fn gather(
         }
     }
     (parts, batches, received)
+}
+
+/// Each lane's pipeline with the rows routed to it.
+#[allow(clippy::type_complexity)]
+fn paired<'a>(
+    pipelines: &'a mut [&mut Pipeline],
+    received: Vec<Vec<(usize, usize)>>,
+) -> Vec<(&'a mut Pipeline, Vec<(usize, usize)>)> {
+    pipelines
+        .iter_mut()
+        .map(|p| &mut **p)
+        .zip(received)
+        .collect()
 }
 
 /// The rows `picks` of `sources` as one batch (`None`: no rows).

@@ -425,11 +425,13 @@ impl Pipeline {
         (rest_row_wise && stable && !keys.is_empty()).then_some((at, keys))
     }
 
-    /// The join of streams heading the pipeline, when its copies may run on several lanes each
-    /// with some keys' rows (see [`StreamJoinExec::splits_by_key`]).
-    pub fn split_join(&self) -> Option<&StreamJoinExec> {
-        let join = self.operators.first()?.as_stream_join()?;
-        join.splits_by_key().then_some(join)
+    /// True when the pipeline opens with a join of streams whose copies may run on several
+    /// lanes, each with some keys' rows (see [`StreamJoinExec::splits_by_key`]).
+    pub fn splits_join(&self) -> bool {
+        self.operators
+            .first()
+            .and_then(|o| o.as_stream_join())
+            .is_some_and(StreamJoinExec::splits_by_key)
     }
 
     /// The join of streams heading the pipeline, to run.

@@ -369,7 +369,8 @@ impl StreamJoinExec {
         })
     }
 
-    fn key_columns(&self, side: JoinSide, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    /// The join key of each row of `batch` arriving on `side`, cast as the join compares them.
+    pub fn key_columns(&self, side: JoinSide, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
         self.keys[side as usize]
             .iter()
             .zip(&self.key_types)
@@ -702,11 +703,6 @@ impl StreamJoinExec {
         let (side, local) = self.side_of(input);
         let arrived = self.branches[side as usize].process_input(local, batch)?;
         Ok((side, arrived))
-    }
-
-    /// The join key of each row of `batch` arriving on `side`, as the join compares them.
-    pub fn join_keys(&self, side: JoinSide, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-        self.key_columns(side, batch)
     }
 
     /// The side input `input` of the query feeds, and its number among that side's inputs.

@@ -1858,26 +1858,40 @@ message Deep {
             .is_some()
     }
 
+    /// `total` random `Flat` messages of up to `fields` fields (one in `cut` cut short), each
+    /// checked against the value path alone; those the columnar path took.
+    fn taken_messages(
+        message: &MessageDescriptor,
+        columns: &SchemaRef,
+        rng: &mut Rng,
+        total: usize,
+        fields: u64,
+        cut: Option<u64>,
+    ) -> Vec<Vec<u8>> {
+        let mut good = Vec::new();
+        for _ in 0..total {
+            let mut bytes = Vec::new();
+            for _ in 0..rng.next(fields) {
+                field(rng, &mut bytes);
+            }
+            if cut.is_some_and(|odds| rng.next(odds) == 0) {
+                bytes.truncate(rng.next(bytes.len() as u64 + 1) as usize);
+            }
+            if check(message, columns, &[&bytes]) {
+                good.push(bytes);
+            }
+        }
+        good
+    }
+
     #[test]
     fn random_messages_decode_columnar_to_the_value_paths_batch() {
         let message = message();
         let columns = columns(&message);
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        let (mut taken, total) = (0, 6000);
-        let mut good = Vec::new();
-        for _ in 0..total {
-            let mut bytes = Vec::new();
-            for _ in 0..rng.next(12) {
-                field(&mut rng, &mut bytes);
-            }
-            if rng.next(15) == 0 {
-                bytes.truncate(rng.next(bytes.len() as u64 + 1) as usize);
-            }
-            if check(&message, &columns, &[&bytes]) {
-                taken += 1;
-                good.push(bytes);
-            }
-        }
+        let total = 6000;
+        let good = taken_messages(&message, &columns, &mut rng, total, 12, Some(15));
+        let taken = good.len();
         assert!(taken > total / 5 && taken < total, "{taken} of {total}");
         // The accepted messages as one batch, and a projection of three columns.
         let good: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
@@ -2132,18 +2146,9 @@ message Odd { NotDecimal nd = 1; Decimal d = 2; google.protobuf.Timestamp at = 3
             .collect::<Vec<_>>(),
         ));
         let mut rng = Rng(0xD1B5_4A32_D192_ED03);
-        let (mut taken, total) = (0, 4000);
-        let mut good = Vec::new();
-        for _ in 0..total {
-            let mut bytes = Vec::new();
-            for _ in 0..rng.next(10) {
-                field(&mut rng, &mut bytes);
-            }
-            if check(&message, &nested, &[&bytes]) {
-                taken += 1;
-                good.push(bytes);
-            }
-        }
+        let total = 4000;
+        let good = taken_messages(&message, &nested, &mut rng, total, 10, None);
+        let taken = good.len();
         assert!(taken > total / 10 && taken < total, "{taken} of {total}");
         let good: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
         assert!(check(&message, &nested, &good));
