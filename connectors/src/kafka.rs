@@ -1447,6 +1447,7 @@ impl KafkaProducer {
         if self.tracker_topic != topic {
             self.tracker_topic = topic.to_string();
         }
+        let mut nap = Nap::default();
         loop {
             match self.producer.send(record) {
                 Ok(()) => {
@@ -1455,7 +1456,8 @@ impl KafkaProducer {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    self.producer.poll(Duration::from_millis(50));
+                    // Room comes back as delivery reports are served.
+                    self.await_reports(&mut nap);
                 }
                 Err((e, _)) => {
                     return Err(ConnectorError::kafka(format!("producing to '{topic}'"), e))
@@ -1578,15 +1580,54 @@ impl KafkaProducer {
     /// 100 ms.
     fn flush_promptly(&mut self) -> rdkafka::error::KafkaResult<()> {
         let deadline = Instant::now() + self.timeout;
-        while self.producer.in_flight_count() > 0 {
+        let mut nap = Nap::default();
+        loop {
+            self.serve_reports();
+            if self.producer.in_flight_count() == 0 {
+                return Ok(());
+            }
             if Instant::now() >= deadline {
                 return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
             }
             self.send_now();
-            // Serves the delivery reports that have come.
-            self.producer.poll(Duration::from_millis(1));
+            self.await_reports(&mut nap);
         }
-        Ok(())
+    }
+
+    /// Serves the delivery reports that have come, or, if none has, sleeps for `nap` (which
+    /// then grows; it starts again short once a report came).
+    ///
+    /// Sleeps rather than polls with a wait: rdkafka 0.39's `BaseProducer::poll` lasts its
+    /// whole wait and spins through its last millisecond (what is left rounds down to a
+    /// librdkafka poll of 0 ms), so a `poll(1 ms)` in a loop kept a core busy for as long as
+    /// acknowledgements took. A blocking flush of every micro-batch cost a non-eager job
+    /// writing to a topic a busy core.
+    fn await_reports(&self, nap: &mut Nap) {
+        let before = self.reports();
+        self.serve_reports();
+        if self.reports() == before {
+            nap.sleep();
+        } else {
+            *nap = Nap::default();
+        }
+    }
+}
+
+/// The growing sleeps of a wait for delivery reports ([`KafkaProducer::await_reports`]): from
+/// 50 µs, doubling up to 1 ms, so that an acknowledgement is seen within a fraction of the
+/// broker's round trip and a long wait costs about a thousand wake-ups a second.
+struct Nap(Duration);
+
+impl Default for Nap {
+    fn default() -> Self {
+        Self(Duration::from_micros(50))
+    }
+}
+
+impl Nap {
+    fn sleep(&mut self) {
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(Duration::from_millis(1));
     }
 }
 
@@ -1778,6 +1819,38 @@ impl DeadLetterQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CPU time of the calling thread (utime + stime from /proc, in clock ticks of 10 ms).
+    fn thread_cpu() -> Duration {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("/proc is mounted");
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("a command name") + 2..]
+            .split(' ')
+            .collect();
+        let ticks = |i: usize| fields[i].parse::<u64>().expect("a tick count");
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    }
+
+    #[test]
+    fn a_flush_waiting_for_acknowledgements_sleeps_instead_of_spinning() {
+        // Nothing listens on port 1: the message is never acknowledged, and the flush waits
+        // for the connection's whole timeout.
+        let connection = KafkaConnection::new("127.0.0.1:1", Duration::from_millis(1500));
+        let mut producer = KafkaProducer::new(&connection).expect("a producer");
+        producer.send("t", None, b"x", None).expect("queued");
+        let (cpu, started) = (thread_cpu(), Instant::now());
+        let flushed = producer.flush();
+        let (cpu, waited) = (thread_cpu() - cpu, started.elapsed());
+        assert!(flushed.is_err(), "nothing can acknowledge the message");
+        assert!(waited >= Duration::from_millis(1400), "waited {waited:?}");
+        // A poll-with-a-wait loop kept this thread busy for the whole wait (rdkafka 0.39's
+        // `BaseProducer::poll` spins through its last millisecond).
+        assert!(
+            cpu < waited / 10,
+            "the waiting thread used {cpu:?} of CPU in {waited:?}"
+        );
+    }
 
     #[test]
     fn a_missing_topic_names_the_topics_most_like_it_when_there_are_many() {
