@@ -14,10 +14,11 @@
 //! ([`Nested`]), not decoded. Anything else in a batch — a malformed message, a wire type that
 //! does not fit its field, a decimal that does not fit its column exactly, a group, a nested
 //! message written twice (prost-reflect merges the two) — makes it give the batch back
-//! (`None`), and the value-tree path decides, errors included. Map columns of scalar values are
-//! read too, as the value path has them: each entry's key and value defaulted when absent, one
-//! value per key (the last written), entries ordered by the key's text ([`Key`]); maps of
-//! messages are the value-tree path's.
+//! (`None`), and the value-tree path decides, errors included. Map columns are read too, as
+//! the value path has them: each entry's key and value defaulted when absent (a message value:
+//! a default message), one value per key (the last written), entries ordered by the key's text
+//! ([`Key`]). Maps of decimal or timestamp messages, a message value written twice in an entry
+//! and a message value replaced by a later entry of its key are the value-tree path's.
 //!
 //! Encoding ([`RowWriter`]) is the same idea the other way: each row is written from the arrays
 //! as the bytes prost-reflect writes for the `DynamicMessage` the value path builds (fields in
@@ -73,8 +74,9 @@ enum Shape {
     List(Option<Box<Level>>),
     /// A message field.
     Struct(Box<Level>),
-    /// A map field of scalar values (the column's kind), with keys of this kind.
-    Map(Scalar),
+    /// A map field with keys of this kind: its values are scalars of the column's kind
+    /// (`None`), or messages.
+    Map(Scalar, Option<Box<Level>>),
 }
 
 /// A map entry's key as the value path writes it, to order entries by: a string key's bytes in
@@ -640,15 +642,11 @@ impl Level {
                 return None;
             }
             if field.is_map() {
-                // Scalar values only: an absent message value is a default message on the
-                // value path, not NULL.
                 let Kind::Message(entry) = field.kind() else {
                     return None;
                 };
                 let (key, value) = (entry.map_entry_key_field(), entry.map_entry_value_field());
-                if matches!(value.kind(), Kind::Message(_))
-                    || !value_type(column.data_type(), &field)
-                {
+                if !value_type(column.data_type(), &field) {
                     return None;
                 }
                 let DataType::Map(entries, _) = column.data_type() else {
@@ -657,7 +655,21 @@ impl Level {
                 let DataType::Struct(pair) = entries.data_type() else {
                     return None;
                 };
-                let value_kind = scalar(&value, pair[1].data_type(), true)?;
+                // Scalar values, or messages read as structs (an absent value is a default
+                // message, as on the value path); decimal and timestamp values are not read
+                // here.
+                let (value_kind, values) = match (value.kind(), pair[1].data_type()) {
+                    (Kind::Message(m), DataType::Struct(fields))
+                        if !is_decimal(&m) && !is_timestamp(&m) =>
+                    {
+                        (
+                            Scalar::Missing,
+                            Some(Box::new(Level::new(&m, fields, false)?)),
+                        )
+                    }
+                    (Kind::Message(_), _) => return None,
+                    (_, data_type) => (scalar(&value, data_type, true)?, None),
+                };
                 let key_kind = scalar(&key, &DataType::Null, false)?;
                 let entry_number = &mut fields[field.number() as usize];
                 entry_number.role = Role::Column(index as u16);
@@ -667,7 +679,7 @@ impl Level {
                     number: field.number(),
                     oneof: None,
                 });
-                shapes.push(Shape::Map(key_kind));
+                shapes.push(Shape::Map(key_kind, values));
                 continue;
             }
             let message_kind = match field.kind() {
@@ -870,7 +882,7 @@ impl Level {
                     _ => return None,
                 },
                 (
-                    Shape::Map(key_kind),
+                    Shape::Map(key_kind, level),
                     Builder::Map {
                         offsets,
                         valid,
@@ -879,23 +891,29 @@ impl Level {
                         ..
                     },
                 ) => {
-                    let Builder::Scalar(values) = &mut **values else {
-                        return None;
-                    };
                     entries.clear();
                     for &(at, _) in &seen[c] {
                         // An entry: its key (field 1) and value (field 2), the last of each
-                        // written, defaults when absent; other fields skipped.
+                        // written, defaults when absent; other fields skipped. A message value
+                        // is kept as its bytes' range.
                         let mut p = at;
                         let (start, end) = len(message, &mut p)?;
                         let entry = &message[..end];
                         let (mut k, mut v) = (Slot::Absent, Slot::Absent);
                         let mut q = start;
                         while q < end {
-                            match key(entry, &mut q)? {
-                                (1, wire) => k = value(key_kind, wire, entry, &mut q)?,
-                                (2, wire) => v = value(&reads[c].kind, wire, entry, &mut q)?,
-                                (_, wire) => skip(entry, &mut q, wire)?,
+                            match (key(entry, &mut q)?, level.is_some()) {
+                                ((1, wire), _) => k = value(key_kind, wire, entry, &mut q)?,
+                                ((2, wire), false) => {
+                                    v = value(&reads[c].kind, wire, entry, &mut q)?
+                                }
+                                // A message value written twice is merged by prost-reflect.
+                                ((2, LEN), true) if matches!(v, Slot::Absent) => {
+                                    let (start, end) = len(entry, &mut q)?;
+                                    v = Slot::Text(start, end);
+                                }
+                                ((2, _), true) => return None,
+                                ((_, wire), _) => skip(entry, &mut q, wire)?,
                             }
                         }
                         entries.push((Key::of(k, key_kind)?, v));
@@ -909,13 +927,35 @@ impl Level {
                             .get(i + 1)
                             .is_some_and(|next| next.0.bytes(message) == k.bytes(message));
                         if later_twin {
+                            // A message value is checked only as it is read: a replaced one
+                            // (a repeated key: rare) is left to the value path, which checks it.
+                            if level.is_some() {
+                                return None;
+                            }
                             continue;
                         }
                         let ScalarBuilder::Utf8(names) = keys else {
                             return None;
                         };
                         names.append_value(std::str::from_utf8(k.bytes(message)).ok()?);
-                        push(values, v, &reads[c], message)?;
+                        match (level.as_deref_mut(), &mut **values) {
+                            (None, Builder::Scalar(values)) => push(values, v, &reads[c], message)?,
+                            (
+                                Some(level),
+                                Builder::Struct {
+                                    valid, children, ..
+                                },
+                            ) => {
+                                let item = match v {
+                                    Slot::Text(start, end) => &message[start..end],
+                                    _ => &[],
+                                };
+                                level.read(item)?;
+                                level.push(children, item)?;
+                                valid.push(true);
+                            }
+                            _ => return None,
+                        }
                         count += 1;
                     }
                     let last = *offsets.last()?;
@@ -1569,6 +1609,7 @@ message Flat {
   map<string, int64> counts = 24; repeated Inner inners = 25;
   Deep deep = 26; repeated Deep deeps = 27;
   map<int32, string> labels = 28; map<bool, Side> flags = 29; map<string, Inner> by_name = 30;
+  map<string, Deep> deep_by = 32; map<string, Decimal> prices = 33;
 }
 message Deep {
   string s = 1; repeated double ds = 2; Inner in = 3; optional int64 o = 4; Side side = 5;
@@ -1614,6 +1655,8 @@ message Deep {
                         | "labels"
                         | "flags"
                         | "by_name"
+                        | "deep_by"
+                        | "prices"
                 )
             })
             .map(|f| match f.name().as_str() {
@@ -1627,11 +1670,11 @@ message Deep {
 
     /// One field of `Flat` with a random value (sometimes of the wrong wire type).
     fn field(rng: &mut Rng, out: &mut Vec<u8>) {
-        let number = 1 + rng.next(31) as u32;
+        let number = 1 + rng.next(32) as u32;
         let mut wire = match number {
             3 | 8 | 12 => FIXED32,
             6 | 10 | 13 => FIXED64,
-            14 | 16 | 17 | 19 | 21 | 23..=30 => LEN,
+            14 | 16 | 17 | 19 | 21 | 23..=30 | 32 => LEN,
             // Repeated numbers: packed or one by one.
             22 if rng.next(2) == 0 => LEN,
             31 => VARINT, // not in the message
@@ -1695,13 +1738,13 @@ message Deep {
                             &[],
                         ][rng.next(5) as usize],
                     ),
-                    24 | 28 | 29 | 30 => {
+                    24 | 28 | 29 | 30 | 32 => {
                         // A map entry: key and value, each sometimes absent, written twice,
                         // of the wrong wire type or not UTF-8; sometimes an unknown field.
                         for _ in 0..rng.next(3) {
                             match (number, rng.next(5)) {
                                 (_, 0) => {}
-                                (24, _) => {
+                                (24 | 30 | 32, _) => {
                                     let key: &[u8] =
                                         [&b"k"[..], b"j", b"\xc3", b""][rng.next(4) as usize];
                                     put_key(&mut inner, 1, LEN);
@@ -1739,9 +1782,27 @@ message Deep {
                                     inner.extend_from_slice(text);
                                 }
                                 (30, _) => {
+                                    // An Inner: set, with an unknown field, of the wrong wire
+                                    // type, cut, or empty (a default message).
+                                    let value: &[u8] = [
+                                        &[8, 3][..],
+                                        &[8, 0x96, 0x01, 0x12, 1, b'z'],
+                                        &[0x0d, 1, 2, 3, 4],
+                                        &[8],
+                                        &[],
+                                    ][rng.next(5) as usize];
                                     put_key(&mut inner, 2, LEN);
-                                    put_varint(&mut inner, 2);
-                                    inner.extend_from_slice(&[8, 3]);
+                                    put_varint(&mut inner, value.len() as u64);
+                                    inner.extend_from_slice(value);
+                                }
+                                (32, _) => {
+                                    let mut deep = Vec::new();
+                                    for _ in 0..rng.next(5) {
+                                        deep_field(rng, &mut deep);
+                                    }
+                                    put_key(&mut inner, 2, LEN);
+                                    put_varint(&mut inner, deep.len() as u64);
+                                    inner.extend_from_slice(&deep);
                                 }
                                 (_, _) => {
                                     put_key(&mut inner, 2, VARINT);
@@ -2139,7 +2200,7 @@ message Odd { NotDecimal nd = 1; Decimal d = 2; google.protobuf.Timestamp at = 3
         let nested = Arc::new(Schema::new(
             [
                 "i32", "many", "inner", "inners", "deep", "deeps", "name", "counts", "labels",
-                "flags",
+                "flags", "by_name", "deep_by",
             ]
             .iter()
             .map(|n| all.field_with_name(n).unwrap().clone())
@@ -2152,6 +2213,43 @@ message Odd { NotDecimal nd = 1; Decimal d = 2; google.protobuf.Timestamp at = 3
         assert!(taken > total / 10 && taken < total, "{taken} of {total}");
         let good: Vec<&[u8]> = good.iter().map(Vec::as_slice).collect();
         assert!(check(&message, &nested, &good));
+        // Maps of messages were taken with entries in them, message values set and default.
+        let batch = ColumnarProtobuf::new(&message, &nested)
+            .unwrap()
+            .decode(good.len(), good.iter().map(|b| Some(*b)))
+            .unwrap();
+        let values = |name: &str| {
+            batch
+                .column_by_name(name)
+                .unwrap()
+                .as_map()
+                .values()
+                .clone()
+        };
+        let by_name = values("by_name");
+        let xs = by_name
+            .as_struct()
+            .column_by_name("x")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int32Type>();
+        let xs: std::collections::BTreeSet<i32> = xs.iter().flatten().collect();
+        assert_eq!(
+            xs,
+            [0, 3, 150].into(),
+            "Inner.x of {} entries",
+            by_name.len()
+        );
+        let deep_by = values("deep_by");
+        let deep_by = deep_by.as_struct();
+        let inner = deep_by.column_by_name("in").unwrap();
+        let with_inner = inner.len() - inner.logical_null_count();
+        let named = deep_by.column_by_name("s").unwrap().as_string::<i32>();
+        let named = named.iter().flatten().filter(|s| !s.is_empty()).count();
+        let entries = deep_by.len();
+        assert!(
+            entries > 50 && with_inner > 0 && named > 0,
+            "{entries} Deep values, {with_inner} with `in`, {named} with `s`"
+        );
         // A struct column written twice (merged by prost-reflect) goes to the value path.
         let mut twice = Vec::new();
         for _ in 0..2 {
@@ -2263,10 +2361,10 @@ message Wide {
     }
 
     #[test]
-    fn bytes_and_message_valued_map_columns_have_no_columnar_path() {
+    fn bytes_and_decimal_valued_map_columns_have_no_columnar_path() {
         let message = message();
         let all = arrow_schema(&message);
-        for name in ["blob", "by_name"] {
+        for name in ["blob", "prices"] {
             let one = Arc::new(Schema::new(vec![all
                 .field_with_name(name)
                 .unwrap()
