@@ -144,7 +144,7 @@ pub async fn run(args: &NexmarkArgs, columns: &str, percentiles: &[f64]) -> Resu
         }
     }
     stats?;
-    let (mut latencies, sent) = measured?;
+    let (mut latencies, mut legs, sent) = measured?;
     latencies.sort_unstable();
     let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p / 100.0).round() as usize];
     println!(
@@ -178,12 +178,32 @@ pub async fn run(args: &NexmarkArgs, columns: &str, percentiles: &[f64]) -> Resu
             shown.join(", ")
         );
     }
+    // Each result's Kafka timestamp is when the job produced it: the two legs around it.
+    for (leg, what) in [
+        (&mut legs.0, "bid produced → the job produced its result"),
+        (&mut legs.1, "the job produced its result → result consumed"),
+    ] {
+        leg.sort_unstable();
+        let shown: Vec<String> = named
+            .iter()
+            .zip(percentiles)
+            .map(|(name, &p)| {
+                let ms = leg[((leg.len() - 1) as f64 * p / 100.0).round() as usize];
+                format!("{name} {ms} ms")
+            })
+            .collect();
+        println!("{what}: {}", shown.join(", "));
+    }
     Ok(())
 }
 
+/// The latencies of each result's two legs, in ms: its bid produced → the job produced it
+/// (the result's Kafka timestamp), and that → the result consumed.
+type Legs = (Vec<i64>, Vec<i64>);
+
 /// Produces `bids` at `rate` per second once the job answers, consuming its results as they
-/// come; the latency (ms) of every result of a bid produced after the warm-up, and how many
-/// bids were produced.
+/// come; the latency (ms) of every result of a bid produced after the warm-up, its two legs,
+/// and how many bids were produced.
 fn measure(
     producer: &BaseProducer,
     brokers: &str,
@@ -191,7 +211,7 @@ fn measure(
     output: &str,
     bids: &[Vec<u8>],
     rate: u64,
-) -> Result<(Vec<i64>, usize)> {
+) -> Result<(Vec<i64>, Legs, usize)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{output}-reader"))
@@ -234,7 +254,11 @@ fn measure(
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let begin = Instant::now();
     let mut latencies = Vec::with_capacity(bids.len());
-    let take = |message: &rdkafka::message::BorrowedMessage<'_>, latencies: &mut Vec<i64>| {
+    let mut legs: Legs = (
+        Vec::with_capacity(bids.len()),
+        Vec::with_capacity(bids.len()),
+    );
+    let mut take = |message: &rdkafka::message::BorrowedMessage<'_>, latencies: &mut Vec<i64>| {
         let received = now_ms();
         let produced = message
             .payload()
@@ -242,6 +266,9 @@ fn measure(
             .and_then(|row| row["produced_ms"].as_i64());
         if let Some(produced) = produced.filter(|&p| p >= from) {
             latencies.push(received - produced);
+            let sent = message.timestamp().to_millis().unwrap_or(received);
+            legs.0.push(sent - produced);
+            legs.1.push(received - sent);
         }
     };
     for (i, bid) in bids.iter().enumerate() {
@@ -288,5 +315,5 @@ fn measure(
             bids.len()
         )));
     }
-    Ok((latencies, bids.len()))
+    Ok((latencies, legs, bids.len()))
 }
