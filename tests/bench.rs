@@ -12,7 +12,11 @@ use oracle::register_json_table;
 /// The `| run | records | … | rows out |` lines of the command's table: (run, records, rows).
 fn table(out: &str) -> Vec<(String, String, String)> {
     out.lines()
-        .filter(|l| ["| q", "| count", "| raw"].iter().any(|p| l.starts_with(p)))
+        .filter(|l| {
+            ["| load", "| q", "| count", "| raw"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
         .map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
             (cells[1].into(), cells[2].into(), cells[7].into())
@@ -202,7 +206,18 @@ fn bench_nexmark_runs_every_query_in_process_and_via_the_broker_with_the_right_a
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = stdout(&out);
-    let mut want = Vec::new();
+    // Each stream loaded onto its topic: every record read and written once.
+    let mut want: Vec<(String, String, String)> =
+        [("person", persons), ("auction", auctions), ("bid", bids)]
+            .iter()
+            .map(|(stream, n)| {
+                (
+                    format!("load {stream} onto a topic"),
+                    n.to_string(),
+                    n.to_string(),
+                )
+            })
+            .collect();
     for (name, rows) in &answers {
         for run in ["in-process (JSON-lines files)", "via broker"] {
             want.push((

@@ -510,6 +510,9 @@ fn benchmark_throughput_runs_nexmark_in_process_and_via_the_broker_with_the_righ
     assert_eq!(
         runs,
         [
+            "| load person onto a topic",
+            "| load auction onto a topic",
+            "| load bid onto a topic",
             "| q2 in-process (JSON-lines files)",
             "| q2 via broker",
             "| raw consume of the bids (librdkafka, nothing decoded)"

@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::{KafkaConnection, QuietContext};
+use crate::kafka::{KafkaConnection, OwnedConsumer, QuietContext};
 use crate::sink::{
     KafkaSink, MessageTag, RejectedRow, Sink, SinkState, CHECKPOINT_HEADER, JOB_HEADER, SEQ_HEADER,
 };
@@ -35,7 +35,7 @@ pub struct ExactlyOnceKafkaSink {
     /// Results of the last checkpoint, until it is complete.
     checkpointed: Vec<RecordBatch>,
     /// Reads the output topic's end offsets.
-    metadata: BaseConsumer<QuietContext>,
+    metadata: OwnedConsumer<QuietContext>,
 }
 
 impl ExactlyOnceKafkaSink {
@@ -55,7 +55,7 @@ impl ExactlyOnceKafkaSink {
             job: job.into(),
             pending: Vec::new(),
             checkpointed: Vec::new(),
-            metadata,
+            metadata: OwnedConsumer::new(metadata, true),
         })
     }
 
@@ -99,6 +99,7 @@ impl ExactlyOnceKafkaSink {
             .set("auto.offset.reset", "earliest")
             .create_with_context(QuietContext)
             .map_err(|e| ConnectorError::kafka("creating a reader of the output", e))?;
+        let reader = OwnedConsumer::new(reader, true);
         reader
             .assign(&assignment)
             .map_err(|e| ConnectorError::kafka(format!("reading back '{topic}'"), e))?;

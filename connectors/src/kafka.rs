@@ -136,6 +136,13 @@ impl KafkaConnection {
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "velo-sql")
             .set("socket.connection.setup.timeout.ms", "10000")
+            // librdkafka 2.x drops its bootstrap connection once metadata names the brokers,
+            // and connects to the named broker no sooner than half `reconnect.backoff.ms`
+            // after its last cluster connection (100 ms by default): every client's first
+            // request after its metadata waited about 50 ms. At 20 ms that is the floor,
+            // 11 ms; a broker that is down is still retried with a backoff doubling up to
+            // `reconnect.backoff.max.ms` (10 s).
+            .set("reconnect.backoff.ms", "20")
             .set("log_level", "3");
         for (k, v) in defaults {
             config.set(*k, v);
@@ -275,6 +282,7 @@ pub fn count_messages(connection: &KafkaConnection, topic: &str) -> Result<u64> 
     let consumer: BaseConsumer<QuietContext> = config
         .create_with_context(QuietContext)
         .map_err(|e| ConnectorError::kafka("creating a consumer", e))?;
+    let consumer = OwnedConsumer::new(consumer, true);
     let partitions = connection.partitions(&consumer, topic)?;
     let mut assignment = TopicPartitionList::new();
     for &partition in &partitions {
@@ -571,9 +579,49 @@ impl ConsumerContext for PositionsContext {
     }
 }
 
+/// A consumer that is dropped on a thread of its own when nothing waits on its close.
+///
+/// rdkafka's drop closes a consumer that has a `group.id` (librdkafka needs one to assign
+/// partitions) and polls it 100 ms at a time until it is closed; a consumer that only assigned
+/// partitions gets no event that ends such a poll, so its drop takes 100 ms. Every bounded
+/// read (`execute`, a schema sampled from a topic, a count) ended 100 ms after its last record.
+/// A consumer that joined a group is still closed where it is dropped: it leaves the group, so
+/// that the group can give its partitions to another member at once.
+pub(crate) struct OwnedConsumer<C: ConsumerContext + 'static> {
+    inner: Option<BaseConsumer<C>>,
+    in_background: bool,
+}
+
+impl<C: ConsumerContext + 'static> OwnedConsumer<C> {
+    pub(crate) fn new(consumer: BaseConsumer<C>, in_background: bool) -> Self {
+        Self {
+            inner: Some(consumer),
+            in_background,
+        }
+    }
+}
+
+impl<C: ConsumerContext + 'static> std::ops::Deref for OwnedConsumer<C> {
+    type Target = BaseConsumer<C>;
+    fn deref(&self) -> &BaseConsumer<C> {
+        self.inner.as_ref().expect("present until dropped")
+    }
+}
+
+impl<C: ConsumerContext + 'static> Drop for OwnedConsumer<C> {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.inner.take().filter(|_| self.in_background) {
+            // If no thread can be started, the closure and the consumer are dropped here.
+            let _ = std::thread::Builder::new()
+                .name("velo-consumer-close".into())
+                .spawn(move || drop(consumer));
+        }
+    }
+}
+
 /// Reads records of one topic.
 pub struct KafkaSource {
-    consumer: BaseConsumer<PositionsContext>,
+    consumer: OwnedConsumer<PositionsContext>,
     topic: String,
     /// Whether records' headers are collected (see [`KafkaSource::without_headers`]).
     with_headers: bool,
@@ -784,7 +832,8 @@ impl KafkaSource {
             .map(|r| r.keys().copied().collect())
             .unwrap_or_default();
         Ok(Self {
-            consumer,
+            // Only a member of a group leaves it when closed.
+            consumer: OwnedConsumer::new(consumer, kind != ModeKind::Group),
             topic: topic.to_string(),
             with_headers: true,
             eager: false,
