@@ -586,10 +586,30 @@ impl ConsumerContext for PositionsContext {
 /// partitions gets no event that ends such a poll, so its drop takes 100 ms. Every bounded
 /// read (`execute`, a schema sampled from a topic, a count) ended 100 ms after its last record.
 /// A consumer that joined a group is still closed where it is dropped: it leaves the group, so
-/// that the group can give its partitions to another member at once.
+/// that the group can give its partitions to another member at once. A process waits for the
+/// closes still running before it exits ([`wait_for_closing_consumers`]): librdkafka's threads
+/// must be gone before the TLS library's exit-time cleanup runs.
 pub(crate) struct OwnedConsumer<C: ConsumerContext + 'static> {
     inner: Option<BaseConsumer<C>>,
     in_background: bool,
+}
+
+/// The threads closing consumers ([`OwnedConsumer`]), until [`wait_for_closing_consumers`].
+static CLOSING: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Waits up to `limit` for the consumers still being closed on threads of their own (at the
+/// end of a process; see [`OwnedConsumer`]).
+pub fn wait_for_closing_consumers(limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let closing = std::mem::take(&mut *CLOSING.lock().unwrap_or_else(|p| p.into_inner()));
+    for thread in closing {
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl<C: ConsumerContext + 'static> OwnedConsumer<C> {
@@ -599,23 +619,39 @@ impl<C: ConsumerContext + 'static> OwnedConsumer<C> {
             in_background,
         }
     }
+
+    /// Lets the consumer go now (on a thread of its own when `in_background`); it must not be
+    /// used after.
+    fn release(&mut self) {
+        if let Some(consumer) = self.inner.take() {
+            if !self.in_background {
+                return drop(consumer);
+            }
+            let mut closing = CLOSING.lock().unwrap_or_else(|p| p.into_inner());
+            closing.retain(|t| !t.is_finished());
+            // If no thread can be started, the closure and the consumer are dropped here.
+            if let Ok(thread) = std::thread::Builder::new()
+                .name("velo-consumer-close".into())
+                .spawn(move || drop(consumer))
+            {
+                closing.push(thread);
+            }
+        }
+    }
 }
 
 impl<C: ConsumerContext + 'static> std::ops::Deref for OwnedConsumer<C> {
     type Target = BaseConsumer<C>;
     fn deref(&self) -> &BaseConsumer<C> {
-        self.inner.as_ref().expect("present until dropped")
+        self.inner
+            .as_ref()
+            .expect("a consumer is not used once released")
     }
 }
 
 impl<C: ConsumerContext + 'static> Drop for OwnedConsumer<C> {
     fn drop(&mut self) {
-        if let Some(consumer) = self.inner.take().filter(|_| self.in_background) {
-            // If no thread can be started, the closure and the consumer are dropped here.
-            let _ = std::thread::Builder::new()
-                .name("velo-consumer-close".into())
-                .spawn(move || drop(consumer));
-        }
+        self.release();
     }
 }
 
@@ -1090,8 +1126,13 @@ impl Source for KafkaSource {
             );
         }
         self.publish_positions();
-        if self.collector.is_empty() && self.exhausted() {
-            return Ok(None);
+        if self.exhausted() {
+            // A bounded read needs its consumer no more (nothing after this touches it): its
+            // close runs while the job finishes.
+            self.consumer.release();
+            if self.collector.is_empty() {
+                return Ok(None);
+            }
         }
         Ok(Some(self.collector.finish()))
     }
@@ -1630,8 +1671,8 @@ impl KafkaProducer {
     fn flush_promptly(&mut self) -> rdkafka::error::KafkaResult<()> {
         let deadline = Instant::now() + self.timeout;
         let mut nap = Nap::default();
+        self.serve_reports();
         loop {
-            self.serve_reports();
             if self.producer.in_flight_count() == 0 {
                 return Ok(());
             }
@@ -1639,6 +1680,7 @@ impl KafkaProducer {
                 return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
             }
             self.send_now();
+            // Serves what came during the last nap: the nap starts short again.
             self.await_reports(&mut nap);
         }
     }

@@ -554,11 +554,12 @@ pub async fn run(args: NexmarkArgs) -> Result<()> {
     println!("| run | records | records/s | per CPU-second | wall | CPU | rows out |");
     println!("|---|---|---|---|---|---|---|");
     let mut wrong = Vec::new();
-    for load in &loads {
+    let streams = [expected.persons, expected.auctions, expected.bids];
+    for (load, records) in loads.iter().zip(streams) {
         load.print();
-        if load.rows_out != Some(load.records) {
+        if load.records != records || load.rows_out != Some(records) {
             wrong.push(format!(
-                "{}: {} records in, {:?} rows out",
+                "{}: {} records in, {:?} rows out; expected {records} and {records}",
                 load.what, load.records, load.rows_out
             ));
         }
