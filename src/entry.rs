@@ -95,8 +95,5 @@ where
             eprintln!("error: cannot start the main thread: {e}");
             1
         });
-    // Consumers of bounded reads are closed on threads of their own; librdkafka's threads must
-    // be gone before the process's exit-time cleanup (the TLS library's) runs.
-    velo_connectors::kafka::wait_for_closing_consumers(std::time::Duration::from_secs(2));
     std::process::ExitCode::from(code as u8)
 }

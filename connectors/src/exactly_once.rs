@@ -55,7 +55,7 @@ impl ExactlyOnceKafkaSink {
             job: job.into(),
             pending: Vec::new(),
             checkpointed: Vec::new(),
-            metadata: OwnedConsumer::new(metadata, true),
+            metadata: OwnedConsumer::new(metadata, connection.plaintext()),
         })
     }
 
@@ -99,7 +99,7 @@ impl ExactlyOnceKafkaSink {
             .set("auto.offset.reset", "earliest")
             .create_with_context(QuietContext)
             .map_err(|e| ConnectorError::kafka("creating a reader of the output", e))?;
-        let reader = OwnedConsumer::new(reader, true);
+        let reader = OwnedConsumer::new(reader, self.connection.plaintext());
         reader
             .assign(&assignment)
             .map_err(|e| ConnectorError::kafka(format!("reading back '{topic}'"), e))?;

@@ -157,6 +157,15 @@ impl KafkaConnection {
         config
     }
 
+    /// Whether clients connect without TLS or SASL (`security.protocol` unset or `plaintext`).
+    pub fn plaintext(&self) -> bool {
+        self.consumer_properties
+            .iter()
+            .chain(&self.properties)
+            .rfind(|(k, _)| k == "security.protocol")
+            .is_none_or(|(_, v)| v.eq_ignore_ascii_case("plaintext"))
+    }
+
     /// A consumer's base settings (metadata clients, sources).
     fn consumer_base(&self) -> ClientConfig {
         // librdkafka stops fetching a partition whose local queue is full (`queued.min.messages`)
@@ -282,7 +291,7 @@ pub fn count_messages(connection: &KafkaConnection, topic: &str) -> Result<u64> 
     let consumer: BaseConsumer<QuietContext> = config
         .create_with_context(QuietContext)
         .map_err(|e| ConnectorError::kafka("creating a consumer", e))?;
-    let consumer = OwnedConsumer::new(consumer, true);
+    let consumer = OwnedConsumer::new(consumer, connection.plaintext());
     let partitions = connection.partitions(&consumer, topic)?;
     let mut assignment = TopicPartitionList::new();
     for &partition in &partitions {
@@ -585,31 +594,14 @@ impl ConsumerContext for PositionsContext {
 /// partitions) and polls it 100 ms at a time until it is closed; a consumer that only assigned
 /// partitions gets no event that ends such a poll, so its drop takes 100 ms. Every bounded
 /// read (`execute`, a schema sampled from a topic, a count) ended 100 ms after its last record.
-/// A consumer that joined a group is still closed where it is dropped: it leaves the group, so
-/// that the group can give its partitions to another member at once. A process waits for the
-/// closes still running before it exits ([`wait_for_closing_consumers`]): librdkafka's threads
-/// must be gone before the TLS library's exit-time cleanup runs.
+/// Not in the background:
+/// - a consumer that joined a group: it leaves the group where it is dropped, so that the
+///   group can give its partitions to another member at once;
+/// - a consumer of a TLS or SASL connection: a process may exit while a close runs, and the
+///   TLS library's exit-time cleanup must not run under librdkafka threads still using it.
 pub(crate) struct OwnedConsumer<C: ConsumerContext + 'static> {
     inner: Option<BaseConsumer<C>>,
     in_background: bool,
-}
-
-/// The threads closing consumers ([`OwnedConsumer`]), until [`wait_for_closing_consumers`].
-static CLOSING: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
-
-/// Waits up to `limit` for the consumers still being closed on threads of their own (at the
-/// end of a process; see [`OwnedConsumer`]).
-pub fn wait_for_closing_consumers(limit: Duration) {
-    let deadline = Instant::now() + limit;
-    let closing = std::mem::take(&mut *CLOSING.lock().unwrap_or_else(|p| p.into_inner()));
-    for thread in closing {
-        while !thread.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if thread.is_finished() {
-            let _ = thread.join();
-        }
-    }
 }
 
 impl<C: ConsumerContext + 'static> OwnedConsumer<C> {
@@ -623,19 +615,11 @@ impl<C: ConsumerContext + 'static> OwnedConsumer<C> {
     /// Lets the consumer go now (on a thread of its own when `in_background`); it must not be
     /// used after.
     fn release(&mut self) {
-        if let Some(consumer) = self.inner.take() {
-            if !self.in_background {
-                return drop(consumer);
-            }
-            let mut closing = CLOSING.lock().unwrap_or_else(|p| p.into_inner());
-            closing.retain(|t| !t.is_finished());
+        if let Some(consumer) = self.inner.take().filter(|_| self.in_background) {
             // If no thread can be started, the closure and the consumer are dropped here.
-            if let Ok(thread) = std::thread::Builder::new()
+            let _ = std::thread::Builder::new()
                 .name("velo-consumer-close".into())
-                .spawn(move || drop(consumer))
-            {
-                closing.push(thread);
-            }
+                .spawn(move || drop(consumer));
         }
     }
 }
@@ -869,7 +853,10 @@ impl KafkaSource {
             .unwrap_or_default();
         Ok(Self {
             // Only a member of a group leaves it when closed.
-            consumer: OwnedConsumer::new(consumer, kind != ModeKind::Group),
+            consumer: OwnedConsumer::new(
+                consumer,
+                kind != ModeKind::Group && connection.plaintext(),
+            ),
             topic: topic.to_string(),
             with_headers: true,
             eager: false,
@@ -1921,6 +1908,24 @@ mod tests {
         let ticks = |i: usize| fields[i].parse::<u64>().expect("a tick count");
         // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
         Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    }
+
+    #[test]
+    fn only_plaintext_connections_close_bounded_readers_in_the_background() {
+        let mut connection = KafkaConnection::new("127.0.0.1:9092", Duration::from_secs(1));
+        assert!(connection.plaintext());
+        connection
+            .consumer_properties
+            .push(("security.protocol".into(), "PLAINTEXT".into()));
+        assert!(connection.plaintext());
+        // The common properties are set last, so theirs is the one the client uses.
+        connection
+            .properties
+            .push(("security.protocol".into(), "sasl_ssl".into()));
+        assert!(!connection.plaintext());
+        connection.properties.clear();
+        connection.consumer_properties[0].1 = "ssl".into();
+        assert!(!connection.plaintext());
     }
 
     #[test]
