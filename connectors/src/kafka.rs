@@ -285,6 +285,11 @@ pub fn names_like(missing: &str, topics: &[String]) -> String {
 /// Reads every message `topic` holds now, from the beginning of each partition to its end, with
 /// a bare consumer of `connection`'s settings, and counts them: nothing is decoded or kept.
 /// What librdkafka alone costs, for `velo-sql bench` to set the engine against.
+///
+/// A partition ends at the end offset asked when the read starts, as a bounded read of the
+/// engine ends (or at librdkafka's end-of-partition event, should the last offsets hold no
+/// message). Waiting for that event alone added a last empty fetch: on the local broker, up to
+/// its whole `fetch.wait.max.ms` (500 ms) of idle wall time.
 pub fn count_messages(connection: &KafkaConnection, topic: &str) -> Result<u64> {
     let mut config = connection.consumer_config("velo-sql-count");
     config.set("enable.partition.eof", "true");
@@ -292,30 +297,47 @@ pub fn count_messages(connection: &KafkaConnection, topic: &str) -> Result<u64> 
         .create_with_context(QuietContext)
         .map_err(|e| ConnectorError::kafka("creating a consumer", e))?;
     let consumer = OwnedConsumer::new(consumer, connection.plaintext());
-    let partitions = connection.partitions(&consumer, topic)?;
     let mut assignment = TopicPartitionList::new();
-    for &partition in &partitions {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .map_err(|e| ConnectorError::kafka(format!("assigning '{topic}'"), e))?;
+    // The partitions still to read, and the offset each ends before.
+    let mut open = BTreeMap::new();
+    for partition in connection.partitions(&consumer, topic)? {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, connection.timeout)
+            .map_err(|e| connection.unreachable(&e))?;
+        if high > low {
+            open.insert(partition, high);
+            assignment
+                .add_partition_offset(topic, partition, Offset::Offset(low))
+                .map_err(|e| ConnectorError::kafka(format!("assigning '{topic}'"), e))?;
+        }
     }
     consumer
         .assign(&assignment)
         .map_err(|e| ConnectorError::kafka(format!("assigning '{topic}'"), e))?;
-    let mut open: std::collections::BTreeSet<i32> = partitions.into_iter().collect();
     let mut count = 0;
     while !open.is_empty() {
         match consumer.poll(connection.timeout) {
-            Some(Ok(_)) => count += 1,
+            Some(Ok(message)) => {
+                let partition = message.partition();
+                if let Some(&end) = open.get(&partition) {
+                    if message.offset() < end {
+                        count += 1;
+                    }
+                    if message.offset() + 1 >= end {
+                        open.remove(&partition);
+                    }
+                }
+            }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 open.remove(&partition);
             }
             Some(Err(e)) => return Err(ConnectorError::kafka(format!("reading '{topic}'"), e)),
             None => {
                 return Err(ConnectorError::Config(format!(
-                    "reading '{topic}': nothing arrived for {:?} with partitions {open:?} not at \
+                    "reading '{topic}': nothing arrived for {:?} with partitions {:?} not at \
                      their end",
-                    connection.timeout
+                    connection.timeout,
+                    open.keys().collect::<Vec<_>>()
                 )))
             }
         }
