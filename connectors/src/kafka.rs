@@ -637,12 +637,16 @@ impl<C: ConsumerContext + 'static> OwnedConsumer<C> {
     /// Lets the consumer go now (on a thread of its own when `in_background`); it must not be
     /// used after.
     fn release(&mut self) {
-        if let Some(consumer) = self.inner.take().filter(|_| self.in_background) {
-            // If no thread can be started, the closure and the consumer are dropped here.
-            let _ = std::thread::Builder::new()
-                .name("velo-consumer-close".into())
-                .spawn(move || drop(consumer));
+        let Some(consumer) = self.inner.take() else {
+            return;
+        };
+        if !self.in_background {
+            return drop(consumer);
         }
+        // If no thread can be started, the closure and the consumer are dropped here.
+        let _ = std::thread::Builder::new()
+            .name("velo-consumer-close".into())
+            .spawn(move || drop(consumer));
     }
 }
 

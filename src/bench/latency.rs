@@ -146,7 +146,7 @@ pub async fn run(args: &NexmarkArgs, columns: &str, percentiles: &[f64]) -> Resu
     stats?;
     let (mut latencies, mut legs, sent) = measured?;
     latencies.sort_unstable();
-    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p / 100.0).round() as usize];
+    let at = |p: f64| percentile(&latencies, p);
     println!(
         "Nexmark latency: {sent} bids at {rate}/s through the broker, q0 as a continuous job \
          (low-latency profile: {batch} records per batch, {flush} ms flush interval{})",
@@ -187,14 +187,16 @@ pub async fn run(args: &NexmarkArgs, columns: &str, percentiles: &[f64]) -> Resu
         let shown: Vec<String> = named
             .iter()
             .zip(percentiles)
-            .map(|(name, &p)| {
-                let ms = leg[((leg.len() - 1) as f64 * p / 100.0).round() as usize];
-                format!("{name} {ms} ms")
-            })
+            .map(|(name, &p)| format!("{name} {} ms", percentile(leg, p)))
             .collect();
         println!("{what}: {}", shown.join(", "));
     }
     Ok(())
+}
+
+/// The `p`th percentile of `sorted` (nearest rank; `sorted` is not empty).
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    sorted[((sorted.len() - 1) as f64 * p / 100.0).round() as usize]
 }
 
 /// The latencies of each result's two legs, in ms: its bid produced → the job produced it

@@ -793,6 +793,19 @@ impl Level {
         Some(())
     }
 
+    /// Reads `message` (a nested one) and appends it as a valid struct of `children`.
+    fn append(
+        &mut self,
+        message: &[u8],
+        valid: &mut Vec<bool>,
+        children: &mut [Builder],
+    ) -> Option<()> {
+        self.read(message)?;
+        self.push(children, message)?;
+        valid.push(true);
+        Some(())
+    }
+
     /// Appends the message last [`Level::read`] to `builders`, a value per column.
     fn push(&mut self, builders: &mut [Builder], message: &[u8]) -> Option<()> {
         let Level {
@@ -847,9 +860,7 @@ impl Level {
                             ) => {
                                 let (start, end) = len(message, &mut p)?;
                                 let item = &message[start..end];
-                                level.read(item)?;
-                                level.push(children, item)?;
-                                valid.push(true);
+                                level.append(item, valid, children)?;
                                 count += 1;
                             }
                             _ => return None,
@@ -874,9 +885,7 @@ impl Level {
                         let mut p = at;
                         let (start, end) = len(message, &mut p)?;
                         let item = &message[start..end];
-                        level.read(item)?;
-                        level.push(children, item)?;
-                        valid.push(true);
+                        level.append(item, valid, children)?;
                     }
                     // A message field written twice is merged by prost-reflect: rare.
                     _ => return None,
@@ -950,9 +959,7 @@ impl Level {
                                     Slot::Text(start, end) => &message[start..end],
                                     _ => &[],
                                 };
-                                level.read(item)?;
-                                level.push(children, item)?;
-                                valid.push(true);
+                                level.append(item, valid, children)?;
                             }
                             _ => return None,
                         }
