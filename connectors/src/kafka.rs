@@ -6,20 +6,24 @@
 //! after the sink has acknowledged an epoch's output, which gives at-least-once delivery.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use self::batch::{BatchQueue, Consumed, Taken};
 use crate::record::{RecordBatchCollector, RecordPosition, SourceBatch};
 use crate::source::{Positions, Source};
 use crate::{ConnectorError, Result};
+
+mod batch;
 
 /// Where a source starts reading each partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,6 +452,9 @@ pub struct PositionsContext {
     restore_at: Mutex<Positions>,
     /// How far this member has read each partition.
     read_to: Mutex<Positions>,
+    /// Set by each assignment the group gives: its partitions are to be forwarded to the
+    /// source's batch queue.
+    assigned: AtomicBool,
     timeout: Duration,
 }
 
@@ -604,8 +611,11 @@ impl ConsumerContext for PositionsContext {
             }
             _ => consumer.unassign(),
         };
-        if let Err(e) = result {
-            tracing::warn!(topic = %self.topic, "applying a group rebalance failed: {e}");
+        match result {
+            Ok(()) => self.assigned.store(true, Ordering::Release),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, "applying a group rebalance failed: {e}")
+            }
         }
     }
 }
@@ -667,10 +677,23 @@ impl<C: ConsumerContext + 'static> Drop for OwnedConsumer<C> {
 
 /// Reads records of one topic.
 pub struct KafkaSource {
+    /// Messages taken from `batches` and not yet handed out (a batch ended by its bytes).
+    /// Dropped before `consumer` (fields drop in order).
+    pending: Option<Taken>,
+    /// The partitions' messages, taken in batches from a queue of their own (see `batch`);
+    /// `None` (librdkafka gave no queue): one message per poll of the consumer. Dropped before
+    /// `consumer`.
+    batches: Option<BatchQueue>,
+    /// Every assigned partition is to be forwarded to `batches` again (see `take_batch`).
+    reforward: bool,
+    /// When every assigned partition was last forwarded.
+    last_forwarded: Instant,
     consumer: OwnedConsumer<PositionsContext>,
     topic: String,
     /// Whether records' headers are collected (see [`KafkaSource::without_headers`]).
     with_headers: bool,
+    /// A batch closes once its payloads and keys hold this many bytes.
+    max_batch_bytes: usize,
     /// A batch closes once nothing more is buffered (see [`KafkaSource::eager`]).
     eager: bool,
     collector: RecordBatchCollector,
@@ -780,6 +803,7 @@ impl KafkaSource {
             topic: topic.to_string(),
             restore_at: Mutex::new(Positions::new()),
             read_to: Mutex::new(Positions::new()),
+            assigned: AtomicBool::new(false),
             timeout: connection.timeout,
         };
         let consumer: BaseConsumer<PositionsContext> = config
@@ -873,11 +897,21 @@ impl KafkaSource {
                 None
             }
         };
-        let snapshot_partitions = remaining
+        let snapshot_partitions: Vec<i32> = remaining
             .as_ref()
             .map(|r| r.keys().copied().collect())
             .unwrap_or_default();
+        let batches = BatchQueue::new(&consumer);
+        if let Some(batches) = &batches {
+            // Other modes forward their assignment before their first take (`reforward`), and
+            // again after each change of it.
+            batches.forward(&consumer, topic, snapshot_partitions.iter().copied());
+        }
         Ok(Self {
+            pending: None,
+            batches,
+            reforward: kind != ModeKind::Snapshot,
+            last_forwarded: Instant::now(),
             // Only a member of a group leaves it when closed.
             consumer: OwnedConsumer::new(
                 consumer,
@@ -885,6 +919,7 @@ impl KafkaSource {
             ),
             topic: topic.to_string(),
             with_headers: true,
+            max_batch_bytes: crate::source::MAX_BATCH_BYTES,
             eager: false,
             collector: RecordBatchCollector::new(1024),
             snapshot_partitions,
@@ -905,6 +940,13 @@ impl KafkaSource {
     /// readers that use neither the column nor the headers of bad records.
     pub fn without_headers(mut self) -> Self {
         self.with_headers = false;
+        self
+    }
+
+    /// A batch closes once its payloads and keys hold `bytes` (64 MiB unless set): a batch holds
+    /// at most that plus one record.
+    pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
         self
     }
 
@@ -974,6 +1016,194 @@ impl KafkaSource {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             start_at.extend(self.delivered.iter().map(|(&p, &o)| (p, o)));
+        }
+    }
+
+    /// Whether the batch being collected takes more records.
+    fn wants_more(&self, max_records: usize) -> bool {
+        self.collector.len() < max_records
+            && self.collector.bytes() < self.max_batch_bytes
+            && !self.exhausted()
+    }
+
+    /// The batch path of [`Source::poll_batch`]. In order:
+    /// 1. messages taken before and not handed out (a batch ended by its bytes): before any
+    ///    event below, such as a revocation of their partition;
+    /// 2. the consumer's own queue: its events (served by the `rdkafka` crate), and messages of
+    ///    partitions not forwarded (yet or again): so each partition is read in order;
+    /// 3. partitions seen in 2 are forwarded;
+    /// 4. what the forwarded partitions hold, waiting for it only while the batch is empty or
+    ///    not eager, up to `deadline` or until the consumer's queue gets something.
+    ///
+    /// False when nothing more comes before the deadline.
+    fn take_batch(&mut self, max_records: usize, deadline: Instant) -> Result<bool> {
+        let mut taken = match self.pending.take() {
+            Some(left) => left,
+            None => {
+                let Some(batches) = self.batches.as_ref() else {
+                    return Ok(false);
+                };
+                if batches.consumer_has_more() {
+                    match self.consumer.poll(Duration::ZERO) {
+                        // A message of a partition not forwarded (yet). Alive while the
+                        // message is.
+                        Some(Ok(message)) => {
+                            self.reforward = true;
+                            self.accept(unsafe { Consumed::from_ptr(message.ptr()) })?
+                        }
+                        Some(Err(e)) => self.accept_error(e)?,
+                        // An event the crate served (a log, a rebalance), or an outdated op.
+                        None => {}
+                    }
+                    return Ok(true);
+                }
+                let rebalanced = self
+                    .consumer
+                    .context()
+                    .assigned
+                    .swap(false, Ordering::AcqRel);
+                if self.reforward || rebalanced {
+                    self.reforward = false;
+                    self.last_forwarded = Instant::now();
+                    self.forward_assigned();
+                }
+                let Some(batches) = self.batches.as_mut() else {
+                    return Ok(false);
+                };
+                let want = max_records - self.collector.len();
+                let taken = batches.take(want, Duration::ZERO);
+                if !taken.is_empty() {
+                    taken
+                } else if self.eager && !self.collector.is_empty() {
+                    return Ok(false);
+                } else {
+                    let left = poll_wait(deadline.saturating_duration_since(Instant::now()));
+                    if left.is_zero() {
+                        return Ok(false);
+                    }
+                    // One message: librdkafka's batch call waits until it has all it may
+                    // take, and the rest is taken without a wait in the next rounds.
+                    let taken = batches.take(1, left);
+                    if taken.is_empty() {
+                        // Woken by the consumer's queue, or the wait is over. A partition
+                        // whose fetching stopped and started again in a way not seen above
+                        // would hold its messages until forwarded again: so, when a wait
+                        // found nothing, it is.
+                        // (At most every 250 ms: an idle job waits often.)
+                        if self.mode != ModeKind::Snapshot
+                            && self.last_forwarded.elapsed() >= Duration::from_millis(250)
+                        {
+                            self.reforward = true;
+                        }
+                        return Ok(true);
+                    }
+                    taken
+                }
+            }
+        };
+        while let Some(message) = taken.next() {
+            self.accept(message)?;
+            if !self.wants_more(max_records) {
+                break;
+            }
+        }
+        // A batch full by its bytes (or a read at its end) leaves the rest for the next.
+        if !taken.is_empty() {
+            self.pending = Some(taken);
+        }
+        Ok(true)
+    }
+
+    /// Forwards every partition assigned now to `batches`. librdkafka stops forwarding a
+    /// partition when it stops fetching it (a revocation, an assignment again) and, once a
+    /// partition was forwarded, keeps its messages with the partition until it is forwarded
+    /// again: after every change of the assignment, this must run.
+    fn forward_assigned(&self) {
+        let (Some(batches), Ok(assignment)) = (&self.batches, self.consumer.assignment()) else {
+            return;
+        };
+        let partitions = assignment
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect::<Vec<_>>();
+        batches.forward(&self.consumer, &self.topic, partitions);
+    }
+
+    /// Adds a consumed message (or the error librdkafka delivered in its place) to the batch,
+    /// unless it is past a bounded read's end or was handed out already.
+    fn accept(&mut self, message: Consumed<'_>) -> Result<()> {
+        if let Some(e) = message.error() {
+            return self.accept_error(e);
+        }
+        let partition = message.partition();
+        let offset = message.offset();
+        if let Some(remaining) = self.remaining.as_mut() {
+            match remaining.get(&partition) {
+                Some(&end) if offset < end => {
+                    if offset + 1 >= end {
+                        remaining.remove(&partition);
+                    }
+                }
+                // Past the snapshot's end, or a partition already finished.
+                _ => {
+                    remaining.remove(&partition);
+                    return Ok(());
+                }
+            }
+        }
+        if self
+            .delivered
+            .get(&partition)
+            .is_some_and(|&next| offset < next)
+            && !log_was_reset(
+                &self.consumer,
+                &self.topic,
+                self.timeout,
+                partition,
+                &mut self.delivered,
+                &mut self.checked_positions,
+                &mut self.reset,
+            )
+        {
+            // Read again after the partition was reassigned from an older offset.
+            return Ok(());
+        }
+        self.delivered.insert(partition, offset + 1);
+        self.collector.push(
+            message.payload(),
+            message.key(),
+            &self.topic,
+            partition,
+            offset,
+            message.timestamp_ms(),
+            // Parsing headers allocates per message: only when someone reads them.
+            self.with_headers
+                .then(|| message.headers())
+                .into_iter()
+                .flatten(),
+        );
+        Ok(())
+    }
+
+    /// An error librdkafka delivered while reading: the end of a partition, a fatal error (the
+    /// read fails), or a transient one (warned about, the read goes on).
+    fn accept_error(&mut self, e: KafkaError) -> Result<()> {
+        match e {
+            KafkaError::PartitionEOF(partition) => {
+                if let Some(remaining) = self.remaining.as_mut() {
+                    remaining.remove(&partition);
+                }
+                Ok(())
+            }
+            e if is_fatal(&e) => Err(ConnectorError::kafka(
+                format!("reading '{}'", self.topic),
+                e,
+            )),
+            e => {
+                self.transient.warn(&self.topic, &e);
+                Ok(())
+            }
         }
     }
 }
@@ -1047,10 +1277,13 @@ impl Source for KafkaSource {
             return Ok(None);
         }
         let deadline = Instant::now() + max_wait;
-        while self.collector.len() < max_records
-            && self.collector.bytes() < crate::source::MAX_BATCH_BYTES
-            && !self.exhausted()
-        {
+        while self.wants_more(max_records) {
+            if self.batches.is_some() {
+                if !self.take_batch(max_records, deadline)? {
+                    break;
+                }
+                continue;
+            }
             // What librdkafka holds already is taken without a wait (and without reading the
             // clock); only an empty queue waits, up to the deadline (an eager source's batch
             // with records in it closes instead). Past the deadline a batch still takes
@@ -1070,78 +1303,18 @@ impl Source for KafkaSource {
                     }
                 }
             };
-            let message = match polled {
-                Ok(m) => m,
-                Err(KafkaError::PartitionEOF(partition)) => {
-                    if let Some(remaining) = self.remaining.as_mut() {
-                        remaining.remove(&partition);
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    if is_fatal(&e) {
-                        return Err(ConnectorError::kafka(
-                            format!("reading '{}'", self.topic),
-                            e,
-                        ));
-                    }
-                    self.transient.warn(&self.topic, &e);
-                    continue;
-                }
-            };
-            let partition = message.partition();
-            let offset = message.offset();
-            if let Some(remaining) = self.remaining.as_mut() {
-                match remaining.get(&partition) {
-                    Some(&end) if offset < end => {
-                        if offset + 1 >= end {
-                            remaining.remove(&partition);
-                        }
-                    }
-                    // Past the snapshot's end, or a partition already finished.
-                    _ => {
-                        remaining.remove(&partition);
-                        continue;
-                    }
-                }
+            match polled {
+                // Alive while the message is.
+                Ok(message) => self.accept(unsafe { Consumed::from_ptr(message.ptr()) })?,
+                Err(e) => self.accept_error(e)?,
             }
-            if self
-                .delivered
-                .get(&partition)
-                .is_some_and(|&next| offset < next)
-                && !log_was_reset(
-                    &self.consumer,
-                    &self.topic,
-                    self.timeout,
-                    partition,
-                    &mut self.delivered,
-                    &mut self.checked_positions,
-                    &mut self.reset,
-                )
-            {
-                // Read again after the partition was reassigned from an older offset.
-                continue;
-            }
-            self.delivered.insert(partition, offset + 1);
-            // Parsing headers allocates per message: only when someone reads them.
-            let headers = self.with_headers.then(|| message.headers()).flatten();
-            self.collector.push(
-                message.payload(),
-                message.key(),
-                &self.topic,
-                partition,
-                offset,
-                message.timestamp().to_millis(),
-                headers
-                    .into_iter()
-                    .flat_map(|h| h.iter())
-                    .map(|h| (h.key, h.value)),
-            );
         }
         self.publish_positions();
         if self.exhausted() {
             // A bounded read needs its consumer no more (nothing after this touches it): its
-            // close runs while the job finishes.
+            // close runs while the job finishes. Its messages and queues go first.
+            self.pending = None;
+            self.batches = None;
             self.consumer.release();
             if self.collector.is_empty() {
                 return Ok(None);
@@ -1151,6 +1324,8 @@ impl Source for KafkaSource {
     }
 
     fn seek(&mut self, positions: &Positions) -> Result<()> {
+        // An assignment again stops the forwarding of its partitions.
+        self.reforward = true;
         match self.mode {
             ModeKind::Snapshot if !positions.is_empty() => Err(ConnectorError::Config(format!(
                 "a bounded read of '{}' cannot start at checkpoint offsets",

@@ -1,0 +1,247 @@
+//! The Kafka source read directly against the real broker: every record handed out once, in
+//! its partition's order, with its key, headers and timestamp; batches that end by their bytes;
+//! a group whose members come and go while records flow (nothing lost).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray};
+use common::*;
+use velo_connectors::kafka::{KafkaConnection, KafkaSource, ReadMode, StartOffset};
+use velo_connectors::record::{Payload, SourceBatch};
+use velo_connectors::source::{Positions, Source};
+
+/// One record as a source handed it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    partition: i32,
+    offset: i64,
+    value: String,
+    key: Option<String>,
+    headers: Vec<(String, Option<String>)>,
+    timestamp: Option<i64>,
+}
+
+fn rows(batch: &SourceBatch) -> Vec<Row> {
+    let Payload::Encoded(payloads) = &batch.payload else {
+        panic!("a Kafka source yields encoded payloads");
+    };
+    let meta = &batch.meta;
+    (0..batch.len())
+        .map(|i| {
+            let headers = meta.headers.value(i);
+            let names = headers.column(0).as_string::<i32>();
+            let values = headers.column(1).as_string::<i32>();
+            Row {
+                partition: meta.partition.value(i),
+                offset: meta.offset.value(i),
+                value: String::from_utf8_lossy(payloads.value(i)).into_owned(),
+                key: (!meta.key.is_null(i))
+                    .then(|| String::from_utf8_lossy(meta.key.value(i)).into_owned()),
+                headers: (0..names.len())
+                    .map(|h| {
+                        (
+                            names.value(h).to_string(),
+                            (!values.is_null(h)).then(|| values.value(h).to_string()),
+                        )
+                    })
+                    .collect(),
+                timestamp: (!meta.timestamp.is_null(i)).then(|| meta.timestamp.value(i)),
+            }
+        })
+        .collect()
+}
+
+fn connection() -> KafkaConnection {
+    KafkaConnection::new(brokers(), Duration::from_secs(10))
+}
+
+/// The records produced to partition `p`: every seventh without key and headers.
+fn records_of(p: i32, n: i64) -> Vec<(Rec, Row)> {
+    (0..n)
+        .map(|i| {
+            let value = format!("p{p}-{i:04}-{}", "x".repeat(180));
+            let timestamp = 1_700_000_000_000 + i * 1000 + i64::from(p);
+            let mut rec = Rec::value(value.clone()).partition(p).timestamp(timestamp);
+            let mut row = Row {
+                partition: p,
+                offset: i,
+                value,
+                key: None,
+                headers: Vec::new(),
+                timestamp: Some(timestamp),
+            };
+            if i % 7 != 0 {
+                rec = rec
+                    .key(format!("k{i}"))
+                    .header("n", &i.to_string())
+                    .header("p", "x");
+                row.key = Some(format!("k{i}"));
+                row.headers = vec![
+                    ("n".into(), Some(i.to_string())),
+                    ("p".into(), Some("x".into())),
+                ];
+            }
+            (rec, row)
+        })
+        .collect()
+}
+
+#[test]
+fn a_bounded_read_hands_out_every_record_once_in_order_when_its_batches_end_by_bytes() {
+    let topic = unique_topic("bounded-bytes");
+    create_topic(&topic, 3);
+    let mut expected = Vec::new();
+    let mut recs = Vec::new();
+    for p in 0..3 {
+        for (rec, row) in records_of(p, 150) {
+            recs.push(rec);
+            expected.push(row);
+        }
+    }
+    produce(&topic, &recs);
+    let mode = ReadMode::Snapshot {
+        start: StartOffset::Earliest,
+        partition: None,
+        group_id: None,
+    };
+    // About ten records' payloads and keys.
+    let cap = 2_000;
+    let mut source = KafkaSource::open(&connection(), &topic, mode)
+        .unwrap()
+        .max_batch_bytes(cap);
+    let mut read = Vec::new();
+    let mut batches = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Some(batch) = source.poll_batch(1000, Duration::from_millis(500)).unwrap() {
+        assert!(Instant::now() < deadline, "the read does not end");
+        let batch = rows(&batch);
+        let bytes: usize = batch
+            .iter()
+            .map(|r| r.value.len() + r.key.as_ref().map_or(0, String::len))
+            .sum();
+        let last = batch.last().map_or(0, |r| r.value.len() + 10);
+        assert!(
+            bytes < cap + last,
+            "a batch of {bytes} bytes, over the cap of {cap} by more than its last record"
+        );
+        batches += 1;
+        read.extend(batch);
+    }
+    // Ten or eleven records each.
+    assert!(batches >= 40, "only {batches} batches");
+    let by_partition = |rows: &[Row], p: i32| -> Vec<Row> {
+        rows.iter().filter(|r| r.partition == p).cloned().collect()
+    };
+    assert_eq!(read.len(), expected.len());
+    for p in 0..3 {
+        // In the partition's order, each once, exactly as produced.
+        assert_eq!(by_partition(&read, p), by_partition(&expected, p));
+    }
+}
+
+/// Polls `source` as the runtime does: a batch, then its positions committed.
+fn poll_and_commit(source: &mut KafkaSource, seen: &mut Vec<Row>) -> usize {
+    let Some(batch) = source.poll_batch(200, Duration::from_millis(100)).unwrap() else {
+        return 0;
+    };
+    let batch = rows(&batch);
+    let mut positions = Positions::new();
+    for r in &batch {
+        positions.insert(r.partition, r.offset + 1);
+    }
+    source.commit(&positions).unwrap();
+    let n = batch.len();
+    seen.extend(batch);
+    n
+}
+
+#[test]
+fn group_members_joining_and_leaving_while_records_flow_lose_nothing() {
+    let topic = unique_topic("group-flow");
+    let group = unique_topic("group-flow-members");
+    create_topic(&topic, 4);
+    let mode = || ReadMode::Group {
+        group_id: group.clone(),
+        reset: StartOffset::Earliest,
+        partition: None,
+        instance_id: None,
+        session_timeout: None,
+    };
+    let mut expected = Vec::new();
+    let mut produce_round = |round: i64| {
+        let mut recs = Vec::new();
+        for p in 0..4 {
+            for i in 0..10 {
+                let value = format!("r{round}-p{p}-{i}");
+                recs.push(Rec::value(value.clone()).partition(p));
+                expected.push(value);
+            }
+        }
+        produce(&topic, &recs);
+    };
+    let mut a_rows = Vec::new();
+    let mut b_rows = Vec::new();
+    let mut a = KafkaSource::open(&connection(), &topic, mode()).unwrap();
+    produce_round(0);
+    // A alone, until it has read something.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a_rows.is_empty() {
+        assert!(Instant::now() < deadline, "the first member reads nothing");
+        poll_and_commit(&mut a, &mut a_rows);
+    }
+    // B joins; both poll while more records arrive, until both have read some of them.
+    let mut b = KafkaSource::open(&connection(), &topic, mode()).unwrap();
+    let mut round = 1;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let a_before = a_rows.len();
+    while b_rows.is_empty() || a_rows.len() == a_before {
+        assert!(
+            Instant::now() < deadline,
+            "the group never shared the partitions: {} read by the first member ({a_before} \
+             before the second joined), {} by the second",
+            a_rows.len(),
+            b_rows.len()
+        );
+        produce_round(round);
+        round += 1;
+        poll_and_commit(&mut a, &mut a_rows);
+        poll_and_commit(&mut b, &mut b_rows);
+    }
+    // B leaves; A takes every partition again and reads to the end.
+    drop(b);
+    produce_round(round);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut values: Vec<&String> = a_rows.iter().chain(&b_rows).map(|r| &r.value).collect();
+        values.sort();
+        values.dedup();
+        if values.len() == expected.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} records were read",
+            values.len(),
+            expected.len()
+        );
+        poll_and_commit(&mut a, &mut a_rows);
+    }
+    let mut values: Vec<String> = a_rows
+        .iter()
+        .chain(&b_rows)
+        .map(|r| r.value.clone())
+        .collect();
+    values.sort();
+    values.dedup();
+    expected.sort();
+    assert_eq!(values, expected);
+    // Nothing more than what was produced.
+    for _ in 0..5 {
+        poll_and_commit(&mut a, &mut a_rows);
+    }
+    assert!(a_rows
+        .iter()
+        .all(|r| expected.binary_search(&r.value).is_ok()));
+}
