@@ -245,3 +245,61 @@ fn group_members_joining_and_leaving_while_records_flow_lose_nothing() {
         .iter()
         .all(|r| expected.binary_search(&r.value).is_ok()));
 }
+
+#[test]
+fn following_a_topic_reads_its_backlog_and_live_records_each_once_in_order() {
+    let topic = unique_topic("follow-flow");
+    create_topic(&topic, 2);
+    let round = |r: i64| -> Vec<Rec> {
+        (0..200)
+            .map(|i| Rec::value(format!("r{r}-{i}")).partition((i % 2) as i32))
+            .collect()
+    };
+    // A backlog fetched before the partitions are forwarded, then records while reading.
+    for r in 0..5 {
+        produce(&topic, &round(r));
+    }
+    let from = [(0, 0), (1, 0)].into_iter().collect();
+    let mut source = KafkaSource::open(&connection(), &topic, ReadMode::Follow { from }).unwrap();
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut r = 5;
+    while read.len() < 15 * 200 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} records read",
+            read.len(),
+            15 * 200
+        );
+        if r < 15 {
+            produce(&topic, &round(r));
+            r += 1;
+        }
+        if let Some(batch) = source.poll_batch(300, Duration::from_millis(50)).unwrap() {
+            read.extend(rows(&batch));
+        }
+    }
+    // Nothing more comes.
+    for _ in 0..3 {
+        if let Some(batch) = source.poll_batch(300, Duration::from_millis(100)).unwrap() {
+            read.extend(rows(&batch));
+        }
+    }
+    for p in 0..2 {
+        let got: Vec<(i64, String)> = read
+            .iter()
+            .filter(|row| row.partition == p)
+            .map(|row| (row.offset, row.value.clone()))
+            .collect();
+        let want: Vec<(i64, String)> = (0..15)
+            .flat_map(|r| {
+                (0..200)
+                    .filter(move |i| i % 2 == p as i64)
+                    .map(move |i| (r, i))
+            })
+            .enumerate()
+            .map(|(offset, (r, i))| (offset as i64, format!("r{r}-{i}")))
+            .collect();
+        assert_eq!(got, want, "partition {p}");
+    }
+}

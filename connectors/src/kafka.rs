@@ -902,15 +902,19 @@ impl KafkaSource {
             .map(|r| r.keys().copied().collect())
             .unwrap_or_default();
         let batches = BatchQueue::new(&consumer);
+        let mut reforward = false;
         if let Some(batches) = &batches {
-            // Other modes forward their assignment before their first take (`reforward`), and
-            // again after each change of it.
-            batches.forward(&consumer, topic, snapshot_partitions.iter().copied());
+            // Whatever is assigned already (a group's members get theirs later, and each
+            // change of an assignment is forwarded again: `take_batch`).
+            match assigned_partitions(&consumer, topic) {
+                Some(partitions) => batches.forward(&consumer, topic, partitions),
+                None => reforward = true,
+            }
         }
         Ok(Self {
             pending: None,
             batches,
-            reforward: kind != ModeKind::Snapshot,
+            reforward,
             last_forwarded: Instant::now(),
             // Only a member of a group leaves it when closed.
             consumer: OwnedConsumer::new(
@@ -1029,9 +1033,13 @@ impl KafkaSource {
     /// The batch path of [`Source::poll_batch`]. In order:
     /// 1. messages taken before and not handed out (a batch ended by its bytes): before any
     ///    event below, such as a revocation of their partition;
-    /// 2. the consumer's own queue: its events (served by the `rdkafka` crate), and messages of
-    ///    partitions not forwarded (yet or again): so each partition is read in order;
-    /// 3. partitions seen in 2 are forwarded;
+    /// 2. every assigned partition forwarded to `batches` again, when the assignment changed
+    ///    (a rebalance, a `seek`), a message came through the consumer's queue, or 250 ms
+    ///    passed since the last time (see [`KafkaSource::forward_assigned`]);
+    /// 3. the consumer's own queue: its events (served by the `rdkafka` crate), and messages
+    ///    fetched before their partition was forwarded. After 2, no later message of a
+    ///    forwarded partition can come this way: serving this queue first reads each
+    ///    partition in order;
     /// 4. what the forwarded partitions hold, waiting for it only while the batch is empty or
     ///    not eager, up to `deadline` or until the consumer's queue gets something.
     ///
@@ -1040,7 +1048,22 @@ impl KafkaSource {
         let mut taken = match self.pending.take() {
             Some(left) => left,
             None => {
-                let Some(batches) = self.batches.as_ref() else {
+                if self.batches.is_none() {
+                    return Ok(false);
+                }
+                let rebalanced = self
+                    .consumer
+                    .context()
+                    .assigned
+                    .swap(false, Ordering::AcqRel);
+                if self.reforward
+                    || rebalanced
+                    || (self.mode != ModeKind::Snapshot
+                        && self.last_forwarded.elapsed() >= Duration::from_millis(250))
+                {
+                    self.forward_assigned();
+                }
+                let Some(batches) = self.batches.as_mut() else {
                     return Ok(false);
                 };
                 if batches.consumer_has_more() {
@@ -1057,25 +1080,15 @@ impl KafkaSource {
                     }
                     return Ok(true);
                 }
-                let rebalanced = self
-                    .consumer
-                    .context()
-                    .assigned
-                    .swap(false, Ordering::AcqRel);
-                if self.reforward || rebalanced {
-                    self.reforward = false;
-                    self.last_forwarded = Instant::now();
-                    self.forward_assigned();
-                }
-                let Some(batches) = self.batches.as_mut() else {
-                    return Ok(false);
-                };
                 let want = max_records - self.collector.len();
                 let taken = batches.take(want, Duration::ZERO);
                 if !taken.is_empty() {
                     taken
                 } else if self.eager && !self.collector.is_empty() {
                     return Ok(false);
+                } else if batches.consumer_has_more() {
+                    // Came after the check above, and the take just now cleared its wake-up.
+                    return Ok(true);
                 } else {
                     let left = poll_wait(deadline.saturating_duration_since(Instant::now()));
                     if left.is_zero() {
@@ -1085,16 +1098,7 @@ impl KafkaSource {
                     // take, and the rest is taken without a wait in the next rounds.
                     let taken = batches.take(1, left);
                     if taken.is_empty() {
-                        // Woken by the consumer's queue, or the wait is over. A partition
-                        // whose fetching stopped and started again in a way not seen above
-                        // would hold its messages until forwarded again: so, when a wait
-                        // found nothing, it is.
-                        // (At most every 250 ms: an idle job waits often.)
-                        if self.mode != ModeKind::Snapshot
-                            && self.last_forwarded.elapsed() >= Duration::from_millis(250)
-                        {
-                            self.reforward = true;
-                        }
+                        // Woken by the consumer's queue, or the wait is over.
                         return Ok(true);
                     }
                     taken
@@ -1116,18 +1120,21 @@ impl KafkaSource {
 
     /// Forwards every partition assigned now to `batches`. librdkafka stops forwarding a
     /// partition when it stops fetching it (a revocation, an assignment again) and, once a
-    /// partition was forwarded, keeps its messages with the partition until it is forwarded
-    /// again: after every change of the assignment, this must run.
-    fn forward_assigned(&self) {
-        let (Some(batches), Ok(assignment)) = (&self.batches, self.consumer.assignment()) else {
+    /// partition was forwarded, keeps its next messages with the partition until it is
+    /// forwarded again. So this runs after every change of the assignment, and every 250 ms
+    /// besides: a stop librdkafka processes after the forwarding was renewed (it stops
+    /// partitions asynchronously) would otherwise hold a partition's messages for good.
+    fn forward_assigned(&mut self) {
+        let Some(batches) = &self.batches else {
             return;
         };
-        let partitions = assignment
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect::<Vec<_>>();
+        // On failure the flags stay, and the next round tries again.
+        let Some(partitions) = assigned_partitions(&self.consumer, &self.topic) else {
+            return;
+        };
         batches.forward(&self.consumer, &self.topic, partitions);
+        self.reforward = false;
+        self.last_forwarded = Instant::now();
     }
 
     /// Adds a consumed message (or the error librdkafka delivered in its place) to the batch,
@@ -1248,6 +1255,21 @@ fn log_was_reset(
             .remove(&partition);
     }
     true
+}
+
+/// The partitions of `topic` assigned to `consumer` now; `None` when librdkafka does not say.
+fn assigned_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Option<Vec<i32>> {
+    let assignment = consumer.assignment().ok()?;
+    Some(
+        assignment
+            .elements_for_topic(topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect(),
+    )
 }
 
 /// Assigns the partitions of `positions` to `consumer`, each at its offset.
