@@ -252,7 +252,7 @@ fn following_a_topic_reads_its_backlog_and_live_records_each_once_in_order() {
     create_topic(&topic, 2);
     let round = |r: i64| -> Vec<Rec> {
         (0..200)
-            .map(|i| Rec::value(format!("r{r}-{i}")).partition((i % 2) as i32))
+            .map(|i| Rec::value(format!("r{r}-{i}")).partition(i % 2))
             .collect()
     };
     // A backlog fetched before the partitions are forwarded, then records while reading.
