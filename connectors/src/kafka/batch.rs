@@ -118,12 +118,13 @@ fn bytes<'a>(data: *mut std::os::raw::c_void, len: usize) -> Option<&'a [u8]> {
 /// A queue the messages of a consumer's partitions are forwarded to, taken in batches.
 ///
 /// Messages fetched before [`BatchQueue::forward`] forwarded their partition are still on the
-/// consumer's queue: a reader serves everything there first ([`BatchQueue::consumer_has_more`])
-/// so that each partition is read in order. librdkafka stops forwarding a partition when it
-/// stops fetching it (a revocation, an assignment again); its later messages come through the
-/// consumer's queue until it is forwarded again: a reader forwards each partition it sees a
-/// message of there. A wait for messages here ends as soon as the consumer's queue gets
-/// anything (an event, a rebalance), so that events are served as promptly as before.
+/// consumer's queue: a reader forwards first, then serves everything there
+/// ([`BatchQueue::consumer_has_more`]), then takes from here, so that each partition is read in
+/// order. librdkafka stops forwarding a partition when it stops fetching it (a revocation, an
+/// assignment again) and keeps its next messages with the partition until it is forwarded
+/// again: a reader forwards its whole assignment again after every change of it (and on a
+/// timer, for a stop processed late). A wait for messages here ends as soon as the consumer's
+/// queue gets anything (an event, a rebalance), so that events are served as promptly as before.
 ///
 /// Must be dropped before its consumer.
 pub(crate) struct BatchQueue {
@@ -192,9 +193,8 @@ impl BatchQueue {
         }
     }
 
-    /// Whether the consumer's own queue holds anything: messages fetched before their partition was
-    /// forwarded,
-    /// logs, errors. The reader serves it before taking from this queue.
+    /// Whether the consumer's own queue holds anything: messages fetched before their partition
+    /// was forwarded, logs, errors. The reader serves it before taking from this queue.
     pub(crate) fn consumer_has_more(&self) -> bool {
         unsafe { rdsys::rd_kafka_queue_length(self.consumer_queue.as_ptr()) > 0 }
     }
