@@ -303,3 +303,91 @@ fn following_a_topic_reads_its_backlog_and_live_records_each_once_in_order() {
         assert_eq!(got, want, "partition {p}");
     }
 }
+
+#[test]
+fn a_header_name_that_is_not_utf8_reads_as_a_replacement_character_instead_of_failing_the_read() {
+    use rdkafka::bindings::{
+        rd_kafka_produceva, rd_kafka_vtype_t as V, rd_kafka_vu_s__bindgen_ty_1 as U,
+        rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 as Mem,
+        rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_2 as Header, rd_kafka_vu_t,
+    };
+    use rdkafka::producer::{BaseProducer, Producer};
+    use rdkafka::ClientConfig;
+
+    let topic = unique_topic("bad-header-name");
+    create_topic(&topic, 1);
+    // The Rust and Python clients only write UTF-8 header names; librdkafka takes any bytes.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let topic_name = std::ffi::CString::new(topic.clone()).unwrap();
+    let payload: &'static [u8] = br#"{"n":1}"#;
+    let name: &'static [u8] = b"\xff\xfename\0";
+    let value: &'static [u8] = b"v";
+    let fields = [
+        rd_kafka_vu_t {
+            vtype: V::RD_KAFKA_VTYPE_TOPIC,
+            u: U {
+                cstr: topic_name.as_ptr(),
+            },
+        },
+        rd_kafka_vu_t {
+            vtype: V::RD_KAFKA_VTYPE_VALUE,
+            u: U {
+                mem: Mem {
+                    ptr: payload.as_ptr() as *mut _,
+                    size: payload.len(),
+                },
+            },
+        },
+        rd_kafka_vu_t {
+            vtype: V::RD_KAFKA_VTYPE_HEADER,
+            u: U {
+                header: Header {
+                    name: name.as_ptr().cast(),
+                    val: value.as_ptr().cast(),
+                    size: 1,
+                },
+            },
+        },
+    ];
+    let error = unsafe {
+        rd_kafka_produceva(
+            producer.client().native_ptr(),
+            fields.as_ptr(),
+            fields.len(),
+        )
+    };
+    assert!(error.is_null(), "librdkafka refused the record");
+    producer.flush(Duration::from_secs(10)).unwrap();
+    produce(&topic, &[Rec::value(r#"{"n":2}"#).header("ok", "yes")]);
+
+    let mode = ReadMode::Snapshot {
+        start: StartOffset::Earliest,
+        partition: None,
+        group_id: None,
+    };
+    let mut source = KafkaSource::open(&connection(), &topic, mode).unwrap();
+    let mut read = Vec::new();
+    while let Some(batch) = source.poll_batch(100, Duration::from_millis(500)).unwrap() {
+        read.extend(rows(&batch));
+    }
+    let headers: Vec<_> = read
+        .iter()
+        .map(|r| (r.value.as_str(), &r.headers))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            (
+                r#"{"n":1}"#,
+                &vec![("\u{FFFD}".to_string(), Some("v".to_string()))]
+            ),
+            (
+                r#"{"n":2}"#,
+                &vec![("ok".to_string(), Some("yes".to_string()))]
+            ),
+        ]
+    );
+}
