@@ -515,7 +515,8 @@ fn benchmark_throughput_runs_nexmark_in_process_and_via_the_broker_with_the_righ
             "| load bid onto a topic",
             "| q2 in-process (JSON-lines files)",
             "| q2 via broker",
-            "| raw consume of the bids (librdkafka, nothing decoded)"
+            "| raw consume of the bids (one poll per message, nothing decoded)",
+            "| raw consume of the bids (librdkafka's batch call, nothing decoded)"
         ],
         "{out}"
     );

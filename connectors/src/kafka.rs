@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -286,6 +286,15 @@ pub fn names_like(missing: &str, topics: &[String]) -> String {
     )
 }
 
+/// How a bare consumer takes its messages from librdkafka (see [`count_messages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeCalls {
+    /// One poll per message, as most consumers are written (the `rdkafka` crate's poll).
+    PerMessage,
+    /// librdkafka's batch call, as the engine's source takes them.
+    Batched,
+}
+
 /// Reads every message `topic` holds now, from the beginning of each partition to its end, with
 /// a bare consumer of `connection`'s settings, and counts them: nothing is decoded or kept.
 /// What librdkafka alone costs, for `velo-sql bench` to set the engine against.
@@ -294,7 +303,11 @@ pub fn names_like(missing: &str, topics: &[String]) -> String {
 /// engine ends (or at librdkafka's end-of-partition event, should the last offsets hold no
 /// message). Waiting for that event alone added a last empty fetch: on the local broker, up to
 /// its whole `fetch.wait.max.ms` (500 ms) of idle wall time.
-pub fn count_messages(connection: &KafkaConnection, topic: &str) -> Result<u64> {
+pub fn count_messages(
+    connection: &KafkaConnection,
+    topic: &str,
+    calls: ConsumeCalls,
+) -> Result<u64> {
     let mut config = connection.consumer_config("velo-sql-count");
     config.set("enable.partition.eof", "true");
     let consumer: BaseConsumer<QuietContext> = config
@@ -318,32 +331,79 @@ pub fn count_messages(connection: &KafkaConnection, topic: &str) -> Result<u64> 
     consumer
         .assign(&assignment)
         .map_err(|e| ConnectorError::kafka(format!("assigning '{topic}'"), e))?;
+    // Dropped before the consumer (locals drop in reverse order).
+    let mut batches = match calls {
+        ConsumeCalls::PerMessage => None,
+        ConsumeCalls::Batched => BatchQueue::new(&consumer),
+    };
+    if let Some(batches) = &batches {
+        batches.forward(&consumer, topic, open.keys().copied());
+    }
     let mut count = 0;
-    while !open.is_empty() {
-        match consumer.poll(connection.timeout) {
-            Some(Ok(message)) => {
+    // Counts a message below its partition's end; ends partitions.
+    let tally =
+        |open: &mut BTreeMap<i32, i64>, count: &mut u64, message: Consumed<'_>| match message
+            .error()
+        {
+            None => {
                 let partition = message.partition();
                 if let Some(&end) = open.get(&partition) {
                     if message.offset() < end {
-                        count += 1;
+                        *count += 1;
                     }
                     if message.offset() + 1 >= end {
                         open.remove(&partition);
                     }
                 }
+                Ok(())
             }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
+            Some(KafkaError::PartitionEOF(partition)) => {
                 open.remove(&partition);
+                Ok(())
             }
-            Some(Err(e)) => return Err(ConnectorError::kafka(format!("reading '{topic}'"), e)),
-            None => {
-                return Err(ConnectorError::Config(format!(
-                    "reading '{topic}': nothing arrived for {:?} with partitions {:?} not at \
-                     their end",
-                    connection.timeout,
-                    open.keys().collect::<Vec<_>>()
-                )))
+            Some(e) => Err(ConnectorError::kafka(format!("reading '{topic}'"), e)),
+        };
+    let nothing = |open: &BTreeMap<i32, i64>| {
+        ConnectorError::Config(format!(
+            "reading '{topic}': nothing arrived for {:?} with partitions {:?} not at their end",
+            connection.timeout,
+            open.keys().collect::<Vec<_>>()
+        ))
+    };
+    while !open.is_empty() {
+        // The consumer's own queue first (with batches: what came before the forwarding).
+        let wait = match &batches {
+            Some(b) if !b.consumer_has_more() => None,
+            Some(_) => Some(Duration::ZERO),
+            None => Some(connection.timeout),
+        };
+        if let Some(wait) = wait {
+            match consumer.poll(wait) {
+                // Alive while the message is.
+                Some(Ok(message)) => tally(&mut open, &mut count, unsafe {
+                    Consumed::from_ptr(message.ptr())
+                })?,
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    open.remove(&partition);
+                }
+                Some(Err(e)) => return Err(ConnectorError::kafka(format!("reading '{topic}'"), e)),
+                None if batches.is_none() => return Err(nothing(&open)),
+                None => {}
             }
+            continue;
+        }
+        let Some(batches) = batches.as_mut() else {
+            continue;
+        };
+        let mut taken = batches.take(1024, Duration::ZERO);
+        if taken.is_empty() {
+            taken = batches.take(1, connection.timeout);
+            if taken.is_empty() && !batches.consumer_has_more() {
+                return Err(nothing(&open));
+            }
+        }
+        while let Some(message) = taken.next() {
+            tally(&mut open, &mut count, message)?;
         }
     }
     Ok(count)
