@@ -740,9 +740,8 @@ pub struct KafkaSource {
     /// Messages taken from `batches` and not yet handed out (a batch ended by its bytes).
     /// Dropped before `consumer` (fields drop in order).
     pending: Option<Taken>,
-    /// The partitions' messages, taken in batches from a queue of their own (see `batch`);
-    /// `None` (librdkafka gave no queue): one message per poll of the consumer. Dropped before
-    /// `consumer`.
+    /// The partitions' messages, taken in batches from a queue of their own (see `batch`).
+    /// `None` only once the read is over and the consumer released. Dropped before `consumer`.
     batches: Option<BatchQueue>,
     /// Every assigned partition is to be forwarded to `batches` again (see `take_batch`).
     reforward: bool,
@@ -961,19 +960,19 @@ impl KafkaSource {
             .as_ref()
             .map(|r| r.keys().copied().collect())
             .unwrap_or_default();
-        let batches = BatchQueue::new(&consumer);
+        let batches = BatchQueue::new(&consumer).ok_or_else(|| {
+            ConnectorError::Config(format!("librdkafka gave no queue to read '{topic}' from"))
+        })?;
+        // Whatever is assigned already (a group's members get theirs later, and each change of
+        // an assignment is forwarded again: `take_batch`).
         let mut reforward = false;
-        if let Some(batches) = &batches {
-            // Whatever is assigned already (a group's members get theirs later, and each
-            // change of an assignment is forwarded again: `take_batch`).
-            match assigned_partitions(&consumer, topic) {
-                Some(partitions) => batches.forward(&consumer, topic, partitions),
-                None => reforward = true,
-            }
+        match assigned_partitions(&consumer, topic) {
+            Some(partitions) => batches.forward(&consumer, topic, partitions),
+            None => reforward = true,
         }
         Ok(Self {
             pending: None,
-            batches,
+            batches: Some(batches),
             reforward,
             last_forwarded: Instant::now(),
             // Only a member of a group leaves it when closed.
@@ -1090,7 +1089,7 @@ impl KafkaSource {
             && !self.exhausted()
     }
 
-    /// The batch path of [`Source::poll_batch`]. In order:
+    /// One round of [`Source::poll_batch`]. In order:
     /// 1. messages taken before and not handed out (a batch ended by its bytes): before any
     ///    event below, such as a revocation of their partition;
     /// 2. every assigned partition forwarded to `batches` again, when the assignment changed
@@ -1360,35 +1359,8 @@ impl Source for KafkaSource {
         }
         let deadline = Instant::now() + max_wait;
         while self.wants_more(max_records) {
-            if self.batches.is_some() {
-                if !self.take_batch(max_records, deadline)? {
-                    break;
-                }
-                continue;
-            }
-            // What librdkafka holds already is taken without a wait (and without reading the
-            // clock); only an empty queue waits, up to the deadline (an eager source's batch
-            // with records in it closes instead). Past the deadline a batch still takes
-            // everything buffered, up to `max_records`.
-            let polled = match self.consumer.poll(Duration::ZERO) {
-                Some(polled) => polled,
-                None if self.eager && !self.collector.is_empty() => break,
-                None => {
-                    // (A spin here took 10 % of a core for an idle job polling every 10 ms.)
-                    let left = poll_wait(deadline.saturating_duration_since(Instant::now()));
-                    if left.is_zero() {
-                        break;
-                    }
-                    match self.consumer.poll(left) {
-                        Some(polled) => polled,
-                        None => break,
-                    }
-                }
-            };
-            match polled {
-                // Alive while the message is.
-                Ok(message) => self.accept(unsafe { Consumed::from_ptr(message.ptr()) })?,
-                Err(e) => self.accept_error(e)?,
+            if !self.take_batch(max_records, deadline)? {
+                break;
             }
         }
         self.publish_positions();

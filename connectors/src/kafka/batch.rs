@@ -142,12 +142,9 @@ unsafe extern "C" fn wake(_client: *mut rdsys::rd_kafka_t, queue: *mut std::os::
 }
 
 impl BatchQueue {
-    /// A queue for `consumer`'s messages; no partition is forwarded yet.
+    /// A queue for `consumer`'s messages; no partition is forwarded yet. `None` when librdkafka
+    /// gives none (a consumer without a `group.id` has no consumer queue).
     pub(crate) fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<Self> {
-        // For measuring what batches save (docs/performance.md).
-        if std::env::var_os("VELO_KAFKA_PER_MESSAGE_POLL").is_some_and(|v| v == "1") {
-            return None;
-        }
         let client = consumer.client().native_ptr();
         let queue = NonNull::new(unsafe { rdsys::rd_kafka_queue_new(client) })?;
         let Some(consumer_queue) =
