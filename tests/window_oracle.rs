@@ -388,3 +388,57 @@ fn over_window_state_stays_bounded_while_the_stream_runs() {
     );
     assert!(peak <= 10, "state peaked at {peak} rows");
 }
+
+#[test]
+fn over_window_state_holds_only_live_rows_when_rare_keys_outlive_a_busy_one() {
+    // Every micro-batch: 100 rows of a busy key, whose 5 s RANGE frame keeps about 500 rows,
+    // and one row of a key seen only then, which its ROWS frame keeps for good. Each release
+    // copies the kept rows of the partitions it touched; the rare keys must not pin the busy
+    // key's superseded copies (that would be ~600 rows held per micro-batch, for ever).
+    let select = format!(
+        "SELECT k, tms, v, \
+           SUM(v) OVER ({OVER} RANGE BETWEEN INTERVAL '5' SECOND PRECEDING AND CURRENT ROW) AS sum5s, \
+           AVG(v) OVER ({OVER} ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS avg3 \
+         FROM t"
+    );
+    let sql = format!(
+        "CREATE STREAM t ({COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND);\n{select}"
+    );
+    let mut replay = Replay::plan(&sql).unwrap();
+    let (mut all, mut emitted) = (Vec::new(), Vec::new());
+    let (mut peak_rows, mut peak_bytes) = (0, 0);
+    for batch in 0..300i64 {
+        let mut recs: Vec<Record> = (0..100)
+            .map(|i| Record {
+                k: "busy".into(),
+                v_units: (batch * 100 + i) % 997 - 400,
+                ts: BASE_MS + batch * 1_000 + i * 10,
+            })
+            .collect();
+        recs.push(Record {
+            k: format!("rare{batch}"),
+            v_units: batch * 7,
+            ts: BASE_MS + batch * 1_000 + 505,
+        });
+        let lines = json_lines(&recs);
+        let chunk: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        emitted.extend(replay.push(&chunk).unwrap());
+        all.extend(lines);
+        let m = replay.metrics();
+        peak_rows = peak_rows.max(m.state_rows);
+        peak_bytes = peak_bytes.max(m.state_bytes);
+    }
+    emitted.extend(replay.finish().unwrap());
+    assert_same_rows(
+        &sorted_json_rows(&emitted),
+        &batch_oracle(&select, &all, None),
+        "rare keys and a busy one",
+    );
+    // Live: ~500 busy rows in the frame, ~100 not yet released, one row per rare key.
+    assert!(peak_rows <= 1_000, "state peaked at {peak_rows} rows");
+    // Held: at most twice the live rows plus 8192 (the compaction slack), ~50 bytes each.
+    assert!(
+        peak_bytes <= 1_500_000,
+        "state peaked at {peak_bytes} bytes"
+    );
+}

@@ -53,14 +53,118 @@ pub struct FrameNeeds {
 
 #[derive(Default)]
 struct PartitionState {
-    /// Emitted rows still inside some frame.
-    history: Option<RecordBatch>,
-    /// Released rows waiting for their followers.
-    pending: Option<RecordBatch>,
+    /// The partition's kept rows, if any.
+    kept: Option<Kept>,
     emitted: u64,
     last_time: Option<i64>,
     rank: u64,
     dense_rank: u64,
+}
+
+/// Where a partition's kept rows are: `history` emitted rows still inside some frame, then
+/// `pending` released rows waiting for their followers, contiguous in one segment.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    segment: u64,
+    offset: usize,
+    history: usize,
+    pending: usize,
+}
+
+impl Kept {
+    fn rows(&self) -> usize {
+        self.history + self.pending
+    }
+}
+
+/// The batches holding the partitions' kept rows. A release copies the kept rows of every
+/// partition it touched into one new segment (one copy per column, not one per partition); a
+/// segment no partition points into any more is dropped, and when the segments hold more than
+/// twice the live rows, every partition's rows are copied into one (so a rarely seen key cannot
+/// pin a whole old batch).
+#[derive(Default)]
+struct Segments {
+    batches: HashMap<u64, (RecordBatch, usize)>,
+    next: u64,
+    /// Rows of all segments, dead ones included.
+    rows: usize,
+    /// Rows some partition points to.
+    live: usize,
+}
+
+/// Dead rows tolerated beyond the live ones before segments are compacted.
+const COMPACT_SLACK_ROWS: usize = 8192;
+
+impl Segments {
+    /// The id the next added segment gets.
+    fn next_id(&self) -> u64 {
+        self.next
+    }
+
+    /// Adds `batch`, pointed to by `refs` partitions holding `live` of its rows.
+    fn add(&mut self, batch: RecordBatch, refs: usize, live: usize) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        self.rows += batch.num_rows();
+        self.live += live;
+        self.batches.insert(id, (batch, refs));
+        id
+    }
+
+    fn batch(&self, id: u64) -> &RecordBatch {
+        &self.batches[&id].0
+    }
+
+    /// A partition lets go of `kept`.
+    fn release(&mut self, kept: Kept) {
+        self.live -= kept.rows();
+        let entry = self.batches.get_mut(&kept.segment).expect("segment exists");
+        entry.1 -= 1;
+        if entry.1 == 0 {
+            let (batch, _) = self.batches.remove(&kept.segment).expect("segment exists");
+            self.rows -= batch.num_rows();
+        }
+    }
+
+    fn sparse(&self) -> bool {
+        self.rows > 2 * self.live + COMPACT_SLACK_ROWS
+    }
+
+    /// One batch of the rows of `kept` (each a range of a segment), in order; the sources and
+    /// picks for `interleave_record_batch`.
+    fn picks<'a>(
+        &'a self,
+        kept: impl Iterator<Item = Kept>,
+    ) -> (Vec<&'a RecordBatch>, Vec<(usize, usize)>) {
+        let mut sources = Vec::new();
+        let mut source_of = HashMap::new();
+        let mut picks = Vec::new();
+        for k in kept {
+            let s = *source_of.entry(k.segment).or_insert_with(|| {
+                sources.push(self.batch(k.segment));
+                sources.len() - 1
+            });
+            picks.extend((k.offset..k.offset + k.rows()).map(|r| (s, r)));
+        }
+        (sources, picks)
+    }
+
+    /// The memory of every segment.
+    fn bytes(&self) -> usize {
+        self.batches
+            .values()
+            .map(|(b, _)| b.get_array_memory_size())
+            .sum()
+    }
+}
+
+/// One partition's rows in a release's evaluation input: `rows` rows from `start`, of which the
+/// first `history` were emitted before.
+struct Span<'a> {
+    key: &'a [u8],
+    start: usize,
+    rows: usize,
+    history: usize,
 }
 
 /// Window functions over a stream.
@@ -71,10 +175,12 @@ pub struct OverWindowExec {
     functions: Vec<OverFunction>,
     needs: FrameNeeds,
     input_schema: SchemaRef,
-    output_schema: SchemaRef,
     /// Rows not yet released (event time at or after the watermark).
     buffer: Vec<RecordBatch>,
     partitions: HashMap<Box<[u8]>, PartitionState>,
+    segments: Segments,
+    /// The output schema with every field nullable: the schema of what is emitted.
+    relaxed: SchemaRef,
     watermark: i64,
     metrics: OperatorMetrics,
     late: LateRows,
@@ -111,9 +217,10 @@ impl OverWindowExec {
             functions,
             needs,
             input_schema,
-            output_schema,
+            relaxed: super::window_aggregate::relaxed(&output_schema),
             buffer: Vec::new(),
             partitions: HashMap::new(),
+            segments: Segments::default(),
             watermark: i64::MIN,
             metrics: OperatorMetrics::default(),
             late: LateRows::default(),
@@ -135,45 +242,94 @@ impl OverWindowExec {
         let needs = self.needs;
         let horizon = watermark.saturating_sub(needs.lookback_ms);
         let expired = self.ttl_ms.map(|ttl| watermark.saturating_sub(ttl));
+        // Event times of the segments, each evaluated once.
+        let mut times: HashMap<u64, ArrayRef> = HashMap::new();
         let mut empty = Vec::new();
         for (key, p) in self.partitions.iter_mut() {
-            if needs.range {
-                if let Some(history) = &p.history {
+            if let (true, Some(kept)) = (needs.range, p.kept.as_mut()) {
+                if kept.history > 0 {
+                    if !times.contains_key(&kept.segment) {
+                        let batch = self.segments.batch(kept.segment);
+                        times.insert(kept.segment, evaluate_time(&self.time, batch)?);
+                    }
+                    let t = times[&kept.segment].as_primitive::<TimestampMillisecondType>();
                     // Rows waiting for their followers are evaluated later, over frames
                     // reaching back from their own (older) times.
                     let mut horizon = horizon;
-                    if let Some(pending) = &p.pending {
-                        let t = evaluate_time(&self.time, pending)?;
-                        let t = t.as_primitive::<TimestampMillisecondType>();
-                        if !t.is_empty() && t.is_valid(0) {
-                            horizon = horizon.min(t.value(0).saturating_sub(needs.lookback_ms));
-                        }
+                    let first_pending = kept.offset + kept.history;
+                    if kept.pending > 0 && t.is_valid(first_pending) {
+                        horizon =
+                            horizon.min(t.value(first_pending).saturating_sub(needs.lookback_ms));
                     }
-                    let t = evaluate_time(&self.time, history)?;
-                    let t = t.as_primitive::<TimestampMillisecondType>();
                     // Rows are in event-time order: drop the leading ones before the horizon,
                     // keeping the last `lookback_rows` for ROWS frames and LAG.
-                    let before = (0..t.len())
+                    let before = (kept.offset..first_pending)
                         .take_while(|&i| t.is_valid(i) && t.value(i) < horizon)
                         .count();
-                    let drop = before.min(t.len().saturating_sub(needs.lookback_rows));
-                    if drop > 0 {
-                        p.history = (drop < t.len()).then(|| history.slice(drop, t.len() - drop));
-                    }
+                    let drop = before.min(kept.history.saturating_sub(needs.lookback_rows));
+                    kept.offset += drop;
+                    kept.history -= drop;
+                    self.segments.live -= drop;
                 }
             }
-            let idle = p.pending.is_none()
+            if let Some(kept) = p.kept {
+                if kept.rows() == 0 {
+                    self.segments.release(kept);
+                    p.kept = None;
+                }
+            }
+            let idle = p.kept.is_none_or(|k| k.pending == 0)
                 && match expired {
                     Some(expired) => p.last_time.is_some_and(|t| t < expired),
                     None => false,
                 };
-            if (p.history.is_none() && p.pending.is_none() && !self.ranking) || idle {
+            if (p.kept.is_none() && !self.ranking) || idle {
                 empty.push(key.clone());
             }
         }
         for key in empty {
-            self.partitions.remove(&key);
+            if let Some(kept) = self.partitions.remove(&key).and_then(|p| p.kept) {
+                self.segments.release(kept);
+            }
         }
+        self.compact_if_sparse()
+    }
+
+    /// Copies every partition's kept rows into one segment when the segments hold mostly rows
+    /// no partition points to.
+    fn compact_if_sparse(&mut self) -> Result<()> {
+        if !self.segments.sparse() {
+            return Ok(());
+        }
+        let keys: Vec<Box<[u8]>> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.kept.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let (sources, picks) = self
+            .segments
+            .picks(keys.iter().map(|k| self.partitions[k].kept.expect("kept")));
+        let batch = match picks.is_empty() {
+            true => None,
+            false => Some(arrow::compute::interleave_record_batch(&sources, &picks)?),
+        };
+        let mut segments = Segments {
+            next: self.segments.next,
+            ..Segments::default()
+        };
+        if let Some(batch) = batch {
+            let id = segments.next_id();
+            let mut offset = 0;
+            for key in &keys {
+                let p = self.partitions.get_mut(key).expect("partition exists");
+                let kept = p.kept.as_mut().expect("kept");
+                (kept.segment, kept.offset) = (id, offset);
+                offset += kept.rows();
+            }
+            segments.add(batch, keys.len(), offset);
+        }
+        self.segments = segments;
         Ok(())
     }
 
@@ -201,10 +357,16 @@ impl OverWindowExec {
 
     /// Releases buffered rows with event time before `until` (all when `None`) and computes
     /// what can be emitted.
+    ///
+    /// Every partition with new rows (and at the end of the input every partition with pending
+    /// rows) gets a span of one evaluation input: its kept rows, then its new rows in event-time
+    /// order. The input is built with one copy per column; DataFusion evaluates each function
+    /// over each span; what is emitted is gathered with one `take`.
     fn release(&mut self, until: Option<i64>) -> Result<Vec<RecordBatch>> {
         if self.buffer.is_empty() && until.is_some() {
             return Ok(Vec::new());
         }
+        let at_end = until.is_none();
         let all = concat_batches(&self.input_schema, &self.buffer)?;
         self.buffer.clear();
         let times = self.times(&all)?;
@@ -224,147 +386,186 @@ impl OverWindowExec {
                 .cmp(&keys.row(b as usize))
                 .then(times[a as usize].cmp(&times[b as usize]))
         });
-        let mut out = Vec::new();
+        let mut groups: Vec<(&[u8], std::ops::Range<usize>)> = Vec::new();
         let mut i = 0;
         while i < order.len() {
             let key = keys.row(order[i] as usize);
-            let mut j = i;
+            let mut j = i + 1;
             while j < order.len() && keys.row(order[j] as usize) == key {
                 j += 1;
             }
-            let rows = take_record_batch(&ready, &UInt32Array::from(order[i..j].to_vec()))?;
+            groups.push((key.data(), i..j));
             i = j;
-            let key: Box<[u8]> = key.as_ref().into();
-            if let Some(batch) = self.evaluate_partition(key, Some(rows), until.is_none())? {
-                out.push(batch);
-            }
         }
-        if until.is_none() {
-            // End of input: flush every partition's pending rows.
-            let keys: Vec<Box<[u8]>> = self.partitions.keys().cloned().collect();
-            for key in keys {
-                if let Some(batch) = self.evaluate_partition(key, None, true)? {
-                    out.push(batch);
+        // At the end of the input, every other partition's pending rows are flushed too.
+        let flushed: Vec<Box<[u8]>> = match at_end {
+            true => {
+                let seen: std::collections::HashSet<&[u8]> =
+                    groups.iter().map(|(k, _)| *k).collect();
+                self.partitions
+                    .iter()
+                    .filter(|(k, p)| {
+                        p.kept.is_some_and(|k| k.pending > 0) && !seen.contains(k.as_ref())
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            }
+            false => Vec::new(),
+        };
+        groups.extend(flushed.iter().map(|k| (k.as_ref(), 0..0)));
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        // The evaluation input: source 0 is `ready`, the others the segments of kept rows.
+        let mut sources: Vec<&RecordBatch> = vec![&ready];
+        let mut source_of: HashMap<u64, usize> = HashMap::new();
+        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(order.len());
+        let mut spans = Vec::with_capacity(groups.len());
+        for (key, range) in &groups {
+            let start = picks.len();
+            let mut history = 0;
+            if let Some(kept) = self.partitions.get(*key).and_then(|p| p.kept) {
+                let s = *source_of.entry(kept.segment).or_insert_with(|| {
+                    sources.push(self.segments.batch(kept.segment));
+                    sources.len() - 1
+                });
+                picks.extend((kept.offset..kept.offset + kept.rows()).map(|r| (s, r)));
+                history = kept.history;
+            }
+            picks.extend(order[range.clone()].iter().map(|&r| (0, r as usize)));
+            spans.push(Span {
+                key,
+                start,
+                rows: picks.len() - start,
+                history,
+            });
+        }
+        let input = arrow::compute::interleave_record_batch(&sources, &picks)?;
+        drop(sources);
+        let times = self.times(&input)?;
+
+        let segment = self.segments.next_id();
+        let mut emitted: Vec<u32> = Vec::with_capacity(order.len());
+        let mut kept_rows: Vec<u32> = Vec::new();
+        let mut kept_partitions = 0;
+        let mut evaluated: Vec<Vec<ArrayRef>> = vec![Vec::new(); self.functions.len()];
+        let (mut row_numbers, mut ranks, mut dense_ranks) = (vec![], vec![], vec![]);
+        for span in &spans {
+            let total = span.rows;
+            let emit_end = match at_end {
+                true => total,
+                false => total
+                    .saturating_sub(self.needs.lookahead_rows)
+                    .max(span.history),
+            };
+            let n_emit = emit_end - span.history;
+            let t = &times[span.start..span.start + total];
+            if !self.partitions.contains_key(span.key) {
+                self.partitions
+                    .insert(span.key.into(), PartitionState::default());
+            }
+            let state = self.partitions.get_mut(span.key).expect("inserted");
+            if let Some(old) = state.kept.take() {
+                self.segments.release(old);
+            }
+            // Ranking counters over the emitted rows, in order.
+            for t in &t[span.history..emit_end] {
+                state.emitted += 1;
+                if state.last_time != *t {
+                    state.rank = state.emitted;
+                    state.dense_rank += 1;
+                    state.last_time = *t;
+                }
+                if self.ranking {
+                    row_numbers.push(state.emitted);
+                    ranks.push(state.rank);
+                    dense_ranks.push(state.dense_rank);
+                }
+            }
+            // What stays: emitted rows still inside a frame, then rows waiting for followers.
+            let mut keep_from = emit_end.saturating_sub(self.needs.lookback_rows);
+            if self.needs.range {
+                if let Some(Some(last)) = t[..emit_end].last() {
+                    let since = last.saturating_sub(self.needs.lookback_ms);
+                    let first_in_range =
+                        t[..emit_end].partition_point(|t| t.is_some_and(|t| t < since));
+                    keep_from = keep_from.min(first_in_range);
+                }
+            }
+            if keep_from < total {
+                state.kept = Some(Kept {
+                    segment,
+                    offset: kept_rows.len(),
+                    history: emit_end - keep_from,
+                    pending: total - emit_end,
+                });
+                kept_rows.extend((span.start + keep_from) as u32..(span.start + total) as u32);
+                kept_partitions += 1;
+            }
+            if n_emit == 0 {
+                continue;
+            }
+            emitted.extend((span.start + span.history) as u32..(span.start + emit_end) as u32);
+            let rows = input.slice(span.start, total);
+            for (function, out) in self.functions.iter().zip(evaluated.iter_mut()) {
+                if let OverFunction::Evaluated(expr) = function {
+                    out.push(expr.evaluate(&rows)?.slice(span.history, n_emit));
                 }
             }
         }
-        if out.is_empty() {
-            return Ok(out);
+        if !kept_rows.is_empty() {
+            let live = kept_rows.len();
+            let batch = take_record_batch(&input, &UInt32Array::from(kept_rows))?;
+            let id = self.segments.add(batch, kept_partitions, live);
+            debug_assert_eq!(id, segment);
         }
-        // Emit in event-time order across partitions.
-        let merged = concat_batches(&relaxed(&self.output_schema), &out)?;
-        let times = self.times(&merged)?;
-        let mut indices: Vec<u32> = (0..merged.num_rows() as u32).collect();
-        indices.sort_by_key(|&i| times[i as usize]); // stable: ties keep partition order
-        Ok(vec![take_record_batch(
-            &merged,
-            &UInt32Array::from(indices),
-        )?])
-    }
+        self.compact_if_sparse()?;
+        if emitted.is_empty() {
+            return Ok(Vec::new());
+        }
 
-    fn evaluate_partition(
-        &mut self,
-        key: Box<[u8]>,
-        new: Option<RecordBatch>,
-        at_end: bool,
-    ) -> Result<Option<RecordBatch>> {
-        let state = self.partitions.entry(key.clone()).or_default();
-        let history = state.history.take();
-        let pending = state.pending.take();
-        let history_len = history.as_ref().map_or(0, |b| b.num_rows());
-        let parts: Vec<RecordBatch> = [history, pending, new].into_iter().flatten().collect();
-        if parts.is_empty() {
-            return Ok(None);
-        }
-        let batch = concat_batches(&self.input_schema, &parts)?;
-        let total = batch.num_rows();
-        let emit_end = if at_end {
-            total
-        } else {
-            total
-                .saturating_sub(self.needs.lookahead_rows)
-                .max(history_len)
-        };
-        let n_emit = emit_end - history_len;
-        let times = self.times(&batch)?;
-        // Ranking counters over the emitted rows, in order.
-        let state = self.partitions.get_mut(&key).expect("entry exists");
-        let mut row_numbers = Vec::with_capacity(n_emit);
-        let mut ranks = Vec::with_capacity(n_emit);
-        let mut dense_ranks = Vec::with_capacity(n_emit);
-        for t in &times[history_len..emit_end] {
-            state.emitted += 1;
-            if state.last_time != *t {
-                state.rank = state.emitted;
-                state.dense_rank += 1;
-                state.last_time = *t;
-            }
-            row_numbers.push(state.emitted);
-            ranks.push(state.rank);
-            dense_ranks.push(state.dense_rank);
-        }
-        // What stays: rows waiting for followers, and emitted rows still inside a frame.
-        if emit_end < total {
-            state.pending = Some(batch.slice(emit_end, total - emit_end));
-        }
-        let mut keep_from = emit_end.saturating_sub(self.needs.lookback_rows);
-        if self.needs.range {
-            if let Some(Some(last)) = times[..emit_end].last() {
-                let since = last.saturating_sub(self.needs.lookback_ms);
-                let first_in_range =
-                    times[..emit_end].partition_point(|t| t.is_some_and(|t| t < since));
-                keep_from = keep_from.min(first_in_range);
-            }
-        }
-        if keep_from < emit_end {
-            state.history = Some(batch.slice(keep_from, emit_end - keep_from));
-        }
-        if n_emit == 0 {
-            return Ok(None);
-        }
-        let mut columns: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .map(|c| c.slice(history_len, n_emit))
-            .collect();
-        for function in &self.functions {
-            columns.push(match function {
+        // Emit in event-time order across partitions (stable: ties keep partition order).
+        let mut order: Vec<u32> = (0..emitted.len() as u32).collect();
+        order.sort_by_key(|&i| times[emitted[i as usize] as usize]);
+        let rows: UInt32Array = order.iter().map(|&i| emitted[i as usize]).collect();
+        let order = UInt32Array::from(order);
+        let mut columns = take_record_batch(&input, &rows)?.columns().to_vec();
+        for (function, parts) in self.functions.iter().zip(evaluated) {
+            let values: ArrayRef = match function {
                 OverFunction::RowNumber => Arc::new(UInt64Array::from(row_numbers.clone())),
                 OverFunction::Rank => Arc::new(UInt64Array::from(ranks.clone())),
                 OverFunction::DenseRank => Arc::new(UInt64Array::from(dense_ranks.clone())),
-                OverFunction::Evaluated(expr) => expr.evaluate(&batch)?.slice(history_len, n_emit),
-            });
+                OverFunction::Evaluated(_) => {
+                    let parts: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+                    arrow::compute::concat(&parts)?
+                }
+            };
+            columns.push(arrow::compute::take(&values, &order, None)?);
         }
-        let schema = relaxed(&self.output_schema);
         let columns = columns
             .into_iter()
-            .zip(schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    Ok(arrow::compute::cast(&c, f.data_type())?)
-                }
+            .zip(self.relaxed.fields())
+            .map(|(c, f)| match c.data_type() == f.data_type() {
+                true => Ok(c),
+                false => Ok(arrow::compute::cast(&c, f.data_type())?),
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(RecordBatch::try_new_with_options(
-            schema,
+        Ok(vec![RecordBatch::try_new_with_options(
+            self.relaxed.clone(),
             columns,
-            &RecordBatchOptions::new().with_row_count(Some(n_emit)),
-        )?))
+            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )?])
     }
 
     fn measure(&self) -> OperatorMetrics {
         let mut m = self.metrics;
-        let batches = self.buffer.iter().chain(
-            self.partitions
-                .values()
-                .flat_map(|p| p.history.iter().chain(p.pending.iter())),
-        );
-        for b in batches {
+        for b in &self.buffer {
             m.state_rows += b.num_rows() as u64;
             m.state_bytes += b.get_array_memory_size() as u64;
         }
+        m.state_rows += self.segments.live as u64;
+        m.state_bytes += self.segments.bytes() as u64;
         m
     }
 }
@@ -435,19 +636,37 @@ impl StreamOperator for OverWindowExec {
         let mut keys: Vec<&[u8]> = Vec::new();
         let (mut emitted, mut last, mut rank, mut dense, mut hl, mut pl) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
-        let mut history = Vec::new();
-        let mut pending = Vec::new();
+        let (mut history, mut pending) = (Vec::new(), Vec::new());
         for (key, p) in &self.partitions {
             keys.push(key);
             emitted.push(p.emitted);
             last.push(p.last_time);
             rank.push(p.rank);
             dense.push(p.dense_rank);
-            hl.push(p.history.as_ref().map_or(0, |b| b.num_rows() as u64));
-            pl.push(p.pending.as_ref().map_or(0, |b| b.num_rows() as u64));
-            history.extend(p.history.clone());
-            pending.extend(p.pending.clone());
+            let kept = p.kept.unwrap_or(Kept {
+                segment: 0,
+                offset: 0,
+                history: 0,
+                pending: 0,
+            });
+            hl.push(kept.history as u64);
+            pl.push(kept.pending as u64);
+            if kept.rows() > 0 {
+                history.push(Kept { pending: 0, ..kept });
+                pending.push(Kept {
+                    offset: kept.offset + kept.history,
+                    history: 0,
+                    ..kept
+                });
+            }
         }
+        let gather = |kept: Vec<Kept>| -> Result<RecordBatch> {
+            let (sources, picks) = self.segments.picks(kept.into_iter());
+            Ok(match picks.is_empty() {
+                true => RecordBatch::new_empty(self.input_schema.clone()),
+                false => arrow::compute::interleave_record_batch(&sources, &picks)?,
+            })
+        };
         let u64s = |v: Vec<u64>| -> ArrayRef { Arc::new(UInt64Array::from(v)) };
         let partitions = RecordBatch::try_new(
             Arc::new(Schema::new(vec![
@@ -473,8 +692,8 @@ impl StreamOperator for OverWindowExec {
             meta,
             buffer,
             partitions,
-            concat_batches(&self.input_schema, &history)?,
-            concat_batches(&self.input_schema, &pending)?,
+            gather(history)?,
+            gather(pending)?,
         ])
     }
 
@@ -491,6 +710,7 @@ impl StreamOperator for OverWindowExec {
             Vec::new()
         };
         self.partitions.clear();
+        self.segments = Segments::default();
         let keys = partitions.column(0).as_binary::<i32>();
         let u = |c: usize| {
             partitions
@@ -502,14 +722,31 @@ impl StreamOperator for OverWindowExec {
         let last = partitions
             .column(2)
             .as_primitive::<arrow::datatypes::Int64Type>();
+        // Every partition's kept rows, its history then its pending rows, in one segment.
+        let segment = self.segments.next_id();
         let (mut h, mut p) = (0usize, 0usize);
+        let mut picks = Vec::with_capacity(history.num_rows() + pending.num_rows());
+        let mut refs = 0;
         for i in 0..partitions.num_rows() {
             let (hn, pn) = (hl.value(i) as usize, pl.value(i) as usize);
+            if h + hn > history.num_rows() || p + pn > pending.num_rows() {
+                return Err(VeloError::Execution(
+                    "OverWindowExec state: kept rows beyond the saved ones".into(),
+                ));
+            }
+            let kept = (hn + pn > 0).then(|| Kept {
+                segment,
+                offset: picks.len(),
+                history: hn,
+                pending: pn,
+            });
+            picks.extend((h..h + hn).map(|r| (0, r)));
+            picks.extend((p..p + pn).map(|r| (1, r)));
+            refs += usize::from(kept.is_some());
             self.partitions.insert(
                 keys.value(i).into(),
                 PartitionState {
-                    history: (hn > 0).then(|| history.slice(h, hn)),
-                    pending: (pn > 0).then(|| pending.slice(p, pn)),
+                    kept,
                     emitted: emitted.value(i),
                     last_time: last.is_valid(i).then(|| last.value(i)),
                     rank: rank.value(i),
@@ -519,10 +756,11 @@ impl StreamOperator for OverWindowExec {
             h += hn;
             p += pn;
         }
+        if !picks.is_empty() {
+            let live = picks.len();
+            let batch = arrow::compute::interleave_record_batch(&[history, pending], &picks)?;
+            self.segments.add(batch, refs, live);
+        }
         Ok(())
     }
-}
-
-fn relaxed(schema: &SchemaRef) -> SchemaRef {
-    super::window_aggregate::relaxed(schema)
 }
