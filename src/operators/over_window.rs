@@ -301,15 +301,9 @@ impl OverWindowExec {
         if !self.segments.sparse() {
             return Ok(());
         }
-        let keys: Vec<Box<[u8]>> = self
-            .partitions
-            .iter()
-            .filter(|(_, p)| p.kept.is_some())
-            .map(|(k, _)| k.clone())
-            .collect();
-        let (sources, picks) = self
-            .segments
-            .picks(keys.iter().map(|k| self.partitions[k].kept.expect("kept")));
+        // Nothing is inserted between the two passes, so they visit the partitions in one order.
+        let kept: Vec<Kept> = self.partitions.values().filter_map(|p| p.kept).collect();
+        let (sources, picks) = self.segments.picks(kept.iter().copied());
         let batch = match picks.is_empty() {
             true => None,
             false => Some(arrow::compute::interleave_record_batch(&sources, &picks)?),
@@ -321,13 +315,11 @@ impl OverWindowExec {
         if let Some(batch) = batch {
             let id = segments.next_id();
             let mut offset = 0;
-            for key in &keys {
-                let p = self.partitions.get_mut(key).expect("partition exists");
-                let kept = p.kept.as_mut().expect("kept");
+            for kept in self.partitions.values_mut().filter_map(|p| p.kept.as_mut()) {
                 (kept.segment, kept.offset) = (id, offset);
                 offset += kept.rows();
             }
-            segments.add(batch, keys.len(), offset);
+            segments.add(batch, kept.len(), offset);
         }
         self.segments = segments;
         Ok(())
@@ -445,12 +437,13 @@ impl OverWindowExec {
         drop(sources);
         let times = self.times(&input)?;
 
-        let segment = self.segments.next_id();
+        // First what can fail (DataFusion's evaluation, the copy of the kept rows), then the
+        // partitions' state: an error leaves every partition as it was.
         let mut emitted: Vec<u32> = Vec::with_capacity(order.len());
         let mut kept_rows: Vec<u32> = Vec::new();
-        let mut kept_partitions = 0;
         let mut evaluated: Vec<Vec<ArrayRef>> = vec![Vec::new(); self.functions.len()];
-        let (mut row_numbers, mut ranks, mut dense_ranks) = (vec![], vec![], vec![]);
+        // Per span: the end of its emitted rows and the start of its kept ones.
+        let mut ends = Vec::with_capacity(spans.len());
         for span in &spans {
             let total = span.rows;
             let emit_end = match at_end {
@@ -461,6 +454,41 @@ impl OverWindowExec {
             };
             let n_emit = emit_end - span.history;
             let t = &times[span.start..span.start + total];
+            // What stays: emitted rows still inside a frame, then rows waiting for followers.
+            let mut keep_from = emit_end.saturating_sub(self.needs.lookback_rows);
+            if self.needs.range {
+                if let Some(Some(last)) = t[..emit_end].last() {
+                    let since = last.saturating_sub(self.needs.lookback_ms);
+                    let first_in_range =
+                        t[..emit_end].partition_point(|t| t.is_some_and(|t| t < since));
+                    keep_from = keep_from.min(first_in_range);
+                }
+            }
+            kept_rows.extend((span.start + keep_from) as u32..(span.start + total) as u32);
+            ends.push((emit_end, keep_from));
+            if n_emit == 0 {
+                continue;
+            }
+            emitted.extend((span.start + span.history) as u32..(span.start + emit_end) as u32);
+            let rows = input.slice(span.start, total);
+            for (function, out) in self.functions.iter().zip(evaluated.iter_mut()) {
+                if let OverFunction::Evaluated(expr) = function {
+                    out.push(expr.evaluate(&rows)?.slice(span.history, n_emit));
+                }
+            }
+        }
+        let segment = match kept_rows.is_empty() {
+            true => None,
+            false => {
+                let live = kept_rows.len();
+                let batch = take_record_batch(&input, &UInt32Array::from(kept_rows))?;
+                let refs = ends.iter().zip(&spans).filter(|((_, k), s)| k < &s.rows);
+                Some(self.segments.add(batch, refs.count(), live))
+            }
+        };
+        let (mut row_numbers, mut ranks, mut dense_ranks) = (vec![], vec![], vec![]);
+        let mut offset = 0;
+        for (span, &(emit_end, keep_from)) in spans.iter().zip(&ends) {
             if !self.partitions.contains_key(span.key) {
                 self.partitions
                     .insert(span.key.into(), PartitionState::default());
@@ -470,7 +498,7 @@ impl OverWindowExec {
                 self.segments.release(old);
             }
             // Ranking counters over the emitted rows, in order.
-            for t in &t[span.history..emit_end] {
+            for t in &times[span.start + span.history..span.start + emit_end] {
                 state.emitted += 1;
                 if state.last_time != *t {
                     state.rank = state.emitted;
@@ -483,42 +511,16 @@ impl OverWindowExec {
                     dense_ranks.push(state.dense_rank);
                 }
             }
-            // What stays: emitted rows still inside a frame, then rows waiting for followers.
-            let mut keep_from = emit_end.saturating_sub(self.needs.lookback_rows);
-            if self.needs.range {
-                if let Some(Some(last)) = t[..emit_end].last() {
-                    let since = last.saturating_sub(self.needs.lookback_ms);
-                    let first_in_range =
-                        t[..emit_end].partition_point(|t| t.is_some_and(|t| t < since));
-                    keep_from = keep_from.min(first_in_range);
-                }
-            }
-            if keep_from < total {
-                state.kept = Some(Kept {
+            if let (Some(segment), true) = (segment, keep_from < span.rows) {
+                let kept = Kept {
                     segment,
-                    offset: kept_rows.len(),
+                    offset,
                     history: emit_end - keep_from,
-                    pending: total - emit_end,
-                });
-                kept_rows.extend((span.start + keep_from) as u32..(span.start + total) as u32);
-                kept_partitions += 1;
+                    pending: span.rows - emit_end,
+                };
+                offset += kept.rows();
+                state.kept = Some(kept);
             }
-            if n_emit == 0 {
-                continue;
-            }
-            emitted.extend((span.start + span.history) as u32..(span.start + emit_end) as u32);
-            let rows = input.slice(span.start, total);
-            for (function, out) in self.functions.iter().zip(evaluated.iter_mut()) {
-                if let OverFunction::Evaluated(expr) = function {
-                    out.push(expr.evaluate(&rows)?.slice(span.history, n_emit));
-                }
-            }
-        }
-        if !kept_rows.is_empty() {
-            let live = kept_rows.len();
-            let batch = take_record_batch(&input, &UInt32Array::from(kept_rows))?;
-            let id = self.segments.add(batch, kept_partitions, live);
-            debug_assert_eq!(id, segment);
         }
         self.compact_if_sparse()?;
         if emitted.is_empty() {
@@ -709,8 +711,9 @@ impl StreamOperator for OverWindowExec {
         } else {
             Vec::new()
         };
-        self.partitions.clear();
-        self.segments = Segments::default();
+        // Built aside, and taken only when all of it is valid.
+        let mut restored = HashMap::with_capacity(partitions.num_rows());
+        let mut segments = Segments::default();
         let keys = partitions.column(0).as_binary::<i32>();
         let u = |c: usize| {
             partitions
@@ -723,7 +726,7 @@ impl StreamOperator for OverWindowExec {
             .column(2)
             .as_primitive::<arrow::datatypes::Int64Type>();
         // Every partition's kept rows, its history then its pending rows, in one segment.
-        let segment = self.segments.next_id();
+        let segment = segments.next_id();
         let (mut h, mut p) = (0usize, 0usize);
         let mut picks = Vec::with_capacity(history.num_rows() + pending.num_rows());
         let mut refs = 0;
@@ -743,7 +746,7 @@ impl StreamOperator for OverWindowExec {
             picks.extend((h..h + hn).map(|r| (0, r)));
             picks.extend((p..p + pn).map(|r| (1, r)));
             refs += usize::from(kept.is_some());
-            self.partitions.insert(
+            restored.insert(
                 keys.value(i).into(),
                 PartitionState {
                     kept,
@@ -759,8 +762,10 @@ impl StreamOperator for OverWindowExec {
         if !picks.is_empty() {
             let live = picks.len();
             let batch = arrow::compute::interleave_record_batch(&[history, pending], &picks)?;
-            self.segments.add(batch, refs, live);
+            segments.add(batch, refs, live);
         }
+        self.partitions = restored;
+        self.segments = segments;
         Ok(())
     }
 }
