@@ -132,10 +132,7 @@ impl Segments {
 
     /// One batch of the rows of `kept` (each a range of a segment), in order; the sources and
     /// picks for `interleave_record_batch`.
-    fn picks<'a>(
-        &'a self,
-        kept: impl Iterator<Item = Kept>,
-    ) -> (Vec<&'a RecordBatch>, Vec<(usize, usize)>) {
+    fn picks(&self, kept: impl Iterator<Item = Kept>) -> (Vec<&RecordBatch>, Vec<(usize, usize)>) {
         let mut sources = Vec::new();
         let mut source_of = HashMap::new();
         let mut picks = Vec::new();
@@ -248,11 +245,14 @@ impl OverWindowExec {
         for (key, p) in self.partitions.iter_mut() {
             if let (true, Some(kept)) = (needs.range, p.kept.as_mut()) {
                 if kept.history > 0 {
-                    if !times.contains_key(&kept.segment) {
-                        let batch = self.segments.batch(kept.segment);
-                        times.insert(kept.segment, evaluate_time(&self.time, batch)?);
-                    }
-                    let t = times[&kept.segment].as_primitive::<TimestampMillisecondType>();
+                    let t = match times.entry(kept.segment) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            let batch = self.segments.batch(kept.segment);
+                            e.insert(evaluate_time(&self.time, batch)?)
+                        }
+                    };
+                    let t = t.as_primitive::<TimestampMillisecondType>();
                     // Rows waiting for their followers are evaluated later, over frames
                     // reaching back from their own (older) times.
                     let mut horizon = horizon;
@@ -301,9 +301,13 @@ impl OverWindowExec {
         if !self.segments.sparse() {
             return Ok(());
         }
-        // Nothing is inserted between the two passes, so they visit the partitions in one order.
-        let kept: Vec<Kept> = self.partitions.values().filter_map(|p| p.kept).collect();
-        let (sources, picks) = self.segments.picks(kept.iter().copied());
+        // One pass over the partitions: the rows are copied in the order the offsets are given.
+        let mut kept: Vec<&mut Kept> = self
+            .partitions
+            .values_mut()
+            .filter_map(|p| p.kept.as_mut())
+            .collect();
+        let (sources, picks) = self.segments.picks(kept.iter().map(|k| **k));
         let batch = match picks.is_empty() {
             true => None,
             false => Some(arrow::compute::interleave_record_batch(&sources, &picks)?),
@@ -315,9 +319,9 @@ impl OverWindowExec {
         if let Some(batch) = batch {
             let id = segments.next_id();
             let mut offset = 0;
-            for kept in self.partitions.values_mut().filter_map(|p| p.kept.as_mut()) {
-                (kept.segment, kept.offset) = (id, offset);
-                offset += kept.rows();
+            for k in kept.iter_mut() {
+                (k.segment, k.offset) = (id, offset);
+                offset += k.rows();
             }
             segments.add(batch, kept.len(), offset);
         }
@@ -737,7 +741,7 @@ impl StreamOperator for OverWindowExec {
                     "OverWindowExec state: kept rows beyond the saved ones".into(),
                 ));
             }
-            let kept = (hn + pn > 0).then(|| Kept {
+            let kept = (hn + pn > 0).then_some(Kept {
                 segment,
                 offset: picks.len(),
                 history: hn,
