@@ -465,3 +465,54 @@ fn state_over_the_memory_limit_fails_the_job_naming_the_operator() {
     );
     run_failing(&args("lots"), 2, "--max-state-memory 'lots'");
 }
+
+#[test]
+fn a_backlog_on_two_partitions_loses_no_record_as_late_when_a_group_member_starts() {
+    // Both partitions hold the same 800 s of event time. The first micro-batch comes from one
+    // partition only; the other, assigned in the same poll, must hold the watermark until its
+    // records come, or most of them are behind it.
+    let topic = unique_topic("backlog2");
+    create_topic(&topic, 2);
+    let group = unique_topic("g");
+    let at = |ms: i64| {
+        let (s, ms) = (ms / 1000, ms % 1000);
+        format!(
+            r#"{{"k":"a","ts":"2024-01-01T00:{:02}:{:02}.{ms:03}Z"}}"#,
+            s / 60,
+            s % 60
+        )
+    };
+    let mut records: Vec<Rec> = (0..40_000)
+        .map(|i| Rec::value(at(i * 20)).partition((i % 2) as i32))
+        .collect();
+    // Closers on both partitions: the watermark passes every window.
+    records.extend((0..2).map(|p| Rec::value(at(2_000_000)).partition(p)));
+    produce(&topic, &records);
+    let job = spawn(&[
+        "stream",
+        "--query",
+        "SELECT window_start, COUNT(*) AS n FROM t WINDOW TUMBLING(ts, 10s) GROUP BY k",
+        "--topic",
+        &topic,
+        "--schema",
+        "k VARCHAR, ts TIMESTAMP",
+        "--watermark-delay",
+        "1s",
+        "--format",
+        "json-lines",
+        "--group-id",
+        &group,
+    ]);
+    let expected: Vec<String> = (0..80)
+        .map(|w| {
+            format!(
+                r#"{{"window_start":"2024-01-01T00:{:02}:{:02}","n":500}}"#,
+                w * 10 / 60,
+                w * 10 % 60
+            )
+        })
+        .collect();
+    assert_eq!(job.take_lines(80), expected);
+    let (code, rest) = job.terminate();
+    assert_eq!((code, rest), (0, vec![]));
+}
