@@ -368,6 +368,20 @@ fn busiest_per_window() -> Scenario {
     )
 }
 
+/// Window functions over each key's rows: a 3-row moving sum and a row number, whose
+/// history and counters are state.
+fn over_rows() -> Scenario {
+    events_scenario(
+        "over window",
+        "SELECT id, k, v, \
+           SUM(v) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS s3, \
+           ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts) AS rn \
+         FROM ev WHERE k <> 'end'",
+        false,
+        Compare::Rows,
+    )
+}
+
 fn updating() -> Scenario {
     events_scenario(
         "updating aggregate",
@@ -461,4 +475,9 @@ fn an_updating_aggregate_killed_at_random_ends_with_every_keys_exact_total() {
 fn the_busiest_key_per_window_killed_at_random_loses_nothing_and_repeats_nothing_with_exactly_once()
 {
     run_scenario(busiest_per_window(), "exactly-once");
+}
+
+#[test]
+fn an_over_window_killed_at_random_loses_nothing_and_repeats_nothing_with_exactly_once() {
+    run_scenario(over_rows(), "exactly-once");
 }
