@@ -139,27 +139,33 @@ fn the_kafka_record_timestamp_is_the_default_event_time() {
     );
 }
 
+/// A continuous job in group `group` counting `topic`'s records of key `k` per 10 s tumbling
+/// window of `ts`, with watermark delay `delay`, as JSON lines.
+fn counting_job<'a>(topic: &'a str, group: &'a str, delay: &'a str) -> [&'a str; 13] {
+    [
+        "stream",
+        "--query",
+        "SELECT window_start, COUNT(*) AS n FROM t WINDOW TUMBLING(ts, 10s) GROUP BY k",
+        "--topic",
+        topic,
+        "--schema",
+        "k VARCHAR, ts TIMESTAMP",
+        "--watermark-delay",
+        delay,
+        "--format",
+        "json-lines",
+        "--group-id",
+        group,
+    ]
+}
+
 #[test]
 fn a_continuous_query_emits_each_window_when_the_watermark_passes_it_and_keeps_open_ones_across_a_stop(
 ) {
     let topic = unique_topic("live-w");
     create_topic(&topic, 1);
     let group = unique_topic("g");
-    let args = [
-        "stream",
-        "--query",
-        "SELECT window_start, COUNT(*) AS n FROM t WINDOW TUMBLING(ts, 10s) GROUP BY k",
-        "--topic",
-        &topic,
-        "--schema",
-        "k VARCHAR, ts TIMESTAMP",
-        "--watermark-delay",
-        "2s",
-        "--format",
-        "json-lines",
-        "--group-id",
-        &group,
-    ];
+    let args = counting_job(&topic, &group, "2s");
     let job = spawn(&args);
     let rec = |s: u32| Rec::value(format!(r#"{{"k":"a","ts":"2024-01-01T00:00:{s:02}Z"}}"#));
     produce(&topic, &[rec(1), rec(5), rec(11)]);
@@ -488,21 +494,7 @@ fn a_backlog_on_two_partitions_loses_no_record_as_late_when_a_group_member_start
     // Closers on both partitions: the watermark passes every window.
     records.extend((0..2).map(|p| Rec::value(at(2_000_000)).partition(p)));
     produce(&topic, &records);
-    let job = spawn(&[
-        "stream",
-        "--query",
-        "SELECT window_start, COUNT(*) AS n FROM t WINDOW TUMBLING(ts, 10s) GROUP BY k",
-        "--topic",
-        &topic,
-        "--schema",
-        "k VARCHAR, ts TIMESTAMP",
-        "--watermark-delay",
-        "1s",
-        "--format",
-        "json-lines",
-        "--group-id",
-        &group,
-    ]);
+    let job = spawn(&counting_job(&topic, &group, "1s"));
     let expected: Vec<String> = (0..80)
         .map(|w| {
             format!(
