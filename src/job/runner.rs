@@ -254,7 +254,7 @@ impl Runner {
             // them inside the poll that returns its first records. Taken before the poll, a
             // partition whose records had not come yet did not hold the watermark, and the
             // first partition's records moved it past all of them (a backlog of two partitions
-            // lost a sixth of its records as late).
+            // lost up to half of one partition's records as late).
             if let (Some(_), Some(tracker), Some(assigned)) = (
                 self.inputs[i].event_time,
                 self.watermark.as_mut(),

@@ -133,17 +133,11 @@ impl Segments {
     /// One batch of the rows of `kept` (each a range of a segment), in order; the sources and
     /// picks for `interleave_record_batch`.
     fn picks(&self, kept: impl Iterator<Item = Kept>) -> (Vec<&RecordBatch>, Vec<(usize, usize)>) {
-        let mut sources = Vec::new();
-        let mut source_of = HashMap::new();
-        let mut picks = Vec::new();
+        let mut picker = Picker::default();
         for k in kept {
-            let s = *source_of.entry(k.segment).or_insert_with(|| {
-                sources.push(self.batch(k.segment));
-                sources.len() - 1
-            });
-            picks.extend((k.offset..k.offset + k.rows()).map(|r| (s, r)));
+            picker.pick(self, k);
         }
-        (sources, picks)
+        (picker.sources, picker.picks)
     }
 
     /// The memory of every segment.
@@ -152,6 +146,27 @@ impl Segments {
             .values()
             .map(|(b, _)| b.get_array_memory_size())
             .sum()
+    }
+}
+
+/// Rows gathered from segments (and other batches) for one `interleave_record_batch`.
+#[derive(Default)]
+struct Picker<'a> {
+    sources: Vec<&'a RecordBatch>,
+    /// The source number of each segment among `sources`.
+    source_of: HashMap<u64, usize>,
+    picks: Vec<(usize, usize)>,
+}
+
+impl<'a> Picker<'a> {
+    /// Appends the rows of `kept`.
+    fn pick(&mut self, segments: &'a Segments, kept: Kept) {
+        let s = *self.source_of.entry(kept.segment).or_insert_with(|| {
+            self.sources.push(segments.batch(kept.segment));
+            self.sources.len() - 1
+        });
+        let rows = kept.offset..kept.offset + kept.rows();
+        self.picks.extend(rows.map(|r| (s, r)));
     }
 }
 
@@ -414,31 +429,29 @@ impl OverWindowExec {
         }
 
         // The evaluation input: source 0 is `ready`, the others the segments of kept rows.
-        let mut sources: Vec<&RecordBatch> = vec![&ready];
-        let mut source_of: HashMap<u64, usize> = HashMap::new();
-        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(order.len());
+        let mut picker = Picker {
+            sources: vec![&ready],
+            ..Picker::default()
+        };
         let mut spans = Vec::with_capacity(groups.len());
         for (key, range) in &groups {
-            let start = picks.len();
+            let start = picker.picks.len();
             let mut history = 0;
             if let Some(kept) = self.partitions.get(*key).and_then(|p| p.kept) {
-                let s = *source_of.entry(kept.segment).or_insert_with(|| {
-                    sources.push(self.segments.batch(kept.segment));
-                    sources.len() - 1
-                });
-                picks.extend((kept.offset..kept.offset + kept.rows()).map(|r| (s, r)));
+                picker.pick(&self.segments, kept);
                 history = kept.history;
             }
-            picks.extend(order[range.clone()].iter().map(|&r| (0, r as usize)));
+            let new_rows = order[range.clone()].iter().map(|&r| (0, r as usize));
+            picker.picks.extend(new_rows);
             spans.push(Span {
                 key,
                 start,
-                rows: picks.len() - start,
+                rows: picker.picks.len() - start,
                 history,
             });
         }
-        let input = arrow::compute::interleave_record_batch(&sources, &picks)?;
-        drop(sources);
+        let input = arrow::compute::interleave_record_batch(&picker.sources, &picker.picks)?;
+        drop(picker);
         let times = self.times(&input)?;
 
         // First what can fail (DataFusion's evaluation, the copy of the kept rows), then the
@@ -649,15 +662,9 @@ impl StreamOperator for OverWindowExec {
             last.push(p.last_time);
             rank.push(p.rank);
             dense.push(p.dense_rank);
-            let kept = p.kept.unwrap_or(Kept {
-                segment: 0,
-                offset: 0,
-                history: 0,
-                pending: 0,
-            });
-            hl.push(kept.history as u64);
-            pl.push(kept.pending as u64);
-            if kept.rows() > 0 {
+            hl.push(p.kept.map_or(0, |k| k.history as u64));
+            pl.push(p.kept.map_or(0, |k| k.pending as u64));
+            if let Some(kept) = p.kept {
                 history.push(Kept { pending: 0, ..kept });
                 pending.push(Kept {
                     offset: kept.offset + kept.history,
