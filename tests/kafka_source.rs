@@ -1,6 +1,8 @@
 //! The Kafka source read directly against the real broker: every record handed out once, in
 //! its partition's order, with its key, headers and timestamp; batches that end by their bytes;
-//! a group whose members come and go while records flow (nothing lost).
+//! a group whose members come and go while records flow (nothing lost); a member reading
+//! ahead that commits what it holds before a rebalance takes its partitions (nothing read
+//! twice).
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray};
 use common::*;
 use velo_connectors::kafka::{KafkaConnection, KafkaSource, ReadMode, StartOffset};
+use velo_connectors::prefetch::Prefetch;
 use velo_connectors::record::{Payload, SourceBatch};
 use velo_connectors::source::{Positions, Source};
 
@@ -390,4 +393,109 @@ fn a_header_name_that_is_not_utf8_reads_as_a_replacement_character_instead_of_fa
             ),
         ]
     );
+}
+
+/// The values of a prefetched source's batch (empty when it waited in vain), and its
+/// positions: the next offset per partition.
+fn taken(batch: Option<SourceBatch>, seen: &mut Vec<Row>, positions: &mut Positions) {
+    for row in batch.iter().flat_map(rows) {
+        positions.insert(row.partition, row.offset + 1);
+        seen.push(row);
+    }
+}
+
+#[test]
+fn a_member_reading_ahead_commits_the_batch_it_holds_before_a_rebalance_takes_partitions() {
+    let topic = unique_topic("prefetch-rebalance");
+    let group = unique_topic("prefetch-rebalance-members");
+    create_topic(&topic, 4);
+    let member = || {
+        let mode = ReadMode::Group {
+            group_id: group.clone(),
+            reset: StartOffset::Earliest,
+            partition: None,
+            instance_id: None,
+            session_timeout: None,
+        };
+        Prefetch::new(Box::new(
+            KafkaSource::open(&connection(), &topic, mode).unwrap(),
+        ))
+    };
+    let round = |r: usize| -> Vec<Rec> {
+        (0..100)
+            .map(|i| Rec::value(format!("r{r}-{i:03}")).partition(i % 4))
+            .collect()
+    };
+    produce(&topic, &round(0));
+    // A takes the first round (every partition's records) and holds it: not finished, not
+    // committed, while its reading thread polls on.
+    let mut a = member();
+    let (mut a_rows, mut a_positions) = (Vec::new(), Positions::new());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a_rows.len() < 100 {
+        assert!(Instant::now() < deadline, "A read {} of 100", a_rows.len());
+        taken(
+            a.poll_batch(100, Duration::from_secs(1)).unwrap(),
+            &mut a_rows,
+            &mut a_positions,
+        );
+    }
+    // B joins and reads (committing each batch) on a thread of its own.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let b = {
+        let (stop, mut b) = (stop.clone(), member());
+        std::thread::spawn(move || {
+            let (mut seen, mut positions) = (Vec::new(), Positions::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                taken(
+                    b.poll_batch(100, Duration::from_millis(100)).unwrap(),
+                    &mut seen,
+                    &mut positions,
+                );
+                b.commit(&positions).unwrap();
+            }
+            seen
+        })
+    };
+    // Past A's heartbeat interval (3 s): the rebalance has reached A's reading thread, and
+    // waits there for A's job, which finishes its batch only now.
+    std::thread::sleep(Duration::from_secs(4));
+    a.commit(&a_positions).unwrap();
+    // A reads on (its share of the second round) while B does.
+    produce(&topic, &round(1));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a_rows.len() < 150 {
+        assert!(Instant::now() < deadline, "A read {} of 150", a_rows.len());
+        taken(
+            a.poll_batch(100, Duration::from_millis(100)).unwrap(),
+            &mut a_rows,
+            &mut a_positions,
+        );
+        a.commit(&a_positions).unwrap();
+    }
+    // B's share of the second round, and time to (wrongly) read the first round again.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let b_rows = b.join().unwrap();
+    let mut values: Vec<&str> = a_rows.iter().chain(&b_rows).map(|r| &*r.value).collect();
+    values.sort();
+    let twice: Vec<&str> = values
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} records read by both members (A read {}, B {}): {twice:?}",
+        twice.len(),
+        a_rows.len(),
+        b_rows.len()
+    );
+    let mut want: Vec<String> = round(0)
+        .into_iter()
+        .chain(round(1))
+        .map(|r| r.value.unwrap())
+        .collect();
+    want.sort();
+    assert_eq!(values, want, "every record once");
 }

@@ -406,3 +406,68 @@ fn an_eager_job_commits_its_last_batch_while_no_records_come() {
     delete_topic(&input);
     delete_topic(&output);
 }
+
+/// Two jobs of one group while records flow: the second joins (the group rebalances), the
+/// first stops gracefully (it rebalances again). Each reads ahead of what it processes; a
+/// member gives up partitions only after committing what it has processed, so every record
+/// comes out once, by one member or the other.
+#[test]
+fn group_members_joining_and_leaving_while_records_flow_print_every_record_once() {
+    let topic = unique_topic("members");
+    create_topic(&topic, 4);
+    let group = unique_topic("members-group");
+    let args = [
+        "stream",
+        "--query",
+        "SELECT n FROM members",
+        "--topic",
+        &topic,
+        "--schema",
+        "n BIGINT",
+        "--format",
+        "json-lines",
+        "--group-id",
+        &group,
+    ];
+    let n = |line: &String| -> i64 {
+        line.trim_start_matches(r#"{"n":"#)
+            .trim_end_matches('}')
+            .parse()
+            .unwrap()
+    };
+    numbers(&topic, 0..1000, 4);
+    let first = spawn(&args);
+    let mut seen = first.take_lines(1000);
+    let second = spawn(&args);
+    // Records keep coming while the group shares the partitions (a member learns of the
+    // rebalance within its 3 s heartbeat).
+    for round in 1..6 {
+        numbers(&topic, round * 1000..(round + 1) * 1000, 4);
+        std::thread::sleep(std::time::Duration::from_millis(800));
+    }
+    let (code, rest) = first.terminate();
+    assert_eq!(code, 0, "a graceful stop exits 0");
+    seen.extend(rest);
+    let by_first = seen.len();
+    // The second member takes every partition and reads the rest.
+    numbers(&topic, 6000..7000, 4);
+    seen.extend(second.take_lines(7000 - by_first));
+    // Time to (wrongly) print anything twice before stopping it.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, rest) = second.terminate();
+    assert_eq!(code, 0);
+    seen.extend(rest);
+    let mut ns: Vec<i64> = seen.iter().map(n).collect();
+    ns.sort();
+    let twice: Vec<i64> = ns
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} records printed twice ({by_first} by the first member): {twice:?}",
+        twice.len()
+    );
+    assert_eq!(ns, (0..7000).collect::<Vec<_>>(), "every record once");
+}

@@ -20,7 +20,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use self::batch::{BatchQueue, Consumed, Taken};
 use crate::record::{RecordBatchCollector, RecordPosition, SourceBatch};
-use crate::source::{Positions, Source};
+use crate::source::{Positions, RevokeHook, Source};
 use crate::{ConnectorError, Result};
 
 mod batch;
@@ -516,9 +516,46 @@ pub struct PositionsContext {
     /// source's batch queue.
     assigned: AtomicBool,
     timeout: Duration,
+    /// Asked for the positions to commit before partitions are revoked (see
+    /// [`Source::before_revoke`]).
+    before_revoke: Mutex<Option<RevokeHook>>,
 }
 
 impl PositionsContext {
+    /// Commits what the revoke hook returns for the partitions of `tpl` (those about to be
+    /// revoked), before they go: their next owner starts after it.
+    fn commit_before_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let Some(hook) = self
+            .before_revoke
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let positions = hook();
+        let mut offsets = TopicPartitionList::new();
+        for e in tpl.elements_for_topic(&self.topic) {
+            if let Some(&offset) = positions.get(&e.partition()) {
+                let _ = offsets.add_partition_offset(
+                    &self.topic,
+                    e.partition(),
+                    Offset::Offset(offset),
+                );
+            }
+        }
+        if offsets.count() == 0 {
+            return;
+        }
+        if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
+            tracing::warn!(
+                topic = %self.topic,
+                "could not commit the offsets of partitions a rebalance takes away (their next \
+                 owner may read again what this member read since its last commit): {e}"
+            );
+        }
+    }
+
     /// Sets where `tpl`'s partitions of this topic start (see the type's doc).
     fn place(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let mut restore_at = self.restore_at.lock().unwrap_or_else(|p| p.into_inner());
@@ -666,8 +703,13 @@ impl ConsumerContext for PositionsContext {
                     consumer.assign(tpl)
                 }
             }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if cooperative => {
-                consumer.incremental_unassign(tpl)
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.commit_before_revoke(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
             }
             _ => consumer.unassign(),
         };
@@ -864,6 +906,7 @@ impl KafkaSource {
             read_to: Mutex::new(Positions::new()),
             assigned: AtomicBool::new(false),
             timeout: connection.timeout,
+            before_revoke: Mutex::new(None),
         };
         let consumer: BaseConsumer<PositionsContext> = config
             .create_with_context(context)
@@ -1544,6 +1587,15 @@ impl Source for KafkaSource {
                 }
             })
             .collect()
+    }
+
+    fn before_revoke(&mut self, hook: RevokeHook) {
+        *self
+            .consumer
+            .context()
+            .before_revoke
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     fn assigned_partitions(&self) -> Option<Vec<i32>> {

@@ -1,23 +1,37 @@
-//! [`Prefetch`]: a bounded source polled on a thread of its own, one batch ahead of the job.
+//! [`Prefetch`]: a source polled on a thread of its own, one batch ahead of the job.
 //!
 //! A job's step is poll → decode → query → encode → write, one after the other. Reading (a
 //! consumer's poll and the copy of the payloads into a batch, or a file's reads and line
 //! splitting) is a large part of it, and needs nothing from the rest: while the job works on
 //! batch N, this source's thread already reads batch N + 1, so a second core does the
-//! reading.
+//! reading. Every input of every job is read this way, bounded (`execute`) or continuous.
 //!
-//! The job sees the same batches, in the same order, with the same reset partitions and
-//! problems (each delivered with the batch whose poll found them). One batch is read ahead
-//! (read, or being read), never more. For bounded reads only (`execute`): a read that ends by
-//! itself, has no consumer group to rebalance, and is positioned (`seek`) before its first
-//! poll. A batch read ahead but never taken (the job stopped, a LIMIT was reached) is simply
-//! dropped: the job's positions count only the batches it processed.
+//! The job sees the same batches, in the same order, with the same reset partitions, problems
+//! and assigned partitions (each delivered with the batch whose poll found them). One batch is
+//! read ahead (read, or being read), never more. A batch read ahead but never taken (the job
+//! stopped, a LIMIT was reached) is simply dropped: the job's positions count only the batches
+//! it processed. The source is positioned (`seek`) before its first poll.
+//!
+//! While the thread reads, the job never waits on the source itself:
+//! - **commits** are handed to the thread, which makes them before its next poll (at most
+//!   [`MAX_READ_WAIT`] later), at most every [`COMMIT_INTERVAL`] (what was asked meanwhile
+//!   is committed together), and at the latest when the job lets the source go;
+//! - **partition progress and lag** are asked of the thread, which answers after its next
+//!   poll; the job gets the last answer (about a second old: it asks about once a second).
+//!
+//! **Consumer group rebalances.** Partitions are taken from a member inside a poll, which now
+//! runs while the job still works on the batch before. So the revoke waits (at most
+//! [`REVOKE_WAIT`]) until the job has finished every batch it was given and asked for the
+//! next, and commits the positions the job asked to commit by then, before the partitions go
+//! ([`Source::before_revoke`]): their next owner starts after what this member processed, as
+//! it did when the job polled between batches itself. (A job that commits only with its
+//! checkpoints has committed only up to its last checkpoint, as before.)
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::record::{RecordBatchCollector, SourceBatch};
 use crate::source::{PartitionProgress, Positions, Source};
@@ -25,6 +39,16 @@ use crate::{ConnectorError, Result};
 
 /// The shortest wait of the reading thread's polls.
 const MIN_READ_WAIT: Duration = Duration::from_millis(10);
+
+/// The longest wait of the reading thread's polls: commits handed to it wait at most this long.
+const MAX_READ_WAIT: Duration = Duration::from_millis(50);
+
+/// The longest a rebalance waits for the job to finish the batches it was given.
+const REVOKE_WAIT: Duration = Duration::from_secs(10);
+
+/// The reading thread commits at most this often (a commit waits for the broker's answer,
+/// and reading waits with it): what the job asked to commit meanwhile is committed together.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What one poll of the inner source gave, with what it found on the way.
 struct Polled {
@@ -37,7 +61,6 @@ struct Polled {
 /// The reading thread and how to stop it.
 struct Reader {
     ready: Receiver<Polled>,
-    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -48,6 +71,92 @@ struct Request {
     max_wait_us: AtomicU64,
 }
 
+/// What the job and the reading thread share besides the batches.
+#[derive(Default)]
+struct Shared {
+    /// Batches the thread has handed over.
+    handed: u64,
+    /// Batches the job has finished: all it had taken when it last asked for the next.
+    finished: u64,
+    /// Positions the job asked to commit that are not committed yet.
+    to_commit: Positions,
+    /// The job asked for partition progress and lag since the thread last answered.
+    progress_asked: bool,
+    progress: Vec<PartitionProgress>,
+    lag: Option<i64>,
+    /// The job lets the source go: nothing is to wait for it any more.
+    stopping: bool,
+    /// When the reading thread last committed.
+    committed_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Handoff {
+    shared: Mutex<Shared>,
+    changed: Condvar,
+}
+
+impl Handoff {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A rebalance is about to take partitions: waits until the job has finished every batch
+    /// handed over (or lets go, or [`REVOKE_WAIT`] passes), then gives the positions it asked
+    /// to commit. They stay to be committed as usual too (for the partitions not revoked).
+    fn finish_and_give_positions(&self) -> Positions {
+        let deadline = Instant::now() + REVOKE_WAIT;
+        let mut shared = self.lock();
+        while shared.finished < shared.handed && !shared.stopping {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    "a rebalance waited {} s for the job to finish its batch; its partitions go \
+                     with only what was committed before",
+                    REVOKE_WAIT.as_secs()
+                );
+                break;
+            }
+            shared = self
+                .changed
+                .wait_timeout(shared, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        shared.to_commit.clone()
+    }
+}
+
+/// Commits what the job asked to commit (on the reading thread, at most every
+/// [`COMMIT_INTERVAL`] unless `now`; or after it): a failure is logged and the positions kept
+/// for the next try, unless newer ones came meanwhile.
+fn commit_asked(source: &mut dyn Source, handoff: &Handoff, description: &str, now: bool) {
+    let positions = {
+        let mut shared = handoff.lock();
+        if !now
+            && shared
+                .committed_at
+                .is_some_and(|t| t.elapsed() < COMMIT_INTERVAL)
+        {
+            return;
+        }
+        if shared.to_commit.is_empty() {
+            return;
+        }
+        shared.committed_at = Some(Instant::now());
+        std::mem::take(&mut shared.to_commit)
+    };
+    if let Err(e) = source.commit(&positions) {
+        tracing::warn!(
+            "could not commit the offsets of {description} (retried with the next commit): {e}"
+        );
+        let mut shared = handoff.lock();
+        for (partition, offset) in positions {
+            shared.to_commit.entry(partition).or_insert(offset);
+        }
+    }
+}
+
 /// A source read one batch ahead on a thread of its own (see the module documentation).
 pub struct Prefetch {
     inner: Arc<Mutex<Box<dyn Source>>>,
@@ -55,7 +164,11 @@ pub struct Prefetch {
     bounded: bool,
     positions_only_in_checkpoints: bool,
     request: Arc<Request>,
+    handoff: Arc<Handoff>,
+    stop: Arc<AtomicBool>,
     reader: Option<Reader>,
+    /// Batches the job has taken.
+    taken: u64,
     assigned: Option<Vec<i32>>,
     reset: Vec<i32>,
     errors: Vec<String>,
@@ -72,25 +185,37 @@ impl Prefetch {
             assigned: source.assigned_partitions(),
             inner: Arc::new(Mutex::new(source)),
             request: Arc::new(Request::default()),
+            handoff: Arc::new(Handoff::default()),
+            stop: Arc::new(AtomicBool::new(false)),
             reader: None,
+            taken: 0,
             reset: Vec::new(),
             errors: Vec::new(),
             ended: false,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Box<dyn Source>> {
+    fn lock(&self) -> MutexGuard<'_, Box<dyn Source>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True while the reading thread may be using the source: the job must not wait on it.
+    fn reading(&self) -> bool {
+        self.reader.is_some() && !self.ended
     }
 
     /// Starts the reading thread: it polls, hands the batch over (waiting while one is still
     /// untaken), and polls again, until the source ends, fails, or the job lets go.
     fn start(&mut self) -> Result<()> {
+        let handoff = self.handoff.clone();
+        self.lock()
+            .before_revoke(Arc::new(move || handoff.finish_and_give_positions()));
         // No slot: the thread holds the batch it read until the job takes it, so one batch is
         // read ahead, never more (a batch may be up to `MAX_BATCH_BYTES`).
         let (ready_tx, ready) = sync_channel::<Polled>(0);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (inner, request, stopping) = (self.inner.clone(), self.request.clone(), stop.clone());
+        let (inner, request, stopping) =
+            (self.inner.clone(), self.request.clone(), self.stop.clone());
+        let (handoff, description) = (self.handoff.clone(), self.description.clone());
         let thread = std::thread::Builder::new()
             .name("velo-read".into())
             .spawn(move || {
@@ -100,16 +225,32 @@ impl Prefetch {
                     // (its second input), and this thread must not spin on an idle source.
                     let max_wait =
                         Duration::from_micros(request.max_wait_us.load(Ordering::Relaxed))
-                            .max(MIN_READ_WAIT);
+                            .clamp(MIN_READ_WAIT, MAX_READ_WAIT);
                     let polled = {
                         let mut source = inner.lock().unwrap_or_else(|p| p.into_inner());
+                        commit_asked(&mut **source, &handoff, &description, false);
                         let batch = source.poll_batch(max_records, max_wait);
-                        Polled {
+                        let polled = Polled {
                             batch,
                             reset: source.take_reset_partitions(),
                             errors: source.take_errors(),
                             assigned: source.assigned_partitions(),
+                        };
+                        if std::mem::take(&mut handoff.lock().progress_asked) {
+                            // One round of broker calls: the lag is the progress's when
+                            // there is one.
+                            let progress = source.partition_progress();
+                            let lag = match progress.is_empty() {
+                                true => source.lag(),
+                                false => {
+                                    Some(progress.iter().map(|p| (p.total - p.read).max(0)).sum())
+                                }
+                            };
+                            let mut shared = handoff.lock();
+                            shared.progress = progress;
+                            shared.lag = lag;
                         }
+                        polled
                     };
                     let last = !matches!(polled.batch, Ok(Some(_)));
                     // An empty poll is handed over only for what it found (the job's own
@@ -123,12 +264,13 @@ impl Prefetch {
                     if ready_tx.send(polled).is_err() || last {
                         return;
                     }
+                    // Counted before the next poll, whose rebalance may wait for the job.
+                    handoff.lock().handed += 1;
                 }
             })
             .map_err(|e| ConnectorError::Config(format!("starting a reading thread: {e}")))?;
         self.reader = Some(Reader {
             ready,
-            stop,
             thread: Some(thread),
         });
         Ok(())
@@ -137,8 +279,10 @@ impl Prefetch {
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handoff.lock().stopping = true;
+        self.handoff.changed.notify_all();
         if let Some(mut reader) = self.reader.take() {
-            reader.stop.store(true, Ordering::Relaxed);
             // Dropping the receiver ends a hand-over in progress; a poll in progress ends
             // within its wait.
             let thread = reader.thread.take();
@@ -147,6 +291,8 @@ impl Drop for Prefetch {
                 let _ = thread.join();
             }
         }
+        // What the job asked to commit last (at its end) is committed before the source goes.
+        commit_asked(&mut **self.lock(), &self.handoff, &self.description, true);
     }
 }
 
@@ -159,6 +305,12 @@ impl Source for Prefetch {
         if self.ended {
             return Ok(None);
         }
+        {
+            // The job is done with every batch it took: a rebalance waiting for it may go on.
+            let mut shared = self.handoff.lock();
+            shared.finished = self.taken;
+        }
+        self.handoff.changed.notify_all();
         self.request
             .max_records
             .store(max_records, Ordering::Relaxed);
@@ -188,6 +340,7 @@ impl Source for Prefetch {
                 )));
             }
         };
+        self.taken += 1;
         self.reset.extend(polled.reset);
         self.errors.extend(polled.errors);
         self.assigned = polled.assigned;
@@ -207,7 +360,13 @@ impl Source for Prefetch {
     }
 
     fn commit(&mut self, positions: &Positions) -> Result<()> {
-        self.lock().commit(positions)
+        self.handoff.lock().to_commit.extend(positions);
+        if self.reading() {
+            // The reading thread commits them before its next poll.
+            return Ok(());
+        }
+        let asked = std::mem::take(&mut self.handoff.lock().to_commit);
+        self.lock().commit(&asked)
     }
 
     fn take_reset_partitions(&mut self) -> Vec<i32> {
@@ -219,7 +378,12 @@ impl Source for Prefetch {
     }
 
     fn partition_progress(&self) -> Vec<PartitionProgress> {
-        self.lock().partition_progress()
+        if !self.reading() {
+            return self.lock().partition_progress();
+        }
+        let mut shared = self.handoff.lock();
+        shared.progress_asked = true;
+        shared.progress.clone()
     }
 
     fn positions_only_in_checkpoints(&self) -> bool {
@@ -239,7 +403,12 @@ impl Source for Prefetch {
     }
 
     fn lag(&self) -> Option<i64> {
-        self.lock().lag()
+        if !self.reading() {
+            return self.lock().lag();
+        }
+        let mut shared = self.handoff.lock();
+        shared.progress_asked = true;
+        shared.lag
     }
 }
 
@@ -256,6 +425,7 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
 mod tests {
     use super::*;
     use crate::record::Payload;
+    use crate::source::RevokeHook;
     use arrow::array::Array;
 
     /// A bounded source of `batches` batches of two records each, then the end; each poll
@@ -386,5 +556,102 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("only before its first poll"), "{error}");
+    }
+
+    /// An endless source of one-record batches that records its commits and, on its second
+    /// poll, calls its revoke hook as a rebalance would (recording what the hook gave).
+    #[derive(Default)]
+    struct Rebalanced {
+        next: i64,
+        hook: Option<RevokeHook>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Source for Rebalanced {
+        fn poll_batch(&mut self, _max: usize, _wait: Duration) -> Result<Option<SourceBatch>> {
+            if self.next == 1 {
+                let given = self.hook.as_ref().map(|hook| hook());
+                self.log.lock().unwrap().push(format!("revoke: {given:?}"));
+            }
+            let mut collector = RecordBatchCollector::new(1);
+            collector.push(
+                Some(b"x"),
+                None,
+                "t",
+                0,
+                self.next,
+                None,
+                std::iter::empty(),
+            );
+            self.next += 1;
+            Ok(Some(collector.finish()))
+        }
+
+        fn commit(&mut self, positions: &Positions) -> Result<()> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("commit: {positions:?}"));
+            Ok(())
+        }
+
+        fn before_revoke(&mut self, hook: RevokeHook) {
+            self.hook = Some(hook);
+        }
+
+        fn describe(&self) -> String {
+            "rebalanced".into()
+        }
+
+        fn is_bounded(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_revoke_waits_until_the_job_has_finished_its_batch_and_gives_what_it_committed() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut source = Prefetch::new(Box::new(Rebalanced {
+            log: log.clone(),
+            ..Rebalanced::default()
+        }));
+        // The job takes the first batch; the reading thread's next poll (the revoke) waits.
+        let first = source
+            .poll_batch(1, Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            *log.lock().unwrap(),
+            Vec::<String>::new(),
+            "the revoke waits for the job"
+        );
+        // The job finishes it: asks to commit, and asks for the next batch.
+        source.commit(&Positions::from([(0, 1)])).unwrap();
+        let second = source
+            .poll_batch(1, Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.len(), 1);
+        drop(source);
+        let log = log.lock().unwrap();
+        assert_eq!(log[0], "revoke: Some({0: 1})", "{log:?}");
+        // Committed as usual too (before a later poll, or when the source was let go).
+        assert!(log[1..].contains(&"commit: {0: 1}".to_string()), "{log:?}");
+    }
+
+    #[test]
+    fn a_commit_asked_while_reading_ahead_is_made_by_the_time_the_source_is_let_go() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut source = Prefetch::new(Box::new(Rebalanced {
+            next: 2,
+            log: log.clone(),
+            ..Rebalanced::default()
+        }));
+        source.poll_batch(1, Duration::from_secs(5)).unwrap();
+        source.commit(&Positions::from([(0, 3)])).unwrap();
+        drop(source);
+        assert_eq!(log.lock().unwrap().last().unwrap(), "commit: {0: 3}");
     }
 }

@@ -18,6 +18,11 @@ pub type Positions = BTreeMap<i32, i64>;
 /// records end a batch early, far below Arrow's 2 GiB limit on one array's values.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
+/// Asked by a source before a consumer group takes partitions away from it: the positions
+/// to commit first (see [`Source::before_revoke`]). It may wait until the job has finished the
+/// records it holds.
+pub type RevokeHook = std::sync::Arc<dyn Fn() -> Positions + Send + Sync>;
+
 /// How far a read has got in one partition; `total - read` is what is left (the lag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionProgress {
@@ -100,4 +105,11 @@ pub trait Source: Send {
     fn lag(&self) -> Option<i64> {
         None
     }
+
+    /// A member of a consumer group calls `hook` when a rebalance takes partitions from it,
+    /// before it lets them go, and commits the positions it returns (of the partitions it
+    /// still owns): a job reading ahead (see [`crate::prefetch`]) finishes the batch it holds
+    /// and has it committed, so that the next owner does not read it again. Sources without
+    /// rebalances ignore it.
+    fn before_revoke(&mut self, _hook: RevokeHook) {}
 }

@@ -392,12 +392,9 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
                 source.seek(&saved.positions)?;
             }
         }
-        // A bounded read is read one batch ahead on a thread of its own, while the job works
-        // on the batch before (not a continuous one yet: its consumer group may take
-        // partitions away from under a batch read ahead).
-        if bounded && source.is_bounded() {
-            source = Box::new(Prefetch::new(source));
-        }
+        // Every input is read one batch ahead on a thread of its own, while the job works on
+        // the batch before (see `Prefetch`).
+        source = Box::new(Prefetch::new(source));
         inputs.push(JobInput::new(name, source, adapter, event_time));
     }
     // The changes of an updating aggregate are keyed by its group key, unless told otherwise.
