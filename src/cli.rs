@@ -431,7 +431,8 @@ pub struct StreamArgs {
     /// Keep running until stopped (the default; accepted for compatibility).
     #[arg(long)]
     pub continuous: bool,
-    /// Longest wait, in ms, before a micro-batch runs with the records it has.
+    /// Longest wait, in ms, before a micro-batch runs with the records it has (a topic's
+    /// reading thread waits 1 s at most: a longer interval still closes a batch after 1 s).
     #[arg(long, default_value_t = 200)]
     pub flush_interval_ms: u64,
     /// Run a micro-batch as soon as the consumer has nothing more buffered, instead of waiting

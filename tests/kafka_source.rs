@@ -415,7 +415,8 @@ fn a_member_reading_ahead_commits_the_batch_it_holds_before_a_rebalance_takes_pa
             reset: StartOffset::Earliest,
             partition: None,
             instance_id: None,
-            session_timeout: None,
+            // Heartbeats every 2 s: a member learns of a rebalance within 2 s.
+            session_timeout: Some(Duration::from_secs(6)),
         };
         Prefetch::new(Box::new(
             KafkaSource::open(&connection(), &topic, mode).unwrap(),
@@ -457,7 +458,7 @@ fn a_member_reading_ahead_commits_the_batch_it_holds_before_a_rebalance_takes_pa
             seen
         })
     };
-    // Past A's heartbeat interval (3 s): the rebalance has reached A's reading thread, and
+    // Twice A's heartbeat interval (2 s): the rebalance has reached A's reading thread, and
     // waits there for A's job, which finishes its batch only now.
     std::thread::sleep(Duration::from_secs(4));
     a.commit(&a_positions).unwrap();

@@ -704,7 +704,11 @@ impl ConsumerContext for PositionsContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.commit_before_revoke(consumer, tpl);
+                // Lost (the session timed out): another member may own them already, and a
+                // commit of this generation would fail.
+                if !consumer.assignment_lost() {
+                    self.commit_before_revoke(consumer, tpl);
+                }
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -787,6 +791,8 @@ pub struct KafkaSource {
     batches: Option<BatchQueue>,
     /// Every assigned partition is to be forwarded to `batches` again (see `take_batch`).
     reforward: bool,
+    /// The consumer's own queue gave a message last (not an event): see `take_batch`.
+    consumer_messages: bool,
     /// When every assigned partition was last forwarded.
     last_forwarded: Instant,
     consumer: OwnedConsumer<PositionsContext>,
@@ -1017,6 +1023,7 @@ impl KafkaSource {
             pending: None,
             batches: Some(batches),
             reforward,
+            consumer_messages: false,
             last_forwarded: Instant::now(),
             // Only a member of a group leaves it when closed.
             consumer: OwnedConsumer::new(
@@ -1169,11 +1176,20 @@ impl KafkaSource {
                     return Ok(false);
                 };
                 if batches.consumer_has_more() {
+                    // Its events (a rebalance) are served between batches only: a revoke
+                    // then finds every record read so far handed over, none held here for a
+                    // partition that is no longer this member's. Messages that come this way
+                    // (after an assignment) are taken into the batch one after another.
+                    if !self.collector.is_empty() && !self.consumer_messages {
+                        return Ok(false);
+                    }
+                    self.consumer_messages = false;
                     match self.consumer.poll(Duration::ZERO) {
                         // A message of a partition not forwarded (yet). Alive while the
                         // message is.
                         Some(Ok(message)) => {
                             self.reforward = true;
+                            self.consumer_messages = true;
                             self.accept(unsafe { Consumed::from_ptr(message.ptr()) })?
                         }
                         Some(Err(e)) => self.accept_error(e)?,

@@ -7,28 +7,29 @@
 //! reading. Every input of every job is read this way, bounded (`execute`) or continuous.
 //!
 //! The job sees the same batches, in the same order, with the same reset partitions, problems
-//! and assigned partitions (each delivered with the batch whose poll found them). One batch is
-//! read ahead (read, or being read), never more. A batch read ahead but never taken (the job
-//! stopped, a LIMIT was reached) is simply dropped: the job's positions count only the batches
-//! it processed. The source is positioned (`seek`) before its first poll.
+//! and assigned partitions (each delivered with the batch whose poll found them; a poll that
+//! read nothing is handed over too when it found any of those). One batch is read ahead
+//! (read, or being read), never more: the thread polls again only once the job has taken the
+//! batch before. A batch read ahead but never taken (the job stopped, a LIMIT was reached) is
+//! simply dropped: the job's positions count only the batches it processed. The source is
+//! positioned (`seek`) before its first poll.
 //!
 //! While the thread reads, the job never waits on the source itself:
-//! - **commits** are handed to the thread, which makes them before its next poll (at most
-//!   [`MAX_READ_WAIT`] later), at most every [`COMMIT_INTERVAL`] (what was asked meanwhile
-//!   is committed together), and at the latest when the job lets the source go;
-//! - **partition progress and lag** are asked of the thread, which answers after its next
-//!   poll; the job gets the last answer (about a second old: it asks about once a second).
+//! - **commits** are handed to the thread, which makes them before its next poll, or at once
+//!   while it waits for the job to take a batch (a paused job's too), and at the latest when
+//!   the job lets the source go;
+//! - **partition progress and lag** are asked of the thread, which answers at once while it
+//!   waits, else after its poll; the job waits [`PROGRESS_WAIT`] at most for the answer, and
+//!   takes the last one when none came (it asks about once a second).
 //!
 //! **Consumer group rebalances.** Partitions are taken from a member inside a poll, which now
 //! runs while the job still works on the batch before. So the revoke waits (at most
-//! [`REVOKE_WAIT`]) until the job has finished every batch it was given and asked for the
-//! next, and commits the positions the job asked to commit by then, before the partitions go
-//! ([`Source::before_revoke`]): their next owner starts after what this member processed, as
-//! it did when the job polled between batches itself. (A job that commits only with its
-//! checkpoints has committed only up to its last checkpoint, as before.)
+//! [`REVOKE_WAIT`]) until the job has finished every batch it was given (it asks for the next,
+//! or says it is idle: a paused job), and commits the positions the job asked to commit by
+//! then, before the partitions go ([`Source::before_revoke`]): their next owner starts after
+//! what this member processed, as it did when the job polled between batches itself.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,15 +41,16 @@ use crate::{ConnectorError, Result};
 /// The shortest wait of the reading thread's polls.
 const MIN_READ_WAIT: Duration = Duration::from_millis(10);
 
-/// The longest wait of the reading thread's polls: commits handed to it wait at most this long.
-const MAX_READ_WAIT: Duration = Duration::from_millis(50);
+/// The longest the job waits for the reading thread's answer on partition progress and lag.
+const PROGRESS_WAIT: Duration = Duration::from_millis(50);
+
+/// The longest wait of the reading thread's polls: the job, when it lets the source go, waits
+/// for a poll in progress to end. (A micro-batch that does not fill closes after this long at
+/// the latest, even with a longer flush interval.)
+const MAX_READ_WAIT: Duration = Duration::from_secs(1);
 
 /// The longest a rebalance waits for the job to finish the batches it was given.
 const REVOKE_WAIT: Duration = Duration::from_secs(10);
-
-/// The reading thread commits at most this often (a commit waits for the broker's answer,
-/// and reading waits with it): what the job asked to commit meanwhile is committed together.
-const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What one poll of the inner source gave, with what it found on the way.
 struct Polled {
@@ -58,12 +60,6 @@ struct Polled {
     assigned: Option<Vec<i32>>,
 }
 
-/// The reading thread and how to stop it.
-struct Reader {
-    ready: Receiver<Polled>,
-    thread: Option<JoinHandle<()>>,
-}
-
 /// The size and wait of the polls the job asks for; the reading thread polls with the latest.
 #[derive(Default)]
 struct Request {
@@ -71,12 +67,17 @@ struct Request {
     max_wait_us: AtomicU64,
 }
 
-/// What the job and the reading thread share besides the batches.
+/// What the job and the reading thread share.
 #[derive(Default)]
 struct Shared {
-    /// Batches the thread has handed over.
+    /// A poll the thread handed over and the job has not taken yet.
+    slot: Option<Polled>,
+    /// The thread has returned (the source ended or failed, or the thread panicked).
+    reader_gone: bool,
+    /// Polls the thread has handed over.
     handed: u64,
-    /// Batches the job has finished: all it had taken when it last asked for the next.
+    /// Polls the job has finished: all it had taken when it last asked for the next (or said
+    /// it was idle).
     finished: u64,
     /// Positions the job asked to commit that are not committed yet.
     to_commit: Positions,
@@ -84,10 +85,10 @@ struct Shared {
     progress_asked: bool,
     progress: Vec<PartitionProgress>,
     lag: Option<i64>,
+    /// Answers given so far.
+    answers: u64,
     /// The job lets the source go: nothing is to wait for it any more.
     stopping: bool,
-    /// When the reading thread last committed.
-    committed_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -101,6 +102,22 @@ impl Handoff {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn wait<'a>(
+        &self,
+        shared: MutexGuard<'a, Shared>,
+        at_most: Duration,
+    ) -> MutexGuard<'a, Shared> {
+        self.changed
+            .wait_timeout(shared, at_most)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+
+    /// Tells the other side something changed.
+    fn changed(&self) {
+        self.changed.notify_all();
+    }
+
     /// A rebalance is about to take partitions: waits until the job has finished every batch
     /// handed over (or lets go, or [`REVOKE_WAIT`] passes), then gives the positions it asked
     /// to commit. They stay to be committed as usual too (for the partitions not revoked).
@@ -111,41 +128,35 @@ impl Handoff {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 tracing::warn!(
-                    "a rebalance waited {} s for the job to finish its batch; its partitions go \
-                     with only what was committed before",
+                    "a rebalance waited {} s for the job to finish its batch; the partitions \
+                     go with what the job asked to commit so far (the rest is read again)",
                     REVOKE_WAIT.as_secs()
                 );
                 break;
             }
-            shared = self
-                .changed
-                .wait_timeout(shared, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            shared = self.wait(shared, left);
         }
         shared.to_commit.clone()
     }
 }
 
-/// Commits what the job asked to commit (on the reading thread, at most every
-/// [`COMMIT_INTERVAL`] unless `now`; or after it): a failure is logged and the positions kept
-/// for the next try, unless newer ones came meanwhile.
-fn commit_asked(source: &mut dyn Source, handoff: &Handoff, description: &str, now: bool) {
-    let positions = {
-        let mut shared = handoff.lock();
-        if !now
-            && shared
-                .committed_at
-                .is_some_and(|t| t.elapsed() < COMMIT_INTERVAL)
-        {
-            return;
-        }
-        if shared.to_commit.is_empty() {
-            return;
-        }
-        shared.committed_at = Some(Instant::now());
-        std::mem::take(&mut shared.to_commit)
-    };
+/// Marks the reading thread gone when it returns or panics.
+struct Gone(Arc<Handoff>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.0.lock().reader_gone = true;
+        self.0.changed();
+    }
+}
+
+/// Commits what the job asked to commit (on the reading thread, or after it): a failure is
+/// logged and the positions kept for the next try, unless newer ones came meanwhile.
+fn commit_asked(source: &mut dyn Source, handoff: &Handoff, description: &str) {
+    let positions = std::mem::take(&mut handoff.lock().to_commit);
+    if positions.is_empty() {
+        return;
+    }
     if let Err(e) = source.commit(&positions) {
         tracing::warn!(
             "could not commit the offsets of {description} (retried with the next commit): {e}"
@@ -153,6 +164,93 @@ fn commit_asked(source: &mut dyn Source, handoff: &Handoff, description: &str, n
         let mut shared = handoff.lock();
         for (partition, offset) in positions {
             shared.to_commit.entry(partition).or_insert(offset);
+        }
+    }
+}
+
+/// Answers the job's question for partition progress and lag, if it asked one: one round of
+/// broker calls (the lag is the progress's when there is one).
+fn answer_progress(source: &dyn Source, handoff: &Handoff) {
+    if !std::mem::take(&mut handoff.lock().progress_asked) {
+        return;
+    }
+    let progress = source.partition_progress();
+    let lag = match progress.is_empty() {
+        true => source.lag(),
+        false => Some(progress.iter().map(|p| (p.total - p.read).max(0)).sum()),
+    };
+    let mut shared = handoff.lock();
+    shared.progress = progress;
+    shared.lag = lag;
+    shared.answers += 1;
+    drop(shared);
+    handoff.changed();
+}
+
+/// The reading thread's loop (see [`Prefetch::start`]).
+fn read(inner: &Mutex<Box<dyn Source>>, request: &Request, handoff: &Handoff, description: &str) {
+    let source = || inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut handed_assignment = None;
+    loop {
+        // Until the job has taken the last batch: one batch read ahead, never more (a batch
+        // may be up to `MAX_BATCH_BYTES`). Meanwhile, what the job asks is done at once.
+        let mut shared = handoff.lock();
+        loop {
+            if shared.stopping {
+                return;
+            }
+            if !shared.to_commit.is_empty() || shared.progress_asked {
+                drop(shared);
+                let mut source = source();
+                commit_asked(&mut **source, handoff, description);
+                answer_progress(&**source, handoff);
+                drop(source);
+                shared = handoff.lock();
+                continue;
+            }
+            if shared.slot.is_none() {
+                break;
+            }
+            shared = handoff.wait(shared, Duration::from_secs(1));
+        }
+        drop(shared);
+        let max_records = request.max_records.load(Ordering::Relaxed);
+        // At least a few milliseconds: the job may ask for polls without a wait (its second
+        // input), and this thread must not spin on an idle source.
+        let max_wait = Duration::from_micros(request.max_wait_us.load(Ordering::Relaxed))
+            .clamp(MIN_READ_WAIT, MAX_READ_WAIT);
+        let polled = {
+            let mut source = source();
+            commit_asked(&mut **source, handoff, description);
+            let batch = source.poll_batch(max_records, max_wait);
+            let polled = Polled {
+                batch,
+                reset: source.take_reset_partitions(),
+                errors: source.take_errors(),
+                assigned: source.assigned_partitions(),
+            };
+            answer_progress(&**source, handoff);
+            polled
+        };
+        let last = !matches!(polled.batch, Ok(Some(_)));
+        // A poll that read nothing is handed over only for what it found (the job's own
+        // wait runs out meanwhile and gives it an empty batch).
+        let empty = matches!(&polled.batch, Ok(Some(b)) if b.is_empty())
+            && polled.reset.is_empty()
+            && polled.errors.is_empty()
+            && polled.assigned == handed_assignment;
+        if empty {
+            continue;
+        }
+        handed_assignment.clone_from(&polled.assigned);
+        {
+            let mut shared = handoff.lock();
+            shared.slot = Some(polled);
+            shared.handed += 1;
+        }
+        handoff.changed();
+        if last {
+            return;
         }
     }
 }
@@ -165,9 +263,8 @@ pub struct Prefetch {
     positions_only_in_checkpoints: bool,
     request: Arc<Request>,
     handoff: Arc<Handoff>,
-    stop: Arc<AtomicBool>,
-    reader: Option<Reader>,
-    /// Batches the job has taken.
+    reader: Option<JoinHandle<()>>,
+    /// Polls the job has taken.
     taken: u64,
     assigned: Option<Vec<i32>>,
     reset: Vec<i32>,
@@ -186,7 +283,6 @@ impl Prefetch {
             inner: Arc::new(Mutex::new(source)),
             request: Arc::new(Request::default()),
             handoff: Arc::new(Handoff::default()),
-            stop: Arc::new(AtomicBool::new(false)),
             reader: None,
             taken: 0,
             reset: Vec::new(),
@@ -204,95 +300,61 @@ impl Prefetch {
         self.reader.is_some() && !self.ended
     }
 
-    /// Starts the reading thread: it polls, hands the batch over (waiting while one is still
-    /// untaken), and polls again, until the source ends, fails, or the job lets go.
+    /// The job has finished every poll it took (a rebalance waiting for it may go on).
+    fn finished(&self) {
+        self.handoff.lock().finished = self.taken;
+        self.handoff.changed();
+    }
+
+    /// Asks the reading thread for partition progress and lag, and waits a little for its
+    /// answer (it answers at once when it waits for the job, else after its poll); the last
+    /// answer when none comes within [`PROGRESS_WAIT`].
+    fn ask_progress(&self) -> MutexGuard<'_, Shared> {
+        let mut shared = self.handoff.lock();
+        let asked_at = shared.answers;
+        shared.progress_asked = true;
+        self.handoff.changed();
+        let deadline = Instant::now() + PROGRESS_WAIT;
+        while shared.answers == asked_at && !shared.reader_gone {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            shared = self.handoff.wait(shared, left);
+        }
+        shared
+    }
+
+    /// Starts the reading thread: it polls, hands the batch over, waits until the job has
+    /// taken it, and polls again, until the source ends, fails, or the job lets go.
     fn start(&mut self) -> Result<()> {
         let handoff = self.handoff.clone();
         self.lock()
             .before_revoke(Arc::new(move || handoff.finish_and_give_positions()));
-        // No slot: the thread holds the batch it read until the job takes it, so one batch is
-        // read ahead, never more (a batch may be up to `MAX_BATCH_BYTES`).
-        let (ready_tx, ready) = sync_channel::<Polled>(0);
-        let (inner, request, stopping) =
-            (self.inner.clone(), self.request.clone(), self.stop.clone());
+        let (inner, request) = (self.inner.clone(), self.request.clone());
         let (handoff, description) = (self.handoff.clone(), self.description.clone());
         let thread = std::thread::Builder::new()
             .name("velo-read".into())
             .spawn(move || {
-                while !stopping.load(Ordering::Relaxed) {
-                    let max_records = request.max_records.load(Ordering::Relaxed);
-                    // At least a few milliseconds: the job may ask for polls without a wait
-                    // (its second input), and this thread must not spin on an idle source.
-                    let max_wait =
-                        Duration::from_micros(request.max_wait_us.load(Ordering::Relaxed))
-                            .clamp(MIN_READ_WAIT, MAX_READ_WAIT);
-                    let polled = {
-                        let mut source = inner.lock().unwrap_or_else(|p| p.into_inner());
-                        commit_asked(&mut **source, &handoff, &description, false);
-                        let batch = source.poll_batch(max_records, max_wait);
-                        let polled = Polled {
-                            batch,
-                            reset: source.take_reset_partitions(),
-                            errors: source.take_errors(),
-                            assigned: source.assigned_partitions(),
-                        };
-                        if std::mem::take(&mut handoff.lock().progress_asked) {
-                            // One round of broker calls: the lag is the progress's when
-                            // there is one.
-                            let progress = source.partition_progress();
-                            let lag = match progress.is_empty() {
-                                true => source.lag(),
-                                false => {
-                                    Some(progress.iter().map(|p| (p.total - p.read).max(0)).sum())
-                                }
-                            };
-                            let mut shared = handoff.lock();
-                            shared.progress = progress;
-                            shared.lag = lag;
-                        }
-                        polled
-                    };
-                    let last = !matches!(polled.batch, Ok(Some(_)));
-                    // An empty poll is handed over only for what it found (the job's own
-                    // wait runs out meanwhile and gives it an empty batch).
-                    let empty = matches!(&polled.batch, Ok(Some(b)) if b.is_empty())
-                        && polled.reset.is_empty()
-                        && polled.errors.is_empty();
-                    if empty {
-                        continue;
-                    }
-                    if ready_tx.send(polled).is_err() || last {
-                        return;
-                    }
-                    // Counted before the next poll, whose rebalance may wait for the job.
-                    handoff.lock().handed += 1;
-                }
+                let _gone = Gone(handoff.clone());
+                read(&inner, &request, &handoff, &description);
             })
             .map_err(|e| ConnectorError::Config(format!("starting a reading thread: {e}")))?;
-        self.reader = Some(Reader {
-            ready,
-            thread: Some(thread),
-        });
+        self.reader = Some(thread);
         Ok(())
     }
 }
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
         self.handoff.lock().stopping = true;
-        self.handoff.changed.notify_all();
-        if let Some(mut reader) = self.reader.take() {
-            // Dropping the receiver ends a hand-over in progress; a poll in progress ends
-            // within its wait.
-            let thread = reader.thread.take();
-            drop(reader);
-            if let Some(thread) = thread {
-                let _ = thread.join();
-            }
+        self.handoff.changed();
+        // A poll in progress ends within its wait.
+        if let Some(thread) = self.reader.take() {
+            let _ = thread.join();
         }
         // What the job asked to commit last (at its end) is committed before the source goes.
-        commit_asked(&mut **self.lock(), &self.handoff, &self.description, true);
+        commit_asked(&mut **self.lock(), &self.handoff, &self.description);
     }
 }
 
@@ -305,12 +367,7 @@ impl Source for Prefetch {
         if self.ended {
             return Ok(None);
         }
-        {
-            // The job is done with every batch it took: a rebalance waiting for it may go on.
-            let mut shared = self.handoff.lock();
-            shared.finished = self.taken;
-        }
-        self.handoff.changed.notify_all();
+        self.finished();
         self.request
             .max_records
             .store(max_records, Ordering::Relaxed);
@@ -320,26 +377,36 @@ impl Source for Prefetch {
         if self.reader.is_none() {
             self.start()?;
         }
-        let reader = self.reader.as_ref().expect("started above");
-        let polled = match reader.ready.recv_timeout(max_wait) {
-            Ok(polled) => polled,
-            // Nothing read yet within the wait: an empty batch, as a poll that waited in vain.
-            Err(RecvTimeoutError::Timeout) => {
-                return Ok(Some(RecordBatchCollector::new(0).finish()))
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                // The thread has returned or panicked (its end of the channel is gone).
-                let joined = self.reader.as_mut().and_then(|r| r.thread.take());
-                let why = match joined.map(JoinHandle::join) {
-                    Some(Err(panic)) => format!("stopped on a panic: {}", panic_text(&*panic)),
-                    _ => "ended without a last batch".to_string(),
-                };
-                return Err(ConnectorError::Config(format!(
-                    "the reading thread of {} {why}",
-                    self.description
-                )));
+        let deadline = Instant::now() + max_wait;
+        let polled = {
+            let mut shared = self.handoff.lock();
+            loop {
+                if let Some(polled) = shared.slot.take() {
+                    break polled;
+                }
+                if shared.reader_gone {
+                    drop(shared);
+                    let why = match self.reader.take().map(JoinHandle::join) {
+                        Some(Err(panic)) => {
+                            format!("stopped on a panic: {}", panic_text(&*panic))
+                        }
+                        _ => "ended without a last batch".to_string(),
+                    };
+                    return Err(ConnectorError::Config(format!(
+                        "the reading thread of {} {why}",
+                        self.description
+                    )));
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    // Nothing read within the wait: an empty batch, as a poll that waited
+                    // in vain.
+                    return Ok(Some(RecordBatchCollector::new(0).finish()));
+                }
+                shared = self.handoff.wait(shared, left);
             }
         };
+        self.handoff.changed();
         self.taken += 1;
         self.reset.extend(polled.reset);
         self.errors.extend(polled.errors);
@@ -362,11 +429,16 @@ impl Source for Prefetch {
     fn commit(&mut self, positions: &Positions) -> Result<()> {
         self.handoff.lock().to_commit.extend(positions);
         if self.reading() {
-            // The reading thread commits them before its next poll.
+            // The reading thread commits them before its next poll, or now if it waits.
+            self.handoff.changed();
             return Ok(());
         }
         let asked = std::mem::take(&mut self.handoff.lock().to_commit);
         self.lock().commit(&asked)
+    }
+
+    fn idle(&mut self) {
+        self.finished();
     }
 
     fn take_reset_partitions(&mut self) -> Vec<i32> {
@@ -381,9 +453,7 @@ impl Source for Prefetch {
         if !self.reading() {
             return self.lock().partition_progress();
         }
-        let mut shared = self.handoff.lock();
-        shared.progress_asked = true;
-        shared.progress.clone()
+        self.ask_progress().progress.clone()
     }
 
     fn positions_only_in_checkpoints(&self) -> bool {
@@ -406,9 +476,7 @@ impl Source for Prefetch {
         if !self.reading() {
             return self.lock().lag();
         }
-        let mut shared = self.handoff.lock();
-        shared.progress_asked = true;
-        shared.lag
+        self.ask_progress().lag
     }
 }
 
@@ -653,5 +721,58 @@ mod tests {
         source.commit(&Positions::from([(0, 3)])).unwrap();
         drop(source);
         assert_eq!(log.lock().unwrap().last().unwrap(), "commit: {0: 3}");
+    }
+
+    /// Waits (at most 5 s) until `log` holds `line`.
+    fn logged(log: &Mutex<Vec<String>>, line: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if log.lock().unwrap().iter().any(|l| l == line) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn a_revoke_does_not_wait_for_a_paused_job_and_gives_what_it_committed() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut source = Prefetch::new(Box::new(Rebalanced {
+            log: log.clone(),
+            ..Rebalanced::default()
+        }));
+        source.poll_batch(1, Duration::from_secs(5)).unwrap();
+        source.commit(&Positions::from([(0, 1)])).unwrap();
+        // Paused: it asks for no batch, and says it is idle.
+        source.idle();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let log = loop {
+            let log = log.lock().unwrap().clone();
+            if log.iter().any(|l| l.starts_with("revoke")) {
+                break log;
+            }
+            assert!(Instant::now() < deadline, "the revoke still waits: {log:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Committed before the revoke (the thread's commit before its poll), or by it.
+        let revoke = log.iter().position(|l| l.starts_with("revoke")).unwrap();
+        let before = log[..revoke].iter().any(|l| l == "commit: {0: 1}");
+        assert!(log[revoke] == "revoke: Some({0: 1})" || before, "{log:?}");
+    }
+
+    #[test]
+    fn a_commit_asked_while_the_next_batch_waits_to_be_taken_is_made_at_once() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut source = Prefetch::new(Box::new(Rebalanced {
+            next: 2,
+            log: log.clone(),
+            ..Rebalanced::default()
+        }));
+        source.poll_batch(1, Duration::from_secs(5)).unwrap();
+        // The thread has read the next batch and waits for the job to take it; the job (a
+        // paused one) does not, but its commit is made.
+        source.commit(&Positions::from([(0, 3)])).unwrap();
+        assert!(logged(&log, "commit: {0: 3}"), "{:?}", log.lock().unwrap());
     }
 }

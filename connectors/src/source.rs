@@ -112,4 +112,8 @@ pub trait Source: Send {
     /// and has it committed, so that the next owner does not read it again. Sources without
     /// rebalances ignore it.
     fn before_revoke(&mut self, _hook: RevokeHook) {}
+
+    /// The job has finished every batch it took and will not poll for a while (it is
+    /// paused): a source reading ahead need not wait for it.
+    fn idle(&mut self) {}
 }

@@ -205,6 +205,9 @@ impl Runner {
                 self.checkpoint()?;
             }
             if self.progress.paused.load(Ordering::Relaxed) {
+                for input in &mut self.inputs {
+                    input.source.idle();
+                }
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
