@@ -1223,6 +1223,8 @@ impl KafkaSource {
                 }
             }
         };
+        // Messages from the partitions' queue: the consumer's queue is drained no more.
+        self.consumer_messages = false;
         while let Some(message) = taken.next() {
             self.accept(message)?;
             if !self.wants_more(max_records) {
@@ -1417,6 +1419,7 @@ impl Source for KafkaSource {
             return Ok(None);
         }
         let deadline = Instant::now() + max_wait;
+        self.consumer_messages = false;
         while self.wants_more(max_records) {
             if !self.take_batch(max_records, deadline)? {
                 break;

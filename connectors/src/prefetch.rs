@@ -81,12 +81,16 @@ struct Shared {
     finished: u64,
     /// Positions the job asked to commit that are not committed yet.
     to_commit: Positions,
+    /// The last commit failed: the next try comes with the next poll or the job's next
+    /// commit, not at once (a member cut off from its group gets back only by polling).
+    commit_failed: bool,
     /// The job asked for partition progress and lag since the thread last answered.
     progress_asked: bool,
     progress: Vec<PartitionProgress>,
     lag: Option<i64>,
-    /// Answers given so far.
+    /// Answers given so far, the last one when.
     answers: u64,
+    answered_at: Option<Instant>,
     /// The job lets the source go: nothing is to wait for it any more.
     stopping: bool,
 }
@@ -157,11 +161,13 @@ fn commit_asked(source: &mut dyn Source, handoff: &Handoff, description: &str) {
     if positions.is_empty() {
         return;
     }
-    if let Err(e) = source.commit(&positions) {
+    let failed = source.commit(&positions).err();
+    let mut shared = handoff.lock();
+    shared.commit_failed = failed.is_some();
+    if let Some(e) = failed {
         tracing::warn!(
             "could not commit the offsets of {description} (retried with the next commit): {e}"
         );
-        let mut shared = handoff.lock();
         for (partition, offset) in positions {
             shared.to_commit.entry(partition).or_insert(offset);
         }
@@ -183,6 +189,7 @@ fn answer_progress(source: &dyn Source, handoff: &Handoff) {
     shared.progress = progress;
     shared.lag = lag;
     shared.answers += 1;
+    shared.answered_at = Some(Instant::now());
     drop(shared);
     handoff.changed();
 }
@@ -199,7 +206,7 @@ fn read(inner: &Mutex<Box<dyn Source>>, request: &Request, handoff: &Handoff, de
             if shared.stopping {
                 return;
             }
-            if !shared.to_commit.is_empty() || shared.progress_asked {
+            if (!shared.to_commit.is_empty() && !shared.commit_failed) || shared.progress_asked {
                 drop(shared);
                 let mut source = source();
                 commit_asked(&mut **source, handoff, description);
@@ -311,6 +318,13 @@ impl Prefetch {
     /// answer when none comes within [`PROGRESS_WAIT`].
     fn ask_progress(&self) -> MutexGuard<'_, Shared> {
         let mut shared = self.handoff.lock();
+        // An answer of a moment ago serves both questions (progress, then lag).
+        if shared
+            .answered_at
+            .is_some_and(|t| t.elapsed() < PROGRESS_WAIT)
+        {
+            return shared;
+        }
         let asked_at = shared.answers;
         shared.progress_asked = true;
         self.handoff.changed();
@@ -427,7 +441,11 @@ impl Source for Prefetch {
     }
 
     fn commit(&mut self, positions: &Positions) -> Result<()> {
-        self.handoff.lock().to_commit.extend(positions);
+        {
+            let mut shared = self.handoff.lock();
+            shared.to_commit.extend(positions);
+            shared.commit_failed = false;
+        }
         if self.reading() {
             // The reading thread commits them before its next poll, or now if it waits.
             self.handoff.changed();
@@ -638,6 +656,7 @@ mod tests {
     impl Source for Rebalanced {
         fn poll_batch(&mut self, _max: usize, _wait: Duration) -> Result<Option<SourceBatch>> {
             if self.next == 1 {
+                self.log.lock().unwrap().push("revoking".into());
                 let given = self.hook.as_ref().map(|hook| hook());
                 self.log.lock().unwrap().push(format!("revoke: {given:?}"));
             }
@@ -689,10 +708,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(first.len(), 1);
+        assert!(logged(&log, "revoking"));
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(
             *log.lock().unwrap(),
-            Vec::<String>::new(),
+            ["revoking"],
             "the revoke waits for the job"
         );
         // The job finishes it: asks to commit, and asks for the next batch.
@@ -704,9 +724,9 @@ mod tests {
         assert_eq!(second.len(), 1);
         drop(source);
         let log = log.lock().unwrap();
-        assert_eq!(log[0], "revoke: Some({0: 1})", "{log:?}");
+        assert_eq!(log[1], "revoke: Some({0: 1})", "{log:?}");
         // Committed as usual too (before a later poll, or when the source was let go).
-        assert!(log[1..].contains(&"commit: {0: 1}".to_string()), "{log:?}");
+        assert!(log[2..].contains(&"commit: {0: 1}".to_string()), "{log:?}");
     }
 
     #[test]
@@ -749,14 +769,14 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let log = loop {
             let log = log.lock().unwrap().clone();
-            if log.iter().any(|l| l.starts_with("revoke")) {
+            if log.iter().any(|l| l.starts_with("revoke:")) {
                 break log;
             }
             assert!(Instant::now() < deadline, "the revoke still waits: {log:?}");
             std::thread::sleep(Duration::from_millis(10));
         };
         // Committed before the revoke (the thread's commit before its poll), or by it.
-        let revoke = log.iter().position(|l| l.starts_with("revoke")).unwrap();
+        let revoke = log.iter().position(|l| l.starts_with("revoke:")).unwrap();
         let before = log[..revoke].iter().any(|l| l == "commit: {0: 1}");
         assert!(log[revoke] == "revoke: Some({0: 1})" || before, "{log:?}");
     }
@@ -774,5 +794,69 @@ mod tests {
         // paused one) does not, but its commit is made.
         source.commit(&Positions::from([(0, 3)])).unwrap();
         assert!(logged(&log, "commit: {0: 3}"), "{:?}", log.lock().unwrap());
+    }
+
+    /// An endless source of one-record batches whose commits all fail, counted.
+    struct FailingCommits {
+        next: i64,
+        attempts: Arc<AtomicUsize>,
+    }
+
+    impl Source for FailingCommits {
+        fn poll_batch(&mut self, _max: usize, _wait: Duration) -> Result<Option<SourceBatch>> {
+            let mut collector = RecordBatchCollector::new(1);
+            collector.push(
+                Some(b"x"),
+                None,
+                "t",
+                0,
+                self.next,
+                None,
+                std::iter::empty(),
+            );
+            self.next += 1;
+            Ok(Some(collector.finish()))
+        }
+
+        fn commit(&mut self, _positions: &Positions) -> Result<()> {
+            self.attempts.fetch_add(1, Ordering::Relaxed);
+            Err(ConnectorError::Config(
+                "the group has a new generation".into(),
+            ))
+        }
+
+        fn describe(&self) -> String {
+            "failing commits".into()
+        }
+
+        fn is_bounded(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_failing_commit_is_tried_again_with_the_next_poll_not_in_a_loop_that_stops_reading() {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let mut source = Prefetch::new(Box::new(FailingCommits {
+            next: 0,
+            attempts: attempts.clone(),
+        }));
+        let mut batches = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while batches < 50 {
+            assert!(
+                Instant::now() < deadline,
+                "reading stopped after {batches} batches"
+            );
+            let batch = source.poll_batch(1, Duration::from_millis(100)).unwrap();
+            if batch.is_some_and(|b| !b.is_empty()) {
+                batches += 1;
+                source.commit(&Positions::from([(0, batches)])).unwrap();
+            }
+        }
+        drop(source);
+        // One try per commit asked and per poll, at most (and the last, when let go).
+        let attempts = attempts.load(Ordering::Relaxed);
+        assert!((1..=2 * 50 + 2).contains(&attempts), "{attempts} tries");
     }
 }
