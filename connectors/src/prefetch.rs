@@ -18,9 +18,9 @@
 //! - **commits** are handed to the thread, which makes them before its next poll, or at once
 //!   while it waits for the job to take a batch (a paused job's too), and at the latest when
 //!   the job lets the source go;
-//! - **partition progress and lag** are asked of the thread, which answers at once while it
-//!   waits, else after its poll; the job waits [`PROGRESS_WAIT`] at most for the answer, and
-//!   takes the last one when none came (it asks about once a second).
+//! - **partition progress and lag** are asked of the thread: while it waits for the job it
+//!   answers at once (and the job waits for the answer), while it polls it answers after the
+//!   poll (and the job takes the last answer, about a second old: it asks once a second).
 //!
 //! **Consumer group rebalances.** Partitions are taken from a member inside a poll, which now
 //! runs while the job still works on the batch before. So the revoke waits (at most
@@ -93,6 +93,8 @@ struct Shared {
     answered_at: Option<Instant>,
     /// The job lets the source go: nothing is to wait for it any more.
     stopping: bool,
+    /// The thread waits for the job to take a batch (it answers at once meanwhile).
+    waiting: bool,
 }
 
 #[derive(Default)]
@@ -216,8 +218,10 @@ fn read(inner: &Mutex<Box<dyn Source>>, request: &Request, handoff: &Handoff, de
                 continue;
             }
             if shared.slot.is_none() {
+                shared.waiting = false;
                 break;
             }
+            shared.waiting = true;
             shared = handoff.wait(shared, Duration::from_secs(1));
         }
         drop(shared);
@@ -313,9 +317,9 @@ impl Prefetch {
         self.handoff.changed();
     }
 
-    /// Asks the reading thread for partition progress and lag, and waits a little for its
-    /// answer (it answers at once when it waits for the job, else after its poll); the last
-    /// answer when none comes within [`PROGRESS_WAIT`].
+    /// Asks the reading thread for partition progress and lag. While it waits for the job it
+    /// answers at once, and the job waits for that answer ([`PROGRESS_WAIT`] at most); while
+    /// it polls it answers after the poll, and the job takes the last answer.
     fn ask_progress(&self) -> MutexGuard<'_, Shared> {
         let mut shared = self.handoff.lock();
         // An answer of a moment ago serves both questions (progress, then lag).
@@ -328,6 +332,10 @@ impl Prefetch {
         let asked_at = shared.answers;
         shared.progress_asked = true;
         self.handoff.changed();
+        if !shared.waiting {
+            // Polling: its answer comes after the poll, and the job does not wait for it.
+            return shared;
+        }
         let deadline = Instant::now() + PROGRESS_WAIT;
         while shared.answers == asked_at && !shared.reader_gone {
             let left = deadline.saturating_duration_since(Instant::now());
