@@ -4,7 +4,9 @@
 //! consumer's poll and the copy of the payloads into a batch, or a file's reads and line
 //! splitting) is a large part of it, and needs nothing from the rest: while the job works on
 //! batch N, this source's thread already reads batch N + 1, so a second core does the
-//! reading. Every input of every job is read this way, bounded (`execute`) or continuous.
+//! reading. Every input of every job is read this way, bounded (`execute`) or continuous,
+//! except with eager micro-batches (the low-latency profile: a hand-over between threads only
+//! adds to their latency).
 //!
 //! The job sees the same batches, in the same order, with the same reset partitions, problems
 //! and assigned partitions (each delivered with the batch whose poll found them; a poll that

@@ -393,8 +393,12 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
             }
         }
         // Every input is read one batch ahead on a thread of its own, while the job works on
-        // the batch before (see `Prefetch`).
-        source = Box::new(Prefetch::new(source));
+        // the batch before (see `Prefetch`); not with eager micro-batches (the low-latency
+        // profile), which run each record as it comes: a hand-over between threads only adds
+        // to their latency.
+        if !spec.runtime.eager_batches {
+            source = Box::new(Prefetch::new(source));
+        }
         inputs.push(JobInput::new(name, source, adapter, event_time));
     }
     // The changes of an updating aggregate are keyed by its group key, unless told otherwise.
