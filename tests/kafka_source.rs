@@ -480,11 +480,7 @@ fn a_member_reading_ahead_commits_the_batch_it_holds_before_a_rebalance_takes_pa
     let b_rows = b.join().unwrap();
     let mut values: Vec<&str> = a_rows.iter().chain(&b_rows).map(|r| &*r.value).collect();
     values.sort();
-    let twice: Vec<&str> = values
-        .windows(2)
-        .filter(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .collect();
+    let twice = repeated(&values);
     assert!(
         twice.is_empty(),
         "{} records read by both members (A read {}, B {}): {twice:?}",

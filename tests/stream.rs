@@ -16,6 +16,31 @@ fn numbers(topic: &str, range: std::ops::Range<i64>, partitions: i32) {
     produce(topic, &records);
 }
 
+/// A `stream` job printing `n` of every record of `topic` as JSON lines, in `group`.
+fn numbers_job<'a>(topic: &'a str, group: &'a str) -> [&'a str; 11] {
+    [
+        "stream",
+        "--query",
+        "SELECT n FROM numbers",
+        "--topic",
+        topic,
+        "--schema",
+        "n BIGINT",
+        "--format",
+        "json-lines",
+        "--group-id",
+        group,
+    ]
+}
+
+/// The `n` of a line `{"n":…}`.
+fn n_of(line: &str) -> i64 {
+    line.trim_start_matches(r#"{"n":"#)
+        .trim_end_matches('}')
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn stream_prints_rows_as_they_arrive_and_stops_at_the_limit() {
     let topic = unique_topic("live");
@@ -109,19 +134,7 @@ fn a_restarted_job_resumes_from_committed_offsets_without_loss_or_duplicates() {
     let topic = unique_topic("resume");
     create_topic(&topic, 2);
     let group = unique_topic("resume-group");
-    let args = [
-        "stream",
-        "--query",
-        "SELECT n FROM resume",
-        "--topic",
-        &topic,
-        "--schema",
-        "n BIGINT",
-        "--format",
-        "json-lines",
-        "--group-id",
-        &group,
-    ];
+    let args = numbers_job(&topic, &group);
     numbers(&topic, 0..10, 2);
     let first = spawn(&args);
     let mut seen = first.take_lines(10);
@@ -138,15 +151,7 @@ fn a_restarted_job_resumes_from_committed_offsets_without_loss_or_duplicates() {
     assert_eq!(code, 0);
     seen.extend(rest);
 
-    let mut ns: Vec<i64> = seen
-        .iter()
-        .map(|l| {
-            l.trim_start_matches(r#"{"n":"#)
-                .trim_end_matches('}')
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let mut ns: Vec<i64> = seen.iter().map(|l| n_of(l)).collect();
     ns.sort();
     assert_eq!(
         ns,
@@ -416,25 +421,7 @@ fn group_members_joining_and_leaving_while_records_flow_print_every_record_once(
     let topic = unique_topic("members");
     create_topic(&topic, 4);
     let group = unique_topic("members-group");
-    let args = [
-        "stream",
-        "--query",
-        "SELECT n FROM members",
-        "--topic",
-        &topic,
-        "--schema",
-        "n BIGINT",
-        "--format",
-        "json-lines",
-        "--group-id",
-        &group,
-    ];
-    let n = |line: &String| -> i64 {
-        line.trim_start_matches(r#"{"n":"#)
-            .trim_end_matches('}')
-            .parse()
-            .unwrap()
-    };
+    let args = numbers_job(&topic, &group);
     numbers(&topic, 0..1000, 4);
     let first = spawn(&args);
     let mut seen = first.take_lines(1000);
@@ -457,13 +444,9 @@ fn group_members_joining_and_leaving_while_records_flow_print_every_record_once(
     let (code, rest) = second.terminate();
     assert_eq!(code, 0);
     seen.extend(rest);
-    let mut ns: Vec<i64> = seen.iter().map(n).collect();
+    let mut ns: Vec<i64> = seen.iter().map(|l| n_of(l)).collect();
     ns.sort();
-    let twice: Vec<i64> = ns
-        .windows(2)
-        .filter(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .collect();
+    let twice = repeated(&ns);
     assert!(
         twice.is_empty(),
         "{} records printed twice ({by_first} by the first member): {twice:?}",

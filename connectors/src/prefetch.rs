@@ -654,6 +654,13 @@ mod tests {
         assert!(error.contains("only before its first poll"), "{error}");
     }
 
+    /// A batch of one record at `offset` of partition 0.
+    fn one_record(offset: i64) -> SourceBatch {
+        let mut collector = RecordBatchCollector::new(1);
+        collector.push(Some(b"x"), None, "t", 0, offset, None, std::iter::empty());
+        collector.finish()
+    }
+
     /// An endless source of one-record batches that records its commits and, on its second
     /// poll, calls its revoke hook as a rebalance would (recording what the hook gave).
     #[derive(Default)]
@@ -670,18 +677,8 @@ mod tests {
                 let given = self.hook.as_ref().map(|hook| hook());
                 self.log.lock().unwrap().push(format!("revoke: {given:?}"));
             }
-            let mut collector = RecordBatchCollector::new(1);
-            collector.push(
-                Some(b"x"),
-                None,
-                "t",
-                0,
-                self.next,
-                None,
-                std::iter::empty(),
-            );
             self.next += 1;
-            Ok(Some(collector.finish()))
+            Ok(Some(one_record(self.next - 1)))
         }
 
         fn commit(&mut self, positions: &Positions) -> Result<()> {
@@ -814,18 +811,8 @@ mod tests {
 
     impl Source for FailingCommits {
         fn poll_batch(&mut self, _max: usize, _wait: Duration) -> Result<Option<SourceBatch>> {
-            let mut collector = RecordBatchCollector::new(1);
-            collector.push(
-                Some(b"x"),
-                None,
-                "t",
-                0,
-                self.next,
-                None,
-                std::iter::empty(),
-            );
             self.next += 1;
-            Ok(Some(collector.finish()))
+            Ok(Some(one_record(self.next - 1)))
         }
 
         fn commit(&mut self, _positions: &Positions) -> Result<()> {

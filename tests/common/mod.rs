@@ -684,3 +684,12 @@ pub fn consume_bytes(topic: &str, n: usize) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// The values of `sorted` that occur more than once (once each per repeat).
+pub fn repeated<T: PartialEq + Clone>(sorted: &[T]) -> Vec<T> {
+    sorted
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0].clone())
+        .collect()
+}
