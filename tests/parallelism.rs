@@ -158,6 +158,160 @@ fn a_topic_gives_the_same_rows_and_dead_letters_at_parallelism_1_2_and_4() {
 }
 
 #[test]
+fn a_json_document_of_rows_encoded_on_the_lanes_is_the_document_one_lane_writes() {
+    // The lanes encode a row-wise query's rows; the sink still frames the document: one
+    // opening bracket, commas between rows of different lanes' ranges, one closing bracket.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.jsonl");
+    let text: String = (0..RECORDS).map(|i| record(i) + "\n").collect();
+    std::fs::write(&path, text).unwrap();
+    let (lines, _) = oracle();
+    let rows: Vec<&str> = lines.lines().collect();
+    let document = format!("[\n  {}\n]\n", rows.join(",\n  "));
+    let source = format!("file:{}", path.display());
+    for parallelism in ["1", "2", "4"] {
+        let out = dir.path().join(format!("out-{parallelism}.json"));
+        let output = run(&[
+            "execute",
+            "--source",
+            &source,
+            "--schema",
+            SCHEMA,
+            "--query",
+            QUERY,
+            "--format",
+            "json",
+            "--output",
+            "file",
+            "--output-file",
+            out.to_str().unwrap(),
+            "--parallelism",
+            parallelism,
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let written = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            written == document,
+            "parallelism {parallelism}: {} bytes written, {} expected",
+            written.len(),
+            document.len()
+        );
+    }
+}
+
+/// Avro's zigzag varint of `n`.
+fn avro_long(n: i64, out: &mut Vec<u8>) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+#[test]
+fn avro_messages_and_rows_too_wide_for_the_schema_are_the_same_at_parallelism_1_2_and_4() {
+    // The lanes encode the messages; a row the output schema cannot hold is still dead-lettered
+    // with its reason, once, and the messages keep the input's order.
+    const N: u64 = 6000;
+    let price = |i: u64| -> u64 {
+        // Cents; every 500th is 10 000 000.00, too wide for DECIMAL(12,6).
+        if i.is_multiple_of(500) {
+            1_000_000_000
+        } else {
+            (i * 7919) % 100_000_000
+        }
+    };
+    let topic = unique_topic("par-avro-in");
+    create_topic(&topic, 1);
+    let records: Vec<Rec> = (0..N)
+        .map(|i| {
+            let c = price(i);
+            Rec::value(format!(
+                r#"{{"id":{i},"price":"{}.{:02}"}}"#,
+                c / 100,
+                c % 100
+            ))
+        })
+        .collect();
+    produce(&topic, &records);
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("out.avsc");
+    std::fs::write(
+        &schema,
+        r#"{"type":"record","name":"Out","fields":[{"name":"id","type":"long"},
+            {"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":12,"scale":6}}]}"#,
+    )
+    .unwrap();
+    // Each datum: the id, then the price's unscaled value (cents × 10⁴) as the shortest
+    // big-endian two's complement, length first.
+    let expected: Vec<Vec<u8>> = (0..N)
+        .filter(|&i| !i.is_multiple_of(500))
+        .map(|i| {
+            let mut datum = Vec::new();
+            avro_long(i as i64, &mut datum);
+            let unscaled = (price(i) as i64 * 10_000).to_be_bytes();
+            let skip = unscaled
+                .windows(2)
+                .take_while(|w| w[0] == 0 && w[1] < 0x80)
+                .count();
+            avro_long((8 - skip) as i64, &mut datum);
+            datum.extend_from_slice(&unscaled[skip..]);
+            datum
+        })
+        .collect();
+    let too_wide: Vec<String> = (0..N)
+        .filter(|i| i.is_multiple_of(500))
+        .map(|i| format!(r#"{{"id":{i},"price":"10000000.00"}}"#))
+        .collect();
+    for parallelism in ["1", "2", "4"] {
+        let out_topic = unique_topic("par-avro-out");
+        let dlq = unique_topic("par-avro-dlq");
+        create_topic(&out_topic, 1);
+        create_topic(&dlq, 1);
+        run_ok(&[
+            "execute",
+            "--topic",
+            &topic,
+            "--schema",
+            "id BIGINT, price DECIMAL(12,2)",
+            "--query",
+            "SELECT id, price FROM s",
+            "--format",
+            "avro",
+            "--output",
+            "kafka",
+            "--output-topic",
+            &out_topic,
+            "--output-avro-schema",
+            schema.to_str().unwrap(),
+            "--dlq-topic",
+            &dlq,
+            "--parallelism",
+            parallelism,
+        ]);
+        let datums = consume_bytes(&out_topic, expected.len());
+        assert!(
+            datums == expected,
+            "parallelism {parallelism}: {} messages, {} expected; first difference at {:?}",
+            datums.len(),
+            expected.len(),
+            datums.iter().zip(&expected).position(|(a, b)| a != b)
+        );
+        let letters = consume(&dlq, too_wide.len());
+        let values: Vec<&str> = letters.iter().map(|m| m.value.as_str()).collect();
+        assert_eq!(values, too_wide, "parallelism {parallelism}");
+        for letter in &letters {
+            assert!(
+                letter.headers["velo.error"].contains("does not fit decimal(12, 6)"),
+                "parallelism {parallelism}: {:?}",
+                letter.headers
+            );
+        }
+    }
+}
+
+#[test]
 fn parallelism_zero_is_refused_with_the_flag_named() {
     run_failing(
         &[

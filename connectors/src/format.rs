@@ -7,11 +7,12 @@
 //! micro-batch for `table`.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use crate::codec::{DecimalFormat, EncodedRows, JsonEncoder};
+use crate::codec::{DecimalFormat, EncodedRows, JsonEncoder, RowEncoder};
 use crate::Result;
 
 /// A textual output format.
@@ -149,32 +150,67 @@ impl<W: Write> FormattedWriter<W> {
         self.rows_written
     }
 
+    /// How the rows of a JSON format are encoded, to encode them on another thread and write
+    /// them with [`FormattedWriter::write_encoded`]; `None` for the other formats.
+    pub fn row_encoder(&self) -> Option<RowEncoder> {
+        match self.format {
+            OutputFormat::Json | OutputFormat::JsonPretty | OutputFormat::JsonLines => {
+                let json = self.json.clone();
+                Some(Arc::new(move |batch, out| {
+                    json.encode(batch, out).map(|()| Vec::new())
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    /// Writes one batch whose rows [`FormattedWriter::row_encoder`] encoded as `rows`.
+    pub fn write_encoded(&mut self, batch: &RecordBatch, rows: &EncodedRows) -> Result<()> {
+        match self.format {
+            OutputFormat::Json | OutputFormat::JsonPretty | OutputFormat::JsonLines => {
+                self.write_json_rows(rows)
+            }
+            _ => self.write(batch),
+        }
+    }
+
+    /// Writes JSON rows as the format lays them out.
+    fn write_json_rows(&mut self, rows: &EncodedRows) -> Result<()> {
+        let array = self.bounded && self.format != OutputFormat::JsonLines;
+        for row in rows.iter() {
+            if array {
+                self.out.write_all(if self.rows_written == 0 {
+                    b"[\n  "
+                } else {
+                    b",\n  "
+                })?;
+            }
+            if self.format == OutputFormat::JsonPretty {
+                let indent = if array { 1 } else { 0 };
+                write_pretty_json(row, indent, &mut self.out)?;
+            } else {
+                self.out.write_all(row)?;
+            }
+            if !array {
+                self.out.write_all(b"\n")?;
+            }
+            self.rows_written += 1;
+        }
+        Ok(())
+    }
+
     /// Writes one batch.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         match self.format {
             OutputFormat::Json | OutputFormat::JsonPretty | OutputFormat::JsonLines => {
-                self.rows.clear();
-                self.json.encode(batch, &mut self.rows)?;
-                let array = self.bounded && self.format != OutputFormat::JsonLines;
-                for row in self.rows.iter() {
-                    if array {
-                        self.out.write_all(if self.rows_written == 0 {
-                            b"[\n  "
-                        } else {
-                            b",\n  "
-                        })?;
-                    }
-                    if self.format == OutputFormat::JsonPretty {
-                        let indent = if array { 1 } else { 0 };
-                        write_pretty_json(row, indent, &mut self.out)?;
-                    } else {
-                        self.out.write_all(row)?;
-                    }
-                    if !array {
-                        self.out.write_all(b"\n")?;
-                    }
-                    self.rows_written += 1;
-                }
+                let mut rows = std::mem::take(&mut self.rows);
+                rows.clear();
+                let written = self
+                    .json
+                    .encode(batch, &mut rows)
+                    .and_then(|()| self.write_json_rows(&rows));
+                self.rows = rows;
+                written?;
             }
             OutputFormat::Csv => {
                 if batch.num_rows() == 0 && self.csv_header_written {

@@ -14,6 +14,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Stdout, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::compute::cast;
@@ -21,7 +22,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 
 use crate::codec::avro::{AvroEncoder, EncodeFailure};
 use crate::codec::protobuf::ProtobufEncoder;
-use crate::codec::{DecimalFormat, EncodedRows, JsonEncoder};
+use crate::codec::{DecimalFormat, Encoded, EncodedRows, JsonEncoder, RowEncoder};
 use crate::format::{FormattedWriter, OutputFormat};
 use crate::kafka::{KafkaConnection, KafkaProducer};
 use crate::{ConnectorError, Result};
@@ -31,6 +32,16 @@ use rdkafka::message::{Header, OwnedHeaders};
 pub trait Sink: Send {
     /// Takes one batch of results.
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// How this sink encodes rows, when others may do it for it (see [`RowEncoder`]); `None`:
+    /// only the sink encodes.
+    fn row_encoder(&self) -> Option<RowEncoder> {
+        None
+    }
+    /// Takes one batch of results whose rows this sink's [`Sink::row_encoder`] encoded.
+    fn write_encoded(&mut self, batch: &RecordBatch, encoded: Encoded) -> Result<()> {
+        let _ = encoded;
+        self.write(batch)
+    }
     /// Makes everything written so far durable; called at the end of every epoch.
     fn flush(&mut self) -> Result<()> {
         Ok(())
@@ -137,6 +148,13 @@ impl<W: Write + Send> TextSink<W> {
 impl<W: Write + Send> Sink for TextSink<W> {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let r = self.writer.write(batch);
+        self.with_path(r)
+    }
+    fn row_encoder(&self) -> Option<RowEncoder> {
+        self.writer.row_encoder()
+    }
+    fn write_encoded(&mut self, batch: &RecordBatch, encoded: Encoded) -> Result<()> {
+        let r = self.writer.write_encoded(batch, &encoded.rows);
         self.with_path(r)
     }
     fn flush(&mut self) -> Result<()> {
@@ -256,6 +274,13 @@ impl Sink for FileSink {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.settle()?;
         self.text.write(batch)
+    }
+    fn row_encoder(&self) -> Option<RowEncoder> {
+        self.text.row_encoder()
+    }
+    fn write_encoded(&mut self, batch: &RecordBatch, encoded: Encoded) -> Result<()> {
+        self.settle()?;
+        self.text.write_encoded(batch, encoded)
     }
     fn flush(&mut self) -> Result<()> {
         self.settle()?;
@@ -391,7 +416,7 @@ impl MessageFormat {
 pub struct KafkaSink {
     producer: KafkaProducer,
     topic: String,
-    format: MessageFormat,
+    format: Arc<MessageFormat>,
     json: JsonEncoder,
     key_column: Option<usize>,
     rows: EncodedRows,
@@ -433,7 +458,7 @@ impl KafkaSink {
         Ok(Self {
             producer: KafkaProducer::new(connection)?,
             topic: topic.into(),
-            format,
+            format: Arc::new(format),
             json: JsonEncoder::new(decimals),
             key_column,
             rows: EncodedRows::default(),
@@ -444,9 +469,18 @@ impl KafkaSink {
         })
     }
 
+    /// Encodes the messages of `batch` into `self.rows`.
     fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.rows.clear();
-        let failures = self.format.encode(batch, &self.json, &mut self.rows)?;
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.clear();
+        let failures = self.format.encode(batch, &self.json, &mut rows)?;
+        self.take_encoded(batch, Encoded { rows, failures })
+    }
+
+    /// Takes `encoded`, the messages of `batch`, to send; its failures become rejected rows.
+    fn take_encoded(&mut self, batch: &RecordBatch, encoded: Encoded) -> Result<()> {
+        let Encoded { rows, failures } = encoded;
+        self.rows = rows;
         self.failed_rows = failures.iter().map(|f| f.row).collect();
         for failure in &failures {
             let mut json = EncodedRows::default();
@@ -488,6 +522,11 @@ impl KafkaSink {
             return Ok(0);
         }
         self.encode(batch)?;
+        self.send_encoded(batch, tag)
+    }
+
+    /// Sends the messages of `batch` encoded last (see [`KafkaSink::send`]).
+    fn send_encoded(&mut self, batch: &RecordBatch, tag: Option<&MessageTag<'_>>) -> Result<u64> {
         let keys: Option<ArrayRef> = match self.key_column {
             Some(i) => Some(match batch.column(i).data_type() {
                 DataType::Utf8 => batch.column(i).clone(),
@@ -550,6 +589,17 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.send(batch, None).map(|_| ())
+    }
+    fn row_encoder(&self) -> Option<RowEncoder> {
+        let (format, json) = (self.format.clone(), self.json.clone());
+        Some(Arc::new(move |batch, out| format.encode(batch, &json, out)))
+    }
+    fn write_encoded(&mut self, batch: &RecordBatch, encoded: Encoded) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.take_encoded(batch, encoded)?;
+        self.send_encoded(batch, None).map(|_| ())
     }
     fn flush(&mut self) -> Result<()> {
         self.producer.flush()

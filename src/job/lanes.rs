@@ -4,9 +4,10 @@
 //! further lane has its own, planned from the same query. Which queries, and how:
 //!
 //! - **Row-wise queries** (filters, projections, expressions, UDFs: every operator row-wise).
-//!   A polled batch of at least [`MIN_LANE_RECORDS`] records per lane is cut into one
-//!   contiguous range per lane; every lane decodes its range and runs it through its pipeline
-//!   on its own thread, and the outputs are put back together in range order. Output rows, bad
+//!   A polled batch of at least [`MIN_LANE_RECORDS`] records per lane is cut into contiguous
+//!   ranges, up to [`RANGES_PER_LANE`] per lane; the lanes, a thread each, take ranges in turn,
+//!   decode each, run it through their pipeline and encode its rows for the sink (when the sink
+//!   lends its encoder), and the outputs are put back together in range order. Output rows, bad
 //!   records and row errors are exactly those one lane gives, in the same order.
 //! - **Keyed queries** (one GROUP BY with keys — windowed, session or updating — with
 //!   row-wise operators before and after it, and no volatile key). The ranges are decoded and
@@ -34,15 +35,20 @@
 //!   two keyed operators) runs on one lane.
 //!
 //! Contiguous ranges rather than a partition per lane: a batch's records are split evenly
-//! whatever the topic's partition count (one partition still uses every core). The watermark,
-//! the sink, the dead-letter queue and the acknowledged offsets stay with the runner's thread.
+//! whatever the topic's partition count (one partition still uses every core). Several ranges
+//! per lane, taken in turn, rather than one: a lane whose thread waits for a core leaves its
+//! ranges to the others, so a batch waits at most one range for its slowest lane. The
+//! watermark, the writing of the sink, the dead-letter queue and the acknowledged offsets stay
+//! with the runner's thread.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::physical_expr::PhysicalExpr;
+use velo_connectors::codec::{Encoded, RowEncoder};
 use velo_connectors::record::SourceBatch;
 
 use super::input::{BadRecord, InputAdapter};
@@ -194,6 +200,9 @@ pub(crate) struct LaneOutput {
 pub(crate) struct Processed {
     pub parts: Vec<LaneOutput>,
     pub out: Vec<RecordBatch>,
+    /// The rows of each batch of `out`, encoded for the sink on the lane that produced it
+    /// (a row-wise query given the sink's encoder); `None`: the sink encodes them.
+    pub encoded: Option<Vec<Encoded>>,
 }
 
 /// Decodes `part` (the records of a source batch from `offset` on) and runs it through `run`
@@ -245,6 +254,22 @@ fn lanes_for(records: usize, lanes: usize) -> usize {
     (records / MIN_LANE_RECORDS).clamp(1, lanes.max(1))
 }
 
+/// Ranges each lane's share of a batch is cut into: the lanes take ranges in turn until none
+/// is left, so a lane whose thread waits for a core (two cores shared with the reading thread
+/// and the broker) leaves its ranges to the lanes that run, and a batch waits at most one
+/// range for its slowest lane.
+const RANGES_PER_LANE: usize = 4;
+
+/// How many ranges a batch of `records` records decoded on `lanes` lanes is cut into: one
+/// without a second lane, else [`RANGES_PER_LANE`] per lane of at least [`MIN_LANE_RECORDS`]
+/// records each.
+fn ranges_for(records: usize, lanes: usize) -> usize {
+    if lanes < 2 {
+        return 1;
+    }
+    (records / MIN_LANE_RECORDS).clamp(lanes, lanes * RANGES_PER_LANE)
+}
+
 /// Runs `work` for each item, on a thread each (the first on this one) when `parallel`, and
 /// returns the results in item order.
 fn on_threads<T: Send, R: Send>(
@@ -291,10 +316,10 @@ fn on_threads<T: Send, R: Send>(
     })
 }
 
-/// Decodes `batch` on as many of `lanes` as its size calls for (one contiguous range each,
-/// on a thread each) and runs each range through `run` there; then `then` on the same lane
-/// and thread. Per range, in order: what the lane made of it, what `run` emitted, and what
-/// `then` gave.
+/// Decodes `batch` on as many of `lanes` as its size calls for, cut into contiguous ranges
+/// that the lanes take in turn (a thread each), and runs each range through `run` there; then
+/// `then` on the same lane and thread. Per range, in order: what the lane made of it, what
+/// `run` emitted, and what `then` gave.
 fn decode_on_lanes<R: Send>(
     lanes: &mut [(&mut InputAdapter, &mut Pipeline)],
     input: usize,
@@ -304,75 +329,73 @@ fn decode_on_lanes<R: Send>(
     then: impl Fn(&mut Pipeline, &[RecordBatch]) -> Result<R> + Sync,
 ) -> Result<Vec<(LaneOutput, Vec<RecordBatch>, R)>> {
     let deciders = lanes_for(batch.len(), lanes.len());
-    let chunk = batch.len().div_ceil(deciders);
-    let range = |i: usize| {
-        let start = (i * chunk).min(batch.len());
-        (start, chunk.min(batch.len() - start))
-    };
+    let ranges = ranges_for(batch.len(), deciders);
+    let chunk = batch.len().div_ceil(ranges);
+    let next = AtomicUsize::new(0);
     let decoding: Vec<_> = lanes
         .iter_mut()
         .take(deciders)
         .map(|(a, p)| (&mut **a, &mut **p))
         .collect();
-    on_threads(decoding, deciders > 1, |i, (adapter, pipeline)| {
-        let (start, len) = range(i);
-        let part = if len == batch.len() {
-            batch.clone()
-        } else {
-            batch.slice(start, len)
-        };
-        let (output, emitted) = run_lane(
-            adapter,
-            pipeline,
-            input,
-            &part,
-            start,
-            horizon,
-            |p, rows| run(p, rows),
-        )?;
-        let extra = then(pipeline, &emitted)?;
-        Ok((output, emitted, extra))
-    })
+    let taken = on_threads(decoding, deciders > 1, |_, (adapter, pipeline)| {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let start = i * chunk;
+            if start >= batch.len() && !(i == 0 && batch.is_empty()) {
+                return Ok(done);
+            }
+            let len = chunk.min(batch.len() - start);
+            let part = if len == batch.len() {
+                batch.clone()
+            } else {
+                batch.slice(start, len)
+            };
+            let (output, emitted) = run_lane(
+                adapter,
+                pipeline,
+                input,
+                &part,
+                start,
+                horizon,
+                |p, rows| run(p, rows),
+            )?;
+            let extra = then(pipeline, &emitted)?;
+            done.push((i, (output, emitted, extra)));
+        }
+    })?;
+    let mut done: Vec<_> = taken.into_iter().flatten().collect();
+    done.sort_unstable_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, range)| range).collect())
 }
 
 /// Processes `batch` of input `input` on `lanes` (the runner's first) as `exchange` says:
 /// without one, each lane decodes and runs a range of the batch; with one, rows change lanes
 /// by key before the keyed operator (or the join). A keyed query always goes through the
-/// exchange, however small the batch: a key's state lives in one lane only.
+/// exchange, however small the batch: a key's state lives in one lane only. A row-wise query
+/// given the sink's `encoder` encodes its output rows on the lanes too.
 pub(crate) fn process(
     mut lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
     exchange: Option<&Exchange>,
     input: usize,
     batch: &SourceBatch,
     horizon: Option<i64>,
+    encoder: Option<&RowEncoder>,
 ) -> Result<Processed> {
     let count = lanes.len();
-    let keys = match exchange {
-        None => None,
-        Some(Exchange::Keyed { at, keys }) => Some((*at, keys)),
+    let (at, keys) = match exchange {
+        None => return process_rows(lanes, input, batch, horizon, encoder),
+        Some(Exchange::Keyed { at, keys }) => (*at, keys),
         Some(Exchange::Join) => return process_join(lanes, input, batch, horizon),
     };
-    let end = keys.map_or(usize::MAX, |(at, _)| at);
     let decoded = decode_on_lanes(
         &mut lanes,
         input,
         batch,
         horizon,
-        |pipeline, rows| pipeline.process_until(input, rows, end),
-        |_, emitted| match keys {
-            Some((_, keys)) => route(emitted, count, |b| evaluate(keys, b)),
-            None => Ok(Vec::new()),
-        },
+        |pipeline, rows| pipeline.process_until(input, rows, at),
+        |_, emitted| route(emitted, count, |b| evaluate(keys, b)),
     )?;
-    let Some((at, _)) = keys else {
-        let mut parts = Vec::with_capacity(decoded.len());
-        let mut out = Vec::new();
-        for (output, emitted, _) in decoded {
-            parts.push(output);
-            out.extend(emitted);
-        }
-        return Ok(Processed { parts, out });
-    };
     // The exchange: lane j gets the rows of its keys from every range, in range order, as
     // one batch (as one lane would have had it: an operator emitting per batch, EMIT CHANGES,
     // then emits what it would at parallelism 1), copied once.
@@ -398,6 +421,46 @@ pub(crate) fn process(
     }
     let exchange = exchange.expect("a keyed query");
     finish(parts, pipelines, exchange, merged, errors)
+}
+
+/// A row-wise query: each range is decoded and run through the whole pipeline on its lane,
+/// and its output rows encoded there with `encoder`.
+fn process_rows(
+    mut lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
+    input: usize,
+    batch: &SourceBatch,
+    horizon: Option<i64>,
+    encoder: Option<&RowEncoder>,
+) -> Result<Processed> {
+    let decoded = decode_on_lanes(
+        &mut lanes,
+        input,
+        batch,
+        horizon,
+        |pipeline, rows| pipeline.process_input(input, rows),
+        |_, emitted| match encoder {
+            Some(encoder) => emitted
+                .iter()
+                .map(|b| Ok(Encoded::of(encoder, b)?))
+                .collect::<Result<Vec<_>>>(),
+            None => Ok(Vec::new()),
+        },
+    )?;
+    let mut parts = Vec::with_capacity(decoded.len());
+    let mut out = Vec::new();
+    let mut encoded = encoder.map(|_| Vec::new());
+    for (output, emitted, rows) in decoded {
+        parts.push(output);
+        out.extend(emitted);
+        if let Some(encoded) = encoded.as_mut() {
+            encoded.extend(rows);
+        }
+    }
+    Ok(Processed {
+        parts,
+        out,
+        encoded,
+    })
 }
 
 /// A query opening with a join of streams on its lanes: each range is decoded and run through
@@ -517,7 +580,11 @@ fn finish(
         first.failed_rows.extend(errors);
         first.failed_rows.extend(pipelines[0].take_row_errors());
     }
-    Ok(Processed { parts, out })
+    Ok(Processed {
+        parts,
+        out,
+        encoded: None,
+    })
 }
 
 /// The join of streams heading `pipeline` (a query split as [`Exchange::Join`]).
@@ -726,6 +793,17 @@ mod tests {
         assert_eq!(lanes_for(8192, 4), 4);
         assert_eq!(lanes_for(8192, 1), 1);
         assert_eq!(lanes_for(8192, 0), 1);
+    }
+
+    #[test]
+    fn a_batch_on_several_lanes_is_cut_into_up_to_four_ranges_a_lane_of_a_thousand_records_or_more()
+    {
+        assert_eq!(ranges_for(8192, 1), 1);
+        assert_eq!(ranges_for(2048, 2), 2);
+        assert_eq!(ranges_for(5000, 2), 4);
+        assert_eq!(ranges_for(8192, 2), 8);
+        assert_eq!(ranges_for(100_000, 2), 8);
+        assert_eq!(ranges_for(8192, 4), 8);
     }
 
     #[test]

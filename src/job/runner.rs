@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
+use velo_connectors::codec::Encoded;
 use velo_connectors::kafka::DeadLetterQueue;
 use velo_connectors::record::{Payload, RecordMeta, SourceBatch};
 use velo_connectors::sink::Sink;
@@ -359,7 +360,19 @@ impl Runner {
 
     /// Writes result batches to the sink, holding back what is past `--limit`.
     fn emit(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        self.emit_encoded(batches, None)
+    }
+
+    /// [`Runner::emit`], with each batch's rows already encoded for the sink (`encoded`, one
+    /// per batch) where they were (on the lanes).
+    fn emit_encoded(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        encoded: Option<Vec<Encoded>>,
+    ) -> Result<()> {
+        let mut encoded = encoded.map(Vec::into_iter);
         for batch in batches {
+            let rows = encoded.as_mut().and_then(Iterator::next);
             if batch.num_rows() == 0 {
                 continue;
             }
@@ -367,13 +380,14 @@ impl Runner {
                 self.carry.push(batch);
                 continue;
             }
-            match self.rows_left {
-                None => self.sink.write(&batch)?,
-                Some(left) if (batch.num_rows() as u64) < left => {
+            match (self.rows_left, rows) {
+                (None, Some(rows)) => self.sink.write_encoded(&batch, rows)?,
+                (None, None) => self.sink.write(&batch)?,
+                (Some(left), _) if (batch.num_rows() as u64) < left => {
                     self.sink.write(&batch)?;
                     self.rows_left = Some(left - batch.num_rows() as u64);
                 }
-                Some(left) => {
+                (Some(left), _) => {
                     let left = left as usize;
                     self.sink.write(&batch.slice(0, left))?;
                     if batch.num_rows() > left {
@@ -402,7 +416,20 @@ impl Runner {
                 parts.push((&mut lane.adapters[input], &mut lane.pipeline));
             }
         }
-        let processed = lanes::process(parts, self.lanes.exchange.as_ref(), input, batch, horizon)?;
+        // A row-wise query on several lanes encodes its rows there too.
+        let encoder = if parts.len() > 1 && self.lanes.exchange.is_none() {
+            self.sink.row_encoder()
+        } else {
+            None
+        };
+        let processed = lanes::process(
+            parts,
+            self.lanes.exchange.as_ref(),
+            input,
+            batch,
+            horizon,
+            encoder.as_ref(),
+        )?;
         let mut bad = Vec::new();
         let mut failed_records = Vec::new();
         let mut failed_rows = Vec::new();
@@ -427,7 +454,7 @@ impl Runner {
         batch
             .meta
             .advance(&mut self.inputs[input].positions, batch.len());
-        self.emit(out)?;
+        self.emit_encoded(out, processed.encoded)?;
         let reached_here = self.limit_reached && wanted.is_some_and(|w| w > 0);
         if let (true, Some(before), Some(wanted)) = (reached_here, before, wanted) {
             if !self.pipeline.holds_input() {

@@ -120,6 +120,30 @@ pub struct Decoded {
     pub failures: Vec<DecodeFailure>,
 }
 
+/// Encodes a batch's rows as a sink writes them (appending one message per row to the
+/// buffer; the rows it cannot encode are returned and left empty), on any thread: a job's
+/// lanes encode the rows they produce with it, and the sink takes them with
+/// `Sink::write_encoded`.
+pub type RowEncoder = Arc<
+    dyn Fn(&RecordBatch, &mut EncodedRows) -> crate::Result<Vec<avro::EncodeFailure>> + Send + Sync,
+>;
+
+/// A batch's rows as a [`RowEncoder`] encoded them.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub rows: EncodedRows,
+    pub failures: Vec<avro::EncodeFailure>,
+}
+
+impl Encoded {
+    /// `batch` encoded by `encoder`.
+    pub fn of(encoder: &RowEncoder, batch: &RecordBatch) -> crate::Result<Self> {
+        let mut rows = EncodedRows::default();
+        let failures = encoder(batch, &mut rows)?;
+        Ok(Self { rows, failures })
+    }
+}
+
 /// Encoded messages, one per row, stored back to back in one buffer.
 #[derive(Debug, Default, Clone)]
 pub struct EncodedRows {
