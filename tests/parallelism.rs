@@ -171,24 +171,33 @@ fn a_json_document_of_rows_encoded_on_the_lanes_is_the_document_one_lane_writes(
     let source = format!("file:{}", path.display());
     for parallelism in ["1", "2", "4"] {
         let out = dir.path().join(format!("out-{parallelism}.json"));
-        let output = run(&[
-            "execute",
-            "--source",
-            &source,
-            "--schema",
-            SCHEMA,
-            "--query",
-            QUERY,
-            "--format",
-            "json",
-            "--output",
-            "file",
-            "--output-file",
-            out.to_str().unwrap(),
-            "--parallelism",
-            parallelism,
-        ]);
+        let output = run_with(
+            &[
+                "execute",
+                "--source",
+                &source,
+                "--schema",
+                SCHEMA,
+                "--query",
+                QUERY,
+                "--format",
+                "json",
+                "--output",
+                "file",
+                "--output-file",
+                out.to_str().unwrap(),
+                "--parallelism",
+                parallelism,
+            ],
+            &[("RUST_LOG", "warn,velostream::job=debug")],
+        );
         assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(
+            stderr(&output).contains("rows encoded on the lanes"),
+            parallelism != "1",
+            "{}",
+            stderr(&output)
+        );
         let written = std::fs::read_to_string(&out).unwrap();
         assert!(
             written == document,

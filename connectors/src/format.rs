@@ -166,6 +166,7 @@ impl<W: Write> FormattedWriter<W> {
 
     /// Writes one batch whose rows [`FormattedWriter::row_encoder`] encoded as `rows`.
     pub fn write_encoded(&mut self, batch: &RecordBatch, rows: &EncodedRows) -> Result<()> {
+        debug_assert_eq!(rows.len(), batch.num_rows(), "a row each");
         match self.format {
             OutputFormat::Json | OutputFormat::JsonPretty | OutputFormat::JsonLines => {
                 self.write_json_rows(rows)
@@ -240,22 +241,25 @@ impl<W: Write> FormattedWriter<W> {
                     return Ok(());
                 }
                 self.rows_written += batch.num_rows() as u64;
-                if self.bounded {
-                    self.table_batches.push(batch.clone());
-                } else {
-                    writeln!(
-                        self.out,
-                        "{}",
-                        arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))?
-                    )?;
-                }
+                // One table for the whole output, or per micro-batch (at its flush), however
+                // many batches the micro-batch's rows came in (one per range on several lanes).
+                self.table_batches.push(batch.clone());
             }
         }
         Ok(())
     }
 
-    /// Pushes buffered bytes to the underlying writer.
+    /// Pushes buffered bytes to the underlying writer; continuous `table` output first prints
+    /// the micro-batch's table.
     pub fn flush(&mut self) -> Result<()> {
+        if self.format == OutputFormat::Table && !self.bounded && !self.table_batches.is_empty() {
+            let batches = std::mem::take(&mut self.table_batches);
+            writeln!(
+                self.out,
+                "{}",
+                arrow::util::pretty::pretty_format_batches(&batches)?
+            )?;
+        }
         self.out.flush()?;
         Ok(())
     }
@@ -419,6 +423,34 @@ mod tests {
         assert_eq!(
             render(OutputFormat::Table, true, std::slice::from_ref(&b)),
             "+----+-------+---------+\n| id | name  | amount  |\n+----+-------+---------+\n| 1  | a,\"b\" | 1500.25 |\n| 2  |       | -0.05   |\n+----+-------+---------+\n"
+        );
+    }
+
+    #[test]
+    fn a_continuous_table_is_one_per_micro_batch_however_many_batches_it_came_in() {
+        let b = batch();
+        let mut w = FormattedWriter::new(
+            Vec::new(),
+            OutputFormat::Table,
+            false,
+            b.schema(),
+            DecimalFormat::String,
+        );
+        // A micro-batch's rows in two batches (two lanes' ranges), then one more micro-batch.
+        w.write(&b.slice(0, 1)).unwrap();
+        w.write(&b.slice(1, 1)).unwrap();
+        w.flush().unwrap();
+        w.write(&b.slice(1, 1)).unwrap();
+        w.finish().unwrap();
+        let header =
+            "+----+-------+---------+\n| id | name  | amount  |\n+----+-------+---------+\n";
+        let one = "| 1  | a,\"b\" | 1500.25 |\n";
+        let two = "| 2  |       | -0.05   |\n";
+        let end = "+----+-------+---------+\n";
+        let second = "+----+------+--------+\n| id | name | amount |\n+----+------+--------+\n| 2  |      | -0.05  |\n+----+------+--------+\n";
+        assert_eq!(
+            String::from_utf8(w.into_inner()).unwrap(),
+            format!("{header}{one}{two}{end}{second}")
         );
     }
 

@@ -480,6 +480,7 @@ impl KafkaSink {
     /// Takes `encoded`, the messages of `batch`, to send; its failures become rejected rows.
     fn take_encoded(&mut self, batch: &RecordBatch, encoded: Encoded) -> Result<()> {
         let Encoded { rows, failures } = encoded;
+        debug_assert_eq!(rows.len(), batch.num_rows(), "a message each");
         self.rows = rows;
         self.failed_rows = failures.iter().map(|f| f.row).collect();
         for failure in &failures {

@@ -506,9 +506,10 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
             "job '{}': runs on {} lanes ({})",
             spec.name,
             lanes.extra.len() + 1,
-            match lanes.exchange {
-                Some(_) => "rows exchanged by key",
-                None => "micro-batches split by range",
+            match (&lanes.exchange, runner.sink.row_encoder()) {
+                (Some(_), _) => "rows exchanged by key",
+                (None, Some(_)) => "micro-batches split by range, rows encoded on the lanes",
+                (None, None) => "micro-batches split by range",
             }
         );
     }

@@ -41,7 +41,7 @@
 //! watermark, the writing of the sink, the dead-letter queue and the acknowledged offsets stay
 //! with the runner's thread.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch};
@@ -200,9 +200,10 @@ pub(crate) struct LaneOutput {
 pub(crate) struct Processed {
     pub parts: Vec<LaneOutput>,
     pub out: Vec<RecordBatch>,
-    /// The rows of each batch of `out`, encoded for the sink on the lane that produced it
-    /// (a row-wise query given the sink's encoder); `None`: the sink encodes them.
-    pub encoded: Option<Vec<Encoded>>,
+    /// The rows of each batch of `out`, encoded for the sink on the lane that produced it (a
+    /// row-wise query given the sink's encoder), one per batch; empty, or `None` for a batch:
+    /// the sink encodes them (and reports what fails to, when it writes them).
+    pub encoded: Vec<Option<Encoded>>,
 }
 
 /// Decodes `part` (the records of a source batch from `offset` on) and runs it through `run`
@@ -261,8 +262,8 @@ fn lanes_for(records: usize, lanes: usize) -> usize {
 const RANGES_PER_LANE: usize = 4;
 
 /// How many ranges a batch of `records` records decoded on `lanes` lanes is cut into: one
-/// without a second lane, else [`RANGES_PER_LANE`] per lane of at least [`MIN_LANE_RECORDS`]
-/// records each.
+/// without a second lane, else up to [`RANGES_PER_LANE`] per lane, of about
+/// [`MIN_LANE_RECORDS`] records or more each (the last range holds what is left).
 fn ranges_for(records: usize, lanes: usize) -> usize {
     if lanes < 2 {
         return 1;
@@ -332,6 +333,9 @@ fn decode_on_lanes<R: Send>(
     let ranges = ranges_for(batch.len(), deciders);
     let chunk = batch.len().div_ceil(ranges);
     let next = AtomicUsize::new(0);
+    // Once a range fails no lane takes another: every range before it is taken already, so
+    // the first failing range (the error one lane reports) is among those done.
+    let failed = AtomicBool::new(false);
     let decoding: Vec<_> = lanes
         .iter_mut()
         .take(deciders)
@@ -339,11 +343,11 @@ fn decode_on_lanes<R: Send>(
         .collect();
     let taken = on_threads(decoding, deciders > 1, |_, (adapter, pipeline)| {
         let mut done = Vec::new();
-        loop {
+        while !failed.load(Ordering::Relaxed) {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let start = i * chunk;
             if start >= batch.len() && !(i == 0 && batch.is_empty()) {
-                return Ok(done);
+                break;
             }
             let len = chunk.min(batch.len() - start);
             let part = if len == batch.len() {
@@ -351,7 +355,7 @@ fn decode_on_lanes<R: Send>(
             } else {
                 batch.slice(start, len)
             };
-            let (output, emitted) = run_lane(
+            let range = run_lane(
                 adapter,
                 pipeline,
                 input,
@@ -359,14 +363,19 @@ fn decode_on_lanes<R: Send>(
                 start,
                 horizon,
                 |p, rows| run(p, rows),
-            )?;
-            let extra = then(pipeline, &emitted)?;
-            done.push((i, (output, emitted, extra)));
+            )
+            .and_then(|(output, emitted)| {
+                let extra = then(pipeline, &emitted)?;
+                Ok((output, emitted, extra))
+            });
+            failed.fetch_or(range.is_err(), Ordering::Relaxed);
+            done.push((i, range));
         }
+        Ok(done)
     })?;
     let mut done: Vec<_> = taken.into_iter().flatten().collect();
     done.sort_unstable_by_key(|(i, _)| *i);
-    Ok(done.into_iter().map(|(_, range)| range).collect())
+    done.into_iter().map(|(_, range)| range).collect()
 }
 
 /// Processes `batch` of input `input` on `lanes` (the runner's first) as `exchange` says:
@@ -438,23 +447,25 @@ fn process_rows(
         batch,
         horizon,
         |pipeline, rows| pipeline.process_input(input, rows),
-        |_, emitted| match encoder {
-            Some(encoder) => emitted
-                .iter()
-                .map(|b| Ok(Encoded::of(encoder, b)?))
-                .collect::<Result<Vec<_>>>(),
-            None => Ok(Vec::new()),
+        // A batch that fails to encode is left to the sink: its error then comes where it
+        // would on one lane, after the batch's bad records are reported.
+        |_, emitted| {
+            Ok(match encoder {
+                Some(encoder) => emitted
+                    .iter()
+                    .map(|b| Encoded::of(encoder, b).ok())
+                    .collect(),
+                None => Vec::new(),
+            })
         },
     )?;
     let mut parts = Vec::with_capacity(decoded.len());
     let mut out = Vec::new();
-    let mut encoded = encoder.map(|_| Vec::new());
+    let mut encoded = Vec::new();
     for (output, emitted, rows) in decoded {
         parts.push(output);
         out.extend(emitted);
-        if let Some(encoded) = encoded.as_mut() {
-            encoded.extend(rows);
-        }
+        encoded.extend(rows);
     }
     Ok(Processed {
         parts,
@@ -583,7 +594,7 @@ fn finish(
     Ok(Processed {
         parts,
         out,
-        encoded: None,
+        encoded: Vec::new(),
     })
 }
 
@@ -796,8 +807,8 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_on_several_lanes_is_cut_into_up_to_four_ranges_a_lane_of_a_thousand_records_or_more()
-    {
+    fn a_batch_on_several_lanes_is_cut_into_up_to_four_ranges_a_lane_of_about_a_thousand_records_or_more(
+    ) {
         assert_eq!(ranges_for(8192, 1), 1);
         assert_eq!(ranges_for(2048, 2), 2);
         assert_eq!(ranges_for(5000, 2), 4);

@@ -360,19 +360,19 @@ impl Runner {
 
     /// Writes result batches to the sink, holding back what is past `--limit`.
     fn emit(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
-        self.emit_encoded(batches, None)
+        self.emit_encoded(batches, Vec::new())
     }
 
-    /// [`Runner::emit`], with each batch's rows already encoded for the sink (`encoded`, one
-    /// per batch) where they were (on the lanes).
+    /// [`Runner::emit`], with batch `i`'s rows already encoded for the sink as `encoded[i]`
+    /// where they were (on the lanes; none past its end).
     fn emit_encoded(
         &mut self,
         batches: Vec<RecordBatch>,
-        encoded: Option<Vec<Encoded>>,
+        encoded: Vec<Option<Encoded>>,
     ) -> Result<()> {
-        let mut encoded = encoded.map(Vec::into_iter);
+        let mut encoded = encoded.into_iter();
         for batch in batches {
-            let rows = encoded.as_mut().and_then(Iterator::next);
+            let rows = encoded.next().flatten();
             if batch.num_rows() == 0 {
                 continue;
             }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use tokio::sync::broadcast;
-use velo_connectors::codec::{DecimalFormat, EncodedRows, JsonEncoder};
+use velo_connectors::codec::{DecimalFormat, Encoded, EncodedRows, JsonEncoder, RowEncoder};
 use velo_connectors::sink::{RejectedRow, Sink, SinkState};
 use velo_connectors::{ConnectorError, Result};
 
@@ -127,16 +127,35 @@ impl CaptureSink {
     }
 }
 
-impl Sink for CaptureSink {
-    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if let Some(inner) = self.inner.as_mut() {
-            inner.write(batch)?;
-        }
+impl CaptureSink {
+    /// Keeps the rows of `batch` (written to `inner` already).
+    fn capture(&mut self, batch: &RecordBatch) -> Result<()> {
         let mut encoded = EncodedRows::default();
         self.encoder.encode(batch, &mut encoded)?;
         self.buffer.push(encoded);
         self.rows += batch.num_rows() as u64;
         Ok(())
+    }
+}
+
+impl Sink for CaptureSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if let Some(inner) = self.inner.as_mut() {
+            inner.write(batch)?;
+        }
+        self.capture(batch)
+    }
+
+    fn row_encoder(&self) -> Option<RowEncoder> {
+        self.inner.as_ref().and_then(|s| s.row_encoder())
+    }
+
+    fn write_encoded(&mut self, batch: &RecordBatch, encoded: Encoded) -> Result<()> {
+        match self.inner.as_mut() {
+            Some(inner) => inner.write_encoded(batch, encoded)?,
+            None => return self.write(batch),
+        }
+        self.capture(batch)
     }
 
     fn flush(&mut self) -> Result<()> {
