@@ -496,3 +496,129 @@ fn a_member_reading_ahead_commits_the_batch_it_holds_before_a_rebalance_takes_pa
     want.sort();
     assert_eq!(values, want, "every record once");
 }
+
+#[test]
+fn a_partition_given_back_is_never_committed_below_where_the_member_holding_it_meanwhile_left_it() {
+    // A job keeps the position it reached in a partition the group takes away. When the
+    // partition comes back before the job reads more of it, committing that position rewound
+    // the offset the other member had committed meanwhile.
+    let topic = unique_topic("given-back");
+    let group = unique_topic("given-back-members");
+    create_topic(&topic, 2);
+    let member = || {
+        let mode = ReadMode::Group {
+            group_id: group.clone(),
+            reset: StartOffset::Earliest,
+            partition: None,
+            instance_id: None,
+            // Heartbeats every 2 s: a member learns of a rebalance within 2 s.
+            session_timeout: Some(Duration::from_secs(6)),
+        };
+        KafkaSource::open(&connection(), &topic, mode).unwrap()
+    };
+    let round = |r: usize| -> Vec<Rec> {
+        (0..40)
+            .map(|i| Rec::value(format!("r{r}-{i:02}")).partition(i % 2))
+            .collect()
+    };
+    let assigned = |s: &KafkaSource| {
+        let mut partitions = s.assigned_partitions().unwrap_or_default();
+        partitions.sort_unstable();
+        partitions
+    };
+    produce(&topic, &round(0));
+    // A reads the first round of both partitions (20 records each) and commits it.
+    let mut a = member();
+    let (mut a_rows, mut a_positions) = (Vec::new(), Positions::new());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a_rows.len() < 40 {
+        assert!(Instant::now() < deadline, "A read {} of 40", a_rows.len());
+        taken(
+            a.poll_batch(100, Duration::from_millis(200)).unwrap(),
+            &mut a_rows,
+            &mut a_positions,
+        );
+    }
+    a.commit(&a_positions).unwrap();
+    // B joins: each member gets one partition.
+    let mut b = member();
+    let (mut b_rows, mut b_positions) = (Vec::new(), Positions::new());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while assigned(&a).len() != 1 || assigned(&b).len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the group did not split its partitions"
+        );
+        taken(
+            a.poll_batch(100, Duration::from_millis(100)).unwrap(),
+            &mut a_rows,
+            &mut a_positions,
+        );
+        taken(
+            b.poll_batch(100, Duration::from_millis(100)).unwrap(),
+            &mut b_rows,
+            &mut b_positions,
+        );
+    }
+    let p = assigned(&b)[0];
+    // B reads its partition's share of a second round and commits it: offset 40.
+    produce(&topic, &round(1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b_positions.get(&p) != Some(&40) {
+        assert!(
+            Instant::now() < deadline,
+            "B read to {:?}",
+            b_positions.get(&p)
+        );
+        taken(
+            b.poll_batch(100, Duration::from_millis(100)).unwrap(),
+            &mut b_rows,
+            &mut b_positions,
+        );
+        taken(
+            a.poll_batch(100, Duration::from_millis(100)).unwrap(),
+            &mut a_rows,
+            &mut a_positions,
+        );
+    }
+    b.commit(&b_positions).unwrap();
+    assert_eq!(committed_offset(&group, &topic, p), Some(40));
+    // B leaves; A gets the partition back while its positions still say 20 for it.
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while assigned(&a) != [0, 1] {
+        assert!(
+            Instant::now() < deadline,
+            "A did not get both partitions back"
+        );
+        taken(
+            a.poll_batch(100, Duration::from_millis(100)).unwrap(),
+            &mut a_rows,
+            &mut a_positions,
+        );
+    }
+    assert_eq!(
+        a_positions.get(&p),
+        Some(&20),
+        "A has read nothing new of it"
+    );
+    a.commit(&a_positions).unwrap();
+    assert_eq!(
+        committed_offset(&group, &topic, p),
+        Some(40),
+        "A's commit must not rewind partition {p} to its old position"
+    );
+    // And A reads on from there: nothing read twice.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        taken(
+            a.poll_batch(100, Duration::from_millis(100)).unwrap(),
+            &mut a_rows,
+            &mut a_positions,
+        );
+    }
+    let mut values: Vec<&str> = a_rows.iter().chain(&b_rows).map(|r| &*r.value).collect();
+    values.sort();
+    assert_eq!(repeated(&values), Vec::<&str>::new());
+    assert_eq!(values.len(), 80, "every record once");
+}

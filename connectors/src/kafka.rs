@@ -512,6 +512,12 @@ pub struct PositionsContext {
     restore_at: Mutex<Positions>,
     /// How far this member has read each partition.
     read_to: Mutex<Positions>,
+    /// For a partition given back to this member: the offset the group had committed when it
+    /// came back, which this member's commits never go below. A job keeps the position it
+    /// reached in a partition the group took away; if the partition comes back before the job
+    /// reads more of it, committing that position would rewind what the member that held it
+    /// meanwhile committed.
+    floors: Mutex<Positions>,
     /// Set by each assignment the group gives: its partitions are to be forwarded to the
     /// source's batch queue.
     assigned: AtomicBool,
@@ -540,7 +546,7 @@ impl PositionsContext {
                 let _ = offsets.add_partition_offset(
                     &self.topic,
                     e.partition(),
-                    Offset::Offset(offset),
+                    Offset::Offset(self.at_least_floor(e.partition(), offset)),
                 );
             }
         }
@@ -576,6 +582,10 @@ impl PositionsContext {
             }
         }
         if ours.count() > 0 {
+            let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+            for e in ours.elements_for_topic(&self.topic) {
+                floors.remove(&e.partition());
+            }
             // Another member may have read further since this one held the partition.
             if let Ok(committed) = consumer.committed_offsets(ours, self.timeout) {
                 for e in committed.elements_for_topic(&self.topic) {
@@ -583,6 +593,7 @@ impl PositionsContext {
                         (e.offset(), starts.get_mut(&e.partition()))
                     {
                         *start = (*start).max(c);
+                        floors.insert(e.partition(), c);
                     }
                 }
             }
@@ -590,6 +601,13 @@ impl PositionsContext {
         for (partition, offset) in starts {
             let _ = tpl.set_partition_offset(&self.topic, partition, Offset::Offset(offset));
         }
+    }
+
+    /// `offset` for `partition`, raised to what the group had committed when the partition
+    /// came back to this member (see `floors`).
+    fn at_least_floor(&self, partition: i32, offset: i64) -> i64 {
+        let floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        floors.get(&partition).map_or(offset, |&f| offset.max(f))
     }
 }
 
@@ -910,6 +928,7 @@ impl KafkaSource {
             topic: topic.to_string(),
             restore_at: Mutex::new(Positions::new()),
             read_to: Mutex::new(Positions::new()),
+            floors: Mutex::new(Positions::new()),
             assigned: AtomicBool::new(false),
             timeout: connection.timeout,
             before_revoke: Mutex::new(None),
@@ -1368,7 +1387,7 @@ fn log_was_reset(
     delivered.remove(&partition);
     reset.push(partition);
     let context = consumer.context();
-    for positions in [&context.read_to, &context.restore_at] {
+    for positions in [&context.read_to, &context.restore_at, &context.floors] {
         positions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -1527,8 +1546,10 @@ impl Source for KafkaSource {
             })
             .unwrap_or_default();
         let mut offsets = TopicPartitionList::new();
+        let context = self.consumer.context();
         for (&partition, &offset) in positions {
             if assigned.contains(&partition) {
+                let offset = context.at_least_floor(partition, offset);
                 offsets
                     .add_partition_offset(&self.topic, partition, Offset::Offset(offset))
                     .map_err(|e| ConnectorError::kafka("building the commit", e))?;
