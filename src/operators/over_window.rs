@@ -24,6 +24,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::window::WindowExpr;
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::sliding::{self, SlidingAggregate};
 use super::window_aggregate::evaluate_time;
 use super::{counters_batch, read_counters, LateRows, OperatorMetrics, StreamOperator, Watermark};
 use crate::error::{Result, VeloError};
@@ -36,6 +37,8 @@ pub enum OverFunction {
     DenseRank,
     /// Evaluated by DataFusion over the partition's kept + new rows.
     Evaluated(Arc<dyn WindowExpr>),
+    /// A sliding aggregate computed here, every partition at once (see [`super::sliding`]).
+    Sliding(SlidingAggregate),
 }
 
 /// What the functions need around each row.
@@ -219,9 +222,12 @@ impl OverWindowExec {
         if fields.is_empty() {
             fields.push(SortField::new(DataType::Int8));
         }
-        let ranking = functions
-            .iter()
-            .any(|f| !matches!(f, OverFunction::Evaluated(_)));
+        let ranking = functions.iter().any(|f| {
+            matches!(
+                f,
+                OverFunction::RowNumber | OverFunction::Rank | OverFunction::DenseRank
+            )
+        });
         Ok(Self {
             partition_by,
             converter: RowConverter::new(fields)?,
@@ -461,6 +467,8 @@ impl OverWindowExec {
         let mut evaluated: Vec<Vec<ArrayRef>> = vec![Vec::new(); self.functions.len()];
         // Per span: the end of its emitted rows and the start of its kept ones.
         let mut ends = Vec::with_capacity(spans.len());
+        // The spans with rows to emit, for the sliding aggregates.
+        let mut emitting = Vec::new();
         for span in &spans {
             let total = span.rows;
             let emit_end = match at_end {
@@ -487,10 +495,31 @@ impl OverWindowExec {
                 continue;
             }
             emitted.extend((span.start + span.history) as u32..(span.start + emit_end) as u32);
+            emitting.push(sliding::Span {
+                start: span.start,
+                rows: total,
+                emit: (span.history, emit_end),
+            });
             let rows = input.slice(span.start, total);
             for (function, out) in self.functions.iter().zip(evaluated.iter_mut()) {
                 if let OverFunction::Evaluated(expr) = function {
                     out.push(expr.evaluate(&rows)?.slice(span.history, n_emit));
+                }
+            }
+        }
+        for (function, out) in self.functions.iter().zip(evaluated.iter_mut()) {
+            let OverFunction::Sliding(aggregate) = function else {
+                continue;
+            };
+            match aggregate.evaluate(&input, &emitting)? {
+                Some(values) => out.push(values),
+                // Past what this computes exactly: DataFusion's result, or its error.
+                None => {
+                    for span in &emitting {
+                        let rows = input.slice(span.start, span.rows);
+                        let values = aggregate.expr.evaluate(&rows)?;
+                        out.push(values.slice(span.emit.0, span.emit.1 - span.emit.0));
+                    }
                 }
             }
         }
@@ -555,7 +584,7 @@ impl OverWindowExec {
                 OverFunction::RowNumber => Arc::new(UInt64Array::from(row_numbers.clone())),
                 OverFunction::Rank => Arc::new(UInt64Array::from(ranks.clone())),
                 OverFunction::DenseRank => Arc::new(UInt64Array::from(dense_ranks.clone())),
-                OverFunction::Evaluated(_) => {
+                OverFunction::Evaluated(_) | OverFunction::Sliding(_) => {
                     let parts: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
                     arrow::compute::concat(&parts)?
                 }

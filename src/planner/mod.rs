@@ -33,8 +33,8 @@ use crate::error::{Result, SqlLocation, VeloError};
 use crate::operators::{
     AggregateSpec, ConstantExec, FilterExec, FixedWindows, FrameNeeds, Grouping, LimitExec,
     LookupJoinExec, LookupKind, OverFunction, OverWindowExec, Pipeline, ProjectionExec,
-    SessionWindowExec, SortExec, SortKey, SortMode, StreamOperator, StreamSide,
-    WindowAggregateExec,
+    SessionWindowExec, SlidingAggregate, SlidingKind, SortExec, SortKey, SortMode, StreamOperator,
+    StreamSide, WindowAggregateExec,
 };
 use crate::sql::window::{apply_window, EmitMode, WindowClause, WindowKind};
 
@@ -694,7 +694,8 @@ fn over_window(
             }
             _ => {
                 frame_needs(&params.window_frame, &name, &mut needs)?;
-                evaluated(e, input_schema, state)?
+                let function = evaluated(e, input_schema, state)?;
+                sliding(wf, &name, &function, input_schema).unwrap_or(function)
             }
         };
         functions.push(function);
@@ -744,6 +745,39 @@ fn evaluated(e: &Expr, input_schema: &DFSchema, state: &SessionState) -> Result<
         create_window_expr(e, input_schema, state.execution_props(), &planning)
             .map_err(plan_error)?,
     ))
+}
+
+/// `function` (DataFusion's evaluation of `wf`) as a sliding aggregate computed by the operator
+/// itself, when it is one (`SUM`, `COUNT`, `AVG`, `MIN`, `MAX` of one argument, without
+/// DISTINCT, FILTER or IGNORE NULLS, over `ROWS BETWEEN n PRECEDING AND CURRENT ROW`) of types
+/// it computes exactly as DataFusion does.
+fn sliding(
+    wf: &datafusion::logical_expr::expr::WindowFunction,
+    name: &str,
+    function: &OverFunction,
+    input_schema: &DFSchema,
+) -> Option<OverFunction> {
+    let OverFunction::Evaluated(expr) = function else {
+        return None;
+    };
+    let params = &wf.params;
+    let frame = &params.window_frame;
+    let plain = !params.distinct && params.filter.is_none() && params.null_treatment.is_none();
+    let preceding = match (&frame.units, &frame.start_bound, &frame.end_bound) {
+        (WindowFrameUnits::Rows, WindowFrameBound::Preceding(n), WindowFrameBound::CurrentRow)
+            if !n.is_null() =>
+        {
+            n.to_string().parse::<usize>().ok()?
+        }
+        _ => return None,
+    };
+    let kind = SlidingKind::of(name)?;
+    let [arg] = expr.expressions().try_into().ok()?;
+    let arg_type = arg.data_type(input_schema.as_arrow()).ok()?;
+    if !plain {
+        return None;
+    }
+    SlidingAggregate::new(kind, arg, &arg_type, preceding, expr.clone()).map(OverFunction::Sliding)
 }
 
 /// What a frame needs kept around each row; refuses frames a stream cannot bound.
