@@ -513,11 +513,12 @@ pub struct PositionsContext {
     /// How far this member has read each partition.
     read_to: Mutex<Positions>,
     /// For a partition given back to this member: the offset the group had committed when it
-    /// came back, which this member's commits never go below. A job keeps the position it
-    /// reached in a partition the group took away; if the partition comes back before the job
-    /// reads more of it, committing that position would rewind what the member that held it
-    /// meanwhile committed.
-    floors: Mutex<Positions>,
+    /// came back, which this member's commits never go below (see
+    /// [`PositionsContext::committable`]), and whether the log was seen to reach it. A job
+    /// keeps the position it reached in a partition the group took away; if the partition
+    /// comes back before the job reads more of it, committing that position would rewind what
+    /// the member that held it meanwhile committed.
+    floors: Mutex<BTreeMap<i32, (i64, bool)>>,
     /// Set by each assignment the group gives: its partitions are to be forwarded to the
     /// source's batch queue.
     assigned: AtomicBool,
@@ -546,7 +547,7 @@ impl PositionsContext {
                 let _ = offsets.add_partition_offset(
                     &self.topic,
                     e.partition(),
-                    Offset::Offset(self.at_least_floor(e.partition(), offset)),
+                    Offset::Offset(self.committable(consumer, e.partition(), offset)),
                 );
             }
         }
@@ -593,7 +594,7 @@ impl PositionsContext {
                         (e.offset(), starts.get_mut(&e.partition()))
                     {
                         *start = (*start).max(c);
-                        floors.insert(e.partition(), c);
+                        floors.insert(e.partition(), (c, false));
                     }
                 }
             }
@@ -603,11 +604,37 @@ impl PositionsContext {
         }
     }
 
-    /// `offset` for `partition`, raised to what the group had committed when the partition
-    /// came back to this member (see `floors`).
-    fn at_least_floor(&self, partition: i32, offset: i64) -> i64 {
-        let floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
-        floors.get(&partition).map_or(offset, |&f| offset.max(f))
+    /// The offset to commit for `partition` when the job is at `offset`: raised to what the
+    /// group had committed when the partition came back to this member (see `floors`), while
+    /// the job's position is below it. A floor goes once the job passes it, or when the log
+    /// ends below it (truncated, or created again: that commit no longer stands, and the job
+    /// reads on from where the log restarts); the broker is asked that once per floor.
+    fn committable(&self, consumer: &BaseConsumer<Self>, partition: i32, offset: i64) -> i64 {
+        let floor = {
+            let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+            match floors.get(&partition) {
+                None => return offset,
+                Some(&(floor, _)) if offset >= floor => {
+                    floors.remove(&partition);
+                    return offset;
+                }
+                Some(&(floor, true)) => return floor,
+                Some(&(floor, false)) => floor,
+            }
+        };
+        let reached = match consumer.fetch_watermarks(&self.topic, partition, self.timeout) {
+            Ok((_, high)) => high >= floor,
+            // Unknown: keep the floor (at worst a stretch is read twice), and ask again next time.
+            Err(_) => return floor,
+        };
+        let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        if reached {
+            floors.insert(partition, (floor, true));
+            floor
+        } else {
+            floors.remove(&partition);
+            offset
+        }
     }
 }
 
@@ -928,7 +955,7 @@ impl KafkaSource {
             topic: topic.to_string(),
             restore_at: Mutex::new(Positions::new()),
             read_to: Mutex::new(Positions::new()),
-            floors: Mutex::new(Positions::new()),
+            floors: Mutex::new(BTreeMap::new()),
             assigned: AtomicBool::new(false),
             timeout: connection.timeout,
             before_revoke: Mutex::new(None),
@@ -1387,12 +1414,17 @@ fn log_was_reset(
     delivered.remove(&partition);
     reset.push(partition);
     let context = consumer.context();
-    for positions in [&context.read_to, &context.restore_at, &context.floors] {
+    for positions in [&context.read_to, &context.restore_at] {
         positions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&partition);
     }
+    context
+        .floors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&partition);
     true
 }
 
@@ -1549,7 +1581,7 @@ impl Source for KafkaSource {
         let context = self.consumer.context();
         for (&partition, &offset) in positions {
             if assigned.contains(&partition) {
-                let offset = context.at_least_floor(partition, offset);
+                let offset = context.committable(&self.consumer, partition, offset);
                 offsets
                     .add_partition_offset(&self.topic, partition, Offset::Offset(offset))
                     .map_err(|e| ConnectorError::kafka("building the commit", e))?;

@@ -104,7 +104,7 @@ impl SlidingAggregate {
             ) => arg_type == &output,
             // DataFusion keeps the sum of wider decimals in 256 bits.
             (SlidingKind::Avg, DataType::Decimal128(p, s), DataType::Decimal128(op, os)) => {
-                *p <= 25 && *op == (*p + 4).min(38) && *os == (*s + 4).min(38) && os >= s
+                *p <= 25 && *s >= 0 && *op == (*p + 4).min(38) && *os == (*s + 4).min(38) && os >= s
             }
             _ => false,
         };
