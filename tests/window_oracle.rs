@@ -303,6 +303,52 @@ fn sliding_aggregates_computed_by_the_operator_equal_datafusion_to_the_last_digi
     }
 }
 
+/// Sliding aggregates over RANGE frames of event time, which the operator computes itself too:
+/// a frame reaches back through the interval and forward to the current row's last peer (rows
+/// with the same event time, which the input has plenty of).
+fn sliding_range_select(table: &str) -> String {
+    format!(
+        "SELECT k, ts, v, \
+           SUM(v) OVER ({OVER} RANGE BETWEEN INTERVAL '5' SECOND PRECEDING AND CURRENT ROW) AS s5, \
+           AVG(v) OVER ({OVER} RANGE BETWEEN INTERVAL '3' SECOND PRECEDING AND CURRENT ROW) AS a3, \
+           MIN(v) OVER ({OVER} RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) AS lo10, \
+           MAX(v) OVER ({OVER} RANGE BETWEEN INTERVAL '1500' MILLISECOND PRECEDING AND CURRENT ROW) AS hi, \
+           COUNT(v) OVER ({OVER} RANGE BETWEEN INTERVAL '2' SECOND PRECEDING AND CURRENT ROW) AS n2, \
+           COUNT(*) OVER ({OVER} RANGE BETWEEN INTERVAL '0' SECOND PRECEDING AND CURRENT ROW) AS peers, \
+           SUM(tms) OVER ({OVER} RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW) AS t60 \
+         FROM {table}"
+    )
+}
+
+#[test]
+fn sliding_aggregates_over_range_frames_with_peers_equal_datafusion_to_the_last_digit() {
+    for seed in 0..10 {
+        let mut rng = Rng(800 + seed);
+        // Duplicate event times within a key: peers, which a RANGE frame takes whole.
+        let records = records(&mut rng, 400);
+        let lines: Vec<String> = json_lines(&records)
+            .into_iter()
+            .enumerate()
+            .map(|(i, line)| match i % 6 {
+                2 => {
+                    let start = line.find(r#""v":""#).unwrap();
+                    let end = start + 5 + line[start + 5..].find('"').unwrap() + 1;
+                    format!("{}\"v\":null{}", &line[..start], &line[end..])
+                }
+                _ => line,
+            })
+            .collect();
+        let sql = format!(
+            "CREATE STREAM t ({COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '{LATENESS_MS}' MILLISECOND);\n{}",
+            sliding_range_select("t")
+        );
+        let got = streaming(&sql, &lines, &mut rng);
+        let want = batch_oracle(&sliding_range_select("t"), &lines, None);
+        assert_eq!(got.len(), lines.len(), "every row once");
+        assert_same_rows(&got, &want, &format!("seed {seed}"));
+    }
+}
+
 /// OVER functions whose frames look only backwards: a row's result is final once the
 /// watermark passes it.
 fn over_backwards_select(table: &str) -> String {

@@ -28,7 +28,7 @@ pub use limit::LimitExec;
 pub use lookup_join::{LookupJoinExec, LookupKind, StreamSide};
 pub use over_window::{FrameNeeds, OverFunction, OverWindowExec};
 pub use session_window::SessionWindowExec;
-pub use sliding::{SlidingAggregate, SlidingKind};
+pub use sliding::{SlidingAggregate, SlidingFrame, SlidingKind};
 pub use sort::{SortExec, SortKey, SortMode};
 pub use stateless::{FilterExec, ProjectionExec};
 pub use stream_join::{JoinSide, JoinTime, Ordered, StreamJoinExec, StreamJoinSpec};

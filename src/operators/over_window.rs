@@ -511,7 +511,7 @@ impl OverWindowExec {
             let OverFunction::Sliding(aggregate) = function else {
                 continue;
             };
-            match aggregate.evaluate(&input, &emitting)? {
+            match aggregate.evaluate(&input, &times, &emitting)? {
                 Some(values) => out.push(values),
                 // Past what this computes exactly: DataFusion's result, or its error.
                 None => {

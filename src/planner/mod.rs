@@ -33,8 +33,8 @@ use crate::error::{Result, SqlLocation, VeloError};
 use crate::operators::{
     AggregateSpec, ConstantExec, FilterExec, FixedWindows, FrameNeeds, Grouping, LimitExec,
     LookupJoinExec, LookupKind, OverFunction, OverWindowExec, Pipeline, ProjectionExec,
-    SessionWindowExec, SlidingAggregate, SlidingKind, SortExec, SortKey, SortMode, StreamOperator,
-    StreamSide, WindowAggregateExec,
+    SessionWindowExec, SlidingAggregate, SlidingFrame, SlidingKind, SortExec, SortKey, SortMode,
+    StreamOperator, StreamSide, WindowAggregateExec,
 };
 use crate::sql::window::{apply_window, EmitMode, WindowClause, WindowKind};
 
@@ -763,11 +763,31 @@ fn sliding(
     let params = &wf.params;
     let frame = &params.window_frame;
     let plain = !params.distinct && params.filter.is_none() && params.null_treatment.is_none();
-    let preceding = match (&frame.units, &frame.start_bound, &frame.end_bound) {
+    let frame = match (&frame.units, &frame.start_bound, &frame.end_bound) {
         (WindowFrameUnits::Rows, WindowFrameBound::Preceding(n), WindowFrameBound::CurrentRow)
             if !n.is_null() =>
         {
-            n.to_string().parse::<usize>().ok()?
+            SlidingFrame::Rows(n.to_string().parse::<usize>().ok()?)
+        }
+        // Over event times in milliseconds and whole milliseconds of interval: the operator's
+        // times and interval are then exactly what DataFusion compares.
+        (WindowFrameUnits::Range, WindowFrameBound::Preceding(v), WindowFrameBound::CurrentRow) => {
+            let [sort] = params.order_by.as_slice() else {
+                return None;
+            };
+            let in_ms = matches!(
+                sort.expr.get_type(input_schema).ok()?,
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _)
+            );
+            let whole_ms = match v {
+                ScalarValue::IntervalMonthDayNano(Some(i)) => i.nanoseconds % 1_000_000 == 0,
+                ScalarValue::IntervalDayTime(Some(_)) => true,
+                _ => false,
+            };
+            if !(in_ms && whole_ms) {
+                return None;
+            }
+            SlidingFrame::Range(interval_millis(v).ok()?)
         }
         _ => return None,
     };
@@ -777,7 +797,7 @@ fn sliding(
     if !plain {
         return None;
     }
-    SlidingAggregate::new(kind, arg, &arg_type, preceding, expr.clone()).map(OverFunction::Sliding)
+    SlidingAggregate::new(kind, arg, &arg_type, frame, expr.clone()).map(OverFunction::Sliding)
 }
 
 /// What a frame needs kept around each row; refuses frames a stream cannot bound.
