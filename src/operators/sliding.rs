@@ -58,8 +58,7 @@ pub enum SlidingFrame {
     /// `ROWS BETWEEN n PRECEDING AND CURRENT ROW`.
     Rows(usize),
     /// `RANGE BETWEEN INTERVAL '…' PRECEDING AND CURRENT ROW`, in milliseconds of an event time
-    /// kept in milliseconds (or seconds), so that the operator's times are the ones DataFusion
-    /// compares.
+    /// kept in milliseconds, so that the operator's times are the ones DataFusion compares.
     Range(i64),
 }
 

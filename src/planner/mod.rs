@@ -775,19 +775,30 @@ fn sliding(
             let [sort] = params.order_by.as_slice() else {
                 return None;
             };
-            let in_ms = matches!(
-                sort.expr.get_type(input_schema).ok()?,
-                DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _)
-            );
-            let whole_ms = match v {
-                ScalarValue::IntervalMonthDayNano(Some(i)) => i.nanoseconds % 1_000_000 == 0,
-                ScalarValue::IntervalDayTime(Some(_)) => true,
+            // Days are 86 400 000 ms only where no daylight-saving change moves a day: DataFusion
+            // steps by calendar days in the event time's zone.
+            let days = match v {
+                ScalarValue::IntervalMonthDayNano(Some(i)) => i.days,
+                ScalarValue::IntervalDayTime(Some(i)) => i.days,
+                _ => return None,
+            };
+            let in_ms = match sort.expr.get_type(input_schema).ok()? {
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, zone) => {
+                    days == 0
+                        || zone
+                            .as_deref()
+                            .is_none_or(|z| matches!(z, "UTC" | "+00:00" | "Z"))
+                }
                 _ => false,
             };
-            if !(in_ms && whole_ms) {
+            if !(in_ms && whole_millis(v)) {
                 return None;
             }
-            SlidingFrame::Range(interval_millis(v).ok()?)
+            let ms = interval_millis(v).ok()?;
+            if ms < 0 {
+                return None;
+            }
+            SlidingFrame::Range(ms)
         }
         _ => return None,
     };
@@ -798,6 +809,14 @@ fn sliding(
         return None;
     }
     SlidingAggregate::new(kind, arg, &arg_type, frame, expr.clone()).map(OverFunction::Sliding)
+}
+
+/// True when the interval `v` is a whole number of milliseconds.
+fn whole_millis(v: &ScalarValue) -> bool {
+    match v {
+        ScalarValue::IntervalMonthDayNano(Some(i)) => i.nanoseconds % 1_000_000 == 0,
+        _ => true,
+    }
 }
 
 /// What a frame needs kept around each row; refuses frames a stream cannot bound.
@@ -855,7 +874,8 @@ fn frame_needs(frame: &WindowFrame, name: &str, needs: &mut FrameNeeds) -> Resul
                 )));
             }
             needs.range = true;
-            needs.lookback_ms = needs.lookback_ms.max(ms);
+            // A part of a millisecond reaches one more millisecond back.
+            needs.lookback_ms = needs.lookback_ms.max(ms + !whole_millis(v) as i64);
             Ok(())
         }
         WindowFrameUnits::Groups => Err(VeloError::Unsupported(format!(
