@@ -404,24 +404,25 @@ fn taken(batch: Option<SourceBatch>, seen: &mut Vec<Row>, positions: &mut Positi
     }
 }
 
+/// A member of `group` reading `topic` from its start, heartbeating every 2 s (it learns of a
+/// rebalance within 2 s).
+fn group_member(topic: &str, group: &str) -> KafkaSource {
+    let mode = ReadMode::Group {
+        group_id: group.to_string(),
+        reset: StartOffset::Earliest,
+        partition: None,
+        instance_id: None,
+        session_timeout: Some(Duration::from_secs(6)),
+    };
+    KafkaSource::open(&connection(), topic, mode).unwrap()
+}
+
 #[test]
 fn a_member_reading_ahead_commits_the_batch_it_holds_before_a_rebalance_takes_partitions() {
     let topic = unique_topic("prefetch-rebalance");
     let group = unique_topic("prefetch-rebalance-members");
     create_topic(&topic, 4);
-    let member = || {
-        let mode = ReadMode::Group {
-            group_id: group.clone(),
-            reset: StartOffset::Earliest,
-            partition: None,
-            instance_id: None,
-            // Heartbeats every 2 s: a member learns of a rebalance within 2 s.
-            session_timeout: Some(Duration::from_secs(6)),
-        };
-        Prefetch::new(Box::new(
-            KafkaSource::open(&connection(), &topic, mode).unwrap(),
-        ))
-    };
+    let member = || Prefetch::new(Box::new(group_member(&topic, &group)));
     let round = |r: usize| -> Vec<Rec> {
         (0..100)
             .map(|i| Rec::value(format!("r{r}-{i:03}")).partition(i % 4))
@@ -505,17 +506,7 @@ fn a_partition_given_back_is_never_committed_below_where_the_member_holding_it_m
     let topic = unique_topic("given-back");
     let group = unique_topic("given-back-members");
     create_topic(&topic, 2);
-    let member = || {
-        let mode = ReadMode::Group {
-            group_id: group.clone(),
-            reset: StartOffset::Earliest,
-            partition: None,
-            instance_id: None,
-            // Heartbeats every 2 s: a member learns of a rebalance within 2 s.
-            session_timeout: Some(Duration::from_secs(6)),
-        };
-        KafkaSource::open(&connection(), &topic, mode).unwrap()
-    };
+    let member = || group_member(&topic, &group);
     let round = |r: usize| -> Vec<Rec> {
         (0..40)
             .map(|i| Rec::value(format!("r{r}-{i:02}")).partition(i % 2))

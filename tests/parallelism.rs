@@ -69,12 +69,18 @@ fn warnings(stderr: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_file_gives_the_same_rows_and_warnings_in_the_same_order_at_parallelism_1_2_and_4() {
+/// A JSON-lines file of the `RECORDS` records, in a folder of its own.
+fn records_file() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("in.jsonl");
     let text: String = (0..RECORDS).map(|i| record(i) + "\n").collect();
     std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn a_file_gives_the_same_rows_and_warnings_in_the_same_order_at_parallelism_1_2_and_4() {
+    let (_dir, path) = records_file();
     let (expected, bad) = oracle();
     let source = format!("file:{}", path.display());
     let mut first: Option<Vec<String>> = None;
@@ -175,10 +181,7 @@ fn a_topic_gives_the_same_rows_and_dead_letters_at_parallelism_1_2_and_4() {
 fn a_json_document_of_rows_encoded_on_the_lanes_is_the_document_one_lane_writes() {
     // The lanes encode a row-wise query's rows; the sink still frames the document: one
     // opening bracket, commas between rows of different lanes' ranges, one closing bracket.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("in.jsonl");
-    let text: String = (0..RECORDS).map(|i| record(i) + "\n").collect();
-    std::fs::write(&path, text).unwrap();
+    let (dir, path) = records_file();
     let (lines, _) = oracle();
     let rows: Vec<&str> = lines.lines().collect();
     let document = format!("[\n  {}\n]\n", rows.join(",\n  "));

@@ -253,6 +253,22 @@ fn over_windows_equal_datafusion_over_the_whole_input() {
     }
 }
 
+/// `lines` with `v` NULL in line `at` of every `every`.
+fn with_null_values(lines: Vec<String>, every: usize, at: usize) -> Vec<String> {
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            if i % every != at {
+                return line;
+            }
+            let start = line.find(r#""v":""#).unwrap();
+            let end = start + 5 + line[start + 5..].find('"').unwrap() + 1;
+            format!("{}\"v\":null{}", &line[..start], &line[end..])
+        })
+        .collect()
+}
+
 /// Sliding aggregates over ROWS frames ending at the current row, which the operator computes
 /// itself (columnar, every partition at once): integer and decimal arguments, NULLs, frames of
 /// one row to more than the operator scans for MIN and MAX (those go to DataFusion).
@@ -279,18 +295,7 @@ fn sliding_aggregates_computed_by_the_operator_equal_datafusion_to_the_last_digi
         let mut rng = Rng(700 + seed);
         let records = records_unique_times(&mut rng, 400);
         // One value in seven is NULL: a frame may hold none.
-        let lines: Vec<String> = json_lines(&records)
-            .into_iter()
-            .enumerate()
-            .map(|(i, line)| match i % 7 {
-                3 => {
-                    let start = line.find(r#""v":""#).unwrap();
-                    let end = start + 5 + line[start + 5..].find('"').unwrap() + 1;
-                    format!("{}\"v\":null{}", &line[..start], &line[end..])
-                }
-                _ => line,
-            })
-            .collect();
+        let lines = with_null_values(json_lines(&records), 7, 3);
         assert!(lines[3].contains(r#""v":null"#), "{}", lines[3]);
         let sql = format!(
             "CREATE STREAM t ({COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '{LATENESS_MS}' MILLISECOND);\n{}",
@@ -326,18 +331,7 @@ fn sliding_aggregates_over_range_frames_with_peers_equal_datafusion_to_the_last_
         let mut rng = Rng(800 + seed);
         // Duplicate event times within a key: peers, which a RANGE frame takes whole.
         let records = records(&mut rng, 400);
-        let lines: Vec<String> = json_lines(&records)
-            .into_iter()
-            .enumerate()
-            .map(|(i, line)| match i % 6 {
-                2 => {
-                    let start = line.find(r#""v":""#).unwrap();
-                    let end = start + 5 + line[start + 5..].find('"').unwrap() + 1;
-                    format!("{}\"v\":null{}", &line[..start], &line[end..])
-                }
-                _ => line,
-            })
-            .collect();
+        let lines = with_null_values(json_lines(&records), 6, 2);
         let sql = format!(
             "CREATE STREAM t ({COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '{LATENESS_MS}' MILLISECOND);\n{}",
             sliding_range_select("t")

@@ -752,14 +752,20 @@ mod tests {
 
     /// Waits (at most 5 s) until `log` holds `line`.
     fn logged(log: &Mutex<Vec<String>>, line: &str) -> bool {
+        logged_when(log, |l| l == line).is_some()
+    }
+
+    /// The log once it holds a line `wanted` accepts (`None` after 5 s).
+    fn logged_when(log: &Mutex<Vec<String>>, wanted: impl Fn(&str) -> bool) -> Option<Vec<String>> {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if log.lock().unwrap().iter().any(|l| l == line) {
-                return true;
+            let now = log.lock().unwrap().clone();
+            if now.iter().any(|l| wanted(l)) {
+                return Some(now);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        false
+        None
     }
 
     #[test]
@@ -773,15 +779,8 @@ mod tests {
         source.commit(&Positions::from([(0, 1)])).unwrap();
         // Paused: it asks for no batch, and says it is idle.
         source.idle();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let log = loop {
-            let log = log.lock().unwrap().clone();
-            if log.iter().any(|l| l.starts_with("revoke:")) {
-                break log;
-            }
-            assert!(Instant::now() < deadline, "the revoke still waits: {log:?}");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let log = logged_when(&log, |l| l.starts_with("revoke:"))
+            .unwrap_or_else(|| panic!("the revoke still waits: {:?}", log.lock().unwrap()));
         // Committed before the revoke (the thread's commit before its poll), or by it.
         let revoke = log.iter().position(|l| l.starts_with("revoke:")).unwrap();
         let before = log[..revoke].iter().any(|l| l == "commit: {0: 1}");
