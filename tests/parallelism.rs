@@ -574,6 +574,46 @@ fn an_aggregate_over_a_windowed_aggregate_runs_on_one_lane_with_the_exact_answer
 }
 
 #[test]
+fn over_windows_give_every_symbols_exact_moving_values_in_event_time_order_at_parallelism_1_2_and_4(
+) {
+    // Symbols change lanes by key; each lane releases its symbols' rows as the watermark
+    // passes them, and the lanes' rows are merged back into event-time order.
+    let (_dir, source) = trades_file();
+    let over = "PARTITION BY sym ORDER BY ts";
+    let out = same_at_every_parallelism(
+        &source,
+        &format!(
+            "SELECT sym, ts, price, \
+               SUM(price) OVER ({over} ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS s3, \
+               COUNT(*) OVER ({over} RANGE BETWEEN INTERVAL '5' SECOND PRECEDING AND CURRENT ROW) AS n5s, \
+               ROW_NUMBER() OVER ({over}) AS rn, LAG(price) OVER ({over}) AS prev \
+             FROM trades"
+        ),
+    );
+    // The oracle: every good trade in event-time order, with its symbol's earlier trades.
+    let mut seen: std::collections::HashMap<String, Vec<(u64, u64)>> = Default::default();
+    let mut expected = String::from("sym,ts,price,s3,n5s,rn,prev\n");
+    for (sym, cents, ms) in good_trades() {
+        let before = seen.entry(sym.clone()).or_default();
+        before.push((cents, ms));
+        let s3: u64 = before.iter().rev().take(3).map(|(c, _)| c).sum();
+        let n5s = before.iter().filter(|(_, t)| t + 5_000 >= ms).count();
+        let prev = match before.len() {
+            1 => String::new(),
+            n => money(before[n - 2].0),
+        };
+        expected += &format!(
+            "{sym},{},{},{},{n5s},{},{prev}\n",
+            iso(ms),
+            money(cents),
+            money(s3),
+            before.len()
+        );
+    }
+    assert_eq!(out, expected);
+}
+
+#[test]
 fn sessions_hopping_windows_and_changes_are_the_same_at_parallelism_1_2_and_4() {
     let (_dir, source) = trades_file();
     for query in [

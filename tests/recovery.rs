@@ -481,3 +481,10 @@ fn the_busiest_key_per_window_killed_at_random_loses_nothing_and_repeats_nothing
 fn an_over_window_killed_at_random_loses_nothing_and_repeats_nothing_with_exactly_once() {
     run_scenario(over_rows(), "exactly-once");
 }
+
+#[test]
+fn an_over_window_on_four_lanes_killed_at_random_loses_nothing_and_repeats_nothing() {
+    // Each lane holds its keys' partitions (kept rows, row numbers); every lane's is
+    // checkpointed, and what the lanes release is merged into event-time order.
+    run_scenario(on_four_lanes(over_rows()), "exactly-once");
+}

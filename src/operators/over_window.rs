@@ -429,7 +429,12 @@ impl OverWindowExec {
             }
             false => Vec::new(),
         };
-        groups.extend(flushed.iter().map(|k| (k.as_ref(), 0..0)));
+        if !flushed.is_empty() {
+            // Partitions in key order, flushed ones too: the emission order (event time, then
+            // partition key) does not depend on how the partitions are hashed.
+            groups.extend(flushed.iter().map(|k| (k.as_ref(), 0..0)));
+            groups.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        }
         if groups.is_empty() {
             return Ok(Vec::new());
         }
@@ -573,7 +578,8 @@ impl OverWindowExec {
             return Ok(Vec::new());
         }
 
-        // Emit in event-time order across partitions (stable: ties keep partition order).
+        // Emit in event-time order across partitions (stable: ties keep partition key order,
+        // then each partition's order): [`StreamOperator::emission_order`].
         let mut order: Vec<u32> = (0..emitted.len() as u32).collect();
         order.sort_by_key(|&i| times[emitted[i as usize] as usize]);
         let rows: UInt32Array = order.iter().map(|&i| emitted[i as usize]).collect();
@@ -625,6 +631,22 @@ impl StreamOperator for OverWindowExec {
 
     fn holds_input(&self) -> bool {
         true
+    }
+
+    /// The PARTITION BY expressions: a partition's rows, kept rows and counters are its own.
+    fn partition_keys(&self) -> Option<Vec<Arc<dyn PhysicalExpr>>> {
+        (!self.partition_by.is_empty()).then(|| self.partition_by.clone())
+    }
+
+    /// Event time (in milliseconds, as the operator orders it), then the partition key: rows
+    /// of one partition (one lane's) keep their order among themselves.
+    fn emission_order(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let times: Int64Array = self.times(batch)?.into_iter().collect();
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(times)];
+        for p in &self.partition_by {
+            columns.push(p.evaluate(batch)?.into_array(batch.num_rows())?);
+        }
+        Ok(columns)
     }
 
     fn metrics(&self) -> OperatorMetrics {
