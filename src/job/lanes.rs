@@ -9,14 +9,16 @@
 //!   decode each, run it through their pipeline and encode its rows for the sink (when the sink
 //!   lends its encoder), and the outputs are put back together in range order. Output rows, bad
 //!   records and row errors are exactly those one lane gives, in the same order.
-//! - **Keyed queries** (one GROUP BY with keys — windowed, session or updating — or one OVER
-//!   with a PARTITION BY, with row-wise operators before and after it, and no volatile key). The ranges are decoded and
+//! - **Keyed queries** (a GROUP BY with keys — windowed, session or updating — or an OVER with
+//!   a PARTITION BY, as the first stateful operator, with row-wise operators before it, and no
+//!   volatile key). The ranges are decoded and
 //!   run up to the keyed operator as above; then every row goes to the lane its key hashes to
 //!   (an exchange), and each lane runs the keyed operator on the rows of its keys, in input
 //!   order, as one batch. What the lanes emit is merged into the operator's own emission order
 //!   (windows in order, each window's rows by key; OVER rows by event time, then partition
-//!   key), and the operators after it run once: the
-//!   output is the output of one lane, row for row. Late rows come out lane after lane. Every lane is given the same watermark (the
+//!   key), cut back into the batches one copy emits (a batch per window), and the operators
+//!   after it, stateful ones too, run on the first lane: the output is the output of one
+//!   lane, row for row. Late rows come out lane after lane. Every lane is given the same watermark (the
 //!   runner tracks one over all input), and a checkpoint holds every lane's state, taken
 //!   between micro-batches when nothing is in flight. The hash ([`stable_hashes`]) is this
 //!   crate's own, the same on every machine and release, so a restored lane gets back exactly
@@ -33,7 +35,7 @@
 //!   expired rows per watermark). The operators after the join, stateful ones too (q4's GROUP
 //!   BYs), run on the first lane only, and see exactly the batches one lane's would.
 //! - Anything else (a global aggregate, LIMIT, ORDER BY, OVER without PARTITION BY, window
-//!   joins, lookup tables, two keyed operators) runs on one lane.
+//!   joins, lookup tables) runs on one lane.
 //!
 //! Contiguous ranges rather than a partition per lane: a batch's records are split evenly
 //! whatever the topic's partition count (one partition still uses every core). Several ranges

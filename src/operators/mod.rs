@@ -171,6 +171,14 @@ pub trait StreamOperator: Send {
         Ok(Vec::new())
     }
 
+    /// The column of an emitted `batch` (in emission order) whose runs of equal values are the
+    /// batches one copy emits in one call: a window aggregate emits a batch per window. `None`:
+    /// one batch per call. What copies on several lanes emit is cut back into these batches,
+    /// so the operators after it see exactly the batches one copy's would.
+    fn emission_unit(&self, _batch: &RecordBatch) -> Result<Option<ArrayRef>> {
+        Ok(None)
+    }
+
     /// Applies changes of the table fed as `feed` (see [`crate::planner::TableFeed`]):
     /// `upserts` (rows of the table's columns) replace the rows with the same key, `deletes`
     /// remove the rows whose key column reads as one of these keys. Returns false when the
@@ -407,24 +415,23 @@ impl Pipeline {
         self.operators.iter().all(|o| o.row_wise())
     }
 
-    /// Where the pipeline may be split by key: the index of its one keyed operator and the
-    /// key expressions over that operator's input, when the operators before and after it are
-    /// row-wise, the pipeline reads one input, and no key is volatile (`random()`: a row's key
-    /// must come out the same when the exchange computes it and when the operator does).
-    /// Stateful operators after it are refused: the lanes' emissions are merged into one batch
-    /// where one lane emits a batch per window, and an ORDER BY or an updating GROUP BY after
-    /// it would see other batches than at parallelism 1.
+    /// Where the pipeline may be split by key: the index of its first stateful operator and
+    /// its key expressions over that operator's input, when it is keyed, the operators before
+    /// it are row-wise, the pipeline reads one input, and no key is volatile (`random()`: a
+    /// row's key must come out the same when the exchange computes it and when the operator
+    /// does). The operators after it, stateful ones too (a second GROUP BY, an ORDER BY), run
+    /// on the first lane only, fed exactly the batches one copy emits (see
+    /// [`Pipeline::merge_emitted`]).
     pub fn exchange_point(&self) -> Option<(usize, Vec<Arc<dyn PhysicalExpr>>)> {
         if self.inputs() != 1 {
             return None;
         }
         let at = self.operators.iter().position(|o| !o.row_wise())?;
         let keys = self.operators[at].partition_keys()?;
-        let rest_row_wise = self.operators[at + 1..].iter().all(|o| o.row_wise());
         let stable = !keys
             .iter()
             .any(datafusion::physical_expr_common::physical_expr::is_volatile);
-        (rest_row_wise && stable && !keys.is_empty()).then_some((at, keys))
+        (stable && !keys.is_empty()).then_some((at, keys))
     }
 
     /// True when the pipeline opens with a join of streams whose copies may run on several
@@ -471,15 +478,30 @@ impl Pipeline {
         self.run_range(first, end, batches)
     }
 
-    /// Puts what copies of operator `at` emitted (on several lanes) into the one order one
-    /// copy emits it in (see [`StreamOperator::emission_order`]).
+    /// Puts what copies of operator `at` emitted in one call (on several lanes) into the order
+    /// one copy emits it in, in the batches one copy emits (see
+    /// [`StreamOperator::emission_order`], [`StreamOperator::emission_unit`]).
     pub fn merge_emitted(&self, at: usize, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         if batches.len() < 2 {
             return Ok(batches);
         }
+        let operator = &self.operators[at];
         let all = arrow::compute::concat_batches(&batches[0].schema(), &batches)?;
-        let columns = self.operators[at].emission_order(&all)?;
-        Ok(vec![order_rows(&all, &columns)?])
+        let ordered = order_rows(&all, &operator.emission_order(&all)?)?;
+        let Some(unit) = operator.emission_unit(&ordered)? else {
+            return Ok(vec![ordered]);
+        };
+        let rows = RowConverter::new(vec![SortField::new(unit.data_type().clone())])?
+            .convert_columns(&[unit])?;
+        let mut out = Vec::new();
+        let mut start = 0;
+        for row in 1..=ordered.num_rows() {
+            if row == ordered.num_rows() || rows.row(row) != rows.row(start) {
+                out.push(ordered.slice(start, row - start));
+                start = row;
+            }
+        }
+        Ok(out)
     }
 
     /// Runs one batch of input `input` through the operators before `end`; what the operator

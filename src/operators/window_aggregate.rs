@@ -440,6 +440,15 @@ impl StreamOperator for WindowAggregateExec {
         Ok(columns)
     }
 
+    /// A window's rows (a cascaded window's: an end's) come out as one batch; without a
+    /// window, all rows of a call.
+    fn emission_unit(&self, batch: &RecordBatch) -> Result<Option<ArrayRef>> {
+        if self.windows.is_none() && self.closing.is_none() {
+            return Ok(None);
+        }
+        Ok(self.emission_order(batch)?.into_iter().next())
+    }
+
     fn metrics(&self) -> OperatorMetrics {
         self.measure()
     }
