@@ -611,6 +611,43 @@ fn over_windows_give_every_symbols_exact_moving_values_in_event_time_order_at_pa
 }
 
 #[test]
+fn the_busiest_symbols_of_each_window_like_nexmark_q5_are_the_same_at_parallelism_1_2_and_4() {
+    // A window join: each side's window is split by symbol across the lanes, the maximum per
+    // window and the join run on the first lane.
+    let (_dir, source) = trades_file();
+    let counts = "SELECT sym, COUNT(*) AS n, window_start AS starttime, window_end AS endtime \
+                  FROM trades GROUP BY sym, TUMBLE(ts, INTERVAL '10' SECOND)";
+    let query = format!(
+        "SELECT a.starttime, a.sym, a.n FROM ({counts}) a \
+         JOIN (SELECT MAX(c.n) AS maxn, c.starttime, c.endtime FROM ({counts}) c \
+               GROUP BY c.starttime, c.endtime) m \
+         ON a.starttime = m.starttime AND a.endtime = m.endtime AND a.n >= m.maxn"
+    );
+    let out = same_rows_on_lanes(&query, false, |parallelism| {
+        run_trades(&source, &query, parallelism)
+    });
+    let mut windows: std::collections::BTreeMap<u64, std::collections::BTreeMap<String, u64>> =
+        Default::default();
+    for (sym, _, ms) in good_trades() {
+        *windows
+            .entry(ms / 10_000)
+            .or_default()
+            .entry(sym)
+            .or_default() += 1;
+    }
+    let mut expected = vec!["starttime,sym,n".to_string()];
+    for (w, syms) in &windows {
+        let busiest = syms.values().max().unwrap();
+        for (sym, n) in syms.iter().filter(|(_, n)| *n == busiest) {
+            expected.push(format!("{},{sym},{n}", iso(w * 10_000)));
+        }
+    }
+    expected.sort();
+    assert!(expected.len() > 100, "a meaningful answer");
+    assert_eq!(sorted_lines(&out), expected);
+}
+
+#[test]
 fn sessions_hopping_windows_and_changes_are_the_same_at_parallelism_1_2_and_4() {
     let (_dir, source) = trades_file();
     for query in [

@@ -494,6 +494,13 @@ fn the_busiest_key_per_window_killed_at_random_loses_nothing_and_repeats_nothing
 }
 
 #[test]
+fn the_busiest_key_per_window_on_four_lanes_killed_at_random_loses_nothing_and_repeats_nothing() {
+    // A window join whose sides' windows are split by key over the lanes; the maximum per
+    // window, the join and their state live on the first lane.
+    run_scenario(on_four_lanes(busiest_per_window()), "exactly-once");
+}
+
+#[test]
 fn an_over_window_killed_at_random_loses_nothing_and_repeats_nothing_with_exactly_once() {
     run_scenario(over_rows(), "exactly-once");
 }

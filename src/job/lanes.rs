@@ -34,8 +34,12 @@
 //!   [`Ordered`]), in the same batches (pairs, then unmatchable rows, per arrival; each side's
 //!   expired rows per watermark). The operators after the join, stateful ones too (q4's GROUP
 //!   BYs), run on the first lane only, and see exactly the batches one lane's would.
-//! - Anything else (a global aggregate, LIMIT, ORDER BY, OVER without PARTITION BY, window
-//!   joins, lookup tables) runs on one lane.
+//! - **Joins whose inputs are split** (window joins, joins fed by a stateful input: Nexmark q5,
+//!   q7, q8): each side's branch runs on the lanes as far as its operators allow
+//!   ([`BranchSplit`]: a keyed window exchanged by its keys, a row-wise branch by ranges), and
+//!   the rest of each branch, the join and the operators after it run on the first lane.
+//! - Anything else (a global aggregate, LIMIT, ORDER BY, OVER without PARTITION BY, lookup
+//!   tables) runs on one lane.
 //!
 //! Contiguous ranges rather than a partition per lane: a batch's records are split evenly
 //! whatever the topic's partition count (one partition still uses every core). Several ranges
@@ -57,7 +61,7 @@ use velo_connectors::record::SourceBatch;
 use super::input::{BadRecord, InputAdapter};
 use super::progress::ErrorKind;
 use crate::error::{Result, VeloError};
-use crate::operators::{Ordered, Pipeline, PipelineRowError, StreamJoinExec, Watermark};
+use crate::operators::{JoinSide, Ordered, Pipeline, PipelineRowError, StreamJoinExec, Watermark};
 
 /// Fewest records a lane is given: smaller batches (a trickle of records, the latency path)
 /// are decoded on the runner's thread alone, where a thread hand-off would cost more than it
@@ -126,6 +130,7 @@ impl Lanes {
             Exchange::Join => merge_ordered(on_threads(work, moved, |_, pipeline| {
                 joined(pipeline)?.advance_ordered(watermark, true)
             })?)?,
+            Exchange::Branches(sides) => branches_at_watermark(work, sides, moved, watermark)?,
         };
         let mut out = downstream(&mut pipelines, exchange, emitted)?;
         out.extend(pipelines[0].advance_watermark_range(at + 1, usize::MAX, watermark)?);
@@ -144,6 +149,39 @@ pub enum Exchange {
     /// The pipeline opens with a join of streams: the rows arriving at the join (after its
     /// row-wise branches) change lanes by join key.
     Join,
+    /// The pipeline opens with a join of streams that is not split by join key (a window join,
+    /// whose inputs are window aggregates grouped by keys of their own; a join fed by a
+    /// stateful branch): each side's branch is split as its operators allow, and the rest of
+    /// each branch, the join and the operators after it run on the first lane.
+    Branches([BranchSplit; 2]),
+}
+
+/// How one side's branch of a join runs on the lanes ([`Exchange::Branches`]).
+pub enum BranchSplit {
+    /// Every operator of the branch is row-wise: each range runs through it on its lane, and
+    /// the ranges' rows arrive at the join as one batch, in order (as one lane's would).
+    Rows,
+    /// The branch's first stateful operator (at index `at`) is keyed: the ranges run up to it
+    /// on their lanes, rows change lanes by its keys, each lane's copy holds its keys' state,
+    /// and what the copies emit is merged into one copy's batches (as for a keyed query).
+    Keyed {
+        at: usize,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+    },
+    /// Neither (a global aggregate): the side is decoded and run on the first lane.
+    Whole,
+}
+
+impl BranchSplit {
+    fn of(branch: &Pipeline) -> BranchSplit {
+        if branch.is_row_wise() {
+            return BranchSplit::Rows;
+        }
+        match branch.exchange_point() {
+            Some((at, keys)) => BranchSplit::Keyed { at, keys },
+            None => BranchSplit::Whole,
+        }
+    }
 }
 
 impl Exchange {
@@ -151,8 +189,20 @@ impl Exchange {
     fn at(&self) -> usize {
         match self {
             Exchange::Keyed { at, .. } => *at,
-            Exchange::Join => 0,
+            Exchange::Join | Exchange::Branches(_) => 0,
         }
+    }
+
+    /// How a join's branches may be split, when `pipeline` opens with one reading an input
+    /// per side and some side may use the lanes.
+    fn branches_of(pipeline: &Pipeline) -> Option<Exchange> {
+        let join = pipeline.stream_join()?;
+        if join.branches().iter().any(|b| b.inputs() != 1) {
+            return None;
+        }
+        let sides = join.branches().each_ref().map(BranchSplit::of);
+        let used = sides.iter().any(|s| !matches!(s, BranchSplit::Whole));
+        used.then_some(Exchange::Branches(sides))
     }
 }
 
@@ -173,6 +223,9 @@ impl Split {
         }
         if pipeline.splits_join() {
             return Some(Split::Keyed(Exchange::Join));
+        }
+        if let Some(branches) = Exchange::branches_of(pipeline) {
+            return Some(Split::Keyed(branches));
         }
         let (at, keys) = pipeline.exchange_point()?;
         Some(Split::Keyed(Exchange::Keyed { at, keys }))
@@ -399,6 +452,9 @@ pub(crate) fn process(
         None => return process_rows(lanes, input, batch, horizon, encoder),
         Some(Exchange::Keyed { at, keys }) => (*at, keys),
         Some(Exchange::Join) => return process_join(lanes, input, batch, horizon),
+        Some(Exchange::Branches(sides)) => {
+            return process_branches(lanes, sides, input, batch, horizon)
+        }
     };
     let decoded = decode_on_lanes(
         &mut lanes,
@@ -535,6 +591,168 @@ fn process_join(
     finish(parts, pipelines, &Exchange::Join, merged, Vec::new())
 }
 
+/// A query opening with a join whose branches are split ([`Exchange::Branches`]): a batch of
+/// input `input` goes through its side's branch as [`BranchSplit`] says, and what arrives at the
+/// join is joined on the first lane, then run through the operators after the join there.
+fn process_branches(
+    mut lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
+    sides: &[BranchSplit; 2],
+    input: usize,
+    batch: &SourceBatch,
+    horizon: Option<i64>,
+) -> Result<Processed> {
+    let count = lanes.len();
+    let side = joined(lanes[0].1)?.side_of(input).0;
+    let exchange = Exchange::Join;
+    let (parts, arrived, errors) = match &sides[side as usize] {
+        BranchSplit::Whole => {
+            // One lane decodes the batch and runs the whole pipeline.
+            let decoded = decode_on_lanes(
+                &mut lanes[..1],
+                input,
+                batch,
+                horizon,
+                |pipeline, rows| pipeline.process_input(input, rows),
+                |_, _| Ok(()),
+            )?;
+            let (parts, out) = decoded
+                .into_iter()
+                .map(|(p, o, _)| (p, o))
+                .unzip::<_, _, Vec<_>, Vec<_>>();
+            return Ok(Processed {
+                parts,
+                out: out.into_iter().flatten().collect(),
+                encoded: Vec::new(),
+            });
+        }
+        BranchSplit::Rows => {
+            let decoded = decode_on_lanes(
+                &mut lanes,
+                input,
+                batch,
+                horizon,
+                |pipeline, rows| pipeline.enter_join(input, rows),
+                |_, _| Ok(()),
+            )?;
+            let mut parts = Vec::with_capacity(decoded.len());
+            let mut rows = Vec::new();
+            for (part, emitted, _) in decoded {
+                parts.push(part);
+                rows.extend(emitted);
+            }
+            // One lane's branch gives one batch for the input batch: so do the ranges'.
+            let arrived = match rows.len() {
+                0 | 1 => rows,
+                _ => vec![arrow::compute::concat_batches(&rows[0].schema(), &rows)?],
+            };
+            (parts, arrived, Vec::new())
+        }
+        BranchSplit::Keyed { at, keys } => {
+            let at = *at;
+            let decoded = decode_on_lanes(
+                &mut lanes,
+                input,
+                batch,
+                horizon,
+                |pipeline, rows| pipeline.enter_join_until(input, rows, at),
+                |_, emitted| route(emitted, count, |b| evaluate(keys, b)),
+            )?;
+            let (parts, batches, received) = gather(decoded, count);
+            let rows: usize = received.iter().map(Vec::len).sum();
+            let mut pipelines: Vec<&mut Pipeline> =
+                lanes.iter_mut().map(|(_, p)| &mut **p).collect();
+            let work = paired(&mut pipelines, received);
+            let sources: Vec<&RecordBatch> = batches.iter().collect();
+            let emitted = on_threads(
+                work,
+                rows >= 2 * MIN_LANE_RECORDS,
+                |_, (pipeline, picks)| {
+                    let batch: Vec<RecordBatch> = picked(&sources, &picks)?.into_iter().collect();
+                    let out = pipeline
+                        .on_join(|join| join.branch_mut(side).process_range(at, at + 1, batch))?;
+                    Ok((out, pipeline.take_row_errors()))
+                },
+            )?;
+            let mut merged = Vec::new();
+            let mut errors = Vec::new();
+            for (batches, lane_errors) in emitted {
+                merged.extend(batches);
+                errors.extend(lane_errors);
+            }
+            let arrived = lanes[0].1.on_join(|join| {
+                let branch = join.branch_mut(side);
+                let merged = branch.merge_emitted(at, merged)?;
+                branch.process_range(at + 1, usize::MAX, merged)
+            })?;
+            (parts, arrived, errors)
+        }
+    };
+    let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
+    let out = pipelines[0].on_join(|join| join.arrive_all(side, arrived))?;
+    finish(parts, pipelines, &exchange, out, errors)
+}
+
+/// What a join whose branches are split ([`Exchange::Branches`]) emits at `watermark`, in the
+/// order one copy's `on_watermark` emits it: each lane advances its keyed sides' operators up
+/// to the keyed one (`work`, in parallel when `parallel`); on the first lane, each side's
+/// merged windows run through the rest of its branch and arrive at the join, left side first,
+/// then the join's own state expires.
+fn branches_at_watermark(
+    work: Vec<&mut Pipeline>,
+    sides: &[BranchSplit; 2],
+    parallel: bool,
+    watermark: Watermark,
+) -> Result<Vec<RecordBatch>> {
+    const SIDES: [JoinSide; 2] = [JoinSide::Left, JoinSide::Right];
+    let advanced = on_threads(work, parallel, |_, pipeline| {
+        let mut closed: [Vec<RecordBatch>; 2] = Default::default();
+        for ((split, side), closed) in sides.iter().zip(SIDES).zip(&mut closed) {
+            if let BranchSplit::Keyed { at, .. } = split {
+                *closed = pipeline.on_join(|join| {
+                    join.branch_mut(side)
+                        .advance_watermark_range(0, at + 1, watermark)
+                })?;
+            }
+        }
+        Ok((pipeline, closed))
+    })?;
+    let mut lanes = advanced.into_iter();
+    let (first, mut closed) = lanes.next().expect("the first lane");
+    for (_, more) in lanes {
+        for (all, more) in closed.iter_mut().zip(more) {
+            all.extend(more);
+        }
+    }
+    let mut out = Vec::new();
+    for ((split, side), closed) in sides.iter().zip(SIDES).zip(closed) {
+        out.extend(first.on_join(|join| {
+            let branch = join.branch_mut(side);
+            let arrived = match split {
+                BranchSplit::Keyed { at, .. } => {
+                    let merged = branch.merge_emitted(*at, closed)?;
+                    let mut arrived = branch.process_range(at + 1, usize::MAX, merged)?;
+                    arrived.extend(branch.advance_watermark_range(
+                        at + 1,
+                        usize::MAX,
+                        watermark,
+                    )?);
+                    arrived
+                }
+                BranchSplit::Rows | BranchSplit::Whole => branch.advance_watermark(watermark)?,
+            };
+            join.arrive_all(side, arrived)
+        })?);
+    }
+    let expired = first.on_join(|join| join.advance_ordered(watermark, false))?;
+    out.extend(
+        expired
+            .map(|o| o.batch)
+            .into_iter()
+            .filter(|b| b.num_rows() > 0),
+    );
+    Ok(out)
+}
+
 /// The decoded ranges' parts, their emitted batches (all ranges', in order) and, per lane, the
 /// rows routed to it as (batch, row) in those batches.
 #[allow(clippy::type_complexity)]
@@ -650,8 +868,8 @@ fn downstream(
     let at = exchange.at();
     let merged = match exchange {
         Exchange::Keyed { .. } => first.merge_emitted(at, emitted)?,
-        // Merged already, by order key.
-        Exchange::Join => emitted,
+        // Merged already, by order key; or the join's own output, on the first lane.
+        Exchange::Join | Exchange::Branches(_) => emitted,
     };
     first.process_range(at + 1, usize::MAX, merged)
 }

@@ -443,6 +443,11 @@ impl Pipeline {
             .is_some_and(StreamJoinExec::splits_by_key)
     }
 
+    /// The join of streams heading the pipeline.
+    pub fn stream_join(&self) -> Option<&StreamJoinExec> {
+        self.operators.first()?.as_stream_join()
+    }
+
     /// The join of streams heading the pipeline, to run.
     pub fn stream_join_mut(&mut self) -> Option<&mut StreamJoinExec> {
         self.operators.first_mut()?.as_stream_join_mut()
@@ -452,13 +457,30 @@ impl Pipeline {
     /// pipeline: the rows arriving at the join (see [`StreamJoinExec::enter`]). What the
     /// branch could not evaluate is kept with the pipeline's row errors.
     pub fn enter_join(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        self.enter_join_until(input, batch, usize::MAX)
+    }
+
+    /// [`Pipeline::enter_join`] through the branch's operators before `end` only.
+    pub fn enter_join_until(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        end: usize,
+    ) -> Result<Vec<RecordBatch>> {
+        let (_, arrived) = self.on_join(|join| join.enter_until(input, batch, end))?;
+        Ok(arrived.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+
+    /// Runs `work` on the join of streams heading the pipeline; what its branches could not
+    /// evaluate meanwhile is kept with the pipeline's row errors.
+    pub fn on_join<R>(&mut self, work: impl FnOnce(&mut StreamJoinExec) -> Result<R>) -> Result<R> {
         let join = self.stream_join_mut().ok_or_else(|| {
             VeloError::Execution("the pipeline does not open with a join of streams".into())
         })?;
-        let (_, arrived) = join.enter(input, batch)?;
+        let out = work(join);
         let errors = join.drain_nested_row_errors();
         self.row_errors.extend(errors);
-        Ok(arrived.into_iter().filter(|b| b.num_rows() > 0).collect())
+        out
     }
 
     /// Runs one batch of input `input` through every operator.

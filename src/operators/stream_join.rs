@@ -700,9 +700,45 @@ impl StreamJoinExec {
         input: usize,
         batch: RecordBatch,
     ) -> Result<(JoinSide, Vec<RecordBatch>)> {
+        self.enter_until(input, batch, usize::MAX)
+    }
+
+    /// [`StreamJoinExec::enter`] through the branch's operators before `end` only: what the
+    /// one before `end` emits.
+    pub fn enter_until(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        end: usize,
+    ) -> Result<(JoinSide, Vec<RecordBatch>)> {
         let (side, local) = self.side_of(input);
-        let arrived = self.branches[side as usize].process_input(local, batch)?;
+        let arrived = self.branches[side as usize].process_until(local, batch, end)?;
         Ok((side, arrived))
+    }
+
+    /// The operator chains feeding the left and the right input.
+    pub fn branches(&self) -> &[Pipeline; 2] {
+        &self.branches
+    }
+
+    /// The operator chain feeding `side`, to run (what it cannot evaluate is then in
+    /// [`StreamOperator::drain_nested_row_errors`]).
+    pub fn branch_mut(&mut self, side: JoinSide) -> &mut Pipeline {
+        &mut self.branches[side as usize]
+    }
+
+    /// Batches arriving on `side` one after the other (see [`StreamJoinExec::arrive_at`],
+    /// given every row): what the join emits, in order.
+    pub fn arrive_all(
+        &mut self,
+        side: JoinSide,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for b in batches {
+            out.extend(self.arrive_at(side, b, None)?.map(|o| o.batch));
+        }
+        Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
     /// The side input `input` of the query feeds, and its number among that side's inputs.
@@ -852,20 +888,15 @@ impl StreamOperator for StreamJoinExec {
 
     fn process_input(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let (side, arrived) = self.enter(input, batch)?;
-        let mut out = Vec::new();
-        for b in arrived {
-            out.extend(self.arrive_at(side, b, None)?.map(|o| o.batch));
-        }
-        Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
+        self.arrive_all(side, arrived)
     }
 
     fn on_watermark(&mut self, watermark: Watermark) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         // What the branches close at this watermark arrives first (window joins).
         for side in [JoinSide::Left, JoinSide::Right] {
-            for b in self.branches[side as usize].advance_watermark(watermark)? {
-                out.extend(self.arrive_at(side, b, None)?.map(|o| o.batch));
-            }
+            let closed = self.branches[side as usize].advance_watermark(watermark)?;
+            out.extend(self.arrive_all(side, closed)?);
         }
         out.extend(self.advance_ordered(watermark, false)?.map(|o| o.batch));
         Ok(out.into_iter().filter(|b| b.num_rows() > 0).collect())
