@@ -1,4 +1,5 @@
-//! Throughput harness: runs the hot path on one thread and prints records/s for
+//! Throughput harness: runs the hot path on one thread (the keyed queries on two lanes too)
+//! and prints records/s for
 //! - the JSON path (JSON bytes → RecordBatch → filter/projection → JSON bytes) on generated
 //!   Nexmark bids, for q1 and q2;
 //! - a tumbling GROUP BY and a 5-row moving average (OVER) over decoded batches with 10 000
@@ -159,12 +160,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let ticks = tick_batches(records, batch_size);
-    for (name, query) in [
-        ("tumbling GROUP BY, 10k keys", WINDOW_QUERY),
-        ("OVER 5-row AVG, 10k keys", OVER_QUERY),
+    // Keyed queries on one lane, then on two (keys split between two threads).
+    for (name, query, lanes) in [
+        ("tumbling GROUP BY, 10k keys", WINDOW_QUERY, 1),
+        ("OVER 5-row AVG, 10k keys", OVER_QUERY, 1),
+        ("tumbling GROUP BY, 10k keys, 2 lanes", WINDOW_QUERY, 2),
+        ("OVER 5-row AVG, 10k keys, 2 lanes", OVER_QUERY, 2),
     ] {
         let (secs, rows) = best_of_three(|| {
-            let mut path = HotPath::new(query)?;
+            let mut path = HotPath::on_lanes(query, lanes)?;
             let mut rows = 0;
             for batch in &ticks {
                 rows += path.run(batch)?;
