@@ -346,12 +346,55 @@ fn interval_and_ttl_joins_on_four_lanes_give_one_lanes_rows_in_one_lanes_order()
     assert_eq!(json_rows(&got), json_rows(&one), "TTL join");
 }
 
+/// `events` fed to `sql` planned on `lanes` lanes as `stream` plans it (ORDER BY per emission,
+/// GROUP BY emitting changes): the streams' events taken in turns of `block` events of one
+/// stream (each stream's events in their order), so that micro-batches are large enough to be
+/// cut into ranges on the lanes. Every non-empty batch emitted, as JSON rows, in order.
+fn batches_on_lanes(
+    sql: &str,
+    lanes: usize,
+    events: &[(&str, String)],
+    block: usize,
+) -> Vec<Vec<String>> {
+    let mut replay = Replay::plan_on_lanes_with(sql, lanes, |r| r.bounded = false)
+        .unwrap_or_else(|e| panic!("{e}\n{sql}"));
+    assert_eq!(replay.lanes(), lanes, "{sql}");
+    let of = |stream: &str| -> Vec<&[u8]> {
+        events
+            .iter()
+            .filter(|(s, _)| *s == stream)
+            .map(|(_, l)| l.as_bytes())
+            .collect()
+    };
+    // A query reading `o` only is given `o`'s events only.
+    let (o, s) = match sql.contains("FROM s ") {
+        true => (of("o"), of("s")),
+        false => (of("o"), Vec::new()),
+    };
+    let mut out = Vec::new();
+    for turn in 0..o.len().max(s.len()).div_ceil(block) {
+        for (stream, rows) in [("o", &o), ("s", &s)] {
+            let chunk = &rows[(turn * block).min(rows.len())..((turn + 1) * block).min(rows.len())];
+            if !chunk.is_empty() {
+                out.extend(replay.push_to(stream, chunk).unwrap());
+            }
+        }
+    }
+    out.extend(replay.finish().unwrap());
+    out.iter()
+        .map(|b| json_rows(std::slice::from_ref(b)))
+        .filter(|rows| !rows.is_empty())
+        .collect()
+}
+
 #[test]
-fn window_joins_and_joins_fed_by_aggregates_on_four_lanes_give_one_lanes_rows_in_one_lanes_order() {
+fn window_joins_and_joins_fed_by_aggregates_on_four_lanes_give_one_lanes_rows_in_one_lanes_batches()
+{
     // The join is not split by join key here: each side's branch is split as it can be (a
     // keyed window on the lanes, its windows merged back into one lane's batches; a row-wise
     // branch on the lanes, its ranges arriving as one batch; a global aggregate on the first
-    // lane), and the join and what follows run on the first lane.
+    // lane), and the join and what follows run on the first lane. Micro-batches of up to
+    // 2 500 records are cut into ranges; one of 5 records is not.
     let counts = windowed("o", "COUNT(*) AS n", true);
     let totals = windowed("s", "SUM(d) AS total", true);
     let queries = [
@@ -375,7 +418,8 @@ fn window_joins_and_joins_fed_by_aggregates_on_four_lanes_give_one_lanes_rows_in
            (SELECT MAX(v) AS top, window_end AS ts FROM o GROUP BY TUMBLE(ts, INTERVAL '10' SECOND)) m \
          ON o.v = m.top WHERE o.ts BETWEEN m.ts - INTERVAL '10' SECOND AND m.ts"
             .to_string(),
-        // Stateful operators after the join, on the first lane.
+        // An updating aggregate after the join, on the first lane: it emits its changes
+        // after every batch it is given, so it shows the join's batches.
         format!(
             "SELECT a.k, COUNT(*) AS windows, SUM(b.total) AS total, MAX(a.n) AS most \
              FROM {counts} a JOIN {totals} b ON a.k = b.k AND a.window_start = b.window_start \
@@ -383,22 +427,17 @@ fn window_joins_and_joins_fed_by_aggregates_on_four_lanes_give_one_lanes_rows_in
         ),
     ];
     for (seed, query) in queries.iter().enumerate() {
-        let mut rng = Rng(9100 + seed as u64);
-        let events = match query.contains("FROM s ") {
-            true => events(&mut rng, 600),
-            false => o_events(&mut rng, 1200),
-        };
+        let events = events(&mut Rng(9100 + seed as u64), 12_000);
         let sql = format!("{}{query}", declarations());
-        let (one, _) = streamed_with(
-            Replay::plan_on_lanes(&sql, 1).unwrap(),
-            &events,
-            &mut Rng(seed as u64),
-        );
-        let four = Replay::plan_on_lanes(&sql, 4).unwrap();
-        assert_eq!(four.lanes(), 4, "{sql}");
-        let (got, _) = streamed_with(four, &events, &mut Rng(seed as u64));
-        assert!(json_rows(&one).len() > 5, "{query}: a meaningful answer");
-        assert_eq!(json_rows(&got), json_rows(&one), "{query}");
+        for block in [5, 2_500] {
+            let one = batches_on_lanes(&sql, 1, &events, block);
+            assert!(one.len() > 5, "{query}: a meaningful answer");
+            assert_eq!(
+                batches_on_lanes(&sql, 4, &events, block),
+                one,
+                "{block}: {query}"
+            );
+        }
     }
 }
 

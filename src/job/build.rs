@@ -277,9 +277,9 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
         false => None,
     };
     let mut lane_count = spec.runtime.parallelism.max(1);
-    if let (Some(Split::Keyed(_)), Some(checkpoint)) = (&split, &restored) {
+    if let (Some(Split::Keyed(exchange)), Some(checkpoint)) = (&split, &restored) {
         let saved = checkpoint.lanes.max(1);
-        if saved != lane_count {
+        if exchange.holds_keys() && saved != lane_count {
             tracing::info!(
                 "job '{}': runs on {saved} lanes, as its checkpoint was taken (a keyed query's \
                  state is split by key across lanes); --ignore-state starts afresh on \
@@ -507,7 +507,8 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
             spec.name,
             lanes.extra.len() + 1,
             match (&lanes.exchange, runner.sink.row_encoder()) {
-                (Some(_), _) => "rows exchanged by key",
+                (Some(e), _) if e.holds_keys() => "rows exchanged by key",
+                (Some(_), _) => "the join's inputs split by range",
                 (None, Some(_)) => "micro-batches split by range, rows encoded on the lanes",
                 (None, None) => "micro-batches split by range",
             }

@@ -185,6 +185,18 @@ impl BranchSplit {
 }
 
 impl Exchange {
+    /// True when each lane's copy holds some keys' state (a checkpoint then holds every lane's,
+    /// and a restored job keeps its lane count): not for a join whose inputs are only split
+    /// by range, which keeps all its state on the first lane.
+    pub fn holds_keys(&self) -> bool {
+        match self {
+            Exchange::Keyed { .. } | Exchange::Join => true,
+            Exchange::Branches(sides) => {
+                sides.iter().any(|s| matches!(s, BranchSplit::Keyed { .. }))
+            }
+        }
+    }
+
     /// The index of the operator whose copies hold the keys' state.
     fn at(&self) -> usize {
         match self {
@@ -210,8 +222,9 @@ impl Exchange {
 pub enum Split {
     /// Every operator is row-wise.
     Rows,
-    /// One keyed operator between row-wise ones, or a join of streams fed by row-wise
-    /// operators ahead of any others.
+    /// A keyed operator (GROUP BY keys, OVER PARTITION BY) as the first stateful one, a join
+    /// of streams fed by row-wise operators, or a join whose inputs are split
+    /// ([`Exchange::Branches`]).
     Keyed(Exchange),
 }
 
@@ -436,9 +449,10 @@ fn decode_on_lanes<R: Send>(
 
 /// Processes `batch` of input `input` on `lanes` (the runner's first) as `exchange` says:
 /// without one, each lane decodes and runs a range of the batch; with one, rows change lanes
-/// by key before the keyed operator (or the join). A keyed query always goes through the
-/// exchange, however small the batch: a key's state lives in one lane only. A row-wise query
-/// given the sink's `encoder` encodes its output rows on the lanes too.
+/// by key before the keyed operator (or the join, or a join input's keyed operator). A keyed
+/// query always goes through the exchange, however small the batch: a key's state lives in
+/// one lane only. A row-wise query given the sink's `encoder` encodes its output rows on the
+/// lanes too.
 pub(crate) fn process(
     mut lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
     exchange: Option<&Exchange>,
@@ -704,7 +718,8 @@ fn branches_at_watermark(
     watermark: Watermark,
 ) -> Result<Vec<RecordBatch>> {
     const SIDES: [JoinSide; 2] = [JoinSide::Left, JoinSide::Right];
-    let advanced = on_threads(work, parallel, |_, pipeline| {
+    let keyed = sides.iter().any(|s| matches!(s, BranchSplit::Keyed { .. }));
+    let advanced = on_threads(work, parallel && keyed, |_, pipeline| {
         let mut closed: [Vec<RecordBatch>; 2] = Default::default();
         for ((split, side), closed) in sides.iter().zip(SIDES).zip(&mut closed) {
             if let BranchSplit::Keyed { at, .. } = split {
@@ -857,8 +872,8 @@ fn merge_ordered<const N: usize>(emitted: Vec<[Ordered; N]>) -> Result<Vec<Recor
 }
 
 /// What the keyed operator (or join) emitted on every lane, merged into the order one copy
-/// emits it in, through the operators after it (those of the first lane: row-wise ones after
-/// a keyed operator keep no state; after a join, any operator runs there only).
+/// emits it in, through the operators after it: those of the first lane, which alone run
+/// them (the other lanes' copies of them hold nothing).
 fn downstream(
     pipelines: &mut [&mut Pipeline],
     exchange: &Exchange,

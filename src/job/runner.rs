@@ -25,7 +25,7 @@ use velo_connectors::sink::Sink;
 
 use super::checkpoint::{Acknowledge, Checkpoint, Checkpointer, InputPosition, OperatorState};
 use super::input::{BadRecord, JobInput, TableFollower};
-use super::lanes::{self, Lanes};
+use super::lanes::{self, Exchange, Lanes};
 use super::progress::ErrorKind;
 use super::progress::{count, JobProgress, JobStats};
 use super::spec::{OnError, RuntimeOptions};
@@ -144,7 +144,11 @@ impl Runner {
         // query (the builder gives it the checkpoint's lane count), the first of any other.
         let lanes = 1 + self.lanes.extra.len();
         let saved = checkpoint.lanes.max(1);
-        let keyed = self.lanes.exchange.is_some();
+        let keyed = self
+            .lanes
+            .exchange
+            .as_ref()
+            .is_some_and(Exchange::holds_keys);
         if saved > lanes || (keyed && saved != lanes) {
             return Err(VeloError::State(format!(
                 "the checkpoint holds the state of {saved} lanes, this job runs on {lanes}"
@@ -833,7 +837,11 @@ impl Runner {
     /// taken too). Nothing is written.
     pub fn take_checkpoint(&mut self, id: u64) -> Result<Checkpoint> {
         // A keyed query's lanes each hold their keys' state; a row-wise query's hold nothing.
-        let keyed = self.lanes.exchange.is_some();
+        let keyed = self
+            .lanes
+            .exchange
+            .as_ref()
+            .is_some_and(Exchange::holds_keys);
         let mut pipelines = self.pipelines();
         if !keyed {
             pipelines.truncate(1);

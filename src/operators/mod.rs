@@ -157,7 +157,7 @@ pub trait StreamOperator: Send {
     }
 
     /// The expressions (over the operator's input) its state is keyed by, when every key's
-    /// rows may be processed apart from the others' (GROUP BY keys): `None` when the state is
+    /// rows may be processed apart from the others' (GROUP BY keys, OVER's PARTITION BY): `None` when the state is
     /// one whole (a global aggregate, a LIMIT, a join of streams). An operator giving keys
     /// gives an [`StreamOperator::emission_order`] too.
     fn partition_keys(&self) -> Option<Vec<Arc<dyn PhysicalExpr>>> {
