@@ -369,6 +369,20 @@ fn top_per_window() -> Scenario {
     )
 }
 
+/// Nexmark q7's shape: the events at the top value of their 5 s window (an interval join of
+/// the raw events, row-wise, with a global aggregate).
+fn top_events() -> Scenario {
+    events_scenario(
+        "top events",
+        "SELECT e.id, e.v, m.top FROM ev e JOIN \
+           (SELECT MAX(v) AS top, window_end AS ts FROM ev WHERE k <> 'end' \
+            GROUP BY TUMBLE(ts, INTERVAL '5' SECOND)) m \
+         ON e.v = m.top WHERE e.ts BETWEEN m.ts - INTERVAL '5' SECOND AND m.ts",
+        false,
+        Compare::Rows,
+    )
+}
+
 fn busiest_per_window() -> Scenario {
     let totals = TOTALS;
     events_scenario(
@@ -498,6 +512,13 @@ fn the_busiest_key_per_window_on_four_lanes_killed_at_random_loses_nothing_and_r
     // A window join whose sides' windows are split by key over the lanes; the maximum per
     // window, the join and their state live on the first lane.
     run_scenario(on_four_lanes(busiest_per_window()), "exactly-once");
+}
+
+#[test]
+fn the_top_events_per_window_on_four_lanes_killed_at_random_lose_nothing_and_repeat_nothing() {
+    // The raw events are decoded on the lanes; the maximum, the join and all their state live
+    // on the first lane, whose state alone is checkpointed.
+    run_scenario(on_four_lanes(top_events()), "exactly-once");
 }
 
 #[test]
