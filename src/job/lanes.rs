@@ -461,7 +461,6 @@ pub(crate) fn process(
     horizon: Option<i64>,
     encoder: Option<&RowEncoder>,
 ) -> Result<Processed> {
-    let count = lanes.len();
     let (at, keys) = match exchange {
         None => return process_rows(lanes, input, batch, horizon, encoder),
         Some(Exchange::Keyed { at, keys }) => (*at, keys),
@@ -470,28 +469,71 @@ pub(crate) fn process(
             return process_branches(lanes, sides, input, batch, horizon)
         }
     };
-    let decoded = decode_on_lanes(
+    let (parts, emitted, errors) = exchange_by_key(
         &mut lanes,
         input,
         batch,
         horizon,
+        keys,
         |pipeline, rows| pipeline.process_until(input, rows, at),
-        |_, emitted| route(emitted, count, |b| evaluate(keys, b)),
+        |pipeline, rows| pipeline.process_range(at, at + 1, rows),
     )?;
-    // The exchange: lane j gets the rows of its keys from every range, in range order, as
-    // one batch (as one lane would have had it: an operator emitting per batch, EMIT CHANGES,
-    // then emits what it would at parallelism 1), copied once.
+    let pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
+    let exchange = exchange.expect("a keyed query");
+    finish(parts, pipelines, exchange, emitted, errors)
+}
+
+/// `batch` decoded on `lanes` range by range, each range run through `run` on its lane: the
+/// ranges' parts and what `run` emitted, in range order.
+fn ranges_through(
+    lanes: &mut [(&mut InputAdapter, &mut Pipeline)],
+    input: usize,
+    batch: &SourceBatch,
+    horizon: Option<i64>,
+    run: impl Fn(&mut Pipeline, RecordBatch) -> Result<Vec<RecordBatch>> + Sync,
+) -> Result<(Vec<LaneOutput>, Vec<RecordBatch>)> {
+    let decoded = decode_on_lanes(lanes, input, batch, horizon, run, |_, _| Ok(()))?;
+    let mut parts = Vec::with_capacity(decoded.len());
+    let mut emitted = Vec::new();
+    for (part, out, ()) in decoded {
+        parts.push(part);
+        emitted.extend(out);
+    }
+    Ok((parts, emitted))
+}
+
+/// The exchange before a keyed operator (of the pipeline, or of a join's branch): each range
+/// of `batch` is decoded and run up to the operator on its lane (`upto`), its rows go to the
+/// lanes their `keys` hash to, and each lane's copy of the operator takes its keys' rows from
+/// every range, in range order, as one batch (as one lane would have had them: an operator
+/// emitting per batch, EMIT CHANGES, then emits what it would at parallelism 1), through
+/// `keyed`. Returns the ranges' parts, what the copies emitted (lane after lane) and the row
+/// errors of the lanes.
+#[allow(clippy::type_complexity)]
+fn exchange_by_key(
+    lanes: &mut [(&mut InputAdapter, &mut Pipeline)],
+    input: usize,
+    batch: &SourceBatch,
+    horizon: Option<i64>,
+    keys: &[Arc<dyn PhysicalExpr>],
+    upto: impl Fn(&mut Pipeline, RecordBatch) -> Result<Vec<RecordBatch>> + Sync,
+    keyed: impl Fn(&mut Pipeline, Vec<RecordBatch>) -> Result<Vec<RecordBatch>> + Sync,
+) -> Result<(Vec<LaneOutput>, Vec<RecordBatch>, Vec<PipelineRowError>)> {
+    let count = lanes.len();
+    let decoded = decode_on_lanes(lanes, input, batch, horizon, upto, |_, emitted| {
+        route(emitted, count, |b| evaluate(keys, b))
+    })?;
     let (parts, batches, received) = gather(decoded, count);
     let rows: usize = received.iter().map(Vec::len).sum();
-    let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
+    let mut pipelines: Vec<&mut Pipeline> = lanes.iter_mut().map(|(_, p)| &mut **p).collect();
     let work = paired(&mut pipelines, received);
     let sources: Vec<&RecordBatch> = batches.iter().collect();
     let emitted = on_threads(
         work,
         rows >= 2 * MIN_LANE_RECORDS,
         |_, (pipeline, picks)| {
-            let batch = picked(&sources, &picks)?.into_iter().collect();
-            let out = pipeline.process_range(at, at + 1, batch)?;
+            let rows = picked(&sources, &picks)?.into_iter().collect();
+            let out = keyed(pipeline, rows)?;
             Ok((out, pipeline.take_row_errors()))
         },
     )?;
@@ -501,8 +543,7 @@ pub(crate) fn process(
         merged.extend(batches);
         errors.extend(lane_errors);
     }
-    let exchange = exchange.expect("a keyed query");
-    finish(parts, pipelines, exchange, merged, errors)
+    Ok((parts, merged, errors))
 }
 
 /// A row-wise query: each range is decoded and run through the whole pipeline on its lane,
@@ -615,45 +656,25 @@ fn process_branches(
     batch: &SourceBatch,
     horizon: Option<i64>,
 ) -> Result<Processed> {
-    let count = lanes.len();
     let side = joined(lanes[0].1)?.side_of(input).0;
     let exchange = Exchange::Join;
     let (parts, arrived, errors) = match &sides[side as usize] {
         BranchSplit::Whole => {
             // One lane decodes the batch and runs the whole pipeline.
-            let decoded = decode_on_lanes(
-                &mut lanes[..1],
-                input,
-                batch,
-                horizon,
-                |pipeline, rows| pipeline.process_input(input, rows),
-                |_, _| Ok(()),
-            )?;
-            let (parts, out) = decoded
-                .into_iter()
-                .map(|(p, o, _)| (p, o))
-                .unzip::<_, _, Vec<_>, Vec<_>>();
+            let (parts, out) =
+                ranges_through(&mut lanes[..1], input, batch, horizon, |p, rows| {
+                    p.process_input(input, rows)
+                })?;
             return Ok(Processed {
                 parts,
-                out: out.into_iter().flatten().collect(),
+                out,
                 encoded: Vec::new(),
             });
         }
         BranchSplit::Rows => {
-            let decoded = decode_on_lanes(
-                &mut lanes,
-                input,
-                batch,
-                horizon,
-                |pipeline, rows| pipeline.enter_join(input, rows),
-                |_, _| Ok(()),
-            )?;
-            let mut parts = Vec::with_capacity(decoded.len());
-            let mut rows = Vec::new();
-            for (part, emitted, _) in decoded {
-                parts.push(part);
-                rows.extend(emitted);
-            }
+            let (parts, rows) = ranges_through(&mut lanes, input, batch, horizon, |p, rows| {
+                p.enter_join(input, rows)
+            })?;
             // One lane's branch gives one batch for the input batch: so do the ranges'.
             let arrived = match rows.len() {
                 0 | 1 => rows,
@@ -663,39 +684,20 @@ fn process_branches(
         }
         BranchSplit::Keyed { at, keys } => {
             let at = *at;
-            let decoded = decode_on_lanes(
+            let (parts, emitted, errors) = exchange_by_key(
                 &mut lanes,
                 input,
                 batch,
                 horizon,
+                keys,
                 |pipeline, rows| pipeline.enter_join_until(input, rows, at),
-                |_, emitted| route(emitted, count, |b| evaluate(keys, b)),
-            )?;
-            let (parts, batches, received) = gather(decoded, count);
-            let rows: usize = received.iter().map(Vec::len).sum();
-            let mut pipelines: Vec<&mut Pipeline> =
-                lanes.iter_mut().map(|(_, p)| &mut **p).collect();
-            let work = paired(&mut pipelines, received);
-            let sources: Vec<&RecordBatch> = batches.iter().collect();
-            let emitted = on_threads(
-                work,
-                rows >= 2 * MIN_LANE_RECORDS,
-                |_, (pipeline, picks)| {
-                    let batch: Vec<RecordBatch> = picked(&sources, &picks)?.into_iter().collect();
-                    let out = pipeline
-                        .on_join(|join| join.branch_mut(side).process_range(at, at + 1, batch))?;
-                    Ok((out, pipeline.take_row_errors()))
+                |pipeline, rows| {
+                    pipeline.on_join(|join| join.branch_mut(side).process_range(at, at + 1, rows))
                 },
             )?;
-            let mut merged = Vec::new();
-            let mut errors = Vec::new();
-            for (batches, lane_errors) in emitted {
-                merged.extend(batches);
-                errors.extend(lane_errors);
-            }
             let arrived = lanes[0].1.on_join(|join| {
                 let branch = join.branch_mut(side);
-                let merged = branch.merge_emitted(at, merged)?;
+                let merged = branch.merge_emitted(at, emitted)?;
                 branch.process_range(at + 1, usize::MAX, merged)
             })?;
             (parts, arrived, errors)
