@@ -174,6 +174,72 @@ fn a_continuous_join_follows_the_table_topic_while_it_runs() {
 }
 
 #[test]
+fn every_lane_joins_against_the_followed_table_as_it_is_before_and_after_a_restart() {
+    // A backlog of 6 000 trades is read in micro-batches large enough to be cut into ranges
+    // on two lanes, each lane joining with its own copy of the table. The table changes while
+    // the job is stopped: the restarted job restores the table, follows the topic from where
+    // its checkpoint left it, and every lane's copy must take the change before the next
+    // trade is joined.
+    const TRADES: usize = 6_000;
+    let instruments = unique_topic("lanes-instruments");
+    let trades = unique_topic("lanes-trades");
+    create_topic(&instruments, 1);
+    create_topic(&trades, 1);
+    let sectors = |sector: &str| -> Vec<Rec> {
+        (0..40)
+            .map(|s| {
+                Rec::value(format!(r#"{{"symbol":"S{s}","sector":"{sector}"}}"#))
+                    .key(format!("S{s}"))
+            })
+            .collect()
+    };
+    let burst = |from: usize| -> Vec<Rec> {
+        (from..from + TRADES)
+            .map(|i| Rec::value(format!(r#"{{"symbol":"S{}","n":{i}}}"#, i % 40)))
+            .collect()
+    };
+    let expected = |from: usize, sector: &str| -> Vec<String> {
+        (from..from + TRADES)
+            .map(|i| format!(r#"{{"n":{i},"symbol":"S{}","sector":"{sector}"}}"#, i % 40))
+            .collect()
+    };
+    let sql = format!(
+        "CREATE STREAM trades (symbol VARCHAR, n BIGINT) WITH ('topic' = '{trades}');\n\
+         CREATE TABLE instruments (symbol VARCHAR, sector VARCHAR) WITH ('topic' = '{instruments}', 'key' = 'symbol');\n\
+         SELECT t.n, t.symbol, r.sector FROM trades t JOIN instruments r ON t.symbol = r.symbol"
+    );
+    let group = unique_topic("g-lanes");
+    let args = [
+        "stream",
+        "--query",
+        &sql,
+        "--format",
+        "json-lines",
+        "--group-id",
+        &group,
+        "--parallelism",
+        "2",
+        "--batch-size",
+        "4096",
+        "--checkpoint-interval",
+        "200ms",
+    ];
+    produce(&instruments, &sectors("Tech"));
+    produce(&trades, &burst(0));
+    let job = spawn(&args);
+    assert_eq!(job.take_lines(TRADES), expected(0, "Tech"));
+    let (code, rest) = job.terminate();
+    assert_eq!((code, rest), (0, Vec::new()));
+
+    produce(&instruments, &sectors("Energy"));
+    produce(&trades, &burst(TRADES));
+    let job = spawn(&args);
+    assert_eq!(job.take_lines(TRADES), expected(TRADES, "Energy"));
+    let (code, rest) = job.terminate();
+    assert_eq!((code, rest), (0, Vec::new()));
+}
+
+#[test]
 fn following_a_table_topic_resumes_where_its_snapshot_ended() {
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};

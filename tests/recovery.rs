@@ -516,8 +516,8 @@ fn the_busiest_key_per_window_on_four_lanes_killed_at_random_loses_nothing_and_r
 
 #[test]
 fn the_top_events_per_window_on_four_lanes_killed_at_random_lose_nothing_and_repeat_nothing() {
-    // The raw events are decoded on the lanes; the maximum, the join and all their state live
-    // on the first lane, whose state alone is checkpointed.
+    // The raw events are decoded on the lanes; the maximum, the join and their state live on
+    // the first lane.
     run_scenario(on_four_lanes(top_events()), "exactly-once");
 }
 

@@ -1612,6 +1612,24 @@ impl Source for KafkaSource {
 
     /// For a consumer group: per assigned partition, the high watermark minus the position
     /// (the next offset to read), summed.
+    /// Follow mode only (a table's topic): each assigned partition's high watermark.
+    fn end_offsets(&self) -> Option<Positions> {
+        if self.mode != ModeKind::Follow {
+            return None;
+        }
+        let assignment = self.consumer.assignment().ok()?;
+        let mut ends = Positions::new();
+        for element in assignment.elements_for_topic(&self.topic) {
+            let partition = element.partition();
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, partition, self.timeout)
+                .ok()?;
+            ends.insert(partition, high);
+        }
+        Some(ends)
+    }
+
     fn lag(&self) -> Option<i64> {
         if let Some(remaining) = &self.remaining {
             // A bounded read: what is left up to the end offsets it reads to.

@@ -106,6 +106,12 @@ pub trait Source: Send {
         None
     }
 
+    /// The end offset (the next offset to be written) of each partition this source follows,
+    /// asked of the broker now; `None` when it cannot tell. Asks the broker: call it rarely.
+    fn end_offsets(&self) -> Option<Positions> {
+        None
+    }
+
     /// A member of a consumer group calls `hook` when a rebalance takes partitions from it,
     /// before it lets them go, and commits the positions it returns (of the partitions it
     /// still owns): a job reading ahead (see [`crate::prefetch`]) finishes the batch it holds

@@ -272,14 +272,11 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
 
     // The further lanes: the same query planned again for each. A keyed query restored from
     // a checkpoint keeps the checkpoint's lane count (each lane holds its keys' state).
-    let split = match table_feeds.is_empty() {
-        true => Split::of(&pipeline),
-        false => None,
-    };
+    let split = Split::of(&pipeline);
     let mut lane_count = spec.runtime.parallelism.max(1);
-    if let (Some(Split::Keyed(exchange)), Some(checkpoint)) = (&split, &restored) {
+    if let (Some(Split::Keyed(_)), Some(checkpoint)) = (&split, &restored) {
         let saved = checkpoint.lanes.max(1);
-        if exchange.holds_keys() && saved != lane_count {
+        if saved != lane_count {
             tracing::info!(
                 "job '{}': runs on {saved} lanes, as its checkpoint was taken (a keyed query's \
                  state is split by key across lanes); --ignore-state starts afresh on \
@@ -507,7 +504,7 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
             spec.name,
             lanes.extra.len() + 1,
             match (&lanes.exchange, runner.sink.row_encoder()) {
-                (Some(e), _) if e.holds_keys() => "rows exchanged by key",
+                (Some(e), _) if e.by_key() => "rows exchanged by key",
                 (Some(_), _) => "the join's inputs split by range",
                 (None, Some(_)) => "micro-batches split by range, rows encoded on the lanes",
                 (None, None) => "micro-batches split by range",

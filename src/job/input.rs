@@ -236,8 +236,60 @@ pub struct TableFollower {
 impl TableFollower {
     /// Applies what arrived on the table topic since the last poll (waits for nothing);
     /// returns the updates that could not be decoded (logged and left out), by key and reason.
-    pub(crate) fn poll(&mut self, pipeline: &mut Pipeline) -> Result<Vec<String>> {
-        let Some(batch) = self.source.poll_batch(8192, Duration::ZERO)? else {
+    pub(crate) fn poll(&mut self, pipelines: &mut [&mut Pipeline]) -> Result<Vec<String>> {
+        self.poll_waiting(pipelines, Duration::ZERO)
+    }
+
+    /// Applies every change the table topic holds now, before the job reads its first
+    /// records: after a restart the changes written while the job was down are then joined
+    /// with, not applied some micro-batches late. Gives up after `within` (a warning says so)
+    /// and returns the updates that could not be decoded.
+    pub(crate) fn catch_up(
+        &mut self,
+        pipelines: &mut [&mut Pipeline],
+        within: Duration,
+    ) -> Result<Vec<String>> {
+        let Some(ends) = self.source.end_offsets() else {
+            return self.poll(pipelines);
+        };
+        let deadline = std::time::Instant::now() + within;
+        let mut failures = Vec::new();
+        // Polls in a row that gave nothing: the end offset can lie past the last record (a
+        // transaction marker, a gap), which no poll reaches.
+        let mut empty = 0;
+        loop {
+            // A partition the table has no position for was empty when it was loaded and is
+            // read from its start by the follower: nothing to wait for.
+            let behind = ends
+                .iter()
+                .any(|(p, &end)| self.positions.get(p).is_some_and(|&at| at < end));
+            if !behind || empty == 10 {
+                return Ok(failures);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    "table '{}' is still behind the end of its topic after {within:?}: the job \
+                     starts with the rows read so far and applies the rest as it comes",
+                    self.table
+                );
+                return Ok(failures);
+            }
+            let before = self.positions.clone();
+            failures.extend(self.poll_waiting(pipelines, left.min(Duration::from_millis(200)))?);
+            empty = match self.positions == before {
+                true => empty + 1,
+                false => 0,
+            };
+        }
+    }
+
+    fn poll_waiting(
+        &mut self,
+        pipelines: &mut [&mut Pipeline],
+        wait: Duration,
+    ) -> Result<Vec<String>> {
+        let Some(batch) = self.source.poll_batch(8192, wait)? else {
             return Ok(Vec::new());
         };
         if batch.is_empty() {
@@ -259,11 +311,13 @@ impl TableFollower {
                 )
             })
             .collect();
-        if !pipeline.apply_table_changes(self.feed, &decoded.batch, &deleted)? {
-            return Err(VeloError::Execution(format!(
-                "no join holds the table '{}'",
-                self.table
-            )));
+        for pipeline in pipelines.iter_mut() {
+            if !pipeline.apply_table_changes(self.feed, &decoded.batch, &deleted)? {
+                return Err(VeloError::Execution(format!(
+                    "no join holds the table '{}'",
+                    self.table
+                )));
+            }
         }
         batch.meta.advance(&mut self.positions, batch.len());
         Ok(failures)

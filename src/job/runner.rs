@@ -25,7 +25,7 @@ use velo_connectors::sink::Sink;
 
 use super::checkpoint::{Acknowledge, Checkpoint, Checkpointer, InputPosition, OperatorState};
 use super::input::{BadRecord, JobInput, TableFollower};
-use super::lanes::{self, Exchange, Lanes};
+use super::lanes::{self, Lanes};
 use super::progress::ErrorKind;
 use super::progress::{count, JobProgress, JobStats};
 use super::spec::{OnError, RuntimeOptions};
@@ -35,6 +35,10 @@ use crate::watermark::WatermarkTracker;
 
 /// How often state size and lag are published and the state limit checked.
 pub const STATE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a job waits at its start for a followed table to read the changes its topic holds
+/// (written while the job was down) before it reads its first records.
+pub const TABLE_CATCH_UP: Duration = Duration::from_secs(30);
 
 /// With eager batches, the longest a job goes on without its output delivered and its offsets
 /// committed before it waits for them (see [`Runner::end_epoch`]).
@@ -68,6 +72,8 @@ pub struct Runner {
     pub late_rows: Option<Box<dyn Sink>>,
     /// Table topics followed for lookup joins.
     pub table_followers: Vec<TableFollower>,
+    /// The followed tables were caught up with their topics before the first records.
+    tables_caught_up: bool,
     /// Event-time tracking over the inputs with an event time.
     pub watermark: Option<WatermarkTracker>,
     pub options: RuntimeOptions,
@@ -111,6 +117,7 @@ impl Runner {
             on_error: OnError::Skip,
             late_rows: None,
             table_followers: Vec::new(),
+            tables_caught_up: false,
             watermark,
             options,
             stop,
@@ -141,14 +148,11 @@ impl Runner {
     /// the inputs were already started at its offsets and the sink restored by the builder.
     pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         // The checkpoint holds each lane's operators, lane after lane: every lane of a keyed
-        // query (the builder gives it the checkpoint's lane count), the first of any other.
+        // query (the builder gives it the checkpoint's lane count), the first of a row-wise
+        // one, whose lanes hold copies of the first lane's state (lookup tables).
         let lanes = 1 + self.lanes.extra.len();
         let saved = checkpoint.lanes.max(1);
-        let keyed = self
-            .lanes
-            .exchange
-            .as_ref()
-            .is_some_and(Exchange::holds_keys);
+        let keyed = self.lanes.exchange.is_some();
         if saved > lanes || (keyed && saved != lanes) {
             return Err(VeloError::State(format!(
                 "the checkpoint holds the state of {saved} lanes, this job runs on {lanes}"
@@ -163,7 +167,11 @@ impl Runner {
                 self.pipeline.len()
             )));
         }
-        for (pipeline, state) in self.pipelines().into_iter().zip(states) {
+        let replicas = states.first().filter(|_| !keyed).copied();
+        for (i, pipeline) in self.pipelines().into_iter().enumerate() {
+            let Some(state) = states.get(i).copied().or(replicas) else {
+                continue;
+            };
             pipeline.restore_named(
                 &state
                     .iter()
@@ -234,8 +242,16 @@ impl Runner {
     pub fn step(&mut self) -> Result<Step> {
         let epoch_started = Instant::now();
         self.commit_delivered()?;
+        let catching_up = !self.tables_caught_up;
+        self.tables_caught_up = true;
         for follower in &mut self.table_followers {
-            for failure in follower.poll(&mut self.pipeline)? {
+            // Every lane's copy of the lookup join holds the table: all take the changes.
+            let mut pipelines = self.lanes.pipelines_mut(&mut self.pipeline);
+            let failures = match catching_up {
+                true => follower.catch_up(&mut pipelines, TABLE_CATCH_UP)?,
+                false => follower.poll(&mut pipelines)?,
+            };
+            for failure in failures {
                 self.progress.count_error(ErrorKind::Decode);
                 if self.on_error == OnError::Fail {
                     return Err(VeloError::BadData(failure));
@@ -837,11 +853,7 @@ impl Runner {
     /// taken too). Nothing is written.
     pub fn take_checkpoint(&mut self, id: u64) -> Result<Checkpoint> {
         // A keyed query's lanes each hold their keys' state; a row-wise query's hold nothing.
-        let keyed = self
-            .lanes
-            .exchange
-            .as_ref()
-            .is_some_and(Exchange::holds_keys);
+        let keyed = self.lanes.exchange.is_some();
         let mut pipelines = self.pipelines();
         if !keyed {
             pipelines.truncate(1);
