@@ -174,12 +174,11 @@ fn a_continuous_join_follows_the_table_topic_while_it_runs() {
 }
 
 #[test]
-fn every_lane_joins_against_the_followed_table_as_it_is_before_and_after_a_restart() {
-    // A backlog of 6 000 trades is read in micro-batches large enough to be cut into ranges
-    // on two lanes, each lane joining with its own copy of the table. The table changes while
-    // the job is stopped: the restarted job restores the table, follows the topic from where
-    // its checkpoint left it, and every lane's copy must take the change before the next
-    // trade is joined.
+fn a_restarted_job_joins_its_backlog_with_the_table_changes_written_while_it_was_down() {
+    // The table changes while the job is stopped, and a backlog of trades waits: the
+    // restarted job restores the table from its checkpoint, and must bring it up to the end of
+    // its topic before it joins the first trade (it once joined the first micro-batches with
+    // the table as of the checkpoint).
     const TRADES: usize = 6_000;
     let instruments = unique_topic("lanes-instruments");
     let trades = unique_topic("lanes-trades");
@@ -217,10 +216,12 @@ fn every_lane_joins_against_the_followed_table_as_it_is_before_and_after_a_resta
         "json-lines",
         "--group-id",
         &group,
-        "--parallelism",
-        "2",
+        // The partition assigned (no group to join) and small micro-batches: many are joined
+        // in the time a first fetch of the table topic takes.
+        "--partition",
+        "0",
         "--batch-size",
-        "4096",
+        "200",
         "--checkpoint-interval",
         "200ms",
     ];
@@ -231,7 +232,13 @@ fn every_lane_joins_against_the_followed_table_as_it_is_before_and_after_a_resta
     let (code, rest) = job.terminate();
     assert_eq!((code, rest), (0, Vec::new()));
 
-    produce(&instruments, &sectors("Energy"));
+    // 20 000 changes, each symbol's last one to Energy: more than one poll of the table
+    // topic takes, so joining before all are read shows another sector.
+    let changes: Vec<Rec> = (0..499)
+        .flat_map(|round| sectors(&format!("Interim{round}")))
+        .chain(sectors("Energy"))
+        .collect();
+    produce(&instruments, &changes);
     produce(&trades, &burst(TRADES));
     let job = spawn(&args);
     assert_eq!(job.take_lines(TRADES), expected(TRADES, "Energy"));

@@ -272,11 +272,15 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
 
     // The further lanes: the same query planned again for each. A keyed query restored from
     // a checkpoint keeps the checkpoint's lane count (each lane holds its keys' state).
-    let split = Split::of(&pipeline);
+    // A followed table is changed between micro-batches on the first lane's join only.
+    let split = match table_feeds.is_empty() {
+        true => Split::of(&pipeline),
+        false => None,
+    };
     let mut lane_count = spec.runtime.parallelism.max(1);
-    if let (Some(Split::Keyed(_)), Some(checkpoint)) = (&split, &restored) {
+    if let (Some(Split::Keyed(exchange)), Some(checkpoint)) = (&split, &restored) {
         let saved = checkpoint.lanes.max(1);
-        if saved != lane_count {
+        if exchange.by_key() && saved != lane_count {
             tracing::info!(
                 "job '{}': runs on {saved} lanes, as its checkpoint was taken (a keyed query's \
                  state is split by key across lanes); --ignore-state starts afresh on \

@@ -236,8 +236,8 @@ pub struct TableFollower {
 impl TableFollower {
     /// Applies what arrived on the table topic since the last poll (waits for nothing);
     /// returns the updates that could not be decoded (logged and left out), by key and reason.
-    pub(crate) fn poll(&mut self, pipelines: &mut [&mut Pipeline]) -> Result<Vec<String>> {
-        self.poll_waiting(pipelines, Duration::ZERO)
+    pub(crate) fn poll(&mut self, pipeline: &mut Pipeline) -> Result<Vec<String>> {
+        self.poll_waiting(pipeline, Duration::ZERO)
     }
 
     /// Applies every change the table topic holds now, before the job reads its first
@@ -246,37 +246,45 @@ impl TableFollower {
     /// and returns the updates that could not be decoded.
     pub(crate) fn catch_up(
         &mut self,
-        pipelines: &mut [&mut Pipeline],
-        within: Duration,
+        pipeline: &mut Pipeline,
+        deadline: std::time::Instant,
+        stop: &std::sync::atomic::AtomicBool,
     ) -> Result<Vec<String>> {
         let Some(ends) = self.source.end_offsets() else {
-            return self.poll(pipelines);
+            tracing::warn!(
+                "could not ask where the topic of table '{}' ends: the job starts with the \
+                 table as it is and applies changes as they come",
+                self.table
+            );
+            return self.poll(pipeline);
         };
-        let deadline = std::time::Instant::now() + within;
         let mut failures = Vec::new();
         // Polls in a row that gave nothing: the end offset can lie past the last record (a
         // transaction marker, a gap), which no poll reaches.
         let mut empty = 0;
         loop {
-            // A partition the table has no position for was empty when it was loaded and is
-            // read from its start by the follower: nothing to wait for.
+            // A partition the table has no position for (added to the topic after the table
+            // was loaded) is followed from where it ended when the follower opened.
             let behind = ends
                 .iter()
                 .any(|(p, &end)| self.positions.get(p).is_some_and(|&at| at < end));
-            if !behind || empty == 10 {
+            if !behind || stop.load(std::sync::atomic::Ordering::Relaxed) {
                 return Ok(failures);
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || empty == 10 {
                 tracing::warn!(
-                    "table '{}' is still behind the end of its topic after {within:?}: the job \
-                     starts with the rows read so far and applies the rest as it comes",
-                    self.table
+                    "table '{}' has not reached the end of its topic ({} polls in a row gave \
+                     nothing, or the time to catch up ran out): the job starts with the rows \
+                     read so far and applies the rest as it comes",
+                    self.table,
+                    empty
                 );
                 return Ok(failures);
             }
             let before = self.positions.clone();
-            failures.extend(self.poll_waiting(pipelines, left.min(Duration::from_millis(200)))?);
+            let wait = left.min(Duration::from_millis(200));
+            failures.extend(self.poll_waiting(pipeline, wait)?);
             empty = match self.positions == before {
                 true => empty + 1,
                 false => 0,
@@ -284,11 +292,7 @@ impl TableFollower {
         }
     }
 
-    fn poll_waiting(
-        &mut self,
-        pipelines: &mut [&mut Pipeline],
-        wait: Duration,
-    ) -> Result<Vec<String>> {
+    fn poll_waiting(&mut self, pipeline: &mut Pipeline, wait: Duration) -> Result<Vec<String>> {
         let Some(batch) = self.source.poll_batch(8192, wait)? else {
             return Ok(Vec::new());
         };
@@ -311,13 +315,11 @@ impl TableFollower {
                 )
             })
             .collect();
-        for pipeline in pipelines.iter_mut() {
-            if !pipeline.apply_table_changes(self.feed, &decoded.batch, &deleted)? {
-                return Err(VeloError::Execution(format!(
-                    "no join holds the table '{}'",
-                    self.table
-                )));
-            }
+        if !pipeline.apply_table_changes(self.feed, &decoded.batch, &deleted)? {
+            return Err(VeloError::Execution(format!(
+                "no join holds the table '{}'",
+                self.table
+            )));
         }
         batch.meta.advance(&mut self.positions, batch.len());
         Ok(failures)

@@ -38,10 +38,8 @@
 //!   q7, q8): each side's branch runs on the lanes as far as its operators allow
 //!   ([`BranchSplit`]: a keyed window exchanged by its keys, a row-wise branch by ranges), and
 //!   the rest of each branch, the join and the operators after it run on the first lane.
-//! - Lookup joins are row-wise: every lane's copy holds the table, and a followed table's
-//!   changes are applied to every copy between micro-batches.
-//! - Anything else (a global aggregate, LIMIT, ORDER BY, OVER without PARTITION BY) runs on one
-//!   lane.
+//! - Anything else (a global aggregate, LIMIT, ORDER BY, OVER without PARTITION BY, lookup
+//!   tables) runs on one lane.
 //!
 //! Contiguous ranges rather than a partition per lane: a batch's records are split evenly
 //! whatever the topic's partition count (one partition still uses every core). Several ranges
@@ -187,8 +185,10 @@ impl BranchSplit {
 }
 
 impl Exchange {
-    /// True when rows change lanes by key (some side's window, for a join whose inputs are
-    /// split); false for a join whose inputs are only split by range.
+    /// True when rows change lanes by key, so that each lane's copy holds some keys' state (a
+    /// checkpoint then holds every lane's, and a restored job keeps its lane count); false for
+    /// a join whose inputs are only split by range, which keeps all its state on the first
+    /// lane.
     pub fn by_key(&self) -> bool {
         match self {
             Exchange::Keyed { .. } | Exchange::Join => true,

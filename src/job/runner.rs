@@ -25,7 +25,7 @@ use velo_connectors::sink::Sink;
 
 use super::checkpoint::{Acknowledge, Checkpoint, Checkpointer, InputPosition, OperatorState};
 use super::input::{BadRecord, JobInput, TableFollower};
-use super::lanes::{self, Lanes};
+use super::lanes::{self, Exchange, Lanes};
 use super::progress::ErrorKind;
 use super::progress::{count, JobProgress, JobStats};
 use super::spec::{OnError, RuntimeOptions};
@@ -148,11 +148,10 @@ impl Runner {
     /// the inputs were already started at its offsets and the sink restored by the builder.
     pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         // The checkpoint holds each lane's operators, lane after lane: every lane of a keyed
-        // query (the builder gives it the checkpoint's lane count), the first of a row-wise
-        // one, whose lanes hold copies of the first lane's state (lookup tables).
+        // query (the builder gives it the checkpoint's lane count), the first of any other.
         let lanes = 1 + self.lanes.extra.len();
         let saved = checkpoint.lanes.max(1);
-        let keyed = self.lanes.exchange.is_some();
+        let keyed = self.lanes.exchange.as_ref().is_some_and(Exchange::by_key);
         if saved > lanes || (keyed && saved != lanes) {
             return Err(VeloError::State(format!(
                 "the checkpoint holds the state of {saved} lanes, this job runs on {lanes}"
@@ -167,11 +166,7 @@ impl Runner {
                 self.pipeline.len()
             )));
         }
-        let replicas = states.first().filter(|_| !keyed).copied();
-        for (i, pipeline) in self.pipelines().into_iter().enumerate() {
-            let Some(state) = states.get(i).copied().or(replicas) else {
-                continue;
-            };
+        for (pipeline, state) in self.pipelines().into_iter().zip(states) {
             pipeline.restore_named(
                 &state
                     .iter()
@@ -242,14 +237,13 @@ impl Runner {
     pub fn step(&mut self) -> Result<Step> {
         let epoch_started = Instant::now();
         self.commit_delivered()?;
-        let catching_up = !self.tables_caught_up;
+        // At the start, the tables catch up with their topics (one deadline for all of them).
+        let catch_up = (!self.tables_caught_up).then(|| Instant::now() + TABLE_CATCH_UP);
         self.tables_caught_up = true;
         for follower in &mut self.table_followers {
-            // Every lane's copy of the lookup join holds the table: all take the changes.
-            let mut pipelines = self.lanes.pipelines_mut(&mut self.pipeline);
-            let failures = match catching_up {
-                true => follower.catch_up(&mut pipelines, TABLE_CATCH_UP)?,
-                false => follower.poll(&mut pipelines)?,
+            let failures = match catch_up {
+                Some(deadline) => follower.catch_up(&mut self.pipeline, deadline, &self.stop)?,
+                None => follower.poll(&mut self.pipeline)?,
             };
             for failure in failures {
                 self.progress.count_error(ErrorKind::Decode);
@@ -853,7 +847,7 @@ impl Runner {
     /// taken too). Nothing is written.
     pub fn take_checkpoint(&mut self, id: u64) -> Result<Checkpoint> {
         // A keyed query's lanes each hold their keys' state; a row-wise query's hold nothing.
-        let keyed = self.lanes.exchange.is_some();
+        let keyed = self.lanes.exchange.as_ref().is_some_and(Exchange::by_key);
         let mut pipelines = self.pipelines();
         if !keyed {
             pipelines.truncate(1);

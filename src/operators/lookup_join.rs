@@ -144,13 +144,6 @@ impl StreamOperator for LookupJoinExec {
         "LookupJoinExec"
     }
 
-    /// Each stream row is joined with the table as it is: the table changes only between
-    /// micro-batches, on every lane's copy at once, so any cut of the stream gives the same
-    /// rows in the same order.
-    fn row_wise(&self) -> bool {
-        true
-    }
-
     /// A table following its topic is state: its rows as of the checkpoint, which the job
     /// follows on from the table's checkpointed offsets. A file table is read again at start.
     fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {

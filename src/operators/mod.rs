@@ -151,9 +151,7 @@ pub trait StreamOperator: Send {
     }
 
     /// True when each output row comes from one input row and in input order, whatever came
-    /// before (filters, projections, lookup joins: their table changes only between
-    /// micro-batches, on every lane's copy alike): the operator may run on any cut of its
-    /// input.
+    /// before (filters, projections): the operator may run on any cut of its input.
     fn row_wise(&self) -> bool {
         false
     }
