@@ -1610,8 +1610,6 @@ impl Source for KafkaSource {
         self.remaining.is_some()
     }
 
-    /// For a consumer group: per assigned partition, the high watermark minus the position
-    /// (the next offset to read), summed.
     /// Follow mode only (a table's topic): each assigned partition's high watermark.
     fn end_offsets(&self) -> Option<Positions> {
         if self.mode != ModeKind::Follow {
@@ -1630,6 +1628,8 @@ impl Source for KafkaSource {
         Some(ends)
     }
 
+    /// For a consumer group: per assigned partition, the high watermark minus the position
+    /// (the next offset to read), summed.
     fn lag(&self) -> Option<i64> {
         if let Some(remaining) = &self.remaining {
             // A bounded read: what is left up to the end offsets it reads to.
