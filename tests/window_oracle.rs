@@ -474,6 +474,42 @@ fn over_windows_on_four_lanes_give_one_lanes_rows_in_one_lanes_order() {
 }
 
 #[test]
+fn a_checkpoint_of_lanes_split_otherwise_is_refused_not_restored_into_the_wrong_lanes() {
+    // Each lane's state is its keys': restored into a query split another way (another build
+    // or plan), lane states would be read as keys they do not hold.
+    let sql = format!(
+        "CREATE STREAM t ({COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '{LATENESS_MS}' MILLISECOND);\n{}",
+        over_select("t")
+    );
+    let lines = json_lines(&records(&mut Rng(77), 100));
+    let payloads: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+    let mut replay = Replay::plan_on_lanes(&sql, 4).unwrap();
+    replay.push(&payloads).unwrap();
+    let mut state = replay.snapshot().unwrap();
+    assert_eq!(state.lanes, 4);
+    let split = state
+        .split
+        .clone()
+        .expect("a checkpoint of four lanes says how they split");
+    assert!(split.starts_with("by key before operator"), "{split}");
+    // The same split restores.
+    Replay::plan_on_lanes(&sql, 4)
+        .unwrap()
+        .restore(&state, lines.len() as i64)
+        .unwrap();
+    state.split = Some("by join key".into());
+    let refused = Replay::plan_on_lanes(&sql, 4)
+        .unwrap()
+        .restore(&state, lines.len() as i64)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("split as 'by join key'") && refused.contains(&format!("'{split}'")),
+        "{refused}"
+    );
+}
+
+#[test]
 fn operators_after_a_keyed_window_on_four_lanes_give_one_lanes_rows_in_one_lanes_batches() {
     // The windows are computed on four lanes, keys split among them; what closes is merged
     // and cut back into one lane's batches (a batch per window), which the operators after it

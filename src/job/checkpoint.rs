@@ -72,6 +72,10 @@ pub struct Checkpoint {
     pub operators: Vec<OperatorState>,
     /// How many lanes' states `operators` holds (a keyed query's lanes each hold their keys').
     pub lanes: usize,
+    /// With several lanes: how the query was split across them, i.e. which state each lane
+    /// holds (`Exchange::describe`). A job splitting the query otherwise cannot take the
+    /// lanes' states. `None` in checkpoints from before 2026-12-07.
+    pub split: Option<String>,
     pub watermark: Option<WatermarkState>,
     pub inputs: Vec<InputPosition>,
     /// Table topics followed for lookup joins.
@@ -95,6 +99,8 @@ struct Manifest {
     /// Absent in checkpoints from before lanes: one.
     #[serde(default = "one_lane")]
     lanes: usize,
+    #[serde(default)]
+    split: Option<String>,
     watermark: Option<WatermarkState>,
     inputs: Vec<InputPosition>,
     tables: Vec<InputPosition>,
@@ -314,6 +320,7 @@ impl Checkpoint {
             acknowledge: self.acknowledge,
             operators,
             lanes: self.lanes,
+            split: self.split.clone(),
             watermark: self.watermark.clone(),
             inputs: self.inputs.clone(),
             tables: self.tables.clone(),
@@ -382,6 +389,7 @@ impl Checkpoint {
             acknowledge: manifest.acknowledge,
             operators,
             lanes: manifest.lanes,
+            split: manifest.split,
             watermark: manifest.watermark,
             inputs: manifest.inputs,
             tables: manifest.tables,
@@ -561,6 +569,7 @@ mod tests {
                 },
             ],
             lanes: 1,
+            split: None,
             watermark: None,
             inputs: vec![InputPosition {
                 stream: "trades".into(),

@@ -198,6 +198,22 @@ impl Exchange {
         }
     }
 
+    /// How the query is split, for checkpoints: which state each lane holds.
+    pub fn describe(&self) -> String {
+        let side = |s: &BranchSplit| match s {
+            BranchSplit::Rows => "by range".to_string(),
+            BranchSplit::Keyed { at, .. } => format!("by key before operator {at}"),
+            BranchSplit::Whole => "on the first lane".to_string(),
+        };
+        match self {
+            Exchange::Keyed { at, .. } => format!("by key before operator {at}"),
+            Exchange::Join => "by join key".to_string(),
+            Exchange::Branches([left, right]) => {
+                format!("join inputs: left {}, right {}", side(left), side(right))
+            }
+        }
+    }
+
     /// The index of the operator whose copies hold the keys' state.
     fn at(&self) -> usize {
         match self {

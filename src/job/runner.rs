@@ -157,6 +157,18 @@ impl Runner {
                 "the checkpoint holds the state of {saved} lanes, this job runs on {lanes}"
             )));
         }
+        // Each lane's state is that of the keys the split gave it: a query split otherwise
+        // (another build, another plan) would look for them on other lanes.
+        let now = self.lanes.exchange.as_ref().map(Exchange::describe);
+        if let (true, Some(then)) = (saved > 1, &checkpoint.split) {
+            if now.as_ref() != Some(then) {
+                return Err(VeloError::State(format!(
+                    "the checkpoint holds {saved} lanes' states of the query split as '{then}'; \
+                     this job splits it as '{}': start afresh with --ignore-state",
+                    now.as_deref().unwrap_or("not at all")
+                )));
+            }
+        }
         let per_lane = self.pipeline.len().max(1);
         let states: Vec<_> = checkpoint.operators.chunks(per_lane).collect();
         if checkpoint.operators.len() != saved * self.pipeline.len() {
@@ -872,6 +884,12 @@ impl Runner {
             acknowledge: self.acknowledge(),
             operators,
             lanes,
+            split: self
+                .lanes
+                .exchange
+                .as_ref()
+                .filter(|_| lanes > 1)
+                .map(Exchange::describe),
             watermark: self.watermark.as_ref().map(|t| t.snapshot()),
             inputs: self
                 .inputs
