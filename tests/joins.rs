@@ -246,26 +246,64 @@ fn a_restarted_job_joins_its_backlog_with_the_table_changes_written_while_it_was
     assert_eq!((code, rest), (0, Vec::new()));
 }
 
+/// The values `source` yields within `wait`, appended to `out`.
+fn followed_values(
+    source: &mut velo_connectors::kafka::KafkaSource,
+    out: &mut Vec<String>,
+    wait: std::time::Duration,
+) {
+    use velo_connectors::record::Payload;
+    use velo_connectors::source::Source;
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        let Some(batch) = source
+            .poll_batch(100, std::time::Duration::from_millis(200))
+            .unwrap()
+        else {
+            return;
+        };
+        let Payload::Encoded(payloads) = &batch.payload else {
+            panic!("a Kafka source yields encoded payloads");
+        };
+        out.extend((0..batch.len()).map(|i| String::from_utf8_lossy(payloads.value(i)).into()));
+    }
+}
+
+#[test]
+fn following_a_table_topic_reads_a_partition_the_table_never_read_from_its_start() {
+    // The table was loaded (or checkpointed) before partition 1 had a position in it, as when
+    // a partition is added to the topic while the job is down: its records are changes the
+    // table has not seen, and following must read them all (it once started at the end).
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+    use velo_connectors::kafka::{KafkaConnection, KafkaSource, ReadMode};
+    let topic = unique_topic("follow-unread-partition");
+    create_topic(&topic, 2);
+    produce(
+        &topic,
+        &[
+            Rec::value("a1").key("a").partition(0),
+            Rec::value("b1").key("b").partition(1),
+            Rec::value("b2").key("b").partition(1),
+        ],
+    );
+    let connection = KafkaConnection::new(brokers(), Duration::from_secs(10));
+    let from = BTreeMap::from([(0, 1)]);
+    let mut follow = KafkaSource::open(&connection, &topic, ReadMode::Follow { from }).unwrap();
+    let mut followed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while followed.len() < 2 && Instant::now() < deadline {
+        followed_values(&mut follow, &mut followed, Duration::from_millis(500));
+    }
+    followed_values(&mut follow, &mut followed, Duration::from_millis(500));
+    assert_eq!(followed, ["b1", "b2"]);
+}
+
 #[test]
 fn following_a_table_topic_resumes_where_its_snapshot_ended() {
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};
     use velo_connectors::kafka::{KafkaConnection, KafkaSource, ReadMode, StartOffset};
-    use velo_connectors::record::Payload;
-    use velo_connectors::source::Source;
-
-    fn values(source: &mut KafkaSource, out: &mut Vec<String>, wait: Duration) {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            let Some(batch) = source.poll_batch(100, Duration::from_millis(200)).unwrap() else {
-                return;
-            };
-            let Payload::Encoded(payloads) = &batch.payload else {
-                panic!("a Kafka source yields encoded payloads");
-            };
-            out.extend((0..batch.len()).map(|i| String::from_utf8_lossy(payloads.value(i)).into()));
-        }
-    }
 
     let topic = unique_topic("resume-table");
     create_topic(&topic, 2);
@@ -284,7 +322,7 @@ fn following_a_table_topic_resumes_where_its_snapshot_ended() {
     };
     let mut snapshot = KafkaSource::open(&connection, &topic, snapshot_mode).unwrap();
     let mut loaded = Vec::new();
-    values(&mut snapshot, &mut loaded, Duration::from_secs(10));
+    followed_values(&mut snapshot, &mut loaded, Duration::from_secs(10));
     loaded.sort();
     assert_eq!(loaded, ["a1", "b1"]);
     assert_eq!(
@@ -298,8 +336,8 @@ fn following_a_table_topic_resumes_where_its_snapshot_ended() {
     let mut followed = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while followed.is_empty() && Instant::now() < deadline {
-        values(&mut follow, &mut followed, Duration::from_millis(500));
+        followed_values(&mut follow, &mut followed, Duration::from_millis(500));
     }
-    values(&mut follow, &mut followed, Duration::from_millis(500));
+    followed_values(&mut follow, &mut followed, Duration::from_millis(500));
     assert_eq!(followed, ["a2"]);
 }

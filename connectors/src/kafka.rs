@@ -492,7 +492,7 @@ pub enum ReadMode {
     },
     /// Read every partition forever, without a group or commits (follows a table topic's
     /// updates): from the offset in `from` (where an earlier snapshot ended), else from the
-    /// partition's current end.
+    /// partition's start (a partition the table has not read).
     Follow { from: BTreeMap<i32, i64> },
 }
 
@@ -1011,13 +1011,16 @@ impl KafkaSource {
             ReadMode::Follow { from } => {
                 let mut start = Positions::new();
                 for p in partitions {
+                    // A partition the table never read (added to the topic since it was
+                    // loaded, or since the checkpoint it was restored from) is read from its
+                    // start: its records are changes the table has not seen.
                     let offset = match from.get(&p) {
                         Some(&offset) => offset,
                         None => {
                             consumer
                                 .fetch_watermarks(topic, p, connection.timeout)
                                 .map_err(|e| connection.unreachable(&e))?
-                                .1
+                                .0
                         }
                     };
                     start.insert(p, offset);
