@@ -83,7 +83,7 @@ impl Replay {
         let runtime = tokio::runtime::Builder::new_current_thread().build()?;
         let mut request = QueryRequest::from_script(&script);
         configure(&mut request);
-        let planned = runtime.block_on(plan_query(&ctx, &catalog, &request))?;
+        let mut planned = runtime.block_on(plan_query(&ctx, &catalog, &request))?;
         let (adapters, watermark) =
             crate::job::build::scan_inputs(planned.scans, Duration::from_secs(86_400))?;
         let mut queues = Vec::new();
@@ -100,22 +100,18 @@ impl Replay {
             ));
         }
         let split = crate::job::lanes::Split::of(&planned.pipeline).filter(|_| lanes > 1);
-        let mut extra = crate::job::lanes::Lanes::default();
-        if let Some(split) = split {
-            for _ in 1..lanes {
-                let copy = runtime.block_on(plan_query(&ctx, &catalog, &request))?;
-                let (copies, _) =
-                    crate::job::build::scan_inputs(copy.scans, Duration::from_secs(86_400))?;
-                extra.extra.push(crate::job::lanes::Lane {
-                    adapters: copies.into_iter().map(|i| i.adapter).collect(),
-                    pipeline: copy.pipeline,
-                });
-            }
-            extra.exchange = match split {
-                crate::job::lanes::Split::Keyed(exchange) => Some(exchange),
-                crate::job::lanes::Split::Rows => None,
-            };
-        }
+        let extra = match split {
+            Some(split) => runtime.block_on(crate::job::build::plan_lanes(
+                &ctx,
+                &catalog,
+                &request,
+                &mut planned.pipeline,
+                split,
+                lanes,
+                Duration::from_secs(86_400),
+            ))?,
+            None => crate::job::lanes::Lanes::default(),
+        };
         let collected: Collected = Arc::new(Mutex::new(Vec::new()));
         let mut runner = Runner::new(
             inputs,

@@ -174,6 +174,93 @@ fn a_continuous_join_follows_the_table_topic_while_it_runs() {
 }
 
 #[test]
+fn every_lane_joins_with_the_table_as_its_topic_changes_it_while_the_job_runs() {
+    // Four lanes share one table: bursts of trades are cut into ranges, each joined on its own
+    // lane, and a change applied between micro-batches must reach every lane's lookups, before
+    // and after a restart from a checkpoint.
+    const TRADES: usize = 6_000;
+    const SYMBOLS: usize = 40;
+    let instruments = unique_topic("lanes-instruments");
+    let trades = unique_topic("lanes-trades");
+    create_topic(&instruments, 1);
+    create_topic(&trades, 1);
+    let sectors = |sector: &str| -> Vec<Rec> {
+        (0..SYMBOLS)
+            .map(|s| {
+                Rec::value(format!(r#"{{"symbol":"S{s}","sector":"{sector}"}}"#))
+                    .key(format!("S{s}"))
+            })
+            .collect()
+    };
+    let trade = |i: usize| Rec::value(format!(r#"{{"symbol":"S{}","n":{i}}}"#, i % SYMBOLS));
+    let joined = |i: usize, sector: &str| {
+        format!(
+            r#"{{"n":{i},"symbol":"S{}","sector":"{sector}"}}"#,
+            i % SYMBOLS
+        )
+    };
+    let burst = |from: usize| -> Vec<Rec> { (from..from + TRADES).map(trade).collect() };
+    let expected = |from: usize, sector: &str| -> Vec<String> {
+        (from..from + TRADES).map(|i| joined(i, sector)).collect()
+    };
+    let sql = format!(
+        "CREATE STREAM trades (symbol VARCHAR, n BIGINT) WITH ('topic' = '{trades}');\n\
+         CREATE TABLE instruments (symbol VARCHAR, sector VARCHAR) WITH ('topic' = '{instruments}', 'key' = 'symbol');\n\
+         SELECT t.n, t.symbol, r.sector FROM trades t JOIN instruments r ON t.symbol = r.symbol"
+    );
+    let group = unique_topic("g-lanes");
+    let args = [
+        "stream",
+        "--query",
+        &sql,
+        "--format",
+        "json-lines",
+        "--group-id",
+        &group,
+        "--parallelism",
+        "4",
+        "--batch-size",
+        "8192",
+        "--checkpoint-interval",
+        "200ms",
+    ];
+    // Trade `n` (one at a time, 1 000 000 on) until one comes out with `sector`: the change
+    // is then applied, and the lines taken are the probes'.
+    let mut probe = 1_000_000;
+    let mut await_sector = |job: &Running, sector: &str| loop {
+        produce(&trades, &[trade(probe)]);
+        let line = job.take_lines(1).remove(0);
+        probe += 1;
+        if line == joined(probe - 1, sector) {
+            break;
+        }
+    };
+    produce(&instruments, &sectors("Tech"));
+    let job = spawn(&args);
+    await_sector(&job, "Tech");
+    produce(&trades, &burst(0));
+    assert_eq!(job.take_lines(TRADES), expected(0, "Tech"));
+    produce(&instruments, &sectors("Energy"));
+    await_sector(&job, "Energy");
+    produce(&trades, &burst(TRADES));
+    assert_eq!(job.take_lines(TRADES), expected(TRADES, "Energy"));
+    let (code, rest) = job.terminate();
+    assert_eq!((code, rest), (0, Vec::new()));
+
+    // Restarted: the table comes back from the checkpoint on the first lane, shared by all.
+    produce(&instruments, &sectors("Health"));
+    produce(&trades, &burst(2 * TRADES));
+    let job = spawn(&args);
+    assert_eq!(job.take_lines(TRADES), expected(2 * TRADES, "Health"));
+    produce(&instruments, &sectors("Utilities"));
+    await_sector(&job, "Utilities");
+    produce(&trades, &burst(3 * TRADES));
+    assert_eq!(job.take_lines(TRADES), expected(3 * TRADES, "Utilities"));
+    let (code, rest) = job.terminate();
+    assert_eq!((code, rest), (0, Vec::new()));
+}
+
+#[test]
 fn a_restarted_job_joins_its_backlog_with_the_table_changes_written_while_it_was_down() {
     // The table changes while the job is stopped, and a backlog of trades waits: the
     // restarted job restores the table from its checkpoint, and must bring it up to the end of

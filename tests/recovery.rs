@@ -412,6 +412,39 @@ fn over_rows() -> Scenario {
     )
 }
 
+/// Events enriched from a table topic (filled once, before the job starts, so that the oracle
+/// reads the same table) and counted per label and window: the followed table is state of the
+/// first lane, shared by every lane's lookups.
+fn enriched_windows() -> Scenario {
+    let labels = unique_topic("rc-labels");
+    create_topic(&labels, 1);
+    let label =
+        |k: &str, label: &str| Rec::value(format!(r#"{{"k":"{k}","label":"{label}"}}"#)).key(k);
+    produce(
+        &labels,
+        &[
+            label("a", "low"),
+            label("b", "high"),
+            label("c", "low"),
+            label("d", "high"),
+        ],
+    );
+    let mut scenario = events_scenario_of(
+        "enriched windows",
+        &format!(
+            "CREATE TABLE labels (k VARCHAR, label VARCHAR) WITH ('topic' = '{labels}', 'key' = 'k');\n\
+             SELECT l.label, COUNT(*) AS n, SUM(e.v) AS total, window_start \
+             FROM ev e JOIN labels l ON e.k = l.k WHERE e.k <> 'end' \
+             GROUP BY l.label, TUMBLE(e.ts, INTERVAL '2' SECOND)"
+        ),
+        false,
+        Compare::Rows,
+        6_000,
+    );
+    scenario.extra = vec!["--parallelism", "4", "--batch-size", "4096"];
+    scenario
+}
+
 fn updating() -> Scenario {
     events_scenario(
         "updating aggregate",
@@ -519,6 +552,13 @@ fn the_top_events_per_window_on_four_lanes_killed_at_random_lose_nothing_and_rep
     // The raw events are decoded on the lanes; the maximum, the join and their state live on
     // the first lane.
     run_scenario(on_four_lanes(top_events()), "exactly-once");
+}
+
+#[test]
+fn windows_over_events_enriched_from_a_table_on_four_lanes_killed_at_random_lose_nothing_and_repeat_nothing(
+) {
+    // Every lane's lookups read one table, restored from the checkpoint on the first lane.
+    run_scenario(enriched_windows(), "exactly-once");
 }
 
 #[test]

@@ -624,6 +624,42 @@ fn an_interval_join_enriched_by_a_table_equals_datafusion() {
 }
 
 #[test]
+fn streams_enriched_by_a_table_on_four_lanes_give_one_lanes_rows_in_one_lanes_batches() {
+    // A lookup join is row-wise: every lane's copy holds the table, so a micro-batch cut into
+    // ranges is enriched as one lane enriches it, before a keyed window and after a join.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.csv");
+    std::fs::write(&path, "k,label\nhot,H\nk5,five\nk7,seven\nk8,eight\n").unwrap();
+    let table = format!(
+        "CREATE TABLE t (k VARCHAR, label VARCHAR) WITH ('path' = '{}', 'format' = 'csv');\n",
+        path.display()
+    );
+    let queries = [
+        "SELECT o.k, o.v, t.label FROM o LEFT JOIN t ON o.k = t.k WHERE o.v % 3 <> 0",
+        "SELECT t.label, COUNT(*) AS n, SUM(o.d) AS total, window_start FROM o JOIN t ON o.k = t.k \
+         GROUP BY t.label, TUMBLE(o.ts, INTERVAL '10' SECOND)",
+        "SELECT o.k, o.v, s.v AS sv, t.label FROM o \
+         JOIN s ON o.k = s.k AND s.ts BETWEEN o.ts AND o.ts + INTERVAL '5' SECOND \
+         LEFT JOIN t ON o.k = t.k",
+    ];
+    for (seed, query) in queries.iter().enumerate() {
+        let events = events(&mut Rng(9300 + seed as u64), 12_000);
+        let sql = format!("{}{table}{query}", declarations());
+        for block in [5, 2_500] {
+            let one = batches_on_lanes(&sql, 1, &events, block);
+            let rows: usize = one.iter().map(Vec::len).sum();
+            assert!(rows > 5, "{query}: a meaningful answer");
+            let four = batches_on_lanes(&sql, 4, &events, block);
+            match seed {
+                // Row-wise: each range's rows are a batch of their own; rows and order count.
+                0 => assert_eq!(four.concat(), one.concat(), "{block}: {query}"),
+                _ => assert_eq!(four, one, "{block}: {query}"),
+            }
+        }
+    }
+}
+
+#[test]
 fn a_windowed_count_enriched_by_an_aggregated_table_runs_and_equals_datafusion() {
     // The table side's GROUP BY is a batch query run once, not an updating aggregate.
     let dir = tempfile::tempdir().unwrap();

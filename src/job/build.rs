@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use sha2::Digest;
 use velo_connectors::codec::json::infer_schema;
@@ -34,6 +35,7 @@ use super::runner::Runner;
 use super::spec::{Delivery, JobHooks, JobSpec, OnError, OutputTarget, ReadSpec};
 use crate::catalog::{Catalog, StreamDef, StreamSource};
 use crate::error::{Result, VeloError};
+use crate::operators::Pipeline;
 use crate::planner::{plan_query, referenced_tables, PlannedQuery, QueryRequest, ScanLayout};
 use crate::sql::window::{WindowClause, WindowKind};
 use crate::sql::{parse_column_list, parse_script};
@@ -58,6 +60,36 @@ pub(crate) struct PlannedInput {
     pub adapter: InputAdapter,
     /// The scan column holding event time.
     pub event_time: Option<usize>,
+}
+
+/// The further lanes of a query split as `split`, `count` lanes in all: the query planned
+/// again for each, its copy sharing with `first` (the first lane's pipeline) what their
+/// operators only read (a lookup join's table). (`first` is borrowed mutably only so that the
+/// future is `Send`: a shared borrow of a pipeline is not.)
+pub(crate) async fn plan_lanes(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    request: &QueryRequest,
+    first: &mut Pipeline,
+    split: Split,
+    count: usize,
+    idle_timeout: Duration,
+) -> Result<Lanes> {
+    let mut lanes = Lanes::default();
+    for _ in 1..count {
+        let mut copy = plan_query(ctx, catalog, request).await?;
+        copy.pipeline.share_with(first);
+        let (inputs, _) = scan_inputs(copy.scans, idle_timeout)?;
+        lanes.extra.push(Lane {
+            adapters: inputs.into_iter().map(|i| i.adapter).collect(),
+            pipeline: copy.pipeline,
+        });
+    }
+    lanes.exchange = match split {
+        Split::Keyed(exchange) => Some(exchange),
+        Split::Rows => None,
+    };
+    Ok(lanes)
 }
 
 /// The scans of a planned query as job inputs (without sources yet), and the watermark
@@ -176,7 +208,7 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
     }
     let PlannedQuery {
         scans,
-        pipeline,
+        mut pipeline,
         output_schema,
         group_key_columns,
         table_feeds,
@@ -271,12 +303,10 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
         .is_some_and(|c| c.acknowledge == Acknowledge::WithCheckpoints);
 
     // The further lanes: the same query planned again for each. A keyed query restored from
-    // a checkpoint keeps the checkpoint's lane count (each lane holds its keys' state).
-    // A followed table is changed between micro-batches on the first lane's join only.
-    let split = match table_feeds.is_empty() {
-        true => Split::of(&pipeline),
-        false => None,
-    };
+    // a checkpoint keeps the checkpoint's lane count (each lane holds its keys' state). A
+    // lookup join's table is held once: the copies share the first lane's, whose join alone
+    // takes a followed table's changes, between micro-batches.
+    let split = Split::of(&pipeline);
     let mut lane_count = spec.runtime.parallelism.max(1);
     if let (Some(Split::Keyed(exchange)), Some(checkpoint)) = (&split, &restored) {
         let saved = checkpoint.lanes.max(1);
@@ -290,21 +320,21 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
             lane_count = saved;
         }
     }
-    let mut lanes = Lanes::default();
-    if let Some(split) = split.filter(|_| lane_count > 1) {
-        for _ in 1..lane_count {
-            let copy = plan_query(&ctx, &catalog, &request).await?;
-            let (inputs, _) = scan_inputs(copy.scans, idle_timeout)?;
-            lanes.extra.push(Lane {
-                adapters: inputs.into_iter().map(|i| i.adapter).collect(),
-                pipeline: copy.pipeline,
-            });
+    let lanes = match split.filter(|_| lane_count > 1) {
+        Some(split) => {
+            plan_lanes(
+                &ctx,
+                &catalog,
+                &request,
+                &mut pipeline,
+                split,
+                lane_count,
+                idle_timeout,
+            )
+            .await?
         }
-        lanes.exchange = match split {
-            Split::Keyed(exchange) => Some(exchange),
-            Split::Rows => None,
-        };
-    }
+        None => Lanes::default(),
+    };
 
     let several = scans.len() > 1;
     let (adapters, watermark) = scan_inputs(scans, idle_timeout)?;

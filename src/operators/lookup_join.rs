@@ -5,9 +5,13 @@
 //! per match and none without; LEFT (stream side preserved) emits NULL table columns when there
 //! is no match — never an invented row. NULL keys match nothing. Extra ON conditions are
 //! evaluated on each candidate pair.
+//!
+//! The table is held once per job: the copies of the join on further worker lanes share the
+//! first lane's ([`StreamOperator::share_with`]), which alone applies a followed table's
+//! changes, between micro-batches, while no lane reads it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::compute::{concat_batches, take};
@@ -33,15 +37,23 @@ pub enum StreamSide {
     Right,
 }
 
+/// A table's rows and their index on the join key.
+struct Table {
+    rows: RecordBatch,
+    index: HashMap<Box<[u8]>, Vec<u32>>,
+}
+
 /// A stream–table join.
 pub struct LookupJoinExec {
     stream_keys: Vec<Arc<dyn PhysicalExpr>>,
     table_keys: Vec<Arc<dyn PhysicalExpr>>,
-    /// When the table follows a topic's updates: its feed number, and the column of `table`
+    /// When the table follows a topic's updates: its feed number, and the column of the table
     /// holding the table's key.
     live_key: Option<(usize, usize)>,
-    table: RecordBatch,
-    index: HashMap<Box<[u8]>, Vec<u32>>,
+    /// The table, shared with the copies of this join on the other lanes.
+    table: Arc<RwLock<Table>>,
+    /// False for a copy sharing another's table: it neither changes, snapshots nor counts it.
+    owns_table: bool,
     converter: RowConverter,
     kind: LookupKind,
     side: StreamSide,
@@ -73,8 +85,8 @@ impl LookupJoinExec {
             stream_keys,
             table_keys,
             live_key: None,
-            table,
-            index,
+            table: Arc::new(RwLock::new(Table { rows: table, index })),
+            owns_table: true,
             converter,
             kind,
             side,
@@ -89,8 +101,14 @@ impl LookupJoinExec {
         self.live_key = Some((feed, key_column));
     }
 
+    /// The table as it is now: changed only between micro-batches, never while a lane reads.
+    fn table(&self) -> RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn assemble(
         &self,
+        table: &RecordBatch,
         stream: &RecordBatch,
         stream_idx: &[u32],
         table_idx: &[Option<u32>],
@@ -98,7 +116,7 @@ impl LookupJoinExec {
         let s = UInt32Array::from(stream_idx.to_vec());
         let t = UInt32Array::from(table_idx.to_vec());
         let stream_cols = stream.columns().iter().map(|c| Ok(take(c, &s, None)?));
-        let table_cols = self.table.columns().iter().map(|c| Ok(take(c, &t, None)?));
+        let table_cols = table.columns().iter().map(|c| Ok(take(c, &t, None)?));
         let columns: Vec<ArrayRef> = match self.side {
             StreamSide::Left => stream_cols.chain(table_cols).collect::<Result<_>>()?,
             StreamSide::Right => table_cols.chain(stream_cols).collect::<Result<_>>()?,
@@ -144,21 +162,46 @@ impl StreamOperator for LookupJoinExec {
         "LookupJoinExec"
     }
 
+    /// Each stream row is joined with the table as it is: the table changes only between
+    /// micro-batches, for every lane's copy at once, so any cut of the stream gives the same
+    /// rows in the same order.
+    fn row_wise(&self) -> bool {
+        true
+    }
+
+    fn as_lookup_join(&self) -> Option<&LookupJoinExec> {
+        Some(self)
+    }
+
+    /// Drops this copy's table for `first`'s: one table (rows and index) per job, whatever
+    /// the lane count.
+    fn share_with(&mut self, first: &dyn StreamOperator) {
+        if let Some(first) = first.as_lookup_join() {
+            self.table = first.table.clone();
+            self.owns_table = false;
+        }
+    }
+
     /// A table following its topic is state: its rows as of the checkpoint, which the job
     /// follows on from the table's checkpointed offsets. A file table is read again at start.
+    /// A copy sharing another's table holds none of its own.
     fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
         Ok(match self.live_key {
-            Some(_) => vec![self.table.clone()],
-            None => Vec::new(),
+            Some(_) if self.owns_table => vec![self.table().rows.clone()],
+            _ => Vec::new(),
         })
     }
 
     fn restore(&mut self, state: &[RecordBatch]) -> Result<()> {
+        let fields = self.table().rows.schema().fields().clone();
         match (self.live_key, state) {
             (_, []) => Ok(()),
-            (Some(_), [table]) if table.schema().fields() == self.table.schema().fields() => {
-                self.table = table.clone();
-                self.index = build_index(&self.table, &self.table_keys, &self.converter)?;
+            (Some(_), [table]) if table.schema().fields() == &fields => {
+                let index = build_index(table, &self.table_keys, &self.converter)?;
+                *self.table.write().unwrap_or_else(PoisonError::into_inner) = Table {
+                    rows: table.clone(),
+                    index,
+                };
                 Ok(())
             }
             _ => Err(VeloError::State(
@@ -176,7 +219,14 @@ impl StreamOperator for LookupJoinExec {
         let Some((_, key)) = self.live_key.filter(|(f, _)| *f == feed) else {
             return Ok(false);
         };
-        let schema = self.table.schema();
+        if !self.owns_table {
+            return Err(VeloError::Execution(
+                "a table's changes go to the first lane's join, whose table the others share"
+                    .into(),
+            ));
+        }
+        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+        let schema = table.rows.schema();
         // The update rows, laid out as the table side (columns by name, cast when needed).
         let columns = schema
             .fields()
@@ -206,29 +256,36 @@ impl StreamOperator for LookupJoinExec {
         };
         let mut gone: std::collections::HashSet<String> = deletes.iter().cloned().collect();
         gone.extend(as_text(&upserts)?.iter().flatten().map(str::to_string));
-        let existing = as_text(&self.table)?;
+        let existing = as_text(&table.rows)?;
         let keep: BooleanArray = existing
             .iter()
             .map(|k| Some(!k.is_some_and(|k| gone.contains(k))))
             .collect();
-        let kept = arrow::compute::filter_record_batch(&self.table, &keep)?;
-        self.table = concat_batches(&schema, [&kept, &upserts])?;
-        self.index = build_index(&self.table, &self.table_keys, &self.converter)?;
+        let kept = arrow::compute::filter_record_batch(&table.rows, &keep)?;
+        let rows = concat_batches(&schema, [&kept, &upserts])?;
+        table.index = build_index(&rows, &self.table_keys, &self.converter)?;
+        table.rows = rows;
         Ok(true)
     }
 
-    /// The table held for lookups (rows and bytes).
+    /// The table held for lookups (rows and bytes), counted by the copy that owns it.
     fn metrics(&self) -> super::OperatorMetrics {
+        if !self.owns_table {
+            return super::OperatorMetrics::default();
+        }
+        let table = self.table();
         super::OperatorMetrics {
-            state_rows: self.table.num_rows() as u64,
-            state_bytes: (self.table.get_array_memory_size()
-                + self.index.keys().map(|k| k.len() + 32).sum::<usize>())
+            state_rows: table.rows.num_rows() as u64,
+            state_bytes: (table.rows.get_array_memory_size()
+                + table.index.keys().map(|k| k.len() + 32).sum::<usize>())
                 as u64,
             ..Default::default()
         }
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let guard = self.table();
+        let table = &*guard;
         let rows = batch.num_rows();
         let keys = self
             .stream_keys
@@ -240,7 +297,7 @@ impl StreamOperator for LookupJoinExec {
         if keys.is_empty() {
             // An ON without an equality (`t.symbol <> l.symbol`): every table row is a
             // candidate, the condition (the filter below) decides.
-            let table_rows = self.table.num_rows() as u32;
+            let table_rows = table.rows.num_rows() as u32;
             for r in 0..rows as u32 {
                 stream_idx.extend(std::iter::repeat_n(r, table_rows as usize));
                 table_idx.extend((0..table_rows).map(Some));
@@ -251,14 +308,14 @@ impl StreamOperator for LookupJoinExec {
             let matches = if keys.iter().any(|k| k.is_null(r)) {
                 None
             } else {
-                self.index.get(key_rows.row(r).as_ref())
+                table.index.get(key_rows.row(r).as_ref())
             };
             for &t in matches.into_iter().flatten() {
                 stream_idx.push(r as u32);
                 table_idx.push(Some(t));
             }
         }
-        let mut out = self.assemble(&batch, &stream_idx, &table_idx)?;
+        let mut out = self.assemble(&table.rows, &batch, &stream_idx, &table_idx)?;
         if let Some(filter) = &self.filter {
             let mask = filter.evaluate(&out)?.into_array(out.num_rows())?;
             let mask = mask
@@ -285,7 +342,7 @@ impl StreamOperator for LookupJoinExec {
             let unmatched: Vec<u32> = (0..rows as u32).filter(|&r| !matched[r as usize]).collect();
             if !unmatched.is_empty() {
                 let nulls = vec![None; unmatched.len()];
-                let extra = self.assemble(&batch, &unmatched, &nulls)?;
+                let extra = self.assemble(&table.rows, &batch, &unmatched, &nulls)?;
                 // Keep the stream's order: merge by stream row index.
                 let mut order: Vec<(u32, usize, usize)> = stream_idx
                     .iter()
@@ -312,5 +369,98 @@ impl StreamOperator for LookupJoinExec {
             }
         }
         Ok(vec![out])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    fn strings(names: &[&str], rows: &[&[Option<&str>]]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(
+            names
+                .iter()
+                .map(|n| Field::new(*n, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let columns = (0..names.len())
+            .map(|c| Arc::new(rows.iter().map(|r| r[c]).collect::<StringArray>()) as ArrayRef)
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    /// A followed table (`symbol`, `sector`) joined with a stream of `symbol`s.
+    fn join(table: &RecordBatch) -> LookupJoinExec {
+        let output = Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Utf8, true),
+            Field::new("symbol", DataType::Utf8, true),
+            Field::new("sector", DataType::Utf8, true),
+        ]));
+        let mut join = LookupJoinExec::new(
+            table.schema(),
+            std::slice::from_ref(table),
+            vec![Arc::new(Column::new("symbol", 0))],
+            vec![Arc::new(Column::new("s", 0))],
+            LookupKind::KeepStream,
+            StreamSide::Left,
+            None,
+            output,
+        )
+        .unwrap();
+        join.follow_updates(0, 0);
+        join
+    }
+
+    fn sectors(join: &mut LookupJoinExec, symbols: &[&str]) -> Vec<Option<String>> {
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
+        let symbols = Arc::new(StringArray::from(symbols.to_vec()));
+        let stream = RecordBatch::try_new(schema, vec![symbols]).unwrap();
+        let out = join.process(stream).unwrap();
+        out[0]
+            .column(2)
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn copies_sharing_a_table_see_the_first_copys_changes_and_hold_no_table_of_their_own() {
+        let table = strings(
+            &["symbol", "sector"],
+            &[
+                &[Some("AAPL"), Some("Tech")],
+                &[Some("JPM"), Some("Finance")],
+            ],
+        );
+        let mut first = join(&table);
+        let mut copy = join(&table);
+        copy.share_with(&first);
+
+        let change = strings(&["symbol", "sector"], &[&[Some("AAPL"), Some("Hardware")]]);
+        assert!(first
+            .apply_table_changes(0, &change, &["JPM".to_string()])
+            .unwrap());
+        let expected = vec![Some("Hardware".to_string()), None, None];
+        assert_eq!(sectors(&mut copy, &["AAPL", "JPM", "MSFT"]), expected);
+        assert_eq!(sectors(&mut first, &["AAPL", "JPM", "MSFT"]), expected);
+
+        // The table is counted, checkpointed and changed once: by the first copy.
+        assert_eq!(first.metrics().state_rows, 1);
+        assert_eq!(copy.metrics(), super::super::OperatorMetrics::default());
+        assert_eq!(first.snapshot().unwrap().len(), 1);
+        assert!(copy.snapshot().unwrap().is_empty());
+        assert!(copy.apply_table_changes(0, &change, &[]).is_err());
+
+        // Restored on the first copy, the table is the copy's too.
+        let restored = strings(&["symbol", "sector"], &[&[Some("MSFT"), Some("Cloud")]]);
+        first.restore(&[restored]).unwrap();
+        assert_eq!(
+            sectors(&mut copy, &["AAPL", "MSFT"]),
+            vec![None, Some("Cloud".to_string())]
+        );
     }
 }

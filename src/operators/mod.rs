@@ -140,6 +140,15 @@ pub trait StreamOperator: Send {
         None
     }
 
+    /// This operator as a lookup join, for sharing its table.
+    fn as_lookup_join(&self) -> Option<&LookupJoinExec> {
+        None
+    }
+
+    /// Makes this operator, a copy planned for a further lane, share with `first` (the first
+    /// lane's copy) what the copies only read: a lookup join's table, held once per job.
+    fn share_with(&mut self, _first: &dyn StreamOperator) {}
+
     /// This operator as a join of streams, to run.
     fn as_stream_join_mut(&mut self) -> Option<&mut StreamJoinExec> {
         None
@@ -660,6 +669,14 @@ impl Pipeline {
             }
         }
         Ok(false)
+    }
+
+    /// Makes this pipeline, a copy of `first` planned for a further lane, share with it what
+    /// their operators only read (see [`StreamOperator::share_with`]).
+    pub fn share_with(&mut self, first: &Pipeline) {
+        for (op, theirs) in self.operators.iter_mut().zip(&first.operators) {
+            op.share_with(theirs.as_ref());
+        }
     }
 
     /// Number of operators.
