@@ -431,16 +431,24 @@ fn same_at_every_parallelism(source: &str, query: &str) -> String {
 /// `run` at parallelism 1, 2 and 4 (`query` names it in messages): the output, the same at
 /// each, where at 2 and 4 the query ran on that many lanes, its rows exchanged by key.
 fn same_on_lanes(query: &str, run: impl Fn(&str) -> std::process::Output) -> String {
-    same_rows_on_lanes(query, true, run)
+    same_rows_on_lanes(query, true, BY_KEY, run)
 }
 
-/// As [`same_on_lanes`]; unless `ordered`, the rows are compared as sets of lines. A query
+/// How the job says a keyed query runs on its lanes.
+const BY_KEY: &str = "rows exchanged by key";
+
+/// How the job says a query whose first stateful operator has no key runs on its lanes.
+const GATHERED: &str =
+    "micro-batches split by range up to the first stateful operator, which runs on the first lane";
+
+/// As [`same_on_lanes`], split as `how` says; unless `ordered`, the rows are compared as sets of lines. A query
 /// reading two files sees their batches in whatever order the two reading threads deliver
 /// them, at any parallelism: its rows come out in an order no run repeats. (That the lanes
 /// keep one lane's order given the same batches is `tests/stream_join_oracle.rs`'s.)
 fn same_rows_on_lanes(
     query: &str,
     ordered: bool,
+    how: &str,
     run: impl Fn(&str) -> std::process::Output,
 ) -> String {
     let mut outputs = Vec::new();
@@ -448,8 +456,8 @@ fn same_rows_on_lanes(
         let output = run(parallelism);
         assert!(output.status.success(), "{query}: {}", stderr(&output));
         if parallelism != "1" {
-            // The keyed operator really ran on the lanes, its rows exchanged by key.
-            let said = format!("runs on {parallelism} lanes (rows exchanged by key)");
+            // The query really ran on the lanes, split as `how` says.
+            let said = format!("runs on {parallelism} lanes ({how})");
             assert!(
                 stderr(&output).contains(&said),
                 "{query}: {}",
@@ -533,6 +541,62 @@ fn an_aggregate_without_a_window_gives_each_symbols_exact_total_at_parallelism_1
     for (sym, (n, total)) in &totals {
         expected += &format!("{sym},{n},{}\n", money(*total));
     }
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn global_windows_over_and_order_by_without_keys_give_the_exact_answer_at_parallelism_1_2_and_4() {
+    // No key to split the state by: the trades are decoded (and filtered) on the lanes, and
+    // the window, the OVER or the sort runs on the first lane, fed what one lane would be.
+    let (_dir, source) = trades_file();
+    let same = |query: &str| {
+        same_rows_on_lanes(query, true, GATHERED, |parallelism| {
+            run_trades(&source, query, parallelism)
+        })
+    };
+    let good = good_trades();
+
+    let out = same(
+        "SELECT window_start, COUNT(*) AS n, SUM(price) AS total, MAX(price) AS hi FROM trades \
+         WHERE sym <> 'S3' GROUP BY TUMBLE(ts, INTERVAL '10' SECOND)",
+    );
+    let mut windows: std::collections::BTreeMap<u64, (u64, u64, u64)> = Default::default();
+    for (_, cents, ms) in good.iter().filter(|(sym, _, _)| sym != "S3") {
+        let w = windows.entry(ms / 10_000).or_default();
+        w.0 += 1;
+        w.1 += cents;
+        w.2 = w.2.max(*cents);
+    }
+    let mut expected = String::from("window_start,n,total,hi\n");
+    for (w, (n, total, hi)) in &windows {
+        expected += &format!("{},{n},{},{}\n", iso(w * 10_000), money(*total), money(*hi));
+    }
+    assert!(windows.len() > 50, "a meaningful answer");
+    assert_eq!(out, expected);
+
+    // Event times increase with the record number: the OVER's order is the file's.
+    let out = same(
+        "SELECT ts, price, SUM(price) OVER (ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) \
+         AS s3, ROW_NUMBER() OVER (ORDER BY ts) AS rn FROM trades",
+    );
+    let mut expected = String::from("ts,price,s3,rn\n");
+    for (i, (_, cents, ms)) in good.iter().enumerate() {
+        let s3: u64 = good[i.saturating_sub(2)..=i].iter().map(|t| t.1).sum();
+        expected += &format!("{},{},{},{}\n", iso(*ms), money(*cents), money(s3), i + 1);
+    }
+    assert_eq!(out, expected);
+
+    // A bounded sort, ties in arrival order.
+    let out = same("SELECT sym, price FROM trades WHERE price > 99000.00 ORDER BY price DESC");
+    let mut top: Vec<&(String, u64, u64)> = good.iter().filter(|t| t.1 > 9_900_000).collect();
+    top.sort_by_key(|t| std::cmp::Reverse(t.1));
+    assert!(top.len() > 100, "a meaningful answer");
+    let expected: String = std::iter::once("sym,price\n".to_string())
+        .chain(
+            top.iter()
+                .map(|(sym, cents, _)| format!("{sym},{}\n", money(*cents))),
+        )
+        .collect();
     assert_eq!(out, expected);
 }
 
@@ -623,7 +687,7 @@ fn the_busiest_symbols_of_each_window_like_nexmark_q5_are_the_same_at_parallelis
                GROUP BY c.starttime, c.endtime) m \
          ON a.starttime = m.starttime AND a.endtime = m.endtime AND a.n >= m.maxn"
     );
-    let out = same_rows_on_lanes(&query, false, |parallelism| {
+    let out = same_rows_on_lanes(&query, false, BY_KEY, |parallelism| {
         run_trades(&source, &query, parallelism)
     });
     let mut windows: std::collections::BTreeMap<u64, std::collections::BTreeMap<String, u64>> =
@@ -848,7 +912,9 @@ fn an_interval_join_gives_the_same_rows_at_parallelism_1_2_and_4() {
     let query = "SELECT o.id AS oid, o.amount, p.pid, p.paid FROM orders o FULL JOIN payments p \
                  ON o.id = p.order_id AND p.ts BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND";
     let sql = format!("{streams}{query}");
-    let out = same_rows_on_lanes(query, false, |parallelism| execute_csv(&sql, parallelism));
+    let out = same_rows_on_lanes(query, false, BY_KEY, |parallelism| {
+        execute_csv(&sql, parallelism)
+    });
     let mut lines = sorted_lines(&out);
     assert_eq!(lines.pop().as_deref(), Some("oid,amount,pid,paid"));
     assert_eq!(lines.len(), expected.len());
@@ -894,7 +960,7 @@ fn a_row_a_joins_input_cannot_evaluate_is_reported_with_its_record_at_parallelis
         .filter(|i| i % 3 == 0)
         .map(|i| format!("{} row {}:", a.display(), i + 1))
         .collect();
-    let out = same_rows_on_lanes(query, false, |parallelism| {
+    let out = same_rows_on_lanes(query, false, BY_KEY, |parallelism| {
         let output = execute_csv(&sql, parallelism);
         let warned = warnings(&stderr(&output));
         let named: Vec<String> = failing
@@ -945,10 +1011,11 @@ fn sorted_lines(text: &str) -> Vec<String> {
 }
 
 #[test]
-fn a_group_by_a_volatile_key_runs_on_one_lane() {
+fn a_group_by_a_volatile_key_is_not_exchanged_by_it() {
     let (_dir, source) = trades_file();
     // `random()` would come out one way when the exchange picks a lane and another when the
-    // aggregate groups: such a query is not split.
+    // aggregate groups: such a query's rows are not exchanged by key; the aggregate runs on
+    // the first lane.
     let output = run_trades(
         &source,
         "SELECT random() < 2.0 AS b, COUNT(*) AS n FROM trades GROUP BY random() < 2.0",
@@ -959,5 +1026,9 @@ fn a_group_by_a_volatile_key_runs_on_one_lane() {
         stdout(&output),
         format!("b,n\ntrue,{}\n", good_trades().len())
     );
-    assert!(!stderr(&output).contains("lanes"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("runs on 4 lanes ({GATHERED})")),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -445,6 +445,21 @@ fn enriched_windows() -> Scenario {
     scenario
 }
 
+/// One total per window over every key, in micro-batches large enough to be decoded on four
+/// lanes: the window's state lives on the first lane alone.
+fn global_windows_on_lanes() -> Scenario {
+    let mut scenario = events_scenario_of(
+        "global windows on four lanes",
+        "SELECT COUNT(*) AS n, SUM(v) AS total, window_start FROM ev WHERE k <> 'end' \
+         GROUP BY TUMBLE(ts, INTERVAL '2' SECOND)",
+        false,
+        Compare::Rows,
+        6_000,
+    );
+    scenario.extra = vec!["--parallelism", "4", "--batch-size", "4096"];
+    scenario
+}
+
 fn updating() -> Scenario {
     events_scenario(
         "updating aggregate",
@@ -552,6 +567,11 @@ fn the_top_events_per_window_on_four_lanes_killed_at_random_lose_nothing_and_rep
     // The raw events are decoded on the lanes; the maximum, the join and their state live on
     // the first lane.
     run_scenario(on_four_lanes(top_events()), "exactly-once");
+}
+
+#[test]
+fn global_windows_on_four_lanes_killed_at_random_lose_nothing_and_repeat_nothing() {
+    run_scenario(global_windows_on_lanes(), "exactly-once");
 }
 
 #[test]

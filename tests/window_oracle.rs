@@ -509,6 +509,45 @@ fn a_checkpoint_of_lanes_split_otherwise_is_refused_not_restored_into_the_wrong_
     );
 }
 
+/// `lines` fed to `sql` planned on `lanes` lanes as `stream` plans it (ORDER BY sorts each
+/// emission, GROUP BY emits changes), in micro-batches of 1 to `most` records (random, from
+/// `seed`): every non-empty batch emitted, as JSON rows, in order.
+fn batches_on_lanes(
+    sql: &str,
+    lanes: usize,
+    lines: &[String],
+    seed: u64,
+    most: u64,
+) -> Vec<Vec<String>> {
+    let mut replay = Replay::plan_on_lanes_with(sql, lanes, |r| r.bounded = false).unwrap();
+    assert_eq!(replay.lanes(), lanes, "{sql}");
+    let mut rng = Rng(seed);
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let end = (i + 1 + rng.below(most) as usize).min(lines.len());
+        let chunk: Vec<&[u8]> = lines[i..end].iter().map(|l| l.as_bytes()).collect();
+        out.extend(
+            replay
+                .push(&chunk)
+                .unwrap()
+                .into_iter()
+                .map(|b| oracle::json_rows(&[b])),
+        );
+        i = end;
+    }
+    out.extend(
+        replay
+            .finish()
+            .unwrap()
+            .into_iter()
+            .map(|b| oracle::json_rows(&[b])),
+    );
+    // The sink writes nothing for an empty batch.
+    out.retain(|rows| !rows.is_empty());
+    out
+}
+
 #[test]
 fn operators_after_a_keyed_window_on_four_lanes_give_one_lanes_rows_in_one_lanes_batches() {
     // The windows are computed on four lanes, keys split among them; what closes is merged
@@ -536,37 +575,7 @@ fn operators_after_a_keyed_window_on_four_lanes_give_one_lanes_rows_in_one_lanes
         let sql = format!(
             "CREATE STREAM t ({COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '{LATENESS_MS}' MILLISECOND);\n{select}"
         );
-        let batches = |lanes| {
-            // As `stream` plans it: ORDER BY sorts each emission, GROUP BY emits changes.
-            let mut replay =
-                Replay::plan_on_lanes_with(&sql, lanes, |r| r.bounded = false).unwrap();
-            assert_eq!(replay.lanes(), lanes, "{sql}");
-            let mut rng = Rng(seed as u64);
-            let mut out: Vec<Vec<String>> = Vec::new();
-            let mut i = 0;
-            while i < lines.len() {
-                let end = (i + 1 + rng.below(40) as usize).min(lines.len());
-                let chunk: Vec<&[u8]> = lines[i..end].iter().map(|l| l.as_bytes()).collect();
-                out.extend(
-                    replay
-                        .push(&chunk)
-                        .unwrap()
-                        .into_iter()
-                        .map(|b| oracle::json_rows(&[b])),
-                );
-                i = end;
-            }
-            out.extend(
-                replay
-                    .finish()
-                    .unwrap()
-                    .into_iter()
-                    .map(|b| oracle::json_rows(&[b])),
-            );
-            // The sink writes nothing for an empty batch.
-            out.retain(|rows| !rows.is_empty());
-            out
-        };
+        let batches = |lanes| batches_on_lanes(&sql, lanes, &lines, seed as u64, 40);
         let one = batches(1);
         assert!(one.len() > 20, "{select}: a meaningful answer");
         assert_eq!(batches(4), one, "{select}");
@@ -701,4 +710,38 @@ fn over_window_state_holds_only_live_rows_when_rare_keys_outlive_a_busy_one() {
         peak_bytes <= 1_500_000,
         "state peaked at {peak_bytes} bytes"
     );
+}
+
+#[test]
+fn stateful_operators_without_keys_on_four_lanes_give_one_lanes_rows_in_one_lanes_batches() {
+    // The first stateful operator has no key to split by: micro-batches of up to 5 000
+    // records are cut into ranges, decoded and filtered on four lanes, and their rows gathered
+    // into one batch for the operator on the first lane. Global windows, an updating total
+    // that emits after every batch, OVER without PARTITION BY and LIMIT would give
+    // other rows, or other batches, if they saw other rows or batches than one lane's.
+    let selects = [
+        "SELECT COUNT(*) AS n, SUM(v) AS total, MIN(v) AS low, MAX(v) AS high, window_start \
+         FROM t WHERE k <> 'beta' GROUP BY TUMBLE(ts, INTERVAL '5' SECOND)",
+        "SELECT COUNT(*) AS n, AVG(v) AS mean, window_start, window_end FROM t \
+         GROUP BY HOP(ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND)",
+        "SELECT COUNT(*) AS n, SUM(v) AS total, COUNT(k) AS keyed FROM t WHERE v > 1",
+        "SELECT k, ts, v, SUM(v) OVER (ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS s3, \
+         ROW_NUMBER() OVER (ORDER BY ts) AS rn FROM t",
+        "SELECT k, v, tms FROM t WHERE k = 'alpha' LIMIT 3000",
+    ];
+    for (seed, select) in selects.iter().enumerate() {
+        let mut rng = Rng(1950 + seed as u64);
+        let lines = with_null_keys(json_lines(&records(&mut rng, 12_000)), 13, 5);
+        let sql = format!(
+            "CREATE STREAM t ({COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '{LATENESS_MS}' MILLISECOND);\n{select}"
+        );
+        let one = batches_on_lanes(&sql, 1, &lines, seed as u64, 5_000);
+        let rows: usize = one.iter().map(Vec::len).sum();
+        assert!(rows >= 3, "{select}: a meaningful answer");
+        assert_eq!(
+            batches_on_lanes(&sql, 4, &lines, seed as u64, 5_000),
+            one,
+            "{select}"
+        );
+    }
 }

@@ -28,7 +28,7 @@ use velo_connectors::source::Source;
 
 use super::checkpoint::{self, Acknowledge, Checkpoint, CheckpointStore, Checkpointer, LocalStore};
 use super::input::{InputAdapter, JobInput, TableFollower};
-use super::lanes::{Lane, Lanes, Split};
+use super::lanes::{Exchange, Lane, Lanes, Split};
 use super::progress::ErrorKind;
 use super::progress::{JobProgress, JobStats};
 use super::runner::Runner;
@@ -539,6 +539,10 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
             lanes.extra.len() + 1,
             match (&lanes.exchange, runner.sink.row_encoder()) {
                 (Some(e), _) if e.by_key() => "rows exchanged by key",
+                (Some(Exchange::Gathered { .. }), _) => {
+                    "micro-batches split by range up to the first stateful operator, which runs \
+                     on the first lane"
+                }
                 (Some(_), _) => "the join's inputs split by range",
                 (None, Some(_)) => "micro-batches split by range, rows encoded on the lanes",
                 (None, None) => "micro-batches split by range",

@@ -131,6 +131,10 @@ impl Lanes {
                 joined(pipeline)?.advance_ordered(watermark, true)
             })?)?,
             Exchange::Branches(sides) => branches_at_watermark(work, sides, moved, watermark)?,
+            // Only the first lane holds state.
+            Exchange::Gathered { .. } => {
+                pipelines[0].advance_watermark_range(0, at + 1, watermark)?
+            }
         };
         let mut out = downstream(&mut pipelines, exchange, emitted)?;
         out.extend(pipelines[0].advance_watermark_range(at + 1, usize::MAX, watermark)?);
@@ -154,6 +158,11 @@ pub enum Exchange {
     /// stateful branch): each side's branch is split as its operators allow, and the rest of
     /// each branch, the join and the operators after it run on the first lane.
     Branches([BranchSplit; 2]),
+    /// The first stateful operator, at index `at`, is not keyed (a global aggregate, LIMIT,
+    /// ORDER BY, OVER without PARTITION BY): the ranges are decoded and run up to it on the
+    /// lanes, their rows gathered into one batch in range order (as one lane would have them),
+    /// and the operator and those after it run on the first lane, which alone holds state.
+    Gathered { at: usize },
 }
 
 /// How one side's branch of a join runs on the lanes ([`Exchange::Branches`]).
@@ -195,6 +204,7 @@ impl Exchange {
             Exchange::Branches(sides) => {
                 sides.iter().any(|s| matches!(s, BranchSplit::Keyed { .. }))
             }
+            Exchange::Gathered { .. } => false,
         }
     }
 
@@ -211,13 +221,14 @@ impl Exchange {
             Exchange::Branches([left, right]) => {
                 format!("join inputs: left {}, right {}", side(left), side(right))
             }
+            Exchange::Gathered { at } => format!("by range before operator {at}"),
         }
     }
 
     /// The index of the operator whose copies hold the keys' state.
     fn at(&self) -> usize {
         match self {
-            Exchange::Keyed { at, .. } => *at,
+            Exchange::Keyed { at, .. } | Exchange::Gathered { at } => *at,
             Exchange::Join | Exchange::Branches(_) => 0,
         }
     }
@@ -240,8 +251,9 @@ pub enum Split {
     /// Every operator is row-wise.
     Rows,
     /// A keyed operator (GROUP BY keys, OVER PARTITION BY) as the first stateful one, a join
-    /// of streams fed by row-wise operators, or a join whose inputs are split
-    /// ([`Exchange::Branches`]).
+    /// of streams fed by row-wise operators, a join whose inputs are split
+    /// ([`Exchange::Branches`]), or any other first stateful operator after row-wise ones
+    /// ([`Exchange::Gathered`]).
     Keyed(Exchange),
 }
 
@@ -257,8 +269,13 @@ impl Split {
         if let Some(branches) = Exchange::branches_of(pipeline) {
             return Some(Split::Keyed(branches));
         }
-        let (at, keys) = pipeline.exchange_point()?;
-        Some(Split::Keyed(Exchange::Keyed { at, keys }))
+        if let Some((at, keys)) = pipeline.exchange_point() {
+            return Some(Split::Keyed(Exchange::Keyed { at, keys }));
+        }
+        let at = pipeline
+            .first_stateful()
+            .filter(|_| pipeline.inputs() == 1)?;
+        Some(Split::Keyed(Exchange::Gathered { at }))
     }
 }
 
@@ -485,6 +502,18 @@ pub(crate) fn process(
         Some(Exchange::Branches(sides)) => {
             return process_branches(lanes, sides, input, batch, horizon)
         }
+        Some(Exchange::Gathered { .. }) if lanes_for(batch.len(), lanes.len()) == 1 => {
+            // Too small to split: the first lane runs the whole pipeline over it.
+            return whole_on_first_lane(lanes, input, batch, horizon);
+        }
+        Some(gathered @ Exchange::Gathered { at }) => {
+            let (parts, rows) = ranges_through(&mut lanes, input, batch, horizon, |p, rows| {
+                p.process_until(input, rows, *at)
+            })?;
+            let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
+            let emitted = pipelines[0].process_range(*at, at + 1, as_one_batch(rows)?)?;
+            return finish(parts, pipelines, gathered, emitted, Vec::new());
+        }
     };
     let (parts, emitted, errors) = exchange_by_key(
         &mut lanes,
@@ -663,6 +692,24 @@ fn process_join(
     finish(parts, pipelines, &Exchange::Join, merged, Vec::new())
 }
 
+/// `batch` decoded and run through the whole pipeline on the first of `lanes`, as one lane
+/// runs it.
+fn whole_on_first_lane(
+    mut lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
+    input: usize,
+    batch: &SourceBatch,
+    horizon: Option<i64>,
+) -> Result<Processed> {
+    let (parts, out) = ranges_through(&mut lanes[..1], input, batch, horizon, |p, rows| {
+        p.process_input(input, rows)
+    })?;
+    Ok(Processed {
+        parts,
+        out,
+        encoded: Vec::new(),
+    })
+}
+
 /// A query opening with a join whose branches are split ([`Exchange::Branches`]): a batch of
 /// input `input` goes through its side's branch as [`BranchSplit`] says, and what arrives at the
 /// join is joined on the first lane, then run through the operators after the join there.
@@ -676,28 +723,12 @@ fn process_branches(
     let side = joined(lanes[0].1)?.side_of(input).0;
     let exchange = Exchange::Join;
     let (parts, arrived, errors) = match &sides[side as usize] {
-        BranchSplit::Whole => {
-            // One lane decodes the batch and runs the whole pipeline.
-            let (parts, out) =
-                ranges_through(&mut lanes[..1], input, batch, horizon, |p, rows| {
-                    p.process_input(input, rows)
-                })?;
-            return Ok(Processed {
-                parts,
-                out,
-                encoded: Vec::new(),
-            });
-        }
+        BranchSplit::Whole => return whole_on_first_lane(lanes, input, batch, horizon),
         BranchSplit::Rows => {
             let (parts, rows) = ranges_through(&mut lanes, input, batch, horizon, |p, rows| {
                 p.enter_join(input, rows)
             })?;
-            // One lane's branch gives one batch for the input batch: so do the ranges'.
-            let arrived = match rows.len() {
-                0 | 1 => rows,
-                _ => vec![arrow::compute::concat_batches(&rows[0].schema(), &rows)?],
-            };
-            (parts, arrived, Vec::new())
+            (parts, as_one_batch(rows)?, Vec::new())
         }
         BranchSplit::Keyed { at, keys } => {
             let at = *at;
@@ -723,6 +754,15 @@ fn process_branches(
     let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
     let out = pipelines[0].on_join(|join| join.arrive_all(side, arrived))?;
     finish(parts, pipelines, &exchange, out, errors)
+}
+
+/// What row-wise operators gave for each range of a batch, as the one batch they give one
+/// lane for the whole batch.
+fn as_one_batch(rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    Ok(match rows.len() {
+        0 | 1 => rows,
+        _ => vec![arrow::compute::concat_batches(&rows[0].schema(), &rows)?],
+    })
 }
 
 /// What a join whose branches are split ([`Exchange::Branches`]) emits at `watermark`, in the
@@ -902,8 +942,8 @@ fn downstream(
     let at = exchange.at();
     let merged = match exchange {
         Exchange::Keyed { .. } => first.merge_emitted(at, emitted)?,
-        // Merged already, by order key; or the join's own output, on the first lane.
-        Exchange::Join | Exchange::Branches(_) => emitted,
+        // Merged already, by order key; or the output of the first lane's operator.
+        Exchange::Join | Exchange::Branches(_) | Exchange::Gathered { .. } => emitted,
     };
     first.process_range(at + 1, usize::MAX, merged)
 }

@@ -424,6 +424,11 @@ impl Pipeline {
         self.operators.iter().all(|o| o.row_wise())
     }
 
+    /// The index of the first operator that is not row-wise, if any.
+    pub fn first_stateful(&self) -> Option<usize> {
+        self.operators.iter().position(|o| !o.row_wise())
+    }
+
     /// Where the pipeline may be split by key: the index of its first stateful operator and
     /// its key expressions over that operator's input, when it is keyed, the operators before
     /// it are row-wise, the pipeline reads one input, and no key is volatile (`random()`: a
@@ -435,7 +440,7 @@ impl Pipeline {
         if self.inputs() != 1 {
             return None;
         }
-        let at = self.operators.iter().position(|o| !o.row_wise())?;
+        let at = self.first_stateful()?;
         let keys = self.operators[at].partition_keys()?;
         let stable = !keys
             .iter()
