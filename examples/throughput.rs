@@ -17,8 +17,8 @@ mod fixtures;
 
 use fixtures::{
     lookup_query, nexmark_bid_batches, payload_bytes, state_batches, tick_batches, CodecBench,
-    HotPath, NestedBench, CODECS, INTERVAL_JOIN_QUERY, NEXMARK_QUERIES, OVER_QUERY, STATE_QUERY,
-    WINDOW_QUERY,
+    HotPath, NestedBench, CODECS, GLOBAL_WINDOW_QUERY, INTERVAL_JOIN_QUERY, NEXMARK_QUERIES,
+    OVER_QUERY, STATE_QUERY, WINDOW_QUERY,
 };
 
 fn best_of_three(
@@ -159,6 +159,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             bytes as f64 / 1e6 / secs
         );
     }
+    // On two lanes: q1 (each lane decodes, computes and encodes ranges of a batch), and a
+    // global window (the bids decoded on both lanes, counted on the first).
+    for (name, query, lanes) in [
+        ("q1, 2 lanes", NEXMARK_QUERIES[0].1, 2),
+        ("global 10 s window", GLOBAL_WINDOW_QUERY, 1),
+        ("global 10 s window, 2 lanes", GLOBAL_WINDOW_QUERY, 2),
+    ] {
+        let (secs, rows) = best_of_three(|| {
+            let mut path = HotPath::nexmark_on_lanes(query, lanes)?;
+            let mut rows = 0;
+            for batch in &batches {
+                rows += path.run(batch)?;
+            }
+            Ok(rows + path.finish()?)
+        })?;
+        println!(
+            "json {name}: {:>12.0} records/s  ({rows} rows out)",
+            records as f64 / secs
+        );
+    }
     let ticks = tick_batches(records, batch_size);
     // Keyed queries on one lane, then on two (keys split between two threads).
     for (name, query, lanes) in [
@@ -182,18 +202,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let dir = std::env::temp_dir().join(format!("velo-throughput-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut lookup = HotPath::new(&lookup_query(&dir)?)?;
-    let (secs, rows) = best_of_three(|| {
-        let mut rows = 0;
-        for batch in &ticks {
-            rows += lookup.run(batch)?;
-        }
-        Ok(rows)
-    })?;
-    println!(
-        "stream-table join, 100k-row table: {:>12.0} records/s  ({rows} rows out)",
-        records as f64 / secs
-    );
+    // One table, shared by the lanes' lookups.
+    let lookup_sql = lookup_query(&dir)?;
+    for lanes in [1, 2] {
+        let mut lookup = HotPath::on_lanes(&lookup_sql, lanes)?;
+        let (secs, rows) = best_of_three(|| {
+            let mut rows = 0;
+            for batch in &ticks {
+                rows += lookup.run(batch)?;
+            }
+            Ok(rows)
+        })?;
+        println!(
+            "stream-table join, 100k-row table, {lanes} lane(s): {:>12.0} records/s  ({rows} rows out)",
+            records as f64 / secs
+        );
+    }
     let (secs, rows) = best_of_three(|| {
         let mut path = HotPath::new(INTERVAL_JOIN_QUERY)?;
         let mut rows = 0;

@@ -3,7 +3,7 @@
 # prints, per scenario, the kills, the results expected, the messages written, and how many
 # were lost, wrong or repeated. Needs the broker of scripts/kafka-broker.sh (or KAFKA_BROKERS).
 #
-#   scripts/kill-soak.sh [KILLS_PER_SCENARIO]     (default 30: 7 scenarios, 210 kills)
+#   scripts/kill-soak.sh [KILLS_PER_SCENARIO]     (default 30: 22 scenarios, 660 kills)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -38,8 +38,17 @@
 //!   q7, q8): each side's branch runs on the lanes as far as its operators allow
 //!   ([`BranchSplit`]: a keyed window exchanged by its keys, a row-wise branch by ranges), and
 //!   the rest of each branch, the join and the operators after it run on the first lane.
-//! - Anything else (a global aggregate, LIMIT, ORDER BY, OVER without PARTITION BY, lookup
-//!   tables) runs on one lane.
+//! - **Queries whose first stateful operator has no key** (a global aggregate or window,
+//!   LIMIT, a bounded ORDER BY, OVER without PARTITION BY, a GROUP BY a volatile key): the
+//!   ranges are decoded and run up to that operator on the lanes, their rows gathered into
+//!   one batch in range order ([`Exchange::Gathered`]), and the operator and those after it
+//!   run on the first lane, which alone holds state. A batch too small to split runs whole on
+//!   the first lane.
+//! - **Lookup joins** (stream–table) are row-wise: the copies on further lanes share the first
+//!   lane's table (one table per job, whatever the lane count), whose join alone takes a
+//!   followed table's changes, between micro-batches, when no lane reads it.
+//! - Anything else runs on one lane: a join of three or more streams, a join both of whose
+//!   inputs are global aggregates.
 //!
 //! Contiguous ranges rather than a partition per lane: a batch's records are split evenly
 //! whatever the topic's partition count (one partition still uses every core). Several ranges
