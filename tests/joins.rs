@@ -173,89 +173,132 @@ fn a_continuous_join_follows_the_table_topic_while_it_runs() {
     assert_eq!(code, 0);
 }
 
-#[test]
-fn every_lane_joins_with_the_table_as_its_topic_changes_it_while_the_job_runs() {
-    // Four lanes share one table: bursts of trades are cut into ranges, each joined on its own
-    // lane, and a change applied between micro-batches must reach every lane's lookups, before
-    // and after a restart from a checkpoint.
-    const TRADES: usize = 6_000;
-    const SYMBOLS: usize = 40;
-    let instruments = unique_topic("lanes-instruments");
-    let trades = unique_topic("lanes-trades");
-    create_topic(&instruments, 1);
-    create_topic(&trades, 1);
-    let sectors = |sector: &str| -> Vec<Rec> {
-        (0..SYMBOLS)
+/// Trades of 40 symbols enriched with their sector from a followed table topic: the topics,
+/// the query, the records and the rows expected.
+struct Sectors {
+    instruments: String,
+    trades: String,
+    sql: String,
+}
+
+const SECTOR_TRADES: usize = 6_000;
+const SECTOR_SYMBOLS: usize = 40;
+
+impl Sectors {
+    fn new() -> Self {
+        let instruments = unique_topic("lanes-instruments");
+        let trades = unique_topic("lanes-trades");
+        create_topic(&instruments, 1);
+        create_topic(&trades, 1);
+        let sql = format!(
+            "CREATE STREAM trades (symbol VARCHAR, n BIGINT) WITH ('topic' = '{trades}');\n\
+             CREATE TABLE instruments (symbol VARCHAR, sector VARCHAR) WITH ('topic' = '{instruments}', 'key' = 'symbol');\n\
+             SELECT t.n, t.symbol, r.sector FROM trades t JOIN instruments r ON t.symbol = r.symbol"
+        );
+        Sectors {
+            instruments,
+            trades,
+            sql,
+        }
+    }
+
+    /// Every symbol's table row, in `sector`.
+    fn sectors(sector: &str) -> Vec<Rec> {
+        (0..SECTOR_SYMBOLS)
             .map(|s| {
                 Rec::value(format!(r#"{{"symbol":"S{s}","sector":"{sector}"}}"#))
                     .key(format!("S{s}"))
             })
             .collect()
-    };
-    let trade = |i: usize| Rec::value(format!(r#"{{"symbol":"S{}","n":{i}}}"#, i % SYMBOLS));
-    let joined = |i: usize, sector: &str| {
+    }
+
+    fn set_sector(&self, sector: &str) {
+        produce(&self.instruments, &Self::sectors(sector));
+    }
+
+    fn trade(i: usize) -> Rec {
+        Rec::value(format!(r#"{{"symbol":"S{}","n":{i}}}"#, i % SECTOR_SYMBOLS))
+    }
+
+    fn joined(i: usize, sector: &str) -> String {
         format!(
             r#"{{"n":{i},"symbol":"S{}","sector":"{sector}"}}"#,
-            i % SYMBOLS
+            i % SECTOR_SYMBOLS
         )
-    };
-    let burst = |from: usize| -> Vec<Rec> { (from..from + TRADES).map(trade).collect() };
-    let expected = |from: usize, sector: &str| -> Vec<String> {
-        (from..from + TRADES).map(|i| joined(i, sector)).collect()
-    };
-    let sql = format!(
-        "CREATE STREAM trades (symbol VARCHAR, n BIGINT) WITH ('topic' = '{trades}');\n\
-         CREATE TABLE instruments (symbol VARCHAR, sector VARCHAR) WITH ('topic' = '{instruments}', 'key' = 'symbol');\n\
-         SELECT t.n, t.symbol, r.sector FROM trades t JOIN instruments r ON t.symbol = r.symbol"
-    );
+    }
+
+    /// Trades `from` to `from + SECTOR_TRADES`.
+    fn burst(&self, from: usize) {
+        let trades: Vec<Rec> = (from..from + SECTOR_TRADES).map(Self::trade).collect();
+        produce(&self.trades, &trades);
+    }
+
+    /// The rows of [`Sectors::burst`]`(from)` joined with `sector`.
+    fn expected(from: usize, sector: &str) -> Vec<String> {
+        (from..from + SECTOR_TRADES)
+            .map(|i| Self::joined(i, sector))
+            .collect()
+    }
+
+    /// `stream` of the query with the group `group`, checkpointing every 200 ms, and `extra`.
+    fn args<'a>(&'a self, group: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "stream",
+            "--query",
+            &self.sql,
+            "--format",
+            "json-lines",
+            "--group-id",
+            group,
+            "--checkpoint-interval",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+}
+
+#[test]
+fn every_lane_joins_with_the_table_as_its_topic_changes_it_while_the_job_runs() {
+    // Four lanes share one table: bursts of trades are cut into ranges, each joined on its own
+    // lane, and a change applied between micro-batches must reach every lane's lookups, before
+    // and after a restart from a checkpoint.
+    let topics = Sectors::new();
     let group = unique_topic("g-lanes");
-    let args = [
-        "stream",
-        "--query",
-        &sql,
-        "--format",
-        "json-lines",
-        "--group-id",
-        &group,
-        "--parallelism",
-        "4",
-        "--batch-size",
-        "8192",
-        "--checkpoint-interval",
-        "200ms",
-    ];
-    // Trade `n` (one at a time, 1 000 000 on) until one comes out with `sector`: the change
-    // is then applied, and the lines taken are the probes'.
+    let args = topics.args(&group, &["--parallelism", "4", "--batch-size", "8192"]);
+    // Trades one at a time, 1 000 000 on, until one comes out with `sector`: the change is
+    // then applied, and the lines taken are the probes'.
     let mut probe = 1_000_000;
     let mut await_sector = |job: &Running, sector: &str| loop {
-        produce(&trades, &[trade(probe)]);
+        produce(&topics.trades, &[Sectors::trade(probe)]);
         let line = job.take_lines(1).remove(0);
         probe += 1;
-        if line == joined(probe - 1, sector) {
+        if line == Sectors::joined(probe - 1, sector) {
             break;
         }
     };
-    produce(&instruments, &sectors("Tech"));
+    let t = SECTOR_TRADES;
+    topics.set_sector("Tech");
     let job = spawn(&args);
     await_sector(&job, "Tech");
-    produce(&trades, &burst(0));
-    assert_eq!(job.take_lines(TRADES), expected(0, "Tech"));
-    produce(&instruments, &sectors("Energy"));
+    topics.burst(0);
+    assert_eq!(job.take_lines(t), Sectors::expected(0, "Tech"));
+    topics.set_sector("Energy");
     await_sector(&job, "Energy");
-    produce(&trades, &burst(TRADES));
-    assert_eq!(job.take_lines(TRADES), expected(TRADES, "Energy"));
+    topics.burst(t);
+    assert_eq!(job.take_lines(t), Sectors::expected(t, "Energy"));
     let (code, rest) = job.terminate();
     assert_eq!((code, rest), (0, Vec::new()));
 
     // Restarted: the table comes back from the checkpoint on the first lane, shared by all.
-    produce(&instruments, &sectors("Health"));
-    produce(&trades, &burst(2 * TRADES));
+    topics.set_sector("Health");
+    topics.burst(2 * t);
     let job = spawn(&args);
-    assert_eq!(job.take_lines(TRADES), expected(2 * TRADES, "Health"));
-    produce(&instruments, &sectors("Utilities"));
+    assert_eq!(job.take_lines(t), Sectors::expected(2 * t, "Health"));
+    topics.set_sector("Utilities");
     await_sector(&job, "Utilities");
-    produce(&trades, &burst(3 * TRADES));
-    assert_eq!(job.take_lines(TRADES), expected(3 * TRADES, "Utilities"));
+    topics.burst(3 * t);
+    assert_eq!(job.take_lines(t), Sectors::expected(3 * t, "Utilities"));
     let (code, rest) = job.terminate();
     assert_eq!((code, rest), (0, Vec::new()));
 }
@@ -266,69 +309,29 @@ fn a_restarted_job_joins_its_backlog_with_the_table_changes_written_while_it_was
     // restarted job restores the table from its checkpoint, and must bring it up to the end of
     // its topic before it joins the first trade (it once joined the first micro-batches with
     // the table as of the checkpoint).
-    const TRADES: usize = 6_000;
-    let instruments = unique_topic("lanes-instruments");
-    let trades = unique_topic("lanes-trades");
-    create_topic(&instruments, 1);
-    create_topic(&trades, 1);
-    let sectors = |sector: &str| -> Vec<Rec> {
-        (0..40)
-            .map(|s| {
-                Rec::value(format!(r#"{{"symbol":"S{s}","sector":"{sector}"}}"#))
-                    .key(format!("S{s}"))
-            })
-            .collect()
-    };
-    let burst = |from: usize| -> Vec<Rec> {
-        (from..from + TRADES)
-            .map(|i| Rec::value(format!(r#"{{"symbol":"S{}","n":{i}}}"#, i % 40)))
-            .collect()
-    };
-    let expected = |from: usize, sector: &str| -> Vec<String> {
-        (from..from + TRADES)
-            .map(|i| format!(r#"{{"n":{i},"symbol":"S{}","sector":"{sector}"}}"#, i % 40))
-            .collect()
-    };
-    let sql = format!(
-        "CREATE STREAM trades (symbol VARCHAR, n BIGINT) WITH ('topic' = '{trades}');\n\
-         CREATE TABLE instruments (symbol VARCHAR, sector VARCHAR) WITH ('topic' = '{instruments}', 'key' = 'symbol');\n\
-         SELECT t.n, t.symbol, r.sector FROM trades t JOIN instruments r ON t.symbol = r.symbol"
-    );
+    let topics = Sectors::new();
     let group = unique_topic("g-lanes");
-    let args = [
-        "stream",
-        "--query",
-        &sql,
-        "--format",
-        "json-lines",
-        "--group-id",
-        &group,
-        // The partition assigned (no group to join) and small micro-batches: many are joined
-        // in the time a first fetch of the table topic takes.
-        "--partition",
-        "0",
-        "--batch-size",
-        "200",
-        "--checkpoint-interval",
-        "200ms",
-    ];
-    produce(&instruments, &sectors("Tech"));
-    produce(&trades, &burst(0));
+    // The partition assigned (no group to join) and small micro-batches: many are joined in
+    // the time a first fetch of the table topic takes.
+    let args = topics.args(&group, &["--partition", "0", "--batch-size", "200"]);
+    let t = SECTOR_TRADES;
+    topics.set_sector("Tech");
+    topics.burst(0);
     let job = spawn(&args);
-    assert_eq!(job.take_lines(TRADES), expected(0, "Tech"));
+    assert_eq!(job.take_lines(t), Sectors::expected(0, "Tech"));
     let (code, rest) = job.terminate();
     assert_eq!((code, rest), (0, Vec::new()));
 
     // 20 000 changes, each symbol's last one to Energy: more than one poll of the table
     // topic takes, so joining before all are read shows another sector.
     let changes: Vec<Rec> = (0..499)
-        .flat_map(|round| sectors(&format!("Interim{round}")))
-        .chain(sectors("Energy"))
+        .flat_map(|round| Sectors::sectors(&format!("Interim{round}")))
+        .chain(Sectors::sectors("Energy"))
         .collect();
-    produce(&instruments, &changes);
-    produce(&trades, &burst(TRADES));
+    produce(&topics.instruments, &changes);
+    topics.burst(t);
     let job = spawn(&args);
-    assert_eq!(job.take_lines(TRADES), expected(TRADES, "Energy"));
+    assert_eq!(job.take_lines(t), Sectors::expected(t, "Energy"));
     let (code, rest) = job.terminate();
     assert_eq!((code, rest), (0, Vec::new()));
 }
