@@ -473,6 +473,7 @@ impl Runner {
         if !bad.is_empty() {
             self.handle_bad_records(batch, &bad)?;
         }
+        crate::operators::order_row_errors(&mut failed_rows);
         self.handle_row_errors(failed_rows)?;
         if !failed_records.is_empty() {
             self.handle_bad_records(batch, &failed_records)?;

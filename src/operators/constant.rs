@@ -27,6 +27,11 @@ impl StreamOperator for ConstantExec {
         Ok(Vec::new())
     }
 
+    /// It reads no stream: nothing to split across lanes.
+    fn inputs(&self) -> usize {
+        0
+    }
+
     fn on_watermark(&mut self, watermark: Watermark) -> Result<Vec<RecordBatch>> {
         if watermark != Watermark::END {
             return Ok(Vec::new());

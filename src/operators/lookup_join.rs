@@ -19,7 +19,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::StreamOperator;
+use super::{RowError, StreamOperator};
 use crate::error::{Result, VeloError};
 
 /// Which rows a lookup join keeps.
@@ -59,6 +59,8 @@ pub struct LookupJoinExec {
     side: StreamSide,
     filter: Option<Arc<dyn PhysicalExpr>>,
     output_schema: SchemaRef,
+    /// Stream rows whose ON condition failed, since the last drain.
+    errors: Vec<RowError>,
 }
 
 impl LookupJoinExec {
@@ -92,6 +94,7 @@ impl LookupJoinExec {
             side,
             filter,
             output_schema,
+            errors: Vec::new(),
         })
     }
 
@@ -128,6 +131,19 @@ impl LookupJoinExec {
             &RecordBatchOptions::new().with_row_count(Some(stream_idx.len())),
         )?)
     }
+}
+
+/// Which pairs of `pairs` the join's extra ON condition keeps (NULL counts as false, as in SQL).
+fn condition(filter: &Arc<dyn PhysicalExpr>, pairs: &RecordBatch) -> Result<BooleanArray> {
+    let mask = filter
+        .evaluate(pairs)
+        .and_then(|v| v.into_array(pairs.num_rows()))
+        .map_err(|e| VeloError::Execution(format!("{filter}: {e}")))?;
+    let mask = mask
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| VeloError::Execution("a join condition must be boolean".into()))?;
+    Ok(mask.iter().map(|m| Some(m == Some(true))).collect())
 }
 
 fn build_index(
@@ -171,6 +187,10 @@ impl StreamOperator for LookupJoinExec {
 
     fn as_lookup_join(&self) -> Option<&LookupJoinExec> {
         Some(self)
+    }
+
+    fn drain_row_errors(&mut self) -> Vec<RowError> {
+        std::mem::take(&mut self.errors)
     }
 
     /// Drops this copy's table for `first`'s: one table (rows and index) per job, whatever
@@ -284,8 +304,8 @@ impl StreamOperator for LookupJoinExec {
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        let guard = self.table();
-        let table = &*guard;
+        let shared = self.table.clone();
+        let table = &*shared.read().unwrap_or_else(PoisonError::into_inner);
         let rows = batch.num_rows();
         let keys = self
             .stream_keys
@@ -316,14 +336,42 @@ impl StreamOperator for LookupJoinExec {
             }
         }
         let mut out = self.assemble(&table.rows, &batch, &stream_idx, &table_idx)?;
+        // Stream rows whose ON condition could not be evaluated: left out, and reported.
+        let mut failed = vec![false; rows];
         if let Some(filter) = &self.filter {
-            let mask = filter.evaluate(&out)?.into_array(out.num_rows())?;
-            let mask = mask
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .ok_or_else(|| VeloError::Execution("a join condition must be boolean".into()))?;
-            // NULL counts as false, as in SQL.
-            let keep: BooleanArray = mask.iter().map(|m| Some(m == Some(true))).collect();
+            let keep = match condition(filter, &out) {
+                Ok(keep) => keep,
+                // Pair by pair: a stream row any of whose pairs fails is left out (all its
+                // pairs, and no row with NULLs for it) and reported once.
+                Err(_) => BooleanArray::from(
+                    (0..out.num_rows())
+                        .map(|pair| {
+                            let s = stream_idx[pair] as usize;
+                            match condition(filter, &out.slice(pair, 1)) {
+                                Ok(keep) => keep.value(0),
+                                Err(e) => {
+                                    if !failed[s] {
+                                        failed[s] = true;
+                                        self.errors.push(RowError {
+                                            input_row: s,
+                                            row: batch.slice(s, 1),
+                                            reason: format!(
+                                                "the join's ON condition cannot be evaluated: {e}"
+                                            ),
+                                        });
+                                    }
+                                    false
+                                }
+                            }
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+            };
+            let keep: BooleanArray = keep
+                .iter()
+                .zip(&stream_idx)
+                .map(|(k, &s)| Some(k == Some(true) && !failed[s as usize]))
+                .collect();
             out = arrow::compute::filter_record_batch(&out, &keep)?;
             let kept: Vec<u32> = stream_idx
                 .iter()
@@ -335,7 +383,7 @@ impl StreamOperator for LookupJoinExec {
         }
         if self.kind == LookupKind::KeepStream {
             // Stream rows with no (remaining) match: once, with NULL table columns.
-            let mut matched = vec![false; rows];
+            let mut matched = failed;
             for &s in &stream_idx {
                 matched[s as usize] = true;
             }

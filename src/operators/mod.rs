@@ -230,6 +230,10 @@ pub enum RowMapping {
 #[derive(Debug, Clone)]
 pub struct PipelineRowError {
     pub operator: &'static str,
+    /// The operator's position in the pipeline (for the rows of a join's branches, the
+    /// join's): one lane reports a batch's errors operator by operator, and the lanes' are put
+    /// back in that order (see [`order_row_errors`]).
+    pub step: usize,
     /// The pipeline input (stream) the traced row came from.
     pub input: usize,
     /// The row's index in that input's batch, when traced.
@@ -356,6 +360,22 @@ pub(crate) fn order_rows(batch: &RecordBatch, columns: &[ArrayRef]) -> Result<Re
     )?)
 }
 
+/// The errors of the chains nested in the operator at `step` (a join's branches), as that
+/// operator's.
+fn nested_at(step: usize, errors: Vec<PipelineRowError>) -> Vec<PipelineRowError> {
+    errors
+        .into_iter()
+        .map(|e| PipelineRowError { step, ..e })
+        .collect()
+}
+
+/// Puts row errors gathered from a batch's ranges (each range's errors operator by operator)
+/// in the order one lane reports the whole batch's: operator by operator, each operator's in
+/// the order they came (range by range: row order).
+pub fn order_row_errors(errors: &mut [PipelineRowError]) {
+    errors.sort_by_key(|e| e.step);
+}
+
 /// Row `row` of a batch that went through `masks` (in order) as a row of the batch before them.
 pub(crate) fn trace_back(masks: &[arrow::array::BooleanArray], mut row: usize) -> Option<usize> {
     for mask in masks.iter().rev() {
@@ -382,20 +402,22 @@ impl Pipeline {
         batches: Vec<RecordBatch>,
     ) -> Result<Vec<RecordBatch>> {
         let mut current = batches;
-        for op in self.operators[..end].iter_mut().skip(first) {
+        for (step, op) in self.operators[..end].iter_mut().enumerate().skip(first) {
             let mut next = Vec::new();
             for batch in current {
                 next.extend(op.process(batch)?);
                 for e in op.drain_row_errors() {
                     self.row_errors.push(PipelineRowError {
                         operator: op.name(),
+                        step,
                         input: 0,
                         origin: None,
                         row: e.row,
                         reason: e.reason,
                     });
                 }
-                self.row_errors.extend(op.drain_nested_row_errors());
+                self.row_errors
+                    .extend(nested_at(step, op.drain_nested_row_errors()));
             }
             current = next;
         }
@@ -566,11 +588,13 @@ impl Pipeline {
         loop {
             let op = &mut self.operators[k];
             // A join's branches read the pipeline's inputs: their errors are traced already.
-            self.row_errors.extend(op.drain_nested_row_errors());
+            self.row_errors
+                .extend(nested_at(k, op.drain_nested_row_errors()));
             for e in op.drain_row_errors() {
                 let origin = masks.as_deref().and_then(|m| trace_back(m, e.input_row));
                 self.row_errors.push(PipelineRowError {
                     operator: op.name(),
+                    step: k,
                     input,
                     origin,
                     row: e.row,
