@@ -50,6 +50,60 @@ fn a_stream_joins_the_latest_row_per_key_of_a_compacted_topic() {
 }
 
 #[test]
+fn a_join_condition_that_cannot_be_evaluated_on_a_row_skips_that_row_and_names_its_record() {
+    // `100 / (t.qty - r.lot)` divides by zero for trade 2 (INNER and LEFT alike): that trade
+    // is left out — no pair, no row with NULLs — and its record named; the job goes on. It
+    // once failed the whole job with "Divide by zero".
+    let dir = tempfile::tempdir().unwrap();
+    let trades = dir.path().join("trades.jsonl");
+    let lots = dir.path().join("lots.csv");
+    std::fs::write(
+        &trades,
+        "{\"id\":1,\"symbol\":\"AAPL\",\"qty\":200}\n\
+         {\"id\":2,\"symbol\":\"AAPL\",\"qty\":100}\n\
+         {\"id\":3,\"symbol\":\"JPM\",\"qty\":60}\n\
+         {\"id\":4,\"symbol\":\"MSFT\",\"qty\":1}\n",
+    )
+    .unwrap();
+    std::fs::write(&lots, "symbol,lot\nAAPL,100\nJPM,50\n").unwrap();
+    let sql = |join: &str| {
+        format!(
+            "CREATE STREAM trades (id BIGINT, symbol VARCHAR, qty BIGINT) WITH ('path' = '{}', 'format' = 'json');\n\
+             CREATE TABLE lots (symbol VARCHAR, lot BIGINT) WITH ('path' = '{}', 'format' = 'csv');\n\
+             SELECT t.id, r.lot FROM trades t {join} lots r \
+             ON t.symbol = r.symbol AND 100 / (t.qty - r.lot) > 5",
+            trades.display(),
+            lots.display()
+        )
+    };
+    for (join, expected) in [
+        ("JOIN", "id,lot\n3,50\n"),
+        ("LEFT JOIN", "id,lot\n1,\n3,50\n4,\n"),
+    ] {
+        let output = run(&["execute", "--query", &sql(join), "--format", "csv"]);
+        assert!(output.status.success(), "{join}: {}", stderr(&output));
+        assert_eq!(stdout(&output), expected, "{join}");
+        let err = stderr(&output);
+        let warned: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("WARN"))
+            .map(|l| l.split_once("WARN ").unwrap().1)
+            .collect();
+        assert_eq!(warned.len(), 1, "{join}: {warned:?}");
+        let named = format!(
+            "skipped the record at file {} row 2: the join's ON condition cannot be evaluated",
+            trades.display()
+        );
+        assert!(warned[0].starts_with(&named), "{join}: {}", warned[0]);
+        assert!(
+            warned[0].contains("Divide by zero"),
+            "{join}: {}",
+            warned[0]
+        );
+    }
+}
+
+#[test]
 fn a_file_table_enriches_a_continuous_stream() {
     let trades = unique_topic("jlive");
     create_topic(&trades, 1);
@@ -266,14 +320,16 @@ fn every_lane_joins_with_the_table_as_its_topic_changes_it_while_the_job_runs() 
     let topics = Sectors::new();
     let group = unique_topic("g-lanes");
     let args = topics.args(&group, &["--parallelism", "4", "--batch-size", "8192"]);
-    // Trades one at a time, 1 000 000 on, until one comes out with `sector`: the change is
-    // then applied, and the lines taken are the probes'.
+    // A trade of every symbol (numbered from 1 000 000 on), until all come out with
+    // `sector`: the whole change is then applied, and the lines taken are the probes'.
     let mut probe = 1_000_000;
     let mut await_sector = |job: &Running, sector: &str| loop {
-        produce(&topics.trades, &[Sectors::trade(probe)]);
-        let line = job.take_lines(1).remove(0);
-        probe += 1;
-        if line == Sectors::joined(probe - 1, sector) {
+        let probes: Vec<usize> = (probe..probe + SECTOR_SYMBOLS).collect();
+        probe += SECTOR_SYMBOLS;
+        let trades: Vec<Rec> = probes.iter().map(|&i| Sectors::trade(i)).collect();
+        produce(&topics.trades, &trades);
+        let all: Vec<String> = probes.iter().map(|&i| Sectors::joined(i, sector)).collect();
+        if job.take_lines(SECTOR_SYMBOLS) == all {
             break;
         }
     };
@@ -290,7 +346,8 @@ fn every_lane_joins_with_the_table_as_its_topic_changes_it_while_the_job_runs() 
     let (code, rest) = job.terminate();
     assert_eq!((code, rest), (0, Vec::new()));
 
-    // Restarted: the table comes back from the checkpoint on the first lane, shared by all.
+    // Restarted: the table, restored on the first lane and caught up with its topic, is
+    // shared by every lane, and so are the changes that follow.
     topics.set_sector("Health");
     topics.burst(2 * t);
     let job = spawn(&args);

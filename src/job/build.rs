@@ -78,7 +78,7 @@ pub(crate) async fn plan_lanes(
     let mut lanes = Lanes::default();
     for _ in 1..count {
         let mut copy = plan_query(ctx, catalog, request).await?;
-        copy.pipeline.share_with(first);
+        copy.pipeline.share_with(first)?;
         let (inputs, _) = scan_inputs(copy.scans, idle_timeout)?;
         lanes.extra.push(Lane {
             adapters: inputs.into_iter().map(|i| i.adapter).collect(),
@@ -86,7 +86,7 @@ pub(crate) async fn plan_lanes(
         });
     }
     lanes.exchange = match split {
-        Split::Keyed(exchange) => Some(exchange),
+        Split::Exchange(exchange) => Some(exchange),
         Split::Rows => None,
     };
     Ok(lanes)
@@ -308,7 +308,7 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
     // takes a followed table's changes, between micro-batches.
     let split = Split::of(&pipeline);
     let mut lane_count = spec.runtime.parallelism.max(1);
-    if let (Some(Split::Keyed(exchange)), Some(checkpoint)) = (&split, &restored) {
+    if let (Some(Split::Exchange(exchange)), Some(checkpoint)) = (&split, &restored) {
         let saved = checkpoint.lanes.max(1);
         if exchange.by_key() && saved != lane_count {
             tracing::info!(

@@ -88,7 +88,8 @@ pub struct Lane {
 #[derive(Default)]
 pub struct Lanes {
     pub extra: Vec<Lane>,
-    /// Where rows change lanes by key (a keyed query); `None`: a row-wise query.
+    /// Where rows change lanes (by key, or gathered on the first lane); `None`: a row-wise
+    /// query.
     pub exchange: Option<Exchange>,
     /// The watermark every lane was last advanced to.
     advanced: Option<Watermark>,
@@ -259,11 +260,12 @@ impl Exchange {
 pub enum Split {
     /// Every operator is row-wise.
     Rows,
-    /// A keyed operator (GROUP BY keys, OVER PARTITION BY) as the first stateful one, a join
-    /// of streams fed by row-wise operators, a join whose inputs are split
-    /// ([`Exchange::Branches`]), or any other first stateful operator after row-wise ones
+    /// Rows go through an exchange: by key before a keyed operator (GROUP BY keys, OVER
+    /// PARTITION BY) as the first stateful one, by join key into a join of streams fed by
+    /// row-wise operators, into a join whose inputs are split ([`Exchange::Branches`]), or
+    /// gathered on the first lane before any other first stateful operator
     /// ([`Exchange::Gathered`]).
-    Keyed(Exchange),
+    Exchange(Exchange),
 }
 
 impl Split {
@@ -273,18 +275,18 @@ impl Split {
             return Some(Split::Rows);
         }
         if pipeline.splits_join() {
-            return Some(Split::Keyed(Exchange::Join));
+            return Some(Split::Exchange(Exchange::Join));
         }
         if let Some(branches) = Exchange::branches_of(pipeline) {
-            return Some(Split::Keyed(branches));
+            return Some(Split::Exchange(branches));
         }
         if let Some((at, keys)) = pipeline.exchange_point() {
-            return Some(Split::Keyed(Exchange::Keyed { at, keys }));
+            return Some(Split::Exchange(Exchange::Keyed { at, keys }));
         }
         let at = pipeline
             .first_stateful()
             .filter(|_| pipeline.inputs() == 1)?;
-        Some(Split::Keyed(Exchange::Gathered { at }))
+        Some(Split::Exchange(Exchange::Gathered { at }))
     }
 }
 

@@ -435,7 +435,9 @@ impl Runner {
         let before = self.rows_left.map(|_| self.inputs[input].positions.clone());
         let wanted = self.rows_left;
         // Under --limit the records behind the last row written must be found: a row-wise
-        // query runs on one lane. A keyed one always uses all: each holds its keys' state.
+        // query runs on one lane. One with an exchange always uses all: a keyed one's lanes
+        // each hold their keys' state (a gathered one's state is the first lane's, and its rows
+        // cannot be traced to records anyway).
         let mut parts = vec![(&mut self.inputs[input].adapter, &mut self.pipeline)];
         if self.lanes.exchange.is_some() || self.rows_left.is_none() {
             for lane in &mut self.lanes.extra {

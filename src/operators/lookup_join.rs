@@ -195,11 +195,19 @@ impl StreamOperator for LookupJoinExec {
 
     /// Drops this copy's table for `first`'s: one table (rows and index) per job, whatever
     /// the lane count.
-    fn share_with(&mut self, first: &dyn StreamOperator) {
-        if let Some(first) = first.as_lookup_join() {
-            self.table = first.table.clone();
-            self.owns_table = false;
-        }
+    fn share_with(&mut self, first: &dyn StreamOperator) -> Result<()> {
+        let first = first
+            .as_lookup_join()
+            .filter(|f| f.live_key == self.live_key && f.output_schema == self.output_schema)
+            .ok_or_else(|| {
+                VeloError::Execution(
+                    "a lane's copy of a lookup join was planned otherwise than the first lane's"
+                        .into(),
+                )
+            })?;
+        self.table = first.table.clone();
+        self.owns_table = false;
+        Ok(())
     }
 
     /// A table following its topic is state: its rows as of the checkpoint, which the job
@@ -216,7 +224,7 @@ impl StreamOperator for LookupJoinExec {
         let fields = self.table().rows.schema().fields().clone();
         match (self.live_key, state) {
             (_, []) => Ok(()),
-            (Some(_), [table]) if table.schema().fields() == &fields => {
+            (Some(_), [table]) if self.owns_table && table.schema().fields() == &fields => {
                 let index = build_index(table, &self.table_keys, &self.converter)?;
                 *self.table.write().unwrap_or_else(PoisonError::into_inner) = Table {
                     rows: table.clone(),
@@ -486,7 +494,7 @@ mod tests {
         );
         let mut first = join(&table);
         let mut copy = join(&table);
-        copy.share_with(&first);
+        copy.share_with(&first).unwrap();
 
         let change = strings(&["symbol", "sector"], &[&[Some("AAPL"), Some("Hardware")]]);
         assert!(first

@@ -146,8 +146,11 @@ pub trait StreamOperator: Send {
     }
 
     /// Makes this operator, a copy planned for a further lane, share with `first` (the first
-    /// lane's copy) what the copies only read: a lookup join's table, held once per job.
-    fn share_with(&mut self, _first: &dyn StreamOperator) {}
+    /// lane's copy) what the copies only read: a lookup join's table, held once per job. An
+    /// error when `first` is not the same operator.
+    fn share_with(&mut self, _first: &dyn StreamOperator) -> Result<()> {
+        Ok(())
+    }
 
     /// This operator as a join of streams, to run.
     fn as_stream_join_mut(&mut self) -> Option<&mut StreamJoinExec> {
@@ -702,10 +705,18 @@ impl Pipeline {
 
     /// Makes this pipeline, a copy of `first` planned for a further lane, share with it what
     /// their operators only read (see [`StreamOperator::share_with`]).
-    pub fn share_with(&mut self, first: &Pipeline) {
-        for (op, theirs) in self.operators.iter_mut().zip(&first.operators) {
-            op.share_with(theirs.as_ref());
+    pub fn share_with(&mut self, first: &Pipeline) -> Result<()> {
+        if self.describe() != first.describe() {
+            return Err(VeloError::Execution(format!(
+                "a lane's copy of the query was planned as [{}], the first lane's as [{}]",
+                self.describe().join(", "),
+                first.describe().join(", ")
+            )));
         }
+        for (op, theirs) in self.operators.iter_mut().zip(&first.operators) {
+            op.share_with(theirs.as_ref())?;
+        }
+        Ok(())
     }
 
     /// Number of operators.

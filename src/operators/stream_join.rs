@@ -906,12 +906,14 @@ impl StreamOperator for StreamJoinExec {
         Some(self)
     }
 
-    fn share_with(&mut self, first: &dyn StreamOperator) {
-        if let Some(first) = first.as_stream_join() {
-            for (branch, theirs) in self.branches.iter_mut().zip(first.branches()) {
-                branch.share_with(theirs);
-            }
+    fn share_with(&mut self, first: &dyn StreamOperator) -> Result<()> {
+        let first = first.as_stream_join().ok_or_else(|| {
+            VeloError::Execution("a lane's copy of a join was planned otherwise".into())
+        })?;
+        for (branch, theirs) in self.branches.iter_mut().zip(first.branches()) {
+            branch.share_with(theirs)?;
         }
+        Ok(())
     }
 
     fn as_stream_join_mut(&mut self) -> Option<&mut StreamJoinExec> {
