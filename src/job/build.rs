@@ -63,9 +63,10 @@ pub(crate) struct PlannedInput {
 }
 
 /// The further lanes of a query split as `split`, `count` lanes in all: the query planned
-/// again for each, its copy sharing with `first` (the first lane's pipeline) what their
-/// operators only read (a lookup join's table). (`first` is borrowed mutably only so that the
-/// future is `Send`: a shared borrow of a pipeline is not.)
+/// again for each, as a lane copy (its lookup tables left empty, not computed again), that
+/// then shares with `first` (the first lane's pipeline) what their operators only read (a
+/// lookup join's table). (`first` is borrowed mutably only so that the future is `Send`: a
+/// shared borrow of a pipeline is not.)
 pub(crate) async fn plan_lanes(
     ctx: &SessionContext,
     catalog: &Catalog,
@@ -76,8 +77,12 @@ pub(crate) async fn plan_lanes(
     idle_timeout: Duration,
 ) -> Result<Lanes> {
     let mut lanes = Lanes::default();
+    let request = QueryRequest {
+        lane_copy: true,
+        ..request.clone()
+    };
     for _ in 1..count {
-        let mut copy = plan_query(ctx, catalog, request).await?;
+        let mut copy = plan_query(ctx, catalog, &request).await?;
         copy.pipeline.share_with(first)?;
         let (inputs, _) = scan_inputs(copy.scans, idle_timeout)?;
         lanes.extra.push(Lane {

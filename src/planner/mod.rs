@@ -163,6 +163,10 @@ pub struct QueryRequest {
     /// The query's start time (`now()`), when given: copies of one query planned for several
     /// worker lanes must agree on it. `None`: the time of planning.
     pub start_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// A copy of the query planned for a further worker lane: its lookup joins' tables are
+    /// left empty (not computed again), for the copy shares the first lane's
+    /// ([`crate::operators::Pipeline::share_with`]).
+    pub lane_copy: bool,
 }
 
 impl QueryRequest {
@@ -176,6 +180,7 @@ impl QueryRequest {
             bounded: true,
             state_ttl_ms: None,
             start_time: None,
+            lane_copy: false,
         }
     }
 }
@@ -285,12 +290,16 @@ pub async fn plan_query(
     });
     for side in table_sides {
         let key = side.display_indent().to_string();
-        let rows = ctx
-            .execute_logical_plan(side)
-            .await
-            .map_err(plan_error)?
-            .collect()
-            .await?;
+        let rows = match request.lane_copy {
+            true => Vec::new(),
+            false => {
+                ctx.execute_logical_plan(side)
+                    .await
+                    .map_err(plan_error)?
+                    .collect()
+                    .await?
+            }
+        };
         lookups.insert(key, rows);
     }
     let mut pipeline = Pipeline::default();
