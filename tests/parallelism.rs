@@ -452,6 +452,7 @@ fn same_rows_on_lanes(
     mut run: impl FnMut(&str) -> std::process::Output,
 ) -> String {
     let mut outputs = Vec::new();
+    let mut warned = Vec::new();
     for parallelism in ["1", "2", "4"] {
         let output = run(parallelism);
         assert!(output.status.success(), "{query}: {}", stderr(&output));
@@ -465,16 +466,25 @@ fn same_rows_on_lanes(
             );
         }
         outputs.push(stdout(&output));
+        warned.push(warnings(&stderr(&output)).join("\n"));
     }
-    // What is compared: each output as it is, or its lines sorted.
-    let compared: Vec<String> = match ordered {
-        true => outputs.clone(),
-        false => outputs.iter().map(|o| sorted_lines(o).join("\n")).collect(),
+    // What is compared: each output (and the warnings: bad records, rows that failed) as it
+    // is, or its lines sorted.
+    let compared = |texts: &[String]| -> Vec<String> {
+        match ordered {
+            true => texts.to_vec(),
+            false => texts.iter().map(|o| sorted_lines(o).join("\n")).collect(),
+        }
     };
+    let (rows, warned) = (compared(&outputs), compared(&warned));
     for (i, parallelism) in [(1, "2"), (2, "4")] {
         assert_eq!(
-            compared[0], compared[i],
+            rows[0], rows[i],
             "{query}: parallelism {parallelism} differs from 1"
+        );
+        assert_eq!(
+            warned[0], warned[i],
+            "{query}: parallelism {parallelism} warns otherwise than 1"
         );
     }
     outputs.remove(0)
