@@ -438,7 +438,7 @@ impl Pipeline {
     }
 
     /// How many inputs the pipeline reads: those of its first operator (a stream join reads
-    /// two or more), else one.
+    /// two or more, a query of constants none), else one.
     pub fn inputs(&self) -> usize {
         self.operators.first().map_or(1, |o| o.inputs())
     }
@@ -517,7 +517,8 @@ impl Pipeline {
             VeloError::Execution("the pipeline does not open with a join of streams".into())
         })?;
         let out = work(join);
-        let errors = join.drain_nested_row_errors();
+        // The join heads the pipeline: step 0, as `process_until` gives them.
+        let errors = nested_at(0, join.drain_nested_row_errors());
         self.row_errors.extend(errors);
         out
     }
@@ -642,7 +643,7 @@ impl Pipeline {
         let mut out = Vec::new();
         for i in first..end {
             let emitted = self.operators[i].on_watermark(watermark)?;
-            let nested = self.operators[i].drain_nested_row_errors();
+            let nested = nested_at(i, self.operators[i].drain_nested_row_errors());
             self.row_errors.extend(nested);
             if !emitted.is_empty() {
                 let downstream = self.run_range(i + 1, end, emitted)?;

@@ -165,8 +165,8 @@ pub struct QueryRequest {
     pub start_time: Option<chrono::DateTime<chrono::Utc>>,
     /// A copy of the query planned for a further worker lane: its lookup joins' tables are
     /// left empty (not computed again), for the copy shares the first lane's
-    /// ([`crate::operators::Pipeline::share_with`]).
-    pub lane_copy: bool,
+    /// ([`crate::operators::Pipeline::share_with`]). Set by the lanes' planning only.
+    pub(crate) lane_copy: bool,
 }
 
 impl QueryRequest {
