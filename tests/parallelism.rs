@@ -1011,6 +1011,75 @@ fn rows_an_enriched_query_cannot_evaluate_are_reported_in_one_lanes_order_at_par
 }
 
 #[test]
+fn a_row_a_window_rejects_is_reported_as_its_record_at_parallelism_1_2_and_4() {
+    // Event times so far in the past that a window's start cannot be computed: the window
+    // rejects the row. On the lanes the window runs on rows gathered or exchanged from ranges;
+    // the row is still traced back through the ranges' filters to its record, and named as
+    // one lane names it (it was once reported as a row, with an unprintable timestamp).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ev.jsonl");
+    let absurd = |i: u64| match i {
+        300 => Some(-9_223_372_036_854_775_002_i64),
+        5000 => Some(-9_223_372_036_854_775_000),
+        7000 => Some(-9_223_372_036_854_775_001),
+        _ => None,
+    };
+    let ts = |i: u64| absurd(i).unwrap_or(1_704_067_200_000 + i as i64 * 10);
+    let text: String = (0..10_000u64)
+        .map(|i| format!("{{\"k\":\"k{}\",\"v\":{i},\"ts\":{}}}\n", i % 7, ts(i)))
+        .collect();
+    std::fs::write(&path, text).unwrap();
+    // Records 7000 (v % 3 = 1) is filtered out before the window: only 300 and 5000 reach it.
+    let rejected: Vec<String> = [300, 5000]
+        .iter()
+        .map(|&i| {
+            format!(
+                " WARN skipped the record at file {} row {}: the event time {} ms is too close to \
+                 the end of the timestamp range for a window of 10000 ms",
+                path.display(),
+                i + 1,
+                ts(i)
+            )
+        })
+        .collect();
+    for (how, query) in [
+        (
+            GATHERED,
+            "SELECT COUNT(*) AS n, SUM(v) AS total, window_start FROM ev WHERE v % 3 <> 1 \
+             GROUP BY TUMBLE(ts, INTERVAL '10' SECOND)",
+        ),
+        (
+            BY_KEY,
+            "SELECT k, COUNT(*) AS n, SUM(v) AS total, window_start FROM ev WHERE v % 3 <> 1 \
+             GROUP BY k, TUMBLE(ts, INTERVAL '10' SECOND)",
+        ),
+    ] {
+        let sql = format!(
+            "CREATE STREAM ev (k VARCHAR, v BIGINT, ts TIMESTAMP) WITH ('path' = '{}', 'format' = 'json');\n{query}",
+            path.display()
+        );
+        let mut warned = Vec::new();
+        let out = same_rows_on_lanes(query, true, how, |parallelism| {
+            let output = execute_csv(&sql, parallelism);
+            warned.push(warnings(&stderr(&output)));
+            output
+        });
+        // The windows hold every other record but those filtered out.
+        let kept = (0..10_000u64).filter(|&i| i % 3 != 1 && absurd(i).is_none());
+        let expected: usize = kept.count();
+        let counted: usize = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').rev().nth(2).unwrap().parse::<usize>().unwrap())
+            .sum();
+        assert_eq!(counted, expected, "{query}");
+        for w in &warned {
+            assert_eq!(w, &rejected, "{query}");
+        }
+    }
+}
+
+#[test]
 fn a_row_a_joins_input_cannot_evaluate_is_reported_with_its_record_at_parallelism_1_2_and_4() {
     // `100 / q` runs in the join's left input: rows with q = 0 fail there. They were once left
     // out without a word.

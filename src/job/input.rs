@@ -53,6 +53,12 @@ impl InputAdapter {
         crate::operators::trace_back(&self.last_masks, row)
     }
 
+    /// How the scan rows of the last adapted source batch map to its records (see
+    /// [`crate::operators::trace_back`]).
+    pub(crate) fn masks(&self) -> &[arrow::array::BooleanArray] {
+        &self.last_masks
+    }
+
     /// Declares scan column `index` the event time: records whose event time is NULL are bad
     /// records (reported, dead-lettered), never placed in a window.
     pub fn set_event_time(&mut self, index: usize) {

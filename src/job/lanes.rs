@@ -60,7 +60,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::physical_expr::PhysicalExpr;
@@ -70,7 +70,9 @@ use velo_connectors::record::SourceBatch;
 use super::input::{BadRecord, InputAdapter};
 use super::progress::ErrorKind;
 use crate::error::{Result, VeloError};
-use crate::operators::{JoinSide, Ordered, Pipeline, PipelineRowError, StreamJoinExec, Watermark};
+use crate::operators::{
+    trace_back, JoinSide, Ordered, Pipeline, PipelineRowError, StreamJoinExec, Watermark,
+};
 
 /// Fewest records a lane is given: smaller batches (a trickle of records, the latency path)
 /// are decoded on the runner's thread alone, where a thread hand-off would cost more than it
@@ -307,6 +309,12 @@ pub(crate) struct LaneOutput {
     pub failed_records: Vec<BadRecord>,
     /// …and those that could not be traced back.
     pub failed_rows: Vec<PipelineRowError>,
+    /// The index in the whole batch of the range's first record.
+    first_record: usize,
+    /// How the rows the range's operators gave map to its records (see
+    /// [`crate::operators::trace_back`]), when each can be traced: a row the keyed or
+    /// gathered operator then fails on is reported as its record, as one lane reports it.
+    trace: Option<Vec<BooleanArray>>,
 }
 
 /// A source batch processed on the lanes: each range's part, in range order, and what the
@@ -333,7 +341,11 @@ fn run_lane(
 ) -> Result<(LaneOutput, Vec<RecordBatch>)> {
     let mut bad = Vec::new();
     let (rows, partitions) = adapter.adapt_with_partitions(part, &mut bad, horizon)?;
+    let _ = pipeline.take_trace();
     let out = run(pipeline, rows.clone())?;
+    let trace = pipeline
+        .take_trace()
+        .map(|masks| adapter.masks().iter().cloned().chain(masks).collect());
     let mut failed_records = Vec::new();
     let mut failed_rows = Vec::new();
     for e in pipeline.take_row_errors() {
@@ -360,6 +372,8 @@ fn run_lane(
         bad,
         failed_records,
         failed_rows,
+        first_record: offset,
+        trace,
     };
     Ok((output, out))
 }
@@ -518,12 +532,38 @@ pub(crate) fn process(
             return whole_on_first_lane(lanes, input, batch, horizon);
         }
         Some(gathered @ Exchange::Gathered { at }) => {
-            let (parts, rows) = ranges_through(&mut lanes, input, batch, horizon, |p, rows| {
-                p.process_until(input, rows, *at)
-            })?;
+            let at = *at;
+            let decoded = decode_on_lanes(
+                &mut lanes,
+                input,
+                batch,
+                horizon,
+                |p, rows| p.process_until(input, rows, at),
+                |_, _| Ok(()),
+            )?;
+            // Where each range's rows start in the gathered batch.
+            let mut parts = Vec::with_capacity(decoded.len());
+            let mut rows = Vec::new();
+            let mut starts = Vec::with_capacity(decoded.len());
+            let mut gathered_rows = 0;
+            for (part, out, ()) in decoded {
+                starts.push(gathered_rows);
+                gathered_rows += out.iter().map(RecordBatch::num_rows).sum::<usize>();
+                parts.push(part);
+                rows.extend(out);
+            }
             let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
-            let emitted = pipelines[0].process_range(*at, at + 1, as_one_batch(rows)?)?;
-            return finish(parts, pipelines, gathered, emitted, Vec::new());
+            let (emitted, failed) = pipelines[0].process_at(at, as_one_batch(rows)?.pop())?;
+            let failed = failed
+                .into_iter()
+                .map(|e| {
+                    let row = e.origin.unwrap_or(0);
+                    let range = starts.partition_point(|&s| s <= row) - 1;
+                    (range, row - starts[range], e)
+                })
+                .collect();
+            let errors = to_records(&mut parts, failed, input);
+            return finish(parts, pipelines, gathered, emitted, errors);
         }
     };
     let (parts, emitted, errors) = exchange_by_key(
@@ -533,7 +573,7 @@ pub(crate) fn process(
         horizon,
         keys,
         |pipeline, rows| pipeline.process_until(input, rows, at),
-        |pipeline, rows| pipeline.process_range(at, at + 1, rows),
+        |pipeline, rows| pipeline.process_at(at, rows),
     )?;
     let pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
     let exchange = exchange.expect("a keyed query");
@@ -574,13 +614,14 @@ fn exchange_by_key(
     horizon: Option<i64>,
     keys: &[Arc<dyn PhysicalExpr>],
     upto: impl Fn(&mut Pipeline, RecordBatch) -> Result<Vec<RecordBatch>> + Sync,
-    keyed: impl Fn(&mut Pipeline, Vec<RecordBatch>) -> Result<Vec<RecordBatch>> + Sync,
+    keyed: impl Fn(&mut Pipeline, Option<RecordBatch>) -> Result<(Vec<RecordBatch>, Vec<PipelineRowError>)>
+        + Sync,
 ) -> Result<(Vec<LaneOutput>, Vec<RecordBatch>, Vec<PipelineRowError>)> {
     let count = lanes.len();
     let decoded = decode_on_lanes(lanes, input, batch, horizon, upto, |_, emitted| {
         route(emitted, count, |b| evaluate(keys, b))
     })?;
-    let (parts, batches, received) = gather(decoded, count);
+    let (mut parts, batches, received, origins) = gather(decoded, count);
     let rows: usize = received.iter().map(Vec::len).sum();
     let mut pipelines: Vec<&mut Pipeline> = lanes.iter_mut().map(|(_, p)| &mut **p).collect();
     let work = paired(&mut pipelines, received);
@@ -589,18 +630,64 @@ fn exchange_by_key(
         work,
         rows >= 2 * MIN_LANE_RECORDS,
         |_, (pipeline, picks)| {
-            let rows = picked(&sources, &picks)?.into_iter().collect();
-            let out = keyed(pipeline, rows)?;
-            Ok((out, pipeline.take_row_errors()))
+            let (out, failed) = keyed(pipeline, picked(&sources, &picks)?)?;
+            // Each failed row's range, and its row among the range's rows.
+            let failed: Vec<_> = failed
+                .into_iter()
+                .map(|e| {
+                    let (b, row) = picks[e.origin.unwrap_or(0)];
+                    let (range, first) = origins[b];
+                    (range, first + row, e)
+                })
+                .collect();
+            Ok((out, failed, pipeline.take_row_errors()))
         },
     )?;
     let mut merged = Vec::new();
+    let mut failed = Vec::new();
     let mut errors = Vec::new();
-    for (batches, lane_errors) in emitted {
+    for (batches, lane_failed, lane_errors) in emitted {
         merged.extend(batches);
+        failed.extend(lane_failed);
         errors.extend(lane_errors);
     }
+    errors.extend(to_records(&mut parts, failed, input));
     Ok((parts, merged, errors))
+}
+
+/// Rows the keyed or gathered operator could not evaluate, each with its range and its row
+/// among the rows the range's operators gave: reported as their records where the range's rows
+/// can be traced back to them (in record order, as one lane reports them), else returned, to
+/// be reported as rows.
+fn to_records(
+    parts: &mut [LaneOutput],
+    failed: Vec<(usize, usize, PipelineRowError)>,
+    input: usize,
+) -> Vec<PipelineRowError> {
+    let mut untraced = Vec::new();
+    let mut touched = Vec::new();
+    for (range, row, e) in failed {
+        let part = &mut parts[range];
+        match part.trace.as_deref().and_then(|t| trace_back(t, row)) {
+            Some(index) => {
+                part.failed_records.push(BadRecord {
+                    index: part.first_record + index,
+                    kind: ErrorKind::Expression,
+                    reason: e.reason,
+                });
+                touched.push(range);
+            }
+            None => untraced.push(PipelineRowError {
+                input,
+                origin: None,
+                ..e
+            }),
+        }
+    }
+    for range in touched {
+        parts[range].failed_records.sort_by_key(|r| r.index);
+    }
+    untraced
 }
 
 /// A row-wise query: each range is decoded and run through the whole pipeline on its lane,
@@ -669,7 +756,7 @@ fn process_join(
             route(arrived, count, |b| join.key_columns(side, b))
         },
     )?;
-    let (parts, batches, received) = gather(decoded, count);
+    let (parts, batches, received, _) = gather(decoded, count);
     // A row's position in the arrival: rows in range order, as one lane would have them.
     let mut first_row = Vec::with_capacity(batches.len());
     let mut rows = 0;
@@ -750,8 +837,12 @@ fn process_branches(
                 horizon,
                 keys,
                 |pipeline, rows| pipeline.enter_join_until(input, rows, at),
+                // A branch's rows are not traced back to records: its errors come as rows.
                 |pipeline, rows| {
-                    pipeline.on_join(|join| join.branch_mut(side).process_range(at, at + 1, rows))
+                    let rows = rows.into_iter().collect();
+                    let out = pipeline
+                        .on_join(|join| join.branch_mut(side).process_range(at, at + 1, rows))?;
+                    Ok((out, Vec::new()))
                 },
             )?;
             let arrived = lanes[0].1.on_join(|join| {
@@ -838,25 +929,38 @@ fn branches_at_watermark(
     Ok(out)
 }
 
-/// The decoded ranges' parts, their emitted batches (all ranges', in order) and, per lane, the
-/// rows routed to it as (batch, row) in those batches.
+/// The decoded ranges' parts, their emitted batches (all ranges', in order), per lane the rows
+/// routed to it as (batch, row) in those batches, and per batch its range and the row it
+/// starts at among the range's rows.
 #[allow(clippy::type_complexity)]
 fn gather(
     decoded: Vec<(LaneOutput, Vec<RecordBatch>, Vec<Vec<(usize, usize)>>)>,
     lanes: usize,
-) -> (Vec<LaneOutput>, Vec<RecordBatch>, Vec<Vec<(usize, usize)>>) {
+) -> (
+    Vec<LaneOutput>,
+    Vec<RecordBatch>,
+    Vec<Vec<(usize, usize)>>,
+    Vec<(usize, usize)>,
+) {
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut received: Vec<Vec<(usize, usize)>> = (0..lanes).map(|_| Vec::new()).collect();
     let mut parts = Vec::with_capacity(decoded.len());
-    for (output, emitted, routed) in decoded {
+    // Per batch: its range, and the row its rows start at among the range's.
+    let mut origins = Vec::new();
+    for (range, (output, emitted, routed)) in decoded.into_iter().enumerate() {
         parts.push(output);
         let first = batches.len();
+        let mut row = 0;
+        for b in &emitted {
+            origins.push((range, row));
+            row += b.num_rows();
+        }
         batches.extend(emitted);
         for (j, picks) in routed.into_iter().enumerate() {
             received[j].extend(picks.into_iter().map(|(b, row)| (first + b, row)));
         }
     }
-    (parts, batches, received)
+    (parts, batches, received, origins)
 }
 
 /// Each lane's pipeline with the rows routed to it.

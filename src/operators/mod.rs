@@ -36,7 +36,7 @@ pub use window_aggregate::{FixedWindows, Grouping, WindowAggregateExec};
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -337,6 +337,9 @@ pub struct Pipeline {
     operators: Vec<Box<dyn StreamOperator>>,
     /// Rows operators could not evaluate, since the last [`Pipeline::take_row_errors`].
     row_errors: Vec<PipelineRowError>,
+    /// How the rows the last [`Pipeline::process_until`] gave map to its input rows, when
+    /// each can be traced (see [`Pipeline::take_trace`]).
+    trace: Option<Vec<BooleanArray>>,
 }
 
 /// `batch`'s rows ordered by `columns` (one per row each): ascending, NULLs first, in the
@@ -575,10 +578,12 @@ impl Pipeline {
         end: usize,
     ) -> Result<Vec<RecordBatch>> {
         let end = end.min(self.operators.len());
+        self.trace = None;
         let Some(first) = self.operators[..end].first_mut() else {
             if input != 0 {
                 return Err(VeloError::Execution(format!("no input {input}")));
             }
+            self.trace = Some(Vec::new());
             return Ok(vec![batch]
                 .into_iter()
                 .filter(|b| b.num_rows() > 0)
@@ -621,9 +626,49 @@ impl Pipeline {
             current = self.operators[k].process(batch)?;
         }
         if k == end {
+            if current.len() <= 1 {
+                self.trace = masks;
+            }
             return Ok(current.into_iter().filter(|b| b.num_rows() > 0).collect());
         }
         self.run_range(k, end, current)
+    }
+
+    /// How each row the last [`Pipeline::process_until`] gave maps to a row of its input: the
+    /// masks of the filters it went through (see [`trace_back`]), when every operator before
+    /// its end kept its rows traceable and it gave one batch; `None` otherwise.
+    pub fn take_trace(&mut self) -> Option<Vec<BooleanArray>> {
+        self.trace.take()
+    }
+
+    /// Runs `batch` (at most one) through operator `at` alone; what it emits, and the rows it
+    /// could not evaluate, each with its index in `batch` as its `origin` (for the caller to
+    /// trace back to its record).
+    pub fn process_at(
+        &mut self,
+        at: usize,
+        batch: Option<RecordBatch>,
+    ) -> Result<(Vec<RecordBatch>, Vec<PipelineRowError>)> {
+        let op = &mut self.operators[at];
+        let out = match batch {
+            Some(batch) => op.process(batch)?,
+            None => Vec::new(),
+        };
+        let errors = op
+            .drain_row_errors()
+            .into_iter()
+            .map(|e| PipelineRowError {
+                operator: op.name(),
+                step: at,
+                input: 0,
+                origin: Some(e.input_row),
+                row: e.row,
+                reason: e.reason,
+            })
+            .collect();
+        let nested = nested_at(at, op.drain_nested_row_errors());
+        self.row_errors.extend(nested);
+        Ok((out, errors))
     }
 
     /// Advances the watermark through the chain; what an operator emits flows downstream.
