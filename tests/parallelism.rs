@@ -1029,7 +1029,18 @@ fn a_row_a_window_rejects_is_reported_as_its_record_at_parallelism_1_2_and_4() {
         .map(|i| format!("{{\"k\":\"k{}\",\"v\":{i},\"ts\":{}}}\n", i % 7, ts(i)))
         .collect();
     std::fs::write(&path, text).unwrap();
-    // Records 7000 (v % 3 = 1) is filtered out before the window: only 300 and 5000 reach it.
+    let other = dir.path().join("other.jsonl");
+    let text: String = (0..10_000u64)
+        .map(|i| {
+            format!(
+                "{{\"k\":\"k{}\",\"ts\":{}}}\n",
+                i % 7,
+                1_704_067_200_000 + i * 10
+            )
+        })
+        .collect();
+    std::fs::write(&other, text).unwrap();
+    // Record 7000 (v % 3 = 1) is filtered out before the window: only 300 and 5000 reach it.
     let rejected: Vec<String> = [300, 5000]
         .iter()
         .map(|&i| {
@@ -1042,24 +1053,32 @@ fn a_row_a_window_rejects_is_reported_as_its_record_at_parallelism_1_2_and_4() {
             )
         })
         .collect();
+    // The keyed window as a window join's input too (two inputs: rows compared as sets).
+    let counts = "SELECT k, COUNT(*) AS n, SUM(v) AS total, window_start FROM ev WHERE v % 3 <> 1 \
+                  GROUP BY k, TUMBLE(ts, INTERVAL '10' SECOND)";
+    let joined = format!(
+        "SELECT x.k, x.n, x.total, x.window_start FROM ({counts}) x JOIN \
+         (SELECT k, COUNT(*) AS m, window_start FROM other GROUP BY k, TUMBLE(ts, INTERVAL '10' SECOND)) y \
+         ON x.k = y.k AND x.window_start = y.window_start"
+    );
     for (how, query) in [
         (
             GATHERED,
             "SELECT COUNT(*) AS n, SUM(v) AS total, window_start FROM ev WHERE v % 3 <> 1 \
              GROUP BY TUMBLE(ts, INTERVAL '10' SECOND)",
         ),
-        (
-            BY_KEY,
-            "SELECT k, COUNT(*) AS n, SUM(v) AS total, window_start FROM ev WHERE v % 3 <> 1 \
-             GROUP BY k, TUMBLE(ts, INTERVAL '10' SECOND)",
-        ),
+        (BY_KEY, counts),
+        (BY_KEY, joined.as_str()),
     ] {
         let sql = format!(
-            "CREATE STREAM ev (k VARCHAR, v BIGINT, ts TIMESTAMP) WITH ('path' = '{}', 'format' = 'json');\n{query}",
-            path.display()
+            "CREATE STREAM ev (k VARCHAR, v BIGINT, ts TIMESTAMP) WITH ('path' = '{}', 'format' = 'json');\n\
+             CREATE STREAM other (k VARCHAR, ts TIMESTAMP) WITH ('path' = '{}', 'format' = 'json');\n{query}",
+            path.display(),
+            other.display()
         );
         let mut warned = Vec::new();
-        let out = same_rows_on_lanes(query, true, how, |parallelism| {
+        let ordered = !query.contains("JOIN");
+        let out = same_rows_on_lanes(query, ordered, how, |parallelism| {
             let output = execute_csv(&sql, parallelism);
             warned.push(warnings(&stderr(&output)));
             output

@@ -837,12 +837,15 @@ fn process_branches(
                 horizon,
                 keys,
                 |pipeline, rows| pipeline.enter_join_until(input, rows, at),
-                // A branch's rows are not traced back to records: its errors come as rows.
                 |pipeline, rows| {
-                    let rows = rows.into_iter().collect();
-                    let out = pipeline
-                        .on_join(|join| join.branch_mut(side).process_range(at, at + 1, rows))?;
-                    Ok((out, Vec::new()))
+                    let (out, failed) =
+                        pipeline.on_join(|join| join.branch_mut(side).process_at(at, rows))?;
+                    // Those not traced back to records are the join's, as on one lane.
+                    let failed = failed
+                        .into_iter()
+                        .map(|e| PipelineRowError { step: 0, ..e })
+                        .collect();
+                    Ok((out, failed))
                 },
             )?;
             let arrived = lanes[0].1.on_join(|join| {

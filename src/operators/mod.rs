@@ -502,14 +502,19 @@ impl Pipeline {
         self.enter_join_until(input, batch, usize::MAX)
     }
 
-    /// [`Pipeline::enter_join`] through the branch's operators before `end` only.
+    /// [`Pipeline::enter_join`] through the branch's operators before `end` only. The branch's
+    /// trace of its rows is the pipeline's (see [`Pipeline::take_trace`]).
     pub fn enter_join_until(
         &mut self,
         input: usize,
         batch: RecordBatch,
         end: usize,
     ) -> Result<Vec<RecordBatch>> {
-        let (_, arrived) = self.on_join(|join| join.enter_until(input, batch, end))?;
+        let (trace, arrived) = self.on_join(|join| {
+            let (side, arrived) = join.enter_until(input, batch, end)?;
+            Ok((join.branch_mut(side).take_trace(), arrived))
+        })?;
+        self.trace = trace;
         Ok(arrived.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
