@@ -684,6 +684,8 @@ fn to_records(
             }),
         }
     }
+    touched.sort_unstable();
+    touched.dedup();
     for range in touched {
         parts[range].failed_records.sort_by_key(|r| r.index);
     }

@@ -436,8 +436,8 @@ impl Runner {
         let wanted = self.rows_left;
         // Under --limit the records behind the last row written must be found: a row-wise
         // query runs on one lane. One with an exchange always uses all: a keyed one's lanes
-        // each hold their keys' state (a gathered one's state is the first lane's, and its rows
-        // cannot be traced to records anyway).
+        // each hold their keys' state (a gathered one's output rows, aggregated, do not map to
+        // the records behind them anyway).
         let mut parts = vec![(&mut self.inputs[input].adapter, &mut self.pipeline)];
         if self.lanes.exchange.is_some() || self.rows_left.is_none() {
             for lane in &mut self.lanes.extra {

@@ -641,7 +641,7 @@ impl Pipeline {
 
     /// How each row the last [`Pipeline::process_until`] gave maps to a row of its input: the
     /// masks of the filters it went through (see [`trace_back`]), when every operator before
-    /// its end kept its rows traceable and it gave one batch; `None` otherwise.
+    /// its end kept its rows traceable and it gave at most one batch; `None` otherwise.
     pub fn take_trace(&mut self) -> Option<Vec<BooleanArray>> {
         self.trace.take()
     }
