@@ -319,15 +319,16 @@ fn filter() -> Scenario {
 
 /// A backlog big enough that micro-batches are split across four worker lanes.
 fn filter_on_lanes() -> Scenario {
-    let mut scenario = events_scenario_of(
-        "stateless filter on four lanes",
-        "SELECT id, k, v FROM ev WHERE v % 3 <> 0",
-        false,
-        Compare::Rows,
-        30_000,
-    );
-    scenario.extra = vec!["--parallelism", "4", "--batch-size", "8192"];
-    scenario
+    in_large_batches_on_four_lanes(
+        events_scenario_of(
+            "stateless filter on four lanes",
+            "SELECT id, k, v FROM ev WHERE v % 3 <> 0",
+            false,
+            Compare::Rows,
+            30_000,
+        ),
+        "8192",
+    )
 }
 
 fn tumbling() -> Scenario {
@@ -429,35 +430,37 @@ fn enriched_windows() -> Scenario {
             label("d", "high"),
         ],
     );
-    let mut scenario = events_scenario_of(
-        "enriched windows",
-        &format!(
-            "CREATE TABLE labels (k VARCHAR, label VARCHAR) WITH ('topic' = '{labels}', 'key' = 'k');\n\
-             SELECT l.label, COUNT(*) AS n, SUM(e.v) AS total, window_start \
-             FROM ev e JOIN labels l ON e.k = l.k WHERE e.k <> 'end' \
-             GROUP BY l.label, TUMBLE(e.ts, INTERVAL '2' SECOND)"
+    in_large_batches_on_four_lanes(
+    events_scenario_of(
+            "enriched windows",
+            &format!(
+                "CREATE TABLE labels (k VARCHAR, label VARCHAR) WITH ('topic' = '{labels}', 'key' = 'k');\n\
+                 SELECT l.label, COUNT(*) AS n, SUM(e.v) AS total, window_start \
+                 FROM ev e JOIN labels l ON e.k = l.k WHERE e.k <> 'end' \
+                 GROUP BY l.label, TUMBLE(e.ts, INTERVAL '2' SECOND)"
+            ),
+            false,
+            Compare::Rows,
+            6_000,
         ),
-        false,
-        Compare::Rows,
-        6_000,
-    );
-    scenario.extra = vec!["--parallelism", "4", "--batch-size", "4096"];
-    scenario
+        "4096",
+    )
 }
 
 /// One total per window over every key, in micro-batches large enough to be decoded on four
 /// lanes: the window's state lives on the first lane alone.
 fn global_windows_on_lanes() -> Scenario {
-    let mut scenario = events_scenario_of(
-        "global windows on four lanes",
-        "SELECT COUNT(*) AS n, SUM(v) AS total, window_start FROM ev WHERE k <> 'end' \
-         GROUP BY TUMBLE(ts, INTERVAL '2' SECOND)",
-        false,
-        Compare::Rows,
-        6_000,
-    );
-    scenario.extra = vec!["--parallelism", "4", "--batch-size", "4096"];
-    scenario
+    in_large_batches_on_four_lanes(
+        events_scenario_of(
+            "global windows on four lanes",
+            "SELECT COUNT(*) AS n, SUM(v) AS total, window_start FROM ev WHERE k <> 'end' \
+             GROUP BY TUMBLE(ts, INTERVAL '2' SECOND)",
+            false,
+            Compare::Rows,
+            6_000,
+        ),
+        "4096",
+    )
 }
 
 fn updating() -> Scenario {
@@ -487,6 +490,13 @@ fn a_stateless_filter_on_four_lanes_killed_at_random_loses_nothing() {
 #[test]
 fn a_stateless_filter_on_four_lanes_killed_at_random_writes_each_result_once_with_exactly_once() {
     run_scenario(filter_on_lanes(), "exactly-once");
+}
+
+/// `scenario` on four lanes, read in micro-batches of up to `batch` records: a backlog's
+/// batches are large enough to be cut into ranges for the lanes.
+fn in_large_batches_on_four_lanes(mut scenario: Scenario, batch: &'static str) -> Scenario {
+    scenario.extra = vec!["--parallelism", "4", "--batch-size", batch];
+    scenario
 }
 
 /// `scenario` on four lanes: rows change lanes by key, each lane's state is checkpointed.

@@ -527,43 +527,8 @@ pub(crate) fn process(
         Some(Exchange::Branches(sides)) => {
             return process_branches(lanes, sides, input, batch, horizon)
         }
-        Some(Exchange::Gathered { .. }) if lanes_for(batch.len(), lanes.len()) == 1 => {
-            // Too small to split: the first lane runs the whole pipeline over it.
-            return whole_on_first_lane(lanes, input, batch, horizon);
-        }
         Some(gathered @ Exchange::Gathered { at }) => {
-            let at = *at;
-            let decoded = decode_on_lanes(
-                &mut lanes,
-                input,
-                batch,
-                horizon,
-                |p, rows| p.process_until(input, rows, at),
-                |_, _| Ok(()),
-            )?;
-            // Where each range's rows start in the gathered batch.
-            let mut parts = Vec::with_capacity(decoded.len());
-            let mut rows = Vec::new();
-            let mut starts = Vec::with_capacity(decoded.len());
-            let mut gathered_rows = 0;
-            for (part, out, ()) in decoded {
-                starts.push(gathered_rows);
-                gathered_rows += out.iter().map(RecordBatch::num_rows).sum::<usize>();
-                parts.push(part);
-                rows.extend(out);
-            }
-            let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
-            let (emitted, failed) = pipelines[0].process_at(at, as_one_batch(rows)?.pop())?;
-            let failed = failed
-                .into_iter()
-                .map(|e| {
-                    let row = e.origin.unwrap_or(0);
-                    let range = starts.partition_point(|&s| s <= row) - 1;
-                    (range, row - starts[range], e)
-                })
-                .collect();
-            let errors = to_records(&mut parts, failed, input);
-            return finish(parts, pipelines, gathered, emitted, errors);
+            return process_gathered(lanes, gathered, *at, input, batch, horizon)
         }
     };
     let (parts, emitted, errors) = exchange_by_key(
@@ -578,6 +543,54 @@ pub(crate) fn process(
     let pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
     let exchange = exchange.expect("a keyed query");
     finish(parts, pipelines, exchange, emitted, errors)
+}
+
+/// A query whose first stateful operator, at `at`, has no key ([`Exchange::Gathered`]): the
+/// ranges are decoded and run up to it on the lanes, their rows gathered into one batch for it
+/// on the first lane, and the rows it rejects traced back through their ranges to their
+/// records. A batch too small to split runs whole on the first lane.
+fn process_gathered(
+    mut lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
+    gathered: &Exchange,
+    at: usize,
+    input: usize,
+    batch: &SourceBatch,
+    horizon: Option<i64>,
+) -> Result<Processed> {
+    if lanes_for(batch.len(), lanes.len()) == 1 {
+        return whole_on_first_lane(lanes, input, batch, horizon);
+    }
+    let decoded = decode_on_lanes(
+        &mut lanes,
+        input,
+        batch,
+        horizon,
+        |p, rows| p.process_until(input, rows, at),
+        |_, _| Ok(()),
+    )?;
+    // Where each range's rows start in the gathered batch.
+    let mut parts = Vec::with_capacity(decoded.len());
+    let mut rows = Vec::new();
+    let mut starts = Vec::with_capacity(decoded.len());
+    let mut gathered_rows = 0;
+    for (part, out, ()) in decoded {
+        starts.push(gathered_rows);
+        gathered_rows += out.iter().map(RecordBatch::num_rows).sum::<usize>();
+        parts.push(part);
+        rows.extend(out);
+    }
+    let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
+    let (emitted, failed) = pipelines[0].process_at(at, as_one_batch(rows)?.pop())?;
+    let failed = failed
+        .into_iter()
+        .map(|e| {
+            let row = e.origin.unwrap_or(0);
+            let range = starts.partition_point(|&s| s <= row) - 1;
+            (range, row - starts[range], e)
+        })
+        .collect();
+    let errors = to_records(&mut parts, failed, input);
+    finish(parts, pipelines, gathered, emitted, errors)
 }
 
 /// `batch` decoded on `lanes` range by range, each range run through `run` on its lane: the
