@@ -94,6 +94,9 @@ pub(crate) async fn plan_lanes(
         Split::Exchange(exchange) => Some(exchange),
         Split::Rows => None,
     };
+    if count > 1 {
+        lanes.pool = Some(super::lanes::lane_pool(count)?);
+    }
     Ok(lanes)
 }
 

@@ -5,7 +5,7 @@
 //!
 //! - **Row-wise queries** (filters, projections, expressions, UDFs: every operator row-wise).
 //!   A polled batch of at least [`MIN_LANE_RECORDS`] records per lane is cut into contiguous
-//!   ranges, up to [`RANGES_PER_LANE`] per lane; the lanes, a thread each, take ranges in turn,
+//!   ranges, up to [`RANGES_PER_LANE`] per lane; the lanes take ranges in turn,
 //!   decode each, run it through their pipeline and encode its rows for the sink (when the sink
 //!   lends its encoder), and the outputs are put back together in range order. Output rows, bad
 //!   records and row errors are exactly those one lane gives, in the same order.
@@ -53,12 +53,16 @@
 //! Contiguous ranges rather than a partition per lane: a batch's records are split evenly
 //! whatever the topic's partition count (one partition still uses every core). Several ranges
 //! per lane, taken in turn, rather than one: a lane whose thread waits for a core leaves its
-//! ranges to the others, so a batch waits at most one range for its slowest lane. The
+//! ranges to the others, so a batch waits at most one range for its slowest lane. The lanes'
+//! threads are a pool kept for the job's life ([`lane_pool`]); a batch's work is handed to it
+//! ([`on_pool`]) and each piece (a lane's ranges, a lane's keyed rows) is taken by whichever of
+//! its threads is free ([`on_threads`]), so no piece waits for a thread to start. The
 //! watermark, the writing of the sink, the dead-letter queue and the acknowledged offsets stay
 //! with the runner's thread.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch};
 use arrow::compute::cast;
@@ -95,6 +99,8 @@ pub struct Lanes {
     pub exchange: Option<Exchange>,
     /// The watermark every lane was last advanced to.
     advanced: Option<Watermark>,
+    /// The lanes' threads (`None`: one lane).
+    pub pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl Lanes {
@@ -120,6 +126,25 @@ impl Lanes {
     ) -> Result<Vec<RecordBatch>> {
         let moved = self.advanced.is_none_or(|last| watermark > last);
         self.advanced = Some(watermark);
+        // The lanes' threads, when the lanes close windows (or expire rows) at once.
+        let pool = match self.exchange {
+            Some(Exchange::Keyed { .. } | Exchange::Join | Exchange::Branches(_)) if moved => {
+                self.pool.clone()
+            }
+            _ => None,
+        };
+        on_pool(pool.as_deref(), || {
+            self.advance_all(first, watermark, moved)
+        })
+    }
+
+    /// [`Lanes::advance_watermark`], `moved`: whether the watermark moved since the last call.
+    fn advance_all(
+        &mut self,
+        first: &mut Pipeline,
+        watermark: Watermark,
+        moved: bool,
+    ) -> Result<Vec<RecordBatch>> {
         let mut pipelines: Vec<&mut Pipeline> = std::iter::once(first)
             .chain(self.extra.iter_mut().map(|l| &mut l.pipeline))
             .collect();
@@ -399,54 +424,86 @@ fn ranges_for(records: usize, lanes: usize) -> usize {
     (records / MIN_LANE_RECORDS).clamp(lanes, lanes * RANGES_PER_LANE)
 }
 
-/// Runs `work` for each item, on a thread each (the first on this one) when `parallel`, and
-/// returns the results in item order.
+/// Runs `work` for each item and returns the results in item order. When `parallel` and
+/// called on the lanes' threads (see [`on_pool`]), the items are taken in turn by whichever of
+/// those threads is free, this one first: a thread still waking when the others are done
+/// leaves its items to them, and nothing waits for it. A panic in `work` is an error of the
+/// job, not a panic of the runner.
 fn on_threads<T: Send, R: Send>(
     items: Vec<T>,
     parallel: bool,
     work: impl Fn(usize, T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    if !parallel || items.len() < 2 {
+    if !parallel || items.len() < 2 || rayon::current_thread_index().is_none() {
         return items
             .into_iter()
             .enumerate()
             .map(|(i, item)| work(i, item))
             .collect();
     }
-    let work = &work;
-    std::thread::scope(|scope| {
+    let results: Vec<Mutex<Option<Result<R>>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let (work, results) = (&work, &results);
+    let run = move |i: usize, item: T| {
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| work(i, item))).unwrap_or_else(|_| {
+                Err(VeloError::Execution(format!(
+                    "worker lane {i} stopped on a panic"
+                )))
+            });
+        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+    };
+    rayon::scope(|scope| {
         let mut items = items.into_iter().enumerate();
         let first = items.next();
-        let mut handles = Vec::new();
         for (i, item) in items {
-            // Expressions are evaluated recursively: the same stack as the runner's thread.
-            let handle = std::thread::Builder::new()
-                .name(format!("velo-lane-{i}"))
-                .stack_size(crate::sql::PLANNING_STACK_BYTES)
-                .spawn_scoped(scope, move || work(i, item))
-                .map_err(|e| VeloError::Execution(format!("cannot start worker lane {i}: {e}")))?;
-            handles.push(handle);
+            scope.spawn(move |_| run(i, item));
         }
-        // Every lane is joined before any error is returned: a lane that panicked is then an
-        // error of the job, not a panic of the scope.
-        let mut results = Vec::with_capacity(handles.len() + 1);
         if let Some((i, item)) = first {
-            results.push(work(i, item));
+            run(i, item);
         }
-        for (i, handle) in handles.into_iter().enumerate() {
-            results.push(handle.join().unwrap_or_else(|_| {
-                Err(VeloError::Execution(format!(
-                    "worker lane {} stopped on a panic",
-                    i + 1
-                )))
-            }));
+    });
+    results
+        .iter()
+        .map(|slot| {
+            slot.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_else(|| Err(VeloError::Execution("a worker lane never ran".into())))
+        })
+        .collect()
+}
+
+/// The threads a job's lanes run on: one per lane, kept for the job's life (a thread started
+/// per micro-batch took longer to get going than a range takes to decode), with the runner's
+/// stack size (expressions are evaluated recursively).
+pub(crate) fn lane_pool(lanes: usize) -> Result<Arc<rayon::ThreadPool>> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(lanes)
+        .thread_name(|i| format!("velo-lane-{i}"))
+        .stack_size(crate::sql::PLANNING_STACK_BYTES)
+        .build()
+        .map(Arc::new)
+        .map_err(|e| VeloError::Execution(format!("cannot start the worker lanes' threads: {e}")))
+}
+
+/// Runs `f` on one of `pool`'s threads (the caller waits), so that the work it hands out with
+/// [`on_threads`] is shared among them; without a pool (one lane), here. Log lines keep the
+/// caller's span.
+pub(crate) fn on_pool<R: Send>(
+    pool: Option<&rayon::ThreadPool>,
+    f: impl FnOnce() -> R + Send,
+) -> R {
+    match pool {
+        Some(pool) => {
+            let span = tracing::Span::current();
+            pool.install(move || span.in_scope(f))
         }
-        results.into_iter().collect()
-    })
+        None => f(),
+    }
 }
 
 /// Decodes `batch` on as many of `lanes` as its size calls for, cut into contiguous ranges
-/// that the lanes take in turn (a thread each), and runs each range through `run` there; then
+/// that the lanes take in turn (on their threads), and runs each range through `run` there; then
 /// `then` on the same lane and thread. Per range, in order: what the lane made of it, what
 /// `run` emitted, and what `then` gave.
 fn decode_on_lanes<R: Send>(
@@ -511,8 +568,27 @@ fn decode_on_lanes<R: Send>(
 /// by key before the keyed operator (or the join, or a join input's keyed operator). A keyed
 /// query always goes through the exchange, however small the batch: a key's state lives in
 /// one lane only. A row-wise query given the sink's `encoder` encodes its output rows on the
-/// lanes too.
+/// lanes too. A batch large enough to be shared is processed on the lanes' threads (`pool`),
+/// a smaller one on this thread (no hand-over on the latency path).
 pub(crate) fn process(
+    pool: Option<&rayon::ThreadPool>,
+    lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
+    exchange: Option<&Exchange>,
+    input: usize,
+    batch: &SourceBatch,
+    horizon: Option<i64>,
+    encoder: Option<&RowEncoder>,
+) -> Result<Processed> {
+    // Fewer records than two lanes' worth decode on one lane (`lanes_for`), and leave fewer
+    // rows than that to exchange: nothing to share.
+    let pool = pool.filter(|_| lanes.len() > 1 && batch.len() >= 2 * MIN_LANE_RECORDS);
+    on_pool(pool, || {
+        process_here(lanes, exchange, input, batch, horizon, encoder)
+    })
+}
+
+/// [`process`], on the thread it is called on.
+fn process_here(
     mut lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
     exchange: Option<&Exchange>,
     input: usize,
@@ -1232,6 +1308,87 @@ mod tests {
         assert_eq!(lanes_for(8192, 4), 4);
         assert_eq!(lanes_for(8192, 1), 1);
         assert_eq!(lanes_for(8192, 0), 1);
+    }
+
+    /// The name of the thread running this.
+    fn thread() -> String {
+        std::thread::current()
+            .name()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn on_the_lanes_threads_the_items_run_at_once_each_on_a_thread_of_its_own() {
+        let pool = lane_pool(2).unwrap();
+        let started = AtomicUsize::new(0);
+        let threads = on_pool(Some(&pool), || {
+            on_threads(vec![(), ()], true, |_, ()| {
+                started.fetch_add(1, Ordering::SeqCst);
+                // Each item waits (at most 10 s) for the other to have started.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while started.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+                Ok((thread(), started.load(Ordering::SeqCst)))
+            })
+        })
+        .unwrap();
+        assert_eq!(
+            threads[0].1, 2,
+            "the second item never started beside the first"
+        );
+        assert_eq!(threads[1].1, 2);
+        assert_ne!(threads[0].0, threads[1].0);
+        assert!(threads
+            .iter()
+            .all(|(name, _)| name.starts_with("velo-lane-")));
+    }
+
+    #[test]
+    fn an_item_no_free_thread_took_is_run_by_the_thread_that_handed_it_out_without_waiting() {
+        let pool = lane_pool(2).unwrap();
+        // One of the two threads is kept busy until released: by the test, or after 10 s.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (busy, is_busy) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&released);
+        pool.spawn(move || {
+            busy.send(()).unwrap();
+            let _ = wait.recv_timeout(std::time::Duration::from_secs(10));
+            flag.store(true, Ordering::SeqCst);
+        });
+        is_busy.recv().unwrap();
+        let threads = on_pool(Some(&pool), || {
+            on_threads(vec![0, 1, 2], true, |i, item: usize| {
+                assert_eq!(i, item);
+                Ok(thread())
+            })
+        })
+        .unwrap();
+        // Done while the other thread was still busy: nothing waited for it.
+        assert!(!released.load(Ordering::SeqCst));
+        release.send(()).unwrap();
+        assert_eq!(threads.len(), 3);
+        assert!(threads.iter().all(|t| *t == threads[0]), "{threads:?}");
+    }
+
+    #[test]
+    fn a_panic_on_a_lane_is_an_error_of_the_job() {
+        let pool = lane_pool(2).unwrap();
+        let result = on_pool(Some(&pool), || {
+            on_threads(vec![0, 1], true, |_, item: u32| {
+                if item == 1 {
+                    panic!("a bug");
+                }
+                Ok(item)
+            })
+        });
+        let error = result.unwrap_err().to_string();
+        assert!(
+            error.contains("worker lane 1 stopped on a panic"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -438,6 +438,7 @@ impl Runner {
         // query runs on one lane. One with an exchange always uses all: a keyed one's lanes
         // each hold their keys' state (a gathered one's output rows, aggregated, do not map to
         // the records behind them anyway).
+        let pool = self.lanes.pool.clone();
         let mut parts = vec![(&mut self.inputs[input].adapter, &mut self.pipeline)];
         if self.lanes.exchange.is_some() || self.rows_left.is_none() {
             for lane in &mut self.lanes.extra {
@@ -451,6 +452,7 @@ impl Runner {
             None
         };
         let processed = lanes::process(
+            pool.as_deref(),
             parts,
             self.lanes.exchange.as_ref(),
             input,
