@@ -1037,6 +1037,55 @@ fn deploying_past_the_job_limit_is_refused_whole_with_429() {
     assert_eq!(json(&jobs)["jobs"], serde_json::json!([]));
 }
 
+#[test]
+fn an_exactly_once_jobs_results_sent_while_its_input_is_idle_are_counted_out() {
+    let topic = unique_topic("eo-in");
+    let out = unique_topic("eo-out");
+    create_topic(&topic, 1);
+    create_topic(&out, 1);
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap().to_string();
+    let server = start_server_with(
+        &config_yaml("state:\n  checkpoint_interval_ms: 500\n"),
+        &[("VELO_STATE_DIR", state_dir.as_str())],
+    );
+    let app = format!(
+        "CREATE STREAM orders (customer_id BIGINT, amount DECIMAL(10,2)) WITH ('topic' = '{topic}');\n\
+         START JOB big AS SELECT customer_id, amount FROM orders WHERE amount > 1000 \
+         WITH ('sink.topic' = '{out}', 'delivery' = 'exactly-once');"
+    );
+    let body = serde_json::json!({ "sql": app }).to_string();
+    assert_eq!(
+        call("POST", &format!("{}/jobs", server.url), None, Some(&body)).0,
+        201
+    );
+    produce(
+        &topic,
+        &[
+            Rec::value(r#"{"customer_id":1,"amount":"1500.50"}"#),
+            Rec::value(r#"{"customer_id":2,"amount":"99.99"}"#),
+            Rec::value(r#"{"customer_id":3,"amount":"1000.01"}"#),
+        ],
+    );
+    // Held back until a checkpoint, which comes while nothing more is read.
+    let sent: Vec<String> = consume(&out, 2).into_iter().map(|c| c.value).collect();
+    assert_eq!(
+        sent,
+        [
+            r#"{"customer_id":1,"amount":"1500.50"}"#,
+            r#"{"customer_id":3,"amount":"1000.01"}"#
+        ]
+    );
+    let status = eventually("the rows sent to be counted", || {
+        let (_, body) = call("GET", &format!("{}/jobs/big", server.url), None, None);
+        let s = json(&body);
+        (s["records_out"] == 2).then_some(s)
+    });
+    assert_eq!(status["records_in"], 3);
+    let job = [("job_id", "big")];
+    assert_eq!(metric(&server, "velo_records_out_total", &job), 2.0);
+}
+
 /// A tumbling-window job over `topic` writing to `out`, as an application file.
 fn window_app(topic: &str, out: &str) -> String {
     format!(

@@ -934,6 +934,8 @@ impl Runner {
         checkpointer.acknowledge = checkpoint.acknowledge;
         let (id, bytes) = checkpointer.write(checkpoint)?;
         self.sink.checkpoint_complete(id)?;
+        // Held-back results are out now (exactly-once output), also when no epoch follows.
+        self.count_rows_out();
         // Delivering held-back results may reject rows (exactly-once output encodes them now).
         self.route_rejected()?;
         if let Some(dlq) = self.dead_letters.as_mut() {
