@@ -95,7 +95,7 @@ pub(crate) async fn plan_lanes(
         Split::Rows => None,
     };
     if count > 1 {
-        lanes.pool = Some(super::lanes::lane_pool(count)?);
+        lanes.pool = Some(super::lanes::lane_pool(count - 1)?);
     }
     Ok(lanes)
 }

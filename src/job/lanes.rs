@@ -53,10 +53,10 @@
 //! Contiguous ranges rather than a partition per lane: a batch's records are split evenly
 //! whatever the topic's partition count (one partition still uses every core). Several ranges
 //! per lane, taken in turn, rather than one: a lane whose thread waits for a core leaves its
-//! ranges to the others, so a batch waits at most one range for its slowest lane. The lanes'
-//! threads are a pool kept for the job's life ([`lane_pool`]); a batch's work is handed to it
-//! ([`on_pool`]) and each piece (a lane's ranges, a lane's keyed rows) is taken by whichever of
-//! its threads is free ([`on_threads`]), so no piece waits for a thread to start. The
+//! ranges to the others, so a batch waits at most one range for its slowest lane. The runner's
+//! thread works with a pool of threads kept for the job's life ([`lane_pool`]), and each piece
+//! of a batch's work (a lane's ranges, a lane's keyed rows) is taken by whichever of them is
+//! free ([`on_pool`], [`on_threads`]), so no piece waits for a thread to start. The
 //! watermark, the writing of the sink, the dead-letter queue and the acknowledged offsets stay
 //! with the runner's thread.
 
@@ -133,9 +133,7 @@ impl Lanes {
             }
             _ => None,
         };
-        on_pool(pool.as_deref(), || {
-            self.advance_all(first, watermark, moved)
-        })
+        on_pool(pool.as_ref(), || self.advance_all(first, watermark, moved))
     }
 
     /// [`Lanes::advance_watermark`], `moved`: whether the watermark moved since the last call.
@@ -425,25 +423,34 @@ fn ranges_for(records: usize, lanes: usize) -> usize {
 }
 
 /// Runs `work` for each item and returns the results in item order. When `parallel` and
-/// called on the lanes' threads (see [`on_pool`]), the items are taken in turn by whichever of
-/// those threads is free, this one first: a thread still waking when the others are done
-/// leaves its items to them, and nothing waits for it. A panic in `work` is an error of the
-/// job, not a panic of the runner.
+/// called within [`on_pool`], the items are taken in turn by this thread and the lanes'
+/// threads, whichever is free: a lane thread still waking when the others have taken every
+/// item leaves them to those (it is waited for only to find nothing left, never to do an
+/// item). A panic in `work` is an error of the job, not a panic of the runner.
 fn on_threads<T: Send, R: Send>(
     items: Vec<T>,
     parallel: bool,
     work: impl Fn(usize, T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    if !parallel || items.len() < 2 || rayon::current_thread_index().is_none() {
+    let pool = LANE_POOL.with(|p| p.borrow().clone());
+    let Some(pool) = pool.filter(|_| parallel && items.len() > 1) else {
         return items
             .into_iter()
             .enumerate()
             .map(|(i, item)| work(i, item))
             .collect();
-    }
-    let results: Vec<Mutex<Option<Result<R>>>> = items.iter().map(|_| Mutex::new(None)).collect();
-    let (work, results) = (&work, &results);
-    let run = move |i: usize, item: T| {
+    };
+    let n = items.len();
+    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    let results: Vec<Mutex<Option<Result<R>>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let claim = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= n {
+            break;
+        }
+        let item = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(item) = item else { break };
         let result =
             std::panic::catch_unwind(AssertUnwindSafe(|| work(i, item))).unwrap_or_else(|_| {
                 Err(VeloError::Execution(format!(
@@ -452,15 +459,12 @@ fn on_threads<T: Send, R: Send>(
             });
         *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
     };
-    rayon::scope(|scope| {
-        let mut items = items.into_iter().enumerate();
-        let first = items.next();
-        for (i, item) in items {
-            scope.spawn(move |_| run(i, item));
+    let claim = &claim;
+    pool.in_place_scope(|scope| {
+        for _ in 1..n.min(pool.current_num_threads() + 1) {
+            scope.spawn(move |_| claim());
         }
-        if let Some((i, item)) = first {
-            run(i, item);
-        }
+        claim();
     });
     results
         .iter()
@@ -473,12 +477,19 @@ fn on_threads<T: Send, R: Send>(
         .collect()
 }
 
-/// The threads a job's lanes run on: one per lane, kept for the job's life (a thread started
-/// per micro-batch took longer to get going than a range takes to decode), with the runner's
-/// stack size (expressions are evaluated recursively).
-pub(crate) fn lane_pool(lanes: usize) -> Result<Arc<rayon::ThreadPool>> {
+thread_local! {
+    /// The lanes' threads of the job whose batch this thread is processing (see [`on_pool`]).
+    static LANE_POOL: std::cell::RefCell<Option<Arc<rayon::ThreadPool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The threads that help the runner's thread with a job's lanes: `threads` (one per further
+/// lane), kept for the job's life (a thread started per micro-batch took longer to get going
+/// than a range takes to decode), with the runner's stack size (expressions are evaluated
+/// recursively).
+pub(crate) fn lane_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
     rayon::ThreadPoolBuilder::new()
-        .num_threads(lanes)
+        .num_threads(threads)
         .thread_name(|i| format!("velo-lane-{i}"))
         .stack_size(crate::sql::PLANNING_STACK_BYTES)
         .build()
@@ -486,20 +497,18 @@ pub(crate) fn lane_pool(lanes: usize) -> Result<Arc<rayon::ThreadPool>> {
         .map_err(|e| VeloError::Execution(format!("cannot start the worker lanes' threads: {e}")))
 }
 
-/// Runs `f` on one of `pool`'s threads (the caller waits), so that the work it hands out with
-/// [`on_threads`] is shared among them; without a pool (one lane), here. Log lines keep the
-/// caller's span.
-pub(crate) fn on_pool<R: Send>(
-    pool: Option<&rayon::ThreadPool>,
-    f: impl FnOnce() -> R + Send,
-) -> R {
-    match pool {
-        Some(pool) => {
-            let span = tracing::Span::current();
-            pool.install(move || span.in_scope(f))
+/// Runs `f` here, with `pool`'s threads sharing the work it hands out with [`on_threads`]
+/// (without a pool, one lane: none is shared).
+pub(crate) fn on_pool<R>(pool: Option<&Arc<rayon::ThreadPool>>, f: impl FnOnce() -> R) -> R {
+    let Some(pool) = pool else { return f() };
+    struct Restore(Option<Arc<rayon::ThreadPool>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LANE_POOL.with(|p| *p.borrow_mut() = self.0.take());
         }
-        None => f(),
     }
+    let _restore = Restore(LANE_POOL.with(|p| p.borrow_mut().replace(Arc::clone(pool))));
+    f()
 }
 
 /// Decodes `batch` on as many of `lanes` as its size calls for, cut into contiguous ranges
@@ -571,7 +580,7 @@ fn decode_on_lanes<R: Send>(
 /// lanes too. A batch large enough to be shared is processed on the lanes' threads (`pool`),
 /// a smaller one on this thread (no hand-over on the latency path).
 pub(crate) fn process(
-    pool: Option<&rayon::ThreadPool>,
+    pool: Option<&Arc<rayon::ThreadPool>>,
     lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
     exchange: Option<&Exchange>,
     input: usize,
@@ -1319,8 +1328,8 @@ mod tests {
     }
 
     #[test]
-    fn on_the_lanes_threads_the_items_run_at_once_each_on_a_thread_of_its_own() {
-        let pool = lane_pool(2).unwrap();
+    fn with_the_lanes_threads_the_items_run_at_once_each_on_a_thread_of_its_own() {
+        let pool = lane_pool(1).unwrap();
         let started = AtomicUsize::new(0);
         let threads = on_pool(Some(&pool), || {
             on_threads(vec![(), ()], true, |_, ()| {
@@ -1340,23 +1349,24 @@ mod tests {
         );
         assert_eq!(threads[1].1, 2);
         assert_ne!(threads[0].0, threads[1].0);
-        assert!(threads
-            .iter()
-            .all(|(name, _)| name.starts_with("velo-lane-")));
+        assert!(
+            threads.iter().any(|(name, _)| name == "velo-lane-0"),
+            "{threads:?}"
+        );
+        assert!(
+            threads.iter().any(|(name, _)| *name == thread()),
+            "{threads:?}"
+        );
     }
 
     #[test]
-    fn an_item_no_free_thread_took_is_run_by_the_thread_that_handed_it_out_without_waiting() {
-        let pool = lane_pool(2).unwrap();
-        // One of the two threads is kept busy until released: by the test, or after 10 s.
-        let (release, wait) = std::sync::mpsc::channel::<()>();
+    fn items_the_lanes_thread_is_not_free_for_are_all_run_by_the_thread_that_handed_them_out() {
+        let pool = lane_pool(1).unwrap();
+        // The one lane thread is kept busy for 300 ms.
         let (busy, is_busy) = std::sync::mpsc::channel::<()>();
-        let released = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&released);
         pool.spawn(move || {
             busy.send(()).unwrap();
-            let _ = wait.recv_timeout(std::time::Duration::from_secs(10));
-            flag.store(true, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(300));
         });
         is_busy.recv().unwrap();
         let threads = on_pool(Some(&pool), || {
@@ -1366,11 +1376,12 @@ mod tests {
             })
         })
         .unwrap();
-        // Done while the other thread was still busy: nothing waited for it.
-        assert!(!released.load(Ordering::SeqCst));
-        release.send(()).unwrap();
-        assert_eq!(threads.len(), 3);
-        assert!(threads.iter().all(|t| *t == threads[0]), "{threads:?}");
+        assert_eq!(threads, [thread(), thread(), thread()]);
+        // Without a pool, here too.
+        let here = on_pool(None, || {
+            on_threads(vec![0, 1], true, |_, _: usize| Ok(thread()))
+        });
+        assert_eq!(here.unwrap(), [thread(), thread()]);
     }
 
     #[test]

@@ -452,7 +452,7 @@ impl Runner {
             None
         };
         let processed = lanes::process(
-            pool.as_deref(),
+            pool.as_ref(),
             parts,
             self.lanes.exchange.as_ref(),
             input,
