@@ -296,6 +296,26 @@ fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Three orders produced to `orders`; the two over 1000 must reach `out`, in order.
+fn orders_over_1000_are_written(orders: &str, out: &str) {
+    produce(
+        orders,
+        &[
+            Rec::value(r#"{"customer_id":1,"amount":"1500.50"}"#),
+            Rec::value(r#"{"customer_id":2,"amount":"99.99"}"#),
+            Rec::value(r#"{"customer_id":3,"amount":"1000.01"}"#),
+        ],
+    );
+    let written: Vec<String> = consume(out, 2).into_iter().map(|c| c.value).collect();
+    assert_eq!(
+        written,
+        [
+            r#"{"customer_id":1,"amount":"1500.50"}"#,
+            r#"{"customer_id":3,"amount":"1000.01"}"#
+        ]
+    );
+}
+
 #[test]
 fn an_application_is_deployed_run_and_managed_from_the_cli() {
     let orders = unique_topic("app-orders");
@@ -331,22 +351,7 @@ fn an_application_is_deployed_run_and_managed_from_the_cli() {
     ]);
     let id = format!("{prefix}high_value");
     assert_eq!(ids.trim(), id);
-    produce(
-        &orders,
-        &[
-            Rec::value(r#"{"customer_id":1,"amount":"1500.50"}"#),
-            Rec::value(r#"{"customer_id":2,"amount":"99.99"}"#),
-            Rec::value(r#"{"customer_id":3,"amount":"1000.01"}"#),
-        ],
-    );
-    let out: Vec<String> = consume(&big, 2).into_iter().map(|c| c.value).collect();
-    assert_eq!(
-        out,
-        [
-            r#"{"customer_id":1,"amount":"1500.50"}"#,
-            r#"{"customer_id":3,"amount":"1000.01"}"#
-        ]
-    );
+    orders_over_1000_are_written(&orders, &big);
     let server_flag = ["--server", server.url.as_str()];
     let jobs = |args: &[&str]| {
         let mut all = vec!["jobs"];
@@ -1059,23 +1064,8 @@ fn an_exactly_once_jobs_results_sent_while_its_input_is_idle_are_counted_out() {
         call("POST", &format!("{}/jobs", server.url), None, Some(&body)).0,
         201
     );
-    produce(
-        &topic,
-        &[
-            Rec::value(r#"{"customer_id":1,"amount":"1500.50"}"#),
-            Rec::value(r#"{"customer_id":2,"amount":"99.99"}"#),
-            Rec::value(r#"{"customer_id":3,"amount":"1000.01"}"#),
-        ],
-    );
     // Held back until a checkpoint, which comes while nothing more is read.
-    let sent: Vec<String> = consume(&out, 2).into_iter().map(|c| c.value).collect();
-    assert_eq!(
-        sent,
-        [
-            r#"{"customer_id":1,"amount":"1500.50"}"#,
-            r#"{"customer_id":3,"amount":"1000.01"}"#
-        ]
-    );
+    orders_over_1000_are_written(&topic, &out);
     let status = eventually("the rows sent to be counted", || {
         let (_, body) = call("GET", &format!("{}/jobs/big", server.url), None, None);
         let s = json(&body);

@@ -577,8 +577,8 @@ fn decode_on_lanes<R: Send>(
 /// by key before the keyed operator (or the join, or a join input's keyed operator). A keyed
 /// query always goes through the exchange, however small the batch: a key's state lives in
 /// one lane only. A row-wise query given the sink's `encoder` encodes its output rows on the
-/// lanes too. A batch large enough to be shared is processed on the lanes' threads (`pool`),
-/// a smaller one on this thread (no hand-over on the latency path).
+/// lanes too. The pieces of a batch large enough to share are taken by this thread and
+/// `pool`'s; a smaller batch is all this thread's (the latency path wakes no other thread).
 pub(crate) fn process(
     pool: Option<&Arc<rayon::ThreadPool>>,
     lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
