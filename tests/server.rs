@@ -1043,7 +1043,7 @@ fn deploying_past_the_job_limit_is_refused_whole_with_429() {
 }
 
 #[test]
-fn an_exactly_once_jobs_results_sent_while_its_input_is_idle_are_counted_out() {
+fn an_exactly_once_jobs_rows_out_are_counted_when_sent_while_idle_and_across_a_restart() {
     let topic = unique_topic("eo-in");
     let out = unique_topic("eo-out");
     create_topic(&topic, 1);
@@ -1051,7 +1051,7 @@ fn an_exactly_once_jobs_results_sent_while_its_input_is_idle_are_counted_out() {
     let state = tempfile::tempdir().unwrap();
     let state_dir = state.path().to_str().unwrap().to_string();
     let server = start_server_with(
-        &config_yaml("state:\n  checkpoint_interval_ms: 500\n"),
+        &config_yaml("state:\n  checkpoint_interval_ms: 3000\n"),
         &[("VELO_STATE_DIR", state_dir.as_str())],
     );
     let app = format!(
@@ -1064,16 +1064,52 @@ fn an_exactly_once_jobs_results_sent_while_its_input_is_idle_are_counted_out() {
         call("POST", &format!("{}/jobs", server.url), None, Some(&body)).0,
         201
     );
-    // Held back until a checkpoint, which comes while nothing more is read.
-    orders_over_1000_are_written(&topic, &out);
-    let status = eventually("the rows sent to be counted", || {
+    let status = || {
         let (_, body) = call("GET", &format!("{}/jobs/big", server.url), None, None);
-        let s = json(&body);
+        json(&body)
+    };
+    // A first checkpoint (of a record the filter drops): the next is 3 s away, so the orders
+    // below are read in an epoch that takes none, and only a checkpoint taken while the input
+    // is idle sends their results.
+    produce(
+        &topic,
+        &[Rec::value(r#"{"customer_id":0,"amount":"5.00"}"#)],
+    );
+    eventually("a first checkpoint", || {
+        (status()["checkpoints"].as_u64() >= Some(1)).then_some(())
+    });
+    orders_over_1000_are_written(&topic, &out);
+    let s = eventually("the rows sent to be counted", || {
+        let s = status();
         (s["records_out"] == 2).then_some(s)
     });
-    assert_eq!(status["records_in"], 3);
+    assert_eq!(s["records_in"], 4);
     let job = [("job_id", "big")];
     assert_eq!(metric(&server, "velo_records_out_total", &job), 2.0);
+    // A restarted job's new sink counts from zero; the job's count goes on from 2.
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{}/jobs/big/restart", server.url),
+            None,
+            None
+        )
+        .0,
+        200
+    );
+    eventually("the job to run again", || {
+        (status()["status"] == "running").then_some(())
+    });
+    produce(
+        &topic,
+        &[Rec::value(r#"{"customer_id":5,"amount":"2500.00"}"#)],
+    );
+    let written: Vec<String> = consume(&out, 3).into_iter().map(|c| c.value).collect();
+    assert_eq!(written[2], r#"{"customer_id":5,"amount":"2500.00"}"#);
+    eventually("the row after the restart to be counted", || {
+        (status()["records_out"] == 3).then_some(())
+    });
+    assert_eq!(metric(&server, "velo_records_out_total", &job), 3.0);
 }
 
 /// A tumbling-window job over `topic` writing to `out`, as an application file.

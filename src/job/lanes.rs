@@ -444,6 +444,8 @@ fn on_threads<T: Send, R: Send>(
     let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
     let results: Vec<Mutex<Option<Result<R>>>> = (0..n).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
+    // Log lines of every thread in the job's span.
+    let span = tracing::Span::current();
     let claim = || loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= n {
@@ -451,10 +453,15 @@ fn on_threads<T: Send, R: Send>(
         }
         let item = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(item) = item else { break };
-        let result =
-            std::panic::catch_unwind(AssertUnwindSafe(|| work(i, item))).unwrap_or_else(|_| {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| span.in_scope(|| work(i, item))))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|m| m.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
                 Err(VeloError::Execution(format!(
-                    "worker lane {i} stopped on a panic"
+                    "worker lane {i} stopped on a panic: {message}"
                 )))
             });
         *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
@@ -578,7 +585,8 @@ fn decode_on_lanes<R: Send>(
 /// query always goes through the exchange, however small the batch: a key's state lives in
 /// one lane only. A row-wise query given the sink's `encoder` encodes its output rows on the
 /// lanes too. The pieces of a batch large enough to share are taken by this thread and
-/// `pool`'s; a smaller batch is all this thread's (the latency path wakes no other thread).
+/// `pool`'s; a smaller batch is all this thread's (its watermark may still close windows on
+/// the lanes' threads, see [`Lanes::advance_watermark`]).
 pub(crate) fn process(
     pool: Option<&Arc<rayon::ThreadPool>>,
     lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
@@ -588,8 +596,9 @@ pub(crate) fn process(
     horizon: Option<i64>,
     encoder: Option<&RowEncoder>,
 ) -> Result<Processed> {
-    // Fewer records than two lanes' worth decode on one lane (`lanes_for`), and leave fewer
-    // rows than that to exchange: nothing to share.
+    // Fewer records than two lanes' worth decode on one lane (`lanes_for`), and seldom leave
+    // enough rows to exchange in parallel (a lookup join matching many rows may: they are
+    // then exchanged on this thread, with the same result).
     let pool = pool.filter(|_| lanes.len() > 1 && batch.len() >= 2 * MIN_LANE_RECORDS);
     on_pool(pool, || {
         process_here(lanes, exchange, input, batch, horizon, encoder)
@@ -1362,16 +1371,21 @@ mod tests {
     #[test]
     fn items_the_lanes_thread_is_not_free_for_are_all_run_by_the_thread_that_handed_them_out() {
         let pool = lane_pool(1).unwrap();
-        // The one lane thread is kept busy for 300 ms.
+        // The one lane thread is kept busy until the last item runs.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
         let (busy, is_busy) = std::sync::mpsc::channel::<()>();
         pool.spawn(move || {
             busy.send(()).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            let _ = wait.recv_timeout(std::time::Duration::from_secs(30));
         });
         is_busy.recv().unwrap();
+        let release = Mutex::new(release);
         let threads = on_pool(Some(&pool), || {
             on_threads(vec![0, 1, 2], true, |i, item: usize| {
                 assert_eq!(i, item);
+                if i == 2 {
+                    release.lock().unwrap().send(()).unwrap();
+                }
                 Ok(thread())
             })
         })

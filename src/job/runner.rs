@@ -94,6 +94,9 @@ pub struct Runner {
     undelivered_since: Option<Instant>,
     stats: JobStats,
     state_checked: Instant,
+    /// The rows this run's sink had written when last counted into `progress` (which a
+    /// server job keeps across its restarts, each with a new sink).
+    rows_out_counted: u64,
 }
 
 impl Runner {
@@ -130,6 +133,7 @@ impl Runner {
             undelivered_since: None,
             stats: JobStats::default(),
             state_checked: Instant::now(),
+            rows_out_counted: 0,
         }
     }
 
@@ -850,14 +854,15 @@ impl Runner {
         Ok(())
     }
 
-    fn count_rows_out(&self) {
+    /// Counts into `progress` the rows the sink wrote since the last call.
+    fn count_rows_out(&mut self) {
         let written = self.sink.rows_written();
-        let counted = self.progress.rows_out.load(Ordering::Relaxed);
         count(
             &self.progress.rows_out,
             &self.progress.metrics.records_out,
-            written.saturating_sub(counted),
+            written.saturating_sub(self.rows_out_counted),
         );
+        self.rows_out_counted = self.rows_out_counted.max(written);
     }
 
     /// The job's state now, at a micro-batch boundary, as checkpoint `id` (the sink's part
