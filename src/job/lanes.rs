@@ -600,31 +600,30 @@ pub(crate) fn process(
     // enough rows to exchange in parallel (a lookup join matching many rows may: they are
     // then exchanged on this thread, with the same result).
     let pool = pool.filter(|_| lanes.len() > 1 && batch.len() >= 2 * MIN_LANE_RECORDS);
-    on_pool(pool, || {
-        process_here(lanes, exchange, input, batch, horizon, encoder)
+    on_pool(pool, || match exchange {
+        None => process_rows(lanes, input, batch, horizon, encoder),
+        Some(keyed @ Exchange::Keyed { at, keys }) => {
+            process_keyed(lanes, keyed, *at, keys, input, batch, horizon)
+        }
+        Some(Exchange::Join) => process_join(lanes, input, batch, horizon),
+        Some(Exchange::Branches(sides)) => process_branches(lanes, sides, input, batch, horizon),
+        Some(gathered @ Exchange::Gathered { at }) => {
+            process_gathered(lanes, gathered, *at, input, batch, horizon)
+        }
     })
 }
 
-/// [`process`], on the thread it is called on.
-fn process_here(
+/// A query whose first stateful operator, at `at`, has `keys` ([`Exchange::Keyed`]): its rows
+/// are exchanged by key before it (see [`exchange_by_key`]).
+fn process_keyed(
     mut lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
-    exchange: Option<&Exchange>,
+    keyed: &Exchange,
+    at: usize,
+    keys: &[Arc<dyn PhysicalExpr>],
     input: usize,
     batch: &SourceBatch,
     horizon: Option<i64>,
-    encoder: Option<&RowEncoder>,
 ) -> Result<Processed> {
-    let (at, keys) = match exchange {
-        None => return process_rows(lanes, input, batch, horizon, encoder),
-        Some(Exchange::Keyed { at, keys }) => (*at, keys),
-        Some(Exchange::Join) => return process_join(lanes, input, batch, horizon),
-        Some(Exchange::Branches(sides)) => {
-            return process_branches(lanes, sides, input, batch, horizon)
-        }
-        Some(gathered @ Exchange::Gathered { at }) => {
-            return process_gathered(lanes, gathered, *at, input, batch, horizon)
-        }
-    };
     let (parts, emitted, errors) = exchange_by_key(
         &mut lanes,
         input,
@@ -635,8 +634,7 @@ fn process_here(
         |pipeline, rows| pipeline.process_at(at, rows),
     )?;
     let pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
-    let exchange = exchange.expect("a keyed query");
-    finish(parts, pipelines, exchange, emitted, errors)
+    finish(parts, pipelines, keyed, emitted, errors)
 }
 
 /// A query whose first stateful operator, at `at`, has no key ([`Exchange::Gathered`]): the
@@ -1411,7 +1409,7 @@ mod tests {
         });
         let error = result.unwrap_err().to_string();
         assert!(
-            error.contains("worker lane 1 stopped on a panic"),
+            error.contains("worker lane 1 stopped on a panic: a bug"),
             "{error}"
         );
     }
