@@ -504,8 +504,10 @@ pub enum ReadMode {
 /// member of the group has committed further meanwhile (the partition was its), then the
 /// committed offset; and a job restored from a checkpoint starts at the checkpoint's offsets
 /// the first time it is assigned each partition, even before the committed offsets (a
-/// fallback to an older checkpoint), or records would be lost. The rebalance callback sets
-/// those offsets in the assignment.
+/// fallback to an older checkpoint), or records would be lost — and when such a partition is
+/// assigned again before the job has committed it, the commit its checkpoint went back behind
+/// is not another member's progress. The rebalance callback sets those offsets in the
+/// assignment.
 pub struct PositionsContext {
     topic: String,
     /// From a restored checkpoint: used as they are, once per partition.
@@ -519,6 +521,12 @@ pub struct PositionsContext {
     /// comes back before the job reads more of it, committing that position would rewind what
     /// the member that held it meanwhile committed.
     floors: Mutex<BTreeMap<i32, (i64, bool)>>,
+    /// For a partition started at a restored checkpoint's offset below the group's committed
+    /// one (a fallback to an older checkpoint): that committed offset, which no state of this
+    /// job holds. Until this member commits the partition, the group committing just that
+    /// means no member has read past it since, and an assignment again starts where the job
+    /// has read to, not there: jumping to it would skip records the restored state lacks.
+    superseded: Mutex<BTreeMap<i32, i64>>,
     /// Set by each assignment the group gives: its partitions are to be forwarded to the
     /// source's batch queue.
     assigned: AtomicBool,
@@ -574,12 +582,29 @@ impl PositionsContext {
             .collect();
         let mut starts = Positions::new();
         let mut ours = TopicPartitionList::new();
+        let mut restored = TopicPartitionList::new();
         for partition in assigned {
             if let Some(offset) = restore_at.remove(&partition) {
                 starts.insert(partition, offset);
+                restored.add_partition(&self.topic, partition);
             } else if let Some(&offset) = read_to.get(&partition) {
                 starts.insert(partition, offset);
                 ours.add_partition(&self.topic, partition);
+            }
+        }
+        let mut superseded = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
+        if restored.count() > 0 {
+            if let Ok(committed) = consumer.committed_offsets(restored, self.timeout) {
+                for e in committed.elements_for_topic(&self.topic) {
+                    match (e.offset(), starts.get(&e.partition())) {
+                        (Offset::Offset(c), Some(&start)) if c > start => {
+                            superseded.insert(e.partition(), c);
+                        }
+                        _ => {
+                            superseded.remove(&e.partition());
+                        }
+                    }
+                }
             }
         }
         if ours.count() > 0 {
@@ -590,11 +615,17 @@ impl PositionsContext {
             // Another member may have read further since this one held the partition.
             if let Ok(committed) = consumer.committed_offsets(ours, self.timeout) {
                 for e in committed.elements_for_topic(&self.topic) {
-                    if let (Offset::Offset(c), Some(start)) =
-                        (e.offset(), starts.get_mut(&e.partition()))
-                    {
+                    let partition = e.partition();
+                    let Offset::Offset(c) = e.offset() else {
+                        continue;
+                    };
+                    if superseded.get(&partition) == Some(&c) {
+                        continue;
+                    }
+                    superseded.remove(&partition);
+                    if let Some(start) = starts.get_mut(&partition) {
                         *start = (*start).max(c);
-                        floors.insert(e.partition(), (c, false));
+                        floors.insert(partition, (c, false));
                     }
                 }
             }
@@ -610,6 +641,11 @@ impl PositionsContext {
     /// ends below it (truncated, or created again: that commit no longer stands, and the job
     /// reads on from where the log restarts); the broker is asked that once per floor.
     fn committable(&self, consumer: &BaseConsumer<Self>, partition: i32, offset: i64) -> i64 {
+        // The group's commit is this member's from now on.
+        self.superseded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&partition);
         let floor = {
             let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
             match floors.get(&partition) {
@@ -956,6 +992,7 @@ impl KafkaSource {
             restore_at: Mutex::new(Positions::new()),
             read_to: Mutex::new(Positions::new()),
             floors: Mutex::new(BTreeMap::new()),
+            superseded: Mutex::new(BTreeMap::new()),
             assigned: AtomicBool::new(false),
             timeout: connection.timeout,
             before_revoke: Mutex::new(None),
@@ -1425,6 +1462,11 @@ fn log_was_reset(
     }
     context
         .floors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&partition);
+    context
+        .superseded
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&partition);
