@@ -745,3 +745,58 @@ fn stateful_operators_without_keys_on_four_lanes_give_one_lanes_rows_in_one_lane
         );
     }
 }
+
+#[test]
+fn a_global_window_aggregated_on_four_lanes_drops_and_counts_the_rows_one_lane_drops() {
+    // Aggregated on the lanes, range by range, and merged on the first lane: which rows come
+    // too late and which windows they close against must be one lane's. Records 12 hours late and a lateness of 200 ms against a disorder of up to 3 s
+    // leave rows late, in batches that also close windows.
+    let select = "SELECT window_start, COUNT(*) AS n, SUM(v) AS total, MIN(v) AS low, \
+                  MAX(v) AS high, AVG(v) AS mean, COUNT(k) AS keyed FROM t \
+                  GROUP BY TUMBLE(ts, INTERVAL '1' SECOND)";
+    let sql = format!(
+        "CREATE STREAM t ({COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '200' MILLISECOND);\n{select}"
+    );
+    let mut rng = Rng(2024);
+    let mut records = records(&mut rng, 20_000);
+    // Every 50th record 12 hours late (about 12 500 records earlier): late once an earlier
+    // micro-batch moved the watermark past it.
+    for r in records.iter_mut().skip(7).step_by(50) {
+        r.ts -= 43_200_000;
+    }
+    let lines = with_null_keys(json_lines(&records), 13, 5);
+    let run = |lanes: usize| {
+        let mut replay = Replay::plan_on_lanes_with(&sql, lanes, |r| r.bounded = false).unwrap();
+        assert_eq!(replay.lanes(), lanes);
+        let mut rng = Rng(7);
+        let mut out: Vec<Vec<String>> = Vec::new();
+        let mut i = 0;
+        while i < lines.len() {
+            let end = (i + 2_048 + rng.below(4_000) as usize).min(lines.len());
+            let chunk: Vec<&[u8]> = lines[i..end].iter().map(|l| l.as_bytes()).collect();
+            out.extend(
+                replay
+                    .push(&chunk)
+                    .unwrap()
+                    .iter()
+                    .map(|b| oracle::json_rows(std::slice::from_ref(b))),
+            );
+            i = end;
+        }
+        out.extend(
+            replay
+                .finish()
+                .unwrap()
+                .iter()
+                .map(|b| oracle::json_rows(std::slice::from_ref(b))),
+        );
+        out.retain(|rows| !rows.is_empty());
+        (out, replay.metrics().late_rows)
+    };
+    let (one, late) = run(1);
+    assert!(late > 200, "a meaningful share of late rows: {late}");
+    assert!(one.len() > 100, "a meaningful answer");
+    let (four, four_late) = run(4);
+    assert_eq!(four_late, late, "late rows on four lanes");
+    assert_eq!(four, one);
+}

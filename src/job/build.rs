@@ -547,6 +547,12 @@ pub async fn build(spec: JobSpec, hooks: JobHooks) -> Result<Option<Runner>> {
             lanes.extra.len() + 1,
             match (&lanes.exchange, runner.sink.row_encoder()) {
                 (Some(e), _) if e.by_key() => "rows exchanged by key",
+                (Some(Exchange::Gathered { at }), _)
+                    if runner.pipeline.partial_watermark(*at).is_some() =>
+                {
+                    "micro-batches split by range and aggregated on the lanes, the partial \
+                     aggregates merged on the first lane"
+                }
                 (Some(Exchange::Gathered { .. }), _) => {
                     "micro-batches split by range up to the first stateful operator, which runs \
                      on the first lane"

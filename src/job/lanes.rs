@@ -43,7 +43,11 @@
 //!   ranges are decoded and run up to that operator on the lanes, their rows gathered into
 //!   one batch in range order ([`Exchange::Gathered`]), and the operator and those after it
 //!   run on the first lane, which alone holds state. A batch too small to split runs whole on
-//!   the first lane.
+//!   the first lane. A global aggregate whose states merge exactly (COUNT, and SUM, AVG, MIN,
+//!   MAX without floating-point state; `EMIT FINAL`) is aggregated on the lanes instead, each
+//!   range into partial states that the first lane's copy merges in range order
+//!   ([`process_partials`]): the one thread then merges a handful of rows per range instead
+//!   of aggregating every row.
 //! - **Lookup joins** (stream–table) are row-wise: the copies on further lanes share the first
 //!   lane's table (one table per job, whatever the lane count), whose join alone takes a
 //!   followed table's changes, between micro-batches, when no lane reads it.
@@ -75,7 +79,7 @@ use super::input::{BadRecord, InputAdapter};
 use super::progress::ErrorKind;
 use crate::error::{Result, VeloError};
 use crate::operators::{
-    trace_back, JoinSide, Ordered, Pipeline, PipelineRowError, StreamJoinExec, Watermark,
+    trace_back, JoinSide, Ordered, Partial, Pipeline, PipelineRowError, StreamJoinExec, Watermark,
 };
 
 /// Fewest records a lane is given: smaller batches (a trickle of records, the latency path)
@@ -212,7 +216,14 @@ pub enum BranchSplit {
         at: usize,
         keys: Vec<Arc<dyn PhysicalExpr>>,
     },
-    /// Neither (a global aggregate): the side is decoded and run on the first lane.
+    /// A global aggregate whose states merge exactly, at index `at` (see
+    /// [`crate::operators::StreamOperator::partial_watermark`]): the ranges run up to it and
+    /// are aggregated on their lanes, the first lane's copy merges their partial states in
+    /// range order and runs the rest of the branch. Its state is the first lane's, as
+    /// [`BranchSplit::Whole`]'s.
+    Partial { at: usize },
+    /// None of these (another global aggregate): the side is decoded and run on the first
+    /// lane.
     Whole,
 }
 
@@ -221,9 +232,12 @@ impl BranchSplit {
         if branch.is_row_wise() {
             return BranchSplit::Rows;
         }
-        match branch.exchange_point() {
-            Some((at, keys)) => BranchSplit::Keyed { at, keys },
-            None => BranchSplit::Whole,
+        if let Some((at, keys)) = branch.exchange_point() {
+            return BranchSplit::Keyed { at, keys };
+        }
+        match branch.first_stateful() {
+            Some(at) if branch.partial_watermark(at).is_some() => BranchSplit::Partial { at },
+            _ => BranchSplit::Whole,
         }
     }
 }
@@ -248,7 +262,8 @@ impl Exchange {
         let side = |s: &BranchSplit| match s {
             BranchSplit::Rows => "by range".to_string(),
             BranchSplit::Keyed { at, .. } => format!("by key before operator {at}"),
-            BranchSplit::Whole => "on the first lane".to_string(),
+            // The state is the first lane's either way: a checkpoint fits both.
+            BranchSplit::Partial { .. } | BranchSplit::Whole => "on the first lane".to_string(),
         };
         match self {
             Exchange::Keyed { at, .. } => format!("by key before operator {at}"),
@@ -652,6 +667,9 @@ fn process_gathered(
     if lanes_for(batch.len(), lanes.len()) == 1 {
         return whole_on_first_lane(lanes, input, batch, horizon);
     }
+    if let Some(watermark) = lanes[0].1.partial_watermark(at) {
+        return process_partials(lanes, gathered, at, watermark, input, batch, horizon);
+    }
     let decoded = decode_on_lanes(
         &mut lanes,
         input,
@@ -683,6 +701,67 @@ fn process_gathered(
         .collect();
     let errors = to_records(&mut parts, failed, input);
     finish(parts, pipelines, gathered, emitted, errors)
+}
+
+/// A gathered query whose operator at `at` splits into partial results (a global aggregate:
+/// see [`crate::operators::StreamOperator::partial_watermark`]): each range is decoded, run up
+/// to it and aggregated on its lane, against the operator's `watermark`, and the first lane's
+/// operator merges the ranges' partial results in range order. The rows the partial
+/// aggregations reject are traced back through their ranges to their records, in range order,
+/// as when the whole batch is gathered.
+fn process_partials(
+    mut lanes: Vec<(&mut InputAdapter, &mut Pipeline)>,
+    gathered: &Exchange,
+    at: usize,
+    watermark: i64,
+    input: usize,
+    batch: &SourceBatch,
+    horizon: Option<i64>,
+) -> Result<Processed> {
+    let decoded = decode_on_lanes(
+        &mut lanes,
+        input,
+        batch,
+        horizon,
+        |p, rows| p.process_until(input, rows, at),
+        |p, emitted| p.partial_at(at, watermark, emitted),
+    )?;
+    let (mut parts, partials, failed) = partials_of(decoded);
+    let mut pipelines: Vec<&mut Pipeline> = lanes.into_iter().map(|(_, p)| p).collect();
+    let emitted = pipelines[0].merge_partials_at(at, partials)?;
+    let errors = to_records(&mut parts, failed, input);
+    finish(parts, pipelines, gathered, emitted, errors)
+}
+
+/// The ranges' parts, partial results and rejected rows (each with its range and its row among
+/// the rows the range's operators gave), in range order.
+#[allow(clippy::type_complexity)]
+fn partials_of(
+    decoded: Vec<(
+        LaneOutput,
+        Vec<RecordBatch>,
+        Option<(Partial, Vec<PipelineRowError>)>,
+    )>,
+) -> (
+    Vec<LaneOutput>,
+    Vec<Partial>,
+    Vec<(usize, usize, PipelineRowError)>,
+) {
+    let mut parts = Vec::with_capacity(decoded.len());
+    let mut partials = Vec::with_capacity(decoded.len());
+    let mut failed = Vec::new();
+    for (range, (part, _, partial)) in decoded.into_iter().enumerate() {
+        parts.push(part);
+        if let Some((partial, errors)) = partial {
+            partials.push(partial);
+            failed.extend(
+                errors
+                    .into_iter()
+                    .map(|e| (range, e.origin.unwrap_or(0), e)),
+            );
+        }
+    }
+    (parts, partials, failed)
 }
 
 /// `batch` decoded on `lanes` range by range, each range run through `run` on its lane: the
@@ -929,6 +1008,42 @@ fn process_branches(
     let exchange = Exchange::Join;
     let (parts, arrived, errors) = match &sides[side as usize] {
         BranchSplit::Whole => return whole_on_first_lane(lanes, input, batch, horizon),
+        BranchSplit::Partial { .. } if lanes_for(batch.len(), lanes.len()) == 1 => {
+            return whole_on_first_lane(lanes, input, batch, horizon)
+        }
+        BranchSplit::Partial { at } => {
+            let at = *at;
+            let watermark = lanes[0]
+                .1
+                .on_join(|join| Ok(join.branch_mut(side).partial_watermark(at)))?
+                .ok_or_else(|| {
+                    VeloError::Execution("a join input's aggregate lost its partials".into())
+                })?;
+            let decoded = decode_on_lanes(
+                &mut lanes,
+                input,
+                batch,
+                horizon,
+                |pipeline, rows| pipeline.enter_join_until(input, rows, at),
+                |pipeline, emitted| {
+                    pipeline
+                        .on_join(|join| join.branch_mut(side).partial_at(at, watermark, emitted))
+                },
+            )?;
+            let (mut parts, partials, failed) = partials_of(decoded);
+            // Those not traced back to records are the join's, as on one lane.
+            let failed = failed
+                .into_iter()
+                .map(|(range, row, e)| (range, row, PipelineRowError { step: 0, ..e }))
+                .collect();
+            let errors = to_records(&mut parts, failed, input);
+            let arrived = lanes[0].1.on_join(|join| {
+                let branch = join.branch_mut(side);
+                let merged = branch.merge_partials_at(at, partials)?;
+                branch.process_range(at + 1, usize::MAX, merged)
+            })?;
+            (parts, arrived, errors)
+        }
         BranchSplit::Rows => {
             let (parts, rows) = ranges_through(&mut lanes, input, batch, horizon, |p, rows| {
                 p.enter_join(input, rows)
@@ -1024,7 +1139,9 @@ fn branches_at_watermark(
                     )?);
                     arrived
                 }
-                BranchSplit::Rows | BranchSplit::Whole => branch.advance_watermark(watermark)?,
+                BranchSplit::Rows | BranchSplit::Partial { .. } | BranchSplit::Whole => {
+                    branch.advance_watermark(watermark)?
+                }
             };
             join.arrive_all(side, arrived)
         })?);

@@ -135,6 +135,33 @@ pub trait StreamOperator: Send {
         Vec::new()
     }
 
+    /// When this operator's work on a batch can be split into partial results, each made from
+    /// a contiguous part of the batch (on a lane of its own, by a copy of this operator: see
+    /// [`StreamOperator::partial`]) and merged here in order with the same outcome — rows
+    /// emitted, state, counters, errors — the watermark those parts are to be made against
+    /// (this operator's now). `None` (the default): it cannot.
+    fn partial_watermark(&self) -> Option<i64> {
+        None
+    }
+
+    /// The partial result of `batch` (a part of a batch, its rows in order) against
+    /// `watermark` (see [`StreamOperator::partial_watermark`]). Changes nothing here.
+    fn partial(&self, _watermark: i64, _batch: &RecordBatch) -> Result<Partial> {
+        Err(VeloError::Execution(format!(
+            "{} has no partial results",
+            self.name()
+        )))
+    }
+
+    /// Merges the partial results of a batch's parts, in the parts' order, as
+    /// [`StreamOperator::process`] would have processed the whole batch: returns what it emits.
+    fn merge_partials(&mut self, _partials: Vec<Partial>) -> Result<Vec<RecordBatch>> {
+        Err(VeloError::Execution(format!(
+            "{} has no partial results",
+            self.name()
+        )))
+    }
+
     /// This operator as a join of streams, for running its copies on several lanes.
     fn as_stream_join(&self) -> Option<&StreamJoinExec> {
         None
@@ -214,6 +241,33 @@ pub struct RowError {
     /// The row (one row of the operator's input).
     pub row: RecordBatch,
     pub reason: String,
+}
+
+/// An operator's work on part of a batch, made on a lane of its own, to be merged by the copy
+/// that holds the state (see [`StreamOperator::partial`]).
+#[derive(Default)]
+pub struct Partial {
+    /// State to merge, in the operator's checkpoint layout.
+    pub states: Vec<RecordBatch>,
+    /// The part's late rows (dropped, for a late-data destination).
+    pub late: Option<RecordBatch>,
+    /// Late and NULL-time rows counted.
+    pub metrics: OperatorMetrics,
+    /// Rows that could not be evaluated (`input_row`: the row in the part), reported by whoever
+    /// merges the partials (a merge does not report them).
+    pub errors: Vec<RowError>,
+}
+
+/// `error` of `op` at position `step`, as the pipeline reports a row its input row `origin`.
+fn row_error_at(op: &dyn StreamOperator, step: usize, error: RowError) -> PipelineRowError {
+    PipelineRowError {
+        operator: op.name(),
+        step,
+        input: 0,
+        origin: Some(error.input_row),
+        row: error.row,
+        reason: error.reason,
+    }
 }
 
 /// How an operator's output rows relate to its input rows, for tracing a failing row back to
@@ -662,18 +716,51 @@ impl Pipeline {
         let errors = op
             .drain_row_errors()
             .into_iter()
-            .map(|e| PipelineRowError {
-                operator: op.name(),
-                step: at,
-                input: 0,
-                origin: Some(e.input_row),
-                row: e.row,
-                reason: e.reason,
-            })
+            .map(|e| row_error_at(op.as_ref(), at, e))
             .collect();
         let nested = nested_at(at, op.drain_nested_row_errors());
         self.row_errors.extend(nested);
         Ok((out, errors))
+    }
+
+    /// Operator `at`'s watermark for partial results, when its work splits into them (see
+    /// [`StreamOperator::partial_watermark`]).
+    pub fn partial_watermark(&self, at: usize) -> Option<i64> {
+        self.operators.get(at)?.partial_watermark()
+    }
+
+    /// Operator `at`'s partial result of `batches` (a part of a batch, against `watermark`),
+    /// its rows that failed reported as [`Pipeline::process_at`] reports them (`origin`: the
+    /// row among `batches`' rows); `None` when they hold no row.
+    pub fn partial_at(
+        &self,
+        at: usize,
+        watermark: i64,
+        batches: &[RecordBatch],
+    ) -> Result<Option<(Partial, Vec<PipelineRowError>)>> {
+        let Some(first) = batches.first() else {
+            return Ok(None);
+        };
+        let batch = match batches {
+            [one] => one.clone(),
+            _ => arrow::compute::concat_batches(&first.schema(), batches)?,
+        };
+        let op = &self.operators[at];
+        let mut partial = op.partial(watermark, &batch)?;
+        let errors = std::mem::take(&mut partial.errors)
+            .into_iter()
+            .map(|e| row_error_at(op.as_ref(), at, e))
+            .collect();
+        Ok(Some((partial, errors)))
+    }
+
+    /// Merges partial results into operator `at` (see [`StreamOperator::merge_partials`]).
+    pub fn merge_partials_at(
+        &mut self,
+        at: usize,
+        partials: Vec<Partial>,
+    ) -> Result<Vec<RecordBatch>> {
+        self.operators[at].merge_partials(partials)
     }
 
     /// Advances the watermark through the chain; what an operator emits flows downstream.

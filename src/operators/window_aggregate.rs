@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, Int64Array, Int8Array, RecordBatch,
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Int64Array, Int8Array, RecordBatch,
     RecordBatchOptions, UInt32Array,
 };
 use arrow::compute::{cast, take};
@@ -31,8 +31,8 @@ use velo_udfs::window::window_struct;
 
 use super::aggregate::AggregateSpec;
 use super::{
-    counters_batch, order_rows, read_counters, LateRows, OperatorMetrics, RowError, StreamOperator,
-    Watermark,
+    counters_batch, order_rows, read_counters, LateRows, OperatorMetrics, Partial, RowError,
+    StreamOperator, Watermark,
 };
 use crate::error::{Result, VeloError};
 use crate::sql::window::EmitMode;
@@ -105,6 +105,9 @@ impl Grouping {
         columns
     }
 }
+
+/// Rows to windows: window start (a cascaded window's end) → the rows' indices, in order.
+type Assignment = BTreeMap<i64, Vec<u32>>;
 
 struct WindowState {
     groups: Box<dyn GroupValues>,
@@ -199,6 +202,118 @@ impl WindowAggregateExec {
                 .map(|a| a.groups_accumulator())
                 .collect::<Result<_>>()?,
         })
+    }
+
+    /// Which windows each row of `batch` belongs to (start, or a cascaded window's end → rows,
+    /// in order) with windows closed at `watermark` left out, and the rows all of whose windows
+    /// had closed (late). Late and NULL-time rows are counted in `metrics`; rows whose windows
+    /// would leave the timestamp range are added to `errors`.
+    fn assign(
+        &self,
+        batch: &RecordBatch,
+        watermark: i64,
+        metrics: &mut OperatorMetrics,
+        errors: &mut Vec<RowError>,
+    ) -> Result<(Assignment, Vec<u32>)> {
+        let rows = batch.num_rows();
+        let mut assignment = Assignment::new();
+        let mut late_rows: Vec<u32> = Vec::new();
+        match (&self.windows, &self.time) {
+            (Some(windows), Some(time)) => {
+                let times = evaluate_time(time, batch)?;
+                let times = times.as_primitive::<TimestampMillisecondType>();
+                for row in 0..rows {
+                    if times.is_null(row) {
+                        metrics.null_time_rows += 1;
+                        continue;
+                    }
+                    let t = times.value(row);
+                    if !windows.fits(t) {
+                        errors.push(window_overflow(batch, row, t, windows.size));
+                        continue;
+                    }
+                    let mut placed = false;
+                    for start in windows.starts(t) {
+                        if start + windows.size <= watermark {
+                            continue; // this window has closed
+                        }
+                        assignment.entry(start).or_default().push(row as u32);
+                        placed = true;
+                    }
+                    if !placed {
+                        metrics.late_rows += 1;
+                        late_rows.push(row as u32);
+                    }
+                }
+            }
+            _ => match self.closing {
+                Some((key, offset)) => {
+                    let ends = window_end(&self.grouping.keys[key], batch)?;
+                    let ends = ends.as_primitive::<TimestampMillisecondType>();
+                    for row in 0..rows {
+                        if ends.is_null(row) {
+                            metrics.null_time_rows += 1;
+                            continue;
+                        }
+                        let end = ends.value(row).saturating_add(offset);
+                        if end <= watermark {
+                            metrics.late_rows += 1;
+                            late_rows.push(row as u32);
+                        } else {
+                            assignment.entry(end).or_default().push(row as u32);
+                        }
+                    }
+                }
+                None => {
+                    assignment.insert(0, (0..rows as u32).collect());
+                }
+            },
+        }
+        Ok((assignment, late_rows))
+    }
+
+    /// The key columns of `batch` and each aggregate's inputs and filter.
+    #[allow(clippy::type_complexity)]
+    fn evaluate(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<(Vec<ArrayRef>, Vec<(Vec<ArrayRef>, Option<BooleanArray>)>)> {
+        let keys = evaluate_keys(&self.grouping.keys, batch)?;
+        let inputs = self
+            .aggregates
+            .iter()
+            .map(|a| a.evaluate(batch))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((keys, inputs))
+    }
+
+    /// Merges a window's state in the layout of [`state_batch`] (from a checkpoint, or a
+    /// [`Partial`]) into the window's open state.
+    fn merge_state_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let start = batch
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0);
+        if !self.open.contains_key(&start) {
+            let state = self.new_state()?;
+            self.open.insert(start, state);
+        }
+        let key_count = self.key_schema.fields().len();
+        let window = self.open.get_mut(&start).expect("inserted above");
+        let keys: Vec<ArrayRef> = batch.columns()[1..1 + key_count].to_vec();
+        let mut ids = Vec::new();
+        window.groups.intern(&keys, &mut ids)?;
+        let mut column = 1 + key_count;
+        for (acc, spec) in window.accumulators.iter_mut().zip(&self.aggregates) {
+            let width = spec.function.state_fields()?.len();
+            let states = batch.columns()[column..column + width].to_vec();
+            column += width;
+            acc.merge_batch(&states, &ids, window.groups.len())?;
+        }
+        Ok(())
     }
 
     fn window_column(&self, start: i64, n: usize) -> Option<ArrayRef> {
@@ -470,104 +585,27 @@ impl StreamOperator for WindowAggregateExec {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        // Assign rows to windows: start → row indices.
-        let mut assignment: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        let mut late_rows: Vec<u32> = Vec::new();
-        match (&self.windows, &self.time) {
-            (Some(windows), Some(time)) => {
-                let times = evaluate_time(time, &batch)?;
-                let times = times.as_primitive::<TimestampMillisecondType>();
-                for row in 0..rows {
-                    if times.is_null(row) {
-                        self.metrics.null_time_rows += 1;
-                        continue;
-                    }
-                    let t = times.value(row);
-                    if !windows.fits(t) {
-                        self.errors
-                            .push(window_overflow(&batch, row, t, windows.size));
-                        continue;
-                    }
-                    let mut placed = false;
-                    for start in windows.starts(t) {
-                        if start + windows.size <= self.watermark {
-                            continue; // this window has closed
-                        }
-                        assignment.entry(start).or_default().push(row as u32);
-                        placed = true;
-                    }
-                    if !placed {
-                        self.metrics.late_rows += 1;
-                        late_rows.push(row as u32);
-                    }
-                }
-            }
-            _ => match self.closing {
-                Some((key, offset)) => {
-                    let ends = window_end(&self.grouping.keys[key], &batch)?;
-                    let ends = ends.as_primitive::<TimestampMillisecondType>();
-                    for row in 0..rows {
-                        if ends.is_null(row) {
-                            self.metrics.null_time_rows += 1;
-                            continue;
-                        }
-                        let end = ends.value(row).saturating_add(offset);
-                        if end <= self.watermark {
-                            self.metrics.late_rows += 1;
-                            late_rows.push(row as u32);
-                        } else {
-                            assignment.entry(end).or_default().push(row as u32);
-                        }
-                    }
-                }
-                None => {
-                    assignment.insert(0, (0..rows as u32).collect());
-                }
-            },
-        }
+        let (mut metrics, mut errors) = (OperatorMetrics::default(), Vec::new());
+        let (assignment, late_rows) =
+            self.assign(&batch, self.watermark, &mut metrics, &mut errors)?;
+        self.metrics = self.metrics + metrics;
+        self.errors.extend(errors);
         self.late.push(&batch, late_rows)?;
         if assignment.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = evaluate_keys(&self.grouping.keys, &batch)?;
-        let inputs = self
-            .aggregates
-            .iter()
-            .map(|a| a.evaluate(&batch))
-            .collect::<Result<Vec<_>>>()?;
+        let (keys, inputs) = self.evaluate(&batch)?;
         let mut group_ids = Vec::with_capacity(rows);
         let mut out = Vec::new();
         for (start, indices) in assignment {
-            let all_rows = indices.len() == rows;
-            let pick = |a: &ArrayRef| -> Result<ArrayRef> {
-                if all_rows {
-                    Ok(a.clone())
-                } else {
-                    Ok(take(a, &UInt32Array::from(indices.clone()), None)?)
-                }
-            };
-            let window_keys = keys.iter().map(&pick).collect::<Result<Vec<_>>>()?;
             if !self.open.contains_key(&start) {
                 let state = self.new_state()?;
                 self.open.insert(start, state);
             }
             let state = self.open.get_mut(&start).expect("inserted above");
-            group_ids.clear();
-            state.groups.intern(&window_keys, &mut group_ids)?;
-            let total = state.groups.len();
-            for (acc, (values, filter)) in state.accumulators.iter_mut().zip(&inputs) {
-                let values = values.iter().map(&pick).collect::<Result<Vec<_>>>()?;
-                let filter = match filter {
-                    Some(f) => Some(
-                        pick(&(Arc::new(f.clone()) as ArrayRef))?
-                            .as_boolean()
-                            .clone(),
-                    ),
-                    None => None,
-                };
-                acc.update_batch(&values, &group_ids, filter.as_ref(), total)?;
-            }
+            let window_keys = update(state, &keys, &inputs, &indices, rows, &mut group_ids)?;
             if self.emit == EmitMode::Changes {
+                let total = state.groups.len();
                 // One representative row per changed group, in order of first appearance.
                 let mut seen = vec![false; total];
                 let mut changed = Vec::new();
@@ -588,6 +626,69 @@ impl StreamOperator for WindowAggregateExec {
             }
         }
         Ok(out)
+    }
+
+    /// Splits into partials when every aggregate's state merges exactly in any grouping of
+    /// the rows (no floating-point state, no DISTINCT, no ORDER BY) and the operator emits
+    /// only when windows close: a global window or aggregate (without keys), `EMIT FINAL`.
+    fn partial_watermark(&self) -> Option<i64> {
+        let exact = self.aggregates.iter().all(|a| {
+            let f = &a.function;
+            matches!(f.fun().name(), "count" | "sum" | "avg" | "min" | "max")
+                && !f.is_distinct()
+                && f.order_bys().is_empty()
+                && f.state_fields()
+                    .is_ok_and(|fields| fields.iter().all(|field| !field.data_type().is_floating()))
+        });
+        (exact
+            && self.grouping.keys.is_empty()
+            && self.closing.is_none()
+            && self.emit == EmitMode::Final)
+            .then_some(self.watermark)
+    }
+
+    fn partial(&self, watermark: i64, batch: &RecordBatch) -> Result<Partial> {
+        let mut partial = Partial::default();
+        let (assignment, late_rows) =
+            self.assign(batch, watermark, &mut partial.metrics, &mut partial.errors)?;
+        if !late_rows.is_empty() {
+            partial.late = Some(arrow::compute::take_record_batch(
+                batch,
+                &UInt32Array::from(late_rows),
+            )?);
+        }
+        if assignment.is_empty() {
+            return Ok(partial);
+        }
+        let (keys, inputs) = self.evaluate(batch)?;
+        let mut group_ids = Vec::with_capacity(batch.num_rows());
+        for (start, indices) in assignment {
+            let mut state = self.new_state()?;
+            update(
+                &mut state,
+                &keys,
+                &inputs,
+                &indices,
+                batch.num_rows(),
+                &mut group_ids,
+            )?;
+            partial.states.push(state_batch(start, &mut state)?.0);
+        }
+        Ok(partial)
+    }
+
+    fn merge_partials(&mut self, partials: Vec<Partial>) -> Result<Vec<RecordBatch>> {
+        for partial in partials {
+            self.metrics = self.metrics + partial.metrics;
+            if let Some(late) = partial.late {
+                let rows = (0..late.num_rows() as u32).collect();
+                self.late.push(&late, rows)?;
+            }
+            for batch in &partial.states {
+                self.merge_state_batch(batch)?;
+            }
+        }
+        Ok(Vec::new())
     }
 
     fn on_watermark(&mut self, watermark: Watermark) -> Result<Vec<RecordBatch>> {
@@ -626,30 +727,75 @@ impl StreamOperator for WindowAggregateExec {
             return Ok(());
         };
         self.watermark = read_counters(meta, &mut self.metrics)?;
-        let key_count = self.key_schema.fields().len();
         for batch in windows {
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            let start = batch
-                .column(0)
-                .as_primitive::<arrow::datatypes::Int64Type>()
-                .value(0);
-            let mut window = self.new_state()?;
-            let keys: Vec<ArrayRef> = batch.columns()[1..1 + key_count].to_vec();
-            let mut ids = Vec::new();
-            window.groups.intern(&keys, &mut ids)?;
-            let mut column = 1 + key_count;
-            for (acc, spec) in window.accumulators.iter_mut().zip(&self.aggregates) {
-                let width = spec.function.state_fields()?.len();
-                let states = batch.columns()[column..column + width].to_vec();
-                column += width;
-                acc.merge_batch(&states, &ids, window.groups.len())?;
-            }
-            self.open.insert(start, window);
+            self.merge_state_batch(batch)?;
         }
         Ok(())
     }
+}
+
+/// Updates `state` with the rows `indices` of a batch of `rows` rows whose key columns are
+/// `keys` and aggregate inputs `inputs`; `group_ids` is left holding each row's group. Returns
+/// those rows' key columns.
+fn update(
+    state: &mut WindowState,
+    keys: &[ArrayRef],
+    inputs: &[(Vec<ArrayRef>, Option<BooleanArray>)],
+    indices: &[u32],
+    rows: usize,
+    group_ids: &mut Vec<usize>,
+) -> Result<Vec<ArrayRef>> {
+    let all_rows = indices.len() == rows;
+    let picked = (!all_rows).then(|| UInt32Array::from(indices.to_vec()));
+    let pick = |a: &ArrayRef| -> Result<ArrayRef> {
+        match &picked {
+            None => Ok(a.clone()),
+            Some(p) => Ok(take(a, p, None)?),
+        }
+    };
+    let window_keys = keys.iter().map(&pick).collect::<Result<Vec<_>>>()?;
+    group_ids.clear();
+    state.groups.intern(&window_keys, group_ids)?;
+    let total = state.groups.len();
+    for (acc, (values, filter)) in state.accumulators.iter_mut().zip(inputs) {
+        let values = values.iter().map(&pick).collect::<Result<Vec<_>>>()?;
+        let filter = match filter {
+            Some(f) => Some(
+                pick(&(Arc::new(f.clone()) as ArrayRef))?
+                    .as_boolean()
+                    .clone(),
+            ),
+            None => None,
+        };
+        acc.update_batch(&values, group_ids, filter.as_ref(), total)?;
+    }
+    Ok(window_keys)
+}
+
+/// Window `start`'s state as one batch (start, key columns, accumulator states: the layout of
+/// a checkpoint and of a [`Partial`]), taken out of `state`, which is left empty; with the
+/// keys and states taken.
+#[allow(clippy::type_complexity)]
+fn state_batch(
+    start: i64,
+    state: &mut WindowState,
+) -> Result<(RecordBatch, Vec<ArrayRef>, Vec<Vec<ArrayRef>>)> {
+    let n = state.groups.len();
+    let keys = state.groups.emit(EmitTo::All)?;
+    let mut states = Vec::new();
+    for acc in state.accumulators.iter_mut() {
+        states.push(acc.state(EmitTo::All)?);
+    }
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![start; n]))];
+    columns.extend(keys.iter().cloned());
+    columns.extend(states.iter().flatten().cloned());
+    let fields: Vec<Field> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+        .collect();
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    Ok((batch, keys, states))
 }
 
 impl WindowAggregateExec {
@@ -658,24 +804,8 @@ impl WindowAggregateExec {
         let starts: Vec<i64> = self.open.keys().copied().collect();
         for start in starts {
             let mut state = self.open.remove(&start).expect("listed above");
-            let n = state.groups.len();
-            let keys = state.groups.emit(EmitTo::All)?;
-            let mut states = Vec::new();
-            for acc in state.accumulators.iter_mut() {
-                states.push(acc.state(EmitTo::All)?);
-            }
-            let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![start; n]))];
-            columns.extend(keys.iter().cloned());
-            columns.extend(states.iter().flatten().cloned());
-            let fields: Vec<Field> = columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
-                .collect();
-            out.push(RecordBatch::try_new(
-                Arc::new(Schema::new(fields)),
-                columns,
-            )?);
+            let (batch, keys, states) = state_batch(start, &mut state)?;
+            out.push(batch);
             // Put the state back.
             let mut fresh = self.new_state()?;
             let mut ids = Vec::new();
