@@ -637,20 +637,25 @@ fn a_job_restored_from_an_older_checkpoint_keeps_reading_from_its_own_position_w
             positions,
         )
     };
-    let records: Vec<Rec> = (0..200)
-        .map(|i| Rec::value(format!("{i:03}")).partition(i % 2))
+    let records: Vec<Rec> = (0..2_000)
+        .map(|i| Rec::value(format!("{i:04}")).partition(i % 2))
         .collect();
     produce(&topic, &records);
-    // The group has committed offset 80 of each partition (a later checkpoint's, now damaged).
+    // The group has committed offset 800 of each partition (a later checkpoint's, now
+    // damaged).
     let mut earlier = member();
     let (mut seen, mut positions) = (Vec::new(), Positions::new());
     let deadline = Instant::now() + Duration::from_secs(30);
-    while positions.values().filter(|&&o| o >= 80).count() < 2 {
+    while positions.values().filter(|&&o| o >= 800).count() < 2 {
         assert!(Instant::now() < deadline, "read to {positions:?}");
-        poll(&mut earlier, &mut seen, &mut positions);
+        taken(
+            earlier.poll_batch(500, Duration::from_millis(100)).unwrap(),
+            &mut seen,
+            &mut positions,
+        );
     }
     earlier
-        .commit(&Positions::from([(0, 80), (1, 80)]))
+        .commit(&Positions::from([(0, 800), (1, 800)]))
         .unwrap();
     drop(earlier);
     // A restores the older checkpoint (offset 20 of each partition) and reads 10 records, 5 a
@@ -676,9 +681,14 @@ fn a_job_restored_from_an_older_checkpoint_keeps_reading_from_its_own_position_w
         poll(&mut a, &mut a_rows, &mut a_positions);
         poll(&mut b, &mut b_rows, &mut b_positions);
     }
+    // The rebalance came while A was still below the group's commit: the case in question.
+    assert!(
+        a_positions.values().all(|&o| o < 800),
+        "A read to {a_positions:?}"
+    );
     drop(b);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while a_positions.values().filter(|&&o| o == 100).count() < 2 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a_positions.values().filter(|&&o| o == 1_000).count() < 2 {
         assert!(Instant::now() < deadline, "A read to {a_positions:?}");
         poll(&mut a, &mut a_rows, &mut a_positions);
     }
@@ -690,6 +700,6 @@ fn a_job_restored_from_an_older_checkpoint_keeps_reading_from_its_own_position_w
             .filter(|r| r.partition == p)
             .map(|r| r.offset)
             .collect();
-        assert_eq!(offsets, (20..100).collect::<Vec<_>>(), "partition {p}");
+        assert_eq!(offsets, (20..1_000).collect::<Vec<_>>(), "partition {p}");
     }
 }

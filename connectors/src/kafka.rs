@@ -562,12 +562,23 @@ impl PositionsContext {
         if offsets.count() == 0 {
             return;
         }
-        if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
-            tracing::warn!(
+        match consumer.commit(&offsets, CommitMode::Sync) {
+            Ok(()) => self.committed(&offsets),
+            Err(e) => tracing::warn!(
                 topic = %self.topic,
                 "could not commit the offsets of partitions a rebalance takes away (their next \
                  owner may read again what this member read since its last commit): {e}"
-            );
+            ),
+        }
+    }
+
+    /// `offsets` were committed: the group's commit of those partitions is this member's from
+    /// now on (see `superseded`). Called only once a commit succeeded: after a failed one the
+    /// group still holds the commit the restored checkpoint went back behind.
+    fn committed(&self, offsets: &TopicPartitionList) {
+        let mut superseded = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
+        for e in offsets.elements_for_topic(&self.topic) {
+            superseded.remove(&e.partition());
         }
     }
 
@@ -641,11 +652,6 @@ impl PositionsContext {
     /// ends below it (truncated, or created again: that commit no longer stands, and the job
     /// reads on from where the log restarts); the broker is asked that once per floor.
     fn committable(&self, consumer: &BaseConsumer<Self>, partition: i32, offset: i64) -> i64 {
-        // The group's commit is this member's from now on.
-        self.superseded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&partition);
         let floor = {
             let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
             match floors.get(&partition) {
@@ -1640,6 +1646,7 @@ impl Source for KafkaSource {
             .map_err(|e| {
                 ConnectorError::kafka(format!("committing offsets of '{}'", self.topic), e)
             })?;
+        context.committed(&offsets);
         Ok(())
     }
 

@@ -52,7 +52,7 @@
 //!   lane's table (one table per job, whatever the lane count), whose join alone takes a
 //!   followed table's changes, between micro-batches, when no lane reads it.
 //! - Anything else runs on one lane: a join of three or more streams, a join both of whose
-//!   inputs are global aggregates.
+//!   inputs are global aggregates that do not split into partials.
 //!
 //! Contiguous ranges rather than a partition per lane: a batch's records are split evenly
 //! whatever the topic's partition count (one partition still uses every core). Several ranges
