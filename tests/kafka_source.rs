@@ -417,6 +417,30 @@ fn group_member(topic: &str, group: &str) -> KafkaSource {
     KafkaSource::open(&connection(), topic, mode).unwrap()
 }
 
+/// The partitions of its topic assigned to `s` now, in order.
+fn assigned(s: &KafkaSource) -> Vec<i32> {
+    let mut partitions = s.assigned_partitions().unwrap_or_default();
+    partitions.sort_unstable();
+    partitions
+}
+
+/// Has `poll` poll both members of a group of a two-partition topic until each holds one
+/// partition.
+fn until_split(
+    a: &mut KafkaSource,
+    b: &mut KafkaSource,
+    mut poll: impl FnMut(&mut KafkaSource, &mut KafkaSource),
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while assigned(a).len() != 1 || assigned(b).len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the group did not split its partitions"
+        );
+        poll(a, b);
+    }
+}
+
 #[test]
 fn a_member_reading_ahead_commits_the_batch_it_holds_before_a_rebalance_takes_partitions() {
     let topic = unique_topic("prefetch-rebalance");
@@ -512,11 +536,6 @@ fn a_partition_given_back_is_never_committed_below_where_the_member_holding_it_m
             .map(|i| Rec::value(format!("r{r}-{i:02}")).partition(i % 2))
             .collect()
     };
-    let assigned = |s: &KafkaSource| {
-        let mut partitions = s.assigned_partitions().unwrap_or_default();
-        partitions.sort_unstable();
-        partitions
-    };
     produce(&topic, &round(0));
     // A reads the first round of both partitions (20 records each) and commits it.
     let mut a = member();
@@ -534,12 +553,7 @@ fn a_partition_given_back_is_never_committed_below_where_the_member_holding_it_m
     // B joins: each member gets one partition.
     let mut b = member();
     let (mut b_rows, mut b_positions) = (Vec::new(), Positions::new());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while assigned(&a).len() != 1 || assigned(&b).len() != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the group did not split its partitions"
-        );
+    until_split(&mut a, &mut b, |a, b| {
         taken(
             a.poll_batch(100, Duration::from_millis(100)).unwrap(),
             &mut a_rows,
@@ -550,7 +564,7 @@ fn a_partition_given_back_is_never_committed_below_where_the_member_holding_it_m
             &mut b_rows,
             &mut b_positions,
         );
-    }
+    });
     let p = assigned(&b)[0];
     // B reads its partition's share of a second round and commits it: offset 40.
     produce(&topic, &round(1));
@@ -625,11 +639,6 @@ fn a_job_restored_from_an_older_checkpoint_keeps_reading_from_its_own_position_w
     let group = unique_topic("restored-given-back-members");
     create_topic(&topic, 2);
     let member = || group_member(&topic, &group);
-    let assigned = |s: &KafkaSource| {
-        let mut partitions = s.assigned_partitions().unwrap_or_default();
-        partitions.sort_unstable();
-        partitions
-    };
     let poll = |s: &mut KafkaSource, seen: &mut Vec<Row>, positions: &mut Positions| {
         taken(
             s.poll_batch(5, Duration::from_millis(100)).unwrap(),
@@ -672,15 +681,10 @@ fn a_job_restored_from_an_older_checkpoint_keeps_reading_from_its_own_position_w
     // partitions back.
     let mut b = member();
     let (mut b_rows, mut b_positions) = (Vec::new(), Positions::new());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while assigned(&a).len() != 1 || assigned(&b).len() != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the group did not split its partitions"
-        );
-        poll(&mut a, &mut a_rows, &mut a_positions);
-        poll(&mut b, &mut b_rows, &mut b_positions);
-    }
+    until_split(&mut a, &mut b, |a, b| {
+        poll(a, &mut a_rows, &mut a_positions);
+        poll(b, &mut b_rows, &mut b_positions);
+    });
     // The rebalance came while A was still below the group's commit: the case in question.
     assert!(
         a_positions.values().all(|&o| o < 800),
