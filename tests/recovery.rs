@@ -371,9 +371,9 @@ fn top_per_window() -> Scenario {
 }
 
 /// Nexmark q7's shape: the events at the top value of their 5 s window (an interval join of
-/// the raw events, row-wise, with a global aggregate).
-fn top_events() -> Scenario {
-    events_scenario(
+/// the raw events, row-wise, with a global aggregate), over `events` events.
+fn top_events(events: i64) -> Scenario {
+    events_scenario_of(
         "top events",
         "SELECT e.id, e.v, m.top FROM ev e JOIN \
            (SELECT MAX(v) AS top, window_end AS ts FROM ev WHERE k <> 'end' \
@@ -381,6 +381,7 @@ fn top_events() -> Scenario {
          ON e.v = m.top WHERE e.ts BETWEEN m.ts - INTERVAL '5' SECOND AND m.ts",
         false,
         Compare::Rows,
+        events,
     )
 }
 
@@ -574,9 +575,13 @@ fn the_busiest_key_per_window_on_four_lanes_killed_at_random_loses_nothing_and_r
 
 #[test]
 fn the_top_events_per_window_on_four_lanes_killed_at_random_lose_nothing_and_repeat_nothing() {
-    // The raw events are decoded on the lanes; the maximum, the join and their state live on
-    // the first lane.
-    run_scenario(on_four_lanes(top_events()), "exactly-once");
+    // The raw events are decoded on the lanes, and in batches of up to 4 096 the maximum is
+    // aggregated on them too, its partial maxima merged on the first lane; the maximum, the
+    // join and their state live on the first lane.
+    run_scenario(
+        in_large_batches_on_four_lanes(top_events(6_000), "4096"),
+        "exactly-once",
+    );
 }
 
 #[test]
