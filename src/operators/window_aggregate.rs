@@ -137,6 +137,10 @@ pub struct WindowAggregateExec {
     late: LateRows,
     /// Rows whose windows would fall outside the timestamp range, since the last drain.
     errors: Vec<RowError>,
+    /// Every aggregate's state merges to the same value however the rows are grouped: COUNT,
+    /// SUM, AVG, MIN, MAX without DISTINCT or ORDER BY and without floating-point state (a
+    /// floating-point sum depends on the order it adds in).
+    merges_exactly: bool,
 }
 
 impl WindowAggregateExec {
@@ -150,6 +154,14 @@ impl WindowAggregateExec {
         output_schema: SchemaRef,
     ) -> Self {
         let key_schema = key_schema(&grouping.key_fields);
+        let merges_exactly = aggregates.iter().all(|a| {
+            let f = &a.function;
+            matches!(f.fun().name(), "count" | "sum" | "avg" | "min" | "max")
+                && !f.is_distinct()
+                && f.order_bys().is_empty()
+                && f.state_fields()
+                    .is_ok_and(|fields| fields.iter().all(|field| !field.data_type().is_floating()))
+        });
         let (windows, time) = match windows {
             Some((w, t)) => (Some(w), Some(t)),
             None => (None, None),
@@ -168,6 +180,7 @@ impl WindowAggregateExec {
             metrics: OperatorMetrics::default(),
             late: LateRows::default(),
             errors: Vec::new(),
+            merges_exactly,
         }
     }
 
@@ -632,15 +645,7 @@ impl StreamOperator for WindowAggregateExec {
     /// the rows (no floating-point state, no DISTINCT, no ORDER BY) and the operator emits
     /// only when windows close: a global window or aggregate (without keys), `EMIT FINAL`.
     fn partial_watermark(&self) -> Option<i64> {
-        let exact = self.aggregates.iter().all(|a| {
-            let f = &a.function;
-            matches!(f.fun().name(), "count" | "sum" | "avg" | "min" | "max")
-                && !f.is_distinct()
-                && f.order_bys().is_empty()
-                && f.state_fields()
-                    .is_ok_and(|fields| fields.iter().all(|field| !field.data_type().is_floating()))
-        });
-        (exact
+        (self.merges_exactly
             && self.grouping.keys.is_empty()
             && self.closing.is_none()
             && self.emit == EmitMode::Final)
